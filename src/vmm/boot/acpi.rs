@@ -1,0 +1,223 @@
+//! ACPI tables that describe the machine to the guest: RSDP → XSDT → FADT (→ DSDT), MADT.
+//!
+//! The platform is "hardware-reduced" ACPI: no legacy PM blocks, no SCI. Power off and reset
+//! go through the sleep-control and reset registers of [`crate::vmm::devices::power`], and
+//! the DSDT's `\_S5_` object tells Linux which sleep type means "off". The MADT lists one
+//! local APIC per vCPU (APIC ID = vCPU index, matching CPUID) and the IOAPIC.
+
+use acpi_tables::aml;
+use acpi_tables::Aml;
+use acpi_tables::fadt::{FADTBuilder, Flags};
+use acpi_tables::gas::{AccessSize, AddressSpace, GAS};
+use acpi_tables::madt::{EnabledStatus, IoApic, LocalInterruptController, ProcessorLocalApic, MADT};
+use acpi_tables::rsdp::Rsdp;
+use acpi_tables::sdt::Sdt;
+use acpi_tables::xsdt::XSDT;
+use vm_memory::{Bytes, GuestAddress};
+
+use super::layout::{ACPI_END, IOAPIC_START, LAPIC_START, RSDP_START};
+use crate::vmm::devices::legacy::serial::{COM1_IRQ, COM1_PORT};
+use crate::vmm::devices::power::{POWER_PORT, RESET_VALUE, S5_SLEEP_TYPE};
+use crate::vmm::vstate::memory::GuestMemory;
+
+const OEM_ID: [u8; 6] = *b"NUAGE ";
+const OEM_TABLE_ID: [u8; 8] = *b"NUAGEVMM";
+const OEM_REVISION: u32 = 1;
+/// IAPC_BOOT_ARCH bit: no VGA hardware.
+const IAPC_VGA_NOT_PRESENT: u16 = 1 << 2;
+
+/// Errors while writing the ACPI tables.
+#[derive(Debug, thiserror::Error)]
+pub enum AcpiError {
+    /// The tables do not fit in the reserved area.
+    #[error("ACPI tables need {0} bytes, more than the reserved area holds")]
+    TooLarge(u64),
+    /// Guest memory rejected a write.
+    #[error("cannot write ACPI tables: {0}")]
+    Memory(#[from] vm_memory::GuestMemoryError),
+}
+
+/// Lays tables out one after another, 16-byte aligned, from just after the RSDP.
+struct TableWriter<'a> {
+    mem: &'a GuestMemory,
+    next: u64,
+}
+
+impl TableWriter<'_> {
+    fn write(&mut self, bytes: &[u8]) -> Result<u64, AcpiError> {
+        let addr = self.next.next_multiple_of(16);
+        let end = addr + bytes.len() as u64;
+        if end > ACPI_END {
+            return Err(AcpiError::TooLarge(end - RSDP_START));
+        }
+        self.mem.write_slice(bytes, GuestAddress(addr))?;
+        self.next = end;
+        Ok(addr)
+    }
+}
+
+fn to_bytes(table: &dyn Aml) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    table.to_aml_bytes(&mut bytes);
+    bytes
+}
+
+/// The DSDT: the `\_S5_` sleep package and the COM1 serial port.
+pub fn dsdt() -> Vec<u8> {
+    let mut body = Vec::new();
+    aml::Name::new(
+        "_S5_".into(),
+        &aml::Package::new(vec![&S5_SLEEP_TYPE, &S5_SLEEP_TYPE, &aml::ZERO, &aml::ZERO]),
+    )
+    .to_aml_bytes(&mut body);
+    aml::Device::new(
+        "\\_SB_.COM1".into(),
+        vec![
+            &aml::Name::new("_HID".into(), &aml::EISAName::new("PNP0501")),
+            &aml::Name::new("_UID".into(), &aml::ZERO),
+            &aml::Name::new(
+                "_CRS".into(),
+                &aml::ResourceTemplate::new(vec![
+                    &aml::IO::new(COM1_PORT, COM1_PORT, 1, 8),
+                    &aml::Interrupt::new(true, true, false, false, COM1_IRQ),
+                ]),
+            ),
+        ],
+    )
+    .to_aml_bytes(&mut body);
+    let mut table = Sdt::new(*b"DSDT", 36, 6, OEM_ID, OEM_TABLE_ID, OEM_REVISION);
+    table.append_slice(&body);
+    table.as_slice().to_vec()
+}
+
+/// The hardware-reduced FADT pointing at the DSDT.
+pub fn fadt(dsdt_addr: u64) -> Vec<u8> {
+    let port = GAS::new(AddressSpace::SystemIo, 8, 0, AccessSize::ByteAccess, u64::from(POWER_PORT));
+    let mut fadt = FADTBuilder::new(OEM_ID, OEM_TABLE_ID, OEM_REVISION)
+        .dsdt_64(dsdt_addr)
+        .flag(Flags::HwReducedAcpi)
+        .flag(Flags::ResetRegSup)
+        // No fixed-feature power or sleep buttons.
+        .flag(Flags::PwrButton)
+        .flag(Flags::SlpButton);
+    fadt.reset_reg = port;
+    fadt.reset_value = RESET_VALUE;
+    fadt.sleep_control_reg = port;
+    fadt.sleep_status_reg = port;
+    fadt.iapc_boot_arch = IAPC_VGA_NOT_PRESENT.into();
+    fadt.hypervisor_vendor_identity = u64::from_le_bytes(*b"NUAGEVMM").into();
+    to_bytes(&fadt.finalize())
+}
+
+/// The MADT: one enabled local APIC per vCPU and the IOAPIC.
+pub fn madt(vcpu_count: u8) -> Vec<u8> {
+    let mut madt = MADT::new(OEM_ID, OEM_TABLE_ID, OEM_REVISION, LocalInterruptController::Address(LAPIC_START));
+    for id in 0..vcpu_count {
+        madt.add_structure(ProcessorLocalApic::new(id, id, EnabledStatus::Enabled));
+    }
+    madt.add_structure(IoApic::new(0, IOAPIC_START, 0));
+    to_bytes(&madt)
+}
+
+/// Writes all tables into the reserved legacy area; the RSDP goes at [`RSDP_START`].
+pub fn write_acpi_tables(mem: &GuestMemory, vcpu_count: u8) -> Result<(), AcpiError> {
+    let mut writer = TableWriter { mem, next: RSDP_START + Rsdp::len() as u64 };
+    let dsdt_addr = writer.write(&dsdt())?;
+    let fadt_addr = writer.write(&fadt(dsdt_addr))?;
+    let madt_addr = writer.write(&madt(vcpu_count))?;
+    let mut xsdt = XSDT::new(OEM_ID, OEM_TABLE_ID, OEM_REVISION);
+    xsdt.add_entry(fadt_addr);
+    xsdt.add_entry(madt_addr);
+    let xsdt_addr = writer.write(&to_bytes(&xsdt))?;
+    mem.write_slice(&to_bytes(&Rsdp::new(OEM_ID, xsdt_addr)), GuestAddress(RSDP_START))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vmm::vstate::memory::create_guest_memory;
+
+    fn checksum_ok(table: &[u8]) -> bool {
+        table.iter().fold(0u8, |sum, b| sum.wrapping_add(*b)) == 0
+    }
+
+    fn u32_at(bytes: &[u8], at: usize) -> u32 {
+        u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+    }
+
+    #[test]
+    fn tables_are_well_formed() {
+        for table in [dsdt(), fadt(0xe1000), madt(4)] {
+            assert!(checksum_ok(&table), "bad checksum in {:?}", &table[..4]);
+            assert_eq!(u32_at(&table, 4) as usize, table.len(), "length field of {:?}", &table[..4]);
+        }
+    }
+
+    #[test]
+    fn madt_has_one_lapic_per_vcpu_and_an_ioapic() {
+        let table = madt(3);
+        // Entries start after the 36-byte header, the LAPIC address and the flags.
+        let mut at = 44;
+        let mut lapic_ids = Vec::new();
+        let mut ioapics = 0;
+        while at < table.len() {
+            let (kind, len) = (table[at], table[at + 1] as usize);
+            match kind {
+                0 => lapic_ids.push(table[at + 3]),
+                1 => ioapics += 1,
+                other => panic!("unexpected MADT entry type {other}"),
+            }
+            at += len;
+        }
+        assert_eq!(lapic_ids, vec![0, 1, 2]);
+        assert_eq!(ioapics, 1);
+        assert_eq!(u32_at(&table, 36), LAPIC_START);
+    }
+
+    #[test]
+    fn fadt_is_hardware_reduced_with_power_registers() {
+        let table = fadt(0xe1000);
+        let flags = u32_at(&table, 112);
+        assert_ne!(flags & (1 << 20), 0, "HW_REDUCED_ACPI");
+        assert_ne!(flags & (1 << 10), 0, "RESET_REG_SUP");
+        // RESET_REG is a GAS at offset 116: I/O space, address POWER_PORT; RESET_VALUE at 128.
+        assert_eq!(table[116], 1);
+        assert_eq!(u32_at(&table, 120), u32::from(POWER_PORT));
+        assert_eq!(table[128], RESET_VALUE);
+        // SLEEP_CONTROL_REG at offset 244.
+        assert_eq!(table[244], 1);
+        assert_eq!(u32_at(&table, 248), u32::from(POWER_PORT));
+        // X_DSDT at offset 140.
+        assert_eq!(u32_at(&table, 140), 0xe1000);
+    }
+
+    #[test]
+    fn dsdt_defines_s5() {
+        let table = dsdt();
+        assert!(table.windows(4).any(|w| w == b"_S5_"));
+        assert!(table.windows(4).any(|w| w == b"COM1"));
+    }
+
+    #[test]
+    fn rsdp_points_at_xsdt_listing_fadt_and_madt() {
+        let mem = create_guest_memory(16).unwrap();
+        write_acpi_tables(&mem, 2).unwrap();
+        let mut rsdp = [0u8; 36];
+        mem.read_slice(&mut rsdp, GuestAddress(RSDP_START)).unwrap();
+        assert_eq!(&rsdp[..8], b"RSD PTR ");
+        assert!(checksum_ok(&rsdp[..20]) && checksum_ok(&rsdp));
+        let xsdt_addr = u64::from_le_bytes(rsdp[24..32].try_into().unwrap());
+        let mut xsdt = [0u8; 52];
+        mem.read_slice(&mut xsdt, GuestAddress(xsdt_addr)).unwrap();
+        assert_eq!(&xsdt[..4], b"XSDT");
+        let mut signatures = Vec::new();
+        for i in 0..2 {
+            let addr = u64::from_le_bytes(xsdt[36 + 8 * i..44 + 8 * i].try_into().unwrap());
+            let mut sig = [0u8; 4];
+            mem.read_slice(&mut sig, GuestAddress(addr)).unwrap();
+            signatures.push(sig);
+        }
+        assert_eq!(signatures, vec![*b"FACP", *b"APIC"]);
+    }
+}

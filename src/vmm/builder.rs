@@ -1,0 +1,142 @@
+//! Assembles a microVM from its configuration: guest memory and boot structures first (so
+//! bad images fail before KVM is touched), then the KVM VM, devices and vCPUs.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::sync::Arc;
+
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use crate::vmm::boot::{acpi, loader, params};
+use crate::vmm::arch::regs;
+use crate::vmm::config::VmConfig;
+use crate::vmm::devices::legacy::i8042::{I8042, I8042_PORT, I8042_PORT_COUNT};
+use crate::vmm::devices::legacy::serial::{ConsoleSinks, IrqLine, SerialConsole, COM1_IRQ, COM1_PORT, COM1_PORT_COUNT};
+use crate::vmm::devices::power::{PowerManagement, POWER_PORT};
+use crate::vmm::devices::{BusError, PioBus};
+use crate::vmm::exit::ExitNotifier;
+use crate::vmm::vstate::memory::{self, GuestMemory};
+use crate::vmm::vstate::vcpu::{Vcpu, VcpuError};
+use crate::vmm::vstate::vm::{Vm, VmError};
+
+/// Errors while building a microVM.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// Guest RAM could not be mapped.
+    #[error(transparent)]
+    Memory(#[from] memory::MemoryError),
+    /// The kernel, initrd or command line is unusable.
+    #[error(transparent)]
+    Load(#[from] loader::LoadError),
+    /// Boot tables could not be written.
+    #[error(transparent)]
+    Acpi(#[from] acpi::AcpiError),
+    /// Boot tables could not be written.
+    #[error("cannot write boot structures: {0}")]
+    BootMemory(#[from] vm_memory::GuestMemoryError),
+    /// The console log cannot be opened.
+    #[error("cannot open console log {path}: {source}")]
+    ConsoleLog {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// KVM refused the VM.
+    #[error(transparent)]
+    Vm(#[from] VmError),
+    /// KVM refused a vCPU.
+    #[error(transparent)]
+    Vcpu(#[from] VcpuError),
+    /// Device wiring failed.
+    #[error("device set-up failed: {0}")]
+    Device(String),
+}
+
+impl BuildError {
+    /// Whether the error lies in what the user configured (as opposed to the host).
+    pub fn is_config_error(&self) -> bool {
+        matches!(self, BuildError::Load(_) | BuildError::ConsoleLog { .. } | BuildError::Memory(_))
+    }
+}
+
+impl From<BusError> for BuildError {
+    fn from(e: BusError) -> Self {
+        BuildError::Device(e.to_string())
+    }
+}
+
+/// A microVM ready to run: nothing has executed yet.
+pub struct MicroVm {
+    /// vCPUs, the boot vCPU first. Declared first so they drop before the VM and memory.
+    pub vcpus: Vec<Vcpu>,
+    /// The port-I/O bus shared by all vCPU threads.
+    pub bus: Arc<PioBus>,
+    /// The serial console, also fed by the main loop.
+    pub serial: Arc<SerialConsole>,
+    /// Where the VM's end is reported.
+    pub exit: ExitNotifier,
+    /// The KVM VM.
+    pub vm: Vm,
+    /// Guest RAM; must outlive the VM's memory slots.
+    pub memory: GuestMemory,
+}
+
+/// Builds the microVM described by `config` (already validated).
+pub fn build(config: &VmConfig) -> Result<MicroVm, BuildError> {
+    let vcpu_count = config.vcpu_count();
+    let sinks = console_sinks(config)?;
+
+    let memory = memory::create_guest_memory(config.memory_mib)?;
+    let kernel = loader::load_kernel(&memory, &config.kernel)?;
+    let initrd = match &config.initrd {
+        Some(path) => Some(loader::load_initrd(&memory, path, &kernel)?),
+        None => None,
+    };
+    let cmdline_len = loader::load_cmdline(&memory, &config.cmdline, loader::cmdline_max_size(&kernel))?;
+    let e820 = params::e820_map(config.memory_mib << 20);
+    params::write_zero_page(&memory, &params::build_zero_page(&kernel, cmdline_len, initrd, &e820))?;
+    acpi::write_acpi_tables(&memory, vcpu_count)?;
+    regs::write_page_tables(&memory)?;
+    regs::write_descriptor_tables(&memory)?;
+
+    let vm = Vm::new(vcpu_count)?;
+    vm.register_memory(&memory)?;
+
+    let exit = ExitNotifier::new().map_err(|e| BuildError::Device(format!("exit eventfd: {e}")))?;
+    let serial_irq = EventFd::new(EFD_NONBLOCK).map_err(|e| BuildError::Device(format!("serial eventfd: {e}")))?;
+    vm.fd()
+        .register_irqfd(&serial_irq, COM1_IRQ)
+        .map_err(|e| BuildError::Device(format!("serial irqfd: {e}")))?;
+    let serial = Arc::new(SerialConsole::new(IrqLine(serial_irq), sinks));
+    let mut bus = PioBus::default();
+    bus.insert(COM1_PORT, COM1_PORT_COUNT, serial.clone())?;
+    bus.insert(I8042_PORT, I8042_PORT_COUNT, Arc::new(I8042::new(exit.clone())))?;
+    bus.insert(POWER_PORT, 1, Arc::new(PowerManagement::new(exit.clone())))?;
+
+    let cpuid = vm.supported_cpuid()?;
+    let vcpus = (0..vcpu_count)
+        .map(|index| Vcpu::new(&vm, index, vcpu_count, &cpuid))
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(boot) = vcpus.first() {
+        boot.set_boot_entry(kernel.entry)?;
+    }
+    tracing::info!(vcpus = vcpu_count, memory_mib = config.memory_mib, entry = kernel.entry.0, "microVM built");
+    Ok(MicroVm { vcpus, bus: Arc::new(bus), serial, exit, vm, memory })
+}
+
+fn console_sinks(config: &VmConfig) -> Result<ConsoleSinks, BuildError> {
+    let mut sinks: Vec<Box<dyn Write + Send>> = Vec::new();
+    if let Some(path) = &config.console.log_file {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|source| BuildError::ConsoleLog { path: path.clone(), source })?;
+        sinks.push(Box::new(file));
+    }
+    if config.console.stdout {
+        sinks.push(Box::new(std::io::stdout()));
+    }
+    Ok(ConsoleSinks::new(sinks))
+}

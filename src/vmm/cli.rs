@@ -1,0 +1,123 @@
+//! The `nuage-vmm` command line.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use crate::vmm::config::{Overrides, VmConfig, DEFAULT_CMDLINE};
+use crate::vmm::exit::{ExitReason, ExitStatus, ResetCause};
+use crate::vmm::{builder, runtime};
+
+const EXIT_STATUS_HELP: &str = "\
+Exit status:
+  0  the guest powered off (ACPI S5)
+  1  fatal error after the VM started (KVM failure, unexpected vCPU exit)
+  2  the command line could not be parsed
+  3  invalid configuration: bad or missing kernel, initrd, sizes; nothing was started
+  4  the guest rebooted (ACPI reset register, i8042 reset, triple fault): restart it
+  5  stopped by SIGTERM or SIGINT from the host";
+
+/// Boots one KVM microVM from a Linux kernel and runs it until the guest powers off or
+/// reboots, or the host stops it.
+#[derive(Debug, Parser)]
+#[command(name = "nuage-vmm", version, after_help = EXIT_STATUS_HELP)]
+pub struct VmmArgs {
+    /// JSON configuration file (fields: kernel, initrd, cmdline, vcpus, memory_mib,
+    /// console {log_file, stdout, stdin}); flags given too override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Kernel image: a bzImage (vmlinuz, 64-bit boot protocol) or an ELF vmlinux.
+    #[arg(long, value_name = "PATH")]
+    pub kernel: Option<PathBuf>,
+    /// Initial ramdisk loaded high in guest RAM.
+    #[arg(long, value_name = "PATH")]
+    pub initrd: Option<PathBuf>,
+    /// Kernel command line [default: "console=ttyS0 panic=1 pci=off"].
+    #[arg(long, value_name = "STRING")]
+    pub cmdline: Option<String>,
+    /// Number of vCPUs, 1 to 32, one host thread each [default: 1].
+    #[arg(long, value_name = "N")]
+    pub vcpus: Option<u64>,
+    /// Guest RAM in MiB, at least 4 [default: 128].
+    #[arg(long, value_name = "MIB")]
+    pub memory: Option<u64>,
+    /// Append the serial console output to this file.
+    #[arg(long, value_name = "PATH")]
+    pub console_log: Option<PathBuf>,
+    /// Copy the serial console output to stdout.
+    #[arg(long)]
+    pub console_stdout: bool,
+    /// Feed stdin to the serial console (raw mode when stdin is a terminal).
+    #[arg(long)]
+    pub console_stdin: bool,
+    /// Log filter for the VMM's own diagnostics on stderr (e.g. info, debug, nuage=trace).
+    #[arg(long, value_name = "FILTER", default_value = "warn")]
+    pub log_level: String,
+}
+
+impl VmmArgs {
+    fn overrides(&self) -> Overrides {
+        Overrides {
+            kernel: self.kernel.clone(),
+            initrd: self.initrd.clone(),
+            cmdline: self.cmdline.clone(),
+            vcpus: self.vcpus,
+            memory_mib: self.memory,
+            console_log: self.console_log.clone(),
+            console_stdout: self.console_stdout,
+            console_stdin: self.console_stdin,
+        }
+    }
+}
+
+fn describe(reason: &ExitReason) -> Option<String> {
+    Some(match reason {
+        ExitReason::PowerOff => return None,
+        ExitReason::Reset(cause) => format!(
+            "guest rebooted ({})",
+            match cause {
+                ResetCause::KeyboardController => "i8042 reset",
+                ResetCause::AcpiResetRegister => "ACPI reset register",
+                ResetCause::TripleFault => "triple fault or shutdown",
+                ResetCause::SystemEvent => "KVM reset event",
+            }
+        ),
+        ExitReason::Signal(signal) => format!("stopped by signal {signal}"),
+        ExitReason::Fatal(message) => format!("fatal: {message}"),
+    })
+}
+
+/// Parses arguments, builds and runs the VM; returns the process exit status.
+pub fn main() -> ExitStatus {
+    let args = match VmmArgs::try_parse() {
+        Ok(args) => args,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitStatus::Usage } else { ExitStatus::PowerOff };
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    debug_assert!(!DEFAULT_CMDLINE.is_empty());
+
+    let config = match VmConfig::load(args.config.as_deref(), args.overrides()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("nuage-vmm: {e}");
+            return ExitStatus::Config;
+        }
+    };
+    let vm = match builder::build(&config) {
+        Ok(vm) => vm,
+        Err(e) => {
+            eprintln!("nuage-vmm: {e}");
+            return if e.is_config_error() { ExitStatus::Config } else { ExitStatus::Fatal };
+        }
+    };
+    let reason = runtime::run(vm, config.console.stdin);
+    if let Some(line) = describe(&reason) {
+        eprintln!("nuage-vmm: {line}");
+    }
+    reason.status()
+}

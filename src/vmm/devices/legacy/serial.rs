@@ -1,0 +1,185 @@
+//! The 16550A serial console (COM1), built on `vm-superio`.
+//!
+//! Output goes to any number of sinks (a log file, stdout); input is queued by the VMM's
+//! main loop from stdin. The interrupt line is an eventfd registered as an irqfd on GSI 4.
+
+use std::io::Write;
+use std::sync::Mutex;
+
+use vm_superio::serial::NoEvents;
+use vm_superio::{Serial, Trigger};
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::vmm::devices::PioDevice;
+
+/// COM1's base port.
+pub const COM1_PORT: u16 = 0x3f8;
+/// Ports a 16550 occupies.
+pub const COM1_PORT_COUNT: u16 = 8;
+/// COM1's ISA interrupt, identity-mapped to the IOAPIC pin of the same number.
+pub const COM1_IRQ: u32 = 4;
+
+/// Raises the serial interrupt by signalling an irqfd.
+pub struct IrqLine(pub EventFd);
+
+impl Trigger for IrqLine {
+    type E = std::io::Error;
+
+    fn trigger(&self) -> std::io::Result<()> {
+        self.0.write(1)
+    }
+}
+
+/// Where console output goes: each byte is written through to every sink at once, so a
+/// log survives a crash of the VMM and a reader sees output as the guest produces it.
+pub struct ConsoleSinks {
+    sinks: Vec<Box<dyn Write + Send>>,
+}
+
+impl ConsoleSinks {
+    /// Console output to `sinks`.
+    pub fn new(sinks: Vec<Box<dyn Write + Send>>) -> Self {
+        Self { sinks }
+    }
+}
+
+impl Write for ConsoleSinks {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // A sink that fails (a closed pipe, a full disk) is dropped; the guest keeps running.
+        self.sinks.retain_mut(|sink| match sink.write_all(buf).and_then(|()| sink.flush()) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "console sink failed; dropping it");
+                false
+            }
+        });
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The serial port as a bus device.
+pub struct SerialConsole {
+    inner: Mutex<Serial<IrqLine, NoEvents, ConsoleSinks>>,
+}
+
+impl SerialConsole {
+    /// A 16550 that interrupts through `irq` and prints to `out`.
+    pub fn new(irq: IrqLine, out: ConsoleSinks) -> Self {
+        Self { inner: Mutex::new(Serial::new(irq, out)) }
+    }
+
+    /// Queues host input for the guest; returns how many bytes fit in the receive FIFO.
+    pub fn enqueue_input(&self, bytes: &[u8]) -> usize {
+        let mut serial = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let room = serial.fifo_capacity().min(bytes.len());
+        if room == 0 {
+            return 0;
+        }
+        match serial.enqueue_raw_bytes(&bytes[..room]) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = ?e, "cannot queue console input");
+                0
+            }
+        }
+    }
+
+    /// Free space in the receive FIFO.
+    pub fn input_room(&self) -> usize {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).fifo_capacity()
+    }
+}
+
+impl PioDevice for SerialConsole {
+    fn read(&self, offset: u16, data: &mut [u8]) {
+        let value = self.inner.lock().unwrap_or_else(|p| p.into_inner()).read(offset as u8);
+        data.fill(0);
+        if let Some(first) = data.first_mut() {
+            *first = value;
+        }
+    }
+
+    fn write(&self, offset: u16, data: &[u8]) {
+        if let Some(value) = data.first() {
+            let mut serial = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            if let Err(e) = serial.write(offset as u8, *value) {
+                tracing::warn!(error = ?e, "serial write failed");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex as StdMutex};
+    use vmm_sys_util::eventfd::EFD_NONBLOCK;
+
+    #[derive(Clone, Default)]
+    struct Shared(Arc<StdMutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    struct Broken;
+
+    impl Write for Broken {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::other("disk full"))
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn console(out: Vec<Box<dyn Write + Send>>) -> (SerialConsole, EventFd) {
+        let irq = EventFd::new(EFD_NONBLOCK).unwrap();
+        let serial = SerialConsole::new(IrqLine(irq.try_clone().unwrap()), ConsoleSinks::new(out));
+        (serial, irq)
+    }
+
+    #[test]
+    fn output_reaches_every_sink_even_if_one_fails() {
+        let (a, b) = (Shared::default(), Shared::default());
+        let (serial, _irq) = console(vec![Box::new(a.clone()), Box::new(Broken), Box::new(b.clone())]);
+        for byte in b"hi\n" {
+            serial.write(0, &[*byte]);
+        }
+        assert_eq!(a.0.lock().unwrap().as_slice(), b"hi\n");
+        assert_eq!(b.0.lock().unwrap().as_slice(), b"hi\n");
+    }
+
+    #[test]
+    fn input_is_readable_and_raises_an_interrupt() {
+        let (serial, irq) = console(vec![]);
+        serial.write(1, &[0x01]); // IER: received-data interrupt on
+        assert_eq!(serial.enqueue_input(b"ok"), 2);
+        assert!(irq.read().unwrap() >= 1);
+        let mut lsr = [0u8];
+        serial.read(5, &mut lsr);
+        assert_eq!(lsr[0] & 1, 1, "data ready");
+        let mut byte = [0u8; 2];
+        serial.read(0, &mut byte);
+        assert_eq!(byte, [b'o', 0]);
+    }
+
+    #[test]
+    fn input_beyond_the_fifo_is_refused_not_lost_silently() {
+        let (serial, _irq) = console(vec![]);
+        let room = serial.input_room();
+        let big = vec![b'x'; room + 10];
+        assert_eq!(serial.enqueue_input(&big), room);
+        assert_eq!(serial.enqueue_input(b"y"), 0);
+    }
+}

@@ -1,0 +1,16 @@
+//! `nuage-vmm`: the per-instance virtual machine monitor.
+//!
+//! One process runs one microVM. [`builder`] assembles it from a [`config::VmConfig`]:
+//! guest memory ([`vstate::memory`]), the kernel and boot structures ([`boot`]), the KVM VM
+//! and vCPUs ([`vstate`], [`arch`]) and the devices ([`devices`]). [`runtime`] then runs one
+//! thread per vCPU and an event loop on the main thread until an [`exit::ExitReason`] ends it.
+
+pub mod arch;
+pub mod boot;
+pub mod builder;
+pub mod cli;
+pub mod config;
+pub mod devices;
+pub mod exit;
+pub mod runtime;
+pub mod vstate;
