@@ -129,7 +129,12 @@ fn run_inner(vm: MicroVm, console_input: bool) -> std::io::Result<ExitReason> {
     epoll.ctl(ControlOperation::Add, signals.as_raw_fd(), EpollEvent::new(EventSet::IN, TOKEN_SIGNAL))?;
     let mut input = console_input.then(ConsoleInput::start);
     if input.is_some() {
-        epoll.ctl(ControlOperation::Add, libc::STDIN_FILENO, EpollEvent::new(EventSet::IN, TOKEN_STDIN))?;
+        let watched = epoll.ctl(ControlOperation::Add, libc::STDIN_FILENO, EpollEvent::new(EventSet::IN, TOKEN_STDIN));
+        if let Err(e) = watched {
+            // Regular files and /dev/null cannot be polled: there is no interactive input.
+            tracing::warn!(error = %e, "stdin cannot be polled; console input disabled");
+            input = None;
+        }
     }
 
     let stop = Arc::new(AtomicBool::new(false));

@@ -1,0 +1,126 @@
+//! Bad configurations fail before the VM starts, with one clear line and exit status 3;
+//! bad flags exit 2; `--help` documents every option and exit status.
+
+mod common;
+
+use std::time::Duration;
+
+use common::guest::{bzimage_kernel, elf_kernel, Asm};
+use common::{run_vmm, write_file};
+
+fn rejected(args: &[&str], expect_in_message: &str) {
+    let out = run_vmm(args, Duration::from_secs(30));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "args {args:?}: stderr {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line for {args:?}: {stderr}");
+    assert!(stderr.contains(expect_in_message), "{args:?}: expected {expect_in_message:?} in {stderr}");
+    assert!(out.stdout.is_empty());
+}
+
+fn good_kernel(dir: &std::path::Path) -> String {
+    write_file(dir, "vmlinux", &elf_kernel(Asm::new().acpi_poweroff().bytes()))
+}
+
+#[test]
+fn missing_kernel() {
+    rejected(&[], "no kernel given");
+    rejected(&["--kernel", "/nonexistent/vmlinuz"], "/nonexistent/vmlinuz");
+}
+
+#[test]
+fn zero_or_too_little_memory_and_bad_vcpu_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = good_kernel(dir.path());
+    rejected(&["--kernel", &k, "--memory", "0"], "memory must be");
+    rejected(&["--kernel", &k, "--memory", "2"], "memory must be");
+    rejected(&["--kernel", &k, "--vcpus", "0"], "vcpus must be");
+    rejected(&["--kernel", &k, "--vcpus", "33"], "vcpus must be");
+}
+
+#[test]
+fn unreadable_initrd() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = good_kernel(dir.path());
+    rejected(&["--kernel", &k, "--initrd", "/nonexistent/initrd.img"], "initrd /nonexistent/initrd.img");
+    rejected(&["--kernel", &k, "--initrd", dir.path().to_str().unwrap()], "is a directory");
+}
+
+#[test]
+fn initrd_larger_than_guest_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = good_kernel(dir.path());
+    let initrd = write_file(dir.path(), "initrd", &vec![0u8; 6 << 20]);
+    rejected(&["--kernel", &k, "--initrd", &initrd, "--memory", "4"], "does not fit");
+}
+
+#[test]
+fn files_that_are_not_kernels() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = write_file(dir.path(), "notes.txt", b"this is not a kernel\n");
+    rejected(&["--kernel", &text], "is not a Linux kernel");
+    let empty = write_file(dir.path(), "empty", b"");
+    rejected(&["--kernel", &empty], "empty");
+    let mut truncated_elf = elf_kernel(Asm::new().acpi_poweroff().bytes());
+    truncated_elf.truncate(40);
+    let truncated = write_file(dir.path(), "truncated-elf", &truncated_elf);
+    rejected(&["--kernel", &truncated], "cannot load kernel");
+    let mut bz = bzimage_kernel(Asm::new().acpi_poweroff().bytes());
+    bz[0x236] = 0; // clear XLF_KERNEL_64
+    let bz32 = write_file(dir.path(), "bzimage-32bit", &bz);
+    rejected(&["--kernel", &bz32], "without a 64-bit entry point");
+}
+
+#[test]
+fn oversized_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = good_kernel(dir.path());
+    let long = "x".repeat(4096);
+    rejected(&["--kernel", &k, "--cmdline", &long], "command line");
+}
+
+#[test]
+fn bad_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = good_kernel(dir.path());
+    let unknown = write_file(dir.path(), "unknown.json", format!(r#"{{"kernel": "{k}", "memory": 64}}"#).as_bytes());
+    rejected(&["--config", &unknown], "unknown field");
+    let broken = write_file(dir.path(), "broken.json", b"{\"kernel\": ");
+    rejected(&["--config", &broken], "invalid config file");
+    rejected(&["--config", "/nonexistent/vm.json"], "cannot read config file");
+}
+
+#[test]
+fn config_file_alone_boots() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = write_file(dir.path(), "vmlinux", &elf_kernel(Asm::new().print("from file").acpi_poweroff().bytes()));
+    let config = write_file(
+        dir.path(),
+        "vm.json",
+        format!(r#"{{"kernel": "{k}", "vcpus": 2, "memory_mib": 32, "console": {{"stdout": true}}}}"#).as_bytes(),
+    );
+    let out = run_vmm(&["--config", &config], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.stdout, b"from file");
+}
+
+#[test]
+fn unknown_flag_is_a_usage_error() {
+    let out = run_vmm(&["--kernal", "x"], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn help_documents_every_option_and_exit_status() {
+    let out = run_vmm(&["--help"], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&out.stdout);
+    for option in [
+        "--config", "--kernel", "--initrd", "--cmdline", "--vcpus", "--memory", "--console-log",
+        "--console-stdout", "--console-stdin", "--log-level",
+    ] {
+        assert!(help.contains(option), "--help lacks {option}");
+    }
+    for status in ["0  the guest powered off", "3  invalid configuration", "4  the guest rebooted", "5  stopped by SIGTERM"] {
+        assert!(help.contains(status), "--help lacks exit status {status:?}");
+    }
+}
