@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::vmm::boot::{acpi, loader, params};
+use crate::vmm::boot::{acpi, loader, params, reset_vector};
 use crate::vmm::arch::regs;
 use crate::vmm::config::VmConfig;
 use crate::vmm::devices::legacy::i8042::{I8042, I8042_PORT, I8042_PORT_COUNT};
@@ -97,6 +97,7 @@ pub fn build(config: &VmConfig) -> Result<MicroVm, BuildError> {
     let e820 = params::e820_map(config.memory_mib << 20);
     params::write_zero_page(&memory, &params::build_zero_page(&kernel, cmdline_len, initrd, &e820))?;
     acpi::write_acpi_tables(&memory, vcpu_count)?;
+    reset_vector::write_reset_stub(&memory)?;
     regs::write_page_tables(&memory)?;
     regs::write_descriptor_tables(&memory)?;
 

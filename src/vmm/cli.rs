@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-use crate::vmm::config::{Overrides, VmConfig, DEFAULT_CMDLINE};
+use crate::vmm::config::{Overrides, VmConfig};
 use crate::vmm::exit::{ExitReason, ExitStatus, ResetCause};
 use crate::vmm::{builder, runtime};
 
@@ -98,8 +98,9 @@ pub fn main() -> ExitStatus {
     };
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-    debug_assert!(!DEFAULT_CMDLINE.is_empty());
+    // SAFETY: isatty only inspects the descriptor.
+    let colour = unsafe { libc::isatty(libc::STDERR_FILENO) } == 1;
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(colour).with_writer(std::io::stderr).init();
 
     let config = match VmConfig::load(args.config.as_deref(), args.overrides()) {
         Ok(config) => config,

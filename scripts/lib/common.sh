@@ -1,0 +1,72 @@
+# Shared helpers for nuage's scripts. Source it from bash.
+# Downloads land in $NUAGE_CACHE (default ~/.cache/nuage) and are reused by later runs.
+
+NUAGE_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+NUAGE_CACHE=${NUAGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/nuage}
+NUAGE_TARGET=x86_64-unknown-linux-gnu
+mkdir -p "$NUAGE_CACHE"
+
+log() { echo "[nuage] $*" >&2; }
+die() { echo "[nuage] error: $*" >&2; exit 1; }
+
+# Installs the Debian packages given that are not installed yet.
+need_packages() {
+    local missing=() p
+    for p in "$@"; do
+        dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    log "installing ${missing[*]}"
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo=sudo
+    $sudo apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# True when /dev/kvm is backed by hardware virtualization (VT-x or AMD-V).
+hardware_kvm() {
+    [ -c /dev/kvm ] && grep -qwE 'vmx|svm' /proc/cpuinfo
+}
+
+# Prints the directory holding Debian's stock cloud kernel, unpacked (boot/ and lib/modules/).
+# The versioned package is resolved from the metapackage, so security updates are followed.
+debian_cloud_kernel() {
+    local pkg
+    pkg=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}')
+    if [ -z "$pkg" ]; then
+        apt-get update -q >/dev/null
+        pkg=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-/{print $2; exit}')
+    fi
+    [ -n "$pkg" ] || die "cannot resolve linux-image-cloud-amd64"
+    local dir="$NUAGE_CACHE/kernel/$pkg"
+    if [ ! -f "$dir/.unpacked" ]; then
+        log "downloading $pkg"
+        rm -rf "$dir" && mkdir -p "$dir"
+        (cd "$dir" && apt-get download -q "$pkg" >&2 2>/dev/null) || die "apt-get download $pkg failed"
+        dpkg-deb -x "$dir"/*.deb "$dir/root"
+        rm -f "$dir"/*.deb
+        touch "$dir/.unpacked"
+    fi
+    echo "$dir/root"
+}
+
+# Extracts the uncompressed ELF vmlinux from an LZ4-compressed bzImage (what Debian ships)
+# into $2, for VMMs and tests that boot an ELF kernel.
+extract_vmlinux() {
+    local bzimage=$1 out=$2 offset
+    [ -s "$out" ] && return 0
+    # LZ4 legacy frame magic 0x184C2102, little endian.
+    offset=$(grep -obUaP '\x02\x21\x4c\x18' "$bzimage" | head -1 | cut -d: -f1)
+    [ -n "$offset" ] || die "no LZ4 payload in $bzimage"
+    tail -c +"$((offset + 1))" "$bzimage" | lz4 -dc 2>/dev/null > "$out.tmp" || true
+    [ "$(head -c 4 "$out.tmp" | od -An -c | tr -d ' ')" = "177ELF" ] || die "extracting vmlinux from $bzimage failed"
+    mv "$out.tmp" "$out"
+}
+
+# Builds a statically linked nuage-vmm (it runs inside a bare initramfs) and prints its path.
+build_static_vmm() {
+    (cd "$NUAGE_ROOT" && RUSTFLAGS="-C target-feature=+crt-static" \
+        cargo build --release --locked --quiet --target "$NUAGE_TARGET" --bin nuage-vmm) >&2 \
+        || die "building static nuage-vmm failed"
+    echo "$NUAGE_ROOT/target/$NUAGE_TARGET/release/nuage-vmm"
+}

@@ -1,0 +1,128 @@
+#!/bin/sh
+# Runs nuage's real-KVM scenarios against the files in $NUAGE_PAYLOAD, printing guest
+# consoles prefixed with "[name] " and one result line per scenario starting with "@@ ".
+# Runs inside the nested L1 (busybox sh) or directly on a host with hardware KVM.
+#
+#   NUAGE_PAYLOAD  directory with nuage-vmm, vmlinuz, vmlinux, guest.cpio [, other-vmm]
+#   NUAGE_WORK     scratch directory
+#   NUAGE_MODE     "test" (default) or "bench"
+#   NUAGE_RUNS     benchmark runs per VMM (bench mode)
+#   NUAGE_ONLY     run only the scenario of this name (test mode)
+#   NUAGE_VMM_LOG  nuage-vmm --log-level filter (default warn)
+set -u
+P=$NUAGE_PAYLOAD
+W=$NUAGE_WORK
+VMM=$P/nuage-vmm
+GUEST_TIMEOUT=${NUAGE_GUEST_TIMEOUT:-300}
+BASE_CMDLINE="console=ttyS0 panic=-1 pci=off quiet"
+
+# Uptime in centiseconds, read without forking (times are taken from the host side of the
+# VMM: guest clocks run slow under emulation).
+now_cs() {
+    read -r up _ < /proc/uptime
+    frac=${up#*.}
+    echo $(( ${up%.*} * 100 + ${frac#0} ))
+}
+
+seconds() { echo "$(( $1 / 100 )).$(( $1 % 100 / 10 ))$(( $1 % 10 ))"; }
+
+# Kills $1 after $2 seconds unless it is gone; prints the watchdog's pid.
+watchdog() {
+    ( sleep "$2"; kill -KILL "$1" 2>/dev/null ) >/dev/null 2>&1 &
+    echo $!
+}
+
+wait_for_marker() {
+    i=0
+    while ! grep -q NUAGE-INIT-MARKER "$1" 2>/dev/null; do
+        i=$((i + 1))
+        [ "$i" -gt "$GUEST_TIMEOUT" ] && return 1
+        sleep 1
+    done
+}
+
+# run_guest NAME VCPUS MEMORY_MIB ACTION [KERNEL]
+run_guest() {
+    name=$1 vcpus=$2 mem=$3 action=$4 kernel=${5:-$P/vmlinuz}
+    [ -n "${NUAGE_ONLY:-}" ] && [ "$NUAGE_ONLY" != "$name" ] && return 0
+    console=$W/$name.console
+    t0=$(now_cs)
+    "$VMM" --kernel "$kernel" --initrd "$P/guest.cpio" --vcpus "$vcpus" --memory "$mem" \
+        --cmdline "$BASE_CMDLINE nuage.action=$action" --console-log "$console" --log-level "${NUAGE_VMM_LOG:-warn}" 2>"$W/$name.stderr" &
+    pid=$!
+    dog=$(watchdog "$pid" "$GUEST_TIMEOUT")
+    if [ "$action" = wait ]; then
+        wait_for_marker "$console" && kill -TERM "$pid"
+    fi
+    wait "$pid"
+    status=$?
+    t1=$(now_cs)
+    kill "$dog" 2>/dev/null
+    sed "s/^/[$name] /" "$console" 2>/dev/null
+    sed "s/^/[$name] /" "$W/$name.stderr"
+    echo "@@ $name status=$status vcpus=$vcpus memory_mib=$mem seconds=$(seconds $((t1 - t0)))"
+}
+
+# Resident memory of process $1 outside mappings of at least $2 KiB (guest RAM), in KiB.
+overhead_kb() {
+    awk -v ram="$2" '/^Size:/ { size = $2 } /^Rss:/ { if (size < ram) total += $2 } END { print total + 0 }' "/proc/$1/smaps"
+}
+
+# bench_one KIND RUN: boots the benchmark guest once; prints "@@ bench ..." with the time
+# from process start to the init marker and the VMM's memory beyond guest RAM.
+bench_one() {
+    kind=$1 run=$2 mem=128
+    fifo=$W/bench.fifo
+    rm -f "$fifo" && mkfifo "$fifo"
+    cmdline="$BASE_CMDLINE nuage.action=wait"
+    t0=$(now_cs)
+    case "$kind" in
+        nuage)
+            "$VMM" --kernel "$BENCH_KERNEL" --initrd "$P/guest.cpio" --vcpus 1 --memory "$mem" \
+                --cmdline "$cmdline" --console-stdout >"$fifo" 2>/dev/null &
+            ;;
+        other)
+            cat >"$W/other.json" <<JSON
+{"boot-source": {"kernel_image_path": "$P/vmlinux", "initrd_path": "$P/guest.cpio", "boot_args": "$cmdline"},
+ "drives": [], "machine-config": {"vcpu_count": 1, "mem_size_mib": $mem}}
+JSON
+            rm -f "$W/other.sock"
+            "$P/other-vmm" --no-api --config-file "$W/other.json" >"$fifo" 2>/dev/null &
+            ;;
+    esac
+    pid=$!
+    dog=$(watchdog "$pid" "$GUEST_TIMEOUT")
+    result="failed"
+    while IFS= read -r line; do
+        case "$line" in
+            *NUAGE-INIT-MARKER*)
+                t1=$(now_cs)
+                result="boot_ms=$(( (t1 - t0) * 10 )) overhead_kb=$(overhead_kb "$pid" $((mem * 1024)))"
+                kill -KILL "$pid"
+                ;;
+        esac
+    done <"$fifo"
+    wait "$pid" 2>/dev/null
+    kill "$dog" 2>/dev/null
+    echo "@@ bench kind=$kind run=$run $result"
+}
+
+if [ "${NUAGE_MODE:-test}" = bench ]; then
+    # Compare like with like: when another VMM is given, both boot the same ELF vmlinux.
+    BENCH_KERNEL=$P/vmlinuz
+    [ -x "$P/other-vmm" ] && BENCH_KERNEL=$P/vmlinux
+    echo "@@ bench-config runs=${NUAGE_RUNS:-5} kernel=$(basename "$BENCH_KERNEL") other=$([ -x "$P/other-vmm" ] && echo yes || echo no)"
+    r=1
+    while [ "$r" -le "${NUAGE_RUNS:-5}" ]; do
+        bench_one nuage "$r"
+        [ -x "$P/other-vmm" ] && bench_one other "$r"
+        r=$((r + 1))
+    done
+else
+    run_guest boot-1cpu 1 128 poweroff
+    run_guest boot-smp 4 512 poweroff
+    run_guest boot-elf 2 256 poweroff "$P/vmlinux"
+    run_guest reboot 1 128 reboot
+    run_guest sigterm 1 128 wait
+fi
+echo "@@ scenarios-done"

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Runs nuage-vmm's real-KVM scenarios (or its boot benchmark) with Debian's stock cloud
+# kernel as the guest. Where the host has hardware virtualization they run directly;
+# otherwise inside an L1 that QEMU emulates (TCG) with AMD SVM, whose own stock kernel
+# loads kvm_amd: real KVM semantics on a host without VT-x/AMD-V.
+#
+# Usage: scripts/nested/run.sh [--bench RUNS] [--other-vmm PATH] [--only SCENARIO]
+#                              [--vmm-log FILTER] OUTDIR
+# Writes OUTDIR/console.log (everything printed, result lines start with "@@ ").
+set -euo pipefail
+source "$(dirname "$0")/../lib/common.sh"
+
+mode=test runs=5 other="" out="" only="" vmmlog=warn
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --bench) mode=bench runs=$2; shift 2 ;;
+        --other-vmm) other=$(realpath "$2"); shift 2 ;;
+        --only) only=$2; shift 2 ;;
+        --vmm-log) vmmlog=$2; shift 2 ;;
+        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+        *) out=$1; shift ;;
+    esac
+done
+[ -n "$out" ] || die "usage: $0 [--bench RUNS] [--other-vmm PATH] OUTDIR"
+[ -z "$other" ] || [ -x "$other" ] || die "--other-vmm $other is not an executable"
+mkdir -p "$out"
+out=$(realpath "$out")
+
+need_packages busybox-static cpio lz4
+kernel_root=$(debian_cloud_kernel)
+vmlinuz=$(ls "$kernel_root"/boot/vmlinuz-*)
+kver=${vmlinuz##*/vmlinuz-}
+
+stage=$out/stage
+rm -rf "$stage" && mkdir -p "$stage/payload" "$stage/modules" "$stage/bin"
+cp "$(build_static_vmm)" "$stage/payload/nuage-vmm"
+cp "$vmlinuz" "$stage/payload/vmlinuz"
+extract_vmlinux "$vmlinuz" "$NUAGE_CACHE/kernel/vmlinux-$kver"
+cp "$NUAGE_CACHE/kernel/vmlinux-$kver" "$stage/payload/vmlinux"
+"$NUAGE_ROOT/images/test-guest/build.sh" "$stage/payload/guest.cpio"
+[ -z "$other" ] || cp "$other" "$stage/payload/other-vmm"
+cp "$NUAGE_ROOT/scripts/nested/run-scenarios.sh" "$stage/run-scenarios.sh"
+
+if hardware_kvm; then
+    log "hardware KVM present: running directly on this host"
+    mkdir -p "$out/work"
+    NUAGE_PAYLOAD=$stage/payload NUAGE_WORK=$out/work NUAGE_MODE=$mode NUAGE_RUNS=$runs \
+        NUAGE_ONLY=$only NUAGE_VMM_LOG=$vmmlog \
+        sh "$stage/run-scenarios.sh" | tee "$out/console.log"
+    exit 0
+fi
+
+need_packages qemu-system-x86
+log "no hardware virtualization: running nested under QEMU TCG with emulated SVM"
+for m in virt/lib/irqbypass arch/x86/kvm/kvm arch/x86/kvm/kvm-amd drivers/net/tun; do
+    cp "$kernel_root/lib/modules/$kver/kernel/$m.ko" "$stage/modules/"
+done
+cp /bin/busybox "$stage/bin/busybox"
+cp "$NUAGE_ROOT/scripts/nested/l1-init" "$stage/init"
+# Uncompressed: decompressing tens of MB under software emulation costs more than reading them.
+(cd "$stage" && find . | cpio -o -H newc --quiet) > "$out/l1.cpio"
+
+timeout "${NUAGE_L1_TIMEOUT:-1500}" qemu-system-x86_64 \
+    -accel tcg,thread=multi -cpu EPYC,+svm -smp "${NUAGE_L1_CPUS:-2}" -m 3072 \
+    -nographic -no-reboot -monitor none \
+    -kernel "$vmlinuz" -initrd "$out/l1.cpio" \
+    -append "console=ttyS0 rdinit=/init panic=-1 quiet nuage.mode=$mode nuage.runs=$runs nuage.only=$only nuage.vmmlog=$vmmlog" \
+    </dev/null | tee "$out/console.log"

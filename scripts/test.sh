@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The test command: unit tests, tiny-guest tests on this host's /dev/kvm, then the real-KVM
+# end-to-end tests with Debian's stock kernel (nested under QEMU where the host has no
+# hardware virtualization). Installs the Debian packages it needs; downloads are cached in
+# ~/.cache/nuage.
+set -euo pipefail
+source "$(dirname "$0")/lib/common.sh"
+cd "$NUAGE_ROOT"
+
+[ -c /dev/kvm ] || die "/dev/kvm is missing: nuage needs KVM (software PVM or hardware)"
+need_packages busybox-static cpio lz4 qemu-system-x86
+
+log "unit and tiny-guest tests"
+cargo test --locked
+log "real-KVM end-to-end tests (stock Debian kernel)"
+cargo test --locked --test nested_e2e -- --ignored --test-threads 1

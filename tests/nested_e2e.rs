@@ -1,0 +1,147 @@
+//! End to end on real KVM: `nuage-vmm` boots Debian's stock `linux-image-cloud-amd64` kernel
+//! with the test guest initramfs (`images/test-guest`), whose `/init` reports the CPUs and
+//! memory it sees, prints a marker and powers off, reboots or waits as asked.
+//!
+//! `scripts/nested/run.sh` runs every scenario in one go: directly where the host has
+//! hardware virtualization, otherwise inside one QEMU-emulated L1 with nested SVM. These
+//! tests take minutes and need root (packages, /dev/kvm), so they are `#[ignore]`d in a plain
+//! `cargo test`; `scripts/test.sh` (the README's test command, run by CI) runs them.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// What one scenario printed: its result fields and its guest console lines.
+struct Scenario {
+    fields: HashMap<String, String>,
+    console: Vec<String>,
+}
+
+impl Scenario {
+    fn field(&self, key: &str) -> &str {
+        self.fields.get(key).map(String::as_str).unwrap_or_else(|| panic!("no {key} in {:?}", self.fields))
+    }
+
+    fn console_line(&self, prefix: &str) -> &str {
+        self.console
+            .iter()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no console line starting with {prefix:?}:\n{}", self.console.join("\n")))
+    }
+
+    fn guest_report(&self) -> HashMap<String, String> {
+        parse_fields(self.console_line("NUAGE-GUEST ").trim_start_matches("NUAGE-GUEST "))
+    }
+
+    fn assert_status(&self, expected: &str) {
+        assert_eq!(self.field("status"), expected, "console:\n{}", self.console.join("\n"));
+    }
+
+    fn assert_marker(&self) {
+        self.console_line("NUAGE-INIT-MARKER");
+    }
+}
+
+fn parse_fields(text: &str) -> HashMap<String, String> {
+    text.split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+fn console_log() -> &'static str {
+    static LOG: OnceLock<String> = OnceLock::new();
+    LOG.get_or_init(|| {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let out = root.join("target/nested-e2e");
+        let status = Command::new(root.join("scripts/nested/run.sh"))
+            .arg(&out)
+            .status()
+            .expect("run scripts/nested/run.sh");
+        assert!(status.success(), "scripts/nested/run.sh failed: {status}");
+        std::fs::read_to_string(out.join("console.log")).expect("read console.log")
+    })
+}
+
+fn scenario(name: &str) -> Scenario {
+    let log = console_log();
+    assert!(log.contains("@@ scenarios-done"), "the harness did not finish:\n{log}");
+    let result = format!("@@ {name} ");
+    let fields = log
+        .lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .find_map(|l| l.strip_prefix(result.as_str()))
+        .map(parse_fields)
+        .unwrap_or_else(|| panic!("scenario {name} did not run:\n{log}"));
+    let prefix = format!("[{name}] ");
+    let console = log
+        .lines()
+        .filter_map(|l| l.strip_prefix(prefix.as_str()))
+        .map(|l| l.trim_end_matches('\r').to_owned())
+        .collect();
+    Scenario { fields, console }
+}
+
+/// Asserts the guest's MemTotal fits the configured RAM (less what the kernel reserves).
+fn assert_memory(report: &HashMap<String, String>, memory_mib: u64) {
+    let kb: u64 = report["memtotal_kb"].parse().expect("memtotal_kb");
+    let configured = memory_mib * 1024;
+    assert!(kb <= configured && kb >= configured * 7 / 10, "MemTotal {kb} kB for {memory_mib} MiB");
+}
+
+#[test]
+#[ignore = "needs the real-KVM harness (minutes, root): run scripts/test.sh"]
+fn stock_kernel_boots_to_init_and_powers_off() {
+    let s = scenario("boot-1cpu");
+    s.assert_status("0");
+    s.assert_marker();
+    let report = s.guest_report();
+    assert_eq!(report["cpus"], "1");
+    assert_memory(&report, 128);
+    assert_eq!(report["clocksource"], "kvm-clock", "the guest should find the KVM paravirt clock");
+}
+
+#[test]
+#[ignore = "needs the real-KVM harness (minutes, root): run scripts/test.sh"]
+fn stock_kernel_brings_up_every_requested_cpu() {
+    let s = scenario("boot-smp");
+    s.assert_status("0");
+    s.assert_marker();
+    let report = s.guest_report();
+    assert_eq!((report["cpus"].as_str(), report["online"].as_str()), ("4", "0-3"));
+    assert_memory(&report, 512);
+    let smpboot = s.console_line("NUAGE-DMESG ");
+    assert!(
+        s.console.iter().any(|l| l.contains("smpboot: Total of 4 processors activated")),
+        "no smpboot line for 4 CPUs (first dmesg line: {smpboot})"
+    );
+}
+
+#[test]
+#[ignore = "needs the real-KVM harness (minutes, root): run scripts/test.sh"]
+fn stock_elf_vmlinux_boots() {
+    let s = scenario("boot-elf");
+    s.assert_status("0");
+    s.assert_marker();
+    let report = s.guest_report();
+    assert_eq!(report["cpus"], "2");
+    assert_memory(&report, 256);
+}
+
+#[test]
+#[ignore = "needs the real-KVM harness (minutes, root): run scripts/test.sh"]
+fn guest_reboot_exits_with_the_reboot_status() {
+    let s = scenario("reboot");
+    s.assert_status("4");
+    s.assert_marker();
+    assert!(s.console.iter().any(|l| l.contains("nuage-vmm: guest rebooted")), "{:?}", s.console);
+}
+
+#[test]
+#[ignore = "needs the real-KVM harness (minutes, root): run scripts/test.sh"]
+fn sigterm_stops_a_booted_guest() {
+    let s = scenario("sigterm");
+    s.assert_status("5");
+    s.assert_marker();
+}
