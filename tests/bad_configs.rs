@@ -1,6 +1,8 @@
 //! Bad configurations fail before the VM starts, with one clear line and exit status 3;
 //! bad flags exit 2; `--help` documents every option and exit status.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 mod common;
 
 use std::time::Duration;
@@ -82,7 +84,8 @@ fn oversized_command_line() {
 fn bad_config_file() {
     let dir = tempfile::tempdir().unwrap();
     let k = good_kernel(dir.path());
-    let unknown = write_file(dir.path(), "unknown.json", format!(r#"{{"kernel": "{k}", "memory": 64}}"#).as_bytes());
+    let unknown =
+        write_file(dir.path(), "unknown.json", format!(r#"{{"kernel": "{k}", "memory": 64}}"#).as_bytes());
     rejected(&["--config", &unknown], "unknown field");
     let broken = write_file(dir.path(), "broken.json", b"{\"kernel\": ");
     rejected(&["--config", &broken], "invalid config file");
@@ -92,11 +95,13 @@ fn bad_config_file() {
 #[test]
 fn config_file_alone_boots() {
     let dir = tempfile::tempdir().unwrap();
-    let k = write_file(dir.path(), "vmlinux", &elf_kernel(Asm::new().print("from file").acpi_poweroff().bytes()));
+    let k =
+        write_file(dir.path(), "vmlinux", &elf_kernel(Asm::new().print("from file").acpi_poweroff().bytes()));
     let config = write_file(
         dir.path(),
         "vm.json",
-        format!(r#"{{"kernel": "{k}", "vcpus": 2, "memory_mib": 32, "console": {{"stdout": true}}}}"#).as_bytes(),
+        format!(r#"{{"kernel": "{k}", "vcpus": 2, "memory_mib": 32, "console": {{"stdout": true}}}}"#)
+            .as_bytes(),
     );
     let out = run_vmm(&["--config", &config], Duration::from_secs(30));
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
@@ -115,12 +120,25 @@ fn help_documents_every_option_and_exit_status() {
     assert_eq!(out.status.code(), Some(0));
     let help = String::from_utf8_lossy(&out.stdout);
     for option in [
-        "--config", "--kernel", "--initrd", "--cmdline", "--vcpus", "--memory", "--console-log",
-        "--console-stdout", "--console-stdin", "--log-level",
+        "--config",
+        "--kernel",
+        "--initrd",
+        "--cmdline",
+        "--vcpus",
+        "--memory",
+        "--console-log",
+        "--console-stdout",
+        "--console-stdin",
+        "--log-level",
     ] {
         assert!(help.contains(option), "--help lacks {option}");
     }
-    for status in ["0  the guest powered off", "3  invalid configuration", "4  the guest rebooted", "5  stopped by SIGTERM"] {
+    for status in [
+        "0  the guest powered off",
+        "3  invalid configuration",
+        "4  the guest rebooted",
+        "5  stopped by SIGTERM",
+    ] {
         assert!(help.contains(status), "--help lacks exit status {status:?}");
     }
 }

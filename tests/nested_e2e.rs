@@ -7,6 +7,8 @@
 //! tests take minutes and need root (packages, /dev/kvm), so they are `#[ignore]`d in a plain
 //! `cargo test`; `scripts/test.sh` (the README's test command, run by CI) runs them.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Command;
@@ -24,10 +26,9 @@ impl Scenario {
     }
 
     fn console_line(&self, prefix: &str) -> &str {
-        self.console
-            .iter()
-            .find(|l| l.starts_with(prefix))
-            .unwrap_or_else(|| panic!("no console line starting with {prefix:?}:\n{}", self.console.join("\n")))
+        self.console.iter().find(|l| l.starts_with(prefix)).unwrap_or_else(|| {
+            panic!("no console line starting with {prefix:?}:\n{}", self.console.join("\n"))
+        })
     }
 
     fn guest_report(&self) -> HashMap<String, String> {

@@ -2,6 +2,8 @@
 //! boot protocol, serial console in and out, port and MMIO I/O, CPUID, reset and power-off
 //! paths, signals, and application processors started by INIT/SIPI.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 mod common;
 
 use std::io::Write;

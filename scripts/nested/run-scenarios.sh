@@ -5,7 +5,7 @@
 #
 #   NUAGE_PAYLOAD  directory with nuage-vmm, vmlinuz, vmlinux, guest.cpio [, other-vmm]
 #   NUAGE_WORK     scratch directory
-#   NUAGE_MODE     "test" (default) or "bench"
+#   NUAGE_MODE     "test" (default), "bench", or "demo" (one guest, console live on stdout)
 #   NUAGE_RUNS     benchmark runs per VMM (bench mode)
 #   NUAGE_ONLY     run only the scenario of this name (test mode)
 #   NUAGE_VMM_LOG  nuage-vmm --log-level filter (default warn)
@@ -118,6 +118,10 @@ if [ "${NUAGE_MODE:-test}" = bench ]; then
         [ -x "$P/other-vmm" ] && bench_one other "$r"
         r=$((r + 1))
     done
+elif [ "${NUAGE_MODE:-test}" = demo ]; then
+    "$VMM" --kernel "$P/vmlinuz" --initrd "$P/guest.cpio" --vcpus 2 --memory 256 \
+        --cmdline "console=ttyS0 panic=-1 pci=off nuage.action=poweroff" --console-stdout
+    echo "@@ demo status=$?"
 else
     run_guest boot-1cpu 1 128 poweroff
     run_guest boot-smp 4 512 poweroff

@@ -4,8 +4,8 @@
 # otherwise inside an L1 that QEMU emulates (TCG) with AMD SVM, whose own stock kernel
 # loads kvm_amd: real KVM semantics on a host without VT-x/AMD-V.
 #
-# Usage: scripts/nested/run.sh [--bench RUNS] [--other-vmm PATH] [--only SCENARIO]
-#                              [--vmm-log FILTER] OUTDIR
+# Usage: scripts/nested/run.sh [--demo | --bench RUNS [--other-vmm PATH]]
+#                              [--only SCENARIO] [--vmm-log FILTER] OUTDIR
 # Writes OUTDIR/console.log (everything printed, result lines start with "@@ ").
 set -euo pipefail
 source "$(dirname "$0")/../lib/common.sh"
@@ -14,6 +14,7 @@ mode=test runs=5 other="" out="" only="" vmmlog=warn
 while [ $# -gt 0 ]; do
     case "$1" in
         --bench) mode=bench runs=$2; shift 2 ;;
+        --demo) mode=demo; shift ;;
         --other-vmm) other=$(realpath "$2"); shift 2 ;;
         --only) only=$2; shift 2 ;;
         --vmm-log) vmmlog=$2; shift 2 ;;

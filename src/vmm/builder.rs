@@ -7,11 +7,13 @@ use std::sync::Arc;
 
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::vmm::boot::{acpi, loader, params, reset_vector};
 use crate::vmm::arch::regs;
+use crate::vmm::boot::{acpi, loader, params, reset_vector};
 use crate::vmm::config::VmConfig;
 use crate::vmm::devices::legacy::i8042::{I8042, I8042_PORT, I8042_PORT_COUNT};
-use crate::vmm::devices::legacy::serial::{ConsoleSinks, IrqLine, SerialConsole, COM1_IRQ, COM1_PORT, COM1_PORT_COUNT};
+use crate::vmm::devices::legacy::serial::{
+    ConsoleSinks, IrqLine, SerialConsole, COM1_IRQ, COM1_PORT, COM1_PORT_COUNT,
+};
 use crate::vmm::devices::power::{PowerManagement, POWER_PORT};
 use crate::vmm::devices::{BusError, PioBus};
 use crate::vmm::exit::ExitNotifier;
@@ -105,7 +107,8 @@ pub fn build(config: &VmConfig) -> Result<MicroVm, BuildError> {
     vm.register_memory(&memory)?;
 
     let exit = ExitNotifier::new().map_err(|e| BuildError::Device(format!("exit eventfd: {e}")))?;
-    let serial_irq = EventFd::new(EFD_NONBLOCK).map_err(|e| BuildError::Device(format!("serial eventfd: {e}")))?;
+    let serial_irq =
+        EventFd::new(EFD_NONBLOCK).map_err(|e| BuildError::Device(format!("serial eventfd: {e}")))?;
     vm.fd()
         .register_irqfd(&serial_irq, COM1_IRQ)
         .map_err(|e| BuildError::Device(format!("serial irqfd: {e}")))?;
@@ -122,7 +125,12 @@ pub fn build(config: &VmConfig) -> Result<MicroVm, BuildError> {
     if let Some(boot) = vcpus.first() {
         boot.set_boot_entry(kernel.entry)?;
     }
-    tracing::info!(vcpus = vcpu_count, memory_mib = config.memory_mib, entry = kernel.entry.0, "microVM built");
+    tracing::info!(
+        vcpus = vcpu_count,
+        memory_mib = config.memory_mib,
+        entry = kernel.entry.0,
+        "microVM built"
+    );
     Ok(MicroVm { vcpus, bus: Arc::new(bus), serial, exit, vm, memory })
 }
 

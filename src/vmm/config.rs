@@ -151,7 +151,8 @@ impl VmConfig {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-                serde_json::from_str(&text).map_err(|source| ConfigError::Parse { path: path.to_owned(), source })?
+                serde_json::from_str(&text)
+                    .map_err(|source| ConfigError::Parse { path: path.to_owned(), source })?
             }
             None => PartialConfig::default(),
         };
@@ -179,7 +180,8 @@ impl VmConfig {
         if !(MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&self.memory_mib) {
             return Err(ConfigError::Memory(self.memory_mib));
         }
-        readable_file(&self.kernel).map_err(|source| ConfigError::Kernel { path: self.kernel.clone(), source })?;
+        readable_file(&self.kernel)
+            .map_err(|source| ConfigError::Kernel { path: self.kernel.clone(), source })?;
         if let Some(initrd) = &self.initrd {
             readable_file(initrd).map_err(|source| ConfigError::Initrd { path: initrd.clone(), source })?;
         }
@@ -228,7 +230,12 @@ mod tests {
     fn flags_override_the_file() {
         let k = kernel_file();
         let mut file = tempfile::NamedTempFile::new().unwrap();
-        write!(file, r#"{{"kernel": "{}", "vcpus": 2, "memory_mib": 256, "console": {{"stdout": true}}}}"#, k.path().display()).unwrap();
+        write!(
+            file,
+            r#"{{"kernel": "{}", "vcpus": 2, "memory_mib": 256, "console": {{"stdout": true}}}}"#,
+            k.path().display()
+        )
+        .unwrap();
         let overrides = Overrides { vcpus: Some(4), ..Default::default() };
         let c = VmConfig::load(Some(file.path()), overrides).unwrap();
         assert_eq!((c.vcpus, c.memory_mib, c.console.stdout), (4, 256, true));
@@ -237,7 +244,9 @@ mod tests {
     #[test]
     fn ranges_are_enforced() {
         let k = kernel_file();
-        for (vcpus, memory, ok) in [(0, 128, false), (33, 128, false), (32, 128, true), (1, 0, false), (1, 3, false), (1, 4, true)] {
+        for (vcpus, memory, ok) in
+            [(0, 128, false), (33, 128, false), (32, 128, true), (1, 0, false), (1, 3, false), (1, 4, true)]
+        {
             let o = Overrides { vcpus: Some(vcpus), memory_mib: Some(memory), ..with(k.path()) };
             assert_eq!(VmConfig::load(None, o).is_ok(), ok, "vcpus {vcpus} memory {memory}");
         }
@@ -246,12 +255,18 @@ mod tests {
     #[test]
     fn missing_files_and_unknown_fields_are_errors() {
         assert!(matches!(VmConfig::load(None, Overrides::default()), Err(ConfigError::NoKernel)));
-        assert!(matches!(VmConfig::load(None, with(Path::new("/nonexistent/vmlinuz"))), Err(ConfigError::Kernel { .. })));
+        assert!(matches!(
+            VmConfig::load(None, with(Path::new("/nonexistent/vmlinuz"))),
+            Err(ConfigError::Kernel { .. })
+        ));
         let k = kernel_file();
         let o = Overrides { initrd: Some("/nonexistent/initrd".into()), ..with(k.path()) };
         assert!(matches!(VmConfig::load(None, o), Err(ConfigError::Initrd { .. })));
         let mut file = tempfile::NamedTempFile::new().unwrap();
         write!(file, r#"{{"kernel": "{}", "vcpu": 2}}"#, k.path().display()).unwrap();
-        assert!(matches!(VmConfig::load(Some(file.path()), Overrides::default()), Err(ConfigError::Parse { .. })));
+        assert!(matches!(
+            VmConfig::load(Some(file.path()), Overrides::default()),
+            Err(ConfigError::Parse { .. })
+        ));
     }
 }

@@ -138,7 +138,14 @@ mod tests {
 
     #[test]
     fn statuses_are_distinct() {
-        let all = [ExitStatus::PowerOff, ExitStatus::Fatal, ExitStatus::Usage, ExitStatus::Config, ExitStatus::Reboot, ExitStatus::Stopped];
+        let all = [
+            ExitStatus::PowerOff,
+            ExitStatus::Fatal,
+            ExitStatus::Usage,
+            ExitStatus::Config,
+            ExitStatus::Reboot,
+            ExitStatus::Stopped,
+        ];
         let mut codes: Vec<u8> = all.iter().map(|s| s.code()).collect();
         codes.dedup();
         assert_eq!(codes.len(), all.len());

@@ -122,14 +122,20 @@ pub fn run(vm: MicroVm, console_input: bool) -> ExitReason {
 fn run_inner(vm: MicroVm, console_input: bool) -> std::io::Result<ExitReason> {
     let MicroVm { vcpus, bus, serial, exit, vm: _vm, memory: _memory } = vm;
     let signals = stop_signalfd()?;
-    register_signal_handler(SIGRTMIN(), kick_handler).map_err(|e| std::io::Error::from_raw_os_error(e.errno()))?;
+    register_signal_handler(SIGRTMIN(), kick_handler)
+        .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))?;
 
     let epoll = Epoll::new()?;
-    epoll.ctl(ControlOperation::Add, exit.eventfd().as_raw_fd(), EpollEvent::new(EventSet::IN, TOKEN_EXIT))?;
+    epoll.ctl(
+        ControlOperation::Add,
+        exit.eventfd().as_raw_fd(),
+        EpollEvent::new(EventSet::IN, TOKEN_EXIT),
+    )?;
     epoll.ctl(ControlOperation::Add, signals.as_raw_fd(), EpollEvent::new(EventSet::IN, TOKEN_SIGNAL))?;
     let mut input = console_input.then(ConsoleInput::start);
     if input.is_some() {
-        let watched = epoll.ctl(ControlOperation::Add, libc::STDIN_FILENO, EpollEvent::new(EventSet::IN, TOKEN_STDIN));
+        let watched =
+            epoll.ctl(ControlOperation::Add, libc::STDIN_FILENO, EpollEvent::new(EventSet::IN, TOKEN_STDIN));
         if let Err(e) = watched {
             // Regular files and /dev/null cannot be polled: there is no interactive input.
             tracing::warn!(error = %e, "stdin cannot be polled; console input disabled");

@@ -44,10 +44,8 @@ pub fn normalize(entries: &mut [kvm_cpuid_entry2], index: u8, count: u8) {
     for entry in entries.iter_mut() {
         match entry.function {
             LEAF_FEATURES => {
-                entry.ebx = (entry.ebx & 0xff)
-                    | (CLFLUSH_LINE_SIZE << 8)
-                    | (count.min(255) << 16)
-                    | (index << 24);
+                entry.ebx =
+                    (entry.ebx & 0xff) | (CLFLUSH_LINE_SIZE << 8) | (count.min(255) << 16) | (index << 24);
                 entry.ecx |= ECX_HYPERVISOR | ECX_TSC_DEADLINE;
                 entry.ecx &= !(ECX_VMX | ECX_PDCM);
                 if count > 1 {
@@ -94,7 +92,15 @@ mod tests {
     use super::*;
 
     fn leaf(function: u32, index: u32) -> kvm_cpuid_entry2 {
-        kvm_cpuid_entry2 { function, index, eax: 0xffff_ffff, ebx: 0xffff_ffff, ecx: 0xffff_ffff, edx: 0xffff_ffff, ..Default::default() }
+        kvm_cpuid_entry2 {
+            function,
+            index,
+            eax: 0xffff_ffff,
+            ebx: 0xffff_ffff,
+            ecx: 0xffff_ffff,
+            edx: 0xffff_ffff,
+            ..Default::default()
+        }
     }
 
     fn find(entries: &[kvm_cpuid_entry2], function: u32, index: u32) -> kvm_cpuid_entry2 {
@@ -103,8 +109,15 @@ mod tests {
 
     fn normalized(index: u8, count: u8) -> Vec<kvm_cpuid_entry2> {
         let mut entries = vec![
-            leaf(1, 0), leaf(0xa, 0), leaf(0xb, 0), leaf(0xb, 1), leaf(0xb, 2),
-            leaf(0x8000_0001, 0), leaf(0x8000_0008, 0), leaf(0x8000_001e, 0), leaf(0x4000_0001, 0),
+            leaf(1, 0),
+            leaf(0xa, 0),
+            leaf(0xb, 0),
+            leaf(0xb, 1),
+            leaf(0xb, 2),
+            leaf(0x8000_0001, 0),
+            leaf(0x8000_0008, 0),
+            leaf(0x8000_001e, 0),
+            leaf(0x4000_0001, 0),
         ];
         normalize(&mut entries, index, count);
         entries
@@ -155,6 +168,9 @@ mod tests {
 
     #[test]
     fn id_bits_counts() {
-        assert_eq!([id_bits(1), id_bits(2), id_bits(3), id_bits(4), id_bits(5), id_bits(32)], [0, 1, 2, 2, 3, 5]);
+        assert_eq!(
+            [id_bits(1), id_bits(2), id_bits(3), id_bits(4), id_bits(5), id_bits(32)],
+            [0, 1, 2, 2, 3, 5]
+        );
     }
 }

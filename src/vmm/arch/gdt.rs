@@ -27,12 +27,8 @@ pub const fn gdt_entry(flags: u16, base: u32, limit: u32) -> u64 {
 }
 
 /// The boot GDT: null, code, data, TSS.
-pub const BOOT_GDT: [u64; 4] = [
-    0,
-    gdt_entry(CODE64, 0, 0xfffff),
-    gdt_entry(DATA, 0, 0xfffff),
-    gdt_entry(TSS64, 0, 0xfffff),
-];
+pub const BOOT_GDT: [u64; 4] =
+    [0, gdt_entry(CODE64, 0, 0xfffff), gdt_entry(DATA, 0, 0xfffff), gdt_entry(TSS64, 0, 0xfffff)];
 
 /// Decodes a descriptor into the segment KVM loads for `selector`.
 pub fn kvm_segment_from_gdt(entry: u64, selector: u16) -> kvm_segment {

@@ -6,13 +6,13 @@
 //! local APIC per vCPU (APIC ID = vCPU index, matching CPUID) and the IOAPIC.
 
 use acpi_tables::aml;
-use acpi_tables::Aml;
 use acpi_tables::fadt::{FADTBuilder, Flags};
 use acpi_tables::gas::{AccessSize, AddressSpace, GAS};
 use acpi_tables::madt::{EnabledStatus, IoApic, LocalInterruptController, ProcessorLocalApic, MADT};
 use acpi_tables::rsdp::Rsdp;
 use acpi_tables::sdt::Sdt;
 use acpi_tables::xsdt::XSDT;
+use acpi_tables::Aml;
 use vm_memory::{Bytes, GuestAddress};
 
 use super::layout::{ACPI_END, IOAPIC_START, LAPIC_START, RSDP_START};
@@ -111,7 +111,8 @@ pub fn fadt(dsdt_addr: u64) -> Vec<u8> {
 
 /// The MADT: one enabled local APIC per vCPU and the IOAPIC.
 pub fn madt(vcpu_count: u8) -> Vec<u8> {
-    let mut madt = MADT::new(OEM_ID, OEM_TABLE_ID, OEM_REVISION, LocalInterruptController::Address(LAPIC_START));
+    let mut madt =
+        MADT::new(OEM_ID, OEM_TABLE_ID, OEM_REVISION, LocalInterruptController::Address(LAPIC_START));
     for id in 0..vcpu_count {
         madt.add_structure(ProcessorLocalApic::new(id, id, EnabledStatus::Enabled));
     }

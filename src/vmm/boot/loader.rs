@@ -42,7 +42,9 @@ pub enum LoadError {
     #[error("{0} is not a Linux kernel: neither an ELF vmlinux nor a bzImage (no \"HdrS\" header)")]
     NotAKernel(PathBuf),
     /// The bzImage has no 64-bit entry point.
-    #[error("{0} is a bzImage without a 64-bit entry point (boot protocol 2.12+ with XLF_KERNEL_64 is required)")]
+    #[error(
+        "{0} is a bzImage without a 64-bit entry point (boot protocol 2.12+ with XLF_KERNEL_64 is required)"
+    )]
     No64BitEntry(PathBuf),
     /// linux-loader rejected the image.
     #[error("cannot load kernel {path}: {source}")]
@@ -61,7 +63,9 @@ pub enum LoadError {
         source: std::io::Error,
     },
     /// The initrd does not fit between the kernel and the highest address it may use.
-    #[error("initrd {path} ({size} bytes) does not fit in guest memory below {limit:#x}; give the VM more memory")]
+    #[error(
+        "initrd {path} ({size} bytes) does not fit in guest memory below {limit:#x}; give the VM more memory"
+    )]
     InitrdTooLarge {
         /// The initrd path.
         path: PathBuf,
@@ -107,8 +111,7 @@ pub fn load_kernel(mem: &GuestMemory, path: &Path) -> Result<LoadedKernel, LoadE
     }
     let load_err = |source| LoadError::Kernel { path: path.to_owned(), source };
     if read_magic(&mut file, 0).map_err(io_err)?.as_ref() == Some(ELF_MAGIC) {
-        let result = Elf::load(mem, None, &mut file, Some(GuestAddress(HIMEM_START)))
-            .map_err(load_err)?;
+        let result = Elf::load(mem, None, &mut file, Some(GuestAddress(HIMEM_START))).map_err(load_err)?;
         return Ok(LoadedKernel { entry: result.kernel_load, end: result.kernel_end, setup_header: None });
     }
     if read_magic(&mut file, BZIMAGE_MAGIC_OFFSET).map_err(io_err)?.as_ref() != Some(BZIMAGE_MAGIC) {
@@ -146,19 +149,12 @@ pub fn initrd_addr_max(kernel: &LoadedKernel) -> u64 {
 }
 
 /// Loads the initrd as high as allowed in the first RAM region, page aligned, above the kernel.
-pub fn load_initrd(
-    mem: &GuestMemory,
-    path: &Path,
-    kernel: &LoadedKernel,
-) -> Result<LoadedInitrd, LoadError> {
+pub fn load_initrd(mem: &GuestMemory, path: &Path, kernel: &LoadedKernel) -> Result<LoadedInitrd, LoadError> {
     let io_err = |source| LoadError::InitrdIo { path: path.to_owned(), source };
     let mut file = File::open(path).map_err(io_err)?;
     let size = file.metadata().map_err(io_err)?.len();
-    let low_ram_end = mem
-        .iter()
-        .next()
-        .map(|region| region.start_addr().raw_value() + region.len())
-        .unwrap_or(0);
+    let low_ram_end =
+        mem.iter().next().map(|region| region.start_addr().raw_value() + region.len()).unwrap_or(0);
     let limit = low_ram_end.min(initrd_addr_max(kernel).saturating_add(1));
     let too_large = || LoadError::InitrdTooLarge { path: path.to_owned(), size, limit };
     let start = limit.checked_sub(size).ok_or_else(too_large)? & !(PAGE_SIZE - 1);
@@ -166,11 +162,10 @@ pub fn load_initrd(
         return Err(too_large());
     }
     let address = GuestAddress(start);
-    mem.read_exact_volatile_from(address, &mut file, size as usize)
-        .map_err(|e| match e {
-            vm_memory::GuestMemoryError::IOError(source) => LoadError::InitrdIo { path: path.to_owned(), source },
-            other => LoadError::GuestMemory(other),
-        })?;
+    mem.read_exact_volatile_from(address, &mut file, size as usize).map_err(|e| match e {
+        vm_memory::GuestMemoryError::IOError(source) => LoadError::InitrdIo { path: path.to_owned(), source },
+        other => LoadError::GuestMemory(other),
+    })?;
     Ok(LoadedInitrd { address, size })
 }
 

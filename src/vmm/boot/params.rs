@@ -65,11 +65,10 @@ pub fn build_zero_page(
     initrd: Option<LoadedInitrd>,
     e820: &[E820Entry],
 ) -> ZeroPage {
-    let mut params = boot_params::default();
-    params.hdr = kernel.setup_header.unwrap_or_else(|| setup_header {
-        kernel_alignment: DEFAULT_KERNEL_ALIGNMENT,
-        ..Default::default()
-    });
+    let hdr = kernel
+        .setup_header
+        .unwrap_or_else(|| setup_header { kernel_alignment: DEFAULT_KERNEL_ALIGNMENT, ..Default::default() });
+    let mut params = boot_params { hdr, ..Default::default() };
     params.hdr.type_of_loader = LOADER_TYPE_UNDEFINED;
     params.hdr.boot_flag = BOOT_FLAG_MAGIC;
     params.hdr.header = HDRS_MAGIC;
@@ -122,7 +121,10 @@ mod tests {
     fn e820_for_large_guest_has_high_ram() {
         let map = e820_map(6 << 30);
         assert_eq!(map.len(), 4);
-        assert_eq!(map[2], E820Entry { addr: HIMEM_START, size: MMIO_HOLE_START - HIMEM_START, kind: E820_RAM });
+        assert_eq!(
+            map[2],
+            E820Entry { addr: HIMEM_START, size: MMIO_HOLE_START - HIMEM_START, kind: E820_RAM }
+        );
         assert_eq!(map[3], E820Entry { addr: FOUR_GIB, size: (6 << 30) - MMIO_HOLE_START, kind: E820_RAM });
         let ram: u64 = map.iter().filter(|e| e.kind == E820_RAM).map(|e| e.size).sum();
         assert_eq!(ram, (6 << 30) - (HIMEM_START - EBDA_START));
@@ -144,20 +146,28 @@ mod tests {
         assert_eq!({ p.acpi_rsdp_addr }, RSDP_START);
         assert_eq!(p.e820_entries, 3);
         let last = p.e820_table[2];
-        assert_eq!(({ last.addr }, { last.size }, { last.r#type }), (0x100000, (128 << 20) - 0x100000, E820_RAM));
+        assert_eq!(
+            ({ last.addr }, { last.size }, { last.r#type }),
+            (0x100000, (128 << 20) - 0x100000, E820_RAM)
+        );
         // The zero page sits at the offsets the boot protocol documents.
         let bytes = page.as_slice();
         assert_eq!(bytes[0x210], 0xff, "type_of_loader at 0x210");
         assert_eq!(bytes[0x1e8], 3, "e820_entries at 0x1e8");
         assert_eq!(u32::from_le_bytes(bytes[0x228..0x22c].try_into().unwrap()), CMDLINE_START as u32);
         assert_eq!(u64::from_le_bytes(bytes[0x70..0x78].try_into().unwrap()), RSDP_START);
-        assert_eq!(u64::from_le_bytes(bytes[0x2d0..0x2d8].try_into().unwrap()), 0, "first e820 entry at 0x2d0");
+        assert_eq!(
+            u64::from_le_bytes(bytes[0x2d0..0x2d8].try_into().unwrap()),
+            0,
+            "first e820 entry at 0x2d0"
+        );
         assert_eq!(bytes.len(), 4096);
     }
 
     #[test]
     fn bzimage_header_is_kept() {
-        let header = setup_header { setup_sects: 27, version: 0x020f, xloadflags: 0x7f, ..Default::default() };
+        let header =
+            setup_header { setup_sects: 27, version: 0x020f, xloadflags: 0x7f, ..Default::default() };
         let kernel = LoadedKernel { setup_header: Some(header), ..elf_kernel() };
         let p = build_zero_page(&kernel, 0, None, &[]).0;
         assert_eq!({ p.hdr.setup_sects }, 27);

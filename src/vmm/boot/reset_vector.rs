@@ -9,22 +9,33 @@
 
 use vm_memory::{Bytes, GuestAddress};
 
+use crate::vmm::boot::layout::{EBDA_START, HIMEM_START};
 use crate::vmm::devices::power::{POWER_PORT, RESET_VALUE};
 use crate::vmm::vstate::memory::GuestMemory;
 
 /// Physical address the CPU fetches from after a reset (F000:FFF0).
 pub const RESET_VECTOR: u64 = 0xffff0;
 
+/// Length of [`reset_stub`].
+const STUB_LEN: usize = 10;
+
+// The stub lives in the reserved legacy area, below the kernel.
+const _: () = assert!(RESET_VECTOR >= EBDA_START && RESET_VECTOR + STUB_LEN as u64 <= HIMEM_START);
+
 /// The 16-bit real-mode stub.
-pub fn reset_stub() -> [u8; 10] {
+pub fn reset_stub() -> [u8; STUB_LEN] {
     let [port_lo, port_hi] = POWER_PORT.to_le_bytes();
     [
-        0xba, port_lo, port_hi, // mov dx, POWER_PORT
-        0xb0, RESET_VALUE, // mov al, RESET_VALUE
-        0xee, // out dx, al
-        0xfa, // cli
-        0xf4, // hlt
-        0xeb, 0xfc, // jmp back to cli
+        0xba,
+        port_lo,
+        port_hi, // mov dx, POWER_PORT
+        0xb0,
+        RESET_VALUE, // mov al, RESET_VALUE
+        0xee,        // out dx, al
+        0xfa,        // cli
+        0xf4,        // hlt
+        0xeb,
+        0xfc, // jmp back to cli
     ]
 }
 
@@ -36,14 +47,7 @@ pub fn write_reset_stub(mem: &GuestMemory) -> Result<(), vm_memory::GuestMemoryE
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vmm::boot::layout::{EBDA_START, HIMEM_START};
     use crate::vmm::vstate::memory::create_guest_memory;
-
-    #[test]
-    fn stub_fits_below_1mib_in_the_reserved_area() {
-        assert!(RESET_VECTOR >= EBDA_START);
-        assert!(RESET_VECTOR + reset_stub().len() as u64 <= HIMEM_START);
-    }
 
     #[test]
     fn stub_writes_the_reset_value_to_the_power_port() {

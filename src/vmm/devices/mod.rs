@@ -111,7 +111,7 @@ mod tests {
         let mut data = [0u8; 1];
         bus.read(0x3fd, &mut data);
         assert_eq!(data, [5]);
-        bus.write(0x3f8, &[b'x']);
+        bus.write(0x3f8, b"x");
         assert_eq!(dev.0.lock().unwrap().as_slice(), &[(0, vec![b'x'])]);
     }
 

@@ -26,20 +26,15 @@ pub fn ram_ranges(size: u64) -> Vec<(GuestAddress, u64)> {
     if size <= MMIO_HOLE_START {
         vec![(GuestAddress(0), size)]
     } else {
-        vec![
-            (GuestAddress(0), MMIO_HOLE_START),
-            (GuestAddress(FOUR_GIB), size - MMIO_HOLE_START),
-        ]
+        vec![(GuestAddress(0), MMIO_HOLE_START), (GuestAddress(FOUR_GIB), size - MMIO_HOLE_START)]
     }
 }
 
 /// Maps `size_mib` MiB of private, lazily populated guest RAM.
 pub fn create_guest_memory(size_mib: u64) -> Result<GuestMemory, MemoryError> {
     let size = size_mib << 20;
-    let ranges: Vec<(GuestAddress, usize)> = ram_ranges(size)
-        .into_iter()
-        .map(|(start, len)| (start, len as usize))
-        .collect();
+    let ranges: Vec<(GuestAddress, usize)> =
+        ram_ranges(size).into_iter().map(|(start, len)| (start, len as usize)).collect();
     GuestMemoryMmap::from_ranges(&ranges).map_err(|source| MemoryError::Map { size_mib, source })
 }
 

@@ -130,9 +130,13 @@ fn handle_exit(vcpu_exit: VcpuExit<'_>, bus: &PioBus) -> Option<ExitReason> {
         }
         VcpuExit::Hlt => return Some(ExitReason::Fatal("vCPU halted outside the in-kernel irqchip".into())),
         VcpuExit::FailEntry(reason, cpu) => {
-            return Some(ExitReason::Fatal(format!("KVM could not enter the guest on CPU {cpu}: hardware reason {reason:#x}")))
+            return Some(ExitReason::Fatal(format!(
+                "KVM could not enter the guest on CPU {cpu}: hardware reason {reason:#x}"
+            )))
         }
-        VcpuExit::InternalError => return Some(ExitReason::Fatal("KVM internal error (emulation failure)".into())),
+        VcpuExit::InternalError => {
+            return Some(ExitReason::Fatal("KVM internal error (emulation failure)".into()))
+        }
         VcpuExit::IrqWindowOpen | VcpuExit::Intr => {}
         other => return Some(ExitReason::Fatal(format!("unexpected vCPU exit: {other:?}"))),
     }
