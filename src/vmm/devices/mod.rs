@@ -17,6 +17,15 @@ pub trait PioDevice: Send + Sync {
     fn write(&self, offset: u16, data: &[u8]);
 }
 
+/// Completes a guest read of a byte-wide register: the first byte carries `value`, the rest
+/// of a wider access reads as zero.
+pub fn complete_byte_read(data: &mut [u8], value: u8) {
+    data.fill(0);
+    if let Some(first) = data.first_mut() {
+        *first = value;
+    }
+}
+
 struct PioRange {
     base: u16,
     len: u16,

@@ -10,7 +10,7 @@ use vm_superio::serial::NoEvents;
 use vm_superio::{Serial, Trigger};
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::vmm::devices::PioDevice;
+use crate::vmm::devices::{complete_byte_read, PioDevice};
 
 /// COM1's base port.
 pub const COM1_PORT: u16 = 0x3f8;
@@ -97,10 +97,7 @@ impl SerialConsole {
 impl PioDevice for SerialConsole {
     fn read(&self, offset: u16, data: &mut [u8]) {
         let value = self.inner.lock().unwrap_or_else(|p| p.into_inner()).read(offset as u8);
-        data.fill(0);
-        if let Some(first) = data.first_mut() {
-            *first = value;
-        }
+        complete_byte_read(data, value);
     }
 
     fn write(&self, offset: u16, data: &[u8]) {
