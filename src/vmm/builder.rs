@@ -15,7 +15,7 @@ use crate::vmm::devices::legacy::serial::{
     ConsoleSinks, IrqLine, SerialConsole, COM1_IRQ, COM1_PORT, COM1_PORT_COUNT,
 };
 use crate::vmm::devices::power::{PowerManagement, POWER_PORT};
-use crate::vmm::devices::{BusError, PioBus};
+use crate::vmm::devices::{BusError, Buses};
 use crate::vmm::exit::ExitNotifier;
 use crate::vmm::vstate::memory::{self, GuestMemory};
 use crate::vmm::vstate::vcpu::{Vcpu, VcpuError};
@@ -72,8 +72,8 @@ impl From<BusError> for BuildError {
 pub struct MicroVm {
     /// vCPUs, the boot vCPU first. Declared first so they drop before the VM and memory.
     pub vcpus: Vec<Vcpu>,
-    /// The port-I/O bus shared by all vCPU threads.
-    pub bus: Arc<PioBus>,
+    /// The port-I/O and MMIO buses shared by all vCPU threads.
+    pub bus: Arc<Buses>,
     /// The serial console, also fed by the main loop.
     pub serial: Arc<SerialConsole>,
     /// Where the VM's end is reported.
@@ -113,10 +113,10 @@ pub fn build(config: &VmConfig) -> Result<MicroVm, BuildError> {
         .register_irqfd(&serial_irq, COM1_IRQ)
         .map_err(|e| BuildError::Device(format!("serial irqfd: {e}")))?;
     let serial = Arc::new(SerialConsole::new(IrqLine(serial_irq), sinks));
-    let mut bus = PioBus::default();
-    bus.insert(COM1_PORT, COM1_PORT_COUNT, serial.clone())?;
-    bus.insert(I8042_PORT, I8042_PORT_COUNT, Arc::new(I8042::new(exit.clone())))?;
-    bus.insert(POWER_PORT, 1, Arc::new(PowerManagement::new(exit.clone())))?;
+    let mut bus = Buses::default();
+    bus.pio.insert(COM1_PORT.into(), COM1_PORT_COUNT.into(), serial.clone())?;
+    bus.pio.insert(I8042_PORT.into(), I8042_PORT_COUNT.into(), Arc::new(I8042::new(exit.clone())))?;
+    bus.pio.insert(POWER_PORT.into(), 1, Arc::new(PowerManagement::new(exit.clone())))?;
 
     let cpuid = vm.supported_cpuid()?;
     let vcpus = (0..vcpu_count)

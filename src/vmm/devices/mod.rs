@@ -1,20 +1,21 @@
-//! Emulated devices and the port-I/O bus that routes vCPU exits to them.
+//! Emulated devices and the buses (port I/O and MMIO) that route vCPU exits to them.
 //!
-//! Devices are shared by all vCPU threads; each keeps its state behind its own lock. A
-//! port no device claims reads as all ones and ignores writes, as on real hardware, so a
-//! guest probing for absent hardware never stops the VM.
+//! Devices are shared by all vCPU threads; each keeps its state behind its own lock. An
+//! address no device claims reads as all ones and ignores writes, as on real hardware, so
+//! a guest probing for absent hardware never stops the VM.
 
 pub mod legacy;
 pub mod power;
+pub mod virtio;
 
 use std::sync::Arc;
 
-/// A device reached through x86 I/O ports.
-pub trait PioDevice: Send + Sync {
-    /// The guest reads `data.len()` bytes at `offset` from the device's base port.
-    fn read(&self, offset: u16, data: &mut [u8]);
-    /// The guest writes `data` at `offset` from the device's base port.
-    fn write(&self, offset: u16, data: &[u8]);
+/// A device reached through I/O ports or MMIO.
+pub trait BusDevice: Send + Sync {
+    /// The guest reads `data.len()` bytes at `offset` from the device's base address.
+    fn read(&self, offset: u64, data: &mut [u8]);
+    /// The guest writes `data` at `offset` from the device's base address.
+    fn write(&self, offset: u64, data: &[u8]);
 }
 
 /// Completes a guest read of a byte-wide register: the first byte carries `value`, the rest
@@ -26,72 +27,78 @@ pub fn complete_byte_read(data: &mut [u8], value: u8) {
     }
 }
 
-struct PioRange {
-    base: u16,
-    len: u16,
-    device: Arc<dyn PioDevice>,
+struct BusRange {
+    base: u64,
+    len: u64,
+    device: Arc<dyn BusDevice>,
 }
 
 /// Errors while building the bus.
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
-    /// Two devices claim overlapping ports.
-    #[error("I/O ports {base:#x}..+{len} overlap an existing device")]
+    /// Two devices claim overlapping addresses.
+    #[error("bus range {base:#x}..+{len:#x} is empty or overlaps an existing device")]
     Overlap {
-        /// First port of the rejected range.
-        base: u16,
+        /// First address of the rejected range.
+        base: u64,
         /// Its length.
-        len: u16,
+        len: u64,
     },
 }
 
-/// Port-I/O address space: a sorted set of non-overlapping ranges.
+/// An address space (I/O ports or guest-physical MMIO): sorted, non-overlapping ranges.
 #[derive(Default)]
-pub struct PioBus {
-    ranges: Vec<PioRange>,
+pub struct Bus {
+    ranges: Vec<BusRange>,
 }
 
-impl PioBus {
-    /// Claims `len` ports from `base` for `device`.
-    pub fn insert(&mut self, base: u16, len: u16, device: Arc<dyn PioDevice>) -> Result<(), BusError> {
-        let end = u32::from(base) + u32::from(len);
-        let overlaps = self.ranges.iter().any(|r| {
-            let r_end = u32::from(r.base) + u32::from(r.len);
-            u32::from(base) < r_end && u32::from(r.base) < end
-        });
+impl Bus {
+    /// Claims `len` addresses from `base` for `device`.
+    pub fn insert(&mut self, base: u64, len: u64, device: Arc<dyn BusDevice>) -> Result<(), BusError> {
+        let end = base.checked_add(len).ok_or(BusError::Overlap { base, len })?;
+        let overlaps = self.ranges.iter().any(|r| base < r.base + r.len && r.base < end);
         if overlaps || len == 0 {
             return Err(BusError::Overlap { base, len });
         }
-        self.ranges.push(PioRange { base, len, device });
+        self.ranges.push(BusRange { base, len, device });
         self.ranges.sort_by_key(|r| r.base);
         Ok(())
     }
 
-    fn find(&self, port: u16) -> Option<(&PioRange, u16)> {
-        let idx = self.ranges.partition_point(|r| r.base <= port).checked_sub(1)?;
+    fn find(&self, addr: u64) -> Option<(&BusRange, u64)> {
+        let idx = self.ranges.partition_point(|r| r.base <= addr).checked_sub(1)?;
         let range = &self.ranges[idx];
-        let offset = port - range.base;
+        let offset = addr - range.base;
         (offset < range.len).then_some((range, offset))
     }
 
-    /// Handles a guest `in` from `port`.
-    pub fn read(&self, port: u16, data: &mut [u8]) {
-        match self.find(port) {
+    /// Handles a guest read at `addr`.
+    pub fn read(&self, addr: u64, data: &mut [u8]) {
+        match self.find(addr) {
             Some((range, offset)) => range.device.read(offset, data),
             None => {
-                tracing::trace!(port, len = data.len(), "read from unclaimed port");
+                tracing::trace!(addr, len = data.len(), "read from an unclaimed address");
                 data.fill(0xff);
             }
         }
     }
 
-    /// Handles a guest `out` to `port`.
-    pub fn write(&self, port: u16, data: &[u8]) {
-        match self.find(port) {
+    /// Handles a guest write at `addr`.
+    pub fn write(&self, addr: u64, data: &[u8]) {
+        match self.find(addr) {
             Some((range, offset)) => range.device.write(offset, data),
-            None => tracing::trace!(port, ?data, "write to unclaimed port"),
+            None => tracing::trace!(addr, ?data, "write to an unclaimed address"),
         }
     }
+}
+
+/// The two buses a vCPU exit can target.
+#[derive(Default)]
+pub struct Buses {
+    /// x86 I/O ports.
+    pub pio: Bus,
+    /// Guest-physical MMIO.
+    pub mmio: Bus,
 }
 
 #[cfg(test)]
@@ -100,13 +107,13 @@ mod tests {
     use std::sync::Mutex;
 
     #[derive(Default)]
-    struct Recorder(Mutex<Vec<(u16, Vec<u8>)>>);
+    struct Recorder(Mutex<Vec<(u64, Vec<u8>)>>);
 
-    impl PioDevice for Recorder {
-        fn read(&self, offset: u16, data: &mut [u8]) {
+    impl BusDevice for Recorder {
+        fn read(&self, offset: u64, data: &mut [u8]) {
             data.fill(offset as u8);
         }
-        fn write(&self, offset: u16, data: &[u8]) {
+        fn write(&self, offset: u64, data: &[u8]) {
             self.0.lock().unwrap().push((offset, data.to_vec()));
         }
     }
@@ -114,7 +121,7 @@ mod tests {
     #[test]
     fn routes_by_range_and_offset() {
         let dev = Arc::new(Recorder::default());
-        let mut bus = PioBus::default();
+        let mut bus = Bus::default();
         bus.insert(0x3f8, 8, dev.clone()).unwrap();
         bus.insert(0x60, 5, Arc::new(Recorder::default())).unwrap();
         let mut data = [0u8; 1];
@@ -126,7 +133,7 @@ mod tests {
 
     #[test]
     fn unclaimed_ports_read_all_ones() {
-        let bus = PioBus::default();
+        let bus = Bus::default();
         let mut data = [0u8; 4];
         bus.read(0xcfc, &mut data);
         assert_eq!(data, [0xff; 4]);
@@ -135,11 +142,13 @@ mod tests {
 
     #[test]
     fn overlapping_ranges_are_rejected() {
-        let mut bus = PioBus::default();
+        let mut bus = Bus::default();
         bus.insert(0x3f8, 8, Arc::new(Recorder::default())).unwrap();
         assert!(bus.insert(0x3ff, 2, Arc::new(Recorder::default())).is_err());
         assert!(bus.insert(0x3f0, 9, Arc::new(Recorder::default())).is_err());
         assert!(bus.insert(0x3f0, 8, Arc::new(Recorder::default())).is_ok());
         assert!(bus.insert(0xffff, 1, Arc::new(Recorder::default())).is_ok());
+        assert!(bus.insert(u64::MAX, 2, Arc::new(Recorder::default())).is_err());
+        assert!(bus.insert(0x5000, 0, Arc::new(Recorder::default())).is_err());
     }
 }

@@ -5,7 +5,7 @@
 //! SLP_TYP taken from the DSDT's `\_S5_` package, and reboots by writing the FADT's reset
 //! value to the reset register. Both end the VM with distinct exit reasons.
 
-use super::PioDevice;
+use super::BusDevice;
 use crate::vmm::exit::{ExitNotifier, ExitReason, ResetCause};
 
 /// The power management port.
@@ -29,13 +29,13 @@ impl PowerManagement {
     }
 }
 
-impl PioDevice for PowerManagement {
-    fn read(&self, _offset: u16, data: &mut [u8]) {
+impl BusDevice for PowerManagement {
+    fn read(&self, _offset: u64, data: &mut [u8]) {
         // Sleep status: no wake event pending.
         data.fill(0);
     }
 
-    fn write(&self, offset: u16, data: &[u8]) {
+    fn write(&self, offset: u64, data: &[u8]) {
         let (0, [value, ..]) = (offset, data) else { return };
         if *value == RESET_VALUE {
             self.notifier.notify(ExitReason::Reset(ResetCause::AcpiResetRegister));

@@ -12,7 +12,7 @@ use kvm_ioctls::{VcpuExit, VcpuFd};
 use vm_memory::GuestAddress;
 
 use crate::vmm::arch::{cpuid, lapic, msr, regs};
-use crate::vmm::devices::PioBus;
+use crate::vmm::devices::Buses;
 use crate::vmm::exit::{ExitNotifier, ExitReason, ResetCause};
 use crate::vmm::vstate::vm::Vm;
 
@@ -92,7 +92,7 @@ impl Vcpu {
 
     /// Runs the guest until it asks to stop, something fatal happens, or `stop` is raised
     /// (the caller then interrupts `KVM_RUN` with a signal).
-    pub fn run(mut self, bus: &PioBus, exit: &ExitNotifier, stop: &Arc<AtomicBool>) {
+    pub fn run(mut self, bus: &Buses, exit: &ExitNotifier, stop: &Arc<AtomicBool>) {
         let index = self.index;
         while !stop.load(Ordering::Acquire) {
             let outcome = match self.fd.run() {
@@ -110,15 +110,12 @@ impl Vcpu {
 }
 
 /// Handles one exit; returns a reason when the VM must end.
-fn handle_exit(vcpu_exit: VcpuExit<'_>, bus: &PioBus) -> Option<ExitReason> {
+fn handle_exit(vcpu_exit: VcpuExit<'_>, bus: &Buses) -> Option<ExitReason> {
     match vcpu_exit {
-        VcpuExit::IoIn(port, data) => bus.read(port, data),
-        VcpuExit::IoOut(port, data) => bus.write(port, data),
-        VcpuExit::MmioRead(addr, data) => {
-            tracing::trace!(addr, len = data.len(), "read from unclaimed MMIO");
-            data.fill(0xff);
-        }
-        VcpuExit::MmioWrite(addr, data) => tracing::trace!(addr, ?data, "write to unclaimed MMIO"),
+        VcpuExit::IoIn(port, data) => bus.pio.read(u64::from(port), data),
+        VcpuExit::IoOut(port, data) => bus.pio.write(u64::from(port), data),
+        VcpuExit::MmioRead(addr, data) => bus.mmio.read(addr, data),
+        VcpuExit::MmioWrite(addr, data) => bus.mmio.write(addr, data),
         VcpuExit::Shutdown => return Some(ExitReason::Reset(ResetCause::TripleFault)),
         VcpuExit::SystemEvent(kind, _) => {
             return Some(match kind {

@@ -4,7 +4,7 @@ use std::sync::Mutex;
 
 use vm_superio::I8042Device;
 
-use crate::vmm::devices::{complete_byte_read, PioDevice};
+use crate::vmm::devices::{complete_byte_read, BusDevice};
 use crate::vmm::exit::{ExitNotifier, ExitReason, ExitTrigger, ResetCause};
 
 /// First i8042 port (data); the command port is at offset 4 (0x64).
@@ -25,13 +25,13 @@ impl I8042 {
     }
 }
 
-impl PioDevice for I8042 {
-    fn read(&self, offset: u16, data: &mut [u8]) {
+impl BusDevice for I8042 {
+    fn read(&self, offset: u64, data: &mut [u8]) {
         let value = self.inner.lock().unwrap_or_else(|p| p.into_inner()).read(offset as u8);
         complete_byte_read(data, value);
     }
 
-    fn write(&self, offset: u16, data: &[u8]) {
+    fn write(&self, offset: u64, data: &[u8]) {
         if let Some(value) = data.first() {
             let mut device = self.inner.lock().unwrap_or_else(|p| p.into_inner());
             // The trigger cannot fail.

@@ -10,7 +10,7 @@ use vm_superio::serial::NoEvents;
 use vm_superio::{Serial, Trigger};
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::vmm::devices::{complete_byte_read, PioDevice};
+use crate::vmm::devices::{complete_byte_read, BusDevice};
 
 /// COM1's base port.
 pub const COM1_PORT: u16 = 0x3f8;
@@ -94,13 +94,13 @@ impl SerialConsole {
     }
 }
 
-impl PioDevice for SerialConsole {
-    fn read(&self, offset: u16, data: &mut [u8]) {
+impl BusDevice for SerialConsole {
+    fn read(&self, offset: u64, data: &mut [u8]) {
         let value = self.inner.lock().unwrap_or_else(|p| p.into_inner()).read(offset as u8);
         complete_byte_read(data, value);
     }
 
-    fn write(&self, offset: u16, data: &[u8]) {
+    fn write(&self, offset: u64, data: &[u8]) {
         if let Some(value) = data.first() {
             let mut serial = self.inner.lock().unwrap_or_else(|p| p.into_inner());
             if let Err(e) = serial.write(offset as u8, *value) {
