@@ -155,10 +155,10 @@ fn bad_requests_fail_with_ioerr_or_unsupp() {
             }),
             1,
         ),
-        ("short header", Box::new(move |m| vec![Descriptor::new(HEADER, 8, NEXT, 0), status_desc()]), 1),
+        ("short header", Box::new(move |_m| vec![Descriptor::new(HEADER, 8, NEXT, 0), status_desc()]), 1),
         (
             "writable header",
-            Box::new(move |m| vec![Descriptor::new(HEADER, 16, NEXT | WRITE, 0), status_desc()]),
+            Box::new(move |_m| vec![Descriptor::new(HEADER, 16, NEXT | WRITE, 0), status_desc()]),
             1,
         ),
         ("unknown type", Box::new(move |m| vec![header(m, 99, 0), status_desc()]), 2),
