@@ -86,7 +86,6 @@ bench_one() {
 {"boot-source": {"kernel_image_path": "$P/vmlinux", "initrd_path": "$P/guest.cpio", "boot_args": "$cmdline"},
  "drives": [], "machine-config": {"vcpu_count": 1, "mem_size_mib": $mem}}
 JSON
-            rm -f "$W/other.sock"
             "$P/other-vmm" --no-api --config-file "$W/other.json" >"$fifo" 2>/dev/null &
             ;;
     esac

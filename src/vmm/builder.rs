@@ -30,7 +30,7 @@ pub enum BuildError {
     /// The kernel, initrd or command line is unusable.
     #[error(transparent)]
     Load(#[from] loader::LoadError),
-    /// Boot tables could not be written.
+    /// The ACPI tables could not be written.
     #[error(transparent)]
     Acpi(#[from] acpi::AcpiError),
     /// Boot tables could not be written.
