@@ -109,6 +109,30 @@ fn config_file_alone_boots() {
 }
 
 #[test]
+fn bad_disks() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = good_kernel(dir.path());
+    let disk = write_file(dir.path(), "disk.img", &[0u8; 4096]);
+    let spec = |extra: &str| format!("path={disk}{extra}");
+    rejected(&["--kernel", &k, "--disk", "path=/nonexistent/vol.img"], "disk /nonexistent/vol.img");
+    let dir_spec = format!("path={},readonly=on", dir.path().display());
+    rejected(&["--kernel", &k, "--disk", &dir_spec], "not a regular file");
+    rejected(&["--kernel", &k, "--disk", &spec(",id=an-id-longer-than-twenty")], "printable ASCII");
+    rejected(
+        &["--kernel", &k, "--disk", &spec(",id=same"), "--disk", &spec(",id=same")],
+        "used by two disks",
+    );
+    let many: Vec<String> = (0..17).map(|i| spec(&format!(",id=d{i}"))).collect();
+    let mut args = vec!["--kernel", k.as_str()];
+    for spec in &many {
+        args.extend(["--disk", spec.as_str()]);
+    }
+    rejected(&args, "at most 16 virtio devices");
+    let out = run_vmm(&["--kernel", &k, "--disk", &spec(",cache=none")], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(2), "an unknown --disk key is a usage error");
+}
+
+#[test]
 fn unknown_flag_is_a_usage_error() {
     let out = run_vmm(&["--kernal", "x"], Duration::from_secs(30));
     assert_eq!(out.status.code(), Some(2));
@@ -130,6 +154,8 @@ fn help_documents_every_option_and_exit_status() {
         "--console-stdout",
         "--console-stdin",
         "--log-level",
+        "--disk",
+        "--no-virtio-cmdline",
     ] {
         assert!(help.contains(option), "--help lacks {option}");
     }

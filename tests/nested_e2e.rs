@@ -146,3 +146,42 @@ fn sigterm_stops_a_booted_guest() {
     s.assert_status("5");
     s.assert_marker();
 }
+
+/// Two read-write disks and a read-only one: the guest finds each by its volume id, mounts
+/// the ext4 root the test made, writes a file to the raw volume and flushes it, discards a
+/// range, and cannot write the read-only disk; the host then checks all of it in the files.
+#[test]
+#[ignore = "needs the real-KVM harness (minutes, root): run scripts/test.sh"]
+fn guest_uses_virtio_disks_and_the_host_sees_its_writes() {
+    let s = scenario("disks");
+    s.assert_status("0");
+    let disks: Vec<HashMap<String, String>> =
+        s.console.iter().filter_map(|l| l.strip_prefix("NUAGE-DISK ")).map(parse_fields).collect();
+    let serials: Vec<(&str, &str, &str)> =
+        disks.iter().map(|d| (d["name"].as_str(), d["serial"].as_str(), d["ro"].as_str())).collect();
+    assert_eq!(
+        serials,
+        [("vda", "vol-root", "0"), ("vdb", "vol-data", "0"), ("vdc", "vol-ro", "1")],
+        "console:\n{}",
+        s.console.join("\n")
+    );
+    assert_eq!(disks[1]["sectors"], (16u64 << 20 >> 9).to_string(), "data volume capacity");
+    assert!(s.console_line("NUAGE-ROOT marker=").starts_with("NUAGE-ROOT marker=nuage-root-"));
+    assert_eq!(s.console_line("NUAGE-ROOT readback="), "NUAGE-ROOT readback=written_by_the_guest");
+    s.console_line("NUAGE-DATA written");
+    s.console_line("NUAGE-DATA discarded");
+    assert_eq!(s.console_line("NUAGE-RO write="), "NUAGE-RO write=refused");
+
+    let host = scenario("disks-host");
+    assert_eq!(
+        host.field("file"),
+        "hello_from_the_nuage_guest",
+        "the flushed file, read from the volume file"
+    );
+    assert_eq!(host.field("discarded_nonzero_bytes"), "0", "the discarded range reads as zeros");
+    let before: u64 = host.field("blocks_before").parse().unwrap();
+    let after: u64 = host.field("blocks_after").parse().unwrap();
+    // Before: 4 MiB of data (8192 blocks). After: only the small archive stays allocated.
+    assert!(before >= 8192 && after < 1024, "discard should punch a hole: {before} -> {after} blocks");
+    assert_eq!(host.field("ro_unchanged"), "yes");
+}

@@ -135,6 +135,42 @@ fn hostile_port_and_mmio_accesses_do_not_stop_the_vm() {
 }
 
 #[test]
+fn virtio_disks_answer_at_their_windows_and_survive_hostile_registers() {
+    const FIRST: u64 = 0xd000_0000;
+    const SECOND: u64 = 0xd000_1000;
+    let mut code = Asm::new().load_eax(FIRST); // MagicValue "virt"
+    for _ in 0..3 {
+        code = code.print_al().shr_eax(8);
+    }
+    code = code
+        .print_al()
+        .load_eax(SECOND + 0x08) // DeviceID of the second disk: 2 (block)
+        .print_al()
+        .store_dword(FIRST + 0x50, 0) // notify queue 0 before setup (caught by the ioeventfd)
+        .store_dword(FIRST + 0x50, 0xffff_ffff) // notify a queue that does not exist
+        .store_dword(FIRST + 0x70, 0x0f) // DRIVER_OK with no features or queues
+        .store_dword(FIRST + 0x38, 0xffff) // absurd queue size
+        .store_dword(FIRST + 0x44, 1) // queue ready with no rings
+        .store_dword(FIRST + 0x104, 0xdead_beef) // write into the config space
+        .store_dword(FIRST + 0xffc, 1) // end of the window
+        .load_eax(FIRST + 0x70) // status: FEATURES_OK refused, so bit 3 stays clear
+        .print_al()
+        .print("survived")
+        .acpi_poweroff()
+        .spin();
+    let dir = tempfile::tempdir().unwrap();
+    let disk = |name: &str| {
+        let path = write_file(dir.path(), name, &[0u8; 4096]);
+        format!("path={path},id={name}")
+    };
+    let (first, second) = (disk("a"), disk("b"));
+    let (status, stdout, stderr) =
+        boot_raw(&elf_kernel(code.bytes()), &["--disk", &first, "--disk", &second]);
+    assert_eq!(status, 0, "stderr: {stderr}");
+    assert_eq!(stdout, b"virt\x02\x07survived");
+}
+
+#[test]
 fn sigterm_stops_a_running_guest() {
     let dir = tempfile::tempdir().unwrap();
     let kernel = write_file(dir.path(), "kernel", &elf_kernel(Asm::new().print("up").spin().bytes()));

@@ -3,7 +3,8 @@
 # consoles prefixed with "[name] " and one result line per scenario starting with "@@ ".
 # Runs inside the nested L1 (busybox sh) or directly on a host with hardware KVM.
 #
-#   NUAGE_PAYLOAD  directory with nuage-vmm, vmlinuz, vmlinux, guest.cpio [, other-vmm]
+#   NUAGE_PAYLOAD  directory with nuage-vmm, vmlinuz, vmlinux, guest.cpio, root.ext4
+#                  [, other-vmm]
 #   NUAGE_WORK     scratch directory
 #   NUAGE_MODE     "test" (default), "bench", or "demo" (one guest, console live on stdout)
 #   NUAGE_RUNS     benchmark runs per VMM (bench mode)
@@ -41,13 +42,17 @@ wait_for_marker() {
     done
 }
 
-# run_guest NAME VCPUS MEMORY_MIB ACTION [KERNEL]
+selected() { [ -z "${NUAGE_ONLY:-}" ] || [ "$NUAGE_ONLY" = "$1" ]; }
+
+# run_guest NAME VCPUS MEMORY_MIB ACTION [KERNEL [EXTRA VMM ARGUMENTS...]]
 run_guest() {
     name=$1 vcpus=$2 mem=$3 action=$4 kernel=${5:-$P/vmlinuz}
-    [ -n "${NUAGE_ONLY:-}" ] && [ "$NUAGE_ONLY" != "$name" ] && return 0
+    shift 4
+    [ $# -gt 0 ] && shift
+    selected "$name" || return 0
     console=$W/$name.console
     t0=$(now_cs)
-    "$VMM" --kernel "$kernel" --initrd "$P/guest.cpio" --vcpus "$vcpus" --memory "$mem" \
+    "$VMM" --kernel "$kernel" --initrd "$P/guest.cpio" --vcpus "$vcpus" --memory "$mem" "$@" \
         --cmdline "$BASE_CMDLINE nuage.action=$action" --console-log "$console" --log-level "${NUAGE_VMM_LOG:-warn}" 2>"$W/$name.stderr" &
     pid=$!
     dog=$(watchdog "$pid" "$GUEST_TIMEOUT")
@@ -61,6 +66,29 @@ run_guest() {
     sed "s/^/[$name] /" "$console" 2>/dev/null
     sed "s/^/[$name] /" "$W/$name.stderr"
     echo "@@ $name status=$status vcpus=$vcpus memory_mib=$mem seconds=$(seconds $((t1 - t0)))"
+}
+
+# Allocated 512-byte blocks of file $1.
+allocated_blocks() { stat -c %b "$1"; }
+
+# Boots the guest with an ext4 root disk, a raw data volume and a read-only volume, then
+# checks on this host, in the files, what the guest wrote, discarded and could not write.
+disks_scenario() {
+    selected disks || return 0
+    cp "$P/root.ext4" "$W/root.ext4"
+    rm -f "$W/data.img" && truncate -s 16M "$W/data.img"
+    dd if=/dev/urandom of="$W/data.img" bs=1M seek=8 count=4 conv=notrunc 2>/dev/null
+    dd if=/dev/urandom of="$W/ro.img" bs=1M count=1 2>/dev/null
+    ro_before=$(md5sum < "$W/ro.img")
+    blocks_before=$(allocated_blocks "$W/data.img")
+    run_guest disks 2 256 disk-io "$P/vmlinuz" \
+        --disk "path=$W/root.ext4,id=vol-root" --disk "path=$W/data.img,id=vol-data" \
+        --disk "path=$W/ro.img,id=vol-ro,readonly=on"
+    file=$(tar -xOf "$W/data.img" hello.txt 2>/dev/null | tr ' ' _)
+    nonzero=$(dd if="$W/data.img" bs=1M skip=8 count=4 2>/dev/null | tr -d '\000' | wc -c)
+    ro_same=no
+    [ "$(md5sum < "$W/ro.img")" = "$ro_before" ] && ro_same=yes
+    echo "@@ disks-host file=${file:-none} discarded_nonzero_bytes=$nonzero blocks_before=$blocks_before blocks_after=$(allocated_blocks "$W/data.img") ro_unchanged=$ro_same"
 }
 
 # Resident memory of process $1 outside mappings of at least $2 KiB (guest RAM), in KiB.
@@ -127,5 +155,6 @@ else
     run_guest boot-elf 2 256 poweroff "$P/vmlinux"
     run_guest reboot 1 128 reboot
     run_guest sigterm 1 128 wait
+    disks_scenario
 fi
 echo "@@ scenarios-done"

@@ -27,7 +27,7 @@ done
 mkdir -p "$out"
 out=$(realpath "$out")
 
-need_packages busybox-static cpio lz4
+need_packages busybox-static cpio lz4 e2fsprogs
 kernel_root=$(debian_cloud_kernel)
 vmlinuz=$(ls "$kernel_root"/boot/vmlinuz-*)
 kver=${vmlinuz##*/vmlinuz-}
@@ -38,7 +38,12 @@ cp "$(build_static_vmm)" "$stage/payload/nuage-vmm"
 cp "$vmlinuz" "$stage/payload/vmlinuz"
 extract_vmlinux "$vmlinuz" "$NUAGE_CACHE/kernel/vmlinux-$kver"
 cp "$NUAGE_CACHE/kernel/vmlinux-$kver" "$stage/payload/vmlinux"
-"$NUAGE_ROOT/images/test-guest/build.sh" "$stage/payload/guest.cpio"
+"$NUAGE_ROOT/images/test-guest/build.sh" "$stage/payload/guest.cpio" "$kernel_root/lib/modules/$kver"
+# The ext4 root disk of the disks scenario, made without mounting anything.
+mkdir -p "$stage/rootfs/etc"
+echo "nuage-root-$kver" > "$stage/rootfs/etc/nuage-marker"
+mkfs.ext4 -q -F -L nuage-root -d "$stage/rootfs" "$stage/payload/root.ext4" 24M >/dev/null
+rm -rf "$stage/rootfs"
 [ -z "$other" ] || cp "$other" "$stage/payload/other-vmm"
 cp "$NUAGE_ROOT/scripts/nested/run-scenarios.sh" "$stage/run-scenarios.sh"
 

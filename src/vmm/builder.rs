@@ -1,5 +1,6 @@
-//! Assembles a microVM from its configuration: guest memory and boot structures first (so
-//! bad images fail before KVM is touched), then the KVM VM, devices and vCPUs.
+//! Assembles a microVM from its configuration: guest memory, the kernel, initrd and disk
+//! files first (so bad images fail before KVM is touched), then the KVM VM and its devices,
+//! then the boot structures that describe those devices, then the vCPUs.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -7,14 +8,18 @@ use std::sync::Arc;
 
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+use crate::storage::raw::RawFile;
 use crate::vmm::arch::regs;
 use crate::vmm::boot::{acpi, loader, params, reset_vector};
 use crate::vmm::config::VmConfig;
+use crate::vmm::device_manager::{DeviceManagerError, MmioDeviceManager};
 use crate::vmm::devices::legacy::i8042::{I8042, I8042_PORT, I8042_PORT_COUNT};
 use crate::vmm::devices::legacy::serial::{
     ConsoleSinks, IrqLine, SerialConsole, COM1_IRQ, COM1_PORT, COM1_PORT_COUNT,
 };
 use crate::vmm::devices::power::{PowerManagement, POWER_PORT};
+use crate::vmm::devices::virtio::block::VirtioBlock;
+use crate::vmm::devices::virtio::VirtioDevice;
 use crate::vmm::devices::{BusError, Buses};
 use crate::vmm::exit::ExitNotifier;
 use crate::vmm::vstate::memory::{self, GuestMemory};
@@ -44,6 +49,17 @@ pub enum BuildError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// A disk file cannot be opened.
+    #[error("disk {path}: {source}")]
+    Disk {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A virtio device could not be attached.
+    #[error("cannot attach a virtio device: {0}")]
+    VirtioDevice(#[from] DeviceManagerError),
     /// KVM refused the VM.
     #[error(transparent)]
     Vm(#[from] VmError),
@@ -58,7 +74,13 @@ pub enum BuildError {
 impl BuildError {
     /// Whether the error lies in what the user configured (as opposed to the host).
     pub fn is_config_error(&self) -> bool {
-        matches!(self, BuildError::Load(_) | BuildError::ConsoleLog { .. } | BuildError::Memory(_))
+        matches!(
+            self,
+            BuildError::Load(_)
+                | BuildError::ConsoleLog { .. }
+                | BuildError::Memory(_)
+                | BuildError::Disk { .. }
+        )
     }
 }
 
@@ -95,13 +117,7 @@ pub fn build(config: &VmConfig) -> Result<MicroVm, BuildError> {
         Some(path) => Some(loader::load_initrd(&memory, path, &kernel)?),
         None => None,
     };
-    let cmdline_len = loader::load_cmdline(&memory, &config.cmdline, loader::cmdline_max_size(&kernel))?;
-    let e820 = params::e820_map(config.memory_mib << 20);
-    params::write_zero_page(&memory, &params::build_zero_page(&kernel, cmdline_len, initrd, &e820))?;
-    acpi::write_acpi_tables(&memory, vcpu_count)?;
-    reset_vector::write_reset_stub(&memory)?;
-    regs::write_page_tables(&memory)?;
-    regs::write_descriptor_tables(&memory)?;
+    let disks = open_disks(config)?;
 
     let vm = Vm::new(vcpu_count)?;
     vm.register_memory(&memory)?;
@@ -117,6 +133,23 @@ pub fn build(config: &VmConfig) -> Result<MicroVm, BuildError> {
     bus.pio.insert(COM1_PORT.into(), COM1_PORT_COUNT.into(), serial.clone())?;
     bus.pio.insert(I8042_PORT.into(), I8042_PORT_COUNT.into(), Arc::new(I8042::new(exit.clone())))?;
     bus.pio.insert(POWER_PORT.into(), 1, Arc::new(PowerManagement::new(exit.clone())))?;
+    let mut virtio = MmioDeviceManager::default();
+    for disk in disks {
+        virtio.attach(vm.fd(), &mut bus.mmio, &memory, disk)?;
+    }
+
+    let cmdline = if config.virtio_cmdline {
+        virtio.cmdline_with_devices(&config.cmdline)
+    } else {
+        config.cmdline.clone()
+    };
+    let cmdline_len = loader::load_cmdline(&memory, &cmdline, loader::cmdline_max_size(&kernel))?;
+    let e820 = params::e820_map(config.memory_mib << 20);
+    params::write_zero_page(&memory, &params::build_zero_page(&kernel, cmdline_len, initrd, &e820))?;
+    acpi::write_acpi_tables(&memory, vcpu_count, virtio.slots())?;
+    reset_vector::write_reset_stub(&memory)?;
+    regs::write_page_tables(&memory)?;
+    regs::write_descriptor_tables(&memory)?;
 
     let cpuid = vm.supported_cpuid()?;
     let vcpus = (0..vcpu_count)
@@ -128,10 +161,28 @@ pub fn build(config: &VmConfig) -> Result<MicroVm, BuildError> {
     tracing::info!(
         vcpus = vcpu_count,
         memory_mib = config.memory_mib,
+        virtio_devices = virtio.slots().len(),
         entry = kernel.entry.0,
         "microVM built"
     );
     Ok(MicroVm { vcpus, bus: Arc::new(bus), serial, exit, vm, memory })
+}
+
+/// Opens every disk file and wraps it in a virtio-blk device.
+fn open_disks(config: &VmConfig) -> Result<Vec<Box<dyn VirtioDevice>>, BuildError> {
+    config
+        .disks
+        .iter()
+        .enumerate()
+        .map(|(index, disk)| {
+            let backend = RawFile::open(&disk.path, disk.read_only)
+                .map_err(|source| BuildError::Disk { path: disk.path.clone(), source })?;
+            tracing::info!(path = %disk.path.display(), id = %disk.volume_id(index), read_only = disk.read_only, "disk");
+            let device: Box<dyn VirtioDevice> =
+                Box::new(VirtioBlock::new(Box::new(backend), disk.read_only, &disk.volume_id(index)));
+            Ok(device)
+        })
+        .collect()
 }
 
 fn console_sinks(config: &VmConfig) -> Result<ConsoleSinks, BuildError> {

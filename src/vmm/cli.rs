@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-use crate::vmm::config::{Overrides, VmConfig};
+use crate::vmm::config::{DiskConfig, Overrides, VmConfig};
 use crate::vmm::exit::{ExitReason, ExitStatus, ResetCause};
 use crate::vmm::{builder, runtime};
 
@@ -23,7 +23,8 @@ Exit status:
 #[command(name = "nuage-vmm", version, after_help = EXIT_STATUS_HELP)]
 pub struct VmmArgs {
     /// JSON configuration file (fields: kernel, initrd, cmdline, vcpus, memory_mib,
-    /// console {log_file, stdout, stdin}); flags given too override it.
+    /// console {log_file, stdout, stdin}, disks [{path, id, read_only}], virtio_cmdline);
+    /// flags given too override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Kernel image: a bzImage (vmlinuz, 64-bit boot protocol) or an ELF vmlinux.
@@ -50,6 +51,15 @@ pub struct VmmArgs {
     /// Feed stdin to the serial console (raw mode when stdin is a terminal).
     #[arg(long)]
     pub console_stdin: bool,
+    /// A virtio-blk disk backed by a raw file, repeatable (vda, vdb, ... in this order):
+    /// `path=FILE[,id=ID][,readonly=on]`. ID (at most 20 characters, default diskN) names it
+    /// in the guest as /dev/disk/by-id/virtio-ID.
+    #[arg(long, value_name = "SPEC")]
+    pub disk: Vec<DiskConfig>,
+    /// Do not add `virtio_mmio.device=` entries to the kernel command line (ACPI alone
+    /// describes the devices).
+    #[arg(long)]
+    pub no_virtio_cmdline: bool,
     /// Log filter for the VMM's own diagnostics on stderr (e.g. info, debug, nuage=trace).
     #[arg(long, value_name = "FILTER", default_value = "warn")]
     pub log_level: String,
@@ -66,6 +76,8 @@ impl VmmArgs {
             console_log: self.console_log.clone(),
             console_stdout: self.console_stdout,
             console_stdin: self.console_stdin,
+            disks: self.disk.clone(),
+            no_virtio_cmdline: self.no_virtio_cmdline,
         }
     }
 }

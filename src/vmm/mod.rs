@@ -2,7 +2,8 @@
 //!
 //! One process runs one microVM. [`builder`] assembles it from a [`config::VmConfig`]:
 //! guest memory ([`vstate::memory`]), the kernel and boot structures ([`boot`]), the KVM VM
-//! and vCPUs ([`vstate`], [`arch`]) and the devices ([`devices`]). [`runtime`] then runs one
+//! and vCPUs ([`vstate`], [`arch`]) and the devices ([`devices`], placed in the guest by
+//! [`device_manager`]). [`runtime`] then runs one
 //! thread per vCPU and an event loop on the main thread until an [`exit::ExitReason`] ends it.
 
 pub mod arch;
@@ -10,6 +11,7 @@ pub mod boot;
 pub mod builder;
 pub mod cli;
 pub mod config;
+pub mod device_manager;
 pub mod devices;
 pub mod exit;
 pub mod runtime;

@@ -69,6 +69,21 @@ impl Asm {
         self.mov_dx(0x3f8).out_dx_al()
     }
 
+    /// `mov eax, [addr]` (a 32-bit MMIO read at a 64-bit absolute address).
+    pub fn load_eax(self, addr: u64) -> Self {
+        self.raw(&[0xa1]).raw(&addr.to_le_bytes())
+    }
+
+    /// `mov dword [addr], value` through EAX (a 32-bit MMIO write).
+    pub fn store_dword(self, addr: u64, value: u32) -> Self {
+        self.raw(&[0xb8]).raw(&value.to_le_bytes()).raw(&[0xa3]).raw(&addr.to_le_bytes())
+    }
+
+    /// `shr eax, bits`.
+    pub fn shr_eax(self, bits: u8) -> Self {
+        self.raw(&[0xc1, 0xe8, bits])
+    }
+
     /// `cpuid` with EAX = `leaf`, ECX = 0.
     pub fn cpuid(self, leaf: u32) -> Self {
         let mut asm = self.raw(&[0xb8]).raw(&leaf.to_le_bytes());

@@ -3,7 +3,9 @@
 //! The platform is "hardware-reduced" ACPI: no legacy PM blocks, no SCI. Power off and reset
 //! go through the sleep-control and reset registers of [`crate::vmm::devices::power`], and
 //! the DSDT's `\_S5_` object tells Linux which sleep type means "off". The MADT lists one
-//! local APIC per vCPU (APIC ID = vCPU index, matching CPUID) and the IOAPIC.
+//! local APIC per vCPU (APIC ID = vCPU index, matching CPUID) and the IOAPIC. Each virtio
+//! device is a DSDT node with `_HID "LNRO0005"`, which stock kernels' `virtio_mmio` driver
+//! binds to: its register window and interrupt are the node's resources.
 
 use acpi_tables::aml;
 use acpi_tables::fadt::{FADTBuilder, Flags};
@@ -16,8 +18,10 @@ use acpi_tables::Aml;
 use vm_memory::{Bytes, GuestAddress};
 
 use super::layout::{ACPI_END, IOAPIC_START, LAPIC_START, RSDP_START};
+use crate::vmm::device_manager::MmioSlot;
 use crate::vmm::devices::legacy::serial::{COM1_IRQ, COM1_PORT};
 use crate::vmm::devices::power::{POWER_PORT, RESET_VALUE, S5_SLEEP_TYPE};
+use crate::vmm::devices::virtio::mmio::MMIO_WINDOW_SIZE;
 use crate::vmm::vstate::memory::GuestMemory;
 
 const OEM_ID: [u8; 6] = *b"NUAGE ";
@@ -62,8 +66,8 @@ fn to_bytes(table: &dyn Aml) -> Vec<u8> {
     bytes
 }
 
-/// The DSDT: the `\_S5_` sleep package and the COM1 serial port.
-pub fn dsdt() -> Vec<u8> {
+/// The DSDT: the `\_S5_` sleep package, the COM1 serial port and the virtio devices.
+pub fn dsdt(virtio: &[MmioSlot]) -> Vec<u8> {
     let mut body = Vec::new();
     aml::Name::new(
         "_S5_".into(),
@@ -85,9 +89,35 @@ pub fn dsdt() -> Vec<u8> {
         ],
     )
     .to_aml_bytes(&mut body);
+    for (index, slot) in virtio.iter().enumerate() {
+        virtio_node(index, slot, &mut body);
+    }
     let mut table = Sdt::new(*b"DSDT", 36, 6, OEM_ID, OEM_TABLE_ID, OEM_REVISION);
     table.append_slice(&body);
     table.as_slice().to_vec()
+}
+
+/// The DSDT node of the virtio-mmio device in `slot`, named `\_SB_.Vnnn` (hex index).
+fn virtio_node(index: usize, slot: &MmioSlot, body: &mut Vec<u8>) {
+    // The windows lie below 4 GiB (see the layout), so the 32-bit descriptor holds them.
+    let base = u32::try_from(slot.base).unwrap_or(u32::MAX);
+    aml::Device::new(
+        format!("\\_SB_.V{index:03X}").as_str().into(),
+        vec![
+            &aml::Name::new("_HID".into(), &"LNRO0005"),
+            &aml::Name::new("_UID".into(), &index),
+            // DMA is cache-coherent.
+            &aml::Name::new("_CCA".into(), &aml::ONE),
+            &aml::Name::new(
+                "_CRS".into(),
+                &aml::ResourceTemplate::new(vec![
+                    &aml::Memory32Fixed::new(true, base, MMIO_WINDOW_SIZE as u32),
+                    &aml::Interrupt::new(true, true, false, false, slot.gsi),
+                ]),
+            ),
+        ],
+    )
+    .to_aml_bytes(body);
 }
 
 /// The hardware-reduced FADT pointing at the DSDT.
@@ -121,9 +151,9 @@ pub fn madt(vcpu_count: u8) -> Vec<u8> {
 }
 
 /// Writes all tables into the reserved legacy area; the RSDP goes at [`RSDP_START`].
-pub fn write_acpi_tables(mem: &GuestMemory, vcpu_count: u8) -> Result<(), AcpiError> {
+pub fn write_acpi_tables(mem: &GuestMemory, vcpu_count: u8, virtio: &[MmioSlot]) -> Result<(), AcpiError> {
     let mut writer = TableWriter { mem, next: RSDP_START + Rsdp::len() as u64 };
-    let dsdt_addr = writer.write(&dsdt())?;
+    let dsdt_addr = writer.write(&dsdt(virtio))?;
     let fadt_addr = writer.write(&fadt(dsdt_addr))?;
     let madt_addr = writer.write(&madt(vcpu_count))?;
     let mut xsdt = XSDT::new(OEM_ID, OEM_TABLE_ID, OEM_REVISION);
@@ -149,7 +179,8 @@ mod tests {
 
     #[test]
     fn tables_are_well_formed() {
-        for table in [dsdt(), fadt(0xe1000), madt(4)] {
+        let slots = [MmioSlot { base: 0xd000_0000, gsi: 5 }, MmioSlot { base: 0xd000_1000, gsi: 6 }];
+        for table in [dsdt(&[]), dsdt(&slots), fadt(0xe1000), madt(4)] {
             assert!(checksum_ok(&table), "bad checksum in {:?}", &table[..4]);
             assert_eq!(u32_at(&table, 4) as usize, table.len(), "length field of {:?}", &table[..4]);
         }
@@ -195,15 +226,31 @@ mod tests {
 
     #[test]
     fn dsdt_defines_s5() {
-        let table = dsdt();
+        let table = dsdt(&[]);
         assert!(table.windows(4).any(|w| w == b"_S5_"));
         assert!(table.windows(4).any(|w| w == b"COM1"));
     }
 
     #[test]
+    fn dsdt_describes_each_virtio_device() {
+        let slots = [MmioSlot { base: 0xd000_0000, gsi: 5 }, MmioSlot { base: 0xd000_1000, gsi: 6 }];
+        let table = dsdt(&slots);
+        let count = |needle: &[u8]| table.windows(needle.len()).filter(|w| *w == needle).count();
+        assert_eq!(count(b"LNRO0005\0"), 2);
+        assert_eq!((count(b"V000"), count(b"V001")), (1, 1));
+        // Memory32Fixed descriptors (0x86, length 9, read-write) carrying each base.
+        for slot in &slots {
+            let mut descriptor = vec![0x86, 9, 0, 1];
+            descriptor.extend_from_slice(&(slot.base as u32).to_le_bytes());
+            descriptor.extend_from_slice(&0x1000u32.to_le_bytes());
+            assert_eq!(count(&descriptor), 1, "window of {slot:?}");
+        }
+    }
+
+    #[test]
     fn rsdp_points_at_xsdt_listing_fadt_and_madt() {
         let mem = create_guest_memory(16).unwrap();
-        write_acpi_tables(&mem, 2).unwrap();
+        write_acpi_tables(&mem, 2, &[]).unwrap();
         let mut rsdp = [0u8; 36];
         mem.read_slice(&mut rsdp, GuestAddress(RSDP_START)).unwrap();
         assert_eq!(&rsdp[..8], b"RSD PTR ");

@@ -1,8 +1,8 @@
 //! The guest-physical memory map of an x86_64 nuage microVM.
 //!
 //! Low memory holds the boot structures the VMM writes before the first instruction runs;
-//! the kernel loads at 1 MiB; a hole below 4 GiB is kept for the local APIC, the IOAPIC and
-//! (later) device MMIO windows, so RAM beyond 3 GiB continues at 4 GiB.
+//! the kernel loads at 1 MiB; a hole below 4 GiB is kept for the virtio-mmio register
+//! windows, the IOAPIC and the local APIC, so RAM beyond 3 GiB continues at 4 GiB.
 
 /// Global descriptor table used for the 64-bit entry.
 pub const GDT_START: u64 = 0x500;
@@ -36,6 +36,14 @@ pub const ACPI_END: u64 = 0x10_0000;
 pub const HIMEM_START: u64 = 0x10_0000;
 /// Start of the 32-bit MMIO hole: RAM stops here and resumes at 4 GiB.
 pub const MMIO_HOLE_START: u64 = 0xc000_0000;
+/// The first virtio-mmio register window; device N's starts N windows above it.
+pub const VIRTIO_MMIO_START: u64 = 0xd000_0000;
+/// The IOAPIC pin (GSI) of the first virtio device; device N uses the Nth after it. Pins
+/// below are the legacy ISA ones (COM1 uses 4).
+pub const VIRTIO_FIRST_GSI: u32 = 5;
+/// Most virtio devices a microVM may have: one IOAPIC pin each, of the 24 after
+/// [`VIRTIO_FIRST_GSI`], leaving the last pins spare.
+pub const MAX_VIRTIO_DEVICES: usize = 16;
 /// First address above the 32-bit space.
 pub const FOUR_GIB: u64 = 0x1_0000_0000;
 /// Default physical address of the IOAPIC.

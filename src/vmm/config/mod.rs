@@ -4,6 +4,13 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub mod disk;
+
+pub use disk::DiskConfig;
+use disk::DiskConfigError;
+
+use crate::vmm::boot::layout::MAX_VIRTIO_DEVICES;
+
 /// Most vCPUs a microVM may have.
 pub const MAX_VCPUS: u8 = 32;
 /// Least guest RAM accepted: room for the boot structures and a kernel.
@@ -58,6 +65,20 @@ pub enum ConfigError {
     /// Memory size out of range.
     #[error("memory must be between {MIN_MEMORY_MIB} MiB and {MAX_MEMORY_MIB} MiB, got {0} MiB")]
     Memory(u64),
+    /// A disk is misconfigured.
+    #[error(transparent)]
+    Disk(#[from] DiskConfigError),
+    /// A disk file cannot be opened as asked.
+    #[error("disk {path}: {source}")]
+    DiskFile {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// More virtio devices than the machine has slots for.
+    #[error("at most {MAX_VIRTIO_DEVICES} virtio devices fit, {0} configured")]
+    TooManyDevices(usize),
 }
 
 /// Where the guest's serial console goes and comes from.
@@ -96,6 +117,18 @@ pub struct VmConfig {
     /// Serial console.
     #[serde(default)]
     pub console: ConsoleConfig,
+    /// virtio-blk disks, in the order the guest enumerates them.
+    #[serde(default)]
+    pub disks: Vec<DiskConfig>,
+    /// Also list the virtio devices as `virtio_mmio.device=` entries on the kernel command
+    /// line, for kernels built with `CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES` but without ACPI.
+    /// Kernels without that option ignore the entries and find the devices through ACPI.
+    #[serde(default = "default_true")]
+    pub virtio_cmdline: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_cmdline() -> String {
@@ -121,6 +154,9 @@ struct PartialConfig {
     memory_mib: Option<u64>,
     #[serde(default)]
     console: ConsoleConfig,
+    #[serde(default)]
+    disks: Vec<DiskConfig>,
+    virtio_cmdline: Option<bool>,
 }
 
 /// Values given on the command line, overriding the file.
@@ -142,6 +178,10 @@ pub struct Overrides {
     pub console_stdout: bool,
     /// `--console-stdin`.
     pub console_stdin: bool,
+    /// `--disk`, repeated; when given, replaces the file's disks.
+    pub disks: Vec<DiskConfig>,
+    /// `--no-virtio-cmdline`.
+    pub no_virtio_cmdline: bool,
 }
 
 impl VmConfig {
@@ -167,6 +207,8 @@ impl VmConfig {
                 stdout: overrides.console_stdout || partial.console.stdout,
                 stdin: overrides.console_stdin || partial.console.stdin,
             },
+            disks: if overrides.disks.is_empty() { partial.disks } else { overrides.disks },
+            virtio_cmdline: !overrides.no_virtio_cmdline && partial.virtio_cmdline.unwrap_or(true),
         };
         config.validate()?;
         Ok(config)
@@ -184,6 +226,17 @@ impl VmConfig {
             .map_err(|source| ConfigError::Kernel { path: self.kernel.clone(), source })?;
         if let Some(initrd) = &self.initrd {
             readable_file(initrd).map_err(|source| ConfigError::Initrd { path: initrd.clone(), source })?;
+        }
+        if self.disks.len() > MAX_VIRTIO_DEVICES {
+            return Err(ConfigError::TooManyDevices(self.disks.len()));
+        }
+        disk::validate_ids(&self.disks)?;
+        for disk in &self.disks {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(!disk.read_only)
+                .open(&disk.path)
+                .map_err(|source| ConfigError::DiskFile { path: disk.path.clone(), source })?;
         }
         Ok(())
     }
