@@ -4,5 +4,6 @@
 //! [`storage`]; networking, the state store, the API daemon and the CLI join it as separate
 //! top-level modules.
 
+pub mod net;
 pub mod storage;
 pub mod vmm;

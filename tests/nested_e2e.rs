@@ -185,3 +185,28 @@ fn guest_uses_virtio_disks_and_the_host_sees_its_writes() {
     assert!(before >= 8192 && after < 1024, "discard should punch a hole: {before} -> {after} blocks");
     assert_eq!(host.field("ro_unchanged"), "yes");
 }
+
+/// A guest on a tap inside a network namespace the harness creates: it reaches the host and
+/// answers its pings with the address it was given; frames it sends from another IPv4
+/// address or another MAC are dropped by the VMM and counted, so neither is ever heard.
+#[test]
+#[ignore = "needs the real-KVM harness (minutes, root): run scripts/test.sh"]
+fn guest_on_a_tap_is_reachable_and_cannot_spoof() {
+    let s = scenario("net");
+    s.assert_status("5");
+    assert_eq!(s.console_line("NUAGE-NET eth0="), "NUAGE-NET eth0=52:54:00:00:07:02");
+    assert_eq!(s.console_line("NUAGE-NET host_ping="), "NUAGE-NET host_ping=ok");
+    assert_eq!(
+        s.console_line("NUAGE-NET spoof_ip_ping="),
+        "NUAGE-NET spoof_ip_ping=fail spoof_mac_ping=fail",
+        "spoofed frames must not get answers"
+    );
+    let host = scenario("net-host");
+    assert_eq!(host.field("ping_guest"), "ok", "the host reaches the guest's assigned address");
+    assert_eq!(host.field("ping_spoofed"), "fail", "the address the guest was not given stays unheard");
+    assert!(
+        s.console.iter().any(|l| l.contains("dropped frames with a spoofed source address")),
+        "the VMM counts the dropped frames:\n{}",
+        s.console.join("\n")
+    );
+}

@@ -33,9 +33,10 @@ watchdog() {
     echo $!
 }
 
-wait_for_marker() {
+# wait_for_line FILE TEXT: waits until FILE holds TEXT (up to the guest timeout).
+wait_for_line() {
     i=0
-    while ! grep -q NUAGE-INIT-MARKER "$1" 2>/dev/null; do
+    while ! grep -q "$2" "$1" 2>/dev/null; do
         i=$((i + 1))
         [ "$i" -gt "$GUEST_TIMEOUT" ] && return 1
         sleep 1
@@ -56,8 +57,8 @@ run_guest() {
         --cmdline "$BASE_CMDLINE nuage.action=$action" --console-log "$console" --log-level "${NUAGE_VMM_LOG:-warn}" 2>"$W/$name.stderr" &
     pid=$!
     dog=$(watchdog "$pid" "$GUEST_TIMEOUT")
-    if [ "$action" = wait ]; then
-        wait_for_marker "$console" && kill -TERM "$pid"
+    if [ "$action" = wait ] || [ -n "${DURING:-}" ]; then
+        wait_for_line "$console" NUAGE-INIT-MARKER && ${DURING:-true} && kill -TERM "$pid"
     fi
     wait "$pid"
     status=$?
@@ -90,6 +91,31 @@ disks_scenario() {
     [ "$(md5sum < "$W/ro.img")" = "$ro_before" ] && ro_same=yes
     echo "@@ disks-host file=${file:-none} discarded_nonzero_bytes=$nonzero blocks_before=$blocks_before blocks_after=$(allocated_blocks "$W/data.img") ro_unchanged=$ro_same"
 }
+
+# Host side of the net scenario, run while the guest is up: gives the tap the host
+# address, waits for the guest, then pings its address and the one it tried to spoof.
+net_host_checks() {
+    ip addr add 10.0.7.1/24 dev nt0 && ip link set nt0 up
+    wait_for_line "$console" NUAGE-NET-READY || return 0
+    guest=fail spoofed=fail
+    ping -c 3 -W 3 10.0.7.2 >/dev/null 2>&1 && guest=ok
+    ping -c 2 -W 2 10.0.7.99 >/dev/null 2>&1 && spoofed=ok
+    echo "@@ net-host ping_guest=$guest ping_spoofed=$spoofed"
+}
+
+# Boots a guest on a tap inside a network namespace of its own: the test's traffic never
+# leaves it.
+net_scenario() {
+    selected net || return 0
+    unshare -n sh "$0" net-namespace
+}
+
+if [ "${1:-}" = net-namespace ]; then
+    ip link set lo up
+    DURING=net_host_checks run_guest net 1 128 net "$P/vmlinuz" \
+        --net "tap=nt0,mac=52:54:00:00:07:02,ip=10.0.7.2"
+    exit 0
+fi
 
 # Resident memory of process $1 outside mappings of at least $2 KiB (guest RAM), in KiB.
 overhead_kb() {
@@ -156,5 +182,6 @@ else
     run_guest reboot 1 128 reboot
     run_guest sigterm 1 128 wait
     disks_scenario
+    net_scenario
 fi
 echo "@@ scenarios-done"

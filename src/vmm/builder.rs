@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+use crate::net::tap::{Tap, TapError};
 use crate::storage::raw::RawFile;
 use crate::vmm::arch::regs;
 use crate::vmm::boot::{acpi, loader, params, reset_vector};
@@ -19,6 +20,8 @@ use crate::vmm::devices::legacy::serial::{
 };
 use crate::vmm::devices::power::{PowerManagement, POWER_PORT};
 use crate::vmm::devices::virtio::block::VirtioBlock;
+use crate::vmm::devices::virtio::net::filter::SourceFilter;
+use crate::vmm::devices::virtio::net::VirtioNet;
 use crate::vmm::devices::virtio::VirtioDevice;
 use crate::vmm::devices::{BusError, Buses};
 use crate::vmm::exit::ExitNotifier;
@@ -57,6 +60,9 @@ pub enum BuildError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// A tap cannot be opened or adopted.
+    #[error(transparent)]
+    Tap(#[from] TapError),
     /// A virtio device could not be attached.
     #[error("cannot attach a virtio device: {0}")]
     VirtioDevice(#[from] DeviceManagerError),
@@ -108,6 +114,8 @@ pub struct MicroVm {
 
 /// Builds the microVM described by `config` (already validated).
 pub fn build(config: &VmConfig) -> Result<MicroVm, BuildError> {
+    // Inherited tap descriptors first, before opening anything reuses a number not passed.
+    let taps = open_taps(config)?;
     let vcpu_count = config.vcpu_count();
     let sinks = console_sinks(config)?;
 
@@ -117,7 +125,8 @@ pub fn build(config: &VmConfig) -> Result<MicroVm, BuildError> {
         Some(path) => Some(loader::load_initrd(&memory, path, &kernel)?),
         None => None,
     };
-    let disks = open_disks(config)?;
+    let mut devices = open_disks(config)?;
+    devices.extend(interfaces(config, taps));
 
     let vm = Vm::new(vcpu_count)?;
     vm.register_memory(&memory)?;
@@ -134,8 +143,8 @@ pub fn build(config: &VmConfig) -> Result<MicroVm, BuildError> {
     bus.pio.insert(I8042_PORT.into(), I8042_PORT_COUNT.into(), Arc::new(I8042::new(exit.clone())))?;
     bus.pio.insert(POWER_PORT.into(), 1, Arc::new(PowerManagement::new(exit.clone())))?;
     let mut virtio = MmioDeviceManager::default();
-    for disk in disks {
-        virtio.attach(vm.fd(), &mut bus.mmio, &memory, disk)?;
+    for device in devices {
+        virtio.attach(vm.fd(), &mut bus.mmio, &memory, device)?;
     }
 
     let cmdline = if config.virtio_cmdline {
@@ -181,6 +190,36 @@ fn open_disks(config: &VmConfig) -> Result<Vec<Box<dyn VirtioDevice>>, BuildErro
             let device: Box<dyn VirtioDevice> =
                 Box::new(VirtioBlock::new(Box::new(backend), disk.read_only, &disk.volume_id(index)));
             Ok(device)
+        })
+        .collect()
+}
+
+/// Opens (or adopts) the tap of every network interface, in order.
+fn open_taps(config: &VmConfig) -> Result<Vec<Tap>, BuildError> {
+    config
+        .nets
+        .iter()
+        .map(|net| match (&net.tap, net.tap_fd) {
+            // SAFETY: validation made the number unique among the interfaces and above the
+            // standard streams, and nothing has been opened yet that could own it.
+            (None, Some(fd)) => unsafe { Tap::from_raw_fd(fd) },
+            (Some(name), _) => Tap::open(name),
+            (None, None) => Err(TapError::Name(String::new())),
+        })
+        .map(|tap| tap.map_err(BuildError::from))
+        .collect()
+}
+
+/// Wraps each tap in a virtio-net device with its source filter.
+fn interfaces(config: &VmConfig, taps: Vec<Tap>) -> Vec<Box<dyn VirtioDevice>> {
+    config
+        .nets
+        .iter()
+        .zip(taps)
+        .map(|(net, tap)| {
+            tracing::info!(tap = tap.name(), mac = %net.mac, ipv4 = ?net.ipv4, "network interface");
+            let filter = SourceFilter::new(net.mac.0, net.ipv4);
+            Box::new(VirtioNet::new(tap, net.mac.0, filter)) as Box<dyn VirtioDevice>
         })
         .collect()
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-use crate::vmm::config::{DiskConfig, Overrides, VmConfig};
+use crate::vmm::config::{DiskConfig, NetConfig, Overrides, VmConfig};
 use crate::vmm::exit::{ExitReason, ExitStatus, ResetCause};
 use crate::vmm::{builder, runtime};
 
@@ -23,7 +23,8 @@ Exit status:
 #[command(name = "nuage-vmm", version, after_help = EXIT_STATUS_HELP)]
 pub struct VmmArgs {
     /// JSON configuration file (fields: kernel, initrd, cmdline, vcpus, memory_mib,
-    /// console {log_file, stdout, stdin}, disks [{path, id, read_only}], virtio_cmdline);
+    /// console {log_file, stdout, stdin}, disks [{path, id, read_only}], nets [{tap, tap_fd, mac,
+    /// ipv4}], virtio_cmdline);
     /// flags given too override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -56,6 +57,12 @@ pub struct VmmArgs {
     /// in the guest as /dev/disk/by-id/virtio-ID.
     #[arg(long, value_name = "SPEC")]
     pub disk: Vec<DiskConfig>,
+    /// A virtio-net interface on a tap, repeatable (eth0, eth1, ...):
+    /// `tap=NAME|fd=N,mac=MAC[,ip=IPV4]`. A tap named but missing is created (needs
+    /// CAP_NET_ADMIN); fd=N takes over a tap the parent opened. Frames from a source MAC
+    /// other than MAC (or, with ip=, another IPv4 source) are dropped and counted.
+    #[arg(long, value_name = "SPEC")]
+    pub net: Vec<NetConfig>,
     /// Do not add `virtio_mmio.device=` entries to the kernel command line (ACPI alone
     /// describes the devices).
     #[arg(long)]
@@ -77,6 +84,7 @@ impl VmmArgs {
             console_stdout: self.console_stdout,
             console_stdin: self.console_stdin,
             disks: self.disk.clone(),
+            nets: self.net.clone(),
             no_virtio_cmdline: self.no_virtio_cmdline,
         }
     }

@@ -5,9 +5,12 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub mod disk;
+pub mod net;
 
 pub use disk::DiskConfig;
 use disk::DiskConfigError;
+pub use net::NetConfig;
+use net::NetConfigError;
 
 use crate::vmm::boot::layout::MAX_VIRTIO_DEVICES;
 
@@ -76,6 +79,12 @@ pub enum ConfigError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// A network interface is misconfigured.
+    #[error(transparent)]
+    Net(#[from] NetConfigError),
+    /// A tap descriptor is a standard stream or used twice.
+    #[error("tap fd {0} must be an inherited descriptor above 2, used by one interface only")]
+    TapFd(i32),
     /// More virtio devices than the machine has slots for.
     #[error("at most {MAX_VIRTIO_DEVICES} virtio devices fit, {0} configured")]
     TooManyDevices(usize),
@@ -120,6 +129,9 @@ pub struct VmConfig {
     /// virtio-blk disks, in the order the guest enumerates them.
     #[serde(default)]
     pub disks: Vec<DiskConfig>,
+    /// virtio-net interfaces, in the order the guest enumerates them.
+    #[serde(default)]
+    pub nets: Vec<NetConfig>,
     /// Also list the virtio devices as `virtio_mmio.device=` entries on the kernel command
     /// line, for kernels built with `CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES` but without ACPI.
     /// Kernels without that option ignore the entries and find the devices through ACPI.
@@ -156,6 +168,8 @@ struct PartialConfig {
     console: ConsoleConfig,
     #[serde(default)]
     disks: Vec<DiskConfig>,
+    #[serde(default)]
+    nets: Vec<NetConfig>,
     virtio_cmdline: Option<bool>,
 }
 
@@ -180,6 +194,8 @@ pub struct Overrides {
     pub console_stdin: bool,
     /// `--disk`, repeated; when given, replaces the file's disks.
     pub disks: Vec<DiskConfig>,
+    /// `--net`, repeated; when given, replaces the file's interfaces.
+    pub nets: Vec<NetConfig>,
     /// `--no-virtio-cmdline`.
     pub no_virtio_cmdline: bool,
 }
@@ -208,6 +224,7 @@ impl VmConfig {
                 stdin: overrides.console_stdin || partial.console.stdin,
             },
             disks: if overrides.disks.is_empty() { partial.disks } else { overrides.disks },
+            nets: if overrides.nets.is_empty() { partial.nets } else { overrides.nets },
             virtio_cmdline: !overrides.no_virtio_cmdline && partial.virtio_cmdline.unwrap_or(true),
         };
         config.validate()?;
@@ -227,8 +244,18 @@ impl VmConfig {
         if let Some(initrd) = &self.initrd {
             readable_file(initrd).map_err(|source| ConfigError::Initrd { path: initrd.clone(), source })?;
         }
-        if self.disks.len() > MAX_VIRTIO_DEVICES {
-            return Err(ConfigError::TooManyDevices(self.disks.len()));
+        let devices = self.disks.len() + self.nets.len();
+        if devices > MAX_VIRTIO_DEVICES {
+            return Err(ConfigError::TooManyDevices(devices));
+        }
+        let mut tap_fds = std::collections::HashSet::new();
+        for net in &self.nets {
+            net.validate()?;
+            if let Some(fd) = net.tap_fd {
+                if fd <= 2 || !tap_fds.insert(fd) {
+                    return Err(ConfigError::TapFd(fd));
+                }
+            }
         }
         disk::validate_ids(&self.disks)?;
         for disk in &self.disks {

@@ -8,6 +8,10 @@
 
 pub mod block;
 pub mod mmio;
+pub mod net;
+pub mod queue;
+#[cfg(test)]
+pub mod test_rings;
 pub mod worker;
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -21,6 +25,8 @@ use crate::vmm::vstate::memory::GuestMemory;
 /// Feature bit: the device follows virtio 1.x (required by virtio-mmio version 2).
 pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
 
+/// Virtio device type of a network interface.
+pub const DEVICE_TYPE_NET: u32 = 1;
 /// Virtio device type of a block device.
 pub const DEVICE_TYPE_BLOCK: u32 = 2;
 

@@ -1,6 +1,6 @@
 //! The event loop that serves a device's queues on its own thread.
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::thread::JoinHandle;
 
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
@@ -10,9 +10,17 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 pub trait QueueHandler: Send + 'static {
     /// Serves queue `index`; called on the worker thread.
     fn process_queue(&mut self, index: usize);
+    /// Serves host-side event source `index` (see [`QueueWorker::spawn`]), which became
+    /// readable. Sources are edge-triggered: the handler reads until it would block, or
+    /// until it must wait for the guest (and resumes when a queue is notified).
+    fn process_source(&mut self, index: usize) {
+        tracing::debug!(index, "event on a source the device does not serve");
+    }
 }
 
 const STOP_TOKEN: u64 = u64::MAX;
+/// Tokens of host-side sources start here; queue tokens are the queue indexes.
+const SOURCE_TOKEN_BASE: u64 = 1 << 32;
 
 /// A thread running an epoll loop over one device's queue eventfds.
 pub struct QueueWorker {
@@ -21,10 +29,12 @@ pub struct QueueWorker {
 }
 
 impl QueueWorker {
-    /// Starts serving `queue_events` with `handler` on a thread named `name`.
+    /// Starts serving `queue_events` and the host-side `sources` (descriptors the handler
+    /// owns, such as a tap) with `handler` on a thread named `name`.
     pub fn spawn(
         name: String,
         queue_events: Vec<EventFd>,
+        sources: &[RawFd],
         mut handler: impl QueueHandler,
     ) -> std::io::Result<Self> {
         let stop = EventFd::new(EFD_NONBLOCK)?;
@@ -36,9 +46,18 @@ impl QueueWorker {
                 EpollEvent::new(EventSet::IN, index as u64),
             )?;
         }
+        for (index, &fd) in sources.iter().enumerate() {
+            let events = EventSet::IN | EventSet::EDGE_TRIGGERED;
+            epoll.ctl(
+                ControlOperation::Add,
+                fd,
+                EpollEvent::new(events, SOURCE_TOKEN_BASE + index as u64),
+            )?;
+        }
         epoll.ctl(ControlOperation::Add, stop.as_raw_fd(), EpollEvent::new(EventSet::IN, STOP_TOKEN))?;
+        let event_count = queue_events.len() + sources.len() + 1;
         let thread = std::thread::Builder::new().name(name).spawn(move || {
-            let mut events = vec![EpollEvent::default(); queue_events.len() + 1];
+            let mut events = vec![EpollEvent::default(); event_count];
             loop {
                 let n = match epoll.wait(-1, &mut events) {
                     Ok(n) => n,
@@ -52,6 +71,10 @@ impl QueueWorker {
                     let token = event.data();
                     if token == STOP_TOKEN {
                         return;
+                    }
+                    if token >= SOURCE_TOKEN_BASE {
+                        handler.process_source((token - SOURCE_TOKEN_BASE) as usize);
+                        continue;
                     }
                     let index = token as usize;
                     if let Some(queue_event) = queue_events.get(index) {
@@ -96,6 +119,9 @@ mod tests {
         fn process_queue(&mut self, index: usize) {
             self.0.send(index).unwrap();
         }
+        fn process_source(&mut self, index: usize) {
+            self.0.send(100 + index).unwrap();
+        }
     }
 
     #[test]
@@ -103,9 +129,13 @@ mod tests {
         let events: Vec<EventFd> = (0..2).map(|_| EventFd::new(EFD_NONBLOCK).unwrap()).collect();
         let kick = events[1].try_clone().unwrap();
         let (tx, rx) = mpsc::channel();
-        let mut worker = QueueWorker::spawn("test-worker".into(), events, Forward(tx)).unwrap();
+        let source = EventFd::new(EFD_NONBLOCK).unwrap();
+        let mut worker =
+            QueueWorker::spawn("test-worker".into(), events, &[source.as_raw_fd()], Forward(tx)).unwrap();
         kick.write(1).unwrap();
         assert_eq!(rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap(), 1);
+        source.write(1).unwrap();
+        assert_eq!(rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap(), 100);
         worker.stop();
         kick.write(1).unwrap();
         assert!(rx.recv_timeout(std::time::Duration::from_millis(100)).is_err());

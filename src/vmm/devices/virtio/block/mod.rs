@@ -10,9 +10,10 @@ pub mod request;
 
 use std::sync::{Arc, Mutex};
 
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::Queue;
 
 use self::request::{RequestExecutor, MAX_DISCARD_SECTORS, MAX_DISCARD_SEGMENTS, MAX_SEGMENTS};
+use super::queue;
 use super::worker::{QueueHandler, QueueWorker};
 use super::{read_config_bytes, ActivateError, Activation, Interrupt, VirtioDevice, DEVICE_TYPE_BLOCK};
 use super::{INTERRUPT_VRING, VIRTIO_F_VERSION_1};
@@ -97,7 +98,7 @@ impl VirtioDevice for VirtioBlock {
             .filter(|_| queues.is_empty())
             .ok_or_else(|| ActivateError("one queue expected".into()))?;
         let handler = BlockQueue { mem, queue, executor: self.executor.clone(), interrupt };
-        let worker = QueueWorker::spawn(self.name.clone(), queue_events, handler)
+        let worker = QueueWorker::spawn(self.name.clone(), queue_events, &[], handler)
             .map_err(|e| ActivateError(format!("worker thread: {e}")))?;
         self.worker = Some(worker);
         Ok(())
@@ -122,30 +123,7 @@ impl BlockQueue {
     /// Serves every available request; returns whether the guest must be interrupted.
     fn drain(&mut self) -> bool {
         let mut executor = self.executor.lock().unwrap_or_else(|p| p.into_inner());
-        let mut completed = false;
-        loop {
-            if self.queue.disable_notification(&self.mem).is_err() {
-                break;
-            }
-            let mut progressed = false;
-            while let Some(chain) = self.queue.pop_descriptor_chain(&self.mem) {
-                let head = chain.head_index();
-                let written = executor.execute(&self.mem, chain);
-                if let Err(e) = self.queue.add_used(&self.mem, head, written) {
-                    tracing::warn!(error = ?e, "cannot complete a virtio-blk request");
-                }
-                progressed = true;
-                completed = true;
-            }
-            // Re-check after enabling notifications, so a request added meanwhile is not
-            // missed. A ring that claims more requests yet yields none (a bogus available
-            // index) is not retried: the guest would otherwise pin this thread.
-            match self.queue.enable_notification(&self.mem) {
-                Ok(true) if progressed => continue,
-                _ => break,
-            }
-        }
-        completed && self.queue.needs_notification(&self.mem).unwrap_or(true)
+        queue::drain(&mut self.queue, &self.mem, |chain| executor.execute(&self.mem, chain))
     }
 }
 

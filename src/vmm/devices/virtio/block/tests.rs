@@ -4,17 +4,16 @@ use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 
 use virtio_queue::desc::split::Descriptor;
-use virtio_queue::{Queue, QueueT};
+
 use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::request::{RequestExecutor, MAX_SEGMENTS};
 use super::*;
 use crate::storage::raw::RawFile;
+use crate::vmm::devices::virtio::test_rings::{TestRing, NEXT, WRITE};
 use crate::vmm::vstate::memory::create_guest_memory;
 
-const NEXT: u16 = 1;
-const WRITE: u16 = 2;
 const HEADER: u64 = 0x10000;
 const DATA: u64 = 0x20000;
 const STATUS: u64 = 0x30000;
@@ -216,40 +215,7 @@ fn config_space_reports_capacity_and_limits() {
     assert_eq!(u32::from_le_bytes(seg_max), MAX_SEGMENTS as u32);
 }
 
-/// Lays out a split virtqueue of `size` entries in guest memory.
-struct RingLayout {
-    desc: u64,
-    avail: u64,
-    used: u64,
-}
-
-const RING: RingLayout = RingLayout { desc: 0x1000, avail: 0x5000, used: 0x6000 };
-
-fn queue_in_memory(mem: &GuestMemory, size: u16) -> Queue {
-    let mut q = Queue::new(QUEUE_SIZE).unwrap();
-    q.set_size(size);
-    q.set_desc_table_address(Some(RING.desc as u32), Some(0));
-    q.set_avail_ring_address(Some(RING.avail as u32), Some(0));
-    q.set_used_ring_address(Some(RING.used as u32), Some(0));
-    q.set_ready(true);
-    assert!(q.is_valid(mem));
-    q
-}
-
-fn put_desc(mem: &GuestMemory, index: u16, desc: (u64, u32, u16, u16)) {
-    let at = RING.desc + 16 * u64::from(index);
-    mem.write_obj(desc.0, GuestAddress(at)).unwrap();
-    mem.write_obj(desc.1, GuestAddress(at + 8)).unwrap();
-    mem.write_obj(desc.2, GuestAddress(at + 12)).unwrap();
-    mem.write_obj(desc.3, GuestAddress(at + 14)).unwrap();
-}
-
-fn publish(mem: &GuestMemory, heads: &[u16]) {
-    for (i, head) in heads.iter().enumerate() {
-        mem.write_obj(*head, GuestAddress(RING.avail + 4 + 2 * i as u64)).unwrap();
-    }
-    mem.write_obj(heads.len() as u16, GuestAddress(RING.avail + 2)).unwrap();
-}
+const RING: TestRing = TestRing::at(0x1000);
 
 fn block_queue(r: &Rig, size: u16) -> (BlockQueue, EventFd) {
     let irq = EventFd::new(EFD_NONBLOCK).unwrap();
@@ -257,7 +223,7 @@ fn block_queue(r: &Rig, size: u16) -> (BlockQueue, EventFd) {
     let executor = RequestExecutor::new(Box::new(backend), false, "q", QUEUE_SIZE);
     let queue = BlockQueue {
         mem: r.mem.clone(),
-        queue: queue_in_memory(&r.mem, size),
+        queue: RING.queue(&r.mem, QUEUE_SIZE, size),
         executor: Arc::new(Mutex::new(executor)),
         interrupt: Arc::new(Interrupt::new(irq.try_clone().unwrap())),
     };
@@ -270,12 +236,12 @@ fn completions_are_batched_into_one_interrupt() {
     let (mut q, irq) = block_queue(&r, 16);
     header(&r.mem, 4, 0);
     for head in [0u16, 2] {
-        put_desc(&r.mem, head, (HEADER, 16, NEXT, head + 1));
-        put_desc(&r.mem, head + 1, (STATUS + u64::from(head), 1, WRITE, 0));
+        RING.put_desc(&r.mem, head, (HEADER, 16, NEXT, head + 1));
+        RING.put_desc(&r.mem, head + 1, (STATUS + u64::from(head), 1, WRITE, 0));
     }
-    publish(&r.mem, &[0, 2]);
+    RING.publish(&r.mem, 0, &[0, 2]);
     q.process_queue(0);
-    assert_eq!(r.mem.read_obj::<u16>(GuestAddress(RING.used + 2)).unwrap(), 2, "two used entries");
+    assert_eq!(RING.used_count(&r.mem), 2, "two used entries");
     assert_eq!(irq.read().unwrap(), 1, "one interrupt for the batch");
 }
 
@@ -285,14 +251,14 @@ fn descriptor_loops_and_bogus_rings_do_not_hang_or_crash() {
     let (mut q, _irq) = block_queue(&r, 16);
     header(&r.mem, 0, 0);
     // A chain whose data descriptor points back at itself.
-    put_desc(&r.mem, 0, (HEADER, 16, NEXT, 1));
-    put_desc(&r.mem, 1, (DATA, 512, NEXT | WRITE, 1));
+    RING.put_desc(&r.mem, 0, (HEADER, 16, NEXT, 1));
+    RING.put_desc(&r.mem, 1, (DATA, 512, NEXT | WRITE, 1));
     // A head index beyond the queue.
-    publish(&r.mem, &[0, 200]);
+    RING.publish(&r.mem, 0, &[0, 200]);
     q.process_queue(0);
     // An available index far ahead of the ring: the queue refuses to iterate.
     r.mem.write_obj(1000u16, GuestAddress(RING.avail + 2)).unwrap();
     q.process_queue(0);
-    let used: u16 = r.mem.read_obj(GuestAddress(RING.used + 2)).unwrap();
+    let used = RING.used_count(&r.mem);
     assert!(used <= 2, "used {used}");
 }

@@ -1,0 +1,56 @@
+//! Queue-draining loops shared by the devices: take the guest's descriptor chains with
+//! notifications suppressed, and never spin on a ring whose indexes lie.
+
+use virtio_queue::{DescriptorChain, Queue, QueueT};
+
+use crate::vmm::vstate::memory::GuestMemory;
+
+/// A descriptor chain popped from a queue.
+pub type Chain<'a> = DescriptorChain<&'a GuestMemory>;
+
+/// Serves every chain available on `queue` with `serve`, which returns the used length.
+/// Returns whether the driver must be interrupted (something completed and it asked to be).
+pub fn drain(queue: &mut Queue, mem: &GuestMemory, mut serve: impl FnMut(Chain<'_>) -> u32) -> bool {
+    let mut completed = false;
+    loop {
+        if queue.disable_notification(mem).is_err() {
+            break;
+        }
+        let mut progressed = false;
+        while let Some(chain) = queue.pop_descriptor_chain(mem) {
+            let head = chain.head_index();
+            let used = serve(chain);
+            if let Err(e) = queue.add_used(mem, head, used) {
+                tracing::warn!(error = ?e, "cannot complete a virtio request");
+            }
+            progressed = true;
+            completed = true;
+        }
+        // Re-check after enabling notifications, so a chain added meanwhile is not missed.
+        // A ring that claims more chains yet yields none (a bogus available index) is not
+        // retried: the guest would otherwise pin this thread.
+        match queue.enable_notification(mem) {
+            Ok(true) if progressed => continue,
+            _ => break,
+        }
+    }
+    completed && needs_interrupt(queue, mem)
+}
+
+/// The next available chain, with notifications enabled when there is none, so the driver
+/// kicks the queue when it adds one.
+pub fn next_chain<'a>(queue: &mut Queue, mem: &'a GuestMemory) -> Option<Chain<'a>> {
+    if let Some(chain) = queue.pop_descriptor_chain(mem) {
+        return Some(chain);
+    }
+    // One retry only: see `drain` on bogus indexes.
+    match queue.enable_notification(mem) {
+        Ok(true) => queue.pop_descriptor_chain(mem),
+        _ => None,
+    }
+}
+
+/// Whether the driver wants an interrupt for what was just completed.
+pub fn needs_interrupt(queue: &mut Queue, mem: &GuestMemory) -> bool {
+    queue.needs_notification(mem).unwrap_or(true)
+}
