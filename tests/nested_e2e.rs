@@ -101,6 +101,11 @@ fn stock_kernel_boots_to_init_and_powers_off() {
     assert_eq!(report["cpus"], "1");
     assert_memory(&report, 128);
     assert_eq!(report["clocksource"], "kvm-clock", "the guest should find the KVM paravirt clock");
+    assert_eq!(
+        s.console_line("NUAGE-RNG "),
+        "NUAGE-RNG current=virtio_rng.0 bytes=64",
+        "the guest's hardware RNG is the virtio entropy device"
+    );
 }
 
 #[test]

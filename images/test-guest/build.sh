@@ -16,7 +16,8 @@ cp "$NUAGE_ROOT/images/test-guest/init" "$root/init"
 if [ -n "$modules" ]; then
     # In dependency order: /init loads them as listed.
     for m in drivers/virtio/virtio drivers/virtio/virtio_ring drivers/virtio/virtio_mmio \
-             drivers/block/virtio_blk net/core/failover drivers/net/net_failover drivers/net/virtio_net; do
+             drivers/block/virtio_blk net/core/failover drivers/net/net_failover drivers/net/virtio_net \
+             drivers/char/hw_random/virtio-rng; do
         cp "$modules/kernel/$m.ko" "$root/modules/"
         echo "${m##*/}" >> "$root/modules/order"
     done

@@ -22,6 +22,7 @@ use crate::vmm::devices::power::{PowerManagement, POWER_PORT};
 use crate::vmm::devices::virtio::block::VirtioBlock;
 use crate::vmm::devices::virtio::net::filter::SourceFilter;
 use crate::vmm::devices::virtio::net::VirtioNet;
+use crate::vmm::devices::virtio::rng::VirtioRng;
 use crate::vmm::devices::virtio::VirtioDevice;
 use crate::vmm::devices::{BusError, Buses};
 use crate::vmm::exit::ExitNotifier;
@@ -127,6 +128,9 @@ pub fn build(config: &VmConfig) -> Result<MicroVm, BuildError> {
     };
     let mut devices = open_disks(config)?;
     devices.extend(interfaces(config, taps));
+    if config.rng {
+        devices.push(Box::new(VirtioRng::default()));
+    }
 
     let vm = Vm::new(vcpu_count)?;
     vm.register_memory(&memory)?;

@@ -24,7 +24,7 @@ Exit status:
 pub struct VmmArgs {
     /// JSON configuration file (fields: kernel, initrd, cmdline, vcpus, memory_mib,
     /// console {log_file, stdout, stdin}, disks [{path, id, read_only}], nets [{tap, tap_fd, mac,
-    /// ipv4}], virtio_cmdline);
+    /// ipv4}], rng, virtio_cmdline);
     /// flags given too override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -63,6 +63,9 @@ pub struct VmmArgs {
     /// other than MAC (or, with ip=, another IPv4 source) are dropped and counted.
     #[arg(long, value_name = "SPEC")]
     pub net: Vec<NetConfig>,
+    /// No virtio-rng entropy device.
+    #[arg(long)]
+    pub no_rng: bool,
     /// Do not add `virtio_mmio.device=` entries to the kernel command line (ACPI alone
     /// describes the devices).
     #[arg(long)]
@@ -86,6 +89,7 @@ impl VmmArgs {
             disks: self.disk.clone(),
             nets: self.net.clone(),
             no_virtio_cmdline: self.no_virtio_cmdline,
+            no_rng: self.no_rng,
         }
     }
 }

@@ -132,6 +132,9 @@ pub struct VmConfig {
     /// virtio-net interfaces, in the order the guest enumerates them.
     #[serde(default)]
     pub nets: Vec<NetConfig>,
+    /// Give the guest a virtio-rng entropy device (after the disks and interfaces).
+    #[serde(default = "default_true")]
+    pub rng: bool,
     /// Also list the virtio devices as `virtio_mmio.device=` entries on the kernel command
     /// line, for kernels built with `CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES` but without ACPI.
     /// Kernels without that option ignore the entries and find the devices through ACPI.
@@ -171,6 +174,7 @@ struct PartialConfig {
     #[serde(default)]
     nets: Vec<NetConfig>,
     virtio_cmdline: Option<bool>,
+    rng: Option<bool>,
 }
 
 /// Values given on the command line, overriding the file.
@@ -198,6 +202,8 @@ pub struct Overrides {
     pub nets: Vec<NetConfig>,
     /// `--no-virtio-cmdline`.
     pub no_virtio_cmdline: bool,
+    /// `--no-rng`.
+    pub no_rng: bool,
 }
 
 impl VmConfig {
@@ -226,6 +232,7 @@ impl VmConfig {
             disks: if overrides.disks.is_empty() { partial.disks } else { overrides.disks },
             nets: if overrides.nets.is_empty() { partial.nets } else { overrides.nets },
             virtio_cmdline: !overrides.no_virtio_cmdline && partial.virtio_cmdline.unwrap_or(true),
+            rng: !overrides.no_rng && partial.rng.unwrap_or(true),
         };
         config.validate()?;
         Ok(config)
@@ -244,7 +251,7 @@ impl VmConfig {
         if let Some(initrd) = &self.initrd {
             readable_file(initrd).map_err(|source| ConfigError::Initrd { path: initrd.clone(), source })?;
         }
-        let devices = self.disks.len() + self.nets.len();
+        let devices = self.disks.len() + self.nets.len() + usize::from(self.rng);
         if devices > MAX_VIRTIO_DEVICES {
             return Err(ConfigError::TooManyDevices(devices));
         }

@@ -10,6 +10,7 @@ pub mod block;
 pub mod mmio;
 pub mod net;
 pub mod queue;
+pub mod rng;
 #[cfg(test)]
 pub mod test_rings;
 pub mod worker;
@@ -29,6 +30,8 @@ pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
 pub const DEVICE_TYPE_NET: u32 = 1;
 /// Virtio device type of a block device.
 pub const DEVICE_TYPE_BLOCK: u32 = 2;
+/// Virtio device type of an entropy source.
+pub const DEVICE_TYPE_RNG: u32 = 4;
 
 /// Device status bits (virtio 1.2, 2.1).
 pub mod status {
