@@ -192,7 +192,7 @@ fn open_disks(config: &VmConfig) -> Result<Vec<Box<dyn VirtioDevice>>, BuildErro
                 .map_err(|source| BuildError::Disk { path: disk.path.clone(), source })?;
             tracing::info!(path = %disk.path.display(), id = %disk.volume_id(index), read_only = disk.read_only, "disk");
             let device: Box<dyn VirtioDevice> =
-                Box::new(VirtioBlock::new(Box::new(backend), disk.read_only, &disk.volume_id(index)));
+                Box::new(VirtioBlock::new(Box::new(backend), disk.read_only, &disk.volume_id(index), disk.rate_limit));
             Ok(device)
         })
         .collect()
@@ -223,7 +223,7 @@ fn interfaces(config: &VmConfig, taps: Vec<Tap>) -> Vec<Box<dyn VirtioDevice>> {
         .map(|(net, tap)| {
             tracing::info!(tap = tap.name(), mac = %net.mac, ipv4 = ?net.ipv4, "network interface");
             let filter = SourceFilter::new(net.mac.0, net.ipv4);
-            Box::new(VirtioNet::new(tap, net.mac.0, filter)) as Box<dyn VirtioDevice>
+            Box::new(VirtioNet::new(tap, net.mac.0, filter, net.rate_limit)) as Box<dyn VirtioDevice>
         })
         .collect()
 }

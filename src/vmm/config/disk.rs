@@ -5,6 +5,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use super::RateLimit;
 use crate::vmm::devices::virtio::block::request::ID_BYTES;
 
 /// One disk of the microVM, in the order the guest enumerates them (`vda`, `vdb`, ...).
@@ -21,6 +22,9 @@ pub struct DiskConfig {
     /// Refuse guest writes (the device offers VIRTIO_BLK_F_RO and the file opens read-only).
     #[serde(default)]
     pub read_only: bool,
+    /// Request rate limit.
+    #[serde(default)]
+    pub rate_limit: RateLimit,
 }
 
 impl DiskConfig {
@@ -40,7 +44,7 @@ pub enum DiskConfigError {
     #[error("disk id {0:?} is used by two disks")]
     DuplicateId(String),
     /// The `--disk` syntax is wrong.
-    #[error("invalid --disk {0:?}: expected path=FILE[,id=ID][,readonly=on|off]")]
+    #[error("invalid --disk {0:?}: expected path=FILE[,id=ID][,readonly=on|off][,ops=N][,bw=BYTES]")]
     Syntax(String),
 }
 
@@ -60,14 +64,15 @@ pub fn validate_ids(disks: &[DiskConfig]) -> Result<(), DiskConfigError> {
     Ok(())
 }
 
-/// Parses the `--disk` flag: `path=FILE[,id=ID][,readonly=on|off]` (a bare first item is
-/// taken as the path).
+/// Parses the `--disk` flag: `path=FILE[,id=ID][,readonly=on|off][,ops=N][,bw=BYTES]` (a
+/// bare first item is taken as the path; ops and bw are per-second limits).
 impl FromStr for DiskConfig {
     type Err = DiskConfigError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let syntax = || DiskConfigError::Syntax(text.to_owned());
-        let mut disk = DiskConfig { path: PathBuf::new(), id: None, read_only: false };
+        let mut disk =
+            DiskConfig { path: PathBuf::new(), id: None, read_only: false, rate_limit: RateLimit::default() };
         for (position, item) in text.split(',').enumerate() {
             match item.split_once('=') {
                 Some(("path", path)) => disk.path = PathBuf::from(path),
@@ -75,6 +80,7 @@ impl FromStr for DiskConfig {
                 Some(("readonly", "on" | "true")) => disk.read_only = true,
                 Some(("readonly", "off" | "false")) => disk.read_only = false,
                 None if position == 0 => disk.path = PathBuf::from(item),
+                Some((key, value)) if disk.rate_limit.apply_flag(key, value).map_err(|()| syntax())? => {}
                 _ => return Err(syntax()),
             }
         }
@@ -91,19 +97,32 @@ mod tests {
 
     #[test]
     fn flag_syntax() {
-        let d: DiskConfig = "path=/v/root.img,id=vol-1,readonly=on".parse().unwrap();
-        assert_eq!(d, DiskConfig { path: "/v/root.img".into(), id: Some("vol-1".into()), read_only: true });
+        let d: DiskConfig = "path=/v/root.img,id=vol-1,readonly=on,ops=100".parse().unwrap();
+        let limit = RateLimit { ops_per_sec: Some(100), bytes_per_sec: None };
+        assert_eq!(
+            d,
+            DiskConfig {
+                path: "/v/root.img".into(),
+                id: Some("vol-1".into()),
+                read_only: true,
+                rate_limit: limit
+            }
+        );
         let d: DiskConfig = "/v/data.img".parse().unwrap();
         assert_eq!((d.path.to_str(), d.id, d.read_only), (Some("/v/data.img"), None, false));
-        for bad in ["", "id=x", "path=/a,ro", "path=/a,readonly=maybe", "path=/a,size=3"] {
+        for bad in ["", "id=x", "path=/a,ro", "path=/a,readonly=maybe", "path=/a,size=3", "path=/a,bw=0"] {
             assert!(bad.parse::<DiskConfig>().is_err(), "{bad:?} accepted");
         }
     }
 
     #[test]
     fn ids_are_checked() {
-        let disk =
-            |id: Option<&str>| DiskConfig { path: "/d".into(), id: id.map(str::to_owned), read_only: false };
+        let disk = |id: Option<&str>| DiskConfig {
+            path: "/d".into(),
+            id: id.map(str::to_owned),
+            read_only: false,
+            rate_limit: RateLimit::default(),
+        };
         assert_eq!(validate_ids(&[disk(None), disk(Some("data"))]), Ok(()));
         assert_eq!(disk(None).volume_id(3), "disk3");
         let too_long = "x".repeat(ID_BYTES + 1);

@@ -6,11 +6,13 @@ use serde::{Deserialize, Serialize};
 
 pub mod disk;
 pub mod net;
+pub mod rate_limit;
 
 pub use disk::DiskConfig;
 use disk::DiskConfigError;
 pub use net::NetConfig;
 use net::NetConfigError;
+pub use rate_limit::RateLimit;
 
 use crate::vmm::boot::layout::MAX_VIRTIO_DEVICES;
 

@@ -6,6 +6,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use super::RateLimit;
+
 /// An Ethernet MAC address, written `52:54:00:12:34:56`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -67,6 +69,9 @@ pub struct NetConfig {
     /// The guest's IPv4 address; when set, IPv4 and ARP from any other source are dropped.
     #[serde(default)]
     pub ipv4: Option<Ipv4Addr>,
+    /// Frame rate limit, both directions together.
+    #[serde(default)]
+    pub rate_limit: RateLimit,
 }
 
 /// What is wrong with a network interface's configuration.
@@ -79,7 +84,7 @@ pub enum NetConfigError {
     #[error("a network interface needs exactly one of tap=NAME and fd=N")]
     TapChoice,
     /// The `--net` syntax is wrong.
-    #[error("invalid --net {0:?}: expected tap=NAME|fd=N,mac=MAC[,ip=IPV4]")]
+    #[error("invalid --net {0:?}: expected tap=NAME|fd=N,mac=MAC[,ip=IPV4][,ops=N][,bw=BYTES]")]
     Syntax(String),
 }
 
@@ -93,23 +98,26 @@ impl NetConfig {
     }
 }
 
-/// Parses the `--net` flag: `tap=NAME|fd=N,mac=MAC[,ip=IPV4]`.
+/// Parses the `--net` flag: `tap=NAME|fd=N,mac=MAC[,ip=IPV4][,ops=N][,bw=BYTES]` (ops and bw
+/// are per-second limits).
 impl FromStr for NetConfig {
     type Err = NetConfigError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let syntax = || NetConfigError::Syntax(text.to_owned());
         let (mut tap, mut tap_fd, mut mac, mut ipv4) = (None, None, None, None);
+        let mut rate_limit = RateLimit::default();
         for item in text.split(',') {
             match item.split_once('=').ok_or_else(syntax)? {
                 ("tap", name) => tap = Some(name.to_owned()),
                 ("fd", fd) => tap_fd = Some(fd.parse().map_err(|_| syntax())?),
                 ("mac", value) => mac = Some(value.parse()?),
                 ("ip", ip) => ipv4 = Some(ip.parse().map_err(|_| syntax())?),
+                (key, value) if rate_limit.apply_flag(key, value).map_err(|()| syntax())? => {}
                 _ => return Err(syntax()),
             }
         }
-        let config = NetConfig { tap, tap_fd, mac: mac.ok_or_else(syntax)?, ipv4 };
+        let config = NetConfig { tap, tap_fd, mac: mac.ok_or_else(syntax)?, ipv4, rate_limit };
         config.validate()?;
         Ok(config)
     }
@@ -142,8 +150,8 @@ mod tests {
         let n: NetConfig = "tap=nt0,mac=52:54:00:00:00:02,ip=10.0.7.2".parse().unwrap();
         assert_eq!(n.tap.as_deref(), Some("nt0"));
         assert_eq!(n.ipv4, Some(Ipv4Addr::new(10, 0, 7, 2)));
-        let n: NetConfig = "fd=5,mac=52:54:00:00:00:02".parse().unwrap();
-        assert_eq!((n.tap_fd, n.ipv4), (Some(5), None));
+        let n: NetConfig = "fd=5,mac=52:54:00:00:00:02,bw=1000000".parse().unwrap();
+        assert_eq!((n.tap_fd, n.ipv4, n.rate_limit.bytes_per_sec), (Some(5), None, Some(1_000_000)));
         assert_eq!("mac=52:54:00:00:00:02".parse::<NetConfig>(), Err(NetConfigError::TapChoice));
         assert_eq!("tap=a,fd=3,mac=52:54:00:00:00:02".parse::<NetConfig>(), Err(NetConfigError::TapChoice));
         for bad in [

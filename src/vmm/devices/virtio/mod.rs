@@ -10,6 +10,7 @@ pub mod block;
 pub mod mmio;
 pub mod net;
 pub mod queue;
+pub mod rate_limiter;
 pub mod rng;
 #[cfg(test)]
 pub mod test_rings;

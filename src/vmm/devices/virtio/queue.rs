@@ -1,16 +1,17 @@
 //! Queue-draining loops shared by the devices: take the guest's descriptor chains with
 //! notifications suppressed, and never spin on a ring whose indexes lie.
 
-use virtio_queue::{DescriptorChain, Queue, QueueT};
+use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 
 use crate::vmm::vstate::memory::GuestMemory;
 
 /// A descriptor chain popped from a queue.
 pub type Chain<'a> = DescriptorChain<&'a GuestMemory>;
 
-/// Serves every chain available on `queue` with `serve`, which returns the used length.
+/// Serves every chain available on `queue` with `serve`, which returns the used length, or
+/// `None` to leave the chain queued and stop (a rate limit will resume the queue).
 /// Returns whether the driver must be interrupted (something completed and it asked to be).
-pub fn drain(queue: &mut Queue, mem: &GuestMemory, mut serve: impl FnMut(Chain<'_>) -> u32) -> bool {
+pub fn drain(queue: &mut Queue, mem: &GuestMemory, mut serve: impl FnMut(Chain<'_>) -> Option<u32>) -> bool {
     let mut completed = false;
     loop {
         if queue.disable_notification(mem).is_err() {
@@ -19,7 +20,10 @@ pub fn drain(queue: &mut Queue, mem: &GuestMemory, mut serve: impl FnMut(Chain<'
         let mut progressed = false;
         while let Some(chain) = queue.pop_descriptor_chain(mem) {
             let head = chain.head_index();
-            let used = serve(chain);
+            let Some(used) = serve(chain) else {
+                queue.go_to_previous_position();
+                return completed && needs_interrupt(queue, mem);
+            };
             if let Err(e) = queue.add_used(mem, head, used) {
                 tracing::warn!(error = ?e, "cannot complete a virtio request");
             }
@@ -48,6 +52,11 @@ pub fn next_chain<'a>(queue: &mut Queue, mem: &'a GuestMemory) -> Option<Chain<'
         Ok(true) => queue.pop_descriptor_chain(mem),
         _ => None,
     }
+}
+
+/// Total length of the chain's buffers (what a byte rate limit charges for it).
+pub fn chain_bytes(chain: &Chain<'_>) -> u64 {
+    chain.clone().map(|desc| u64::from(desc.len())).sum()
 }
 
 /// Whether the driver wants an interrupt for what was just completed.

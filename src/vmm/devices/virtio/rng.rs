@@ -118,7 +118,7 @@ fn getrandom(buf: &mut [u8]) -> std::io::Result<()> {
 impl QueueHandler for RngQueue {
     fn process_queue(&mut self, _index: usize) {
         let Self { mem, queue, buf, .. } = self;
-        if queue::drain(queue, mem, |chain| fill(mem, chain, buf)) {
+        if queue::drain(queue, mem, |chain| Some(fill(mem, chain, buf))) {
             self.interrupt.signal(INTERRUPT_VRING);
         }
     }

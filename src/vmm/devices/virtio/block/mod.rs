@@ -14,10 +14,12 @@ use virtio_queue::Queue;
 
 use self::request::{RequestExecutor, MAX_DISCARD_SECTORS, MAX_DISCARD_SEGMENTS, MAX_SEGMENTS};
 use super::queue;
+use super::rate_limiter::{self, RateLimiter};
 use super::worker::{QueueHandler, QueueWorker};
 use super::{read_config_bytes, ActivateError, Activation, Interrupt, VirtioDevice, DEVICE_TYPE_BLOCK};
 use super::{INTERRUPT_VRING, VIRTIO_F_VERSION_1};
 use crate::storage::BlockBackend;
+use crate::vmm::config::RateLimit;
 use crate::vmm::vstate::memory::GuestMemory;
 
 /// Queue size offered to the guest (and the cap on descriptor chains).
@@ -34,6 +36,7 @@ const CONFIG_LEN: usize = 60;
 /// A virtio block device.
 pub struct VirtioBlock {
     executor: Arc<Mutex<RequestExecutor>>,
+    rate_limit: RateLimit,
     features: u64,
     config: [u8; CONFIG_LEN],
     worker: Option<QueueWorker>,
@@ -42,8 +45,8 @@ pub struct VirtioBlock {
 
 impl VirtioBlock {
     /// A disk over `backend`, identified to the guest by `id` (GET_ID, so it shows up as
-    /// `/dev/disk/by-id/virtio-<id>`).
-    pub fn new(backend: Box<dyn BlockBackend>, read_only: bool, id: &str) -> Self {
+    /// `/dev/disk/by-id/virtio-<id>`), serving requests within `rate_limit`.
+    pub fn new(backend: Box<dyn BlockBackend>, read_only: bool, id: &str, rate_limit: RateLimit) -> Self {
         let executor = RequestExecutor::new(backend, read_only, id, QUEUE_SIZE);
         let mut features = VIRTIO_F_VERSION_1 | VIRTIO_BLK_F_SEG_MAX | VIRTIO_BLK_F_FLUSH;
         features |=
@@ -51,6 +54,7 @@ impl VirtioBlock {
         let config = block_config(executor.capacity_sectors());
         Self {
             executor: Arc::new(Mutex::new(executor)),
+            rate_limit,
             features,
             config,
             worker: None,
@@ -97,8 +101,11 @@ impl VirtioDevice for VirtioBlock {
             .pop()
             .filter(|_| queues.is_empty())
             .ok_or_else(|| ActivateError("one queue expected".into()))?;
-        let handler = BlockQueue { mem, queue, executor: self.executor.clone(), interrupt };
-        let worker = QueueWorker::spawn(self.name.clone(), queue_events, &[], handler)
+        let limiter =
+            RateLimiter::new(&self.rate_limit).map_err(|e| ActivateError(format!("rate limiter: {e}")))?;
+        let sources = rate_limiter::timer_source(&limiter);
+        let handler = BlockQueue { mem, queue, executor: self.executor.clone(), interrupt, limiter };
+        let worker = QueueWorker::spawn(self.name.clone(), queue_events, &sources, handler)
             .map_err(|e| ActivateError(format!("worker thread: {e}")))?;
         self.worker = Some(worker);
         Ok(())
@@ -117,13 +124,18 @@ struct BlockQueue {
     queue: Queue,
     executor: Arc<Mutex<RequestExecutor>>,
     interrupt: Arc<Interrupt>,
+    limiter: Option<RateLimiter>,
 }
 
 impl BlockQueue {
-    /// Serves every available request; returns whether the guest must be interrupted.
+    /// Serves the available requests the rate limit allows; returns whether the guest must
+    /// be interrupted.
     fn drain(&mut self) -> bool {
-        let mut executor = self.executor.lock().unwrap_or_else(|p| p.into_inner());
-        queue::drain(&mut self.queue, &self.mem, |chain| executor.execute(&self.mem, chain))
+        let Self { mem, queue, executor, limiter, .. } = self;
+        let mut executor = executor.lock().unwrap_or_else(|p| p.into_inner());
+        queue::drain(queue, mem, |chain| {
+            rate_limiter::admits(limiter, queue::chain_bytes(&chain)).then(|| executor.execute(mem, chain))
+        })
     }
 }
 
@@ -132,6 +144,14 @@ impl QueueHandler for BlockQueue {
         if self.drain() {
             self.interrupt.signal(INTERRUPT_VRING);
         }
+    }
+
+    /// The rate-limit timer: requests may go on.
+    fn process_source(&mut self, _index: usize) {
+        if let Some(limiter) = &mut self.limiter {
+            limiter.timer_fired();
+        }
+        self.process_queue(0);
     }
 }
 

@@ -11,6 +11,8 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use super::request::{RequestExecutor, MAX_SEGMENTS};
 use super::*;
 use crate::storage::raw::RawFile;
+use crate::vmm::config::RateLimit;
+use crate::vmm::devices::virtio::rate_limiter::RateLimiter;
 use crate::vmm::devices::virtio::test_rings::{TestRing, NEXT, WRITE};
 use crate::vmm::vstate::memory::create_guest_memory;
 
@@ -198,7 +200,12 @@ fn read_only_disks_refuse_writes_and_discards() {
     let discard = vec![header(&r.mem, 11, 0), discard_segments(&r.mem, &[(0, 1)]), status_desc()];
     assert_eq!(r.run(discard), (1, 1));
     assert_eq!(r.run(vec![header(&r.mem, 4, 0), status_desc()]), (1, 0), "flush succeeds");
-    let device = VirtioBlock::new(Box::new(RawFile::open(r.disk.path(), true).unwrap()), true, "ro");
+    let device = VirtioBlock::new(
+        Box::new(RawFile::open(r.disk.path(), true).unwrap()),
+        true,
+        "ro",
+        RateLimit::default(),
+    );
     assert_ne!(device.features() & VIRTIO_BLK_F_RO, 0);
     assert_eq!(device.features() & VIRTIO_BLK_F_DISCARD, 0);
 }
@@ -206,7 +213,12 @@ fn read_only_disks_refuse_writes_and_discards() {
 #[test]
 fn config_space_reports_capacity_and_limits() {
     let r = rig(false);
-    let device = VirtioBlock::new(Box::new(RawFile::open(r.disk.path(), false).unwrap()), false, "x");
+    let device = VirtioBlock::new(
+        Box::new(RawFile::open(r.disk.path(), false).unwrap()),
+        false,
+        "x",
+        RateLimit::default(),
+    );
     let mut capacity = [0u8; 8];
     device.read_config(0, &mut capacity);
     assert_eq!(u64::from_le_bytes(capacity), DISK_SIZE / 512);
@@ -218,6 +230,10 @@ fn config_space_reports_capacity_and_limits() {
 const RING: TestRing = TestRing::at(0x1000);
 
 fn block_queue(r: &Rig, size: u16) -> (BlockQueue, EventFd) {
+    limited_block_queue(r, size, RateLimit::default())
+}
+
+fn limited_block_queue(r: &Rig, size: u16, limit: RateLimit) -> (BlockQueue, EventFd) {
     let irq = EventFd::new(EFD_NONBLOCK).unwrap();
     let backend = RawFile::open(r.disk.path(), false).unwrap();
     let executor = RequestExecutor::new(Box::new(backend), false, "q", QUEUE_SIZE);
@@ -226,8 +242,31 @@ fn block_queue(r: &Rig, size: u16) -> (BlockQueue, EventFd) {
         queue: RING.queue(&r.mem, QUEUE_SIZE, size),
         executor: Arc::new(Mutex::new(executor)),
         interrupt: Arc::new(Interrupt::new(irq.try_clone().unwrap())),
+        limiter: RateLimiter::new(&limit).unwrap(),
     };
     (queue, irq)
+}
+
+#[test]
+fn rate_limited_requests_wait_in_the_ring_until_the_timer() {
+    let r = rig(false);
+    let limit = RateLimit { ops_per_sec: Some(4), bytes_per_sec: None };
+    let (mut q, _irq) = limited_block_queue(&r, 16, limit);
+    header(&r.mem, 4, 0); // FLUSH
+    let heads: Vec<u16> = (0..6).map(|i| 2 * i).collect();
+    for &head in &heads {
+        RING.put_desc(&r.mem, head, (HEADER, 16, NEXT, head + 1));
+        RING.put_desc(&r.mem, head + 1, (STATUS + u64::from(head), 1, WRITE, 0));
+    }
+    RING.publish(&r.mem, 0, &heads);
+    q.process_queue(0);
+    assert_eq!(RING.used_count(&r.mem), 4, "a one-second burst of four");
+    q.process_queue(0);
+    assert_eq!(RING.used_count(&r.mem), 4, "a kick does not bypass the limit");
+    let start = std::time::Instant::now();
+    q.process_source(0); // waits for the timer: one token after 250 ms
+    assert!(start.elapsed() >= std::time::Duration::from_millis(200), "{:?}", start.elapsed());
+    assert_eq!(RING.used_count(&r.mem), 5);
 }
 
 #[test]

@@ -19,10 +19,12 @@ use vm_memory::Bytes;
 
 use self::filter::{Refusal, SourceFilter};
 use super::queue::{self, Chain};
+use super::rate_limiter::{self, RateLimiter};
 use super::worker::{QueueHandler, QueueWorker};
 use super::{read_config_bytes, ActivateError, Activation, Interrupt, VirtioDevice};
 use super::{DEVICE_TYPE_NET, INTERRUPT_VRING, VIRTIO_F_VERSION_1};
 use crate::net::tap::{offload, Tap, VNET_HEADER_SIZE};
+use crate::vmm::config::RateLimit;
 use crate::vmm::vstate::memory::GuestMemory;
 
 /// Size of each queue.
@@ -34,6 +36,7 @@ pub const MAX_FRAME: usize = VNET_HEADER_SIZE + 65_550;
 const RX_QUEUE: usize = 0;
 const TX_QUEUE: usize = 1;
 const TAP_SOURCE: usize = 0;
+const RATE_LIMIT_SOURCE: usize = 1;
 
 const VIRTIO_NET_F_CSUM: u64 = 1 << 0;
 const VIRTIO_NET_F_GUEST_CSUM: u64 = 1 << 1;
@@ -62,15 +65,17 @@ pub struct NetStats {
 pub struct VirtioNet {
     tap: Arc<Tap>,
     filter: SourceFilter,
+    rate_limit: RateLimit,
     config: [u8; 6],
     stats: Arc<NetStats>,
     worker: Option<QueueWorker>,
 }
 
 impl VirtioNet {
-    /// An interface with MAC address `mac` on `tap`, transmitting only what `filter` allows.
-    pub fn new(tap: Tap, mac: [u8; 6], filter: SourceFilter) -> Self {
-        Self { tap: Arc::new(tap), filter, config: mac, stats: Arc::default(), worker: None }
+    /// An interface with MAC address `mac` on `tap`, transmitting only what `filter` allows,
+    /// moving frames (both ways together) within `rate_limit`.
+    pub fn new(tap: Tap, mac: [u8; 6], filter: SourceFilter, rate_limit: RateLimit) -> Self {
+        Self { tap: Arc::new(tap), filter, rate_limit, config: mac, stats: Arc::default(), worker: None }
     }
 
     /// The interface's counters.
@@ -123,6 +128,10 @@ impl VirtioDevice for VirtioNet {
         let [rx, tx]: [Queue; 2] =
             queues.try_into().map_err(|_| ActivateError("two queues expected".into()))?;
         self.tap.set_offload(tap_offloads(features)).map_err(|e| ActivateError(e.to_string()))?;
+        let limiter =
+            RateLimiter::new(&self.rate_limit).map_err(|e| ActivateError(format!("rate limiter: {e}")))?;
+        let mut sources = vec![self.tap.as_raw_fd()];
+        sources.extend(rate_limiter::timer_source(&limiter));
         let handler = NetQueues {
             mem,
             rx,
@@ -134,9 +143,10 @@ impl VirtioDevice for VirtioNet {
             rx_frame: vec![0; MAX_FRAME],
             rx_pending: 0,
             tx_frame: vec![0; MAX_FRAME],
+            limiter,
         };
         let name = format!("net-{}", self.tap.name());
-        let worker = QueueWorker::spawn(name, queue_events, &[self.tap.as_raw_fd()], handler)
+        let worker = QueueWorker::spawn(name, queue_events, &sources, handler)
             .map_err(|e| ActivateError(format!("worker thread: {e}")))?;
         self.worker = Some(worker);
         Ok(())
@@ -177,6 +187,7 @@ struct NetQueues {
     /// Length of a frame read from the tap and not yet delivered (no guest buffer was free).
     rx_pending: usize,
     tx_frame: Vec<u8>,
+    limiter: Option<RateLimiter>,
 }
 
 /// Adds one to `counter`, returning the new value.
@@ -201,6 +212,9 @@ impl NetQueues {
                         break;
                     }
                 }
+            }
+            if !rate_limiter::admits(&mut self.limiter, self.rx_pending as u64) {
+                break;
             }
             let Some(chain) = queue::next_chain(&mut self.rx, &self.mem) else { break };
             let head = chain.head_index();
@@ -228,8 +242,11 @@ impl NetQueues {
 
     /// Sends every frame the guest queued, dropping those the filter refuses.
     fn transmit(&mut self) {
-        let Self { mem, tx, tap, filter, stats, tx_frame, .. } = self;
+        let Self { mem, tx, tap, filter, stats, tx_frame, limiter, .. } = self;
         let completed = queue::drain(tx, mem, |chain| {
+            if !rate_limiter::admits(limiter, queue::chain_bytes(&chain)) {
+                return None;
+            }
             let verdict = copy_from_chain(mem, chain, tx_frame).map_or(Err(Refusal::Malformed), |len| {
                 let frame = &tx_frame[..len];
                 filter.check(frame.get(VNET_HEADER_SIZE..).unwrap_or_default()).map(|()| frame)
@@ -260,7 +277,7 @@ impl NetQueues {
                     bump(&stats.tx_dropped);
                 }
             }
-            0
+            Some(0)
         });
         if completed {
             self.interrupt.signal(INTERRUPT_VRING);
@@ -312,8 +329,16 @@ impl QueueHandler for NetQueues {
     }
 
     fn process_source(&mut self, index: usize) {
-        if index == TAP_SOURCE {
-            self.receive();
+        match index {
+            TAP_SOURCE => self.receive(),
+            RATE_LIMIT_SOURCE => {
+                if let Some(limiter) = &mut self.limiter {
+                    limiter.timer_fired();
+                }
+                self.transmit();
+                self.receive();
+            }
+            _ => {}
         }
     }
 }

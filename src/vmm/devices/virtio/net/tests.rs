@@ -107,6 +107,10 @@ struct Rig {
 }
 
 fn rig() -> Rig {
+    limited_rig(RateLimit::default())
+}
+
+fn limited_rig(limit: RateLimit) -> Rig {
     let (tap, host) = host_side();
     let mem = create_guest_memory(4).unwrap();
     let irq = EventFd::new(EFD_NONBLOCK).unwrap();
@@ -121,6 +125,7 @@ fn rig() -> Rig {
         rx_frame: vec![0; MAX_FRAME],
         rx_pending: 0,
         tx_frame: vec![0; MAX_FRAME],
+        limiter: RateLimiter::new(&limit).unwrap(),
     };
     Rig { mem, queues, irq, host }
 }
@@ -151,6 +156,19 @@ fn transmitted_frames_reach_the_host_and_spoofed_ones_do_not() {
     assert_eq!(r.queues.stats.tx_frames.load(Ordering::Relaxed), 1);
     assert_eq!(r.queues.stats.tx_spoofed.load(Ordering::Relaxed), 1);
     assert!(r.irq.read().unwrap() >= 1);
+}
+
+#[test]
+fn rate_limited_frames_wait_for_the_timer() {
+    let mut r = limited_rig(RateLimit { ops_per_sec: Some(2), bytes_per_sec: None });
+    for n in 0..3 {
+        r.transmit(n, &frame(MAC, &[n as u8; 60]));
+    }
+    assert_eq!(r.host.received(Duration::from_millis(200)).len(), 2, "a burst of two");
+    assert_eq!(TX_RING.used_count(&r.mem), 2, "the third frame stays queued");
+    r.queues.process_source(RATE_LIMIT_SOURCE); // waits for the timer (500 ms)
+    assert_eq!(r.host.received(Duration::from_millis(200)).len(), 1);
+    assert_eq!(TX_RING.used_count(&r.mem), 3);
 }
 
 #[test]
