@@ -80,7 +80,7 @@ impl FromStr for DiskConfig {
                 Some(("readonly", "on" | "true")) => disk.read_only = true,
                 Some(("readonly", "off" | "false")) => disk.read_only = false,
                 None if position == 0 => disk.path = PathBuf::from(item),
-                Some((key, value)) if disk.rate_limit.apply_flag(key, value).map_err(|()| syntax())? => {}
+                Some((key, value)) if disk.rate_limit.apply_flag(key, value).map_err(|_| syntax())? => {}
                 _ => return Err(syntax()),
             }
         }

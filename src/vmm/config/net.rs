@@ -113,7 +113,7 @@ impl FromStr for NetConfig {
                 ("fd", fd) => tap_fd = Some(fd.parse().map_err(|_| syntax())?),
                 ("mac", value) => mac = Some(value.parse()?),
                 ("ip", ip) => ipv4 = Some(ip.parse().map_err(|_| syntax())?),
-                (key, value) if rate_limit.apply_flag(key, value).map_err(|()| syntax())? => {}
+                (key, value) if rate_limit.apply_flag(key, value).map_err(|_| syntax())? => {}
                 _ => return Err(syntax()),
             }
         }

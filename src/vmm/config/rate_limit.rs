@@ -14,16 +14,19 @@ pub struct RateLimit {
     pub bytes_per_sec: Option<u64>,
 }
 
+/// A rate that is not a positive integer.
+#[derive(Debug, PartialEq, Eq)]
+pub struct InvalidRate;
+
 impl RateLimit {
-    /// Applies a `--disk`/`--net` item `ops=N` or `bw=N`; `Ok(false)` if `key` is neither,
-    /// `Err(())` if the value is not a positive integer.
-    pub fn apply_flag(&mut self, key: &str, value: &str) -> Result<bool, ()> {
+    /// Applies a `--disk`/`--net` item `ops=N` or `bw=N`; `Ok(false)` if `key` is neither.
+    pub fn apply_flag(&mut self, key: &str, value: &str) -> Result<bool, InvalidRate> {
         let slot = match key {
             "ops" => &mut self.ops_per_sec,
             "bw" => &mut self.bytes_per_sec,
             _ => return Ok(false),
         };
-        *slot = Some(value.parse().ok().filter(|&rate: &u64| rate > 0).ok_or(())?);
+        *slot = Some(value.parse().ok().filter(|&rate: &u64| rate > 0).ok_or(InvalidRate)?);
         Ok(true)
     }
 }
@@ -38,8 +41,8 @@ mod tests {
         assert_eq!(limit.apply_flag("ops", "100"), Ok(true));
         assert_eq!(limit.apply_flag("bw", "1048576"), Ok(true));
         assert_eq!(limit.apply_flag("id", "x"), Ok(false));
-        assert_eq!(limit.apply_flag("ops", "0"), Err(()));
-        assert_eq!(limit.apply_flag("bw", "-1"), Err(()));
+        assert_eq!(limit.apply_flag("ops", "0"), Err(InvalidRate));
+        assert_eq!(limit.apply_flag("bw", "-1"), Err(InvalidRate));
         assert_eq!(limit, RateLimit { ops_per_sec: Some(100), bytes_per_sec: Some(1 << 20) });
     }
 }
