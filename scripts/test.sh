@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test command: unit tests, tiny-guest tests on this host's /dev/kvm, then the real-KVM
+# The test command: unit tests, tiny-guest tests on this host's /dev/kvm, a short fuzzing
+# run of the virtqueue and frame parsers, then the real-KVM
 # end-to-end tests with Debian's stock kernel (nested under QEMU where the host has no
 # hardware virtualization). Installs the Debian packages it needs; downloads are cached in
 # ~/.cache/nuage.
@@ -12,5 +13,7 @@ need_packages busybox-static cpio lz4 qemu-system-x86
 
 log "unit and tiny-guest tests"
 cargo test --locked
+log "fuzzing the guest-facing parsers briefly"
+"$NUAGE_ROOT/scripts/fuzz.sh" "${NUAGE_FUZZ_SECONDS:-20}"
 log "real-KVM end-to-end tests (stock Debian kernel)"
 cargo test --locked --test nested_e2e -- --ignored --test-threads 1
