@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the test guest's initramfs: busybox (static), images/test-guest/init and, when a
+# Builds the test guest's initramfs: busybox (static), images/test-guest/init, the I/O
+# benchmark nuage-bench and, when a
 # kernel's module tree is given, the virtio modules /init loads (stock distribution kernels
 # build virtio as modules).
 # Usage: images/test-guest/build.sh OUTPUT.cpio [KERNEL_MODULES_DIR]
@@ -13,6 +14,7 @@ trap 'rm -rf "$root"' EXIT
 mkdir -p "$root/bin" "$root/dev" "$root/proc" "$root/sys" "$root/modules"
 cp /bin/busybox "$root/bin/busybox"
 cp "$NUAGE_ROOT/images/test-guest/init" "$root/init"
+cp "$(guest_bench_binary)" "$root/bin/nuage-bench"
 if [ -n "$modules" ]; then
     # In dependency order: /init loads them as listed.
     for m in drivers/virtio/virtio drivers/virtio/virtio_ring drivers/virtio/virtio_mmio \

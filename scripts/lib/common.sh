@@ -63,6 +63,18 @@ extract_vmlinux() {
     mv "$out.tmp" "$out"
 }
 
+# Builds the static I/O benchmark of the test guest (images/test-guest/nuage-bench.rs, std
+# only) when its source changed, and prints its path.
+guest_bench_binary() {
+    local src="$NUAGE_ROOT/images/test-guest/nuage-bench.rs" out="$NUAGE_ROOT/target/nuage-bench"
+    mkdir -p "$NUAGE_ROOT/target"
+    if [ ! -x "$out" ] || [ "$src" -nt "$out" ]; then
+        rustc -O --edition 2021 -C strip=symbols -C target-feature=+crt-static --target "$NUAGE_TARGET" \
+            "$src" -o "$out" >&2 || die "building nuage-bench failed"
+    fi
+    echo "$out"
+}
+
 # Builds a statically linked nuage-vmm (it runs inside a bare initramfs) and prints its path.
 build_static_vmm() {
     (cd "$NUAGE_ROOT" && RUSTFLAGS="-C target-feature=+crt-static" \

@@ -6,8 +6,9 @@
 #   NUAGE_PAYLOAD  directory with nuage-vmm, vmlinuz, vmlinux, guest.cpio, root.ext4
 #                  [, other-vmm]
 #   NUAGE_WORK     scratch directory
-#   NUAGE_MODE     "test" (default), "bench", or "demo" (one guest, console live on stdout)
-#   NUAGE_RUNS     benchmark runs per VMM (bench mode)
+#   NUAGE_MODE     "test" (default), "bench" (boot), "iobench" (block and network), or
+#                  "demo" (one guest, console live on stdout)
+#   NUAGE_RUNS     benchmark runs per VMM (bench mode), seconds per test (iobench mode)
 #   NUAGE_ONLY     run only the scenario of this name (test mode)
 #   NUAGE_VMM_LOG  nuage-vmm --log-level filter (default warn)
 set -u
@@ -110,6 +111,33 @@ net_scenario() {
     unshare -n sh "$0" net-namespace
 }
 
+# Host side of the I/O benchmark while the guest runs: receive its TCP stream.
+iobench_host_side() {
+    ip addr add 10.0.7.1/24 dev nt0 && ip link set nt0 up
+    "$P/nuage-bench" tcp-recv 5001 > "$W/tcp-recv.out" &
+    receiver=$!
+    wait_for_line "$console" NUAGE-BENCH-DONE
+    # The stream has ended once the guest is done; a receiver still waiting never got one.
+    ( sleep 10; kill "$receiver" 2>/dev/null ) &
+    wait "$receiver"
+    sed 's/^/@@ iobench-host /' "$W/tcp-recv.out"
+}
+
+if [ "${1:-}" = iobench-namespace ]; then
+    ip link set lo up
+    rm -f "$W/bench.img" && truncate -s 256M "$W/bench.img"
+    "$P/nuage-bench" blk "$W/bench.img" "${NUAGE_RUNS:-3}" | sed 's/^/@@ iobench-host /'
+    # Reference: the same stream over loopback, host to host.
+    "$P/nuage-bench" tcp-recv 5002 | sed 's/^/@@ iobench-loopback /' &
+    sleep 1
+    "$P/nuage-bench" tcp-send 127.0.0.1:5002 256 > /dev/null
+    wait
+    BASE_CMDLINE="$BASE_CMDLINE nuage.seconds=${NUAGE_RUNS:-3}"
+    DURING=iobench_host_side run_guest iobench 2 512 bench-io "$P/vmlinuz" \
+        --disk "path=$W/bench.img,id=vol-bench" --net "tap=nt0,mac=52:54:00:00:07:02,ip=10.0.7.2"
+    exit 0
+fi
+
 if [ "${1:-}" = net-namespace ]; then
     ip link set lo up
     DURING=net_host_checks run_guest net 1 128 net "$P/vmlinuz" \
@@ -171,6 +199,8 @@ if [ "${NUAGE_MODE:-test}" = bench ]; then
         [ -x "$P/other-vmm" ] && bench_one other "$r"
         r=$((r + 1))
     done
+elif [ "${NUAGE_MODE:-test}" = iobench ]; then
+    unshare -n sh "$0" iobench-namespace
 elif [ "${NUAGE_MODE:-test}" = demo ]; then
     "$VMM" --kernel "$P/vmlinuz" --initrd "$P/guest.cpio" --vcpus 2 --memory 256 \
         --cmdline "console=ttyS0 panic=-1 pci=off nuage.action=poweroff" --console-stdout

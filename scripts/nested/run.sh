@@ -4,7 +4,7 @@
 # otherwise inside an L1 that QEMU emulates (TCG) with AMD SVM, whose own stock kernel
 # loads kvm_amd: real KVM semantics on a host without VT-x/AMD-V.
 #
-# Usage: scripts/nested/run.sh [--demo | --bench RUNS [--other-vmm PATH]]
+# Usage: scripts/nested/run.sh [--demo | --bench RUNS [--other-vmm PATH] | --iobench SECONDS]
 #                              [--only SCENARIO] [--vmm-log FILTER] OUTDIR
 # Writes OUTDIR/console.log (everything printed, result lines start with "@@ ").
 set -euo pipefail
@@ -15,6 +15,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --bench) mode=bench runs=$2; shift 2 ;;
         --demo) mode=demo; shift ;;
+        --iobench) mode=iobench runs=$2; shift 2 ;;
         --other-vmm) other=$(realpath "$2"); shift 2 ;;
         --only) only=$2; shift 2 ;;
         --vmm-log) vmmlog=$2; shift 2 ;;
@@ -39,6 +40,7 @@ cp "$vmlinuz" "$stage/payload/vmlinuz"
 extract_vmlinux "$vmlinuz" "$NUAGE_CACHE/kernel/vmlinux-$kver"
 cp "$NUAGE_CACHE/kernel/vmlinux-$kver" "$stage/payload/vmlinux"
 "$NUAGE_ROOT/images/test-guest/build.sh" "$stage/payload/guest.cpio" "$kernel_root/lib/modules/$kver"
+cp "$(guest_bench_binary)" "$stage/payload/nuage-bench"
 # The ext4 root disk of the disks scenario, made without mounting anything.
 mkdir -p "$stage/rootfs/etc"
 echo "nuage-root-$kver" > "$stage/rootfs/etc/nuage-marker"
