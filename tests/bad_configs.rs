@@ -133,6 +133,29 @@ fn bad_disks() {
 }
 
 #[test]
+fn bad_network_interfaces_and_vsock() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = good_kernel(dir.path());
+    let mac = "mac=52:54:00:00:00:02";
+    rejected(&["--kernel", &k, "--net", &format!("tap=a-name-too-long-for-linux,{mac}")], "invalid tap name");
+    rejected(&["--kernel", &k, "--net", &format!("fd=1,{mac}")], "tap fd 1");
+    rejected(&["--kernel", &k, "--net", &format!("fd=57,{mac}")], "is not a tap");
+    rejected(
+        &["--kernel", &k, "--vsock", "cid=3,uds=/nonexistent/dir/v.sock"],
+        "cannot listen on /nonexistent",
+    );
+    for usage in [
+        "tap=t0,mac=ff:ff:ff:ff:ff:ff".to_string(),
+        format!("tap=t0,{mac},ip=1.2.3"),
+        "cid=2,uds=/tmp/x".into(),
+    ] {
+        let flag = if usage.starts_with("cid") { "--vsock" } else { "--net" };
+        let out = run_vmm(&["--kernel", &k, flag, &usage], Duration::from_secs(30));
+        assert_eq!(out.status.code(), Some(2), "{flag} {usage}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+#[test]
 fn unknown_flag_is_a_usage_error() {
     let out = run_vmm(&["--kernal", "x"], Duration::from_secs(30));
     assert_eq!(out.status.code(), Some(2));
@@ -155,6 +178,9 @@ fn help_documents_every_option_and_exit_status() {
         "--console-stdin",
         "--log-level",
         "--disk",
+        "--net",
+        "--vsock",
+        "--no-rng",
         "--no-virtio-cmdline",
     ] {
         assert!(help.contains(option), "--help lacks {option}");

@@ -215,3 +215,21 @@ fn guest_on_a_tap_is_reachable_and_cannot_spoof() {
         s.console.join("\n")
     );
 }
+
+/// vsock both ways: a host process reaches a guest port through the VMM's Unix socket, and
+/// a guest connection to the host's port 5000 reaches the Unix socket service behind it.
+#[test]
+#[ignore = "needs the real-KVM harness (minutes, root): run scripts/test.sh"]
+fn vsock_connects_host_and_guest_both_ways() {
+    let s = scenario("vsock");
+    s.assert_status("5");
+    assert_eq!(
+        s.console_line("NUAGE-VSOCK "),
+        "NUAGE-VSOCK reply=pong:hello-from-guest",
+        "the guest (whose CID the VMM checks on every packet) reached the host service"
+    );
+    let host = scenario("vsock-host");
+    assert!(host.field("handshake").starts_with("OK_"), "{:?}", host.fields);
+    assert_eq!(host.field("reply"), "echo:ping-from-host", "the host reached the guest's port");
+    assert_eq!(host.field("received"), "hello-from-guest");
+}

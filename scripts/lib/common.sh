@@ -63,14 +63,14 @@ extract_vmlinux() {
     mv "$out.tmp" "$out"
 }
 
-# Builds the static I/O benchmark of the test guest (images/test-guest/nuage-bench.rs, std
-# only) when its source changed, and prints its path.
-guest_bench_binary() {
-    local src="$NUAGE_ROOT/images/test-guest/nuage-bench.rs" out="$NUAGE_ROOT/target/nuage-bench"
+# Builds one of the test guest's static tools (images/test-guest/NAME.rs, std only) when its
+# source changed, and prints its path.
+test_guest_tool() {
+    local src="$NUAGE_ROOT/images/test-guest/$1.rs" out="$NUAGE_ROOT/target/$1"
     mkdir -p "$NUAGE_ROOT/target"
     if [ ! -x "$out" ] || [ "$src" -nt "$out" ]; then
         rustc -O --edition 2021 -C strip=symbols -C target-feature=+crt-static --target "$NUAGE_TARGET" \
-            "$src" -o "$out" >&2 || die "building nuage-bench failed"
+            "$src" -o "$out" >&2 || die "building $1 failed"
     fi
     echo "$out"
 }

@@ -111,6 +111,23 @@ net_scenario() {
     unshare -n sh "$0" net-namespace
 }
 
+# Host side of the vsock scenario, while the guest runs: connect to its echo port through
+# the VMM's socket, and report what the host service on port 5000 received.
+vsock_host_checks() {
+    wait_for_line "$console" NUAGE-VSOCK-DONE || return 0
+    reached=$("$P/nuage-vsock" uds-connect "$W/vsock.sock" 52 ping-from-host 2>&1)
+    wait "$vsock_server"
+    echo "@@ vsock-host $reached $(cat "$W/vsock-served.out")"
+}
+
+vsock_scenario() {
+    selected vsock || return 0
+    rm -f "$W"/vsock.sock*
+    "$P/nuage-vsock" uds-serve "$W/vsock.sock_5000" > "$W/vsock-served.out" 2>&1 &
+    vsock_server=$!
+    DURING=vsock_host_checks run_guest vsock 1 128 vsock "$P/vmlinuz" --vsock "cid=3,uds=$W/vsock.sock"
+}
+
 # Host side of the I/O benchmark while the guest runs: receive its TCP stream.
 iobench_host_side() {
     ip addr add 10.0.7.1/24 dev nt0 && ip link set nt0 up
@@ -213,5 +230,6 @@ else
     run_guest sigterm 1 128 wait
     disks_scenario
     net_scenario
+    vsock_scenario
 fi
 echo "@@ scenarios-done"

@@ -40,7 +40,9 @@ cp "$vmlinuz" "$stage/payload/vmlinuz"
 extract_vmlinux "$vmlinuz" "$NUAGE_CACHE/kernel/vmlinux-$kver"
 cp "$NUAGE_CACHE/kernel/vmlinux-$kver" "$stage/payload/vmlinux"
 "$NUAGE_ROOT/images/test-guest/build.sh" "$stage/payload/guest.cpio" "$kernel_root/lib/modules/$kver"
-cp "$(guest_bench_binary)" "$stage/payload/nuage-bench"
+for tool in nuage-bench nuage-vsock; do
+    cp "$(test_guest_tool $tool)" "$stage/payload/$tool"
+done
 # The ext4 root disk of the disks scenario, made without mounting anything.
 mkdir -p "$stage/rootfs/etc"
 echo "nuage-root-$kver" > "$stage/rootfs/etc/nuage-marker"

@@ -124,12 +124,17 @@ impl Tap {
         Ok(tap)
     }
 
-    /// Takes over descriptor `fd` inherited from the parent process.
+    /// Takes over descriptor `fd` inherited from the parent process; a number that is not
+    /// open is refused without being touched.
     ///
     /// # Safety
-    /// `fd` must be an open descriptor that nothing else in this process owns.
+    /// If `fd` is open, nothing else in this process may own it.
     pub unsafe fn from_raw_fd(fd: RawFd) -> Result<Self, TapError> {
-        // SAFETY: the caller guarantees `fd` is open and unowned.
+        // SAFETY: F_GETFD only queries the descriptor table.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+            return Err(TapError::NotATap(fd));
+        }
+        // SAFETY: `fd` is open, and the caller guarantees nothing else owns it.
         Self::from_fd(unsafe { OwnedFd::from_raw_fd(fd) })
     }
 

@@ -23,6 +23,8 @@ use crate::vmm::devices::virtio::block::VirtioBlock;
 use crate::vmm::devices::virtio::net::filter::SourceFilter;
 use crate::vmm::devices::virtio::net::VirtioNet;
 use crate::vmm::devices::virtio::rng::VirtioRng;
+use crate::vmm::devices::virtio::vsock::muxer::MuxerError;
+use crate::vmm::devices::virtio::vsock::VirtioVsock;
 use crate::vmm::devices::virtio::VirtioDevice;
 use crate::vmm::devices::{BusError, Buses};
 use crate::vmm::exit::ExitNotifier;
@@ -64,6 +66,9 @@ pub enum BuildError {
     /// A tap cannot be opened or adopted.
     #[error(transparent)]
     Tap(#[from] TapError),
+    /// The vsock socket cannot be set up.
+    #[error(transparent)]
+    Vsock(#[from] MuxerError),
     /// A virtio device could not be attached.
     #[error("cannot attach a virtio device: {0}")]
     VirtioDevice(#[from] DeviceManagerError),
@@ -87,6 +92,8 @@ impl BuildError {
                 | BuildError::ConsoleLog { .. }
                 | BuildError::Memory(_)
                 | BuildError::Disk { .. }
+                | BuildError::Tap(_)
+                | BuildError::Vsock(_)
         )
     }
 }
@@ -128,6 +135,10 @@ pub fn build(config: &VmConfig) -> Result<MicroVm, BuildError> {
     };
     let mut devices = open_disks(config)?;
     devices.extend(interfaces(config, taps));
+    if let Some(vsock) = &config.vsock {
+        let device = VirtioVsock::new(u64::from(vsock.guest_cid), &vsock.uds_path)?;
+        devices.push(Box::new(device));
+    }
     if config.rng {
         devices.push(Box::new(VirtioRng::default()));
     }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-use crate::vmm::config::{DiskConfig, NetConfig, Overrides, VmConfig};
+use crate::vmm::config::{DiskConfig, NetConfig, Overrides, VmConfig, VsockConfig};
 use crate::vmm::exit::{ExitReason, ExitStatus, ResetCause};
 use crate::vmm::{builder, runtime};
 
@@ -24,7 +24,7 @@ Exit status:
 pub struct VmmArgs {
     /// JSON configuration file (fields: kernel, initrd, cmdline, vcpus, memory_mib,
     /// console {log_file, stdout, stdin}, disks [{path, id, read_only}], nets [{tap, tap_fd, mac,
-    /// ipv4}], rng, virtio_cmdline);
+    /// ipv4}], vsock {guest_cid, uds_path}, rng, virtio_cmdline);
     /// flags given too override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -63,6 +63,11 @@ pub struct VmmArgs {
     /// other than MAC (or, with ip=, another IPv4 source) are dropped and counted.
     #[arg(long, value_name = "SPEC")]
     pub net: Vec<NetConfig>,
+    /// A virtio-vsock device: `cid=N,uds=PATH`. Host processes connect to the Unix socket
+    /// PATH and write `CONNECT <port>\n` to reach guest port <port>; guest connections to
+    /// host port P go to the Unix socket PATH_P.
+    #[arg(long, value_name = "SPEC")]
+    pub vsock: Option<VsockConfig>,
     /// No virtio-rng entropy device.
     #[arg(long)]
     pub no_rng: bool,
@@ -90,6 +95,7 @@ impl VmmArgs {
             nets: self.net.clone(),
             no_virtio_cmdline: self.no_virtio_cmdline,
             no_rng: self.no_rng,
+            vsock: self.vsock.clone(),
         }
     }
 }

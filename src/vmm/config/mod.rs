@@ -7,12 +7,15 @@ use serde::{Deserialize, Serialize};
 pub mod disk;
 pub mod net;
 pub mod rate_limit;
+pub mod vsock;
 
 pub use disk::DiskConfig;
 use disk::DiskConfigError;
 pub use net::NetConfig;
 use net::NetConfigError;
 pub use rate_limit::RateLimit;
+pub use vsock::VsockConfig;
+use vsock::VsockConfigError;
 
 use crate::vmm::boot::layout::MAX_VIRTIO_DEVICES;
 
@@ -84,6 +87,9 @@ pub enum ConfigError {
     /// A network interface is misconfigured.
     #[error(transparent)]
     Net(#[from] NetConfigError),
+    /// The vsock device is misconfigured.
+    #[error(transparent)]
+    Vsock(#[from] VsockConfigError),
     /// A tap descriptor is a standard stream or used twice.
     #[error("tap fd {0} must be an inherited descriptor above 2, used by one interface only")]
     TapFd(i32),
@@ -134,7 +140,10 @@ pub struct VmConfig {
     /// virtio-net interfaces, in the order the guest enumerates them.
     #[serde(default)]
     pub nets: Vec<NetConfig>,
-    /// Give the guest a virtio-rng entropy device (after the disks and interfaces).
+    /// A virtio-vsock device (after the disks and interfaces).
+    #[serde(default)]
+    pub vsock: Option<VsockConfig>,
+    /// Give the guest a virtio-rng entropy device (last).
     #[serde(default = "default_true")]
     pub rng: bool,
     /// Also list the virtio devices as `virtio_mmio.device=` entries on the kernel command
@@ -177,6 +186,7 @@ struct PartialConfig {
     nets: Vec<NetConfig>,
     virtio_cmdline: Option<bool>,
     rng: Option<bool>,
+    vsock: Option<VsockConfig>,
 }
 
 /// Values given on the command line, overriding the file.
@@ -206,6 +216,8 @@ pub struct Overrides {
     pub no_virtio_cmdline: bool,
     /// `--no-rng`.
     pub no_rng: bool,
+    /// `--vsock`.
+    pub vsock: Option<VsockConfig>,
 }
 
 impl VmConfig {
@@ -235,6 +247,7 @@ impl VmConfig {
             nets: if overrides.nets.is_empty() { partial.nets } else { overrides.nets },
             virtio_cmdline: !overrides.no_virtio_cmdline && partial.virtio_cmdline.unwrap_or(true),
             rng: !overrides.no_rng && partial.rng.unwrap_or(true),
+            vsock: overrides.vsock.or(partial.vsock),
         };
         config.validate()?;
         Ok(config)
@@ -253,7 +266,11 @@ impl VmConfig {
         if let Some(initrd) = &self.initrd {
             readable_file(initrd).map_err(|source| ConfigError::Initrd { path: initrd.clone(), source })?;
         }
-        let devices = self.disks.len() + self.nets.len() + usize::from(self.rng);
+        let devices =
+            self.disks.len() + self.nets.len() + usize::from(self.vsock.is_some()) + usize::from(self.rng);
+        if let Some(vsock) = &self.vsock {
+            vsock.validate()?;
+        }
         if devices > MAX_VIRTIO_DEVICES {
             return Err(ConfigError::TooManyDevices(devices));
         }

@@ -14,6 +14,7 @@ pub mod rate_limiter;
 pub mod rng;
 #[cfg(test)]
 pub mod test_rings;
+pub mod vsock;
 pub mod worker;
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -33,6 +34,8 @@ pub const DEVICE_TYPE_NET: u32 = 1;
 pub const DEVICE_TYPE_BLOCK: u32 = 2;
 /// Virtio device type of an entropy source.
 pub const DEVICE_TYPE_RNG: u32 = 4;
+/// Virtio device type of a vsock device.
+pub const DEVICE_TYPE_VSOCK: u32 = 19;
 
 /// Device status bits (virtio 1.2, 2.1).
 pub mod status {

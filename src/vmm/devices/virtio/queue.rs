@@ -2,6 +2,7 @@
 //! notifications suppressed, and never spin on a ring whose indexes lie.
 
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
+use vm_memory::Bytes;
 
 use crate::vmm::vstate::memory::GuestMemory;
 
@@ -62,4 +63,38 @@ pub fn chain_bytes(chain: &Chain<'_>) -> u64 {
 /// Whether the driver wants an interrupt for what was just completed.
 pub fn needs_interrupt(queue: &mut Queue, mem: &GuestMemory) -> bool {
     queue.needs_notification(mem).unwrap_or(true)
+}
+
+/// Writes `data` into the chain's device-writable buffers; `None` if the chain is not all
+/// writable, lies outside guest memory, or is too short for the data.
+pub fn copy_to_chain(mem: &GuestMemory, chain: Chain<'_>, data: &[u8]) -> Option<u32> {
+    let mut done = 0;
+    for desc in chain {
+        if !desc.is_write_only() {
+            return None;
+        }
+        let n = (desc.len() as usize).min(data.len() - done);
+        mem.write_slice(&data[done..done + n], desc.addr()).ok()?;
+        done += n;
+        if done == data.len() {
+            return u32::try_from(done).ok();
+        }
+    }
+    None
+}
+
+/// Gathers the chain's device-readable buffers into `buf`; `None` if a buffer is writable,
+/// outside guest memory, or the total exceeds `buf`.
+pub fn copy_from_chain(mem: &GuestMemory, chain: Chain<'_>, buf: &mut [u8]) -> Option<usize> {
+    let mut len = 0usize;
+    for desc in chain {
+        if desc.is_write_only() {
+            return None;
+        }
+        let n = desc.len() as usize;
+        let target = buf.get_mut(len..len.checked_add(n)?)?;
+        mem.read_slice(target, desc.addr()).ok()?;
+        len += n;
+    }
+    Some(len)
 }

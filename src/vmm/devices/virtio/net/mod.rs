@@ -15,10 +15,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use virtio_queue::{Queue, QueueT};
-use vm_memory::Bytes;
 
 use self::filter::{Refusal, SourceFilter};
-use super::queue::{self, Chain};
+use super::queue;
 use super::rate_limiter::{self, RateLimiter};
 use super::worker::{QueueHandler, QueueWorker};
 use super::{read_config_bytes, ActivateError, Activation, Interrupt, VirtioDevice};
@@ -219,7 +218,7 @@ impl NetQueues {
             let Some(chain) = queue::next_chain(&mut self.rx, &self.mem) else { break };
             let head = chain.head_index();
             let frame = &self.rx_frame[..self.rx_pending];
-            let used = match copy_to_chain(&self.mem, chain, frame) {
+            let used = match queue::copy_to_chain(&self.mem, chain, frame) {
                 Some(n) => {
                     bump(&self.stats.rx_frames);
                     n
@@ -247,10 +246,11 @@ impl NetQueues {
             if !rate_limiter::admits(limiter, queue::chain_bytes(&chain)) {
                 return None;
             }
-            let verdict = copy_from_chain(mem, chain, tx_frame).map_or(Err(Refusal::Malformed), |len| {
-                let frame = &tx_frame[..len];
-                filter.check(frame.get(VNET_HEADER_SIZE..).unwrap_or_default()).map(|()| frame)
-            });
+            let verdict =
+                queue::copy_from_chain(mem, chain, tx_frame).map_or(Err(Refusal::Malformed), |len| {
+                    let frame = &tx_frame[..len];
+                    filter.check(frame.get(VNET_HEADER_SIZE..).unwrap_or_default()).map(|()| frame)
+                });
             match verdict {
                 Ok(frame) => match tap.write_frame(frame) {
                     Ok(_) => {
@@ -283,40 +283,6 @@ impl NetQueues {
             self.interrupt.signal(INTERRUPT_VRING);
         }
     }
-}
-
-/// Writes `frame` into the chain's device-writable buffers; `None` if the chain is not all
-/// writable, lies outside guest memory, or is too short for the frame.
-fn copy_to_chain(mem: &GuestMemory, chain: Chain<'_>, frame: &[u8]) -> Option<u32> {
-    let mut done = 0;
-    for desc in chain {
-        if !desc.is_write_only() {
-            return None;
-        }
-        let n = (desc.len() as usize).min(frame.len() - done);
-        mem.write_slice(&frame[done..done + n], desc.addr()).ok()?;
-        done += n;
-        if done == frame.len() {
-            return u32::try_from(done).ok();
-        }
-    }
-    None
-}
-
-/// Gathers the chain's device-readable buffers into `buf`; `None` if a buffer is writable,
-/// outside guest memory, or the total exceeds `buf`.
-fn copy_from_chain(mem: &GuestMemory, chain: Chain<'_>, buf: &mut [u8]) -> Option<usize> {
-    let mut len = 0usize;
-    for desc in chain {
-        if desc.is_write_only() {
-            return None;
-        }
-        let n = desc.len() as usize;
-        let target = buf.get_mut(len..len.checked_add(n)?)?;
-        mem.read_slice(target, desc.addr()).ok()?;
-        len += n;
-    }
-    Some(len)
 }
 
 impl QueueHandler for NetQueues {
