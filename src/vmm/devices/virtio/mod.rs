@@ -129,6 +129,12 @@ pub trait VirtioDevice: Send {
     fn reset(&mut self);
 }
 
+/// The activation's queues as exactly `N` (a driver that set up another number is refused).
+pub fn take_queues<const N: usize>(queues: Vec<Queue>) -> Result<[Queue; N], ActivateError> {
+    let count = queues.len();
+    queues.try_into().map_err(|_| ActivateError(format!("{N} queues expected, {count} configured")))
+}
+
 /// Copies the part of `config` at `offset` into `data`; bytes past the end read as zero.
 pub fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
     data.fill(0);

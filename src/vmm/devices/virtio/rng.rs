@@ -9,7 +9,9 @@ use vm_memory::{Address, Bytes};
 use super::queue::{self, Chain};
 use super::worker::{QueueHandler, QueueWorker};
 use super::VIRTIO_F_VERSION_1;
-use super::{ActivateError, Activation, Interrupt, VirtioDevice, DEVICE_TYPE_RNG, INTERRUPT_VRING};
+use super::{
+    take_queues, ActivateError, Activation, Interrupt, VirtioDevice, DEVICE_TYPE_RNG, INTERRUPT_VRING,
+};
 use crate::vmm::vstate::memory::GuestMemory;
 
 /// Size of the request queue.
@@ -42,22 +44,17 @@ impl VirtioDevice for VirtioRng {
     }
 
     fn activate(&mut self, activation: Activation) -> Result<(), ActivateError> {
-        let Activation { mem, mut queues, queue_events, interrupt, .. } = activation;
-        let queue = queues
-            .pop()
-            .filter(|_| queues.is_empty())
-            .ok_or_else(|| ActivateError("one queue expected".into()))?;
+        let Activation { mem, queues, queue_events, interrupt, .. } = activation;
+        let [queue] = take_queues(queues)?;
         let handler = RngQueue { mem, queue, interrupt, buf: vec![0; 4096] };
-        let worker = QueueWorker::spawn("rng".into(), queue_events, &[], handler)
-            .map_err(|e| ActivateError(format!("worker thread: {e}")))?;
+        let worker = QueueWorker::spawn("rng".into(), queue_events, &[], handler)?;
         self.worker = Some(worker);
         Ok(())
     }
 
     fn reset(&mut self) {
-        if let Some(mut worker) = self.worker.take() {
-            worker.stop();
-        }
+        // Dropping the worker stops its thread.
+        self.worker = None;
     }
 }
 

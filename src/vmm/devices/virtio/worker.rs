@@ -6,6 +6,8 @@ use std::thread::JoinHandle;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+use super::ActivateError;
+
 /// What a device does when the guest notifies one of its queues.
 pub trait QueueHandler: Send + 'static {
     /// Serves queue `index`; called on the worker thread.
@@ -30,8 +32,19 @@ pub struct QueueWorker {
 
 impl QueueWorker {
     /// Starts serving `queue_events` and the host-side `sources` (descriptors the handler
-    /// owns, such as a tap) with `handler` on a thread named `name`.
+    /// owns, such as a tap) with `handler` on a thread named `name`. Dropping the worker
+    /// stops it.
     pub fn spawn(
+        name: String,
+        queue_events: Vec<EventFd>,
+        sources: &[RawFd],
+        handler: impl QueueHandler,
+    ) -> Result<Self, ActivateError> {
+        Self::try_spawn(name, queue_events, sources, handler)
+            .map_err(|e| ActivateError(format!("device worker thread: {e}")))
+    }
+
+    fn try_spawn(
         name: String,
         queue_events: Vec<EventFd>,
         sources: &[RawFd],

@@ -16,7 +16,9 @@ use self::request::{RequestExecutor, MAX_DISCARD_SECTORS, MAX_DISCARD_SEGMENTS, 
 use super::queue;
 use super::rate_limiter::{self, RateLimiter};
 use super::worker::{QueueHandler, QueueWorker};
-use super::{read_config_bytes, ActivateError, Activation, Interrupt, VirtioDevice, DEVICE_TYPE_BLOCK};
+use super::{
+    read_config_bytes, take_queues, ActivateError, Activation, Interrupt, VirtioDevice, DEVICE_TYPE_BLOCK,
+};
 use super::{INTERRUPT_VRING, VIRTIO_F_VERSION_1};
 use crate::storage::BlockBackend;
 use crate::vmm::config::RateLimit;
@@ -96,25 +98,20 @@ impl VirtioDevice for VirtioBlock {
     }
 
     fn activate(&mut self, activation: Activation) -> Result<(), ActivateError> {
-        let Activation { mem, mut queues, queue_events, interrupt, .. } = activation;
-        let queue = queues
-            .pop()
-            .filter(|_| queues.is_empty())
-            .ok_or_else(|| ActivateError("one queue expected".into()))?;
+        let Activation { mem, queues, queue_events, interrupt, .. } = activation;
+        let [queue] = take_queues(queues)?;
         let limiter =
             RateLimiter::new(&self.rate_limit).map_err(|e| ActivateError(format!("rate limiter: {e}")))?;
         let sources = rate_limiter::timer_source(&limiter);
         let handler = BlockQueue { mem, queue, executor: self.executor.clone(), interrupt, limiter };
-        let worker = QueueWorker::spawn(self.name.clone(), queue_events, &sources, handler)
-            .map_err(|e| ActivateError(format!("worker thread: {e}")))?;
+        let worker = QueueWorker::spawn(self.name.clone(), queue_events, &sources, handler)?;
         self.worker = Some(worker);
         Ok(())
     }
 
     fn reset(&mut self) {
-        if let Some(mut worker) = self.worker.take() {
-            worker.stop();
-        }
+        // Dropping the worker stops its thread.
+        self.worker = None;
     }
 }
 

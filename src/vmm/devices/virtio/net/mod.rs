@@ -20,7 +20,7 @@ use self::filter::{Refusal, SourceFilter};
 use super::queue;
 use super::rate_limiter::{self, RateLimiter};
 use super::worker::{QueueHandler, QueueWorker};
-use super::{read_config_bytes, ActivateError, Activation, Interrupt, VirtioDevice};
+use super::{read_config_bytes, take_queues, ActivateError, Activation, Interrupt, VirtioDevice};
 use super::{DEVICE_TYPE_NET, INTERRUPT_VRING, VIRTIO_F_VERSION_1};
 use crate::net::tap::{offload, Tap, VNET_HEADER_SIZE};
 use crate::vmm::config::RateLimit;
@@ -124,8 +124,7 @@ impl VirtioDevice for VirtioNet {
 
     fn activate(&mut self, activation: Activation) -> Result<(), ActivateError> {
         let Activation { mem, queues, queue_events, interrupt, features } = activation;
-        let [rx, tx]: [Queue; 2] =
-            queues.try_into().map_err(|_| ActivateError("two queues expected".into()))?;
+        let [rx, tx] = take_queues(queues)?;
         self.tap.set_offload(tap_offloads(features)).map_err(|e| ActivateError(e.to_string()))?;
         let limiter =
             RateLimiter::new(&self.rate_limit).map_err(|e| ActivateError(format!("rate limiter: {e}")))?;
@@ -145,16 +144,14 @@ impl VirtioDevice for VirtioNet {
             limiter,
         };
         let name = format!("net-{}", self.tap.name());
-        let worker = QueueWorker::spawn(name, queue_events, &sources, handler)
-            .map_err(|e| ActivateError(format!("worker thread: {e}")))?;
+        let worker = QueueWorker::spawn(name, queue_events, &sources, handler)?;
         self.worker = Some(worker);
         Ok(())
     }
 
     fn reset(&mut self) {
-        if let Some(mut worker) = self.worker.take() {
-            worker.stop();
-        }
+        // Dropping the worker stops its thread.
+        self.worker = None;
     }
 }
 

@@ -17,7 +17,7 @@ use self::muxer::{Muxer, MuxerError};
 use self::packet::{Header, HEADER_SIZE};
 use super::queue;
 use super::worker::{QueueHandler, QueueWorker};
-use super::{read_config_bytes, ActivateError, Activation, Interrupt, VirtioDevice};
+use super::{read_config_bytes, take_queues, ActivateError, Activation, Interrupt, VirtioDevice};
 use super::{DEVICE_TYPE_VSOCK, INTERRUPT_VRING, VIRTIO_F_VERSION_1};
 use crate::vmm::vstate::memory::GuestMemory;
 
@@ -64,8 +64,7 @@ impl VirtioDevice for VirtioVsock {
 
     fn activate(&mut self, activation: Activation) -> Result<(), ActivateError> {
         let Activation { mem, queues, queue_events, interrupt, .. } = activation;
-        let [rx, tx, _event]: [Queue; 3] =
-            queues.try_into().map_err(|_| ActivateError("three queues expected".into()))?;
+        let [rx, tx, _event] = take_queues(queues)?;
         let epoll_fd = lock(&self.muxer).epoll_fd();
         let handler = VsockQueues {
             mem,
@@ -75,16 +74,14 @@ impl VirtioDevice for VirtioVsock {
             interrupt,
             buf: vec![0; HEADER_SIZE + MAX_PAYLOAD],
         };
-        let worker = QueueWorker::spawn("vsock".into(), queue_events, &[epoll_fd], handler)
-            .map_err(|e| ActivateError(format!("worker thread: {e}")))?;
+        let worker = QueueWorker::spawn("vsock".into(), queue_events, &[epoll_fd], handler)?;
         self.worker = Some(worker);
         Ok(())
     }
 
     fn reset(&mut self) {
-        if let Some(mut worker) = self.worker.take() {
-            worker.stop();
-        }
+        // Dropping the worker stops its thread.
+        self.worker = None;
         lock(&self.muxer).reset_all();
     }
 }
