@@ -209,6 +209,9 @@ impl RequestExecutor {
             if desc.is_write_only() != read {
                 return Err(RequestError::WrongDirection);
             }
+            if desc.len() == 0 {
+                return Err(RequestError::BadLength(0));
+            }
             total += u64::from(desc.len());
         }
         if total % SECTOR_SIZE != 0 {

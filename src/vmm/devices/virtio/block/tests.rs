@@ -133,6 +133,11 @@ fn bad_requests_fail_with_ioerr_or_unsupp() {
         ),
         ("partial sector", Box::new(move |m| vec![header(m, 1, 0), data(100, 0), status_desc()]), 1),
         (
+            "zero-length buffer",
+            Box::new(move |m| vec![header(m, 0, 0), data(512, WRITE), data(0, WRITE), status_desc()]),
+            1,
+        ),
+        (
             "IN into a readable buffer",
             Box::new(move |m| vec![header(m, 0, 0), data(512, 0), status_desc()]),
             1,
