@@ -128,6 +128,7 @@ fn bad_disks() {
         args.extend(["--disk", spec.as_str()]);
     }
     rejected(&args, "at most 16 virtio devices");
+    rejected(&["--kernel", &k, "--disk", &spec(",format=qcow2")], "not a qcow2 image");
     let out = run_vmm(&["--kernel", &k, "--disk", &spec(",cache=none")], Duration::from_secs(30));
     assert_eq!(out.status.code(), Some(2), "an unknown --disk key is a usage error");
 }

@@ -3,9 +3,61 @@
 //! Devices see only the narrow [`BlockBackend`] trait, so disk formats (raw files today,
 //! copy-on-write formats next) plug in without touching the device model.
 
+pub mod qcow2;
 pub mod raw;
 
+use std::path::Path;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
 use vm_memory::VolatileSlice;
+
+/// How a disk's file is laid out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskFormat {
+    /// Byte for byte.
+    #[default]
+    Raw,
+    /// qcow2, possibly on a chain of backing files.
+    Qcow2,
+}
+
+impl FromStr for DiskFormat {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "raw" => Ok(Self::Raw),
+            "qcow2" => Ok(Self::Qcow2),
+            other => Err(format!("unknown disk format {other:?} (raw or qcow2)")),
+        }
+    }
+}
+
+/// Why a disk cannot be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The raw file cannot be opened.
+    #[error(transparent)]
+    Raw(#[from] std::io::Error),
+    /// The qcow2 image or its chain is unusable.
+    #[error(transparent)]
+    Qcow2(#[from] qcow2::Qcow2Error),
+}
+
+/// Opens the disk at `path`, stored as `format`. The format is never guessed from the
+/// contents: a guest could write any header into a raw disk.
+pub fn open_disk(
+    path: &Path,
+    format: DiskFormat,
+    read_only: bool,
+) -> Result<Box<dyn BlockBackend>, OpenError> {
+    Ok(match format {
+        DiskFormat::Raw => Box::new(raw::RawFile::open(path, read_only)?),
+        DiskFormat::Qcow2 => Box::new(qcow2::Qcow2::open(path, read_only)?),
+    })
+}
 
 /// A disk as a virtio-blk device sees it: a byte-addressed range with flush and hole punching.
 ///

@@ -27,20 +27,6 @@ impl RawFile {
         Ok(Self { file, size: metadata.len() })
     }
 
-    fn punch_hole(&self, offset: u64, len: u64) -> io::Result<()> {
-        let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
-        let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
-            return Err(io::Error::from(io::ErrorKind::InvalidInput));
-        };
-        // SAFETY: fallocate only acts on our own file descriptor.
-        let rc = unsafe { libc::fallocate(self.file.as_raw_fd(), mode, offset, len) };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
-    }
-
     fn write_zero_bytes(&mut self, mut offset: u64, len: u64) -> io::Result<()> {
         static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
         let end = offset + len;
@@ -51,6 +37,35 @@ impl RawFile {
         }
         Ok(())
     }
+}
+
+/// Releases `len` bytes of `file` at `offset`; they read back as zeros.
+pub(crate) fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    };
+    // SAFETY: fallocate only acts on the given file descriptor.
+    let rc = unsafe { libc::fallocate(file.as_raw_fd(), mode, offset, len) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Fills `buf` from `file` at `offset`.
+pub(crate) fn read_into(file: &File, offset: u64, buf: &VolatileSlice<'_>) -> io::Result<()> {
+    let fd = file.as_raw_fd();
+    // SAFETY: pread writes at most `len` bytes into the range `transfer` hands it.
+    transfer(buf, offset, |ptr, len, off| unsafe { libc::pread(fd, ptr, len, off) })
+}
+
+/// Writes all of `buf` to `file` at `offset`.
+pub(crate) fn write_from(file: &File, offset: u64, buf: &VolatileSlice<'_>) -> io::Result<()> {
+    let fd = file.as_raw_fd();
+    // SAFETY: pwrite reads at most `len` bytes from the range `transfer` hands it.
+    transfer(buf, offset, |ptr, len, off| unsafe { libc::pwrite(fd, ptr, len, off) })
 }
 
 /// Runs a positional read or write syscall until `buf` is done.
@@ -91,15 +106,11 @@ impl BlockBackend for RawFile {
     }
 
     fn read_at(&mut self, offset: u64, buf: &VolatileSlice<'_>) -> io::Result<()> {
-        let fd = self.file.as_raw_fd();
-        // SAFETY: pread writes at most `len` bytes into the range `transfer` hands it.
-        transfer(buf, offset, |ptr, len, off| unsafe { libc::pread(fd, ptr, len, off) })
+        read_into(&self.file, offset, buf)
     }
 
     fn write_at(&mut self, offset: u64, buf: &VolatileSlice<'_>) -> io::Result<()> {
-        let fd = self.file.as_raw_fd();
-        // SAFETY: pwrite reads at most `len` bytes from the range `transfer` hands it.
-        transfer(buf, offset, |ptr, len, off| unsafe { libc::pwrite(fd, ptr, len, off) })
+        write_from(&self.file, offset, buf)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -107,11 +118,11 @@ impl BlockBackend for RawFile {
     }
 
     fn discard(&mut self, offset: u64, len: u64) -> io::Result<()> {
-        self.punch_hole(offset, len)
+        punch_hole(&self.file, offset, len)
     }
 
     fn write_zeroes(&mut self, offset: u64, len: u64) -> io::Result<()> {
-        match self.punch_hole(offset, len) {
+        match punch_hole(&self.file, offset, len) {
             Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => self.write_zero_bytes(offset, len),
             other => other,
         }

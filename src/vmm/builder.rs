@@ -9,7 +9,7 @@ use std::sync::Arc;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::net::tap::{Tap, TapError};
-use crate::storage::raw::RawFile;
+use crate::storage::{self, OpenError};
 use crate::vmm::arch::regs;
 use crate::vmm::boot::{acpi, loader, params, reset_vector};
 use crate::vmm::config::VmConfig;
@@ -60,8 +60,8 @@ pub enum BuildError {
     Disk {
         /// The file.
         path: std::path::PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// What is wrong with it.
+        source: OpenError,
     },
     /// A tap cannot be opened or adopted.
     #[error(transparent)]
@@ -199,11 +199,11 @@ fn open_disks(config: &VmConfig) -> Result<Vec<Box<dyn VirtioDevice>>, BuildErro
         .iter()
         .enumerate()
         .map(|(index, disk)| {
-            let backend = RawFile::open(&disk.path, disk.read_only)
+            let backend = storage::open_disk(&disk.path, disk.format, disk.read_only)
                 .map_err(|source| BuildError::Disk { path: disk.path.clone(), source })?;
             tracing::info!(path = %disk.path.display(), id = %disk.volume_id(index), read_only = disk.read_only, "disk");
             let device: Box<dyn VirtioDevice> =
-                Box::new(VirtioBlock::new(Box::new(backend), disk.read_only, &disk.volume_id(index), disk.rate_limit));
+                Box::new(VirtioBlock::new(backend, disk.read_only, &disk.volume_id(index), disk.rate_limit));
             Ok(device)
         })
         .collect()

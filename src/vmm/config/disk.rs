@@ -6,13 +6,14 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use super::RateLimit;
+use crate::storage::DiskFormat;
 use crate::vmm::devices::virtio::block::request::ID_BYTES;
 
 /// One disk of the microVM, in the order the guest enumerates them (`vda`, `vdb`, ...).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DiskConfig {
-    /// The raw disk file.
+    /// The disk file.
     pub path: PathBuf,
     /// Volume id the guest reads through GET_ID: it appears as
     /// `/dev/disk/by-id/virtio-<id>` and `/sys/block/vdX/serial`. At most 20 printable
@@ -25,6 +26,9 @@ pub struct DiskConfig {
     /// Request rate limit.
     #[serde(default)]
     pub rate_limit: RateLimit,
+    /// How the file is laid out: raw (default) or qcow2 (with its backing chain).
+    #[serde(default)]
+    pub format: DiskFormat,
 }
 
 impl DiskConfig {
@@ -44,7 +48,7 @@ pub enum DiskConfigError {
     #[error("disk id {0:?} is used by two disks")]
     DuplicateId(String),
     /// The `--disk` syntax is wrong.
-    #[error("invalid --disk {0:?}: expected path=FILE[,id=ID][,readonly=on|off][,ops=N][,bw=BYTES]")]
+    #[error("invalid --disk {0:?}: expected path=FILE[,format=raw|qcow2][,id=ID][,readonly=on|off][,ops=N][,bw=BYTES]")]
     Syntax(String),
 }
 
@@ -64,19 +68,25 @@ pub fn validate_ids(disks: &[DiskConfig]) -> Result<(), DiskConfigError> {
     Ok(())
 }
 
-/// Parses the `--disk` flag: `path=FILE[,id=ID][,readonly=on|off][,ops=N][,bw=BYTES]` (a
+/// Parses the `--disk` flag: `path=FILE[,format=raw|qcow2][,id=ID][,readonly=on|off][,ops=N][,bw=BYTES]` (a
 /// bare first item is taken as the path; ops and bw are per-second limits).
 impl FromStr for DiskConfig {
     type Err = DiskConfigError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let syntax = || DiskConfigError::Syntax(text.to_owned());
-        let mut disk =
-            DiskConfig { path: PathBuf::new(), id: None, read_only: false, rate_limit: RateLimit::default() };
+        let mut disk = DiskConfig {
+            path: PathBuf::new(),
+            id: None,
+            read_only: false,
+            rate_limit: RateLimit::default(),
+            format: DiskFormat::Raw,
+        };
         for (position, item) in text.split(',').enumerate() {
             match item.split_once('=') {
                 Some(("path", path)) => disk.path = PathBuf::from(path),
                 Some(("id", id)) => disk.id = Some(id.to_owned()),
+                Some(("format", format)) => disk.format = format.parse().map_err(|_| syntax())?,
                 Some(("readonly", "on" | "true")) => disk.read_only = true,
                 Some(("readonly", "off" | "false")) => disk.read_only = false,
                 None if position == 0 => disk.path = PathBuf::from(item),
@@ -105,12 +115,23 @@ mod tests {
                 path: "/v/root.img".into(),
                 id: Some("vol-1".into()),
                 read_only: true,
-                rate_limit: limit
+                rate_limit: limit,
+                format: DiskFormat::Raw
             }
         );
+        let d: DiskConfig = "/v/data.qcow2,format=qcow2".parse().unwrap();
+        assert_eq!(d.format, DiskFormat::Qcow2);
         let d: DiskConfig = "/v/data.img".parse().unwrap();
         assert_eq!((d.path.to_str(), d.id, d.read_only), (Some("/v/data.img"), None, false));
-        for bad in ["", "id=x", "path=/a,ro", "path=/a,readonly=maybe", "path=/a,size=3", "path=/a,bw=0"] {
+        for bad in [
+            "",
+            "id=x",
+            "path=/a,ro",
+            "path=/a,readonly=maybe",
+            "path=/a,size=3",
+            "path=/a,bw=0",
+            "path=/a,format=vmdk",
+        ] {
             assert!(bad.parse::<DiskConfig>().is_err(), "{bad:?} accepted");
         }
     }
@@ -122,6 +143,7 @@ mod tests {
             id: id.map(str::to_owned),
             read_only: false,
             rate_limit: RateLimit::default(),
+            format: DiskFormat::Raw,
         };
         assert_eq!(validate_ids(&[disk(None), disk(Some("data"))]), Ok(()));
         assert_eq!(disk(None).volume_id(3), "disk3");
