@@ -5,6 +5,7 @@
 
 pub mod qcow2;
 pub mod raw;
+pub mod store;
 
 use std::path::Path;
 use std::str::FromStr;

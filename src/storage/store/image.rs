@@ -1,0 +1,318 @@
+//! Images (AMIs): a disk plus the kernel, initrd and command line that boot it. Registered
+//! into a temporary directory, checksummed, then renamed into place: an image is either
+//! fully there and available, or not there at all. Available images never change.
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    free_space, io_error, new_id, now, read_json, sync_dir, valid_id, write_json, RecoveryReport, Store,
+    StoreError,
+};
+use crate::storage::qcow2::Qcow2;
+use crate::storage::{BlockBackend, DiskFormat};
+
+/// An image's life cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageState {
+    /// Being registered.
+    Pending,
+    /// Ready to launch from.
+    Available,
+    /// Registration failed.
+    Failed,
+}
+
+/// An image's metadata (`image.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRecord {
+    /// `ami-` and hex digits.
+    pub id: String,
+    /// A name for people.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// Always `x86_64` today.
+    pub architecture: String,
+    /// Kernel file name in the image directory.
+    pub kernel: String,
+    /// Initrd file name in the image directory.
+    pub initrd: Option<String>,
+    /// Default kernel command line.
+    pub cmdline: String,
+    /// The guest device of the root disk.
+    pub root_device: String,
+    /// Disk file name in the image directory.
+    pub disk: String,
+    /// The disk's format.
+    pub disk_format: DiskFormat,
+    /// The disk's virtual size in bytes.
+    pub size: u64,
+    /// SHA-256 of the disk file, hex.
+    pub sha256: String,
+    /// Creation time, seconds since the epoch.
+    pub created: u64,
+    /// Life-cycle state.
+    pub state: ImageState,
+}
+
+/// Where an image's disk comes from.
+#[derive(Debug, Clone)]
+pub enum ImageSource {
+    /// A raw or qcow2 disk image (standalone: no backing file) with the kernel and initrd
+    /// to boot it.
+    Disk {
+        /// The disk file.
+        disk: PathBuf,
+        /// Its format.
+        format: DiskFormat,
+        /// The kernel.
+        kernel: PathBuf,
+        /// The initrd, if any.
+        initrd: Option<PathBuf>,
+    },
+    /// A root file system directory, made into an ext4 disk (`mkfs.ext4 -d`, no mounting).
+    RootDirectory {
+        /// The directory.
+        dir: PathBuf,
+        /// Disk size in bytes.
+        size: u64,
+        /// The kernel.
+        kernel: PathBuf,
+        /// The initrd, if any.
+        initrd: Option<PathBuf>,
+    },
+}
+
+/// What to call the image and how to boot it.
+#[derive(Debug, Clone)]
+pub struct ImageSpec {
+    /// A name for people.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// Default kernel command line.
+    pub cmdline: String,
+}
+
+fn sha256_file(path: &Path) -> Result<String, StoreError> {
+    // sha256sum is in coreutils on every host nuage supports; streaming a file through it
+    // costs no dependency.
+    let out = Command::new("sha256sum").arg(path).output().map_err(io_error(path))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    match text.split_whitespace().next() {
+        Some(hex) if out.status.success() && hex.len() == 64 => Ok(hex.to_owned()),
+        _ => Err(StoreError::BadImage(format!("cannot checksum {}", path.display()))),
+    }
+}
+
+fn copy_into(from: &Path, to: &Path) -> Result<(), StoreError> {
+    let meta = fs::metadata(from).map_err(io_error(from))?;
+    if !meta.is_file() {
+        return Err(StoreError::InvalidParameter(format!("{} is not a regular file", from.display())));
+    }
+    fs::copy(from, to).map_err(io_error(from))?;
+    fs::File::open(to).and_then(|f| f.sync_all()).map_err(io_error(to))
+}
+
+/// Checks the disk is what it claims to be and returns its virtual size.
+fn disk_size(path: &Path, format: DiskFormat) -> Result<u64, StoreError> {
+    match format {
+        DiskFormat::Raw => {
+            let mut magic = [0u8; 4];
+            let mut file = fs::File::open(path).map_err(io_error(path))?;
+            let len = file.metadata().map_err(io_error(path))?.len();
+            if file.read(&mut magic).map_err(io_error(path))? == 4 && magic == *b"QFI\xfb" {
+                return Err(StoreError::BadImage(format!("{} is qcow2, not raw", path.display())));
+            }
+            Ok(len)
+        }
+        DiskFormat::Qcow2 => {
+            let image = Qcow2::open(path, true).map_err(|e| StoreError::BadImage(e.to_string()))?;
+            if image.header().backing_file.is_some() {
+                return Err(StoreError::BadImage(format!(
+                    "{} has a backing file: flatten it first (qemu-img convert)",
+                    path.display()
+                )));
+            }
+            Ok(image.size())
+        }
+    }
+}
+
+impl Store {
+    fn image_dir(&self, id: &str) -> PathBuf {
+        self.dir("images").join(id)
+    }
+
+    /// Registers an image from `source`; returns it once available.
+    pub fn register_image(&self, spec: &ImageSpec, source: &ImageSource) -> Result<ImageRecord, StoreError> {
+        let id = new_id("ami");
+        let staging = self.dir("images").join(format!("{id}.tmp"));
+        fs::create_dir(&staging).map_err(io_error(&staging))?;
+        let result = self.stage_image(&id, spec, source, &staging);
+        let record = match result {
+            Ok(record) => record,
+            Err(e) => {
+                let _ = fs::remove_dir_all(&staging);
+                return Err(e);
+            }
+        };
+        let target = self.image_dir(&id);
+        fs::rename(&staging, &target).map_err(io_error(&target))?;
+        sync_dir(&self.dir("images"))?;
+        Ok(record)
+    }
+
+    fn stage_image(
+        &self,
+        id: &str,
+        spec: &ImageSpec,
+        source: &ImageSource,
+        staging: &Path,
+    ) -> Result<ImageRecord, StoreError> {
+        let (kernel, initrd) = match source {
+            ImageSource::Disk { kernel, initrd, .. } | ImageSource::RootDirectory { kernel, initrd, .. } => {
+                (kernel, initrd)
+            }
+        };
+        let (disk_name, format) = match source {
+            ImageSource::Disk { disk, format, .. } => {
+                let needed = fs::metadata(disk).map_err(io_error(disk))?.len();
+                let free = free_space(staging)?;
+                if needed > free {
+                    return Err(StoreError::NoSpace(format!("{needed} bytes needed, {free} free")));
+                }
+                disk_size(disk, *format)?;
+                let name = match format {
+                    DiskFormat::Raw => "disk.raw",
+                    DiskFormat::Qcow2 => "disk.qcow2",
+                };
+                copy_into(disk, &staging.join(name))?;
+                (name, *format)
+            }
+            ImageSource::RootDirectory { dir, size, .. } => {
+                if !dir.is_dir() {
+                    return Err(StoreError::InvalidParameter(format!(
+                        "{} is not a directory",
+                        dir.display()
+                    )));
+                }
+                let free = free_space(staging)?;
+                if *size > free {
+                    return Err(StoreError::NoSpace(format!("{size} bytes needed, {free} free")));
+                }
+                let out = staging.join("disk.raw");
+                let status = Command::new("mkfs.ext4")
+                    .args(["-q", "-F", "-L", "root", "-d"])
+                    .arg(dir)
+                    .arg(&out)
+                    .arg(format!("{}k", size / 1024))
+                    .output()
+                    .map_err(io_error(Path::new("mkfs.ext4")))?;
+                if !status.status.success() {
+                    return Err(StoreError::BadImage(format!(
+                        "mkfs.ext4 failed: {}",
+                        String::from_utf8_lossy(&status.stderr).trim()
+                    )));
+                }
+                ("disk.raw", DiskFormat::Raw)
+            }
+        };
+        copy_into(kernel, &staging.join("kernel"))?;
+        if let Some(initrd) = initrd {
+            copy_into(initrd, &staging.join("initrd"))?;
+        }
+        let disk_path = staging.join(disk_name);
+        let record = ImageRecord {
+            id: id.to_owned(),
+            name: spec.name.clone(),
+            description: spec.description.clone(),
+            architecture: "x86_64".into(),
+            kernel: "kernel".into(),
+            initrd: initrd.as_ref().map(|_| "initrd".into()),
+            cmdline: spec.cmdline.clone(),
+            root_device: "/dev/vda".into(),
+            disk: disk_name.into(),
+            disk_format: format,
+            size: disk_size(&disk_path, format)?,
+            sha256: sha256_file(&disk_path)?,
+            created: now(),
+            state: ImageState::Available,
+        };
+        // Images are immutable: no one writes their files again.
+        for file in fs::read_dir(staging).map_err(io_error(staging))?.flatten() {
+            let mut perms = file.metadata().map_err(io_error(&file.path()))?.permissions();
+            perms.set_readonly(true);
+            fs::set_permissions(file.path(), perms).map_err(io_error(&file.path()))?;
+        }
+        write_json(&staging.join("image.json"), &record)?;
+        Ok(record)
+    }
+
+    /// The image `id`.
+    pub fn image(&self, id: &str) -> Result<ImageRecord, StoreError> {
+        let not_found = || StoreError::NotFound { kind: "InvalidAMIID", id: id.to_owned() };
+        if !valid_id(id, "ami") {
+            return Err(not_found());
+        }
+        let path = self.image_dir(id).join("image.json");
+        if !path.exists() {
+            return Err(not_found());
+        }
+        read_json(&path)
+    }
+
+    /// The path of an image's file (`kernel`, `initrd` or its disk).
+    pub fn image_file(&self, image: &ImageRecord, name: &str) -> PathBuf {
+        self.image_dir(&image.id).join(name)
+    }
+
+    /// All images.
+    pub fn images(&self) -> Result<Vec<ImageRecord>, StoreError> {
+        let dir = self.dir("images");
+        let mut images = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(io_error(&dir))?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if valid_id(&name, "ami") {
+                images.push(self.image(&name)?);
+            }
+        }
+        images.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(images)
+    }
+
+    /// Removes image `id`, refused while a volume or snapshot is built on it.
+    pub fn deregister_image(&self, id: &str) -> Result<(), StoreError> {
+        self.image(id)?;
+        if let Some(user) = self.users_of(&super::Parent::Image(id.to_owned()))?.first() {
+            return Err(StoreError::InUse { kind: "InvalidAMIID", id: id.to_owned(), by: user.clone() });
+        }
+        let dir = self.image_dir(id);
+        // Rename first: a crash leaves a temporary directory, which recovery removes.
+        let doomed = self.dir("images").join(format!("{id}.deleting.tmp"));
+        fs::rename(&dir, &doomed).map_err(io_error(&dir))?;
+        sync_dir(&self.dir("images"))?;
+        fs::remove_dir_all(&doomed).map_err(io_error(&doomed))
+    }
+
+    pub(super) fn recover_images(&self, report: &mut RecoveryReport) -> Result<(), StoreError> {
+        let dir = self.dir("images");
+        for entry in fs::read_dir(&dir).map_err(io_error(&dir))?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".tmp") {
+                fs::remove_dir_all(entry.path()).map_err(io_error(&entry.path()))?;
+                report.actions.push(format!("removed unfinished image directory {name}"));
+            } else if valid_id(&name, "ami") && !entry.path().join("image.json").exists() {
+                fs::remove_dir_all(entry.path()).map_err(io_error(&entry.path()))?;
+                report.actions.push(format!("removed image directory {name} without metadata"));
+            }
+        }
+        Ok(())
+    }
+}

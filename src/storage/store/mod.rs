@@ -1,0 +1,192 @@
+//! The storage store: images (AMIs), volumes (EBS) and snapshots under one directory.
+//!
+//! ```text
+//! ROOT/images/ami-…/       image.json, disk.raw|disk.qcow2, kernel, initrd   (immutable)
+//! ROOT/volumes/vol-….qcow2 + vol-….json                                        (active layer)
+//! ROOT/snapshots/snap-….qcow2 + snap-….json                                    (frozen layers)
+//! ```
+//!
+//! Every volume is a qcow2 file whose backing chain runs through snapshots down to an image
+//! disk (or ends): creating a volume from an image or a snapshot, and snapshotting a
+//! volume, each write one small file and take the same time whatever the size. A snapshot
+//! is the volume's current file moved aside (`volumes/` and `snapshots/` are siblings, so
+//! relative backing names stay valid) with a new, empty layer put in its place.
+//!
+//! Crash safety: metadata files are replaced atomically (write, fsync, rename, fsync the
+//! directory); multi-step operations record their intent first and [`Store::open`] rolls
+//! each one forward or back, removes temporary files and reports orphans it cleaned.
+
+pub mod image;
+pub mod volume;
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+pub use image::{ImageRecord, ImageSource, ImageState};
+pub use volume::{Parent, SnapshotRecord, VolumeRecord};
+
+/// Errors of store operations; each maps to an EC2-style error name.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No such image, volume or snapshot.
+    #[error("{kind}.NotFound: {id} does not exist")]
+    NotFound {
+        /// `InvalidAMIID`, `InvalidVolume` or `InvalidSnapshot`.
+        kind: &'static str,
+        /// The id asked for.
+        id: String,
+    },
+    /// The resource is used by others.
+    #[error("{kind}.InUse: {id} is used by {by}")]
+    InUse {
+        /// `InvalidAMIID`, `VolumeInUse` or `InvalidSnapshot`.
+        kind: &'static str,
+        /// The resource.
+        id: String,
+        /// What uses it.
+        by: String,
+    },
+    /// The request is malformed.
+    #[error("InvalidParameterValue: {0}")]
+    InvalidParameter(String),
+    /// Not enough free space for the operation.
+    #[error("InsufficientStorage: {0}")]
+    NoSpace(String),
+    /// A disk image is unusable.
+    #[error("InvalidImage: {0}")]
+    BadImage(String),
+    /// An I/O error on a store file.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+pub(crate) fn io_error(path: &Path) -> impl Fn(io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io { path: path.to_owned(), source }
+}
+
+/// The store rooted at one directory.
+#[derive(Debug)]
+pub struct Store {
+    root: PathBuf,
+}
+
+/// What [`Store::open`] found and repaired.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// One line per action taken.
+    pub actions: Vec<String>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `root`, finishing or undoing operations a
+    /// crash interrupted and removing orphaned files.
+    pub fn open(root: &Path) -> Result<(Self, RecoveryReport), StoreError> {
+        for dir in ["images", "volumes", "snapshots"] {
+            fs::create_dir_all(root.join(dir)).map_err(io_error(root))?;
+        }
+        let store = Self { root: root.to_owned() };
+        let mut report = RecoveryReport::default();
+        store.recover_images(&mut report)?;
+        store.recover_volumes(&mut report)?;
+        for action in &report.actions {
+            tracing::warn!(store = %root.display(), "{action}");
+        }
+        Ok((store, report))
+    }
+
+    /// The store's directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub(crate) fn dir(&self, kind: &str) -> PathBuf {
+        self.root.join(kind)
+    }
+}
+
+/// A fresh id: `prefix-` and 17 hex digits, as EC2 writes them.
+pub fn new_id(prefix: &str) -> String {
+    let mut bytes = [0u8; 9];
+    // SAFETY: the kernel writes at most `bytes.len()` bytes into `bytes`.
+    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    if n != bytes.len() as isize {
+        // getrandom cannot fail for 9 bytes once the pool is ready; fall back to time.
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        bytes[..8].copy_from_slice(&(nanos.as_nanos() as u64).to_le_bytes());
+    }
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{prefix}-{}", &hex[..17])
+}
+
+/// Whether `id` has the shape `prefix-` + hex digits (so it is safe as a file name).
+pub fn valid_id(id: &str, prefix: &str) -> bool {
+    id.strip_prefix(prefix)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .is_some_and(|hex| (8..=32).contains(&hex.len()) && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// Seconds since the Unix epoch.
+pub fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Makes a directory's entries (renames, creations) durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_error(dir))
+}
+
+/// Replaces `path` with `value` as JSON, atomically and durably.
+pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StoreError> {
+    let tmp = path.with_extension("json.tmp");
+    let text = serde_json::to_vec_pretty(value)
+        .map_err(|e| StoreError::Io { path: path.to_owned(), source: io::Error::other(e) })?;
+    let write = || -> io::Result<()> {
+        let mut file = File::create(&tmp)?;
+        file.write_all(&text)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)
+    };
+    write().map_err(io_error(path))?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// Reads a JSON record.
+pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, StoreError> {
+    let text = fs::read(path).map_err(io_error(path))?;
+    serde_json::from_slice(&text)
+        .map_err(|e| StoreError::Io { path: path.to_owned(), source: io::Error::other(e) })
+}
+
+/// Removes a file if it exists.
+pub(crate) fn remove_if_present(path: &Path) -> Result<bool, StoreError> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(io_error(path)(e)),
+    }
+}
+
+/// Free bytes on the file system holding `path`.
+pub(crate) fn free_space(path: &Path) -> Result<u64, StoreError> {
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| StoreError::InvalidParameter("path contains NUL".into()))?;
+    // SAFETY: statvfs is plain data; zero is a valid start.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c_path` is NUL-terminated and `stat` is a valid out-pointer.
+    if unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) } != 0 {
+        return Err(io_error(path)(io::Error::last_os_error()));
+    }
+    Ok(stat.f_bavail as u64 * stat.f_frsize as u64)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,223 @@
+//! Store operations and their refusals, on a temporary directory.
+
+use std::path::Path;
+
+use vm_memory::VolatileSlice;
+
+use super::image::ImageSpec;
+use super::*;
+use crate::storage::qcow2::Qcow2;
+use crate::storage::{BlockBackend, DiskFormat};
+
+const MIB: u64 = 1 << 20;
+
+fn store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, report) = Store::open(dir.path()).unwrap();
+    assert!(report.actions.is_empty());
+    (dir, store)
+}
+
+fn spec() -> ImageSpec {
+    ImageSpec { name: "base".into(), description: "test".into(), cmdline: "console=ttyS0".into() }
+}
+
+/// Registers a raw image of 4 MiB whose first bytes are "base-image".
+fn image(store: &Store, scratch: &Path) -> ImageRecord {
+    let disk = scratch.join("disk.img");
+    let mut bytes = vec![0u8; 4 * MIB as usize];
+    bytes[..10].copy_from_slice(b"base-image");
+    std::fs::write(&disk, bytes).unwrap();
+    std::fs::write(scratch.join("vmlinuz"), b"kernel").unwrap();
+    let source =
+        ImageSource::Disk { disk, format: DiskFormat::Raw, kernel: scratch.join("vmlinuz"), initrd: None };
+    store.register_image(&spec(), &source).unwrap()
+}
+
+fn read_start(store: &Store, volume: &str) -> Vec<u8> {
+    let mut disk = Qcow2::open(&store.volume_path(volume).unwrap(), true).unwrap();
+    let mut buf = vec![0u8; 16];
+    disk.read_at(0, &VolatileSlice::from(&mut buf[..])).unwrap();
+    buf
+}
+
+fn write_start(store: &Store, volume: &str, data: &[u8]) {
+    let mut disk = Qcow2::open(&store.volume_path(volume).unwrap(), false).unwrap();
+    let mut data = data.to_vec();
+    disk.write_at(0, &VolatileSlice::from(&mut data[..])).unwrap();
+    disk.flush().unwrap();
+}
+
+#[test]
+fn images_are_registered_checksummed_and_listed() {
+    let (dir, store) = store();
+    let scratch = tempfile::tempdir().unwrap();
+    let image = image(&store, scratch.path());
+    assert!(valid_id(&image.id, "ami"));
+    assert_eq!(
+        (image.size, image.state, image.disk_format),
+        (4 * MIB, ImageState::Available, DiskFormat::Raw)
+    );
+    assert_eq!(image.sha256.len(), 64);
+    assert_eq!(store.images().unwrap(), vec![image.clone()]);
+    assert_eq!(std::fs::read(store.image_file(&image, "kernel")).unwrap(), b"kernel");
+    // Reopening finds it, and nothing to repair.
+    let (again, report) = Store::open(dir.path()).unwrap();
+    assert!(report.actions.is_empty());
+    assert_eq!(again.image(&image.id).unwrap(), image);
+}
+
+#[test]
+fn root_directories_become_ext4_images() {
+    let (_dir, store) = store();
+    let scratch = tempfile::tempdir().unwrap();
+    let root = scratch.path().join("rootfs");
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(root.join("etc/hostname"), b"nuage\n").unwrap();
+    std::fs::write(scratch.path().join("vmlinuz"), b"kernel").unwrap();
+    let source = ImageSource::RootDirectory {
+        dir: root,
+        size: 16 * MIB,
+        kernel: scratch.path().join("vmlinuz"),
+        initrd: None,
+    };
+    let image = store.register_image(&spec(), &source).unwrap();
+    assert_eq!(image.size, 16 * MIB);
+    let disk = store.image_file(&image, &image.disk);
+    let out =
+        std::process::Command::new("debugfs").args(["-R", "cat /etc/hostname"]).arg(&disk).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "nuage\n");
+}
+
+#[test]
+fn bad_image_sources_are_refused_and_leave_nothing() {
+    let (dir, store) = store();
+    let scratch = tempfile::tempdir().unwrap();
+    std::fs::write(scratch.path().join("vmlinuz"), b"kernel").unwrap();
+    let kernel = scratch.path().join("vmlinuz");
+    let qcow = scratch.path().join("disguised.raw");
+    Qcow2::create(&qcow, MIB, None).unwrap();
+    let truncated = scratch.path().join("truncated.qcow2");
+    std::fs::write(&truncated, &std::fs::read(&qcow).unwrap()[..60]).unwrap();
+    let overlay = scratch.path().join("overlay.qcow2");
+    Qcow2::create(&overlay, MIB, Some(("disguised.raw", "raw"))).unwrap();
+    let cases = [
+        (qcow.clone(), DiskFormat::Raw, "is qcow2, not raw"),
+        (truncated, DiskFormat::Qcow2, "shorter than a qcow2 header"),
+        (overlay, DiskFormat::Qcow2, "has a backing file"),
+        (scratch.path().join("missing"), DiskFormat::Raw, "missing"),
+    ];
+    for (disk, format, expected) in cases {
+        let source = ImageSource::Disk { disk, format, kernel: kernel.clone(), initrd: None };
+        let err = store.register_image(&spec(), &source).unwrap_err().to_string();
+        assert!(err.contains(expected), "{err}");
+    }
+    let source = ImageSource::Disk {
+        disk: qcow,
+        format: DiskFormat::Qcow2,
+        kernel: scratch.path().join("nokernel"),
+        initrd: None,
+    };
+    assert!(store.register_image(&spec(), &source).is_err());
+    assert!(store.images().unwrap().is_empty());
+    assert_eq!(std::fs::read_dir(dir.path().join("images")).unwrap().count(), 0, "no staging left behind");
+}
+
+#[test]
+fn volumes_clone_images_and_snapshots_freeze_them() {
+    let (_dir, store) = store();
+    let scratch = tempfile::tempdir().unwrap();
+    let image = image(&store, scratch.path());
+    let volume = store.create_volume(Parent::Image(image.id.clone()), Some(8 * MIB)).unwrap();
+    assert_eq!(&read_start(&store, &volume.id)[..10], b"base-image");
+    write_start(&store, &volume.id, b"first-write");
+    let snapshot = store.create_snapshot(&volume.id).unwrap();
+    assert_eq!((snapshot.volume_id.as_str(), snapshot.size), (volume.id.as_str(), 8 * MIB));
+    // The volume goes on writing; the snapshot keeps what was there.
+    write_start(&store, &volume.id, b"second-write");
+    let clone = store.create_volume(Parent::Snapshot(snapshot.id.clone()), None).unwrap();
+    assert_eq!(&read_start(&store, &clone.id)[..11], b"first-write");
+    assert_eq!(&read_start(&store, &volume.id)[..12], b"second-write");
+    assert_eq!(store.volume(&volume.id).unwrap().parent, Parent::Snapshot(snapshot.id.clone()));
+
+    // What others are built on cannot go.
+    assert!(store.deregister_image(&image.id).unwrap_err().to_string().contains("InUse"));
+    assert!(store.delete_snapshot(&snapshot.id).unwrap_err().to_string().contains("InUse"));
+    store.delete_volume(&clone.id).unwrap();
+    store.delete_volume(&volume.id).unwrap();
+    store.delete_snapshot(&snapshot.id).unwrap();
+    store.deregister_image(&image.id).unwrap();
+    assert!(store.volumes().unwrap().is_empty() && store.snapshots().unwrap().is_empty());
+}
+
+#[test]
+fn one_read_write_attachment_at_a_time() {
+    let (_dir, store) = store();
+    let volume = store.create_volume(Parent::None, Some(MIB)).unwrap();
+    store.attach_volume(&volume.id, "i-1").unwrap();
+    assert!(store.attach_volume(&volume.id, "i-2").unwrap_err().to_string().contains("VolumeInUse"));
+    assert!(store.delete_volume(&volume.id).is_err());
+    assert!(store.create_snapshot(&volume.id).unwrap_err().to_string().contains("IncorrectState"));
+    store.detach_volume(&volume.id).unwrap();
+    store.attach_volume(&volume.id, "i-2").unwrap();
+}
+
+#[test]
+fn bad_requests_name_the_problem() {
+    let (_dir, store) = store();
+    assert!(store
+        .image("ami-0123456789abcdef0")
+        .unwrap_err()
+        .to_string()
+        .starts_with("InvalidAMIID.NotFound"));
+    assert!(store.image("../../etc").unwrap_err().to_string().starts_with("InvalidAMIID.NotFound"));
+    assert!(store.volume("vol-nothex!").unwrap_err().to_string().starts_with("InvalidVolume.NotFound"));
+    assert!(store.create_snapshot("vol-0123456789abcdef0").is_err());
+    assert!(store.create_volume(Parent::None, None).unwrap_err().to_string().contains("needs a size"));
+    let scratch = tempfile::tempdir().unwrap();
+    let image = image(&store, scratch.path());
+    let err = store.create_volume(Parent::Image(image.id), Some(MIB)).unwrap_err().to_string();
+    assert!(err.contains("below the source"), "{err}");
+    let err = store.create_volume(Parent::Snapshot("snap-0123456789abcdef0".into()), None).unwrap_err();
+    assert!(err.to_string().starts_with("InvalidSnapshot.NotFound"));
+}
+
+#[test]
+fn recovery_finishes_or_undoes_interrupted_operations() {
+    let (dir, store) = store();
+    let volume = store.create_volume(Parent::None, Some(MIB)).unwrap();
+    write_start(&store, &volume.id, b"kept");
+    // A snapshot interrupted right after its volume's file moved aside.
+    let interrupted = SnapshotRecord {
+        id: "snap-00000000000000001".into(),
+        volume_id: volume.id.clone(),
+        size: MIB,
+        parent: Parent::None,
+        created: 0,
+        completed: false,
+        deleting: false,
+    };
+    write_json(&dir.path().join("snapshots/snap-00000000000000001.json"), &interrupted).unwrap();
+    std::fs::rename(
+        dir.path().join(format!("volumes/{}.qcow2", volume.id)),
+        dir.path().join("snapshots/snap-00000000000000001.qcow2"),
+    )
+    .unwrap();
+    // A snapshot interrupted before anything moved, an orphaned volume file, a temporary file.
+    let early = SnapshotRecord { id: "snap-00000000000000002".into(), ..interrupted.clone() };
+    write_json(&dir.path().join("snapshots/snap-00000000000000002.json"), &early).unwrap();
+    std::fs::write(dir.path().join("volumes/vol-00000000000000009.qcow2"), b"orphan").unwrap();
+    std::fs::write(dir.path().join("volumes/vol-00000000000000008.qcow2.tmp"), b"partial").unwrap();
+
+    let (store, report) = Store::open(dir.path()).unwrap();
+    assert_eq!(report.actions.len(), 4, "{:?}", report.actions);
+    let finished = store.snapshot("snap-00000000000000001").unwrap();
+    assert!(finished.completed);
+    assert!(store.snapshot("snap-00000000000000002").is_err());
+    assert_eq!(store.volume(&volume.id).unwrap().parent, Parent::Snapshot(finished.id));
+    assert_eq!(&read_start(&store, &volume.id)[..4], b"kept");
+    assert!(!dir.path().join("volumes/vol-00000000000000009.qcow2").exists());
+    assert!(!dir.path().join("volumes/vol-00000000000000008.qcow2.tmp").exists());
+    let (_, again) = Store::open(dir.path()).unwrap();
+    assert!(again.actions.is_empty(), "recovery is idempotent: {:?}", again.actions);
+}

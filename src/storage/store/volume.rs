@@ -1,0 +1,359 @@
+//! Volumes and their snapshots: qcow2 layers on backing chains, made in constant time.
+
+use std::fs;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::{io_error, new_id, now, read_json, remove_if_present, sync_dir, valid_id, write_json};
+use super::{RecoveryReport, Store, StoreError};
+use crate::storage::qcow2::Qcow2;
+use crate::storage::DiskFormat;
+
+/// What a layer is built on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "kind", content = "id")]
+pub enum Parent {
+    /// Nothing: reads as zeros where not written.
+    None,
+    /// An image's disk.
+    Image(String),
+    /// A snapshot.
+    Snapshot(String),
+}
+
+/// A volume's metadata (`volumes/vol-….json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeRecord {
+    /// `vol-` and hex digits.
+    pub id: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// The layer below the volume's own.
+    pub parent: Parent,
+    /// Creation time, seconds since the epoch.
+    pub created: u64,
+    /// The instance it is attached to, read-write (one at a time).
+    pub attached_to: Option<String>,
+    /// Set while the volume is being deleted.
+    #[serde(default)]
+    pub deleting: bool,
+}
+
+/// A snapshot's metadata (`snapshots/snap-….json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotRecord {
+    /// `snap-` and hex digits.
+    pub id: String,
+    /// The volume it was taken from.
+    pub volume_id: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// The layer below the snapshot.
+    pub parent: Parent,
+    /// Creation time, seconds since the epoch.
+    pub created: u64,
+    /// False until the snapshot is complete (recovery finishes or undoes it).
+    pub completed: bool,
+    /// Set while the snapshot is being deleted.
+    #[serde(default)]
+    pub deleting: bool,
+}
+
+impl Store {
+    fn volume_file(&self, id: &str) -> PathBuf {
+        self.dir("volumes").join(format!("{id}.qcow2"))
+    }
+
+    fn volume_json(&self, id: &str) -> PathBuf {
+        self.dir("volumes").join(format!("{id}.json"))
+    }
+
+    fn snapshot_file(&self, id: &str) -> PathBuf {
+        self.dir("snapshots").join(format!("{id}.qcow2"))
+    }
+
+    fn snapshot_json(&self, id: &str) -> PathBuf {
+        self.dir("snapshots").join(format!("{id}.json"))
+    }
+
+    /// The backing name (relative to `volumes/` or `snapshots/`) and format of `parent`.
+    fn backing_of(&self, parent: &Parent) -> Result<Option<(String, &'static str, u64)>, StoreError> {
+        Ok(match parent {
+            Parent::None => None,
+            Parent::Image(id) => {
+                let image = self.image(id)?;
+                let format = match image.disk_format {
+                    DiskFormat::Raw => "raw",
+                    DiskFormat::Qcow2 => "qcow2",
+                };
+                Some((format!("../images/{id}/{}", image.disk), format, image.size))
+            }
+            Parent::Snapshot(id) => {
+                let snapshot = self.snapshot(id)?;
+                Some((format!("../snapshots/{id}.qcow2"), "qcow2", snapshot.size))
+            }
+        })
+    }
+
+    /// Creates a volume of `size` bytes on `parent` (at least the parent's size; `None`
+    /// takes the parent's). Constant time and space whatever the size.
+    pub fn create_volume(&self, parent: Parent, size: Option<u64>) -> Result<VolumeRecord, StoreError> {
+        let backing = self.backing_of(&parent)?;
+        let floor = backing.as_ref().map_or(0, |b| b.2);
+        let size = match (size, floor) {
+            (Some(size), floor) if size < floor => {
+                return Err(StoreError::InvalidParameter(format!(
+                    "size {size} is below the source's {floor}"
+                )))
+            }
+            (Some(0), _) | (None, 0) => {
+                return Err(StoreError::InvalidParameter("a volume needs a size".into()))
+            }
+            (Some(size), _) => size,
+            (None, floor) => floor,
+        };
+        let id = new_id("vol");
+        let tmp = self.dir("volumes").join(format!("{id}.qcow2.tmp"));
+        let backing_ref = backing.as_ref().map(|(name, format, _)| (name.as_str(), *format));
+        Qcow2::create(&tmp, size, backing_ref).map_err(|e| StoreError::InvalidParameter(e.to_string()))?;
+        let file = self.volume_file(&id);
+        fs::rename(&tmp, &file).map_err(io_error(&file))?;
+        // The file without its record is an orphan recovery removes; the record is the
+        // commit point.
+        let record =
+            VolumeRecord { id: id.clone(), size, parent, created: now(), attached_to: None, deleting: false };
+        write_json(&self.volume_json(&id), &record)?;
+        Ok(record)
+    }
+
+    /// The volume `id`.
+    pub fn volume(&self, id: &str) -> Result<VolumeRecord, StoreError> {
+        let path = self.volume_json(id);
+        if !valid_id(id, "vol") || !path.exists() {
+            return Err(StoreError::NotFound { kind: "InvalidVolume", id: id.to_owned() });
+        }
+        read_json(&path)
+    }
+
+    /// The qcow2 file a VMM opens for the volume.
+    pub fn volume_path(&self, id: &str) -> Result<PathBuf, StoreError> {
+        self.volume(id)?;
+        Ok(self.volume_file(id))
+    }
+
+    /// All volumes.
+    pub fn volumes(&self) -> Result<Vec<VolumeRecord>, StoreError> {
+        self.records("volumes", "vol", |id| self.volume(id))
+    }
+
+    /// The snapshot `id`.
+    pub fn snapshot(&self, id: &str) -> Result<SnapshotRecord, StoreError> {
+        let path = self.snapshot_json(id);
+        let not_found = || StoreError::NotFound { kind: "InvalidSnapshot", id: id.to_owned() };
+        if !valid_id(id, "snap") || !path.exists() {
+            return Err(not_found());
+        }
+        let record: SnapshotRecord = read_json(&path)?;
+        if record.completed {
+            Ok(record)
+        } else {
+            Err(not_found())
+        }
+    }
+
+    /// All snapshots.
+    pub fn snapshots(&self) -> Result<Vec<SnapshotRecord>, StoreError> {
+        self.records("snapshots", "snap", |id| self.snapshot(id))
+    }
+
+    fn records<T>(
+        &self,
+        kind: &str,
+        prefix: &str,
+        get: impl Fn(&str) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        let dir = self.dir(kind);
+        let mut ids: Vec<String> = fs::read_dir(&dir)
+            .map_err(io_error(&dir))?
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.strip_suffix(".json").map(str::to_owned))
+            .filter(|id| valid_id(id, prefix))
+            .collect();
+        ids.sort();
+        ids.iter()
+            .filter_map(|id| match get(id) {
+                Err(StoreError::NotFound { .. }) => None,
+                other => Some(other),
+            })
+            .collect()
+    }
+
+    /// Volumes and snapshots built directly on `parent`.
+    pub fn users_of(&self, parent: &Parent) -> Result<Vec<String>, StoreError> {
+        let mut users: Vec<String> =
+            self.volumes()?.into_iter().filter(|v| &v.parent == parent).map(|v| v.id).collect();
+        users.extend(self.snapshots()?.into_iter().filter(|s| &s.parent == parent).map(|s| s.id));
+        Ok(users)
+    }
+
+    /// Records that `instance` uses the volume read-write; one attachment at a time.
+    pub fn attach_volume(&self, id: &str, instance: &str) -> Result<VolumeRecord, StoreError> {
+        let mut volume = self.volume(id)?;
+        if let Some(current) = &volume.attached_to {
+            return Err(StoreError::InUse { kind: "VolumeInUse", id: id.to_owned(), by: current.clone() });
+        }
+        volume.attached_to = Some(instance.to_owned());
+        write_json(&self.volume_json(id), &volume)?;
+        Ok(volume)
+    }
+
+    /// Clears the volume's attachment.
+    pub fn detach_volume(&self, id: &str) -> Result<VolumeRecord, StoreError> {
+        let mut volume = self.volume(id)?;
+        volume.attached_to = None;
+        write_json(&self.volume_json(id), &volume)?;
+        Ok(volume)
+    }
+
+    /// Deletes a detached volume (its snapshots stay).
+    pub fn delete_volume(&self, id: &str) -> Result<(), StoreError> {
+        let mut volume = self.volume(id)?;
+        if let Some(instance) = &volume.attached_to {
+            return Err(StoreError::InUse { kind: "VolumeInUse", id: id.to_owned(), by: instance.clone() });
+        }
+        volume.deleting = true;
+        write_json(&self.volume_json(id), &volume)?;
+        remove_if_present(&self.volume_file(id))?;
+        remove_if_present(&self.volume_json(id))?;
+        sync_dir(&self.dir("volumes"))
+    }
+
+    /// Freezes the volume's current contents as a snapshot, in constant time: its file
+    /// becomes the snapshot and the volume continues in a new empty layer on top.
+    /// The volume must be detached: an attached one needs its VMM to switch layers.
+    pub fn create_snapshot(&self, volume_id: &str) -> Result<SnapshotRecord, StoreError> {
+        let volume = self.volume(volume_id)?;
+        if let Some(instance) = &volume.attached_to {
+            return Err(StoreError::InUse {
+                kind: "IncorrectState",
+                id: volume_id.to_owned(),
+                by: format!("{instance} (snapshots of attached volumes need the VMM to switch layers)"),
+            });
+        }
+        let id = new_id("snap");
+        let mut snapshot = SnapshotRecord {
+            id: id.clone(),
+            volume_id: volume_id.to_owned(),
+            size: volume.size,
+            parent: volume.parent.clone(),
+            created: now(),
+            completed: false,
+            deleting: false,
+        };
+        // The intent first: recovery finishes or undoes the rest.
+        write_json(&self.snapshot_json(&id), &snapshot)?;
+        let from = self.volume_file(volume_id);
+        fs::rename(&from, self.snapshot_file(&id)).map_err(io_error(&from))?;
+        sync_dir(&self.dir("snapshots"))?;
+        sync_dir(&self.dir("volumes"))?;
+        self.finish_snapshot(&mut snapshot)?;
+        Ok(snapshot)
+    }
+
+    /// Steps after the rename: the volume's new layer, its record, the snapshot's record.
+    fn finish_snapshot(&self, snapshot: &mut SnapshotRecord) -> Result<(), StoreError> {
+        let volume_file = self.volume_file(&snapshot.volume_id);
+        if !volume_file.exists() {
+            let tmp = self.dir("volumes").join(format!("{}.qcow2.tmp", snapshot.volume_id));
+            remove_if_present(&tmp)?;
+            let backing = format!("../snapshots/{}.qcow2", snapshot.id);
+            Qcow2::create(&tmp, snapshot.size, Some((&backing, "qcow2")))
+                .map_err(|e| StoreError::InvalidParameter(e.to_string()))?;
+            fs::rename(&tmp, &volume_file).map_err(io_error(&volume_file))?;
+            sync_dir(&self.dir("volumes"))?;
+        }
+        let mut volume = self.volume(&snapshot.volume_id)?;
+        volume.parent = Parent::Snapshot(snapshot.id.clone());
+        write_json(&self.volume_json(&volume.id), &volume)?;
+        snapshot.completed = true;
+        write_json(&self.snapshot_json(&snapshot.id), snapshot)
+    }
+
+    /// Deletes a snapshot nothing is built on (merging is not done: the request is refused).
+    pub fn delete_snapshot(&self, id: &str) -> Result<(), StoreError> {
+        let mut snapshot = self.snapshot(id)?;
+        if let Some(user) = self.users_of(&Parent::Snapshot(id.to_owned()))?.first() {
+            return Err(StoreError::InUse { kind: "InvalidSnapshot", id: id.to_owned(), by: user.clone() });
+        }
+        snapshot.deleting = true;
+        write_json(&self.snapshot_json(id), &snapshot)?;
+        remove_if_present(&self.snapshot_file(id))?;
+        remove_if_present(&self.snapshot_json(id))?;
+        sync_dir(&self.dir("snapshots"))
+    }
+
+    pub(super) fn recover_volumes(&self, report: &mut RecoveryReport) -> Result<(), StoreError> {
+        for kind in ["volumes", "snapshots"] {
+            let dir = self.dir(kind);
+            for entry in fs::read_dir(&dir).map_err(io_error(&dir))?.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.ends_with(".tmp") {
+                    remove_if_present(&entry.path())?;
+                    report.actions.push(format!("removed temporary file {kind}/{name}"));
+                }
+            }
+        }
+        // Snapshots first: an unfinished one may own the volume's file.
+        let dir = self.dir("snapshots");
+        for entry in fs::read_dir(&dir).map_err(io_error(&dir))?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(id) = name.strip_suffix(".json").filter(|id| valid_id(id, "snap")) else { continue };
+            let mut snapshot: SnapshotRecord = read_json(&entry.path())?;
+            let file = self.snapshot_file(id);
+            if snapshot.deleting {
+                remove_if_present(&file)?;
+                remove_if_present(&entry.path())?;
+                report.actions.push(format!("finished deleting snapshot {id}"));
+            } else if !snapshot.completed && !file.exists() {
+                remove_if_present(&entry.path())?;
+                report.actions.push(format!(
+                    "undid snapshot {id} of {} (interrupted before it began)",
+                    snapshot.volume_id
+                ));
+            } else if !snapshot.completed {
+                self.finish_snapshot(&mut snapshot)?;
+                report.actions.push(format!("finished snapshot {id} of {}", snapshot.volume_id));
+            }
+        }
+        let dir = self.dir("volumes");
+        for entry in fs::read_dir(&dir).map_err(io_error(&dir))?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(id) = name.strip_suffix(".json").filter(|id| valid_id(id, "vol")) {
+                let volume: VolumeRecord = read_json(&entry.path())?;
+                if volume.deleting {
+                    remove_if_present(&self.volume_file(id))?;
+                    remove_if_present(&entry.path())?;
+                    report.actions.push(format!("finished deleting volume {id}"));
+                }
+            } else if let Some(id) = name.strip_suffix(".qcow2").filter(|id| valid_id(id, "vol")) {
+                if !self.volume_json(id).exists() {
+                    remove_if_present(&entry.path())?;
+                    report.actions.push(format!("removed orphaned volume file {name}"));
+                }
+            }
+        }
+        let dir = self.dir("snapshots");
+        for entry in fs::read_dir(&dir).map_err(io_error(&dir))?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(id) = name.strip_suffix(".qcow2").filter(|id| valid_id(id, "snap")) {
+                if !self.snapshot_json(id).exists() {
+                    remove_if_present(&entry.path())?;
+                    report.actions.push(format!("removed orphaned snapshot file {name}"));
+                }
+            }
+        }
+        sync_dir(&self.dir("volumes"))?;
+        sync_dir(&self.dir("snapshots"))
+    }
+}
