@@ -99,7 +99,12 @@ fn qemu_check(path: &Path) {
         .expect("qemu-img (Debian package qemu-utils) is needed");
     // Exit 3 is "leaked clusters": a crash mid-allocation may leak, never corrupt.
     let code = out.status.code();
-    assert!(code == Some(0) || code == Some(3), "qemu-img check {}: {}", path.display(), String::from_utf8_lossy(&out.stdout));
+    assert!(
+        code == Some(0) || code == Some(3),
+        "qemu-img check {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 #[test]
