@@ -220,6 +220,7 @@ elif [ "${NUAGE_MODE:-test}" = iobench ]; then
     unshare -n sh "$0" iobench-namespace
 elif [ "${NUAGE_MODE:-test}" = demo ]; then
     "$VMM" --kernel "$P/vmlinuz" --initrd "$P/guest.cpio" --vcpus 2 --memory 256 \
+        --disk "path=$P/root.ext4,id=vol-root,readonly=on" \
         --cmdline "console=ttyS0 panic=-1 pci=off nuage.action=poweroff" --console-stdout
     echo "@@ demo status=$?"
 else
