@@ -274,6 +274,59 @@ impl Qcow2 {
         &self.header
     }
 
+    /// Grows the virtual disk to `new_size` bytes (the new space reads as zeros, or as the
+    /// backing file where it is larger). Moves the L1 table to the end of the file when it
+    /// needs more clusters; the header switches to the new table in one write.
+    pub fn resize(&mut self, new_size: u64) -> Result<(), Qcow2Error> {
+        let path = self.path.clone();
+        let err = io_err(&path);
+        self.writable().map_err(&err)?;
+        if new_size < self.header.size {
+            return Err(Qcow2Error::Unsupported("shrinking an image".into()));
+        }
+        if new_size > header::MAX_VIRTUAL_SIZE {
+            return Err(Qcow2Error::Unsupported(format!("virtual size {new_size} beyond 64 TiB")));
+        }
+        let needed = Header::l1_entries_for(new_size, self.header.cluster_bits).max(1);
+        let old_entries = u64::from(self.header.l1_size);
+        let old_clusters = (old_entries * 8).div_ceil(self.cluster_size);
+        let mut l1_offset = self.header.l1_table_offset;
+        if needed > old_entries {
+            self.l1.resize(needed as usize, 0);
+            let bytes: Vec<u8> = self.l1.iter().flat_map(|e| e.to_be_bytes()).collect();
+            if needed * 8 <= old_clusters * self.cluster_size {
+                // The new entries fit in the table's last cluster: zero them in place.
+                self.file.write_all_at(&bytes, l1_offset).map_err(&err)?;
+            } else {
+                let clusters = (needed * 8).div_ceil(self.cluster_size);
+                let new = self.next_cluster;
+                self.next_cluster += clusters * self.cluster_size;
+                for i in 0..clusters {
+                    self.set_refcount(new + i * self.cluster_size, 1).map_err(&err)?;
+                }
+                self.file.write_all_at(&bytes, new).map_err(&err)?;
+                self.file.sync_data().map_err(&err)?;
+                l1_offset = new;
+            }
+        }
+        // size (24..32), crypt method (32..36, zero), l1_size (36..40), L1 offset (40..48).
+        let mut fields = [0u8; 24];
+        fields[0..8].copy_from_slice(&new_size.to_be_bytes());
+        fields[12..16].copy_from_slice(&(self.l1.len() as u32).to_be_bytes());
+        fields[16..24].copy_from_slice(&l1_offset.to_be_bytes());
+        self.file.write_all_at(&fields, 24).map_err(&err)?;
+        self.file.sync_data().map_err(&err)?;
+        if l1_offset != self.header.l1_table_offset {
+            for i in 0..old_clusters {
+                self.set_refcount(self.header.l1_table_offset + i * self.cluster_size, 0).map_err(&err)?;
+            }
+        }
+        self.header.size = new_size;
+        self.header.l1_size = self.l1.len() as u32;
+        self.header.l1_table_offset = l1_offset;
+        Ok(())
+    }
+
     fn load_l2(&mut self, offset: u64) -> io::Result<&mut Vec<u64>> {
         if !self.l2_cache.contains_key(&offset) {
             if offset % self.cluster_size != 0 || offset + self.cluster_size > self.next_cluster {

@@ -140,6 +140,34 @@ fn creating_is_constant_time_and_space_whatever_the_size() {
     assert!(Qcow2::create(&dir.path().join("1g"), MIB, None).is_err(), "an existing file is not overwritten");
 }
 
+#[test]
+fn images_grow_in_place_or_by_moving_their_l1_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("grow.qcow2");
+    Qcow2::create(&path, MIB, None).unwrap();
+    let mut image = Qcow2::open(&path, false).unwrap();
+    write(&mut image, 1000, &pattern(6, 5000));
+    image.resize(10 << 30).unwrap(); // 20 L1 entries: still in the first L1 cluster
+    write(&mut image, (10 << 30) - 4096, &pattern(7, 4096));
+    image.resize(5 << 40).unwrap(); // 10240 entries: the table moves
+    assert!(image.resize(MIB).is_err(), "shrinking is refused");
+    write(&mut image, (5 << 40) - 65536, &pattern(8, 65536));
+    drop(image);
+    let mut image = Qcow2::open(&path, true).unwrap();
+    assert_eq!(image.size(), 5 << 40);
+    assert_eq!(read(&mut image, 1000, 5000), pattern(6, 5000));
+    assert_eq!(read(&mut image, (10 << 30) - 4096, 4096), pattern(7, 4096));
+    assert_eq!(read(&mut image, (5 << 40) - 65536, 65536), pattern(8, 65536));
+    assert_eq!(read(&mut image, 3 << 40, 4096), vec![0; 4096]);
+    qemu_check(&path);
+    let info = qemu("qemu-img", &["info", "-f", "qcow2", path.to_str().unwrap()]);
+    assert!(
+        String::from_utf8_lossy(&info.stdout).contains("5 TiB"),
+        "{}",
+        String::from_utf8_lossy(&info.stdout)
+    );
+}
+
 fn corrupt_copy(dir: &Path, name: &str, edit: impl Fn(&mut Vec<u8>)) -> PathBuf {
     let good = dir.join("good.qcow2");
     if !good.exists() {

@@ -151,6 +151,19 @@ fn volumes_clone_images_and_snapshots_freeze_them() {
 }
 
 #[test]
+fn volumes_grow_and_keep_their_data() {
+    let (_dir, store) = store();
+    let volume = store.create_volume(Parent::None, Some(MIB)).unwrap();
+    write_start(&store, &volume.id, b"before-growing");
+    let grown = store.resize_volume(&volume.id, 100 << 30).unwrap();
+    assert_eq!(grown.size, 100 << 30);
+    assert_eq!(&read_start(&store, &volume.id)[..14], b"before-growing");
+    assert!(store.resize_volume(&volume.id, MIB).unwrap_err().to_string().contains("below the current size"));
+    store.attach_volume(&volume.id, "i-1").unwrap();
+    assert!(store.resize_volume(&volume.id, 200 << 30).is_err());
+}
+
+#[test]
 fn one_read_write_attachment_at_a_time() {
     let (_dir, store) = store();
     let volume = store.create_volume(Parent::None, Some(MIB)).unwrap();

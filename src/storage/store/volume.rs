@@ -216,6 +216,30 @@ impl Store {
         Ok(volume)
     }
 
+    /// Grows a detached volume to `size` bytes (a running VMM keeps the size it opened).
+    pub fn resize_volume(&self, id: &str, size: u64) -> Result<VolumeRecord, StoreError> {
+        let mut volume = self.volume(id)?;
+        if let Some(instance) = &volume.attached_to {
+            return Err(StoreError::InUse {
+                kind: "IncorrectState",
+                id: id.to_owned(),
+                by: instance.clone(),
+            });
+        }
+        if size < volume.size {
+            return Err(StoreError::InvalidParameter(format!(
+                "{size} is below the current size {}",
+                volume.size
+            )));
+        }
+        let mut disk =
+            Qcow2::open(&self.volume_file(id), false).map_err(|e| StoreError::BadImage(e.to_string()))?;
+        disk.resize(size).map_err(|e| StoreError::InvalidParameter(e.to_string()))?;
+        volume.size = size;
+        write_json(&self.volume_json(id), &volume)?;
+        Ok(volume)
+    }
+
     /// Deletes a detached volume (its snapshots stay).
     pub fn delete_volume(&self, id: &str) -> Result<(), StoreError> {
         let mut volume = self.volume(id)?;
