@@ -76,6 +76,13 @@ pub enum ImageSource {
         /// The initrd, if any.
         initrd: Option<PathBuf>,
     },
+    /// A raw disk holding an ext2/3/4 file system (not partitioned) whose `/boot` has the
+    /// kernel (`vmlinuz-*`) and initrd (`initrd.img-*`): the newest of each is extracted
+    /// with `debugfs`, without mounting anything.
+    DiskWithBoot {
+        /// The disk file.
+        disk: PathBuf,
+    },
     /// A root file system directory, made into an ext4 disk (`mkfs.ext4 -d`, no mounting).
     RootDirectory {
         /// The directory.
@@ -109,6 +116,62 @@ fn sha256_file(path: &Path) -> Result<String, StoreError> {
         Some(hex) if out.status.success() && hex.len() == 64 => Ok(hex.to_owned()),
         _ => Err(StoreError::BadImage(format!("cannot checksum {}", path.display()))),
     }
+}
+
+/// Runs `debugfs -R REQUEST DISK` read-only and returns its output.
+fn debugfs(disk: &Path, request: &str) -> Result<String, StoreError> {
+    let out = Command::new("debugfs")
+        .arg("-R")
+        .arg(request)
+        .arg(disk)
+        .output()
+        .map_err(io_error(Path::new("debugfs")))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success()
+        || stderr.contains("Bad magic number")
+        || stderr.contains("Couldn't find valid filesystem")
+    {
+        return Err(StoreError::BadImage(format!(
+            "{} holds no ext2/3/4 file system debugfs can read (partitioned disks need the kernel given explicitly)",
+            disk.display()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Extracts the newest `/boot/vmlinuz-*` and matching `/boot/initrd.img-*` into `staging`.
+fn extract_boot_files(disk: &Path, staging: &Path) -> Result<(PathBuf, Option<PathBuf>), StoreError> {
+    let listing = debugfs(disk, "ls -p /boot")?;
+    // `ls -p` lines: /inode/mode/uid/gid/name/size/
+    let names: Vec<&str> =
+        listing.lines().filter_map(|l| l.split('/').nth(5)).filter(|n| !n.is_empty()).collect();
+    let mut kernels: Vec<&str> = names.iter().copied().filter(|n| n.starts_with("vmlinuz-")).collect();
+    kernels.sort_by(|a, b| version_order(a, b));
+    let Some(kernel) = kernels.last() else {
+        return Err(StoreError::BadImage(format!("{} has no /boot/vmlinuz-*", disk.display())));
+    };
+    let version = &kernel["vmlinuz-".len()..];
+    let dump = |name: &str, to: &str| -> Result<PathBuf, StoreError> {
+        let out = staging.join(to);
+        debugfs(disk, &format!("dump /boot/{name} {}", out.display()))?;
+        match fs::metadata(&out) {
+            Ok(meta) if meta.len() > 0 => Ok(out),
+            _ => Err(StoreError::BadImage(format!("cannot extract /boot/{name} from {}", disk.display()))),
+        }
+    };
+    let kernel_path = dump(kernel, "kernel")?;
+    let initrd_name = format!("initrd.img-{version}");
+    let initrd =
+        if names.contains(&initrd_name.as_str()) { Some(dump(&initrd_name, "initrd")?) } else { None };
+    Ok((kernel_path, initrd))
+}
+
+/// Orders `vmlinuz-6.1.0-9` before `vmlinuz-6.1.0-10`: numbers compare as numbers.
+fn version_order(a: &str, b: &str) -> std::cmp::Ordering {
+    let key = |s: &str| -> Vec<u64> {
+        s.split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse().ok()).collect()
+    };
+    key(a).cmp(&key(b)).then_with(|| a.cmp(b))
 }
 
 fn copy_into(from: &Path, to: &Path) -> Result<(), StoreError> {
@@ -178,10 +241,20 @@ impl Store {
     ) -> Result<ImageRecord, StoreError> {
         let (kernel, initrd) = match source {
             ImageSource::Disk { kernel, initrd, .. } | ImageSource::RootDirectory { kernel, initrd, .. } => {
-                (kernel, initrd)
+                (kernel.clone(), initrd.clone())
             }
+            ImageSource::DiskWithBoot { disk } => extract_boot_files(disk, staging)?,
         };
         let (disk_name, format) = match source {
+            ImageSource::DiskWithBoot { disk } => {
+                let needed = fs::metadata(disk).map_err(io_error(disk))?.len();
+                let free = free_space(staging)?;
+                if needed > free {
+                    return Err(StoreError::NoSpace(format!("{needed} bytes needed, {free} free")));
+                }
+                copy_into(disk, &staging.join("disk.raw"))?;
+                ("disk.raw", DiskFormat::Raw)
+            }
             ImageSource::Disk { disk, format, .. } => {
                 let needed = fs::metadata(disk).map_err(io_error(disk))?.len();
                 let free = free_space(staging)?;
@@ -224,9 +297,13 @@ impl Store {
                 ("disk.raw", DiskFormat::Raw)
             }
         };
-        copy_into(kernel, &staging.join("kernel"))?;
-        if let Some(initrd) = initrd {
-            copy_into(initrd, &staging.join("initrd"))?;
+        if kernel != staging.join("kernel") {
+            copy_into(&kernel, &staging.join("kernel"))?;
+        }
+        if let Some(initrd) = &initrd {
+            if *initrd != staging.join("initrd") {
+                copy_into(initrd, &staging.join("initrd"))?;
+            }
         }
         let disk_path = staging.join(disk_name);
         let record = ImageRecord {

@@ -90,6 +90,51 @@ fn root_directories_become_ext4_images() {
 }
 
 #[test]
+fn kernels_are_found_in_the_disks_boot_directory() {
+    let (_dir, store) = store();
+    let scratch = tempfile::tempdir().unwrap();
+    let root = scratch.path().join("rootfs");
+    std::fs::create_dir_all(root.join("boot")).unwrap();
+    for (name, content) in [
+        ("vmlinuz-6.1.0-9-amd64", "old kernel"),
+        ("vmlinuz-6.1.0-10-amd64", "new kernel"),
+        ("initrd.img-6.1.0-10-amd64", "new initrd"),
+        ("initrd.img-6.1.0-9-amd64", "old initrd"),
+    ] {
+        std::fs::write(root.join("boot").join(name), content).unwrap();
+    }
+    let disk = scratch.path().join("disk.ext4");
+    let out = std::process::Command::new("mkfs.ext4")
+        .args(["-q", "-d"])
+        .arg(&root)
+        .arg(&disk)
+        .arg("8M")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let image = store.register_image(&spec(), &ImageSource::DiskWithBoot { disk }).unwrap();
+    assert_eq!(std::fs::read_to_string(store.image_file(&image, "kernel")).unwrap(), "new kernel");
+    assert_eq!(std::fs::read_to_string(store.image_file(&image, "initrd")).unwrap(), "new initrd");
+    // A disk without a file system, or without kernels, is refused.
+    let blank = scratch.path().join("blank.raw");
+    std::fs::write(&blank, vec![0u8; MIB as usize]).unwrap();
+    let err = store.register_image(&spec(), &ImageSource::DiskWithBoot { disk: blank }).unwrap_err();
+    assert!(err.to_string().contains("no ext2/3/4 file system"), "{err}");
+    let empty_root = scratch.path().join("empty");
+    std::fs::create_dir_all(empty_root.join("boot")).unwrap();
+    let no_kernel = scratch.path().join("nokernel.ext4");
+    std::process::Command::new("mkfs.ext4")
+        .args(["-q", "-d"])
+        .arg(&empty_root)
+        .arg(&no_kernel)
+        .arg("8M")
+        .output()
+        .unwrap();
+    let err = store.register_image(&spec(), &ImageSource::DiskWithBoot { disk: no_kernel }).unwrap_err();
+    assert!(err.to_string().contains("no /boot/vmlinuz"), "{err}");
+}
+
+#[test]
 fn bad_image_sources_are_refused_and_leave_nothing() {
     let (dir, store) = store();
     let scratch = tempfile::tempdir().unwrap();
