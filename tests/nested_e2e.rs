@@ -233,3 +233,29 @@ fn vsock_connects_host_and_guest_both_ways() {
     assert_eq!(host.field("reply"), "echo:ping-from-host", "the host reached the guest's port");
     assert_eq!(host.field("received"), "hello-from-guest");
 }
+
+/// Storage end to end: a guest boots (kernel and initrd from the image) on a copy-on-write
+/// clone of an image's ext4 disk and writes a file; the volume is snapshotted, a new volume
+/// is made from the snapshot, and a second guest reads the same file from it.
+#[test]
+#[ignore = "needs the real-KVM harness (minutes, root): run scripts/test.sh"]
+fn a_snapshot_carries_a_guests_writes_to_a_new_volume() {
+    let first = scenario("store-write");
+    first.assert_status("0");
+    let marker = "NUAGE-STORE marker=nuage-root-";
+    assert!(first.console_line(marker).ends_with("data=written-in-the-first-guest"), "{:?}", first.console);
+    let second = scenario("store-read");
+    second.assert_status("0");
+    assert!(
+        second.console_line(marker).ends_with("data=written-in-the-first-guest"),
+        "the second guest reads the first one's file through the snapshot: {:?}",
+        second.console
+    );
+    let host = scenario("store-host");
+    for (key, prefix) in [("image", "ami-"), ("vol1", "vol-"), ("snapshot", "snap-"), ("vol2", "vol-")] {
+        assert!(host.field(key).starts_with(prefix), "{key}: {:?}", host.fields);
+    }
+    let snapshot: u64 = host.field("snapshot_bytes").parse().unwrap();
+    let image: u64 = host.field("image_bytes").parse().unwrap();
+    assert!(snapshot * 4 < image, "the clone's layer holds only its own writes: {snapshot} of {image} bytes");
+}

@@ -75,10 +75,13 @@ test_guest_tool() {
     echo "$out"
 }
 
-# Builds a statically linked nuage-vmm (it runs inside a bare initramfs) and prints its path.
-build_static_vmm() {
+# Builds statically linked nuage-vmm and the store tool (examples/store.rs), which run
+# inside a bare initramfs, and prints the directory holding them.
+build_static_binaries() {
     (cd "$NUAGE_ROOT" && RUSTFLAGS="-C target-feature=+crt-static" \
-        cargo build --release --locked --quiet --target "$NUAGE_TARGET" --bin nuage-vmm) >&2 \
-        || die "building static nuage-vmm failed"
-    echo "$NUAGE_ROOT/target/$NUAGE_TARGET/release/nuage-vmm"
+        cargo build --release --locked --quiet --target "$NUAGE_TARGET" --bin nuage-vmm --example store) >&2 \
+        || die "building static binaries failed"
+    local out="$NUAGE_ROOT/target/$NUAGE_TARGET/release"
+    ln -f "$out/examples/store" "$out/store"
+    echo "$out"
 }

@@ -3,8 +3,8 @@
 # consoles prefixed with "[name] " and one result line per scenario starting with "@@ ".
 # Runs inside the nested L1 (busybox sh) or directly on a host with hardware KVM.
 #
-#   NUAGE_PAYLOAD  directory with nuage-vmm, vmlinuz, vmlinux, guest.cpio, root.ext4
-#                  [, other-vmm]
+#   NUAGE_PAYLOAD  directory with nuage-vmm, store, vmlinuz, vmlinux, guest.cpio, root.ext4,
+#                  nuage-bench, nuage-vsock [, other-vmm]
 #   NUAGE_WORK     scratch directory
 #   NUAGE_MODE     "test" (default), "bench" (boot), "iobench" (block and network), or
 #                  "demo" (one guest, console live on stdout)
@@ -44,7 +44,9 @@ wait_for_line() {
     done
 }
 
-selected() { [ -z "${NUAGE_ONLY:-}" ] || [ "$NUAGE_ONLY" = "$1" ]; }
+# Whether scenario $1 runs: all do by default; NUAGE_ONLY=NAME selects NAME and the
+# scenarios named NAME-something.
+selected() { [ -z "${NUAGE_ONLY:-}" ] || [ "$NUAGE_ONLY" = "$1" ] || [ "$NUAGE_ONLY" = "${1%%-*}" ]; }
 
 # run_guest NAME VCPUS MEMORY_MIB ACTION [KERNEL [EXTRA VMM ARGUMENTS...]]
 run_guest() {
@@ -54,7 +56,7 @@ run_guest() {
     selected "$name" || return 0
     console=$W/$name.console
     t0=$(now_cs)
-    "$VMM" --kernel "$kernel" --initrd "$P/guest.cpio" --vcpus "$vcpus" --memory "$mem" "$@" \
+    "$VMM" --kernel "$kernel" --initrd "${INITRD:-$P/guest.cpio}" --vcpus "$vcpus" --memory "$mem" "$@" \
         --cmdline "$BASE_CMDLINE nuage.action=$action" --console-log "$console" --log-level "${NUAGE_VMM_LOG:-warn}" 2>"$W/$name.stderr" &
     pid=$!
     dog=$(watchdog "$pid" "$GUEST_TIMEOUT")
@@ -126,6 +128,25 @@ vsock_scenario() {
     "$P/nuage-vsock" uds-serve "$W/vsock.sock_5000" > "$W/vsock-served.out" 2>&1 &
     vsock_server=$!
     DURING=vsock_host_checks run_guest vsock 1 128 vsock "$P/vmlinuz" --vsock "cid=3,uds=$W/vsock.sock"
+}
+
+# Storage end to end: register the ext4 root disk as an image, boot a guest (kernel and
+# initrd from the image) on a copy-on-write clone of it that writes a file, snapshot the
+# volume, make a new volume from the snapshot, and boot a second guest that reads the file.
+store_scenario() {
+    selected store || return 0
+    S=$W/store
+    rm -rf "$S"
+    image=$("$P/store" "$S" register-image "$P/root.ext4" raw "$P/vmlinuz" "$P/guest.cpio") || return 0
+    kernel=$("$P/store" "$S" image-file "$image" kernel)
+    vol1=$("$P/store" "$S" create-volume image "$image" 67108864)
+    INITRD=$("$P/store" "$S" image-file "$image" initrd) run_guest store-write 1 128 store-write "$kernel" \
+        --disk "path=$("$P/store" "$S" volume-path "$vol1"),format=qcow2,id=vol-root"
+    snap=$("$P/store" "$S" snapshot "$vol1")
+    vol2=$("$P/store" "$S" create-volume snapshot "$snap")
+    INITRD=$("$P/store" "$S" image-file "$image" initrd) run_guest store-read 1 128 store-read "$kernel" \
+        --disk "path=$("$P/store" "$S" volume-path "$vol2"),format=qcow2,id=vol-root"
+    echo "@@ store-host image=$image vol1=$vol1 snapshot=$snap vol2=$vol2 snapshot_bytes=$(stat -c %s "$S/snapshots/$snap.qcow2") image_bytes=$(stat -c %s "$P/root.ext4")"
 }
 
 # Host side of the I/O benchmark while the guest runs: receive its TCP stream.
@@ -232,5 +253,6 @@ else
     disks_scenario
     net_scenario
     vsock_scenario
+    store_scenario
 fi
 echo "@@ scenarios-done"

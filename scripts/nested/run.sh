@@ -35,7 +35,8 @@ kver=${vmlinuz##*/vmlinuz-}
 
 stage=$out/stage
 rm -rf "$stage" && mkdir -p "$stage/payload" "$stage/modules" "$stage/bin"
-cp "$(build_static_vmm)" "$stage/payload/nuage-vmm"
+static=$(build_static_binaries)
+cp "$static/nuage-vmm" "$static/store" "$stage/payload/"
 cp "$vmlinuz" "$stage/payload/vmlinuz"
 extract_vmlinux "$vmlinuz" "$NUAGE_CACHE/kernel/vmlinux-$kver"
 cp "$NUAGE_CACHE/kernel/vmlinux-$kver" "$stage/payload/vmlinux"
