@@ -6,7 +6,9 @@
 //!   store ROOT image-file IMAGE NAME                        prints a file's path (kernel, initrd)
 //!   store ROOT create-volume image|snapshot|none ID|- [SIZE] prints the volume id
 //!   store ROOT volume-path VOLUME                           prints the qcow2 file's path
-//!   store ROOT snapshot VOLUME                              prints the snapshot id
+//!   store ROOT snapshot VOLUME [VMM_SOCKET DISK_ID]         prints the snapshot id; with a
+//!                                                           socket, the volume is in use by
+//!                                                           that running VMM as disk DISK_ID
 //!
 //! Errors print one line on stderr and exit 1.
 
@@ -16,6 +18,7 @@ use std::process::ExitCode;
 use nuage::storage::store::image::ImageSpec;
 use nuage::storage::store::{ImageSource, Parent, Store, StoreError};
 use nuage::storage::DiskFormat;
+use nuage::vmm::control::VmmDisk;
 
 fn run(args: &[String]) -> Result<String, String> {
     let [root, command, rest @ ..] = args else { return Err("usage: see the source header".into()) };
@@ -52,7 +55,13 @@ fn run(args: &[String]) -> Result<String, String> {
             Ok(store.create_volume(parent, size).map_err(text)?.id)
         }
         "volume-path" => Ok(store.volume_path(&arg(0)?).map_err(text)?.display().to_string()),
-        "snapshot" => Ok(store.create_snapshot(&arg(0)?).map_err(text)?.id),
+        "snapshot" => match (rest.get(1), rest.get(2)) {
+            (Some(socket), Some(disk)) => {
+                let vmm = VmmDisk { socket: PathBuf::from(socket), id: disk.clone() };
+                Ok(store.create_snapshot_live(&arg(0)?, &vmm).map_err(text)?.id)
+            }
+            _ => Ok(store.create_snapshot(&arg(0)?).map_err(text)?.id),
+        },
         other => Err(format!("unknown command {other}")),
     }
 }

@@ -259,3 +259,25 @@ fn a_snapshot_carries_a_guests_writes_to_a_new_volume() {
     let image: u64 = host.field("image_bytes").parse().unwrap();
     assert!(snapshot * 4 < image, "the clone's layer holds only its own writes: {snapshot} of {image} bytes");
 }
+
+/// A volume snapshotted while its guest runs and writes: the VMM pauses the disk, the
+/// volume's file becomes the snapshot and the VMM reopens the new top layer. The guest
+/// notices nothing; the snapshot holds what was written before, the volume everything.
+#[test]
+#[ignore = "needs the real-KVM harness (minutes, root): run scripts/test.sh"]
+fn a_running_guests_volume_is_snapshotted_without_stopping_it() {
+    let live = scenario("store-live");
+    live.assert_status("0");
+    live.console_line("NUAGE-LIVE-DONE");
+    assert!(
+        !live.console.iter().any(|l| l.contains("signal=timeout") || l.contains("I/O error")),
+        "{:?}",
+        live.console
+    );
+    let host = scenario("store-live-host");
+    assert!(host.field("snapshot").starts_with("snap-"), "{:?}", host.fields);
+    let snapshot = scenario("store-check-snapshot");
+    assert_eq!(snapshot.console_line("NUAGE-LIVE before="), "NUAGE-LIVE before=before after=none");
+    let volume = scenario("store-check-volume");
+    assert_eq!(volume.console_line("NUAGE-LIVE before="), "NUAGE-LIVE before=before after=after");
+}

@@ -146,7 +146,35 @@ store_scenario() {
     vol2=$("$P/store" "$S" create-volume snapshot "$snap")
     INITRD=$("$P/store" "$S" image-file "$image" initrd) run_guest store-read 1 128 store-read "$kernel" \
         --disk "path=$("$P/store" "$S" volume-path "$vol2"),format=qcow2,id=vol-root"
+    live_snapshot_scenario "$image"
     echo "@@ store-host image=$image vol1=$vol1 snapshot=$snap vol2=$vol2 snapshot_bytes=$(stat -c %s "$S/snapshots/$snap.qcow2") image_bytes=$(stat -c %s "$P/root.ext4")"
+}
+
+# Host side of the live snapshot: once the guest has written its first file, snapshot the
+# volume through the VMM's control socket, then tell the guest to go on.
+live_host_side() {
+    wait_for_line "$console" NUAGE-LIVE-READY || return 0
+    live_snap=$("$P/store" "$S" snapshot "$live_vol" "$W/vmm.sock" vol-root 2>&1)
+    printf go | dd of="$W/signal.img" conv=notrunc 2>/dev/null
+    wait_for_line "$console" NUAGE-LIVE-DONE
+    echo "@@ store-live-host snapshot=$live_snap"
+}
+
+# A volume snapshotted while its guest writes: the snapshot holds the first file only,
+# the volume both.
+live_snapshot_scenario() {
+    live_vol=$("$P/store" "$S" create-volume image "$1" 67108864)
+    rm -f "$W/signal.img" && truncate -s 4096 "$W/signal.img"
+    kernel=$("$P/store" "$S" image-file "$1" kernel)
+    initrd=$("$P/store" "$S" image-file "$1" initrd)
+    INITRD=$initrd DURING=live_host_side run_guest store-live 1 128 store-live "$kernel" \
+        --disk "path=$("$P/store" "$S" volume-path "$live_vol"),format=qcow2,id=vol-root" \
+        --disk "path=$W/signal.img,id=vol-signal" --api-socket "$W/vmm.sock"
+    from_snap=$("$P/store" "$S" create-volume snapshot "$live_snap")
+    INITRD=$initrd run_guest store-check-snapshot 1 128 store-check "$kernel" \
+        --disk "path=$("$P/store" "$S" volume-path "$from_snap"),format=qcow2,id=vol-root"
+    INITRD=$initrd run_guest store-check-volume 1 128 store-check "$kernel" \
+        --disk "path=$("$P/store" "$S" volume-path "$live_vol"),format=qcow2,id=vol-root"
 }
 
 # Host side of the I/O benchmark while the guest runs: receive its TCP stream.

@@ -2,8 +2,10 @@
 //! files first (so bad images fail before KVM is touched), then the KVM VM and its devices,
 //! then the boot structures that describe those devices, then the vCPUs.
 
+use std::collections::HashMap;
 use std::fs::OpenOptions;
 use std::io::Write;
+use std::os::unix::net::UnixListener;
 use std::sync::Arc;
 
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
@@ -19,7 +21,7 @@ use crate::vmm::devices::legacy::serial::{
     ConsoleSinks, IrqLine, SerialConsole, COM1_IRQ, COM1_PORT, COM1_PORT_COUNT,
 };
 use crate::vmm::devices::power::{PowerManagement, POWER_PORT};
-use crate::vmm::devices::virtio::block::VirtioBlock;
+use crate::vmm::devices::virtio::block::{DiskHandle, VirtioBlock};
 use crate::vmm::devices::virtio::net::filter::SourceFilter;
 use crate::vmm::devices::virtio::net::VirtioNet;
 use crate::vmm::devices::virtio::rng::VirtioRng;
@@ -66,6 +68,14 @@ pub enum BuildError {
     /// A tap cannot be opened or adopted.
     #[error(transparent)]
     Tap(#[from] TapError),
+    /// The control socket cannot be created.
+    #[error("cannot listen on control socket {path}: {source}")]
+    ControlSocket {
+        /// The socket path.
+        path: std::path::PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
     /// The vsock socket cannot be set up.
     #[error(transparent)]
     Vsock(#[from] MuxerError),
@@ -94,6 +104,7 @@ impl BuildError {
                 | BuildError::Disk { .. }
                 | BuildError::Tap(_)
                 | BuildError::Vsock(_)
+                | BuildError::ControlSocket { .. }
         )
     }
 }
@@ -114,6 +125,8 @@ pub struct MicroVm {
     pub serial: Arc<SerialConsole>,
     /// Where the VM's end is reported.
     pub exit: ExitNotifier,
+    /// The control socket and the disks it controls, when configured.
+    pub control: Option<(UnixListener, HashMap<String, DiskHandle>)>,
     /// The KVM VM.
     pub vm: Vm,
     /// Guest RAM; must outlive the VM's memory slots.
@@ -133,7 +146,16 @@ pub fn build(config: &VmConfig) -> Result<MicroVm, BuildError> {
         Some(path) => Some(loader::load_initrd(&memory, path, &kernel)?),
         None => None,
     };
-    let mut devices = open_disks(config)?;
+    let (mut devices, disks) = open_disks(config)?;
+    let control = match &config.api_socket {
+        Some(path) => {
+            let _ = std::fs::remove_file(path);
+            let listener = UnixListener::bind(path)
+                .map_err(|source| BuildError::ControlSocket { path: path.clone(), source })?;
+            Some((listener, disks))
+        }
+        None => None,
+    };
     devices.extend(interfaces(config, taps));
     if let Some(vsock) = &config.vsock {
         let device = VirtioVsock::new(u64::from(vsock.guest_cid), &vsock.uds_path)?;
@@ -189,24 +211,26 @@ pub fn build(config: &VmConfig) -> Result<MicroVm, BuildError> {
         entry = kernel.entry.0,
         "microVM built"
     );
-    Ok(MicroVm { vcpus, bus: Arc::new(bus), serial, exit, vm, memory })
+    Ok(MicroVm { vcpus, bus: Arc::new(bus), serial, exit, control, vm, memory })
 }
 
+/// The virtio-blk devices of the configured disks, and a control handle for each by id.
+type Disks = (Vec<Box<dyn VirtioDevice>>, HashMap<String, DiskHandle>);
+
 /// Opens every disk file and wraps it in a virtio-blk device.
-fn open_disks(config: &VmConfig) -> Result<Vec<Box<dyn VirtioDevice>>, BuildError> {
-    config
-        .disks
-        .iter()
-        .enumerate()
-        .map(|(index, disk)| {
-            let backend = storage::open_disk(&disk.path, disk.format, disk.read_only)
-                .map_err(|source| BuildError::Disk { path: disk.path.clone(), source })?;
-            tracing::info!(path = %disk.path.display(), id = %disk.volume_id(index), read_only = disk.read_only, "disk");
-            let device: Box<dyn VirtioDevice> =
-                Box::new(VirtioBlock::new(backend, disk.read_only, &disk.volume_id(index), disk.rate_limit));
-            Ok(device)
-        })
-        .collect()
+fn open_disks(config: &VmConfig) -> Result<Disks, BuildError> {
+    let mut devices: Vec<Box<dyn VirtioDevice>> = Vec::new();
+    let mut handles = HashMap::new();
+    for (index, disk) in config.disks.iter().enumerate() {
+        let backend = storage::open_disk(&disk.path, disk.format, disk.read_only)
+            .map_err(|source| BuildError::Disk { path: disk.path.clone(), source })?;
+        let id = disk.volume_id(index);
+        tracing::info!(path = %disk.path.display(), id, read_only = disk.read_only, "disk");
+        let device = VirtioBlock::new(backend, disk.read_only, &id, disk.rate_limit);
+        handles.insert(id, device.handle());
+        devices.push(Box::new(device));
+    }
+    Ok((devices, handles))
 }
 
 /// Opens (or adopts) the tap of every network interface, in order.

@@ -24,7 +24,7 @@ Exit status:
 pub struct VmmArgs {
     /// JSON configuration file (fields: kernel, initrd, cmdline, vcpus, memory_mib,
     /// console {log_file, stdout, stdin}, disks [{path, id, read_only}], nets [{tap, tap_fd, mac,
-    /// ipv4}], vsock {guest_cid, uds_path}, rng, virtio_cmdline);
+    /// ipv4}], vsock {guest_cid, uds_path}, rng, virtio_cmdline, api_socket);
     /// flags given too override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -68,6 +68,10 @@ pub struct VmmArgs {
     /// host port P go to the Unix socket PATH_P.
     #[arg(long, value_name = "SPEC")]
     pub vsock: Option<VsockConfig>,
+    /// Listen for control requests on this Unix socket (one JSON request per connection;
+    /// used to snapshot volumes of a running VM).
+    #[arg(long, value_name = "PATH")]
+    pub api_socket: Option<PathBuf>,
     /// No virtio-rng entropy device.
     #[arg(long)]
     pub no_rng: bool,
@@ -96,6 +100,7 @@ impl VmmArgs {
             no_virtio_cmdline: self.no_virtio_cmdline,
             no_rng: self.no_rng,
             vsock: self.vsock.clone(),
+            api_socket: self.api_socket.clone(),
         }
     }
 }

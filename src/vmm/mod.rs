@@ -11,6 +11,7 @@ pub mod boot;
 pub mod builder;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod device_manager;
 pub mod devices;
 pub mod exit;

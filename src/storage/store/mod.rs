@@ -27,7 +27,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 pub use image::{ImageRecord, ImageSource, ImageState};
-pub use volume::{Parent, SnapshotRecord, VolumeRecord};
+pub use volume::{LayerSwitch, Parent, SnapshotRecord, VolumeRecord};
 
 /// Errors of store operations; each maps to an EC2-style error name.
 #[derive(Debug, thiserror::Error)]

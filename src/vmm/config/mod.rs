@@ -140,6 +140,9 @@ pub struct VmConfig {
     /// virtio-net interfaces, in the order the guest enumerates them.
     #[serde(default)]
     pub nets: Vec<NetConfig>,
+    /// Control socket to listen on (see `vmm::control`).
+    #[serde(default)]
+    pub api_socket: Option<PathBuf>,
     /// A virtio-vsock device (after the disks and interfaces).
     #[serde(default)]
     pub vsock: Option<VsockConfig>,
@@ -187,6 +190,7 @@ struct PartialConfig {
     virtio_cmdline: Option<bool>,
     rng: Option<bool>,
     vsock: Option<VsockConfig>,
+    api_socket: Option<PathBuf>,
 }
 
 /// Values given on the command line, overriding the file.
@@ -218,6 +222,8 @@ pub struct Overrides {
     pub no_rng: bool,
     /// `--vsock`.
     pub vsock: Option<VsockConfig>,
+    /// `--api-socket`.
+    pub api_socket: Option<PathBuf>,
 }
 
 impl VmConfig {
@@ -248,6 +254,7 @@ impl VmConfig {
             virtio_cmdline: !overrides.no_virtio_cmdline && partial.virtio_cmdline.unwrap_or(true),
             rng: !overrides.no_rng && partial.rng.unwrap_or(true),
             vsock: overrides.vsock.or(partial.vsock),
+            api_socket: overrides.api_socket.or(partial.api_socket),
         };
         config.validate()?;
         Ok(config)

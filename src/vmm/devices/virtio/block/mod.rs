@@ -11,6 +11,7 @@ pub mod request;
 use std::sync::{Arc, Mutex};
 
 use virtio_queue::Queue;
+use vmm_sys_util::eventfd::EventFd;
 
 use self::request::{RequestExecutor, MAX_DISCARD_SECTORS, MAX_DISCARD_SEGMENTS, MAX_SEGMENTS};
 use super::queue;
@@ -38,6 +39,7 @@ const CONFIG_LEN: usize = 60;
 /// A virtio block device.
 pub struct VirtioBlock {
     executor: Arc<Mutex<RequestExecutor>>,
+    kick: Arc<Mutex<Option<EventFd>>>,
     rate_limit: RateLimit,
     features: u64,
     config: [u8; CONFIG_LEN],
@@ -56,11 +58,52 @@ impl VirtioBlock {
         let config = block_config(executor.capacity_sectors());
         Self {
             executor: Arc::new(Mutex::new(executor)),
+            kick: Arc::default(),
             rate_limit,
             features,
             config,
             worker: None,
             name: format!("blk-{id}"),
+        }
+    }
+}
+
+impl VirtioBlock {
+    /// A handle that pauses the disk, switches its backend and resumes it while the VM runs.
+    pub fn handle(&self) -> DiskHandle {
+        DiskHandle { executor: self.executor.clone(), kick: self.kick.clone() }
+    }
+}
+
+/// Control of a running disk from outside its worker (the VMM's control socket).
+#[derive(Clone)]
+pub struct DiskHandle {
+    executor: Arc<Mutex<RequestExecutor>>,
+    kick: Arc<Mutex<Option<EventFd>>>,
+}
+
+impl DiskHandle {
+    fn executor(&self) -> std::sync::MutexGuard<'_, RequestExecutor> {
+        self.executor.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Holds requests back once the one in progress is done, and flushes the backend.
+    pub fn pause(&self) -> std::io::Result<()> {
+        self.executor().pause()
+    }
+
+    /// Replaces the paused disk's backend.
+    pub fn switch(&self, backend: Box<dyn BlockBackend>) -> Result<(), String> {
+        self.executor().replace_backend(backend)
+    }
+
+    /// Serves requests again, including those that arrived while paused.
+    pub fn resume(&self) {
+        self.executor().resume();
+        if let Some(kick) = self.kick.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            if let Err(e) = kick.write(1) {
+                tracing::error!(error = %e, "cannot wake a resumed disk");
+            }
         }
     }
 }
@@ -100,6 +143,8 @@ impl VirtioDevice for VirtioBlock {
     fn activate(&mut self, activation: Activation) -> Result<(), ActivateError> {
         let Activation { mem, queues, queue_events, interrupt, .. } = activation;
         let [queue] = take_queues(queues)?;
+        *self.kick.lock().unwrap_or_else(|p| p.into_inner()) =
+            queue_events.first().and_then(|e| e.try_clone().ok());
         let limiter =
             RateLimiter::new(&self.rate_limit).map_err(|e| ActivateError(format!("rate limiter: {e}")))?;
         let sources = rate_limiter::timer_source(&limiter);
@@ -131,6 +176,9 @@ impl BlockQueue {
         let Self { mem, queue, executor, limiter, .. } = self;
         let mut executor = executor.lock().unwrap_or_else(|p| p.into_inner());
         queue::drain(queue, mem, |chain| {
+            if executor.is_paused() {
+                return None;
+            }
             rate_limiter::admits(limiter, queue::chain_bytes(&chain)).then(|| executor.execute(mem, chain))
         })
     }

@@ -110,6 +110,7 @@ pub struct RequestExecutor {
     id: [u8; ID_BYTES],
     descriptors: Vec<Descriptor>,
     max_descriptors: usize,
+    paused: bool,
 }
 
 impl RequestExecutor {
@@ -125,7 +126,45 @@ impl RequestExecutor {
             id: id_bytes,
             descriptors: Vec::with_capacity(usize::from(queue_size)),
             max_descriptors: usize::from(queue_size),
+            paused: false,
         }
+    }
+
+    /// Stops serving requests (they wait in the ring) and makes what was written durable,
+    /// so the backend can be switched under a running guest.
+    pub fn pause(&mut self) -> std::io::Result<()> {
+        self.paused = true;
+        if self.read_only {
+            Ok(())
+        } else {
+            self.backend.flush()
+        }
+    }
+
+    /// Serves requests again.
+    pub fn resume(&mut self) {
+        self.paused = false;
+    }
+
+    /// Whether requests are held back.
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Replaces the backend of a paused disk by one of the same size.
+    pub fn replace_backend(&mut self, backend: Box<dyn BlockBackend>) -> Result<(), String> {
+        if !self.paused {
+            return Err("the disk must be paused first".into());
+        }
+        if backend.size() != self.backend.size() {
+            return Err(format!(
+                "the new layer has {} bytes, the disk {}",
+                backend.size(),
+                self.backend.size()
+            ));
+        }
+        self.backend = backend;
+        Ok(())
     }
 
     /// Capacity of the disk in sectors.

@@ -1,0 +1,193 @@
+//! The VMM's control socket (`--api-socket`): one JSON request per connection, one JSON
+//! reply. Today it switches a running disk to a new top layer, which is how a volume is
+//! snapshotted while its instance runs:
+//!
+//! ```text
+//! {"op": "pause-disk", "id": "vol-…"}                     flush and hold the disk's requests
+//! {"op": "switch-disk", "id": "vol-…", "path": "…", "format": "qcow2"}   reopen, then resume
+//! {"op": "resume-disk", "id": "vol-…"}                    resume without switching
+//! ```
+//!
+//! The socket is served on its own thread; a malformed or oversized request gets an error
+//! reply and changes nothing.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::storage::store::LayerSwitch;
+use crate::storage::{self, DiskFormat};
+use crate::vmm::devices::virtio::block::DiskHandle;
+
+/// Longest request accepted.
+const MAX_REQUEST: u64 = 4096;
+
+/// A control request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Request {
+    /// Flush the disk and hold its requests.
+    PauseDisk {
+        /// The disk's volume id.
+        id: String,
+    },
+    /// Open `path` as the disk's backend and resume it.
+    SwitchDisk {
+        /// The disk's volume id.
+        id: String,
+        /// The new top layer.
+        path: PathBuf,
+        /// Its format.
+        format: DiskFormat,
+    },
+    /// Resume a paused disk unchanged.
+    ResumeDisk {
+        /// The disk's volume id.
+        id: String,
+    },
+}
+
+/// A control reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reply {
+    /// Whether the request was carried out.
+    pub ok: bool,
+    /// Why not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Carries out one request.
+pub fn handle(request: Request, disks: &HashMap<String, DiskHandle>) -> Result<(), String> {
+    let disk = |id: &str| disks.get(id).ok_or_else(|| format!("no disk {id:?}"));
+    match request {
+        Request::PauseDisk { id } => disk(&id)?.pause().map_err(|e| format!("flush failed: {e}")),
+        Request::SwitchDisk { id, path, format } => {
+            let handle = disk(&id)?;
+            let backend = storage::open_disk(&path, format, false).map_err(|e| e.to_string())?;
+            handle.switch(backend)?;
+            handle.resume();
+            tracing::info!(disk = id, path = %path.display(), "disk switched to a new layer");
+            Ok(())
+        }
+        Request::ResumeDisk { id } => {
+            disk(&id)?.resume();
+            Ok(())
+        }
+    }
+}
+
+fn serve_one(stream: UnixStream, disks: &HashMap<String, DiskHandle>) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut line = String::new();
+    let reply = match BufReader::new((&stream).take(MAX_REQUEST)).read_line(&mut line) {
+        Err(e) => Err(format!("cannot read the request: {e}")),
+        Ok(_) => serde_json::from_str::<Request>(&line)
+            .map_err(|e| format!("invalid request: {e}"))
+            .and_then(|request| handle(request, disks)),
+    };
+    let reply = match reply {
+        Ok(()) => Reply { ok: true, error: None },
+        Err(e) => {
+            tracing::warn!(error = %e, "control request refused");
+            Reply { ok: false, error: Some(e) }
+        }
+    };
+    if let Ok(text) = serde_json::to_string(&reply) {
+        let _ = (&stream).write_all(format!("{text}\n").as_bytes());
+    }
+}
+
+/// Serves `listener` on a thread of its own for the life of the process.
+pub fn spawn(listener: UnixListener, disks: HashMap<String, DiskHandle>) -> std::io::Result<()> {
+    std::thread::Builder::new().name("control".into()).spawn(move || {
+        for stream in listener.incoming() {
+            match stream {
+                Ok(stream) => serve_one(stream, &disks),
+                Err(e) => tracing::warn!(error = %e, "control socket accept failed"),
+            }
+        }
+    })?;
+    Ok(())
+}
+
+/// Sends `request` to the VMM listening on `socket`.
+pub fn call(socket: &Path, request: &Request) -> Result<(), String> {
+    let mut stream = UnixStream::connect(socket).map_err(|e| format!("{}: {e}", socket.display()))?;
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    let text = serde_json::to_string(request).map_err(|e| e.to_string())?;
+    stream.write_all(format!("{text}\n").as_bytes()).map_err(|e| e.to_string())?;
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).map_err(|e| e.to_string())?;
+    let reply: Reply = serde_json::from_str(&line).map_err(|e| format!("invalid reply {line:?}: {e}"))?;
+    match reply {
+        Reply { ok: true, .. } => Ok(()),
+        Reply { error, .. } => Err(error.unwrap_or_else(|| "refused".into())),
+    }
+}
+
+/// A disk of a running VMM, as the storage store sees it while snapshotting its volume.
+pub struct VmmDisk {
+    /// The VMM's control socket.
+    pub socket: PathBuf,
+    /// The disk's volume id.
+    pub id: String,
+}
+
+impl LayerSwitch for VmmDisk {
+    fn pause(&self) -> Result<(), String> {
+        call(&self.socket, &Request::PauseDisk { id: self.id.clone() })
+    }
+
+    fn switch(&self, path: &Path) -> Result<(), String> {
+        call(
+            &self.socket,
+            &Request::SwitchDisk { id: self.id.clone(), path: path.to_owned(), format: DiskFormat::Qcow2 },
+        )
+    }
+
+    fn resume(&self) -> Result<(), String> {
+        call(&self.socket, &Request::ResumeDisk { id: self.id.clone() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_strict_json() {
+        let r: Request = serde_json::from_str(r#"{"op": "pause-disk", "id": "vol-1"}"#).unwrap();
+        assert_eq!(r, Request::PauseDisk { id: "vol-1".into() });
+        let r: Request =
+            serde_json::from_str(r#"{"op": "switch-disk", "id": "v", "path": "/x", "format": "qcow2"}"#)
+                .unwrap();
+        assert!(matches!(r, Request::SwitchDisk { format: DiskFormat::Qcow2, .. }));
+        for bad in [
+            r#"{"op": "reboot"}"#,
+            r#"{"op": "pause-disk"}"#,
+            r#"{"op": "pause-disk", "id": "v", "x": 1}"#,
+            "{",
+        ] {
+            assert!(serde_json::from_str::<Request>(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_socket_answers_and_refuses_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("vmm.sock");
+        spawn(UnixListener::bind(&socket).unwrap(), HashMap::new()).unwrap();
+        let err = call(&socket, &Request::PauseDisk { id: "vol-x".into() }).unwrap_err();
+        assert!(err.contains("no disk"), "{err}");
+        let mut raw = UnixStream::connect(&socket).unwrap();
+        raw.write_all(b"not json\n").unwrap();
+        let mut reply = String::new();
+        BufReader::new(raw).read_line(&mut reply).unwrap();
+        assert!(reply.contains("invalid request"), "{reply}");
+    }
+}
