@@ -83,9 +83,10 @@ pub enum ImageSource {
         /// The disk file.
         disk: PathBuf,
     },
-    /// A root file system directory, made into an ext4 disk (`mkfs.ext4 -d`, no mounting).
+    /// A root file system, a directory or a tar archive (compressed or not), made into an
+    /// ext4 disk (`mkfs.ext4 -d`, no mounting).
     RootDirectory {
-        /// The directory.
+        /// The directory or tarball.
         dir: PathBuf,
         /// Disk size in bytes.
         size: u64,
@@ -270,16 +271,36 @@ impl Store {
                 (name, *format)
             }
             ImageSource::RootDirectory { dir, size, .. } => {
-                if !dir.is_dir() {
-                    return Err(StoreError::InvalidParameter(format!(
-                        "{} is not a directory",
-                        dir.display()
-                    )));
-                }
                 let free = free_space(staging)?;
                 if *size > free {
                     return Err(StoreError::NoSpace(format!("{size} bytes needed, {free} free")));
                 }
+                let unpacked = staging.join("rootfs.tmp");
+                let dir = if dir.is_file() {
+                    fs::create_dir(&unpacked).map_err(io_error(&unpacked))?;
+                    let out = Command::new("tar")
+                        .arg("-xf")
+                        .arg(dir)
+                        .arg("-C")
+                        .arg(&unpacked)
+                        .output()
+                        .map_err(io_error(Path::new("tar")))?;
+                    if !out.status.success() {
+                        return Err(StoreError::BadImage(format!(
+                            "{} is not a tar archive tar can read: {}",
+                            dir.display(),
+                            String::from_utf8_lossy(&out.stderr).trim()
+                        )));
+                    }
+                    unpacked.clone()
+                } else if dir.is_dir() {
+                    dir.clone()
+                } else {
+                    return Err(StoreError::InvalidParameter(format!(
+                        "{} is neither a directory nor a file",
+                        dir.display()
+                    )));
+                };
                 let out = staging.join("disk.raw");
                 let status = Command::new("mkfs.ext4")
                     .args(["-q", "-F", "-L", "root", "-d"])
@@ -288,6 +309,7 @@ impl Store {
                     .arg(format!("{}k", size / 1024))
                     .output()
                     .map_err(io_error(Path::new("mkfs.ext4")))?;
+                let _ = fs::remove_dir_all(&unpacked);
                 if !status.status.success() {
                     return Err(StoreError::BadImage(format!(
                         "mkfs.ext4 failed: {}",

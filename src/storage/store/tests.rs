@@ -5,6 +5,16 @@ use std::path::Path;
 use vm_memory::VolatileSlice;
 
 use super::image::ImageSpec;
+
+impl Store {
+    /// Whether an image's directory holds anything but its files and metadata.
+    fn image_dir_has_leftovers(&self, id: &str) -> bool {
+        std::fs::read_dir(self.dir("images").join(id)).unwrap().flatten().any(|e| {
+            !["image.json", "kernel", "initrd", "disk.raw", "disk.qcow2"]
+                .contains(&e.file_name().to_str().unwrap())
+        })
+    }
+}
 use super::*;
 use crate::storage::qcow2::Qcow2;
 use crate::storage::{BlockBackend, DiskFormat};
@@ -83,10 +93,43 @@ fn root_directories_become_ext4_images() {
     };
     let image = store.register_image(&spec(), &source).unwrap();
     assert_eq!(image.size, 16 * MIB);
-    let disk = store.image_file(&image, &image.disk);
+    assert_eq!(hostname_in(&store, &image), "nuage\n");
+
+    // The same tree as a compressed tarball.
+    let tarball = scratch.path().join("rootfs.tar.gz");
+    let out = std::process::Command::new("tar")
+        .arg("-czf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(scratch.path().join("rootfs"))
+        .arg(".")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let kernel = scratch.path().join("vmlinuz");
+    let from_tar =
+        ImageSource::RootDirectory { dir: tarball, size: 16 * MIB, kernel: kernel.clone(), initrd: None };
+    let image = store.register_image(&spec(), &from_tar).unwrap();
+    assert_eq!(hostname_in(&store, &image), "nuage\n");
+    assert!(!store.image_dir_has_leftovers(&image.id));
+
+    // Not a tarball, and more than the free space.
+    let junk = scratch.path().join("junk.tar");
+    std::fs::write(&junk, b"not a tar archive").unwrap();
+    let bad = ImageSource::RootDirectory { dir: junk, size: 16 * MIB, kernel: kernel.clone(), initrd: None };
+    assert!(store.register_image(&spec(), &bad).unwrap_err().to_string().contains("not a tar archive"));
+    let rootfs = scratch.path().join("rootfs");
+    let huge = ImageSource::RootDirectory { dir: rootfs, size: u64::MAX / 4, kernel, initrd: None };
+    assert!(store.register_image(&spec(), &huge).unwrap_err().to_string().starts_with("InsufficientStorage"));
+    assert_eq!(store.images().unwrap().len(), 2, "failed registrations leave nothing");
+}
+
+/// /etc/hostname in an image's ext4 disk, read with debugfs.
+fn hostname_in(store: &Store, image: &ImageRecord) -> String {
+    let disk = store.image_file(image, &image.disk);
     let out =
         std::process::Command::new("debugfs").args(["-R", "cat /etc/hostname"]).arg(&disk).output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "nuage\n");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]
