@@ -19,12 +19,14 @@
 pub mod image;
 pub mod volume;
 
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+
+use crate::state::file;
 
 pub use image::{ImageRecord, ImageSource, ImageState};
 pub use volume::{LayerSwitch, Parent, SnapshotRecord, VolumeRecord};
@@ -141,29 +143,17 @@ pub fn now() -> u64 {
 
 /// Makes a directory's entries (renames, creations) durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_error(dir))
+    file::sync_dir(dir).map_err(io_error(dir))
 }
 
 /// Replaces `path` with `value` as JSON, atomically and durably.
 pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StoreError> {
-    let tmp = path.with_extension("json.tmp");
-    let text = serde_json::to_vec_pretty(value)
-        .map_err(|e| StoreError::Io { path: path.to_owned(), source: io::Error::other(e) })?;
-    let write = || -> io::Result<()> {
-        let mut file = File::create(&tmp)?;
-        file.write_all(&text)?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)
-    };
-    write().map_err(io_error(path))?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
+    file::write_json(path, value).map_err(io_error(path))
 }
 
 /// Reads a JSON record.
 pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, StoreError> {
-    let text = fs::read(path).map_err(io_error(path))?;
-    serde_json::from_slice(&text)
-        .map_err(|e| StoreError::Io { path: path.to_owned(), source: io::Error::other(e) })
+    file::read_json(path).map_err(io_error(path))
 }
 
 /// Removes a file if it exists.

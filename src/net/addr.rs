@@ -1,0 +1,162 @@
+//! IPv4 networks in CIDR notation and the MAC addresses derived from instance addresses.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Smallest and largest subnet prefixes: a /30 leaves one instance address.
+pub const SUBNET_PREFIXES: std::ops::RangeInclusive<u8> = 8..=30;
+
+/// An IPv4 network: `10.0.7.0/24`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Ipv4Cidr {
+    network: Ipv4Addr,
+    prefix: u8,
+}
+
+/// Why a CIDR string is refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CidrError {
+    /// Not `a.b.c.d/n`.
+    #[error("invalid CIDR {0:?}: expected a.b.c.d/prefix")]
+    Syntax(String),
+    /// The prefix is outside what a subnet may use.
+    #[error("prefix /{0} out of range: subnets are /8 to /30")]
+    Prefix(u8),
+    /// Host bits are set.
+    #[error("{given} has host bits set: the network is {network}")]
+    HostBits {
+        /// What was given.
+        given: String,
+        /// The network it denotes.
+        network: String,
+    },
+}
+
+impl Ipv4Cidr {
+    /// The mask of the prefix.
+    fn mask(&self) -> u32 {
+        u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0)
+    }
+
+    /// The network address.
+    pub fn network(&self) -> Ipv4Addr {
+        self.network
+    }
+
+    /// The prefix length.
+    pub fn prefix(&self) -> u8 {
+        self.prefix
+    }
+
+    /// The broadcast address.
+    pub fn broadcast(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.network) | !self.mask())
+    }
+
+    /// Whether `ip` lies in the network.
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & self.mask() == u32::from(self.network)
+    }
+
+    /// Whether the two networks share any address.
+    pub fn overlaps(&self, other: &Ipv4Cidr) -> bool {
+        self.contains(other.network) || other.contains(self.network)
+    }
+
+    /// The usable host addresses (all but the network and broadcast addresses), in order.
+    pub fn hosts(&self) -> impl Iterator<Item = Ipv4Addr> {
+        let first = u32::from(self.network) + 1;
+        let last = u32::from(self.broadcast()) - 1;
+        (first..=last).map(Ipv4Addr::from)
+    }
+}
+
+impl FromStr for Ipv4Cidr {
+    type Err = CidrError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let syntax = || CidrError::Syntax(text.to_owned());
+        let (ip, prefix) = text.split_once('/').ok_or_else(syntax)?;
+        let ip: Ipv4Addr = ip.parse().map_err(|_| syntax())?;
+        let prefix: u8 = prefix.parse().map_err(|_| syntax())?;
+        if !SUBNET_PREFIXES.contains(&prefix) {
+            return Err(CidrError::Prefix(prefix));
+        }
+        let cidr = Self { network: ip, prefix };
+        let network = Ipv4Addr::from(u32::from(ip) & cidr.mask());
+        if network != ip {
+            return Err(CidrError::HostBits { given: text.to_owned(), network: format!("{network}/{prefix}") });
+        }
+        Ok(cidr)
+    }
+}
+
+impl TryFrom<String> for Ipv4Cidr {
+    type Error = CidrError;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        text.parse()
+    }
+}
+
+impl fmt::Display for Ipv4Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
+}
+
+impl From<Ipv4Cidr> for String {
+    fn from(cidr: Ipv4Cidr) -> Self {
+        cidr.to_string()
+    }
+}
+
+/// The MAC address of the interface holding `ip`: locally administered, `02:4e` ("N")
+/// then the four address bytes. Subnets never overlap, so addresses, and with them MACs,
+/// are unique on the host, and a restart derives the same ones.
+pub fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
+    let [a, b, c, d] = ip.octets();
+    [0x02, 0x4e, a, b, c, d]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parsing_and_arithmetic() {
+        let net: Ipv4Cidr = "10.0.7.0/24".parse().unwrap();
+        assert_eq!(net.broadcast(), Ipv4Addr::new(10, 0, 7, 255));
+        assert!(net.contains(Ipv4Addr::new(10, 0, 7, 9)) && !net.contains(Ipv4Addr::new(10, 0, 8, 1)));
+        assert_eq!(net.hosts().count(), 254);
+        assert_eq!(net.hosts().next(), Some(Ipv4Addr::new(10, 0, 7, 1)));
+        let small: Ipv4Cidr = "192.168.1.4/30".parse().unwrap();
+        assert_eq!(small.hosts().collect::<Vec<_>>(), vec![Ipv4Addr::new(192, 168, 1, 5), Ipv4Addr::new(192, 168, 1, 6)]);
+        assert!(net.overlaps(&"10.0.0.0/16".parse().unwrap()));
+        assert!(!net.overlaps(&"10.0.8.0/24".parse().unwrap()));
+        assert_eq!(serde_json::to_string(&net).unwrap(), "\"10.0.7.0/24\"");
+    }
+
+    #[test]
+    fn bad_cidrs_say_why() {
+        assert_eq!(
+            "10.0.7.1/24".parse::<Ipv4Cidr>(),
+            Err(CidrError::HostBits { given: "10.0.7.1/24".into(), network: "10.0.7.0/24".into() })
+        );
+        assert_eq!("10.0.0.0/31".parse::<Ipv4Cidr>(), Err(CidrError::Prefix(31)));
+        assert_eq!("10.0.0.0/4".parse::<Ipv4Cidr>(), Err(CidrError::Prefix(4)));
+        for bad in ["10.0.0.0", "10.0.0/24", "10.0.0.0/x", "", "/24", "300.0.0.0/24"] {
+            assert!(matches!(bad.parse::<Ipv4Cidr>(), Err(CidrError::Syntax(_))), "{bad}");
+        }
+    }
+
+    #[test]
+    fn macs_follow_addresses() {
+        assert_eq!(mac_for(Ipv4Addr::new(10, 0, 7, 2)), [0x02, 0x4e, 10, 0, 7, 2]);
+        assert_ne!(mac_for(Ipv4Addr::new(10, 0, 7, 2)), mac_for(Ipv4Addr::new(10, 0, 7, 3)));
+    }
+}
