@@ -89,7 +89,10 @@ impl FromStr for Ipv4Cidr {
         let cidr = Self { network: ip, prefix };
         let network = Ipv4Addr::from(u32::from(ip) & cidr.mask());
         if network != ip {
-            return Err(CidrError::HostBits { given: text.to_owned(), network: format!("{network}/{prefix}") });
+            return Err(CidrError::HostBits {
+                given: text.to_owned(),
+                network: format!("{network}/{prefix}"),
+            });
         }
         Ok(cidr)
     }
@@ -135,7 +138,10 @@ mod tests {
         assert_eq!(net.hosts().count(), 254);
         assert_eq!(net.hosts().next(), Some(Ipv4Addr::new(10, 0, 7, 1)));
         let small: Ipv4Cidr = "192.168.1.4/30".parse().unwrap();
-        assert_eq!(small.hosts().collect::<Vec<_>>(), vec![Ipv4Addr::new(192, 168, 1, 5), Ipv4Addr::new(192, 168, 1, 6)]);
+        assert_eq!(
+            small.hosts().collect::<Vec<_>>(),
+            vec![Ipv4Addr::new(192, 168, 1, 5), Ipv4Addr::new(192, 168, 1, 6)]
+        );
         assert!(net.overlaps(&"10.0.0.0/16".parse().unwrap()));
         assert!(!net.overlaps(&"10.0.8.0/24".parse().unwrap()));
         assert_eq!(serde_json::to_string(&net).unwrap(), "\"10.0.7.0/24\"");

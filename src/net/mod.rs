@@ -1,3 +1,56 @@
-//! Host networking: the tap devices instances' network interfaces sit on.
+//! Host networking: subnets with their bridges, instance addresses, and the tap devices
+//! instances' network interfaces sit on. Every operation can run inside a named network
+//! namespace, which is also how the tests run it.
 
+pub mod addr;
+pub mod ipam;
+pub mod link;
 pub mod tap;
+
+use std::path::{Path, PathBuf};
+
+/// Errors of network operations; each carries an EC2-style error name.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// No such subnet or lease.
+    #[error("InvalidSubnetID.NotFound: {0}")]
+    NotFound(String),
+    /// A CIDR overlapping an existing subnet.
+    #[error("InvalidSubnet.Conflict: {0}")]
+    Conflict(String),
+    /// A malformed or unassignable value.
+    #[error("InvalidParameterValue: {0}")]
+    InvalidParameter(String),
+    /// The requested address is leased already.
+    #[error("InvalidIPAddress.InUse: {0} is already assigned")]
+    AddressInUse(String),
+    /// The subnet has no free address.
+    #[error("InsufficientFreeAddressesInSubnet: no free address in {0}")]
+    Exhausted(String),
+    /// Something still depends on the resource.
+    #[error("DependencyViolation: {0}")]
+    DependencyViolation(String),
+    /// A network command failed.
+    #[error("{command}: {stderr}")]
+    Command {
+        /// What ran.
+        command: String,
+        /// What it said.
+        stderr: String,
+    },
+    /// An I/O error on a state file.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+impl NetError {
+    /// Wraps an I/O error on `path`.
+    pub fn io(path: &Path) -> impl Fn(std::io::Error) -> NetError + '_ {
+        move |source| NetError::Io { path: path.to_owned(), source }
+    }
+}

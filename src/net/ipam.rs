@@ -1,0 +1,289 @@
+//! Subnets and the addresses leased in them, persisted in one JSON record that every change
+//! rewrites atomically under an exclusive file lock: concurrent allocations, in threads or
+//! processes, never hand out an address twice, and a restart finds every lease.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::addr::{mac_for, Ipv4Cidr};
+use super::NetError;
+use crate::state::file::{read_json, write_json};
+use crate::storage::store::new_id;
+
+/// A subnet: its addresses, gateway (the host's address on it) and bridge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subnet {
+    /// `subnet-` and hex digits.
+    pub id: String,
+    /// Its network.
+    pub cidr: Ipv4Cidr,
+    /// The host's address on the bridge; never leased.
+    pub gateway: Ipv4Addr,
+    /// The Linux bridge nuage owns for it.
+    pub bridge: String,
+}
+
+/// An address leased to an owner (an instance's interface).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// The address.
+    pub ip: Ipv4Addr,
+    /// The interface's MAC address, derived from the address.
+    pub mac: String,
+    /// Who holds it.
+    pub owner: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct State {
+    subnets: Vec<Subnet>,
+    leases: BTreeMap<String, Vec<Lease>>,
+}
+
+/// The address manager over one state directory.
+#[derive(Debug)]
+pub struct Ipam {
+    state: PathBuf,
+    lock: PathBuf,
+}
+
+/// An exclusive `flock` held until dropped.
+struct Locked(File);
+
+impl Locked {
+    fn acquire(path: &Path) -> Result<Self, NetError> {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(NetError::io(path))?;
+        // SAFETY: flock only acts on our own descriptor.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(NetError::io(path)(std::io::Error::last_os_error()));
+        }
+        Ok(Self(file))
+    }
+}
+
+impl Drop for Locked {
+    fn drop(&mut self) {
+        // SAFETY: as above; closing the file would release the lock anyway.
+        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+    }
+}
+
+impl Ipam {
+    /// The address manager whose record lives in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, NetError> {
+        std::fs::create_dir_all(dir).map_err(NetError::io(dir))?;
+        Ok(Self { state: dir.join("network.json"), lock: dir.join("network.lock") })
+    }
+
+    /// Runs `change` on the current state under the lock and saves the result.
+    fn transaction<T>(&self, change: impl FnOnce(&mut State) -> Result<T, NetError>) -> Result<T, NetError> {
+        let _lock = Locked::acquire(&self.lock)?;
+        let mut state = self.load()?;
+        let result = change(&mut state)?;
+        write_json(&self.state, &state).map_err(NetError::io(&self.state))?;
+        Ok(result)
+    }
+
+    fn load(&self) -> Result<State, NetError> {
+        if self.state.exists() {
+            read_json(&self.state).map_err(NetError::io(&self.state))
+        } else {
+            Ok(State::default())
+        }
+    }
+
+    /// Creates a subnet; refuses one overlapping another. The gateway defaults to the
+    /// first host address.
+    pub fn create_subnet(&self, cidr: Ipv4Cidr, gateway: Option<Ipv4Addr>) -> Result<Subnet, NetError> {
+        let gateway = gateway.or_else(|| cidr.hosts().next()).ok_or(NetError::Exhausted(cidr.to_string()))?;
+        if !cidr.hosts().any(|h| h == gateway) {
+            return Err(NetError::InvalidParameter(format!(
+                "gateway {gateway} is not a host address of {cidr}"
+            )));
+        }
+        self.transaction(|state| {
+            if let Some(other) = state.subnets.iter().find(|s| s.cidr.overlaps(&cidr)) {
+                return Err(NetError::Conflict(format!("{cidr} overlaps {} ({})", other.cidr, other.id)));
+            }
+            let id = new_id("subnet");
+            let bridge = format!("nbr-{}", &id["subnet-".len().."subnet-".len() + 8]);
+            let subnet = Subnet { id, cidr, gateway, bridge };
+            state.subnets.push(subnet.clone());
+            Ok(subnet)
+        })
+    }
+
+    /// All subnets.
+    pub fn subnets(&self) -> Result<Vec<Subnet>, NetError> {
+        Ok(self.load()?.subnets)
+    }
+
+    /// The subnet `id`.
+    pub fn subnet(&self, id: &str) -> Result<Subnet, NetError> {
+        self.subnets()?.into_iter().find(|s| s.id == id).ok_or_else(|| NetError::NotFound(id.to_owned()))
+    }
+
+    /// Removes a subnet without leases.
+    pub fn delete_subnet(&self, id: &str) -> Result<Subnet, NetError> {
+        self.transaction(|state| {
+            let index = state
+                .subnets
+                .iter()
+                .position(|s| s.id == id)
+                .ok_or_else(|| NetError::NotFound(id.to_owned()))?;
+            if state.leases.get(id).is_some_and(|l| !l.is_empty()) {
+                return Err(NetError::DependencyViolation(format!("{id} still has leased addresses")));
+            }
+            state.leases.remove(id);
+            Ok(state.subnets.remove(index))
+        })
+    }
+
+    /// Leases `requested`, or the lowest free address, in subnet `subnet_id` to `owner`.
+    /// The network, gateway and broadcast addresses are never leased.
+    pub fn allocate(
+        &self,
+        subnet_id: &str,
+        owner: &str,
+        requested: Option<Ipv4Addr>,
+    ) -> Result<Lease, NetError> {
+        self.transaction(|state| {
+            let subnet = state
+                .subnets
+                .iter()
+                .find(|s| s.id == subnet_id)
+                .cloned()
+                .ok_or_else(|| NetError::NotFound(subnet_id.to_owned()))?;
+            let leases = state.leases.entry(subnet_id.to_owned()).or_default();
+            let taken = |ip: Ipv4Addr| ip == subnet.gateway || leases.iter().any(|l| l.ip == ip);
+            let ip = match requested {
+                Some(ip) if !subnet.cidr.hosts().any(|h| h == ip) || ip == subnet.gateway => {
+                    return Err(NetError::InvalidParameter(format!(
+                        "{ip} is not an assignable address of {} (gateway {})",
+                        subnet.cidr, subnet.gateway
+                    )))
+                }
+                Some(ip) if taken(ip) => return Err(NetError::AddressInUse(ip.to_string())),
+                Some(ip) => ip,
+                None => subnet
+                    .cidr
+                    .hosts()
+                    .find(|&ip| !taken(ip))
+                    .ok_or(NetError::Exhausted(subnet.cidr.to_string()))?,
+            };
+            let [a, b, c, d, e, f] = mac_for(ip);
+            let mac = format!("{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x}");
+            let lease = Lease { ip, mac, owner: owner.to_owned() };
+            leases.push(lease.clone());
+            Ok(lease)
+        })
+    }
+
+    /// Returns `ip` to subnet `subnet_id`'s pool.
+    pub fn release(&self, subnet_id: &str, ip: Ipv4Addr) -> Result<(), NetError> {
+        self.transaction(|state| {
+            let leases =
+                state.leases.get_mut(subnet_id).ok_or_else(|| NetError::NotFound(subnet_id.to_owned()))?;
+            let before = leases.len();
+            leases.retain(|l| l.ip != ip);
+            if leases.len() == before {
+                return Err(NetError::NotFound(format!("lease of {ip} in {subnet_id}")));
+            }
+            Ok(())
+        })
+    }
+
+    /// The leases of subnet `subnet_id`.
+    pub fn leases(&self, subnet_id: &str) -> Result<Vec<Lease>, NetError> {
+        Ok(self.load()?.leases.remove(subnet_id).unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    fn cidr(text: &str) -> Ipv4Cidr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn subnets_may_not_overlap_and_gateways_must_fit() {
+        let dir = tempfile::tempdir().unwrap();
+        let ipam = Ipam::open(dir.path()).unwrap();
+        let subnet = ipam.create_subnet(cidr("10.0.7.0/24"), None).unwrap();
+        assert_eq!(subnet.gateway, Ipv4Addr::new(10, 0, 7, 1));
+        assert!(subnet.bridge.len() <= 15 && subnet.bridge.starts_with("nbr-"));
+        let err = ipam.create_subnet(cidr("10.0.0.0/16"), None).unwrap_err();
+        assert!(err.to_string().starts_with("InvalidSubnet.Conflict"), "{err}");
+        let err = ipam.create_subnet(cidr("10.0.8.0/24"), Some(Ipv4Addr::new(10, 0, 9, 1))).unwrap_err();
+        assert!(err.to_string().contains("not a host address"), "{err}");
+        assert!(ipam.create_subnet(cidr("10.0.8.0/24"), Some(Ipv4Addr::new(10, 0, 8, 254))).is_ok());
+        assert_eq!(ipam.subnets().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn addresses_are_unique_reserved_ones_never_leased_and_exhaustion_is_clear() {
+        let dir = tempfile::tempdir().unwrap();
+        let ipam = Ipam::open(dir.path()).unwrap();
+        let subnet = ipam.create_subnet(cidr("192.168.5.0/29"), None).unwrap();
+        // Hosts .1-.6; .1 is the gateway: five leases.
+        let leased: Vec<Ipv4Addr> =
+            (0..5).map(|i| ipam.allocate(&subnet.id, &format!("i-{i}"), None).unwrap().ip).collect();
+        assert_eq!(leased.first(), Some(&Ipv4Addr::new(192, 168, 5, 2)));
+        assert_eq!(leased.last(), Some(&Ipv4Addr::new(192, 168, 5, 6)));
+        let err = ipam.allocate(&subnet.id, "i-x", None).unwrap_err();
+        assert!(err.to_string().starts_with("InsufficientFreeAddressesInSubnet"), "{err}");
+        ipam.release(&subnet.id, Ipv4Addr::new(192, 168, 5, 4)).unwrap();
+        assert_eq!(ipam.allocate(&subnet.id, "i-y", None).unwrap().ip, Ipv4Addr::new(192, 168, 5, 4));
+        for (ip, expected) in [
+            ("192.168.5.0", "InvalidParameterValue"),
+            ("192.168.5.1", "InvalidParameterValue"),
+            ("192.168.5.7", "InvalidParameterValue"),
+            ("10.1.1.1", "InvalidParameterValue"),
+            ("192.168.5.3", "InvalidIPAddress.InUse"),
+        ] {
+            let err = ipam.allocate(&subnet.id, "i-z", Some(ip.parse().unwrap())).unwrap_err();
+            assert!(err.to_string().starts_with(expected), "{ip}: {err}");
+        }
+        assert!(ipam.allocate("subnet-0000000000", "i", None).unwrap_err().to_string().contains("NotFound"));
+        let err = ipam.delete_subnet(&subnet.id).unwrap_err();
+        assert!(err.to_string().starts_with("DependencyViolation"), "{err}");
+    }
+
+    #[test]
+    fn concurrent_allocations_never_collide_and_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let subnet = Ipam::open(dir.path()).unwrap().create_subnet(cidr("10.9.0.0/24"), None).unwrap();
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let (path, id) = (dir.path().to_owned(), subnet.id.clone());
+                // Each thread opens its own manager, as separate processes would.
+                std::thread::spawn(move || {
+                    let ipam = Ipam::open(&path).unwrap();
+                    (0..30)
+                        .map(|i| ipam.allocate(&id, &format!("i-{t}-{i}"), None).unwrap().ip)
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let all: Vec<Ipv4Addr> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+        assert_eq!(all.len(), 240);
+        assert_eq!(all.iter().collect::<HashSet<_>>().len(), 240, "an address was handed out twice");
+        let reopened = Ipam::open(dir.path()).unwrap();
+        let leases = reopened.leases(&subnet.id).unwrap();
+        assert_eq!(leases.len(), 240);
+        assert_eq!(leases.iter().map(|l| &l.mac).collect::<HashSet<_>>().len(), 240, "MACs are unique");
+    }
+}
