@@ -3,6 +3,7 @@
 //! namespace, which is also how the tests run it.
 
 pub mod addr;
+pub mod dhcp;
 pub mod ipam;
 pub mod link;
 pub mod tap;
