@@ -4,6 +4,7 @@
 
 pub mod addr;
 pub mod dhcp;
+pub mod firewall;
 pub mod ipam;
 pub mod link;
 pub mod tap;

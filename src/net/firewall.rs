@@ -1,0 +1,261 @@
+//! Egress NAT and isolation with nftables, through `nft -j` (JSON in, never text parsed):
+//! one table, `inet nuage`, replaced as a whole in one atomic batch each time the policy
+//! changes, so it never holds a half-applied policy and a restart simply applies it again.
+//!
+//! - subnet egress is masqueraded behind the host's own address;
+//! - instances cannot reach the host's management ports on their bridge;
+//! - traffic between two subnets is dropped.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use serde_json::{json, Value};
+
+use super::addr::Ipv4Cidr;
+use super::NetError;
+
+/// The nftables table nuage owns.
+pub const TABLE: &str = "nuage";
+
+/// What the firewall enforces.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    /// Each subnet and its bridge.
+    pub subnets: Vec<(Ipv4Cidr, String)>,
+    /// TCP ports of the host that instances may not reach (the API).
+    pub protected_ports: Vec<u16>,
+}
+
+fn table() -> Value {
+    json!({"family": "inet", "name": TABLE})
+}
+
+fn chain(name: &str, kind: &str, hook: &str, priority: i32) -> Value {
+    json!({"add": {"chain": {"family": "inet", "table": TABLE, "name": name, "type": kind, "hook": hook,
+        "prio": priority, "policy": "accept"}}})
+}
+
+fn rule(chain: &str, expr: Vec<Value>) -> Value {
+    json!({"add": {"rule": {"family": "inet", "table": TABLE, "chain": chain, "expr": expr}}})
+}
+
+fn name_is(key: &str, op: &str, name: &str) -> Value {
+    json!({"match": {"op": op, "left": {"meta": {"key": key}}, "right": name}})
+}
+
+impl Policy {
+    /// The nftables batch that installs this policy, replacing the table.
+    pub fn batch(&self) -> Value {
+        let mut commands = vec![
+            // Add (a no-op when it exists), delete, add: the table is rebuilt in one batch.
+            json!({"add": {"table": table()}}),
+            json!({"delete": {"table": table()}}),
+            json!({"add": {"table": table()}}),
+            chain("postrouting", "nat", "postrouting", 100),
+            chain("input", "filter", "input", 0),
+            chain("forward", "filter", "forward", 0),
+        ];
+        for (cidr, bridge) in &self.subnets {
+            let source = json!({"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}},
+                "right": {"prefix": {"addr": cidr.network().to_string(), "len": cidr.prefix()}}}});
+            commands.push(rule(
+                "postrouting",
+                vec![source, name_is("oifname", "!=", bridge), json!({"masquerade": null})],
+            ));
+            for port in &self.protected_ports {
+                let dport = json!({"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}},
+                    "right": port}});
+                commands.push(rule(
+                    "input",
+                    vec![name_is("iifname", "==", bridge), dport, json!({"drop": null})],
+                ));
+            }
+            for (_, other) in self.subnets.iter().filter(|(_, b)| b != bridge) {
+                commands.push(rule(
+                    "forward",
+                    vec![
+                        name_is("iifname", "==", bridge),
+                        name_is("oifname", "==", other),
+                        json!({"drop": null}),
+                    ],
+                ));
+            }
+        }
+        json!({"nftables": commands})
+    }
+}
+
+/// Applies policies in one network namespace.
+#[derive(Debug, Clone, Default)]
+pub struct Firewall {
+    netns: Option<String>,
+}
+
+impl Firewall {
+    /// The firewall of namespace `netns` (`None`: the process's own).
+    pub fn new(netns: Option<String>) -> Self {
+        Self { netns }
+    }
+
+    fn command(&self, program: &str) -> Command {
+        match &self.netns {
+            Some(netns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", netns, program]);
+                command
+            }
+            None => Command::new(program),
+        }
+    }
+
+    /// Installs `policy`, replacing the previous one atomically.
+    pub fn apply(&self, policy: &Policy) -> Result<(), NetError> {
+        let batch = policy.batch().to_string();
+        let failed = |stderr: String| NetError::Command { command: "nft -j -f -".into(), stderr };
+        let mut child = self
+            .command("nft")
+            .args(["-j", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| failed(format!("{e} (is the nftables package installed?)")))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(batch.as_bytes()).map_err(|e| failed(e.to_string()))?;
+        }
+        let out = child.wait_with_output().map_err(|e| failed(e.to_string()))?;
+        if !out.status.success() {
+            return Err(failed(String::from_utf8_lossy(&out.stderr).trim().to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Turns on IPv4 forwarding, which routing instance traffic needs.
+    pub fn enable_forwarding(&self) -> Result<(), NetError> {
+        let out = self
+            .command("sysctl")
+            .args(["-q", "-w", "net.ipv4.ip_forward=1"])
+            .output()
+            .map_err(|e| NetError::Command { command: "sysctl".into(), stderr: e.to_string() })?;
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+            return Err(NetError::Command { command: "sysctl -w net.ipv4.ip_forward=1".into(), stderr });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `args` with `ip`, failing the test with its message.
+    fn ip(args: &[&str]) {
+        let out = Command::new("ip").args(args).output().unwrap();
+        assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Runs a shell command inside namespace `ns`; returns whether it succeeded.
+    fn in_ns(ns: &str, script: &str) -> bool {
+        Command::new("ip").args(["netns", "exec", ns, "bash", "-c", script]).status().unwrap().success()
+    }
+
+    struct Namespaces(Vec<String>);
+
+    impl Drop for Namespaces {
+        fn drop(&mut self) {
+            for ns in &self.0 {
+                let _ = Command::new("ip").args(["netns", "del", ns]).output();
+            }
+        }
+    }
+
+    #[test]
+    fn the_batch_is_one_replaceable_table() {
+        let policy = Policy {
+            subnets: vec![
+                ("10.0.7.0/24".parse().unwrap(), "nbr-a".into()),
+                ("10.0.8.0/24".parse().unwrap(), "nbr-b".into()),
+            ],
+            protected_ports: vec![8443],
+        };
+        let text = policy.batch().to_string();
+        assert!(text.starts_with(r#"{"nftables":[{"add":{"table""#));
+        assert_eq!(text.matches("masquerade").count(), 2);
+        assert_eq!(text.matches(r#""right":8443"#).count(), 2);
+        assert_eq!(text.matches(r#""chain":"forward""#).count(), 2, "a to b and b to a");
+    }
+
+    /// Host, guest and LAN namespaces: the guest reaches the LAN (which has no route back
+    /// to the subnet) only through masquerading, and never the host's API port.
+    #[test]
+    fn subnets_are_masqueraded_and_kept_from_the_api() {
+        let tag = std::process::id();
+        let (host, guest, lan) =
+            (format!("nuage-fw-h-{tag}"), format!("nuage-fw-g-{tag}"), format!("nuage-fw-l-{tag}"));
+        let _cleanup = Namespaces(vec![host.clone(), guest.clone(), lan.clone()]);
+        for ns in [&host, &guest, &lan] {
+            ip(&["netns", "add", ns]);
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        ip(&["-n", &host, "link", "add", "nbr-fw", "type", "bridge"]);
+        ip(&["-n", &host, "addr", "add", "10.0.7.1/24", "dev", "nbr-fw"]);
+        ip(&["-n", &host, "link", "set", "nbr-fw", "up"]);
+        ip(&["-n", &host, "link", "add", "vg", "type", "veth", "peer", "name", "eth0", "netns", &guest]);
+        ip(&["-n", &host, "link", "set", "vg", "master", "nbr-fw", "up"]);
+        ip(&["-n", &guest, "addr", "add", "10.0.7.5/24", "dev", "eth0"]);
+        ip(&["-n", &guest, "link", "set", "eth0", "up"]);
+        ip(&["-n", &guest, "route", "add", "default", "via", "10.0.7.1"]);
+        ip(&["-n", &host, "link", "add", "uplink", "type", "veth", "peer", "name", "lan0", "netns", &lan]);
+        ip(&["-n", &host, "addr", "add", "192.168.50.1/24", "dev", "uplink"]);
+        ip(&["-n", &host, "link", "set", "uplink", "up"]);
+        ip(&["-n", &lan, "addr", "add", "192.168.50.2/24", "dev", "lan0"]);
+        ip(&["-n", &lan, "link", "set", "lan0", "up"]);
+
+        let firewall = Firewall::new(Some(host.clone()));
+        firewall.enable_forwarding().unwrap();
+        let ping_lan = "busybox ping -c 1 -W 2 192.168.50.2 >/dev/null 2>&1";
+        assert!(!in_ns(&guest, ping_lan), "without NAT the LAN cannot answer");
+        let policy = Policy {
+            subnets: vec![("10.0.7.0/24".parse().unwrap(), "nbr-fw".into())],
+            protected_ports: vec![8443],
+        };
+        firewall.apply(&policy).unwrap();
+        firewall.apply(&policy).unwrap(); // re-applying replaces, never duplicates
+        assert!(in_ns(&guest, ping_lan), "masqueraded egress reaches the LAN");
+
+        // Listeners on the host: the API port is unreachable from the guest, another is not.
+        let listen = |port: &str| {
+            Command::new("ip")
+                .args(["netns", "exec", &host, "timeout", "8", "busybox", "nc", "-l", "-p", port])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        };
+        let (mut api, mut other) = (listen("8443"), listen("8444"));
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert!(
+            in_ns(&guest, "timeout 4 bash -c 'echo > /dev/tcp/10.0.7.1/8444'"),
+            "an ordinary port answers"
+        );
+        assert!(
+            !in_ns(&guest, "timeout 2 bash -c 'echo > /dev/tcp/10.0.7.1/8443'"),
+            "the API port is dropped"
+        );
+        for listener in [&mut api, &mut other] {
+            // SIGTERM reaches `timeout`, which passes it on to the listener.
+            // SAFETY: kill only sends a signal to our own child.
+            unsafe { libc::kill(listener.id() as i32, libc::SIGTERM) };
+            let _ = listener.wait();
+        }
+        let rules = Command::new("ip")
+            .args(["netns", "exec", &host, "nft", "-j", "list", "table", "inet", TABLE])
+            .output()
+            .unwrap();
+        let listed: Value = serde_json::from_slice(&rules.stdout).unwrap();
+        let count =
+            listed["nftables"].as_array().unwrap().iter().filter(|item| item.get("rule").is_some()).count();
+        assert_eq!(count, 2, "one masquerade and one API rule: {listed}");
+    }
+}
