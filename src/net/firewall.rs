@@ -4,7 +4,10 @@
 //!
 //! - subnet egress is masqueraded behind the host's own address;
 //! - instances cannot reach the host's management ports on their bridge;
-//! - traffic between two subnets is dropped.
+//! - traffic between two subnets is dropped;
+//! - an associated Elastic IP's traffic is translated both ways (DNAT in, SNAT out); the
+//!   host holds the address on its uplink (see [`super::link::Links::add_address`]), so
+//!   it answers ARP for it.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -24,6 +27,12 @@ pub struct Policy {
     pub subnets: Vec<(Ipv4Cidr, String)>,
     /// TCP ports of the host that instances may not reach (the API).
     pub protected_ports: Vec<u16>,
+    /// Associated Elastic IPs: (public, private).
+    pub elastic_ips: Vec<(std::net::Ipv4Addr, std::net::Ipv4Addr)>,
+}
+
+fn address_is(field: &str, ip: std::net::Ipv4Addr) -> Value {
+    json!({"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": field}}, "right": ip.to_string()}})
 }
 
 fn table() -> Value {
@@ -51,10 +60,18 @@ impl Policy {
             json!({"add": {"table": table()}}),
             json!({"delete": {"table": table()}}),
             json!({"add": {"table": table()}}),
+            chain("prerouting", "nat", "prerouting", -100),
             chain("postrouting", "nat", "postrouting", 100),
             chain("input", "filter", "input", 0),
             chain("forward", "filter", "forward", 0),
         ];
+        // Elastic IPs first: their SNAT must win over the subnet's masquerade.
+        for (public, private) in &self.elastic_ips {
+            let dnat = json!({"dnat": {"family": "ip", "addr": private.to_string()}});
+            commands.push(rule("prerouting", vec![address_is("daddr", *public), dnat]));
+            let snat = json!({"snat": {"family": "ip", "addr": public.to_string()}});
+            commands.push(rule("postrouting", vec![address_is("saddr", *private), snat]));
+        }
         for (cidr, bridge) in &self.subnets {
             let source = json!({"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}},
                 "right": {"prefix": {"addr": cidr.network().to_string(), "len": cidr.prefix()}}}});
@@ -177,6 +194,7 @@ mod tests {
                 ("10.0.8.0/24".parse().unwrap(), "nbr-b".into()),
             ],
             protected_ports: vec![8443],
+            elastic_ips: Vec::new(),
         };
         let text = policy.batch().to_string();
         assert!(text.starts_with(r#"{"nftables":[{"add":{"table""#));
@@ -218,6 +236,7 @@ mod tests {
         let policy = Policy {
             subnets: vec![("10.0.7.0/24".parse().unwrap(), "nbr-fw".into())],
             protected_ports: vec![8443],
+            elastic_ips: Vec::new(),
         };
         firewall.apply(&policy).unwrap();
         firewall.apply(&policy).unwrap(); // re-applying replaces, never duplicates
@@ -257,5 +276,51 @@ mod tests {
         let count =
             listed["nftables"].as_array().unwrap().iter().filter(|item| item.get("rule").is_some()).count();
         assert_eq!(count, 2, "one masquerade and one API rule: {listed}");
+
+        // An Elastic IP on the uplink reaches the guest's service from the LAN.
+        let public: std::net::Ipv4Addr = "192.168.50.10".parse().unwrap();
+        let links = crate::net::link::Links::new(Some(host.clone()));
+        links.add_address("uplink", public).unwrap();
+        links.add_address("uplink", public).unwrap();
+        let with_eip = Policy { elastic_ips: vec![(public, "10.0.7.5".parse().unwrap())], ..policy.clone() };
+        firewall.apply(&with_eip).unwrap();
+        let serve = || {
+            Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &guest,
+                    "timeout",
+                    "8",
+                    "bash",
+                    "-c",
+                    "echo from-guest | busybox nc -l -p 9000",
+                ])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        };
+        let fetch = || {
+            let out = Command::new("ip")
+                .args(["netns", "exec", &lan, "timeout", "3", "busybox", "nc", "192.168.50.10", "9000"])
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        };
+        let mut server = serve();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert_eq!(fetch(), "from-guest", "the Elastic IP leads to the guest");
+        let _ = server.wait();
+        firewall.apply(&policy).unwrap();
+        links.remove_address("uplink", public).unwrap();
+        let mut server = serve();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert_eq!(fetch(), "", "disassociated, it leads nowhere");
+        // SAFETY: kill only sends a signal to our own child.
+        unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
+        let _ = server.wait();
     }
 }

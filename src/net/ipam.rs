@@ -43,6 +43,20 @@ pub struct Lease {
 struct State {
     subnets: Vec<Subnet>,
     leases: BTreeMap<String, Vec<Lease>>,
+    #[serde(default)]
+    elastic_ips: Vec<ElasticIp>,
+}
+
+/// An Elastic IP: an address of the host's LAN pool, associated with an instance's
+/// private address or not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ElasticIp {
+    /// `eipalloc-` and hex digits.
+    pub id: String,
+    /// The LAN address.
+    pub public_ip: Ipv4Addr,
+    /// The private address it forwards to, when associated.
+    pub private_ip: Option<Ipv4Addr>,
 }
 
 /// The address manager over one state directory.
@@ -207,6 +221,79 @@ impl Ipam {
     pub fn leases(&self, subnet_id: &str) -> Result<Vec<Lease>, NetError> {
         Ok(self.load()?.leases.remove(subnet_id).unwrap_or_default())
     }
+
+    /// Allocates the lowest free address of `pool` (spare LAN addresses) as an Elastic IP.
+    pub fn allocate_address(&self, pool: &[Ipv4Addr]) -> Result<ElasticIp, NetError> {
+        self.transaction(|state| {
+            let free = pool.iter().copied().find(|ip| !state.elastic_ips.iter().any(|e| e.public_ip == *ip));
+            let public_ip = free.ok_or_else(|| {
+                NetError::AddressLimitExceeded(format!("all {} pool addresses are allocated", pool.len()))
+            })?;
+            let eip = ElasticIp { id: new_id("eipalloc"), public_ip, private_ip: None };
+            state.elastic_ips.push(eip.clone());
+            Ok(eip)
+        })
+    }
+
+    /// Associates Elastic IP `id` with `private_ip`, which must be leased in some subnet.
+    pub fn associate_address(&self, id: &str, private_ip: Ipv4Addr) -> Result<ElasticIp, NetError> {
+        self.transaction(|state| {
+            if !state.elastic_ips.iter().any(|e| e.id == id) {
+                return Err(NetError::AllocationNotFound(id.to_owned()));
+            }
+            if !state.leases.values().flatten().any(|l| l.ip == private_ip) {
+                return Err(NetError::InvalidParameter(format!("{private_ip} is not an instance address")));
+            }
+            if let Some(other) =
+                state.elastic_ips.iter().find(|e| e.private_ip == Some(private_ip) && e.id != id)
+            {
+                return Err(NetError::AddressInUse(format!("{private_ip} (associated with {})", other.id)));
+            }
+            let eip = state
+                .elastic_ips
+                .iter_mut()
+                .find(|e| e.id == id)
+                .ok_or_else(|| NetError::AllocationNotFound(id.to_owned()))?;
+            eip.private_ip = Some(private_ip);
+            Ok(eip.clone())
+        })
+    }
+
+    /// Ends Elastic IP `id`'s association.
+    pub fn disassociate_address(&self, id: &str) -> Result<ElasticIp, NetError> {
+        self.transaction(|state| {
+            let eip = state
+                .elastic_ips
+                .iter_mut()
+                .find(|e| e.id == id)
+                .ok_or_else(|| NetError::AllocationNotFound(id.to_owned()))?;
+            eip.private_ip = None;
+            Ok(eip.clone())
+        })
+    }
+
+    /// Returns an unassociated Elastic IP to the pool.
+    pub fn release_address(&self, id: &str) -> Result<(), NetError> {
+        self.transaction(|state| {
+            let index = state
+                .elastic_ips
+                .iter()
+                .position(|e| e.id == id)
+                .ok_or_else(|| NetError::AllocationNotFound(id.to_owned()))?;
+            if state.elastic_ips[index].private_ip.is_some() {
+                return Err(NetError::DependencyViolation(format!(
+                    "{id} is associated: disassociate it first"
+                )));
+            }
+            state.elastic_ips.remove(index);
+            Ok(())
+        })
+    }
+
+    /// All Elastic IPs.
+    pub fn elastic_ips(&self) -> Result<Vec<ElasticIp>, NetError> {
+        Ok(self.load()?.elastic_ips)
+    }
 }
 
 #[cfg(test)]
@@ -260,6 +347,42 @@ mod tests {
         assert!(ipam.allocate("subnet-0000000000", "i", None).unwrap_err().to_string().contains("NotFound"));
         let err = ipam.delete_subnet(&subnet.id).unwrap_err();
         assert!(err.to_string().starts_with("DependencyViolation"), "{err}");
+    }
+
+    #[test]
+    fn elastic_ips_are_allocated_associated_and_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let ipam = Ipam::open(dir.path()).unwrap();
+        let subnet = ipam.create_subnet(cidr("10.0.7.0/24"), None).unwrap();
+        let lease = ipam.allocate(&subnet.id, "i-1", None).unwrap();
+        let pool = [Ipv4Addr::new(192, 168, 50, 10), Ipv4Addr::new(192, 168, 50, 11)];
+        let first = ipam.allocate_address(&pool).unwrap();
+        assert!(first.id.starts_with("eipalloc-") && first.public_ip == pool[0]);
+        let second = ipam.allocate_address(&pool).unwrap();
+        let err = ipam.allocate_address(&pool).unwrap_err().to_string();
+        assert!(err.starts_with("AddressLimitExceeded"), "{err}");
+        let err = ipam.associate_address(&first.id, Ipv4Addr::new(10, 0, 7, 99)).unwrap_err().to_string();
+        assert!(err.contains("not an instance address"), "{err}");
+        ipam.associate_address(&first.id, lease.ip).unwrap();
+        assert!(ipam
+            .associate_address(&second.id, lease.ip)
+            .unwrap_err()
+            .to_string()
+            .starts_with("InvalidIPAddress.InUse"));
+        assert!(ipam.release_address(&first.id).unwrap_err().to_string().starts_with("DependencyViolation"));
+        let err = ipam.associate_address("eipalloc-0000000000", lease.ip).unwrap_err().to_string();
+        assert!(err.starts_with("InvalidAllocationID.NotFound"), "{err}");
+        // The association is a record: a restart finds it.
+        let reopened = Ipam::open(dir.path()).unwrap();
+        let found = reopened.elastic_ips().unwrap().into_iter().find(|e| e.id == first.id).unwrap();
+        assert_eq!(found.private_ip, Some(lease.ip));
+        reopened.disassociate_address(&first.id).unwrap();
+        reopened.release_address(&first.id).unwrap();
+        assert_eq!(
+            reopened.allocate_address(&pool).unwrap().public_ip,
+            pool[0],
+            "released addresses return to the pool"
+        );
     }
 
     #[test]

@@ -93,14 +93,9 @@ impl Links {
         if !self.exists(bridge)? {
             self.ip(&["link", "add", "name", bridge, "type", "bridge"])?;
         }
-        let json = self.ip(&["-j", "-4", "addr", "show", "dev", bridge])?;
-        let addrs: Vec<AddrInfo> = serde_json::from_str(&json)
-            .map_err(|e| NetError::Command { command: "ip -j addr show".into(), stderr: e.to_string() })?;
         let gateway = subnet.gateway.to_string();
-        let present = addrs
-            .iter()
-            .flat_map(|a| &a.addr_info)
-            .any(|a| a.local == gateway && a.prefixlen == subnet.cidr.prefix());
+        let present =
+            self.addresses(bridge)?.iter().any(|a| a.local == gateway && a.prefixlen == subnet.cidr.prefix());
         if !present {
             self.ip(&["addr", "add", &format!("{gateway}/{}", subnet.cidr.prefix()), "dev", bridge])?;
         }
@@ -119,6 +114,33 @@ impl Links {
         }
         self.ip(&["link", "set", name, "master", bridge, "up"])?;
         Ok(())
+    }
+
+    /// Puts `ip`/32 on interface `dev` (an Elastic IP on the uplink), if not there yet.
+    pub fn add_address(&self, dev: &str, ip: std::net::Ipv4Addr) -> Result<(), NetError> {
+        if !self.has_address(dev, ip)? {
+            self.ip(&["addr", "add", &format!("{ip}/32"), "dev", dev])?;
+        }
+        Ok(())
+    }
+
+    /// Removes `ip`/32 from interface `dev`, if there.
+    pub fn remove_address(&self, dev: &str, ip: std::net::Ipv4Addr) -> Result<(), NetError> {
+        if self.has_address(dev, ip)? {
+            self.ip(&["addr", "del", &format!("{ip}/32"), "dev", dev])?;
+        }
+        Ok(())
+    }
+
+    fn addresses(&self, dev: &str) -> Result<Vec<Addr>, NetError> {
+        let json = self.ip(&["-j", "-4", "addr", "show", "dev", dev])?;
+        let addrs: Vec<AddrInfo> = serde_json::from_str(&json)
+            .map_err(|e| NetError::Command { command: "ip -j addr show".into(), stderr: e.to_string() })?;
+        Ok(addrs.into_iter().flat_map(|a| a.addr_info).collect())
+    }
+
+    fn has_address(&self, dev: &str, ip: std::net::Ipv4Addr) -> Result<bool, NetError> {
+        Ok(self.addresses(dev)?.iter().any(|a| a.local == ip.to_string()))
     }
 
     /// Removes interface `name` if it exists.

@@ -29,6 +29,12 @@ pub enum NetError {
     /// The subnet has no free address.
     #[error("InsufficientFreeAddressesInSubnet: no free address in {0}")]
     Exhausted(String),
+    /// No such Elastic IP.
+    #[error("InvalidAllocationID.NotFound: {0}")]
+    AllocationNotFound(String),
+    /// The Elastic IP pool is used up.
+    #[error("AddressLimitExceeded: {0}")]
+    AddressLimitExceeded(String),
     /// Something still depends on the resource.
     #[error("DependencyViolation: {0}")]
     DependencyViolation(String),
