@@ -126,6 +126,13 @@ pub fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
     [0x02, 0x4e, a, b, c, d]
 }
 
+/// The kernel command-line `ip=` entry that configures `device` statically at boot, for
+/// kernels with IP autoconfiguration (`CONFIG_IP_PNP`): no agent and no DHCP needed.
+pub fn kernel_ip_param(ip: Ipv4Addr, cidr: &Ipv4Cidr, gateway: Ipv4Addr, device: &str) -> String {
+    let mask = Ipv4Addr::from(u32::MAX.checked_shl(32 - u32::from(cidr.prefix())).unwrap_or(0));
+    format!("ip={ip}::{gateway}:{mask}::{device}:off")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,6 +165,15 @@ mod tests {
         for bad in ["10.0.0.0", "10.0.0/24", "10.0.0.0/x", "", "/24", "300.0.0.0/24"] {
             assert!(matches!(bad.parse::<Ipv4Cidr>(), Err(CidrError::Syntax(_))), "{bad}");
         }
+    }
+
+    #[test]
+    fn kernel_ip_parameter() {
+        let net: Ipv4Cidr = "10.0.7.0/24".parse().unwrap();
+        assert_eq!(
+            kernel_ip_param(Ipv4Addr::new(10, 0, 7, 5), &net, Ipv4Addr::new(10, 0, 7, 1), "eth0"),
+            "ip=10.0.7.5::10.0.7.1:255.255.255.0::eth0:off"
+        );
     }
 
     #[test]

@@ -29,6 +29,52 @@ pub struct Policy {
     pub protected_ports: Vec<u16>,
     /// Associated Elastic IPs: (public, private).
     pub elastic_ips: Vec<(std::net::Ipv4Addr, std::net::Ipv4Addr)>,
+    /// Instances with ingress rules (security groups): routed traffic to them is dropped
+    /// unless a rule allows it or it answers their own connections.
+    pub ingress: Vec<(std::net::Ipv4Addr, Vec<Allow>)>,
+}
+
+/// Transport protocols an ingress rule names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+    /// ICMP.
+    Icmp,
+}
+
+/// One ingress rule: `protocol` (to `port`, for TCP and UDP) from `source`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allow {
+    /// The protocol.
+    pub protocol: Protocol,
+    /// The destination port (TCP, UDP); `None` allows every port.
+    pub port: Option<u16>,
+    /// Where the traffic may come from.
+    pub source: Ipv4Cidr,
+}
+
+impl Allow {
+    fn expr(&self, instance: std::net::Ipv4Addr) -> Vec<Value> {
+        let mut expr = vec![
+            address_is("daddr", instance),
+            json!({"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}},
+                "right": {"prefix": {"addr": self.source.network().to_string(), "len": self.source.prefix()}}}}),
+        ];
+        let name = match self.protocol {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Icmp => "icmp",
+        };
+        expr.push(json!({"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": name}}));
+        if let (Some(port), Protocol::Tcp | Protocol::Udp) = (self.port, self.protocol) {
+            expr.push(json!({"match": {"op": "==", "left": {"payload": {"protocol": "th", "field": "dport"}}, "right": port}}));
+        }
+        expr.push(json!({"accept": null}));
+        expr
+    }
 }
 
 fn address_is(field: &str, ip: std::net::Ipv4Addr) -> Value {
@@ -71,6 +117,16 @@ impl Policy {
             commands.push(rule("prerouting", vec![address_is("daddr", *public), dnat]));
             let snat = json!({"snat": {"family": "ip", "addr": public.to_string()}});
             commands.push(rule("postrouting", vec![address_is("saddr", *private), snat]));
+        }
+        if !self.ingress.is_empty() {
+            let state = json!({"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", "related"]}});
+            commands.push(rule("forward", vec![state, json!({"accept": null})]));
+        }
+        for (instance, allows) in &self.ingress {
+            for allow in allows {
+                commands.push(rule("forward", allow.expr(*instance)));
+            }
+            commands.push(rule("forward", vec![address_is("daddr", *instance), json!({"drop": null})]));
         }
         for (cidr, bridge) in &self.subnets {
             let source = json!({"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}},
@@ -176,14 +232,81 @@ mod tests {
         Command::new("ip").args(["netns", "exec", ns, "bash", "-c", script]).status().unwrap().success()
     }
 
-    struct Namespaces(Vec<String>);
+    /// Three namespaces: a host with subnet bridge nbr-fw (10.0.7.1/24) and uplink
+    /// (192.168.50.1/24), a guest (10.0.7.5) on the bridge, and a LAN host (192.168.50.2)
+    /// with no route to the subnet.
+    struct Topology {
+        host: String,
+        guest: String,
+        lan: String,
+    }
 
-    impl Drop for Namespaces {
+    impl Topology {
+        fn new(tag: &str) -> Self {
+            let id = std::process::id();
+            let net = Self {
+                host: format!("nuage-{tag}-h-{id}"),
+                guest: format!("nuage-{tag}-g-{id}"),
+                lan: format!("nuage-{tag}-l-{id}"),
+            };
+            let (host, guest, lan) = (&net.host, &net.guest, &net.lan);
+            for ns in [host, guest, lan] {
+                ip(&["netns", "add", ns]);
+                ip(&["-n", ns, "link", "set", "lo", "up"]);
+            }
+            ip(&["-n", host, "link", "add", "nbr-fw", "type", "bridge"]);
+            ip(&["-n", host, "addr", "add", "10.0.7.1/24", "dev", "nbr-fw"]);
+            ip(&["-n", host, "link", "set", "nbr-fw", "up"]);
+            ip(&["-n", host, "link", "add", "vg", "type", "veth", "peer", "name", "eth0", "netns", guest]);
+            ip(&["-n", host, "link", "set", "vg", "master", "nbr-fw", "up"]);
+            ip(&["-n", guest, "addr", "add", "10.0.7.5/24", "dev", "eth0"]);
+            ip(&["-n", guest, "link", "set", "eth0", "up"]);
+            ip(&["-n", guest, "route", "add", "default", "via", "10.0.7.1"]);
+            ip(&["-n", host, "link", "add", "uplink", "type", "veth", "peer", "name", "lan0", "netns", lan]);
+            ip(&["-n", host, "addr", "add", "192.168.50.1/24", "dev", "uplink"]);
+            ip(&["-n", host, "link", "set", "uplink", "up"]);
+            ip(&["-n", lan, "addr", "add", "192.168.50.2/24", "dev", "lan0"]);
+            ip(&["-n", lan, "link", "set", "lan0", "up"]);
+            net
+        }
+    }
+
+    impl Drop for Topology {
         fn drop(&mut self) {
-            for ns in &self.0 {
+            for ns in [&self.host, &self.guest, &self.lan] {
                 let _ = Command::new("ip").args(["netns", "del", ns]).output();
             }
         }
+    }
+
+    /// Serves `reply` on TCP `port` inside `ns` for a few seconds.
+    fn serve(ns: &str, port: u16, reply: &str) -> std::process::Child {
+        let script = format!("echo {reply} | busybox nc -l -p {port}");
+        Command::new("ip")
+            .args(["netns", "exec", ns, "timeout", "8", "bash", "-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    /// What TCP `addr` `port` answers from inside `ns` (empty: nothing).
+    fn fetch(ns: &str, addr: &str, port: u16) -> String {
+        let port = port.to_string();
+        let out = Command::new("ip")
+            .args(["netns", "exec", ns, "timeout", "3", "busybox", "nc", addr, &port])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    fn stop(mut child: std::process::Child) {
+        // SIGTERM reaches `timeout`, which passes it on to the listener.
+        // SAFETY: kill only sends a signal to our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let _ = child.wait();
     }
 
     #[test]
@@ -195,6 +318,7 @@ mod tests {
             ],
             protected_ports: vec![8443],
             elastic_ips: Vec::new(),
+            ingress: Vec::new(),
         };
         let text = policy.batch().to_string();
         assert!(text.starts_with(r#"{"nftables":[{"add":{"table""#));
@@ -207,28 +331,8 @@ mod tests {
     /// to the subnet) only through masquerading, and never the host's API port.
     #[test]
     fn subnets_are_masqueraded_and_kept_from_the_api() {
-        let tag = std::process::id();
-        let (host, guest, lan) =
-            (format!("nuage-fw-h-{tag}"), format!("nuage-fw-g-{tag}"), format!("nuage-fw-l-{tag}"));
-        let _cleanup = Namespaces(vec![host.clone(), guest.clone(), lan.clone()]);
-        for ns in [&host, &guest, &lan] {
-            ip(&["netns", "add", ns]);
-            ip(&["-n", ns, "link", "set", "lo", "up"]);
-        }
-        ip(&["-n", &host, "link", "add", "nbr-fw", "type", "bridge"]);
-        ip(&["-n", &host, "addr", "add", "10.0.7.1/24", "dev", "nbr-fw"]);
-        ip(&["-n", &host, "link", "set", "nbr-fw", "up"]);
-        ip(&["-n", &host, "link", "add", "vg", "type", "veth", "peer", "name", "eth0", "netns", &guest]);
-        ip(&["-n", &host, "link", "set", "vg", "master", "nbr-fw", "up"]);
-        ip(&["-n", &guest, "addr", "add", "10.0.7.5/24", "dev", "eth0"]);
-        ip(&["-n", &guest, "link", "set", "eth0", "up"]);
-        ip(&["-n", &guest, "route", "add", "default", "via", "10.0.7.1"]);
-        ip(&["-n", &host, "link", "add", "uplink", "type", "veth", "peer", "name", "lan0", "netns", &lan]);
-        ip(&["-n", &host, "addr", "add", "192.168.50.1/24", "dev", "uplink"]);
-        ip(&["-n", &host, "link", "set", "uplink", "up"]);
-        ip(&["-n", &lan, "addr", "add", "192.168.50.2/24", "dev", "lan0"]);
-        ip(&["-n", &lan, "link", "set", "lan0", "up"]);
-
+        let net = Topology::new("nat");
+        let (host, guest, lan) = (net.host.clone(), net.guest.clone(), net.lan.clone());
         let firewall = Firewall::new(Some(host.clone()));
         firewall.enable_forwarding().unwrap();
         let ping_lan = "busybox ping -c 1 -W 2 192.168.50.2 >/dev/null 2>&1";
@@ -237,22 +341,14 @@ mod tests {
             subnets: vec![("10.0.7.0/24".parse().unwrap(), "nbr-fw".into())],
             protected_ports: vec![8443],
             elastic_ips: Vec::new(),
+            ingress: Vec::new(),
         };
         firewall.apply(&policy).unwrap();
         firewall.apply(&policy).unwrap(); // re-applying replaces, never duplicates
         assert!(in_ns(&guest, ping_lan), "masqueraded egress reaches the LAN");
 
         // Listeners on the host: the API port is unreachable from the guest, another is not.
-        let listen = |port: &str| {
-            Command::new("ip")
-                .args(["netns", "exec", &host, "timeout", "8", "busybox", "nc", "-l", "-p", port])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap()
-        };
-        let (mut api, mut other) = (listen("8443"), listen("8444"));
+        let (api, other) = (serve(&host, 8443, "api"), serve(&host, 8444, "other"));
         std::thread::sleep(std::time::Duration::from_millis(300));
         assert!(
             in_ns(&guest, "timeout 4 bash -c 'echo > /dev/tcp/10.0.7.1/8444'"),
@@ -262,12 +358,8 @@ mod tests {
             !in_ns(&guest, "timeout 2 bash -c 'echo > /dev/tcp/10.0.7.1/8443'"),
             "the API port is dropped"
         );
-        for listener in [&mut api, &mut other] {
-            // SIGTERM reaches `timeout`, which passes it on to the listener.
-            // SAFETY: kill only sends a signal to our own child.
-            unsafe { libc::kill(listener.id() as i32, libc::SIGTERM) };
-            let _ = listener.wait();
-        }
+        stop(api);
+        stop(other);
         let rules = Command::new("ip")
             .args(["netns", "exec", &host, "nft", "-j", "list", "table", "inet", TABLE])
             .output()
@@ -284,43 +376,41 @@ mod tests {
         links.add_address("uplink", public).unwrap();
         let with_eip = Policy { elastic_ips: vec![(public, "10.0.7.5".parse().unwrap())], ..policy.clone() };
         firewall.apply(&with_eip).unwrap();
-        let serve = || {
-            Command::new("ip")
-                .args([
-                    "netns",
-                    "exec",
-                    &guest,
-                    "timeout",
-                    "8",
-                    "bash",
-                    "-c",
-                    "echo from-guest | busybox nc -l -p 9000",
-                ])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap()
-        };
-        let fetch = || {
-            let out = Command::new("ip")
-                .args(["netns", "exec", &lan, "timeout", "3", "busybox", "nc", "192.168.50.10", "9000"])
-                .stdin(Stdio::null())
-                .output()
-                .unwrap();
-            String::from_utf8_lossy(&out.stdout).trim().to_owned()
-        };
-        let mut server = serve();
+        let server = serve(&guest, 9000, "from-guest");
         std::thread::sleep(std::time::Duration::from_millis(300));
-        assert_eq!(fetch(), "from-guest", "the Elastic IP leads to the guest");
-        let _ = server.wait();
+        assert_eq!(fetch(&lan, "192.168.50.10", 9000), "from-guest", "the Elastic IP leads to the guest");
+        stop(server);
         firewall.apply(&policy).unwrap();
         links.remove_address("uplink", public).unwrap();
-        let mut server = serve();
+        let server = serve(&guest, 9000, "from-guest");
         std::thread::sleep(std::time::Duration::from_millis(300));
-        assert_eq!(fetch(), "", "disassociated, it leads nowhere");
-        // SAFETY: kill only sends a signal to our own child.
-        unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
-        let _ = server.wait();
+        assert_eq!(fetch(&lan, "192.168.50.10", 9000), "", "disassociated, it leads nowhere");
+        stop(server);
+    }
+
+    /// Ingress rules let only the allowed port in from the allowed source, while the
+    /// instance's own connections still get their answers.
+    #[test]
+    fn ingress_rules_admit_only_what_they_allow() {
+        let net = Topology::new("sg");
+        ip(&["-n", &net.lan, "route", "add", "10.0.7.0/24", "via", "192.168.50.1"]);
+        let firewall = Firewall::new(Some(net.host.clone()));
+        firewall.enable_forwarding().unwrap();
+        let instance = "10.0.7.5".parse().unwrap();
+        let allow =
+            Allow { protocol: Protocol::Tcp, port: Some(9001), source: "192.168.50.0/24".parse().unwrap() };
+        let policy = Policy { ingress: vec![(instance, vec![allow])], ..Policy::default() };
+        firewall.apply(&policy).unwrap();
+        let (open, closed) = (serve(&net.guest, 9001, "open"), serve(&net.guest, 9002, "closed"));
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert_eq!(fetch(&net.lan, "10.0.7.5", 9001), "open");
+        assert_eq!(fetch(&net.lan, "10.0.7.5", 9002), "", "not allowed");
+        assert!(!in_ns(&net.lan, "busybox ping -c 1 -W 1 10.0.7.5 >/dev/null 2>&1"), "ICMP not allowed");
+        assert!(
+            in_ns(&net.guest, "busybox ping -c 1 -W 2 192.168.50.2 >/dev/null 2>&1"),
+            "replies to the instance pass"
+        );
+        stop(open);
+        stop(closed);
     }
 }
