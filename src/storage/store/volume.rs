@@ -276,10 +276,14 @@ impl Store {
                 by: format!("{instance} (snapshots of attached volumes need the VMM to switch layers)"),
             });
         }
-        let id = new_id("snap");
+        self.freeze(&volume)
+    }
+
+    /// Moves the volume's file aside as a new snapshot and puts an empty layer on it.
+    fn freeze(&self, volume: &VolumeRecord) -> Result<SnapshotRecord, StoreError> {
         let mut snapshot = SnapshotRecord {
-            id: id.clone(),
-            volume_id: volume_id.to_owned(),
+            id: new_id("snap"),
+            volume_id: volume.id.clone(),
             size: volume.size,
             parent: volume.parent.clone(),
             created: now(),
@@ -287,9 +291,9 @@ impl Store {
             deleting: false,
         };
         // The intent first: recovery finishes or undoes the rest.
-        write_json(&self.snapshot_json(&id), &snapshot)?;
-        let from = self.volume_file(volume_id);
-        fs::rename(&from, self.snapshot_file(&id)).map_err(io_error(&from))?;
+        write_json(&self.snapshot_json(&snapshot.id), &snapshot)?;
+        let from = self.volume_file(&volume.id);
+        fs::rename(&from, self.snapshot_file(&snapshot.id)).map_err(io_error(&from))?;
         sync_dir(&self.dir("snapshots"))?;
         sync_dir(&self.dir("volumes"))?;
         self.finish_snapshot(&mut snapshot)?;
@@ -307,29 +311,15 @@ impl Store {
         let vmm_error =
             |step: &str, e: String| StoreError::InvalidParameter(format!("VMM {step} failed: {e}"));
         vmm.pause().map_err(|e| vmm_error("pause", e))?;
-        let id = new_id("snap");
-        let mut snapshot = SnapshotRecord {
-            id: id.clone(),
-            volume_id: volume_id.to_owned(),
-            size: volume.size,
-            parent: volume.parent.clone(),
-            created: now(),
-            completed: false,
-            deleting: false,
+        let frozen = self.freeze(&volume);
+        let snapshot = match frozen {
+            Ok(snapshot) => snapshot,
+            Err(e) => {
+                // The VMM still writes the file it had open; let it go on.
+                let _ = vmm.resume();
+                return Err(e);
+            }
         };
-        let frozen = (|| {
-            write_json(&self.snapshot_json(&id), &snapshot)?;
-            let from = self.volume_file(volume_id);
-            fs::rename(&from, self.snapshot_file(&id)).map_err(io_error(&from))?;
-            sync_dir(&self.dir("snapshots"))?;
-            sync_dir(&self.dir("volumes"))?;
-            self.finish_snapshot(&mut snapshot)
-        })();
-        if let Err(e) = frozen {
-            // The VMM still writes the file it had open; let it go on.
-            let _ = vmm.resume();
-            return Err(e);
-        }
         vmm.switch(&self.volume_file(volume_id)).map_err(|e| vmm_error("switch", e))?;
         Ok(snapshot)
     }
