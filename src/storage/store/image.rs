@@ -76,9 +76,9 @@ pub enum ImageSource {
         /// The initrd, if any.
         initrd: Option<PathBuf>,
     },
-    /// A raw disk holding an ext2/3/4 file system (not partitioned) whose `/boot` has the
-    /// kernel (`vmlinuz-*`) and initrd (`initrd.img-*`): the newest of each is extracted
-    /// with `debugfs`, without mounting anything.
+    /// A raw disk holding an ext2/3/4 file system, whole or in a partition (MBR or GPT),
+    /// whose `/boot` has the kernel (`vmlinuz-*`) and initrd (`initrd.img-*`): the newest
+    /// of each is extracted with `debugfs`, without mounting anything.
     DiskWithBoot {
         /// The disk file.
         disk: PathBuf,
@@ -133,16 +133,71 @@ fn debugfs(disk: &Path, request: &str) -> Result<String, StoreError> {
         || stderr.contains("Couldn't find valid filesystem")
     {
         return Err(StoreError::BadImage(format!(
-            "{} holds no ext2/3/4 file system debugfs can read (partitioned disks need the kernel given explicitly)",
+            "{} holds no ext2/3/4 file system debugfs can read",
             disk.display()
         )));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Extracts the newest `/boot/vmlinuz-*` and matching `/boot/initrd.img-*` into `staging`.
+/// Byte offsets of the partitions of an MBR or GPT disk, or just 0 for a bare file system.
+fn filesystem_offsets(disk: &Path) -> Result<Vec<u64>, StoreError> {
+    const SECTOR: u64 = 512;
+    let mut head = vec![0u8; 34 * SECTOR as usize];
+    let file = fs::File::open(disk).map_err(io_error(disk))?;
+    let n = std::os::unix::fs::FileExt::read_at(&file, &mut head, 0).map_err(io_error(disk))?;
+    head.truncate(n);
+    let le32 = |b: &[u8], at: usize| {
+        b.get(at..at + 4).map_or(0, |s| u32::from_le_bytes(s.try_into().unwrap_or_default()))
+    };
+    let le64 = |b: &[u8], at: usize| {
+        b.get(at..at + 8).map_or(0, |s| u64::from_le_bytes(s.try_into().unwrap_or_default()))
+    };
+    if head.get(510..512) != Some(&[0x55, 0xaa]) {
+        return Ok(vec![0]);
+    }
+    if head.get(512..520) == Some(b"EFI PART") {
+        let (table_lba, count, size) = (le64(&head, 512 + 72), le32(&head, 512 + 80), le32(&head, 512 + 84));
+        if !(128..=1024).contains(&size) || count > 256 {
+            return Err(StoreError::BadImage(format!("{}: implausible GPT header", disk.display())));
+        }
+        let mut table = vec![0u8; (count * size) as usize];
+        std::os::unix::fs::FileExt::read_exact_at(&file, &mut table, table_lba.saturating_mul(SECTOR))
+            .map_err(io_error(disk))?;
+        return Ok(table
+            .chunks_exact(size as usize)
+            .filter(|entry| entry[..16].iter().any(|b| *b != 0))
+            .map(|entry| le64(entry, 32).saturating_mul(SECTOR))
+            .collect());
+    }
+    Ok((0..4)
+        .map(|i| 446 + 16 * i)
+        .filter(|&at| head[at + 4] != 0)
+        .map(|at| u64::from(le32(&head, at + 8)) * SECTOR)
+        .collect())
+}
+
+/// Extracts the newest `/boot/vmlinuz-*` and matching `/boot/initrd.img-*` into `staging`,
+/// from the first file system (whole disk or partition) that has them.
 fn extract_boot_files(disk: &Path, staging: &Path) -> Result<(PathBuf, Option<PathBuf>), StoreError> {
-    let listing = debugfs(disk, "ls -p /boot")?;
+    let mut last_error = None;
+    for offset in filesystem_offsets(disk)? {
+        // e2fsprogs reads a file system at an offset through the `?offset=` I/O option.
+        let source = PathBuf::from(format!("{}?offset={offset}", disk.display()));
+        match extract_from(&source, disk, staging) {
+            Ok(found) => return Ok(found),
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| StoreError::BadImage(format!("{} has no partitions", disk.display()))))
+}
+
+fn extract_from(
+    source: &Path,
+    disk: &Path,
+    staging: &Path,
+) -> Result<(PathBuf, Option<PathBuf>), StoreError> {
+    let listing = debugfs(source, "ls -p /boot")?;
     // `ls -p` lines: /inode/mode/uid/gid/name/size/
     let names: Vec<&str> =
         listing.lines().filter_map(|l| l.split('/').nth(5)).filter(|n| !n.is_empty()).collect();
@@ -154,7 +209,7 @@ fn extract_boot_files(disk: &Path, staging: &Path) -> Result<(PathBuf, Option<Pa
     let version = &kernel["vmlinuz-".len()..];
     let dump = |name: &str, to: &str| -> Result<PathBuf, StoreError> {
         let out = staging.join(to);
-        debugfs(disk, &format!("dump /boot/{name} {}", out.display()))?;
+        debugfs(source, &format!("dump /boot/{name} {}", out.display()))?;
         match fs::metadata(&out) {
             Ok(meta) if meta.len() > 0 => Ok(out),
             _ => Err(StoreError::BadImage(format!("cannot extract /boot/{name} from {}", disk.display()))),

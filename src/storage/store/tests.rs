@@ -158,6 +158,31 @@ fn kernels_are_found_in_the_disks_boot_directory() {
     let image = store.register_image(&spec(), &ImageSource::DiskWithBoot { disk }).unwrap();
     assert_eq!(std::fs::read_to_string(store.image_file(&image, "kernel")).unwrap(), "new kernel");
     assert_eq!(std::fs::read_to_string(store.image_file(&image, "initrd")).unwrap(), "new initrd");
+    // The same file system inside a partition, of a GPT and of an MBR disk.
+    for label in ["gpt", "dos"] {
+        let partitioned = scratch.path().join(format!("{label}.raw"));
+        std::fs::write(&partitioned, vec![0u8; MIB as usize]).unwrap();
+        let mut bytes = std::fs::read(&partitioned).unwrap();
+        bytes.extend(std::fs::read(scratch.path().join("disk.ext4")).unwrap());
+        bytes.extend(vec![0u8; MIB as usize]); // room for the backup GPT
+        std::fs::write(&partitioned, bytes).unwrap();
+        let mut sfdisk = std::process::Command::new("sfdisk")
+            .arg("--quiet")
+            .arg(&partitioned)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("sfdisk (util-linux)");
+        use std::io::Write as _;
+        let table = format!("label: {label}\nstart=2048, size=16384, type=L\n");
+        sfdisk.stdin.take().unwrap().write_all(table.as_bytes()).unwrap();
+        assert!(sfdisk.wait().unwrap().success());
+        let image = store.register_image(&spec(), &ImageSource::DiskWithBoot { disk: partitioned }).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(store.image_file(&image, "kernel")).unwrap(),
+            "new kernel",
+            "{label}"
+        );
+    }
     // A disk without a file system, or without kernels, is refused.
     let blank = scratch.path().join("blank.raw");
     std::fs::write(&blank, vec![0u8; MIB as usize]).unwrap();
