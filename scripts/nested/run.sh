@@ -71,9 +71,18 @@ cp "$NUAGE_ROOT/scripts/nested/l1-init" "$stage/init"
 # Uncompressed: decompressing tens of MB under software emulation costs more than reading them.
 (cd "$stage" && find . | cpio -o -H newc --quiet) > "$out/l1.cpio"
 
-timeout "${NUAGE_L1_TIMEOUT:-1500}" qemu-system-x86_64 \
-    -accel tcg,thread=multi -cpu EPYC,+svm -smp "${NUAGE_L1_CPUS:-2}" -m 3072 \
-    -nographic -no-reboot -monitor none \
-    -kernel "$vmlinuz" -initrd "$out/l1.cpio" \
-    -append "console=ttyS0 rdinit=/init panic=-1 quiet nuage.mode=$mode nuage.runs=$runs nuage.only=$only nuage.vmmlog=$vmmlog" \
-    </dev/null | tee "$out/console.log"
+# The emulated L1 machine itself has been seen to reset on rare occasions (nested SVM
+# under TCG), ending the run early with nothing logged. Such a run is started once more,
+# its log kept aside as console.attemptN.log; the scenarios' own failures are not retried.
+for attempt in 1 2; do
+    timeout "${NUAGE_L1_TIMEOUT:-1500}" qemu-system-x86_64 \
+        -accel tcg,thread=multi -cpu EPYC,+svm -smp "${NUAGE_L1_CPUS:-2}" -m 3072 \
+        -nographic -no-reboot -monitor none \
+        -kernel "$vmlinuz" -initrd "$out/l1.cpio" \
+        -append "console=ttyS0 rdinit=/init panic=-1 quiet nuage.mode=$mode nuage.runs=$runs nuage.only=$only nuage.vmmlog=$vmmlog" \
+        </dev/null | tee "$out/console.log"
+    grep -q "@@ scenarios-done" "$out/console.log" && break
+    [ "$attempt" -eq 2 ] && break
+    mv "$out/console.log" "$out/console.attempt$attempt.log"
+    log "the L1 machine stopped before the scenarios finished (log: $out/console.attempt$attempt.log); running them once more"
+done
