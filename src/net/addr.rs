@@ -1,4 +1,5 @@
-//! IPv4 networks in CIDR notation and the MAC addresses derived from instance addresses.
+//! IPv4 networks in CIDR notation, and MAC addresses (as configured, or derived from an
+//! instance's address).
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -118,12 +119,62 @@ impl From<Ipv4Cidr> for String {
     }
 }
 
+/// A string that is not a unicast MAC address.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid MAC address {0:?}: expected a unicast address such as 52:54:00:12:34:56")]
+pub struct MacError(pub String);
+
+/// An Ethernet MAC address, written `52:54:00:12:34:56`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct MacAddress(pub [u8; 6]);
+
+impl FromStr for MacAddress {
+    type Err = MacError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bad = || MacError(text.to_owned());
+        let mut bytes = [0u8; 6];
+        let mut parts = text.split(':');
+        for byte in &mut bytes {
+            let part = parts.next().filter(|p| p.len() == 2).ok_or_else(bad)?;
+            *byte = u8::from_str_radix(part, 16).map_err(|_| bad())?;
+        }
+        // A guest interface needs a unicast address.
+        if parts.next().is_some() || bytes[0] & 1 != 0 || bytes == [0; 6] {
+            return Err(bad());
+        }
+        Ok(Self(bytes))
+    }
+}
+
+impl TryFrom<String> for MacAddress {
+    type Error = MacError;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        text.parse()
+    }
+}
+
+impl fmt::Display for MacAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = self.0;
+        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3], b[4], b[5])
+    }
+}
+
+impl From<MacAddress> for String {
+    fn from(mac: MacAddress) -> Self {
+        mac.to_string()
+    }
+}
+
 /// The MAC address of the interface holding `ip`: locally administered, `02:4e` ("N")
 /// then the four address bytes. Subnets never overlap, so addresses, and with them MACs,
 /// are unique on the host, and a restart derives the same ones.
-pub fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
+pub fn mac_for(ip: Ipv4Addr) -> MacAddress {
     let [a, b, c, d] = ip.octets();
-    [0x02, 0x4e, a, b, c, d]
+    MacAddress([0x02, 0x4e, a, b, c, d])
 }
 
 /// The kernel command-line `ip=` entry that configures `device` statically at boot, for
@@ -178,7 +229,7 @@ mod tests {
 
     #[test]
     fn macs_follow_addresses() {
-        assert_eq!(mac_for(Ipv4Addr::new(10, 0, 7, 2)), [0x02, 0x4e, 10, 0, 7, 2]);
+        assert_eq!(mac_for(Ipv4Addr::new(10, 0, 7, 2)).to_string(), "02:4e:0a:00:07:02");
         assert_ne!(mac_for(Ipv4Addr::new(10, 0, 7, 2)), mac_for(Ipv4Addr::new(10, 0, 7, 3)));
     }
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::addr::{mac_for, Ipv4Cidr};
+use super::addr::{mac_for, Ipv4Cidr, MacAddress};
 use super::NetError;
 use crate::state::file::{read_json, write_json};
 use crate::storage::store::new_id;
@@ -34,7 +34,7 @@ pub struct Lease {
     /// The address.
     pub ip: Ipv4Addr,
     /// The interface's MAC address, derived from the address.
-    pub mac: String,
+    pub mac: MacAddress,
     /// Who holds it.
     pub owner: String,
 }
@@ -195,9 +195,7 @@ impl Ipam {
                     .find(|&ip| !taken(ip))
                     .ok_or(NetError::Exhausted(subnet.cidr.to_string()))?,
             };
-            let [a, b, c, d, e, f] = mac_for(ip);
-            let mac = format!("{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x}");
-            let lease = Lease { ip, mac, owner: owner.to_owned() };
+            let lease = Lease { ip, mac: mac_for(ip), owner: owner.to_owned() };
             leases.push(lease.clone());
             Ok(lease)
         })
