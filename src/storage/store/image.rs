@@ -230,6 +230,15 @@ fn version_order(a: &str, b: &str) -> std::cmp::Ordering {
     key(a).cmp(&key(b)).then_with(|| a.cmp(b))
 }
 
+/// Refuses an import of `needed` bytes that the store's file system has no room for.
+fn ensure_space(staging: &Path, needed: u64) -> Result<(), StoreError> {
+    let free = free_space(staging)?;
+    if needed > free {
+        return Err(StoreError::NoSpace(format!("{needed} bytes needed, {free} free")));
+    }
+    Ok(())
+}
+
 fn copy_into(from: &Path, to: &Path) -> Result<(), StoreError> {
     let meta = fs::metadata(from).map_err(io_error(from))?;
     if !meta.is_file() {
@@ -301,35 +310,26 @@ impl Store {
             }
             ImageSource::DiskWithBoot { disk } => extract_boot_files(disk, staging)?,
         };
-        let (disk_name, format) = match source {
+        // The disk's virtual size is taken from the source, checked before anything is copied.
+        let (disk_name, format, size) = match source {
             ImageSource::DiskWithBoot { disk } => {
-                let needed = fs::metadata(disk).map_err(io_error(disk))?.len();
-                let free = free_space(staging)?;
-                if needed > free {
-                    return Err(StoreError::NoSpace(format!("{needed} bytes needed, {free} free")));
-                }
+                let size = disk_size(disk, DiskFormat::Raw)?;
+                ensure_space(staging, fs::metadata(disk).map_err(io_error(disk))?.len())?;
                 copy_into(disk, &staging.join("disk.raw"))?;
-                ("disk.raw", DiskFormat::Raw)
+                ("disk.raw", DiskFormat::Raw, size)
             }
             ImageSource::Disk { disk, format, .. } => {
-                let needed = fs::metadata(disk).map_err(io_error(disk))?.len();
-                let free = free_space(staging)?;
-                if needed > free {
-                    return Err(StoreError::NoSpace(format!("{needed} bytes needed, {free} free")));
-                }
-                disk_size(disk, *format)?;
+                ensure_space(staging, fs::metadata(disk).map_err(io_error(disk))?.len())?;
+                let size = disk_size(disk, *format)?;
                 let name = match format {
                     DiskFormat::Raw => "disk.raw",
                     DiskFormat::Qcow2 => "disk.qcow2",
                 };
                 copy_into(disk, &staging.join(name))?;
-                (name, *format)
+                (name, *format, size)
             }
             ImageSource::RootDirectory { dir, size, .. } => {
-                let free = free_space(staging)?;
-                if *size > free {
-                    return Err(StoreError::NoSpace(format!("{size} bytes needed, {free} free")));
-                }
+                ensure_space(staging, *size)?;
                 let unpacked = staging.join("rootfs.tmp");
                 let dir = if dir.is_file() {
                     fs::create_dir(&unpacked).map_err(io_error(&unpacked))?;
@@ -371,7 +371,7 @@ impl Store {
                         String::from_utf8_lossy(&status.stderr).trim()
                     )));
                 }
-                ("disk.raw", DiskFormat::Raw)
+                ("disk.raw", DiskFormat::Raw, disk_size(&out, DiskFormat::Raw)?)
             }
         };
         if kernel != staging.join("kernel") {
@@ -394,7 +394,7 @@ impl Store {
             root_device: "/dev/vda".into(),
             disk: disk_name.into(),
             disk_format: format,
-            size: disk_size(&disk_path, format)?,
+            size,
             sha256: sha256_file(&disk_path)?,
             created: now(),
             state: ImageState::Available,
