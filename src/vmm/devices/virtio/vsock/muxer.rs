@@ -509,10 +509,9 @@ impl Muxer {
         if let Some(header) = self.control.pop_front() {
             return Some(header);
         }
-        let keys: Vec<Key> =
-            self.connections.iter().filter(|(_, c)| c.can_send_to_guest()).map(|(k, _)| *k).collect();
-        for key in keys {
-            let Some(conn) = self.connections.get_mut(&key) else { continue };
+        // Each pass returns, or clears the connection's `readable`: the loop ends.
+        while let Some(key) = self.connections.iter().find(|(_, c)| c.can_send_to_guest()).map(|(k, _)| *k) {
+            let Some(conn) = self.connections.get_mut(&key) else { break };
             let room = (conn.peer_credit() as usize).min(buf.len());
             match conn.stream.read(&mut buf[..room]) {
                 Ok(0) => {
