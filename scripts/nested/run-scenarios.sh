@@ -139,13 +139,12 @@ store_scenario() {
     rm -rf "$S"
     image=$("$P/store" "$S" register-image "$P/root.ext4" raw "$P/vmlinuz" "$P/guest.cpio") || return 0
     kernel=$("$P/store" "$S" image-file "$image" kernel)
+    initrd=$("$P/store" "$S" image-file "$image" initrd)
     vol1=$("$P/store" "$S" create-volume image "$image" 67108864)
-    INITRD=$("$P/store" "$S" image-file "$image" initrd) run_guest store-write 1 128 store-write "$kernel" \
-        --disk "path=$("$P/store" "$S" volume-path "$vol1"),format=qcow2,id=vol-root"
+    INITRD=$initrd run_guest store-write 1 128 store-write "$kernel" --disk "$(root_disk "$vol1")"
     snap=$("$P/store" "$S" snapshot "$vol1")
     vol2=$("$P/store" "$S" create-volume snapshot "$snap")
-    INITRD=$("$P/store" "$S" image-file "$image" initrd) run_guest store-read 1 128 store-read "$kernel" \
-        --disk "path=$("$P/store" "$S" volume-path "$vol2"),format=qcow2,id=vol-root"
+    INITRD=$initrd run_guest store-read 1 128 store-read "$kernel" --disk "$(root_disk "$vol2")"
     live_snapshot_scenario "$image"
     echo "@@ store-host image=$image vol1=$vol1 snapshot=$snap vol2=$vol2 snapshot_bytes=$(stat -c %s "$S/snapshots/$snap.qcow2") image_bytes=$(stat -c %s "$P/root.ext4")"
 }
@@ -160,21 +159,21 @@ live_host_side() {
     echo "@@ store-live-host snapshot=$live_snap"
 }
 
+# The --disk argument that makes store volume $1 the guest's root disk.
+root_disk() {
+    echo "path=$("$P/store" "$S" volume-path "$1"),format=qcow2,id=vol-root"
+}
+
 # A volume snapshotted while its guest writes: the snapshot holds the first file only,
-# the volume both.
+# the volume both. Uses the image $1 and the kernel and initrd store_scenario looked up.
 live_snapshot_scenario() {
     live_vol=$("$P/store" "$S" create-volume image "$1" 67108864)
     rm -f "$W/signal.img" && truncate -s 4096 "$W/signal.img"
-    kernel=$("$P/store" "$S" image-file "$1" kernel)
-    initrd=$("$P/store" "$S" image-file "$1" initrd)
     INITRD=$initrd DURING=live_host_side run_guest store-live 1 128 store-live "$kernel" \
-        --disk "path=$("$P/store" "$S" volume-path "$live_vol"),format=qcow2,id=vol-root" \
-        --disk "path=$W/signal.img,id=vol-signal" --api-socket "$W/vmm.sock"
+        --disk "$(root_disk "$live_vol")" --disk "path=$W/signal.img,id=vol-signal" --api-socket "$W/vmm.sock"
     from_snap=$("$P/store" "$S" create-volume snapshot "$live_snap")
-    INITRD=$initrd run_guest store-check-snapshot 1 128 store-check "$kernel" \
-        --disk "path=$("$P/store" "$S" volume-path "$from_snap"),format=qcow2,id=vol-root"
-    INITRD=$initrd run_guest store-check-volume 1 128 store-check "$kernel" \
-        --disk "path=$("$P/store" "$S" volume-path "$live_vol"),format=qcow2,id=vol-root"
+    INITRD=$initrd run_guest store-check-snapshot 1 128 store-check "$kernel" --disk "$(root_disk "$from_snap")"
+    INITRD=$initrd run_guest store-check-volume 1 128 store-check "$kernel" --disk "$(root_disk "$live_vol")"
 }
 
 # Host side of the I/O benchmark while the guest runs: receive its TCP stream.
