@@ -14,7 +14,7 @@ trap 'rm -rf "$root"' EXIT
 mkdir -p "$root/bin" "$root/dev" "$root/proc" "$root/sys" "$root/modules"
 cp /bin/busybox "$root/bin/busybox"
 cp "$NUAGE_ROOT/images/test-guest/init" "$root/init"
-for tool in nuage-bench nuage-vsock; do
+for tool in $TEST_GUEST_TOOLS; do
     cp "$(test_guest_tool $tool)" "$root/bin/$tool"
 done
 if [ -n "$modules" ]; then

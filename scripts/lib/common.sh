@@ -63,6 +63,10 @@ extract_vmlinux() {
     mv "$out.tmp" "$out"
 }
 
+# The test guest's own tools (images/test-guest/NAME.rs), in its initramfs and, for their
+# host sides, in the nested harness's payload.
+TEST_GUEST_TOOLS="nuage-bench nuage-vsock"
+
 # Builds one of the test guest's static tools (images/test-guest/NAME.rs, std only) when its
 # source changed, and prints its path.
 test_guest_tool() {

@@ -41,7 +41,7 @@ cp "$vmlinuz" "$stage/payload/vmlinuz"
 extract_vmlinux "$vmlinuz" "$NUAGE_CACHE/kernel/vmlinux-$kver"
 cp "$NUAGE_CACHE/kernel/vmlinux-$kver" "$stage/payload/vmlinux"
 "$NUAGE_ROOT/images/test-guest/build.sh" "$stage/payload/guest.cpio" "$kernel_root/lib/modules/$kver"
-for tool in nuage-bench nuage-vsock; do
+for tool in $TEST_GUEST_TOOLS; do
     cp "$(test_guest_tool $tool)" "$stage/payload/$tool"
 done
 # The ext4 root disk of the disks scenario, made without mounting anything.

@@ -76,11 +76,6 @@ impl VirtioNet {
     pub fn new(tap: Tap, mac: [u8; 6], filter: SourceFilter, rate_limit: RateLimit) -> Self {
         Self { tap: Arc::new(tap), filter, rate_limit, config: mac, stats: Arc::default(), worker: None }
     }
-
-    /// The interface's counters.
-    pub fn stats(&self) -> Arc<NetStats> {
-        self.stats.clone()
-    }
 }
 
 /// The tap offloads matching what the guest accepts on receive.
