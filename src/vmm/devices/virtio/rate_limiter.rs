@@ -110,10 +110,11 @@ impl RateLimiter {
     }
 }
 
-/// Whether an optional limiter lets an operation of `bytes` through now.
-pub fn admits(limiter: &mut Option<RateLimiter>, bytes: u64) -> bool {
+/// Whether an optional limiter lets an operation of `bytes()` through now. The size is only
+/// computed when there is a limit (for a chain it means walking its descriptors again).
+pub fn admits(limiter: &mut Option<RateLimiter>, bytes: impl FnOnce() -> u64) -> bool {
     match limiter {
-        Some(limiter) => limiter.try_consume(bytes),
+        Some(limiter) => limiter.try_consume(bytes()),
         None => true,
     }
 }

@@ -179,7 +179,7 @@ impl BlockQueue {
             if executor.is_paused() {
                 return None;
             }
-            rate_limiter::admits(limiter, queue::chain_bytes(&chain)).then(|| executor.execute(mem, chain))
+            rate_limiter::admits(limiter, || queue::chain_bytes(&chain)).then(|| executor.execute(mem, chain))
         })
     }
 }

@@ -204,7 +204,7 @@ impl NetQueues {
                     }
                 }
             }
-            if !rate_limiter::admits(&mut self.limiter, self.rx_pending as u64) {
+            if !rate_limiter::admits(&mut self.limiter, || self.rx_pending as u64) {
                 break;
             }
             let Some(chain) = queue::next_chain(&mut self.rx, &self.mem) else { break };
@@ -235,7 +235,7 @@ impl NetQueues {
     fn transmit(&mut self) {
         let Self { mem, tx, tap, filter, stats, tx_frame, limiter, .. } = self;
         let completed = queue::drain(tx, mem, |chain| {
-            if !rate_limiter::admits(limiter, queue::chain_bytes(&chain)) {
+            if !rate_limiter::admits(limiter, || queue::chain_bytes(&chain)) {
                 return None;
             }
             let verdict =
