@@ -117,7 +117,9 @@ net_scenario() {
 # the VMM's socket, and report what the host service on port 5000 received.
 vsock_host_checks() {
     wait_for_line "$console" NUAGE-VSOCK-DONE || return 0
-    reached=$("$P/nuage-vsock" uds-connect "$W/vsock.sock" 52 ping-from-host 2>&1)
+    # Bounded: a guest that never answers must fail the scenario, not stall the harness.
+    reached=$(timeout 60 "$P/nuage-vsock" uds-connect "$W/vsock.sock" 52 ping-from-host 2>&1)
+    ( sleep 60; kill "$vsock_server" 2>/dev/null ) &
     wait "$vsock_server"
     echo "@@ vsock-host $reached $(cat "$W/vsock-served.out")"
 }
