@@ -51,18 +51,26 @@ fn parse_fields(text: &str) -> HashMap<String, String> {
         .collect()
 }
 
+/// The harness's console, from one run shared by every test; a failed run is remembered
+/// too, so the other tests fail at once instead of running the harness again.
 fn console_log() -> &'static str {
-    static LOG: OnceLock<String> = OnceLock::new();
-    LOG.get_or_init(|| {
+    static LOG: OnceLock<Result<String, String>> = OnceLock::new();
+    let log = LOG.get_or_init(|| {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
         let out = root.join("target/nested-e2e");
         let status = Command::new(root.join("scripts/nested/run.sh"))
             .arg(&out)
             .status()
-            .expect("run scripts/nested/run.sh");
-        assert!(status.success(), "scripts/nested/run.sh failed: {status}");
-        std::fs::read_to_string(out.join("console.log")).expect("read console.log")
-    })
+            .map_err(|e| format!("run scripts/nested/run.sh: {e}"))?;
+        if !status.success() {
+            return Err(format!("scripts/nested/run.sh failed: {status}"));
+        }
+        std::fs::read_to_string(out.join("console.log")).map_err(|e| format!("read console.log: {e}"))
+    });
+    match log {
+        Ok(log) => log,
+        Err(e) => panic!("{e}"),
+    }
 }
 
 fn scenario(name: &str) -> Scenario {

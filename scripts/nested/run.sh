@@ -71,16 +71,40 @@ cp "$NUAGE_ROOT/scripts/nested/l1-init" "$stage/init"
 # Uncompressed: decompressing tens of MB under software emulation costs more than reading them.
 (cd "$stage" && find . | cpio -o -H newc --quiet) > "$out/l1.cpio"
 
-# The emulated L1 machine itself has been seen to reset on rare occasions (nested SVM
-# under TCG), ending the run early with nothing logged. Such a run is started once more,
-# its log kept aside as console.attemptN.log; the scenarios' own failures are not retried.
-for attempt in 1 2; do
+# run_l1 LOG: boots the L1, which runs the scenarios, streaming its console to LOG and to
+# stdout. The L1 prints a heartbeat every 30 s; one silent for NUAGE_L1_STALL seconds has
+# wedged (seen rarely with nested SVM under TCG: both vCPUs spin, nothing is printed) and
+# is stopped, rather than holding the run until the overall NUAGE_L1_TIMEOUT.
+run_l1() {
+    local log=$1 stall=${NUAGE_L1_STALL:-180} quiet=0 size last=-1
     timeout "${NUAGE_L1_TIMEOUT:-1500}" qemu-system-x86_64 \
         -accel tcg,thread=multi -cpu EPYC,+svm -smp "${NUAGE_L1_CPUS:-2}" -m 3072 \
         -nographic -no-reboot -monitor none \
         -kernel "$vmlinuz" -initrd "$out/l1.cpio" \
         -append "console=ttyS0 rdinit=/init panic=-1 quiet nuage.mode=$mode nuage.runs=$runs nuage.only=$only nuage.vmmlog=$vmmlog" \
-        </dev/null | tee "$out/console.log"
+        </dev/null >"$log" 2>&1 &
+    local l1=$!
+    tail -n +1 -f --pid="$l1" "$log" &
+    local tailer=$!
+    while kill -0 "$l1" 2>/dev/null; do
+        sleep 5
+        size=$(stat -c %s "$log")
+        if [ "$size" = "$last" ]; then quiet=$((quiet + 5)); else quiet=0 last=$size; fi
+        if [ "$quiet" -ge "$stall" ]; then
+            log "the L1 machine printed nothing for ${stall}s: stopping it"
+            kill "$l1" 2>/dev/null || true
+            break
+        fi
+    done
+    wait "$l1" || true
+    wait "$tailer" || true
+}
+
+# The emulated L1 machine itself has been seen to reset or wedge on rare occasions (nested
+# SVM under TCG), ending the run early. Such a run is started once more, its log kept aside
+# as console.attemptN.log; the scenarios' own failures are not retried.
+for attempt in 1 2; do
+    run_l1 "$out/console.log"
     grep -q "@@ scenarios-done" "$out/console.log" && break
     [ "$attempt" -eq 2 ] && break
     mv "$out/console.log" "$out/console.attempt$attempt.log"
