@@ -224,6 +224,29 @@ fn guest_on_a_tap_is_reachable_and_cannot_spoof() {
     );
 }
 
+/// The network plane end to end: two guests on one nuage subnet reach each other by the
+/// static addresses it leased them, a LAN namespace reaches the first through its Elastic
+/// IP until that is disassociated, and detaching leaves no tap.
+#[test]
+#[ignore = "needs the real-KVM harness (minutes, root): run scripts/test.sh"]
+fn two_guests_on_a_subnet_reach_each_other_and_the_lan_reaches_one_by_its_elastic_ip() {
+    let setup = scenario("plane-setup");
+    assert!(setup.field("eip").starts_with("eipalloc-"), "{:?}", setup.fields);
+    for (name, own, peer) in [("plane-a", "10.0.9.2", "10.0.9.3"), ("plane-b", "10.0.9.3", "10.0.9.2")] {
+        let s = scenario(name);
+        s.assert_status("5");
+        assert_eq!(
+            s.console_line("NUAGE-PEER address="),
+            format!("NUAGE-PEER address={own} gateway=10.0.9.1")
+        );
+        assert_eq!(s.console_line("NUAGE-PEER peer="), format!("NUAGE-PEER peer={peer} ping=ok"), "{name}");
+    }
+    let host = scenario("plane-host");
+    assert_eq!(host.field("eip_ping"), "ok", "the Elastic IP leads to the first guest");
+    assert_eq!(host.field("eip_ping_after_disassociate"), "fail", "disassociated, it leads nowhere");
+    assert_eq!(scenario("plane-teardown").field("taps_left"), "0");
+}
+
 /// vsock both ways: a host process reaches a guest port through the VMM's Unix socket, and
 /// a guest connection to the host's port 5000 reaches the Unix socket service behind it.
 #[test]

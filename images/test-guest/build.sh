@@ -18,14 +18,7 @@ for tool in $TEST_GUEST_TOOLS; do
     cp "$(test_guest_tool $tool)" "$root/bin/$tool"
 done
 if [ -n "$modules" ]; then
-    # In dependency order: /init loads them as listed.
-    for m in drivers/virtio/virtio drivers/virtio/virtio_ring drivers/virtio/virtio_mmio \
-             drivers/block/virtio_blk net/core/failover drivers/net/net_failover drivers/net/virtio_net \
-             drivers/char/hw_random/virtio-rng \
-             net/vmw_vsock/vsock net/vmw_vsock/vmw_vsock_virtio_transport_common \
-             net/vmw_vsock/vmw_vsock_virtio_transport; do
-        cp "$modules/kernel/$m.ko" "$root/modules/"
-        echo "${m##*/}" >> "$root/modules/order"
-    done
+    stage_kernel_modules "$modules" "$root/modules" \
+        virtio_mmio virtio_blk virtio_net virtio-rng vmw_vsock_virtio_transport
 fi
 (cd "$root" && find . | cpio -o -H newc --quiet) > "$out"

@@ -83,9 +83,52 @@ test_guest_tool() {
 # inside a bare initramfs, and prints the directory holding them.
 build_static_binaries() {
     (cd "$NUAGE_ROOT" && RUSTFLAGS="-C target-feature=+crt-static" \
-        cargo build --release --locked --quiet --target "$NUAGE_TARGET" --bin nuage-vmm --example store) >&2 \
+        cargo build --release --locked --quiet --target "$NUAGE_TARGET" --bin nuage-vmm --example store --example net) >&2 \
         || die "building static binaries failed"
     local out="$NUAGE_ROOT/target/$NUAGE_TARGET/release"
     ln -f "$out/examples/store" "$out/store"
+    ln -f "$out/examples/net" "$out/net"
     echo "$out"
+}
+
+# stage_kernel_modules MODULES_DIR DEST NAME...: copies the kernel modules NAME... and
+# every module they depend on (read from each module's own `depends=` entry, so no depmod
+# is needed) from MODULES_DIR into DEST, and lists them in DEST/order, each after what it
+# needs: an init loads them with insmod in that order.
+stage_kernel_modules() {
+    local dir=$1 dest=$2
+    shift 2
+    mkdir -p "$dest"
+    local index
+    index=$(cd "$dir" && find kernel -name '*.ko')
+    _stage_module() {
+        local name=${1//-/_} file deps
+        grep -qx "$name" "$dest/.seen" 2>/dev/null && return 0
+        echo "$name" >> "$dest/.seen"
+        file=$(awk -v n="$name" '{b=$0; sub(/.*\//, "", b); sub(/\.ko$/, "", b); gsub(/-/, "_", b); if (b == n) {print; exit}}' <<< "$index")
+        [ -n "$file" ] || die "kernel module $name is not in $dir"
+        deps=$(grep -ao 'depends=[a-z0-9_,-]*' "$dir/$file" | head -1 | cut -d= -f2 | tr , ' ')
+        for dep in $deps; do _stage_module "$dep"; done
+        cp "$dir/$file" "$dest/"
+        basename "$file" .ko >> "$dest/order"
+    }
+    rm -f "$dest/.seen" "$dest/order"
+    for name in "$@"; do _stage_module "$name"; done
+    rm -f "$dest/.seen"
+}
+
+# stage_programs ROOT PROGRAM...: copies host programs into ROOT/usr/local/sbin with the
+# shared libraries they load, at the same paths under ROOT, for an initramfs to run them.
+stage_programs() {
+    local root=$1 program path lib
+    shift
+    mkdir -p "$root/usr/local/sbin"
+    for program in "$@"; do
+        path=$(command -v "$program") || die "$program is not installed"
+        cp "$path" "$root/usr/local/sbin/"
+        for lib in $(ldd "$path" | grep -o '/[^ ]*'); do
+            mkdir -p "$root$(dirname "$lib")"
+            cp -L "$lib" "$root$lib"
+        done
+    done
 }

@@ -113,7 +113,30 @@ net_scenario() {
     unshare -n sh "$0" net-namespace
 }
 
-# Host side of the vsock scenario, while the guest runs: connect to its echo port through
+# The network plane end to end, inside a namespace of its own that stands for the host,
+# with a second namespace behind a veth pair for the LAN: `net` (examples/net.rs) makes a
+# subnet, attaches two instances and points an Elastic IP at the first; the two guests
+# ping each other by their static addresses, and the LAN reaches the first through the
+# Elastic IP until it is disassociated. Detaching removes the taps.
+plane_scenario() {
+    selected plane || return 0
+    unshare -n sh "$0" plane-namespace
+}
+
+# Host side of the plane scenario while both guests run.
+plane_host_checks() {
+    wait_for_line "$W/plane-b.console" NUAGE-PEER-READY
+    wait_for_line "$console" NUAGE-PEER-READY || return 0
+    lan_ping() { nsenter -t "$lan" -n ping -c 2 -W 2 "$1" >/dev/null 2>&1 && echo ok || echo fail; }
+    via_eip=$(lan_ping 192.168.50.10)
+    $NET disassociate-address "$eip" || echo "@@ plane-host disassociate=failed"
+    after=$(lan_ping 192.168.50.10)
+    echo "@@ plane-host eip_ping=$via_eip eip_ping_after_disassociate=$after"
+    echo done > "$W/plane.done"
+}
+
+# Guest B's side: it runs until the checks are done.
+plane_b_lingers() { wait_for_line "$W/plane.done" done; }
 # the VMM's socket, and report what the host service on port 5000 received.
 vsock_host_checks() {
     wait_for_line "$console" NUAGE-VSOCK-DONE || return 0
@@ -212,6 +235,43 @@ if [ "${1:-}" = net-namespace ]; then
     exit 0
 fi
 
+if [ "${1:-}" = plane-namespace ]; then
+    # Where the L1 keeps iproute2 and nft: the busybox applets lack JSON output and veth
+    # peer names, and busybox's shell prefers its applets to PATH, hence the function.
+    PATH=/usr/local/sbin:$PATH
+    [ -x /usr/local/sbin/ip ] && ip() { /usr/local/sbin/ip "$@"; }
+    ip link set lo up
+    unshare -n sleep "$GUEST_TIMEOUT" &
+    lan=$!
+    while [ "$(readlink /proc/$lan/ns/net)" = "$(readlink /proc/self/ns/net)" ]; do sleep 0.1; done
+    ip link add uplink type veth peer name lan0
+    ip link set lan0 netns "$lan"
+    ip addr add 192.168.50.1/24 dev uplink && ip link set uplink up
+    nsenter -t "$lan" -n sh -c 'ip link set lo up && ip addr add 192.168.50.2/24 dev lan0 && ip link set lan0 up'
+    NET="$P/net $W/plane --uplink uplink --pool 192.168.50.10"
+    subnet=$($NET create-subnet 10.0.9.0/24)
+    set -- $($NET attach "$subnet" i-planea)
+    net_a=$1 ip_a=$2
+    set -- $($NET attach "$subnet" i-planeb)
+    net_b=$1 ip_b=$2
+    addr_a=${ip_a#ip=} addr_b=${ip_b#ip=}
+    addr_a=${addr_a%%:*} addr_b=${addr_b%%:*}
+    rm -f "$W/plane.done"
+    set -- $($NET allocate-address)
+    eip=$1
+    $NET associate-address "$eip" "$addr_a"
+    echo "@@ plane-setup subnet=$subnet a=$net_a b=$net_b eip=$eip"
+    (BASE_CMDLINE="$BASE_CMDLINE $ip_b nuage.peer=$addr_a" DURING=plane_b_lingers run_guest plane-b 1 128 peer "$P/vmlinuz" --net "$net_b") &
+    guest_b=$!
+    BASE_CMDLINE="$BASE_CMDLINE $ip_a nuage.peer=$addr_b" DURING=plane_host_checks \
+        run_guest plane-a 1 128 peer "$P/vmlinuz" --net "$net_a"
+    wait "$guest_b"
+    $NET detach "$subnet" i-planea && $NET detach "$subnet" i-planeb
+    echo "@@ plane-teardown taps_left=$(ip -o link show | grep -c ntap-)"
+    kill "$lan"
+    exit 0
+fi
+
 # Resident memory of process $1 outside mappings of at least $2 KiB (guest RAM), in KiB.
 overhead_kb() {
     awk -v ram="$2" '/^Size:/ { size = $2 } /^Rss:/ { if (size < ram) total += $2 } END { print total + 0 }' "/proc/$1/smaps"
@@ -281,6 +341,7 @@ else
     run_guest sigterm 1 128 wait
     disks_scenario
     net_scenario
+    plane_scenario
     vsock_scenario
     store_scenario
 fi

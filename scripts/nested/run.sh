@@ -36,7 +36,7 @@ kver=${vmlinuz##*/vmlinuz-}
 stage=$out/stage
 rm -rf "$stage" && mkdir -p "$stage/payload" "$stage/modules" "$stage/bin"
 static=$(build_static_binaries)
-cp "$static/nuage-vmm" "$static/store" "$stage/payload/"
+cp "$static/nuage-vmm" "$static/store" "$static/net" "$stage/payload/"
 cp "$vmlinuz" "$stage/payload/vmlinuz"
 extract_vmlinux "$vmlinuz" "$NUAGE_CACHE/kernel/vmlinux-$kver"
 cp "$NUAGE_CACHE/kernel/vmlinux-$kver" "$stage/payload/vmlinux"
@@ -63,9 +63,12 @@ fi
 
 need_packages qemu-system-x86
 log "no hardware virtualization: running nested under QEMU TCG with emulated SVM"
-for m in virt/lib/irqbypass arch/x86/kvm/kvm arch/x86/kvm/kvm-amd drivers/net/tun; do
-    cp "$kernel_root/lib/modules/$kver/kernel/$m.ko" "$stage/modules/"
-done
+# KVM, taps, and what the network plane's bridges, veth "LAN" and nftables table need;
+# with iproute2 and nft themselves.
+stage_kernel_modules "$kernel_root/lib/modules/$kver" "$stage/modules" \
+    kvm-amd tun bridge veth nft_chain_nat nft_nat nft_masq nft_ct
+need_packages iproute2 nftables
+stage_programs "$stage" ip nft
 cp /bin/busybox "$stage/bin/busybox"
 cp "$NUAGE_ROOT/scripts/nested/l1-init" "$stage/init"
 # Uncompressed: decompressing tens of MB under software emulation costs more than reading them.

@@ -177,28 +177,7 @@ impl Links {
 mod tests {
     use super::*;
     use crate::net::ipam::Ipam;
-
-    /// A network namespace of the test's own, deleted at the end.
-    struct Netns(String);
-
-    impl Netns {
-        fn new(tag: &str) -> Self {
-            let name = format!("nuage-test-{tag}-{}", std::process::id());
-            let out = Command::new("ip").args(["netns", "add", &name]).output().unwrap();
-            assert!(
-                out.status.success(),
-                "ip netns add (needs root): {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            Self(name)
-        }
-    }
-
-    impl Drop for Netns {
-        fn drop(&mut self) {
-            let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
-        }
-    }
+    use crate::net::testing::Netns;
 
     #[test]
     fn tap_names_fit_linux_limits() {

@@ -7,7 +7,10 @@ pub mod dhcp;
 pub mod firewall;
 pub mod ipam;
 pub mod link;
+pub mod plane;
 pub mod tap;
+#[cfg(test)]
+mod testing;
 
 use std::path::{Path, PathBuf};
 

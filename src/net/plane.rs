@@ -1,0 +1,271 @@
+//! The network plane: the one entry point that keeps addresses, links and the firewall
+//! in step. The address record (`ipam`) is the truth; bridges, taps, uplink addresses and
+//! the nftables table are derived from it, so [`NetworkPlane::open`] after a restart (or
+//! a crash midway through an operation) makes the host match the record again.
+
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use super::addr::{kernel_ip_param, Ipv4Cidr, MacAddress};
+use super::firewall::{Firewall, Policy};
+use super::ipam::{ElasticIp, Ipam, Subnet};
+use super::link::{tap_name, Links};
+use super::NetError;
+
+/// How the plane sits on the host.
+#[derive(Debug, Clone, Default)]
+pub struct PlaneConfig {
+    /// The network namespace everything happens in (`None`: the process's own).
+    pub netns: Option<String>,
+    /// The LAN-facing interface that holds associated Elastic IPs.
+    pub uplink: Option<String>,
+    /// The LAN addresses Elastic IPs are allocated from.
+    pub address_pool: Vec<Ipv4Addr>,
+    /// Host TCP ports instances may not reach (the API).
+    pub protected_ports: Vec<u16>,
+}
+
+/// One instance network interface, as the VMM and the guest need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interface {
+    /// The subnet it is on.
+    pub subnet: Subnet,
+    /// Its private address.
+    pub ip: Ipv4Addr,
+    /// Its MAC address.
+    pub mac: MacAddress,
+    /// The tap device the VMM opens.
+    pub tap: String,
+}
+
+impl Interface {
+    /// The kernel `ip=` parameter that configures the guest without DHCP.
+    pub fn kernel_ip_param(&self) -> String {
+        kernel_ip_param(self.ip, &self.subnet.cidr, self.subnet.gateway, "eth0")
+    }
+
+    /// The VMM's `--net` argument for this interface.
+    pub fn vmm_arg(&self) -> String {
+        format!("tap={},mac={},ip={}", self.tap, self.mac, self.ip)
+    }
+}
+
+/// Subnets, instance interfaces and Elastic IPs on one host.
+#[derive(Debug)]
+pub struct NetworkPlane {
+    ipam: Ipam,
+    links: Links,
+    firewall: Firewall,
+    config: PlaneConfig,
+}
+
+impl NetworkPlane {
+    /// Opens the plane recorded in `dir` and brings the host in line with the record:
+    /// bridges exist, forwarding is on, associated Elastic IPs sit on the uplink, the
+    /// firewall is applied.
+    pub fn open(dir: &Path, config: PlaneConfig) -> Result<Self, NetError> {
+        if config.address_pool.is_empty() != config.uplink.is_none() {
+            return Err(NetError::InvalidParameter(
+                "an Elastic IP pool needs an uplink, and an uplink needs a pool".into(),
+            ));
+        }
+        let plane = Self {
+            ipam: Ipam::open(dir)?,
+            links: Links::new(config.netns.clone()),
+            firewall: Firewall::new(config.netns.clone()),
+            config,
+        };
+        for subnet in plane.ipam.subnets()? {
+            plane.links.ensure_bridge(&subnet)?;
+        }
+        plane.firewall.enable_forwarding()?;
+        plane.sync()?;
+        Ok(plane)
+    }
+
+    /// The address record.
+    pub fn ipam(&self) -> &Ipam {
+        &self.ipam
+    }
+
+    /// Creates a subnet and its bridge.
+    pub fn create_subnet(&self, cidr: Ipv4Cidr, gateway: Option<Ipv4Addr>) -> Result<Subnet, NetError> {
+        let subnet = self.ipam.create_subnet(cidr, gateway)?;
+        self.links.ensure_bridge(&subnet)?;
+        self.sync()?;
+        Ok(subnet)
+    }
+
+    /// Leases an address on `subnet_id` to `owner` (the requested one or the next free
+    /// one) and makes its tap, owned by `uid`, on the subnet's bridge.
+    pub fn attach(
+        &self,
+        subnet_id: &str,
+        owner: &str,
+        requested: Option<Ipv4Addr>,
+        uid: u32,
+    ) -> Result<Interface, NetError> {
+        let subnet = self.ipam.subnet(subnet_id)?;
+        let lease = self.ipam.allocate(subnet_id, owner, requested)?;
+        let tap = tap_name(owner);
+        if let Err(e) = self.links.create_tap(&tap, uid, &subnet.bridge) {
+            // Leave nothing behind: the lease is only worth something with its tap.
+            let _ = self.links.delete(&tap);
+            self.ipam.release(subnet_id, lease.ip)?;
+            return Err(e);
+        }
+        Ok(Interface { subnet, ip: lease.ip, mac: lease.mac, tap })
+    }
+
+    /// Removes the interface `owner` holds on `subnet_id`: its tap, any Elastic IP
+    /// association, and its lease.
+    pub fn detach(&self, subnet_id: &str, owner: &str) -> Result<(), NetError> {
+        let tap = tap_name(owner);
+        if self.links.exists(&tap)? {
+            self.links.delete(&tap)?;
+        }
+        for lease in self.ipam.leases(subnet_id)?.into_iter().filter(|l| l.owner == owner) {
+            for eip in self.ipam.elastic_ips()?.into_iter().filter(|e| e.private_ip == Some(lease.ip)) {
+                self.disassociate_address(&eip.id)?;
+            }
+            self.ipam.release(subnet_id, lease.ip)?;
+        }
+        Ok(())
+    }
+
+    /// Removes the taps of owners not in `owners` (instances that no longer exist).
+    pub fn remove_stale_taps(&self, owners: &[String]) -> Result<Vec<String>, NetError> {
+        let claimed: HashSet<String> = owners.iter().map(|o| tap_name(o)).collect();
+        self.links.remove_stale_taps(&claimed)
+    }
+
+    /// Allocates an Elastic IP from the pool.
+    pub fn allocate_address(&self) -> Result<ElasticIp, NetError> {
+        self.ipam.allocate_address(&self.config.address_pool)
+    }
+
+    /// Points Elastic IP `id` at the instance address `private_ip`.
+    pub fn associate_address(&self, id: &str, private_ip: Ipv4Addr) -> Result<ElasticIp, NetError> {
+        let eip = self.ipam.associate_address(id, private_ip)?;
+        self.sync()?;
+        Ok(eip)
+    }
+
+    /// Detaches Elastic IP `id` from its instance.
+    pub fn disassociate_address(&self, id: &str) -> Result<ElasticIp, NetError> {
+        let eip = self.ipam.disassociate_address(id)?;
+        self.sync()?;
+        Ok(eip)
+    }
+
+    /// Returns Elastic IP `id` to the pool.
+    pub fn release_address(&self, id: &str) -> Result<(), NetError> {
+        self.ipam.release_address(id)
+    }
+
+    /// Makes the uplink's Elastic IP addresses and the firewall match the record.
+    fn sync(&self) -> Result<(), NetError> {
+        let elastic_ips = self.ipam.elastic_ips()?;
+        if let Some(uplink) = &self.config.uplink {
+            for eip in &elastic_ips {
+                match eip.private_ip {
+                    Some(_) => self.links.add_address(uplink, eip.public_ip)?,
+                    None => self.links.remove_address(uplink, eip.public_ip)?,
+                }
+            }
+        }
+        let policy = Policy {
+            subnets: self.ipam.subnets()?.into_iter().map(|s| (s.cidr, s.bridge)).collect(),
+            protected_ports: self.config.protected_ports.clone(),
+            elastic_ips: elastic_ips.iter().filter_map(|e| Some((e.public_ip, e.private_ip?))).collect(),
+            ingress: Vec::new(),
+        };
+        self.firewall.apply(&policy)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::testing::Netns;
+
+    fn plane(ns: &Netns, dir: &Path) -> NetworkPlane {
+        let config = PlaneConfig {
+            netns: Some(ns.0.clone()),
+            uplink: Some("uplink".into()),
+            address_pool: vec!["192.168.60.10".parse().unwrap()],
+            protected_ports: vec![8443],
+        };
+        NetworkPlane::open(dir, config).unwrap()
+    }
+
+    fn nft_rules(ns: &Netns) -> String {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &ns.0, "nft", "list", "table", "inet", "nuage"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// After the host loses its links and rules (a reboot), opening the plane rebuilds
+    /// them from the record: bridge, uplink address and Elastic IP translation.
+    #[test]
+    fn opening_rebuilds_the_host_from_the_record() {
+        let ns = Netns::new("plane");
+        ns.ip(&["link", "add", "uplink", "type", "veth", "peer", "name", "lan0"]);
+        let dir = tempfile::tempdir().unwrap();
+        let plane = plane(&ns, dir.path());
+        let subnet = plane.create_subnet("10.0.11.0/24".parse().unwrap(), None).unwrap();
+        let a = plane.attach(&subnet.id, "i-aaaa", None, 0).unwrap();
+        let b = plane.attach(&subnet.id, "i-bbbb", Some("10.0.11.9".parse().unwrap()), 0).unwrap();
+        assert_eq!((a.ip.to_string(), b.ip.to_string()), ("10.0.11.2".into(), "10.0.11.9".into()));
+        assert_eq!(a.vmm_arg(), "tap=ntap-iaaaa,mac=02:4e:0a:00:0b:02,ip=10.0.11.2");
+        let eip = plane.allocate_address().unwrap();
+        plane.associate_address(&eip.id, a.ip).unwrap();
+        assert!(nft_rules(&ns).contains("dnat ip to 10.0.11.2"));
+
+        ns.ip(&["link", "del", &subnet.bridge]);
+        ns.ip(&["addr", "flush", "dev", "uplink"]);
+        let flushed = std::process::Command::new("ip")
+            .args(["netns", "exec", &ns.0, "nft", "delete", "table", "inet", "nuage"])
+            .status()
+            .unwrap();
+        assert!(flushed.success());
+        let plane = self::plane(&ns, dir.path());
+        assert!(ns.ip(&["-br", "link"]).contains(&subnet.bridge), "the bridge is back");
+        assert!(ns.ip(&["-br", "addr", "show", "dev", "uplink"]).contains("192.168.60.10/32"));
+        assert!(nft_rules(&ns).contains("dnat ip to 10.0.11.2"), "the translation is back");
+
+        // Detaching the associated instance takes its Elastic IP off the uplink too.
+        plane.detach(&subnet.id, "i-aaaa").unwrap();
+        assert!(!ns.ip(&["-br", "addr", "show", "dev", "uplink"]).contains("192.168.60.10"));
+        assert!(!nft_rules(&ns).contains("dnat"));
+        assert_eq!(plane.ipam().leases(&subnet.id).unwrap().len(), 1);
+        assert_eq!(plane.remove_stale_taps(&[]).unwrap(), vec!["ntap-ibbbb".to_owned()]);
+    }
+
+    /// An interface whose tap cannot be made leaves neither a lease nor a tap behind.
+    #[test]
+    fn a_failed_attachment_leaves_nothing() {
+        let ns = Netns::new("plane-fail");
+        ns.ip(&["link", "add", "uplink", "type", "veth", "peer", "name", "lan0"]);
+        let dir = tempfile::tempdir().unwrap();
+        let plane = plane(&ns, dir.path());
+        let subnet = plane.create_subnet("10.0.12.0/24".parse().unwrap(), None).unwrap();
+        ns.ip(&["link", "del", &subnet.bridge]);
+        let err = plane.attach(&subnet.id, "i-cccc", None, 0).unwrap_err();
+        assert!(err.to_string().contains(&subnet.bridge), "{err}");
+        assert!(plane.ipam().leases(&subnet.id).unwrap().is_empty());
+        assert!(!ns.ip(&["-br", "link"]).contains("ntap-icccc"));
+    }
+
+    #[test]
+    fn a_pool_without_an_uplink_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let config =
+            PlaneConfig { address_pool: vec!["192.168.60.10".parse().unwrap()], ..Default::default() };
+        let err = NetworkPlane::open(dir.path(), config).unwrap_err();
+        assert!(err.to_string().starts_with("InvalidParameterValue"), "{err}");
+    }
+}
