@@ -84,7 +84,7 @@ run_l1() {
         -accel tcg,thread=multi -cpu EPYC,+svm -smp "${NUAGE_L1_CPUS:-2}" -m 3072 \
         -nographic -no-reboot -monitor none \
         -kernel "$vmlinuz" -initrd "$out/l1.cpio" \
-        -append "console=ttyS0 rdinit=/init panic=-1 quiet nuage.mode=$mode nuage.runs=$runs nuage.only=$only nuage.vmmlog=$vmmlog" \
+        -append "console=ttyS0 rdinit=/init panic=-1 quiet tsc=reliable nuage.mode=$mode nuage.runs=$runs nuage.only=$only nuage.vmmlog=$vmmlog" \
         </dev/null >"$log" 2>&1 &
     local l1=$!
     tail -n +1 -f --pid="$l1" "$log" &
@@ -103,13 +103,15 @@ run_l1() {
     wait "$tailer" || true
 }
 
-# The emulated L1 machine itself has been seen to reset or wedge on rare occasions (nested
-# SVM under TCG), ending the run early. Such a run is started once more, its log kept aside
-# as console.attemptN.log; the scenarios' own failures are not retried.
-for attempt in 1 2; do
+# The emulated L1 machine itself has been seen to reset or wedge (nested SVM under TCG),
+# ending the run early, the wedges about 100 s into the L1's life; `tsc=reliable` keeps the
+# L1 from switching clocksources under its running guests, the suspected trigger. Such a
+# run is started again, up to three times in all, its log kept aside as
+# console.attemptN.log; the scenarios' own failures are not retried.
+for attempt in 1 2 3; do
     run_l1 "$out/console.log"
     grep -q "@@ scenarios-done" "$out/console.log" && break
-    [ "$attempt" -eq 2 ] && break
+    [ "$attempt" -eq 3 ] && break
     mv "$out/console.log" "$out/console.attempt$attempt.log"
     log "the L1 machine stopped before the scenarios finished (log: $out/console.attempt$attempt.log); running them once more"
 done

@@ -1,6 +1,19 @@
-//! `nuage`: the command-line client (not built yet; see the project's issues).
+//! `nuage`: the command-line client of `nuaged` (see [`nuage::cli`]).
 
-fn main() -> std::process::ExitCode {
-    eprintln!("usage: nuage <command>\n\nThe nuage CLI does not exist yet. Use `nuage-vmm --help` to run a microVM directly.");
-    std::process::ExitCode::from(2)
+use clap::Parser;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> std::process::ExitCode {
+    let cli = nuage::cli::Cli::parse();
+    match cli.run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // A gRPC status carries the EC2 error name in its message: print just that.
+            match e.downcast_ref::<tonic::Status>() {
+                Some(status) => eprintln!("nuage: {}", status.message()),
+                None => eprintln!("nuage: {e:#}"),
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

@@ -1,6 +1,68 @@
-//! `nuaged`: the host daemon (not built yet; see the project's issues).
+//! `nuaged`: the nuage host daemon (see [`nuage::daemon`]). Runs on its embedded defaults;
+//! `--config FILE` (JSON) and the flags below override them.
 
-fn main() -> std::process::ExitCode {
-    eprintln!("usage: nuaged\n\nThe nuage daemon does not exist yet. Use `nuage-vmm --help` to run a microVM directly.");
-    std::process::ExitCode::from(2)
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use nuage::daemon::config::DaemonConfig;
+use nuage::daemon::Daemon;
+use tracing::info;
+
+#[derive(Debug, Parser)]
+#[command(name = "nuaged", version, about = "The nuage host daemon: an EC2-style API for this host")]
+struct Args {
+    /// A JSON file overriding the embedded defaults.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Where images, volumes, the database and instances live.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// The API's Unix socket.
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// The nuage-vmm binary.
+    #[arg(long)]
+    vmm: Option<PathBuf>,
+    /// Log filter (tracing's env-filter syntax).
+    #[arg(long, default_value = "info")]
+    log_level: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt().with_env_filter(args.log_level.as_str()).with_writer(std::io::stderr).init();
+    let mut config = match &args.config {
+        Some(path) => DaemonConfig::from_file(path)?,
+        None => DaemonConfig::default(),
+    };
+    if let Some(dir) = args.state_dir {
+        config.state_dir = dir;
+    }
+    if let Some(socket) = args.socket {
+        config.socket = socket;
+    }
+    if let Some(vmm) = args.vmm {
+        config.vmm = vmm;
+    }
+    let socket = config.socket.clone();
+    let (daemon, recovered) = tokio::task::spawn_blocking(move || Daemon::open(config))
+        .await?
+        .context("opening the daemon's state")?;
+    for action in recovered {
+        info!("recovery: {action}");
+    }
+    let listener = nuage::api::server::bind(&socket)?;
+    info!(socket = %socket.display(), state_dir = %daemon.state_dir().display(), "serving the API");
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        }
+        info!("stopping; instances keep running and are adopted at the next start");
+    };
+    nuage::api::server::serve(Arc::new(daemon), listener, shutdown).await
 }

@@ -1,4 +1,7 @@
-//! Persistent state. Today: small JSON records replaced atomically, for the storage and
-//! network modules; the daemon's embedded database joins here.
+//! Persistent state: small JSON records replaced atomically (the storage and network
+//! modules), and the daemon's embedded database of instances.
 
+#[cfg(feature = "daemon")]
+pub mod db;
 pub mod file;
+pub mod instance;

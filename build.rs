@@ -1,0 +1,17 @@
+//! Generates the gRPC code from `proto/nuage/v1` when the daemon is built, with a vendored
+//! `protoc` so a plain `cargo build` needs nothing installed.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    #[cfg(feature = "daemon")]
+    {
+        let protos = ["proto/nuage/v1/images.proto", "proto/nuage/v1/instances.proto"];
+        for proto in protos {
+            println!("cargo:rerun-if-changed={proto}");
+        }
+        std::env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?);
+        tonic_build::configure()
+            .type_attribute(".nuage.v1", "#[derive(serde::Serialize)]")
+            .compile_protos(&protos, &["proto"])?;
+    }
+    Ok(())
+}

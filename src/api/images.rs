@@ -1,0 +1,95 @@
+//! The Images service.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use super::blocking;
+use super::pb::images_server::Images;
+use super::pb::{
+    DeregisterImageRequest, DeregisterImageResponse, DescribeImagesRequest, DescribeImagesResponse, Image,
+    RegisterImageRequest,
+};
+use crate::daemon::{Daemon, DaemonError};
+use crate::storage::store::image::{ImageRecord, ImageSource, ImageSpec, ImageState};
+use crate::storage::DiskFormat;
+
+/// Serves images from the daemon's store.
+pub struct ImagesService(pub Arc<Daemon>);
+
+fn image(record: ImageRecord) -> Image {
+    Image {
+        image_id: record.id,
+        name: record.name,
+        description: record.description,
+        state: match record.state {
+            ImageState::Pending => "pending",
+            ImageState::Available => "available",
+            ImageState::Failed => "failed",
+        }
+        .into(),
+        size_bytes: record.size,
+        kernel_cmdline: record.cmdline,
+    }
+}
+
+fn required(value: &str, name: &str) -> Result<PathBuf, DaemonError> {
+    if value.is_empty() {
+        return Err(DaemonError::InvalidParameter(format!("{name} is required")));
+    }
+    Ok(PathBuf::from(value))
+}
+
+#[tonic::async_trait]
+impl Images for ImagesService {
+    async fn register_image(
+        &self,
+        request: Request<RegisterImageRequest>,
+    ) -> Result<Response<Image>, Status> {
+        let r = request.into_inner();
+        let daemon = self.0.clone();
+        let record = blocking(move || {
+            let format: DiskFormat = if r.disk_format.is_empty() { "raw" } else { r.disk_format.as_str() }
+                .parse()
+                .map_err(DaemonError::InvalidParameter)?;
+            let source = ImageSource::Disk {
+                disk: required(&r.disk_path, "disk_path")?,
+                format,
+                kernel: required(&r.kernel_path, "kernel_path")?,
+                initrd: (!r.initrd_path.is_empty()).then(|| PathBuf::from(&r.initrd_path)),
+            };
+            let name = if r.name.is_empty() { "image".to_owned() } else { r.name };
+            let spec = ImageSpec { name, description: r.description, cmdline: r.kernel_cmdline };
+            Ok(daemon.store.register_image(&spec, &source)?)
+        })
+        .await?;
+        Ok(Response::new(image(record)))
+    }
+
+    async fn describe_images(
+        &self,
+        request: Request<DescribeImagesRequest>,
+    ) -> Result<Response<DescribeImagesResponse>, Status> {
+        let ids = request.into_inner().image_ids;
+        let daemon = self.0.clone();
+        let records = blocking(move || {
+            if ids.is_empty() {
+                return Ok(daemon.store.images()?);
+            }
+            ids.iter().map(|id| Ok(daemon.store.image(id)?)).collect()
+        })
+        .await?;
+        Ok(Response::new(DescribeImagesResponse { images: records.into_iter().map(image).collect() }))
+    }
+
+    async fn deregister_image(
+        &self,
+        request: Request<DeregisterImageRequest>,
+    ) -> Result<Response<DeregisterImageResponse>, Status> {
+        let id = request.into_inner().image_id;
+        let daemon = self.0.clone();
+        blocking(move || Ok(daemon.store.deregister_image(&id)?)).await?;
+        Ok(Response::new(DeregisterImageResponse {}))
+    }
+}

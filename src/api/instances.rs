@@ -1,0 +1,109 @@
+//! The Instances service.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use super::blocking;
+use super::pb::instances_server::Instances;
+use super::pb::{
+    DescribeInstancesRequest, DescribeInstancesResponse, GetConsoleOutputRequest, GetConsoleOutputResponse,
+    Instance, InstanceIds, RunInstancesRequest, RunInstancesResponse, StateChange, StateChanges,
+};
+use crate::daemon::instances::StateChange as Change;
+use crate::daemon::{Daemon, DaemonError};
+use crate::state::instance::{InstanceRecord, InstanceState};
+
+/// Serves the daemon's instances.
+pub struct InstancesService(pub Arc<Daemon>);
+
+fn instance(r: InstanceRecord) -> Instance {
+    Instance {
+        instance_id: r.id,
+        image_id: r.image_id,
+        instance_type: r.instance_type,
+        state: r.state.as_str().into(),
+        state_reason: r.state_reason,
+        vcpus: r.vcpus,
+        memory_mib: r.memory_mib,
+        root_volume_id: r.root_volume_id,
+        launch_time: r.launch_time,
+    }
+}
+
+fn changes(changes: Vec<Change>) -> Response<StateChanges> {
+    let changes = changes
+        .into_iter()
+        .map(|c| StateChange {
+            instance_id: c.id,
+            previous_state: c.previous.as_str().into(),
+            current_state: c.current.as_str().into(),
+        })
+        .collect();
+    Response::new(StateChanges { changes })
+}
+
+#[tonic::async_trait]
+impl Instances for InstancesService {
+    async fn run_instances(
+        &self,
+        request: Request<RunInstancesRequest>,
+    ) -> Result<Response<RunInstancesResponse>, Status> {
+        let r = request.into_inner();
+        let daemon = self.0.clone();
+        let records = blocking(move || daemon.instances.run(&r.image_id, &r.instance_type, r.count)).await?;
+        Ok(Response::new(RunInstancesResponse { instances: records.into_iter().map(instance).collect() }))
+    }
+
+    async fn describe_instances(
+        &self,
+        request: Request<DescribeInstancesRequest>,
+    ) -> Result<Response<DescribeInstancesResponse>, Status> {
+        let r = request.into_inner();
+        let states = r
+            .states
+            .iter()
+            .map(|s| s.parse::<InstanceState>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Status::from(DaemonError::InvalidParameter(e)))?;
+        let daemon = self.0.clone();
+        let records = blocking(move || daemon.instances.describe(&r.instance_ids, &states)).await?;
+        Ok(Response::new(DescribeInstancesResponse {
+            instances: records.into_iter().map(instance).collect(),
+        }))
+    }
+
+    async fn stop_instances(&self, request: Request<InstanceIds>) -> Result<Response<StateChanges>, Status> {
+        let ids = request.into_inner().instance_ids;
+        let daemon = self.0.clone();
+        Ok(changes(blocking(move || daemon.instances.stop(&ids)).await?))
+    }
+
+    async fn start_instances(&self, request: Request<InstanceIds>) -> Result<Response<StateChanges>, Status> {
+        let ids = request.into_inner().instance_ids;
+        let daemon = self.0.clone();
+        Ok(changes(blocking(move || daemon.instances.start(&ids)).await?))
+    }
+
+    async fn terminate_instances(
+        &self,
+        request: Request<InstanceIds>,
+    ) -> Result<Response<StateChanges>, Status> {
+        let ids = request.into_inner().instance_ids;
+        let daemon = self.0.clone();
+        Ok(changes(blocking(move || daemon.instances.terminate(&ids)).await?))
+    }
+
+    async fn get_console_output(
+        &self,
+        request: Request<GetConsoleOutputRequest>,
+    ) -> Result<Response<GetConsoleOutputResponse>, Status> {
+        let id = request.into_inner().instance_id;
+        let daemon = self.0.clone();
+        let output = {
+            let id = id.clone();
+            blocking(move || daemon.instances.console_output(&id)).await?
+        };
+        Ok(Response::new(GetConsoleOutputResponse { instance_id: id, output }))
+    }
+}

@@ -1,0 +1,49 @@
+//! The gRPC API (`proto/nuage/v1`): generated messages and clients, the services `nuaged`
+//! serves, and the mapping of errors to gRPC status codes with EC2 error names.
+
+pub mod images;
+pub mod instances;
+pub mod server;
+
+/// Messages, clients and servers generated from `proto/nuage/v1/*.proto`.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod pb {
+    tonic::include_proto!("nuage.v1");
+}
+
+use tonic::{Code, Status};
+
+use crate::daemon::DaemonError;
+use crate::state::db::StateError;
+use crate::storage::store::StoreError;
+
+impl From<DaemonError> for Status {
+    fn from(e: DaemonError) -> Self {
+        let code = match &e {
+            DaemonError::Store(StoreError::NotFound { .. }) | DaemonError::State(StateError::NotFound(_)) => {
+                Code::NotFound
+            }
+            DaemonError::Store(StoreError::InvalidParameter(_) | StoreError::BadImage(_))
+            | DaemonError::InvalidParameter(_) => Code::InvalidArgument,
+            DaemonError::Store(StoreError::InUse { .. })
+            | DaemonError::State(StateError::WrongState { .. }) => Code::FailedPrecondition,
+            DaemonError::Store(StoreError::NoSpace(_)) => Code::ResourceExhausted,
+            DaemonError::Store(StoreError::Io { .. })
+            | DaemonError::State(StateError::Sqlite(_) | StateError::Corrupt(_))
+            | DaemonError::Internal(_) => Code::Internal,
+        };
+        Status::new(code, e.to_string())
+    }
+}
+
+/// Runs blocking daemon work (file I/O, process control) off the async runtime.
+pub(crate) async fn blocking<T, F>(work: F) -> Result<T, Status>
+where
+    F: FnOnce() -> Result<T, DaemonError> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Status::internal(format!("Server.InternalError: {e}")))?
+        .map_err(Status::from)
+}

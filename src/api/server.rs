@@ -1,0 +1,62 @@
+//! Serving the API on a Unix socket, and connecting to it.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use hyper_util::rt::TokioIo;
+use tokio::net::{UnixListener, UnixStream};
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::transport::{Channel, Endpoint, Server, Uri};
+
+use super::images::ImagesService;
+use super::instances::InstancesService;
+use super::pb::images_server::ImagesServer;
+use super::pb::instances_server::InstancesServer;
+use crate::daemon::Daemon;
+
+/// Binds the API socket at `path` (mode 0660: the owner and its group may call the API),
+/// replacing a stale socket a dead daemon left.
+pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            anyhow::bail!("{} is in use: is another nuaged running?", path.display());
+        }
+        std::fs::remove_file(path).with_context(|| format!("removing the stale {}", path.display()))?;
+    }
+    let listener = UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("chmod {}", path.display()))?;
+    Ok(listener)
+}
+
+/// Serves the API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    daemon: Arc<Daemon>,
+    listener: UnixListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    Server::builder()
+        .add_service(ImagesServer::new(ImagesService(daemon.clone())))
+        .add_service(InstancesServer::new(InstancesService(daemon)))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await
+        .context("serving the API")
+}
+
+/// A channel to the API on the Unix socket `path`.
+pub async fn connect(path: &Path) -> anyhow::Result<Channel> {
+    let path: PathBuf = path.to_owned();
+    // The URI is a placeholder: the connector below decides where to connect.
+    Endpoint::try_from("http://nuaged")?
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let path = path.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
+        }))
+        .await
+        .with_context(|| "connecting to nuaged (is it running? see --endpoint)".to_string())
+}

@@ -1,0 +1,183 @@
+//! `nuage`: the command-line client. Subcommands mirror the API with the names `aws ec2`
+//! users know; output is a table for people or JSON (`--output json`) for scripts.
+
+mod output;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::api::pb::images_client::ImagesClient;
+use crate::api::pb::instances_client::InstancesClient;
+use crate::api::pb::{
+    DeregisterImageRequest, DescribeImagesRequest, DescribeInstancesRequest, GetConsoleOutputRequest,
+    InstanceIds, RegisterImageRequest, RunInstancesRequest,
+};
+use crate::api::server::connect;
+use output::{print_changes, print_images, print_instances, Format};
+
+/// The nuage command-line client.
+#[derive(Debug, Parser)]
+#[command(name = "nuage", version, about = "EC2-style commands for a nuaged host")]
+pub struct Cli {
+    /// The daemon's API socket.
+    #[arg(long, global = true, env = "NUAGE_ENDPOINT", default_value = "/run/nuage/nuaged.sock")]
+    endpoint: PathBuf,
+    /// How to print results.
+    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Table)]
+    output: OutputFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum OutputFormat {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Registers a disk and its kernel as an image.
+    RegisterImage {
+        /// The root disk.
+        #[arg(long)]
+        disk: PathBuf,
+        /// raw or qcow2.
+        #[arg(long, default_value = "raw")]
+        disk_format: String,
+        /// The kernel (bzImage or ELF vmlinux).
+        #[arg(long)]
+        kernel: PathBuf,
+        /// The initrd.
+        #[arg(long)]
+        initrd: Option<PathBuf>,
+        /// A name.
+        #[arg(long, default_value = "image")]
+        name: String,
+        /// The kernel command line instances boot with.
+        #[arg(long, default_value = "")]
+        kernel_cmdline: String,
+    },
+    /// Lists images.
+    DescribeImages {
+        /// Only these.
+        #[arg(long = "image-ids", num_args = 1..)]
+        image_ids: Vec<String>,
+    },
+    /// Removes an image.
+    DeregisterImage {
+        /// The image.
+        #[arg(long)]
+        image_id: String,
+    },
+    /// Launches instances of an image.
+    RunInstances {
+        /// The image.
+        #[arg(long)]
+        image_id: String,
+        /// The instance type (default: the daemon's first).
+        #[arg(long, default_value = "")]
+        instance_type: String,
+        /// How many.
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+    },
+    /// Lists instances.
+    DescribeInstances {
+        /// Only these.
+        #[arg(long = "instance-ids", num_args = 1..)]
+        instance_ids: Vec<String>,
+        /// Only those in these states.
+        #[arg(long = "states", num_args = 1..)]
+        states: Vec<String>,
+    },
+    /// Stops instances.
+    StopInstances {
+        /// The instances.
+        #[arg(long = "instance-ids", num_args = 1.., required = true)]
+        instance_ids: Vec<String>,
+    },
+    /// Starts stopped instances.
+    StartInstances {
+        /// The instances.
+        #[arg(long = "instance-ids", num_args = 1.., required = true)]
+        instance_ids: Vec<String>,
+    },
+    /// Terminates instances.
+    TerminateInstances {
+        /// The instances.
+        #[arg(long = "instance-ids", num_args = 1.., required = true)]
+        instance_ids: Vec<String>,
+    },
+    /// Prints an instance's console output.
+    GetConsoleOutput {
+        /// The instance.
+        #[arg(long)]
+        instance_id: String,
+    },
+}
+
+fn path_text(path: &std::path::Path) -> anyhow::Result<String> {
+    // The daemon opens the files: give it absolute paths.
+    let absolute = std::path::absolute(path).with_context(|| path.display().to_string())?;
+    absolute.to_str().map(str::to_owned).with_context(|| format!("{} is not UTF-8", path.display()))
+}
+
+impl Cli {
+    /// Runs the command.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let channel = connect(&self.endpoint).await?;
+        let format = match self.output {
+            OutputFormat::Table => Format::Table,
+            OutputFormat::Json => Format::Json,
+        };
+        let mut images = ImagesClient::new(channel.clone());
+        let mut instances = InstancesClient::new(channel);
+        let ids = |instance_ids| InstanceIds { instance_ids, force: false };
+        match self.command {
+            Command::RegisterImage { disk, disk_format, kernel, initrd, name, kernel_cmdline } => {
+                let request = RegisterImageRequest {
+                    name,
+                    description: String::new(),
+                    disk_path: path_text(&disk)?,
+                    disk_format,
+                    kernel_path: path_text(&kernel)?,
+                    initrd_path: initrd.as_deref().map(path_text).transpose()?.unwrap_or_default(),
+                    kernel_cmdline,
+                };
+                print_images(format, vec![images.register_image(request).await?.into_inner()]);
+            }
+            Command::DescribeImages { image_ids } => {
+                let response = images.describe_images(DescribeImagesRequest { image_ids }).await?;
+                print_images(format, response.into_inner().images);
+            }
+            Command::DeregisterImage { image_id } => {
+                images.deregister_image(DeregisterImageRequest { image_id }).await?;
+            }
+            Command::RunInstances { image_id, instance_type, count } => {
+                let request = RunInstancesRequest { image_id, instance_type, count };
+                print_instances(format, instances.run_instances(request).await?.into_inner().instances);
+            }
+            Command::DescribeInstances { instance_ids, states } => {
+                let request = DescribeInstancesRequest { instance_ids, states };
+                print_instances(format, instances.describe_instances(request).await?.into_inner().instances);
+            }
+            Command::StopInstances { instance_ids } => {
+                print_changes(format, instances.stop_instances(ids(instance_ids)).await?.into_inner());
+            }
+            Command::StartInstances { instance_ids } => {
+                print_changes(format, instances.start_instances(ids(instance_ids)).await?.into_inner());
+            }
+            Command::TerminateInstances { instance_ids } => {
+                print_changes(format, instances.terminate_instances(ids(instance_ids)).await?.into_inner());
+            }
+            Command::GetConsoleOutput { instance_id } => {
+                let response = instances.get_console_output(GetConsoleOutputRequest { instance_id }).await?;
+                print!("{}", response.into_inner().output);
+            }
+        }
+        Ok(())
+    }
+}

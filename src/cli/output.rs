@@ -1,0 +1,90 @@
+//! Printing results: aligned tables for people, JSON for scripts.
+
+use serde::Serialize;
+
+use crate::api::pb::{Image, Instance, StateChanges};
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy)]
+pub enum Format {
+    /// Aligned columns under a header.
+    Table,
+    /// One JSON document.
+    Json,
+}
+
+/// Prints rows under `header`, each column as wide as its widest cell.
+fn table(header: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.len());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(header.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        line(row);
+    }
+}
+
+fn json<T: Serialize>(key: &str, value: T) {
+    let document = serde_json::json!({ key: value });
+    // Serializing plain generated messages cannot fail.
+    println!("{}", serde_json::to_string_pretty(&document).unwrap_or_default());
+}
+
+/// Prints images.
+pub fn print_images(format: Format, images: Vec<Image>) {
+    match format {
+        Format::Json => json("Images", images),
+        Format::Table => table(
+            &["IMAGE ID", "NAME", "STATE", "SIZE", "CMDLINE"],
+            images
+                .into_iter()
+                .map(|i| vec![i.image_id, i.name, i.state, i.size_bytes.to_string(), i.kernel_cmdline])
+                .collect(),
+        ),
+    }
+}
+
+/// Prints instances.
+pub fn print_instances(format: Format, instances: Vec<Instance>) {
+    match format {
+        Format::Json => json("Instances", instances),
+        Format::Table => table(
+            &["INSTANCE ID", "IMAGE ID", "TYPE", "STATE", "ROOT VOLUME", "REASON"],
+            instances
+                .into_iter()
+                .map(|i| {
+                    vec![
+                        i.instance_id,
+                        i.image_id,
+                        i.instance_type,
+                        i.state,
+                        i.root_volume_id,
+                        i.state_reason,
+                    ]
+                })
+                .collect(),
+        ),
+    }
+}
+
+/// Prints state changes.
+pub fn print_changes(format: Format, changes: StateChanges) {
+    match format {
+        Format::Json => json("StateChanges", changes.changes),
+        Format::Table => table(
+            &["INSTANCE ID", "PREVIOUS", "CURRENT"],
+            changes
+                .changes
+                .into_iter()
+                .map(|c| vec![c.instance_id, c.previous_state, c.current_state])
+                .collect(),
+        ),
+    }
+}

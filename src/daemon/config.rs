@@ -1,0 +1,90 @@
+//! The daemon's configuration: embedded defaults, optionally overridden by a JSON file and
+//! by flags.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A named vCPU and memory preset.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct InstanceType {
+    /// `t.nano`, ...
+    pub name: String,
+    /// vCPUs.
+    pub vcpus: u32,
+    /// Memory in MiB.
+    pub memory_mib: u32,
+}
+
+/// How `nuaged` runs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DaemonConfig {
+    /// Images, volumes, the database and the instances' directories.
+    pub state_dir: PathBuf,
+    /// The API's Unix socket (mode 0660).
+    pub socket: PathBuf,
+    /// The `nuage-vmm` binary.
+    pub vmm: PathBuf,
+    /// The instance types, the first being the default.
+    pub instance_types: Vec<InstanceType>,
+    /// The most instances one RunInstances call may launch.
+    pub max_count: u32,
+    /// How long a stop waits for the VMM before killing it, in seconds.
+    pub stop_timeout_secs: u64,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        let types = [
+            ("t.nano", 1, 256),
+            ("t.micro", 1, 512),
+            ("t.small", 1, 1024),
+            ("t.medium", 2, 2048),
+            ("t.large", 2, 4096),
+        ];
+        Self {
+            state_dir: PathBuf::from("/var/lib/nuage"),
+            socket: PathBuf::from("/run/nuage/nuaged.sock"),
+            vmm: sibling_binary("nuage-vmm"),
+            instance_types: types
+                .into_iter()
+                .map(|(name, vcpus, memory_mib)| InstanceType { name: name.into(), vcpus, memory_mib })
+                .collect(),
+            max_count: 32,
+            stop_timeout_secs: 10,
+        }
+    }
+}
+
+/// `name` in the directory of the running binary (where `cargo build` and packages put
+/// nuage's binaries side by side), or on `PATH`.
+fn sibling_binary(name: &str) -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join(name)))
+        .filter(|path| path.exists())
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
+impl DaemonConfig {
+    /// The defaults overridden by the JSON file `path`.
+    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        serde_json::from_slice(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+
+    /// The instance type `name` (empty: the default).
+    pub fn instance_type(&self, name: &str) -> Option<&InstanceType> {
+        if name.is_empty() {
+            return self.instance_types.first();
+        }
+        self.instance_types.iter().find(|t| t.name == name)
+    }
+
+    /// How long a stop waits.
+    pub fn stop_timeout(&self) -> Duration {
+        Duration::from_secs(self.stop_timeout_secs)
+    }
+}

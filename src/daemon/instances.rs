@@ -1,0 +1,392 @@
+//! The instance life cycle: launching VMMs from images, supervising them, stopping,
+//! starting and terminating, and setting everything straight after a daemon restart.
+//!
+//! Every step is recorded before it is taken (the instance row first, then its volume,
+//! then its process), so [`Instances::recover`] can finish or undo whatever a crash
+//! interrupted: no volume without an instance, no VMM without a record, no instance
+//! stuck in pending.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, ExitStatus};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tracing::{info, warn};
+
+use super::config::DaemonConfig;
+use super::process::{instance_dir, running_vmms, tail, Launch, ProcessHandle};
+use super::DaemonError;
+use crate::state::db::InstanceStore;
+use crate::state::instance::{InstanceRecord, InstanceState};
+use crate::storage::store::volume::Parent;
+use crate::storage::store::{new_id, now, Store};
+
+use InstanceState::*;
+
+/// The VMM's exit status when the guest asked for a reboot.
+const VMM_EXIT_REBOOT: i32 = 4;
+
+/// One state change, as StopInstances and friends report it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateChange {
+    /// The instance.
+    pub id: String,
+    /// Before.
+    pub previous: InstanceState,
+    /// After.
+    pub current: InstanceState,
+}
+
+/// The instances of one daemon.
+#[derive(Clone)]
+pub struct Instances {
+    db: Arc<dyn InstanceStore>,
+    store: Arc<Store>,
+    config: Arc<DaemonConfig>,
+    /// Handles of the running VMMs, for signals that cannot hit a reused pid.
+    handles: Arc<Mutex<HashMap<String, Arc<ProcessHandle>>>>,
+}
+
+impl Instances {
+    /// Instances recorded in `db`, with volumes in `store`.
+    pub fn new(db: Arc<dyn InstanceStore>, store: Arc<Store>, config: Arc<DaemonConfig>) -> Self {
+        Self { db, store, config, handles: Arc::default() }
+    }
+
+    /// Launches `count` instances of `image_id`.
+    pub fn run(
+        &self,
+        image_id: &str,
+        instance_type: &str,
+        count: u32,
+    ) -> Result<Vec<InstanceRecord>, DaemonError> {
+        let count = count.max(1);
+        if count > self.config.max_count {
+            return Err(DaemonError::InvalidParameter(format!(
+                "count {count} is more than the {} one call may launch",
+                self.config.max_count
+            )));
+        }
+        let kind = self.config.instance_type(instance_type).ok_or_else(|| {
+            let known: Vec<&str> = self.config.instance_types.iter().map(|t| t.name.as_str()).collect();
+            DaemonError::InvalidParameter(format!(
+                "instance type {instance_type:?}; known: {}",
+                known.join(", ")
+            ))
+        })?;
+        let image = self.store.image(image_id)?;
+        (0..count)
+            .map(|_| {
+                let record = InstanceRecord {
+                    id: new_id("i"),
+                    image_id: image.id.clone(),
+                    instance_type: kind.name.clone(),
+                    vcpus: kind.vcpus,
+                    memory_mib: kind.memory_mib,
+                    root_volume_id: String::new(),
+                    state: Pending,
+                    state_reason: String::new(),
+                    pid: None,
+                    launch_time: now() as i64,
+                };
+                self.db.insert(&record)?;
+                let volume = self.store.create_volume(Parent::Image(image.id.clone()), None)?;
+                self.store.attach_volume(&volume.id, &record.id)?;
+                self.db.set_root_volume(&record.id, &volume.id)?;
+                self.launch(&record.id)
+            })
+            .collect()
+    }
+
+    /// Instances named in `ids` (all when empty), in `states` (any when empty).
+    pub fn describe(
+        &self,
+        ids: &[String],
+        states: &[InstanceState],
+    ) -> Result<Vec<InstanceRecord>, DaemonError> {
+        let all = self.db.list()?;
+        for id in ids {
+            if !all.iter().any(|r| &r.id == id) {
+                return Err(DaemonError::State(crate::state::db::StateError::NotFound(id.clone())));
+            }
+        }
+        Ok(all
+            .into_iter()
+            .filter(|r| ids.is_empty() || ids.contains(&r.id))
+            .filter(|r| states.is_empty() || states.contains(&r.state))
+            .collect())
+    }
+
+    /// Boots stopped instances again.
+    pub fn start(&self, ids: &[String]) -> Result<Vec<StateChange>, DaemonError> {
+        self.check_all(ids, &[Stopped, Pending, Running])?;
+        ids.iter()
+            .map(|id| {
+                let previous = self.db.get(id)?.state;
+                if previous != Stopped {
+                    return Ok(StateChange { id: id.clone(), previous, current: previous });
+                }
+                self.db.transition(id, &[Stopped], Pending, "Client.UserInitiatedStart", None)?;
+                let record = self.launch(id)?;
+                Ok(StateChange { id: id.clone(), previous, current: record.state })
+            })
+            .collect()
+    }
+
+    /// Stops running instances: the VMM is signalled and, if it has not exited after
+    /// the stop timeout, killed. Returns once each has stopped.
+    pub fn stop(&self, ids: &[String]) -> Result<Vec<StateChange>, DaemonError> {
+        self.check_all(ids, &[Running, Stopping, Stopped])?;
+        let mut changes = Vec::new();
+        for id in ids {
+            let previous = self.db.get(id)?.state;
+            if previous == Running {
+                self.db.transition(id, &[Running], Stopping, "Client.UserInitiatedShutdown", None)?;
+                self.signal_and_wait(id);
+            }
+            changes.push(StateChange { id: id.clone(), previous, current: self.db.get(id)?.state });
+        }
+        Ok(changes)
+    }
+
+    /// Terminates instances: stops their VMMs and deletes their root volumes.
+    pub fn terminate(&self, ids: &[String]) -> Result<Vec<StateChange>, DaemonError> {
+        self.check_all(ids, &InstanceState::ALL)?;
+        let mut changes = Vec::new();
+        for id in ids {
+            let previous = self.db.get(id)?.state;
+            if !matches!(previous, ShuttingDown | Terminated) {
+                self.db.transition(
+                    id,
+                    &[Pending, Running, Stopping, Stopped],
+                    ShuttingDown,
+                    "Client.UserInitiatedShutdown",
+                    None,
+                )?;
+                if self.handle(id).is_some() {
+                    self.signal_and_wait(id);
+                } else {
+                    self.finish_termination(id)?;
+                }
+            }
+            changes.push(StateChange { id: id.clone(), previous, current: self.db.get(id)?.state });
+        }
+        Ok(changes)
+    }
+
+    /// The instance's console output so far (the last 64 KiB).
+    pub fn console_output(&self, id: &str) -> Result<String, DaemonError> {
+        self.db.get(id)?;
+        let path = instance_dir(&self.config.state_dir, id).join("console.log");
+        tail(&path, 64 << 10).map_err(|e| DaemonError::Internal(format!("{}: {e}", path.display())))
+    }
+
+    /// After a daemon start: adopts the VMMs that kept running, and finishes what a crash
+    /// interrupted. Returns a line per action taken.
+    pub fn recover(&self) -> Result<Vec<String>, DaemonError> {
+        let mut actions = Vec::new();
+        let running = running_vmms(&self.config.state_dir);
+        let records = self.db.list()?;
+        for record in &records {
+            let id = &record.id;
+            match (record.state, running.get(id)) {
+                (Terminated, _) => {}
+                (state, Some(&pid)) => {
+                    let handle = ProcessHandle::open(pid).map_err(internal)?;
+                    if state == Pending {
+                        self.db.transition(id, &[Pending], Running, "", Some(pid))?;
+                    }
+                    self.supervise(id, handle, None);
+                    actions.push(format!("adopted the VMM of {} (pid {pid})", record.id));
+                }
+                (Pending | Running | Stopping, None) => {
+                    if record.root_volume_id.is_empty() {
+                        // The launch never got as far as a volume: undo it.
+                        self.db.transition(
+                            id,
+                            &[record.state],
+                            ShuttingDown,
+                            "Server.InternalError: launch interrupted",
+                            None,
+                        )?;
+                        self.finish_termination(id)?;
+                        actions.push(format!("undid the interrupted launch of {id}"));
+                    } else {
+                        let reason = "Server.InternalError: the VMM ended while nuaged was down";
+                        self.db.transition(id, &[record.state], Stopped, reason, None)?;
+                        actions.push(format!("{id} is stopped: its VMM ended while nuaged was down"));
+                    }
+                }
+                (ShuttingDown, None) => {
+                    self.finish_termination(id)?;
+                    actions.push(format!("finished terminating {id}"));
+                }
+                (Stopped, None) => {}
+            }
+        }
+        // Volumes attached to instances the record does not know (a crash between making
+        // the volume and recording it is impossible: the row comes first; this catches
+        // rows removed by hand).
+        for volume in self.store.volumes()? {
+            if let Some(owner) = &volume.attached_to {
+                if owner.starts_with("i-") && !records.iter().any(|r| &r.id == owner) {
+                    self.store.detach_volume(&volume.id)?;
+                    self.store.delete_volume(&volume.id)?;
+                    actions.push(format!("deleted {} of unknown instance {owner}", volume.id));
+                }
+            }
+        }
+        Ok(actions)
+    }
+
+    /// Fails unless every id exists and is in one of `allowed`: a request naming one
+    /// wrong instance changes none.
+    fn check_all(&self, ids: &[String], allowed: &[InstanceState]) -> Result<(), DaemonError> {
+        if ids.is_empty() {
+            return Err(DaemonError::InvalidParameter("no instance ids given".into()));
+        }
+        for id in ids {
+            let record = self.db.get(id)?;
+            if !allowed.contains(&record.state) {
+                let expected = allowed.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" or ");
+                return Err(DaemonError::State(crate::state::db::StateError::WrongState {
+                    id: id.clone(),
+                    expected,
+                    actual: record.state,
+                }));
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts the VMM of pending instance `id` and watches it.
+    fn launch(&self, id: &str) -> Result<InstanceRecord, DaemonError> {
+        let record = self.db.get(id)?;
+        let image = self.store.image(&record.image_id)?;
+        let launch = Launch {
+            vmm: &self.config.vmm,
+            instance: &record,
+            image: &image,
+            kernel: self.store.image_file(&image, &image.kernel),
+            initrd: image.initrd.as_ref().map(|name| self.store.image_file(&image, name)),
+            root_volume: self.store.volume_path(&record.root_volume_id)?,
+            dir: instance_dir(&self.config.state_dir, id),
+        };
+        let child = match launch.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                let reason = format!("Server.InternalError: cannot start {}: {e}", self.config.vmm.display());
+                self.db.transition(id, &[Pending], Stopped, &reason, None)?;
+                return Err(DaemonError::Internal(reason));
+            }
+        };
+        let pid = child.id() as i32;
+        let handle = ProcessHandle::open(pid).map_err(internal)?;
+        let record = self.db.transition(id, &[Pending], Running, "", Some(pid))?;
+        info!(instance = id, pid, "launched");
+        self.supervise(id, handle, Some(child));
+        Ok(record)
+    }
+
+    /// Watches VMM `handle` of instance `id` (with `child`, when this daemon started it,
+    /// to learn its exit status) and records its exit.
+    fn supervise(&self, id: &str, handle: ProcessHandle, child: Option<Child>) {
+        let handle = Arc::new(handle);
+        self.handles
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id.to_owned(), handle.clone());
+        let this = self.clone();
+        let id = id.to_owned();
+        std::thread::spawn(move || {
+            let status = match child {
+                Some(mut child) => child.wait().ok(),
+                None => {
+                    handle.wait();
+                    None
+                }
+            };
+            if let Err(e) = this.record_exit(&id, status) {
+                warn!(instance = id, "recording the VMM's exit failed: {e}");
+            }
+            // A reboot has put a new VMM's handle in place: leave that one.
+            let mut handles = this.handles.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if handles.get(&id).is_some_and(|h| Arc::ptr_eq(h, &handle)) {
+                handles.remove(&id);
+            }
+        });
+    }
+
+    fn handle(&self, id: &str) -> Option<Arc<ProcessHandle>> {
+        self.handles.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(id).cloned()
+    }
+
+    /// Asks the VMM of `id` to stop (SIGTERM: it stops its vCPUs, flushes its disks and
+    /// exits), kills it after the stop timeout, and waits until its exit is recorded.
+    fn signal_and_wait(&self, id: &str) {
+        let Some(handle) = self.handle(id) else { return };
+        if let Err(e) = handle.signal(libc::SIGTERM) {
+            warn!(instance = id, "SIGTERM: {e}");
+        }
+        let deadline = Instant::now() + self.config.stop_timeout();
+        let mut killed = false;
+        while self.handle(id).is_some() {
+            if !killed && Instant::now() > deadline {
+                warn!(instance = id, "the VMM did not stop in time: killing it");
+                let _ = handle.signal(libc::SIGKILL);
+                killed = true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Records the exit of instance `id`'s VMM (`status` is unknown for an adopted one).
+    fn record_exit(&self, id: &str, status: Option<ExitStatus>) -> Result<(), DaemonError> {
+        let record = self.db.get(id)?;
+        let code = status.and_then(|s| s.code());
+        info!(instance = id, ?status, state = %record.state, "VMM exited");
+        match record.state {
+            Stopping => {
+                self.db.transition(id, &[Stopping], Stopped, &record.state_reason, None)?;
+            }
+            ShuttingDown => self.finish_termination(id)?,
+            Running if code == Some(VMM_EXIT_REBOOT) => {
+                // The guest rebooted: the instance keeps running, on a new VMM.
+                self.db.transition(id, &[Running], Pending, "Client.InstanceInitiatedReboot", None)?;
+                self.launch(id)?;
+            }
+            Running => {
+                let reason = match code {
+                    Some(0) => "Client.InstanceInitiatedShutdown: the guest powered off".to_owned(),
+                    Some(code) => {
+                        format!("Server.InternalError: nuage-vmm exited with status {code} (see vmm.log)")
+                    }
+                    None => "Server.InternalError: nuage-vmm ended".to_owned(),
+                };
+                self.db.transition(id, &[Running], Stopped, &reason, None)?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Deletes a shutting-down instance's volumes and files and marks it terminated.
+    fn finish_termination(&self, id: &str) -> Result<(), DaemonError> {
+        let reason = self.db.get(id)?.state_reason;
+        for volume in self.store.volumes()? {
+            if volume.attached_to.as_deref() == Some(id) {
+                self.store.detach_volume(&volume.id)?;
+                self.store.delete_volume(&volume.id)?;
+            }
+        }
+        let dir: PathBuf = instance_dir(&self.config.state_dir, id);
+        let _ = std::fs::remove_file(dir.join("control.sock"));
+        self.db.transition(id, &[ShuttingDown], Terminated, &reason, None)?;
+        Ok(())
+    }
+}
+
+fn internal(e: std::io::Error) -> DaemonError {
+    DaemonError::Internal(e.to_string())
+}

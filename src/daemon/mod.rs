@@ -1,0 +1,65 @@
+//! `nuaged`: the host daemon. It owns the store of images and volumes, the instance
+//! database and the instances' VMM processes, and serves them over the gRPC API
+//! ([`crate::api`]) on a Unix socket.
+
+pub mod config;
+pub mod instances;
+pub mod process;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::state::db::{Database, StateError};
+use crate::storage::store::{Store, StoreError};
+use config::DaemonConfig;
+use instances::Instances;
+
+/// Errors of daemon operations; each message starts with its EC2 error name.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// From the image and volume store.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// From the instance database.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// A malformed request.
+    #[error("InvalidParameterValue: {0}")]
+    InvalidParameter(String),
+    /// Something on the host failed.
+    #[error("Server.InternalError: {0}")]
+    Internal(String),
+}
+
+/// The daemon's parts, shared by the API's services.
+pub struct Daemon {
+    /// The configuration.
+    pub config: Arc<DaemonConfig>,
+    /// Images, volumes, snapshots.
+    pub store: Arc<Store>,
+    /// The instances.
+    pub instances: Instances,
+}
+
+impl Daemon {
+    /// Opens the state under the configured directory, finishing whatever a crash
+    /// interrupted and adopting running VMMs; returns the daemon and what recovery did.
+    pub fn open(config: DaemonConfig) -> Result<(Self, Vec<String>), DaemonError> {
+        let dir = config.state_dir.clone();
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| DaemonError::Internal(format!("{}: {e}", dir.display())))?;
+        let (store, report) = Store::open(&dir.join("store"))?;
+        let mut actions = report.actions;
+        let db = Arc::new(Database::open(&dir.join("nuage.db"))?);
+        let config = Arc::new(config);
+        let store = Arc::new(store);
+        let instances = Instances::new(db, store.clone(), config.clone());
+        actions.extend(instances.recover()?);
+        Ok((Self { config, store, instances }, actions))
+    }
+
+    /// The state directory.
+    pub fn state_dir(&self) -> &Path {
+        &self.config.state_dir
+    }
+}

@@ -1,0 +1,157 @@
+//! The instances' `nuage-vmm` processes: launching one in its own process group (so a
+//! signal to the daemon's group, or the daemon's death, never reaches it), finding the
+//! ones running after a daemon restart, and waiting for processes the daemon did not
+//! start.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use crate::state::instance::InstanceRecord;
+use crate::storage::store::image::ImageRecord;
+
+/// Where an instance's files live: `console.log`, `vmm.log`, `control.sock`.
+pub fn instance_dir(state_dir: &Path, id: &str) -> PathBuf {
+    state_dir.join("instances").join(id)
+}
+
+/// What a VMM needs to boot an instance.
+pub struct Launch<'a> {
+    /// The VMM binary.
+    pub vmm: &'a Path,
+    /// The instance.
+    pub instance: &'a InstanceRecord,
+    /// Its image.
+    pub image: &'a ImageRecord,
+    /// The image's kernel and initrd.
+    pub kernel: PathBuf,
+    /// The initrd.
+    pub initrd: Option<PathBuf>,
+    /// The root volume's qcow2 file.
+    pub root_volume: PathBuf,
+    /// The instance's directory.
+    pub dir: PathBuf,
+}
+
+impl Launch<'_> {
+    /// The VMM's command line.
+    fn command(&self) -> Command {
+        let mut command = Command::new(self.vmm);
+        let cmdline = format!("console=ttyS0 {}", self.image.cmdline);
+        // The disk's serial is the volume id without its dash, as EC2's NVMe serials are.
+        let serial = self.instance.root_volume_id.replace('-', "");
+        command
+            .arg("--kernel")
+            .arg(&self.kernel)
+            .args([
+                "--vcpus",
+                &self.instance.vcpus.to_string(),
+                "--memory",
+                &self.instance.memory_mib.to_string(),
+            ])
+            .args(["--cmdline", cmdline.trim_end()])
+            .arg("--disk")
+            .arg(format!("path={},format=qcow2,id={serial}", self.root_volume.display()))
+            .arg("--console-log")
+            .arg(self.dir.join("console.log"))
+            .arg("--api-socket")
+            .arg(self.dir.join("control.sock"));
+        if let Some(initrd) = &self.initrd {
+            command.arg("--initrd").arg(initrd);
+        }
+        command
+    }
+
+    /// Starts the VMM, its output going to `vmm.log` in the instance's directory.
+    pub fn spawn(&self) -> std::io::Result<Child> {
+        std::fs::create_dir_all(&self.dir)?;
+        let _ = std::fs::remove_file(self.dir.join("control.sock"));
+        let log = OpenOptions::new().create(true).append(true).open(self.dir.join("vmm.log"))?;
+        self.command().stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).process_group(0).spawn()
+    }
+}
+
+/// The VMMs running for instances under `state_dir`, by instance id: found by their
+/// command lines, which name the instance's directory, so a VMM whose pid never reached
+/// the database (a crash right after launching it) is found too.
+pub fn running_vmms(state_dir: &Path) -> HashMap<String, i32> {
+    let marker = state_dir.join("instances");
+    let marker = marker.as_os_str().as_encoded_bytes();
+    let mut found = HashMap::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return found };
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        for arg in cmdline.split(|&b| b == 0) {
+            if let Some(rest) = arg.strip_prefix(marker) {
+                // ".../instances/i-xxx/console.log"
+                let id = rest.split(|&b| b == b'/').find(|part| !part.is_empty());
+                if let Some(id) = id.and_then(|id| std::str::from_utf8(id).ok()) {
+                    found.insert(id.to_owned(), pid);
+                    break;
+                }
+            }
+        }
+    }
+    found
+}
+
+/// A process the daemon may not be the parent of, held by a pidfd so its pid cannot be
+/// reused under us.
+pub struct ProcessHandle(OwnedFd);
+
+impl ProcessHandle {
+    /// Opens process `pid`.
+    pub fn open(pid: i32) -> std::io::Result<Self> {
+        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: the descriptor was just created and nothing else owns it.
+        Ok(Self(unsafe { OwnedFd::from_raw_fd(fd as i32) }))
+    }
+
+    /// Sends `signal`.
+    pub fn signal(&self, signal: i32) -> std::io::Result<()> {
+        // SAFETY: pidfd_send_signal reads nothing from memory when info is null.
+        let rc = unsafe {
+            libc::syscall(libc::SYS_pidfd_send_signal, self.0.as_raw_fd(), signal, std::ptr::null::<u8>(), 0)
+        };
+        if rc < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Blocks until the process exits.
+    pub fn wait(&self) {
+        let mut poll = libc::pollfd { fd: self.0.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        loop {
+            // SAFETY: one valid pollfd, for the duration of the call.
+            let rc = unsafe { libc::poll(&mut poll, 1, -1) };
+            if rc > 0 || (rc < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted)
+            {
+                return;
+            }
+        }
+    }
+}
+
+/// The last `limit` bytes of file `path` as text (a console log).
+pub fn tail(path: &Path, limit: u64) -> std::io::Result<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
+        Err(e) => return Err(e),
+    };
+    let len = file.metadata()?.len();
+    file.seek(SeekFrom::Start(len.saturating_sub(limit)))?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}

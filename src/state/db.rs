@@ -1,0 +1,266 @@
+//! The daemon's embedded database: SQLite (bundled, so every host runs the same engine) in
+//! WAL mode, with the schema migrated forward by `PRAGMA user_version`. Callers see the
+//! [`InstanceStore`] trait, so another backend can take its place later.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use super::instance::{InstanceRecord, InstanceState};
+
+/// Errors of the state database.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The database failed.
+    #[error("state database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// No such record.
+    #[error("InvalidInstanceID.NotFound: {0} does not exist")]
+    NotFound(String),
+    /// The record is not in the state the change needs.
+    #[error("IncorrectInstanceState: {id} is {actual}, not {expected}")]
+    WrongState {
+        /// The instance.
+        id: String,
+        /// What the change needs.
+        expected: String,
+        /// What it is.
+        actual: InstanceState,
+    },
+    /// A stored value no longer parses (a newer daemon wrote it, or the file was edited).
+    #[error("state database: corrupt record {0}")]
+    Corrupt(String),
+}
+
+/// Where instances are recorded.
+pub trait InstanceStore: Send + Sync {
+    /// Adds a new instance.
+    fn insert(&self, record: &InstanceRecord) -> Result<(), StateError>;
+    /// One instance.
+    fn get(&self, id: &str) -> Result<InstanceRecord, StateError>;
+    /// Every instance, oldest first.
+    fn list(&self) -> Result<Vec<InstanceRecord>, StateError>;
+    /// Moves `id` to `next` if it is in one of `from` (compare and set, so two requests
+    /// racing on one instance cannot both win), recording `reason` and the VMM's `pid`.
+    fn transition(
+        &self,
+        id: &str,
+        from: &[InstanceState],
+        next: InstanceState,
+        reason: &str,
+        pid: Option<i32>,
+    ) -> Result<InstanceRecord, StateError>;
+    /// Records the instance's root volume.
+    fn set_root_volume(&self, id: &str, volume_id: &str) -> Result<(), StateError>;
+}
+
+/// Schema versions, applied in order; the database's `user_version` says how many ran.
+const MIGRATIONS: &[&str] = &["CREATE TABLE instances (
+        id TEXT PRIMARY KEY,
+        image_id TEXT NOT NULL,
+        instance_type TEXT NOT NULL,
+        vcpus INTEGER NOT NULL,
+        memory_mib INTEGER NOT NULL,
+        root_volume_id TEXT NOT NULL,
+        state TEXT NOT NULL,
+        state_reason TEXT NOT NULL,
+        pid INTEGER,
+        launch_time INTEGER NOT NULL,
+        seq INTEGER NOT NULL
+    )"];
+
+/// The SQLite database.
+#[derive(Debug)]
+pub struct Database {
+    connection: Mutex<Connection>,
+}
+
+impl Database {
+    /// Opens (creating, migrating) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self, StateError> {
+        let mut connection = Connection::open(path)?;
+        connection.pragma_update(None, "journal_mode", "WAL")?;
+        connection.pragma_update(None, "synchronous", "FULL")?;
+        connection.busy_timeout(std::time::Duration::from_secs(5))?;
+        let version: usize = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
+        if version > MIGRATIONS.len() {
+            return Err(StateError::Corrupt(format!(
+                "schema version {version} is newer than this nuaged knows ({})",
+                MIGRATIONS.len()
+            )));
+        }
+        for (index, migration) in MIGRATIONS.iter().enumerate().skip(version) {
+            let tx = connection.transaction()?;
+            tx.execute_batch(migration)?;
+            tx.pragma_update(None, "user_version", index + 1)?;
+            tx.commit()?;
+        }
+        Ok(Self { connection: Mutex::new(connection) })
+    }
+
+    fn connection(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite half-written: its own
+        // transaction rolls back, so the connection is still sound.
+        self.connection.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+const COLUMNS: &str =
+    "id, image_id, instance_type, vcpus, memory_mib, root_volume_id, state, state_reason, pid, launch_time";
+
+fn record(row: &Row<'_>) -> rusqlite::Result<Result<InstanceRecord, StateError>> {
+    let state: String = row.get(6)?;
+    let id: String = row.get(0)?;
+    let Ok(state) = state.parse() else {
+        return Ok(Err(StateError::Corrupt(format!("{id}: state {state:?}"))));
+    };
+    Ok(Ok(InstanceRecord {
+        id,
+        image_id: row.get(1)?,
+        instance_type: row.get(2)?,
+        vcpus: row.get(3)?,
+        memory_mib: row.get(4)?,
+        root_volume_id: row.get(5)?,
+        state,
+        state_reason: row.get(7)?,
+        pid: row.get(8)?,
+        launch_time: row.get(9)?,
+    }))
+}
+
+fn get(connection: &Connection, id: &str) -> Result<InstanceRecord, StateError> {
+    connection
+        .query_row(&format!("SELECT {COLUMNS} FROM instances WHERE id = ?1"), [id], record)
+        .optional()?
+        .ok_or_else(|| StateError::NotFound(id.to_owned()))?
+}
+
+impl InstanceStore for Database {
+    fn insert(&self, r: &InstanceRecord) -> Result<(), StateError> {
+        self.connection().execute(
+            &format!(
+                "INSERT INTO instances ({COLUMNS}, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,
+                 (SELECT COALESCE(MAX(seq), 0) + 1 FROM instances))"
+            ),
+            params![
+                r.id,
+                r.image_id,
+                r.instance_type,
+                r.vcpus,
+                r.memory_mib,
+                r.root_volume_id,
+                r.state.as_str(),
+                r.state_reason,
+                r.pid,
+                r.launch_time
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn get(&self, id: &str) -> Result<InstanceRecord, StateError> {
+        get(&self.connection(), id)
+    }
+
+    fn list(&self) -> Result<Vec<InstanceRecord>, StateError> {
+        let connection = self.connection();
+        let mut statement = connection.prepare(&format!("SELECT {COLUMNS} FROM instances ORDER BY seq"))?;
+        let rows = statement.query_map([], record)?;
+        rows.map(|row| row?).collect()
+    }
+
+    fn transition(
+        &self,
+        id: &str,
+        from: &[InstanceState],
+        next: InstanceState,
+        reason: &str,
+        pid: Option<i32>,
+    ) -> Result<InstanceRecord, StateError> {
+        let mut connection = self.connection();
+        let tx = connection.transaction()?;
+        let current = get(&tx, id)?;
+        if !from.contains(&current.state) {
+            let expected = from.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" or ");
+            return Err(StateError::WrongState { id: id.to_owned(), expected, actual: current.state });
+        }
+        tx.execute(
+            "UPDATE instances SET state = ?2, state_reason = ?3, pid = ?4 WHERE id = ?1",
+            params![id, next.as_str(), reason, pid],
+        )?;
+        tx.commit()?;
+        Ok(InstanceRecord { state: next, state_reason: reason.to_owned(), pid, ..current })
+    }
+
+    fn set_root_volume(&self, id: &str, volume_id: &str) -> Result<(), StateError> {
+        let changed = self
+            .connection()
+            .execute("UPDATE instances SET root_volume_id = ?2 WHERE id = ?1", params![id, volume_id])?;
+        if changed == 0 {
+            return Err(StateError::NotFound(id.to_owned()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance(id: &str) -> InstanceRecord {
+        InstanceRecord {
+            id: id.into(),
+            image_id: "ami-1".into(),
+            instance_type: "t.nano".into(),
+            vcpus: 1,
+            memory_mib: 128,
+            root_volume_id: String::new(),
+            state: InstanceState::Pending,
+            state_reason: String::new(),
+            pid: None,
+            launch_time: 1,
+        }
+    }
+
+    #[test]
+    fn records_survive_reopening_and_keep_their_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nuage.db");
+        let db = Database::open(&path).unwrap();
+        for id in ["i-b", "i-a", "i-c"] {
+            db.insert(&instance(id)).unwrap();
+        }
+        db.set_root_volume("i-a", "vol-1").unwrap();
+        db.transition("i-a", &[InstanceState::Pending], InstanceState::Running, "launched", Some(42))
+            .unwrap();
+        drop(db);
+        let db = Database::open(&path).unwrap();
+        let ids: Vec<String> = db.list().unwrap().into_iter().map(|r| r.id).collect();
+        assert_eq!(ids, ["i-b", "i-a", "i-c"]);
+        let a = db.get("i-a").unwrap();
+        assert_eq!((a.state, a.pid, a.root_volume_id.as_str()), (InstanceState::Running, Some(42), "vol-1"));
+        assert!(db.insert(&instance("i-a")).is_err(), "ids are unique");
+    }
+
+    #[test]
+    fn a_transition_from_the_wrong_state_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(&dir.path().join("nuage.db")).unwrap();
+        db.insert(&instance("i-a")).unwrap();
+        let err =
+            db.transition("i-a", &[InstanceState::Running], InstanceState::Stopping, "", None).unwrap_err();
+        assert_eq!(err.to_string(), "IncorrectInstanceState: i-a is pending, not running");
+        assert_eq!(db.get("i-a").unwrap().state, InstanceState::Pending);
+        assert!(matches!(db.get("i-zz"), Err(StateError::NotFound(_))));
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nuage.db");
+        Connection::open(&path).unwrap().pragma_update(None, "user_version", 99).unwrap();
+        let err = Database::open(&path).unwrap_err();
+        assert!(err.to_string().contains("schema version 99"), "{err}");
+    }
+}

@@ -1,0 +1,260 @@
+//! The API end to end: a real `nuaged` on a temporary socket and state directory, driven
+//! through the real `nuage` CLI (and a gRPC client where status codes matter), launching
+//! tiny hand-assembled guests with the real `nuage-vmm` on this host's `/dev/kvm`.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::guest::{elf_kernel, Asm};
+use serde_json::Value;
+
+/// A running `nuaged`, killed (never gracefully) when dropped.
+struct Daemon {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Daemon {
+    fn start(dir: &Path) -> Self {
+        let socket = dir.join("api.sock");
+        let child = Command::new(env!("CARGO_BIN_EXE_nuaged"))
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--vmm")
+            .arg(common::vmm_bin())
+            .stdin(Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new().create(true).append(true).open(dir.join("nuaged.log")).unwrap(),
+            )
+            .spawn()
+            .unwrap();
+        let daemon = Self { child, dir: dir.to_owned() };
+        daemon.wait_for(|| std::os::unix::net::UnixStream::connect(&socket).is_ok(), "the API socket");
+        daemon
+    }
+
+    /// Kills the daemon with SIGKILL, as a crash would.
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// Runs `nuage ARGS --output json`; returns (success, JSON or stderr).
+    fn nuage(&self, args: &[&str]) -> Result<Value, String> {
+        let out = Command::new(env!("CARGO_BIN_EXE_nuage"))
+            .arg("--endpoint")
+            .arg(self.dir.join("api.sock"))
+            .args(["--output", "json"])
+            .args(args)
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            return Err(stderr.trim().trim_start_matches("nuage: ").to_owned());
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        Ok(if text.trim().is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() })
+    }
+
+    fn ok(&self, args: &[&str]) -> Value {
+        self.nuage(args).unwrap_or_else(|e| panic!("nuage {args:?}: {e}\n{}", self.log()))
+    }
+
+    fn err(&self, args: &[&str]) -> String {
+        match self.nuage(args) {
+            Ok(v) => panic!("nuage {args:?} should fail, gave {v}"),
+            Err(e) => e,
+        }
+    }
+
+    /// The instance's console output (printed as is, not as JSON).
+    fn console(&self, id: &str) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_nuage"))
+            .arg("--endpoint")
+            .arg(self.dir.join("api.sock"))
+            .args(["get-console-output", "--instance-id", id])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn state(&self, id: &str) -> (String, String) {
+        let v = self.ok(&["describe-instances", "--instance-ids", id]);
+        let i = &v["Instances"][0];
+        (i["state"].as_str().unwrap().to_owned(), i["state_reason"].as_str().unwrap().to_owned())
+    }
+
+    fn wait_for(&self, mut done: impl FnMut() -> bool, what: &str) {
+        let start = Instant::now();
+        while !done() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "timed out waiting for {what}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn wait_state(&self, id: &str, state: &str) {
+        self.wait_for(|| self.state(id).0 == state, &format!("{id} to be {state}"));
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("nuaged.log")).unwrap_or_default()
+    }
+
+    fn volumes(&self) -> usize {
+        let dir = self.dir.join("state/store/volumes");
+        std::fs::read_dir(dir)
+            .map(|d| d.filter(|e| e.as_ref().unwrap().path().extension() == Some("json".as_ref())).count())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Registers an image whose kernel prints `text` and then does `end`.
+fn register(daemon: &Daemon, name: &str, guest: Asm) -> String {
+    let kernel = common::write_file(&daemon.dir, &format!("{name}.kernel"), &elf_kernel(guest.bytes()));
+    let disk = common::write_file(&daemon.dir, &format!("{name}.disk"), &vec![0u8; 1 << 20]);
+    let v = daemon.ok(&["register-image", "--name", name, "--disk", &disk, "--kernel", &kernel]);
+    v["Images"][0]["image_id"].as_str().unwrap().to_owned()
+}
+
+fn ids(v: &Value) -> Vec<String> {
+    v["Instances"].as_array().unwrap().iter().map(|i| i["instance_id"].as_str().unwrap().to_owned()).collect()
+}
+
+/// Kills every VMM still running for this test's state directory.
+fn kill_vmms(dir: &Path) {
+    for pid in nuage::daemon::process::running_vmms(&dir.join("state")).into_values() {
+        // SAFETY: kill only sends a signal.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}
+
+#[test]
+fn instances_run_stop_start_and_terminate() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path());
+    let image = register(&daemon, "idle", Asm::new().print("booted\n").cli_hlt());
+    let images = daemon.ok(&["describe-images"]);
+    assert_eq!(images["Images"][0]["state"], "available");
+
+    let run =
+        daemon.ok(&["run-instances", "--image-id", &image, "--count", "2", "--instance-type", "t.nano"]);
+    let ids = ids(&run);
+    assert_eq!(ids.len(), 2);
+    for id in &ids {
+        assert_eq!(daemon.state(id).0, "running");
+        daemon.wait_for(|| daemon.console(id).contains("booted"), "the console");
+    }
+    assert_eq!(daemon.volumes(), 2, "one root volume each");
+
+    let stop = daemon.ok(&["stop-instances", "--instance-ids", &ids[0]]);
+    assert_eq!(stop["StateChanges"][0]["previous_state"], "running");
+    assert_eq!(stop["StateChanges"][0]["current_state"], "stopped");
+    let start = daemon.ok(&["start-instances", "--instance-ids", &ids[0]]);
+    assert_eq!(start["StateChanges"][0]["current_state"], "running");
+
+    // Wrong states and unknown ids change nothing.
+    let err = daemon.err(&["stop-instances", "--instance-ids", &ids[0], "i-00000000000000000"]);
+    assert!(err.starts_with("InvalidInstanceID.NotFound"), "{err}");
+    assert_eq!(daemon.state(&ids[0]).0, "running");
+    let err = daemon.err(&["deregister-image", "--image-id", &image]);
+    assert!(err.contains("InUse"), "{err}");
+
+    let term = daemon.ok(&["terminate-instances", "--instance-ids", &ids[0], &ids[1]]);
+    for change in term["StateChanges"].as_array().unwrap() {
+        assert_eq!(change["current_state"], "terminated");
+    }
+    assert_eq!(daemon.volumes(), 0, "terminating deletes the root volumes");
+    assert!(nuage::daemon::process::running_vmms(&dir.path().join("state")).is_empty());
+    let err = daemon.err(&["start-instances", "--instance-ids", &ids[0]]);
+    assert!(err.starts_with("IncorrectInstanceState"), "{err}");
+    daemon.ok(&["deregister-image", "--image-id", &image]);
+}
+
+#[test]
+fn a_guest_power_off_stops_its_instance() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path());
+    let image = register(&daemon, "brief", Asm::new().print("bye\n").acpi_poweroff().spin());
+    let id = ids(&daemon.ok(&["run-instances", "--image-id", &image])).remove(0);
+    daemon.wait_state(&id, "stopped");
+    assert!(daemon.state(&id).1.starts_with("Client.InstanceInitiatedShutdown"), "{:?}", daemon.state(&id));
+    assert_eq!(daemon.volumes(), 1, "a stopped instance keeps its volume");
+}
+
+#[test]
+fn bad_requests_get_clear_errors_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path());
+    let image = register(&daemon, "idle", Asm::new().cli_hlt());
+    for (args, expected) in [
+        (vec!["run-instances", "--image-id", "ami-00000000000000000"], "InvalidAMIID.NotFound"),
+        (vec!["run-instances", "--image-id", &image, "--count", "1000"], "InvalidParameterValue"),
+        (vec!["run-instances", "--image-id", &image, "--instance-type", "x.huge"], "InvalidParameterValue"),
+        (vec!["describe-instances", "--states", "booting"], "InvalidParameterValue"),
+        (vec!["terminate-instances", "--instance-ids", "i-0"], "InvalidInstanceID.NotFound"),
+        (vec!["get-console-output", "--instance-id", "i-0"], "InvalidInstanceID.NotFound"),
+        (vec!["register-image", "--disk", "/nonexistent", "--kernel", "/nonexistent"], "/nonexistent"),
+    ] {
+        let err = daemon.err(&args);
+        assert!(err.contains(expected), "{args:?}: {err}");
+    }
+    assert_eq!(daemon.ok(&["describe-instances"])["Instances"].as_array().unwrap().len(), 0);
+    assert_eq!(daemon.volumes(), 0);
+
+    // The gRPC status codes behind the messages.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        use nuage::api::pb::instances_client::InstancesClient;
+        use nuage::api::pb::{InstanceIds, RunInstancesRequest};
+        let channel = nuage::api::server::connect(&dir.path().join("api.sock")).await.unwrap();
+        let mut client = InstancesClient::new(channel);
+        let missing =
+            RunInstancesRequest { image_id: "ami-0".into(), instance_type: String::new(), count: 1 };
+        assert_eq!(client.run_instances(missing).await.unwrap_err().code(), tonic::Code::NotFound);
+        let empty = InstanceIds { instance_ids: vec![], force: false };
+        assert_eq!(client.stop_instances(empty).await.unwrap_err().code(), tonic::Code::InvalidArgument);
+    });
+}
+
+/// A daemon crash never takes instances down: the VMMs run on, and the next daemon adopts
+/// them and can still stop them.
+#[test]
+fn a_restarted_daemon_adopts_running_instances() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path());
+    let image = register(&daemon, "idle", Asm::new().print("booted\n").cli_hlt());
+    let id = ids(&daemon.ok(&["run-instances", "--image-id", &image])).remove(0);
+    let vmms = nuage::daemon::process::running_vmms(&dir.path().join("state"));
+    let pid = vmms[&id];
+    daemon.kill();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(Path::new(&format!("/proc/{pid}")).exists(), "the VMM outlives the daemon");
+
+    let daemon = Daemon::start(dir.path());
+    assert!(daemon.log().contains(&format!("adopted the VMM of {id} (pid {pid})")), "{}", daemon.log());
+    assert_eq!(daemon.state(&id).0, "running");
+    let stop = daemon.ok(&["stop-instances", "--instance-ids", &id]);
+    assert_eq!(stop["StateChanges"][0]["current_state"], "stopped");
+    // Gone, or a zombie waiting for init to reap it.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    assert!(stat.is_empty() || stat.contains(") Z "), "the adopted VMM was stopped: {stat}");
+    kill_vmms(dir.path());
+}
