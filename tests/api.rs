@@ -21,6 +21,10 @@ struct Daemon {
 
 impl Daemon {
     fn start(dir: &Path) -> Self {
+        Self::start_with_vmm(dir, Path::new(common::vmm_bin()))
+    }
+
+    fn start_with_vmm(dir: &Path, vmm: &Path) -> Self {
         let socket = dir.join("api.sock");
         let child = Command::new(env!("CARGO_BIN_EXE_nuaged"))
             .arg("--state-dir")
@@ -28,7 +32,7 @@ impl Daemon {
             .arg("--socket")
             .arg(&socket)
             .arg("--vmm")
-            .arg(common::vmm_bin())
+            .arg(vmm)
             .stdin(Stdio::null())
             .stderr(
                 std::fs::OpenOptions::new().create(true).append(true).open(dir.join("nuaged.log")).unwrap(),
@@ -232,6 +236,21 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
         let empty = InstanceIds { instance_ids: vec![], force: false };
         assert_eq!(client.stop_instances(empty).await.unwrap_err().code(), tonic::Code::InvalidArgument);
     });
+}
+
+/// A launch that fails (here: no VMM binary) terminates the instance and deletes its volume.
+#[test]
+fn a_failed_launch_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start_with_vmm(dir.path(), Path::new("/nonexistent/nuage-vmm"));
+    let image = register(&daemon, "idle", Asm::new().cli_hlt());
+    let err = daemon.err(&["run-instances", "--image-id", &image]);
+    assert!(err.starts_with("Server.InternalError: cannot start /nonexistent/nuage-vmm"), "{err}");
+    let all = daemon.ok(&["describe-instances"]);
+    let instance = &all["Instances"][0];
+    assert_eq!(instance["state"], "terminated", "{all}");
+    assert!(instance["state_reason"].as_str().unwrap().contains("launch failed"), "{all}");
+    assert_eq!(daemon.volumes(), 0);
 }
 
 /// A daemon crash never takes instances down: the VMMs run on, and the next daemon adopts

@@ -247,6 +247,28 @@ fn two_guests_on_a_subnet_reach_each_other_and_the_lan_reaches_one_by_its_elasti
     assert_eq!(scenario("plane-teardown").field("taps_left"), "0");
 }
 
+/// nuaged end to end on real KVM: it registers the stock-kernel image, launches two
+/// instances whose guests boot to init and power off (so the instances end up stopped),
+/// and terminates them.
+#[test]
+#[ignore = "needs the real-KVM harness (minutes, root): run scripts/test.sh"]
+fn nuaged_launches_instances_that_boot_the_stock_kernel() {
+    let host = scenario("daemon-host");
+    assert!(host.field("image").starts_with("ami-"), "{:?}", host.fields);
+    assert_eq!(host.field("instances"), "2");
+    assert_eq!(host.field("not_terminated"), "0", "terminate-instances ends them all");
+    let instances: Vec<HashMap<String, String>> = console_log()
+        .lines()
+        .filter_map(|l| l.strip_prefix("@@ daemon-instance "))
+        .map(parse_fields)
+        .collect();
+    assert_eq!(instances.len(), 2);
+    for instance in instances {
+        assert_eq!(instance["state"], "stopped", "the guest's power-off stops the instance: {instance:?}");
+        assert_eq!(instance["init_marker"], "1", "the console shows the guest's init: {instance:?}");
+    }
+}
+
 /// vsock both ways: a host process reaches a guest port through the VMM's Unix socket, and
 /// a guest connection to the host's port 5000 reaches the Unix socket service behind it.
 #[test]

@@ -79,11 +79,12 @@ test_guest_tool() {
     echo "$out"
 }
 
-# Builds statically linked nuage-vmm and the store tool (examples/store.rs), which run
-# inside a bare initramfs, and prints the directory holding them.
+# Builds statically linked nuage-vmm, nuaged, nuage and the store and net tools
+# (examples/), which run inside a bare initramfs, and prints the directory holding them.
 build_static_binaries() {
     (cd "$NUAGE_ROOT" && RUSTFLAGS="-C target-feature=+crt-static" \
-        cargo build --release --locked --quiet --no-default-features --target "$NUAGE_TARGET" --bin nuage-vmm --example store --example net) >&2 \
+        cargo build --release --locked --quiet --target "$NUAGE_TARGET" \
+            --bin nuage-vmm --bin nuaged --bin nuage --example store --example net) >&2 \
         || die "building static binaries failed"
     local out="$NUAGE_ROOT/target/$NUAGE_TARGET/release"
     ln -f "$out/examples/store" "$out/store"

@@ -3,11 +3,11 @@
 # consoles prefixed with "[name] " and one result line per scenario starting with "@@ ".
 # Runs inside the nested L1 (busybox sh) or directly on a host with hardware KVM.
 #
-#   NUAGE_PAYLOAD  directory with nuage-vmm, store, vmlinuz, vmlinux, guest.cpio, root.ext4,
-#                  nuage-bench, nuage-vsock [, other-vmm]
+#   NUAGE_PAYLOAD  directory with nuage-vmm, nuaged, nuage, store, net, vmlinuz, vmlinux,
+#                  guest.cpio, root.ext4, nuage-bench, nuage-vsock [, other-vmm]
 #   NUAGE_WORK     scratch directory
 #   NUAGE_MODE     "test" (default), "bench" (boot), "iobench" (block and network), or
-#                  "demo" (one guest, console live on stdout)
+#                  "demo" (nuaged on its defaults launches one instance of the default image)
 #   NUAGE_RUNS     benchmark runs per VMM (bench mode), seconds per test (iobench mode)
 #   NUAGE_ONLY     run only the scenario of this name (test mode)
 #   NUAGE_VMM_LOG  nuage-vmm --log-level filter (default warn)
@@ -272,6 +272,59 @@ if [ "${1:-}" = plane-namespace ]; then
     exit 0
 fi
 
+# The JSON string values of key $1 in what `nuage --output json` printed on stdin.
+json_values() { grep -o "\"$1\": \"[^\"]*\"" | cut -d'"' -f4; }
+
+# daemon_launch COUNT [NUAGED FLAGS...]: starts nuaged (on its embedded defaults unless
+# flags say otherwise), registers the default image (the stock kernel, the test initramfs,
+# the ext4 root disk) and launches COUNT instances of it, whose guests power off; waits
+# until each is stopped and prints an "@@ daemon-instance" line per instance with its
+# console's verdict, then terminates them and prints "@@ daemon-host".
+daemon_launch() {
+    count=$1
+    shift
+    "$P/nuaged" --log-level warn "$@" 2>"$W/nuaged.log" &
+    nuaged=$!
+    socket=/run/nuage/nuaged.sock prev=""
+    for arg in "$@"; do
+        [ "$prev" = --socket ] && socket=$arg
+        prev=$arg
+    done
+    i=0
+    while [ ! -S "$socket" ] && [ "$i" -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+    nuage() { "$P/nuage" --endpoint "$socket" "$@"; }
+    image=$(nuage --output json register-image --name default --disk "$P/root.ext4" --kernel "$P/vmlinuz" \
+        --initrd "$P/guest.cpio" --kernel-cmdline "panic=-1 pci=off quiet nuage.action=poweroff" | json_values image_id)
+    ids=$(nuage --output json run-instances --image-id "$image" --count "$count" | json_values instance_id)
+    nuage describe-instances
+    for id in $ids; do
+        i=0
+        until nuage --output json describe-instances --instance-ids "$id" | grep -q '"state": "stopped"'; do
+            [ "$i" -ge "$GUEST_TIMEOUT" ] && break
+            sleep 1
+            i=$((i + 1))
+        done
+        state=$(nuage --output json describe-instances --instance-ids "$id" | json_values state)
+        marker=$(nuage get-console-output --instance-id "$id" | grep -c NUAGE-INIT-MARKER)
+        nuage get-console-output --instance-id "$id" | sed "s/^/[$id] /"
+        echo "@@ daemon-instance id=$id state=$state init_marker=$marker"
+    done
+    nuage describe-instances
+    # shellcheck disable=SC2086
+    nuage terminate-instances --instance-ids $ids
+    left=$(nuage --output json describe-instances --states running stopped | json_values instance_id | wc -l)
+    echo "@@ daemon-host image=$image instances=$(echo $ids | wc -w) not_terminated=$left"
+    kill "$nuaged"
+    wait "$nuaged"
+    sed "s/^/[nuaged] /" "$W/nuaged.log"
+}
+
+# The daemon end to end: nuaged in a state directory of the harness's own.
+daemon_scenario() {
+    selected daemon || return 0
+    daemon_launch 2 --state-dir "$W/nuaged" --socket "$W/nuaged.sock" --vmm "$VMM"
+}
+
 # Resident memory of process $1 outside mappings of at least $2 KiB (guest RAM), in KiB.
 overhead_kb() {
     awk -v ram="$2" '/^Size:/ { size = $2 } /^Rss:/ { if (size < ram) total += $2 } END { print total + 0 }' "/proc/$1/smaps"
@@ -329,10 +382,8 @@ if [ "${NUAGE_MODE:-test}" = bench ]; then
 elif [ "${NUAGE_MODE:-test}" = iobench ]; then
     unshare -n sh "$0" iobench-namespace
 elif [ "${NUAGE_MODE:-test}" = demo ]; then
-    "$VMM" --kernel "$P/vmlinuz" --initrd "$P/guest.cpio" --vcpus 2 --memory 256 \
-        --disk "path=$P/root.ext4,id=vol-root,readonly=on" \
-        --cmdline "console=ttyS0 panic=-1 pci=off nuage.action=poweroff" --console-stdout
-    echo "@@ demo status=$?"
+    # The main job: nuaged on its embedded defaults launches one instance of the default image.
+    daemon_launch 1
 else
     run_guest boot-1cpu 1 128 poweroff
     run_guest boot-smp 4 512 poweroff
@@ -344,5 +395,6 @@ else
     plane_scenario
     vsock_scenario
     store_scenario
+    daemon_scenario
 fi
 echo "@@ scenarios-done"

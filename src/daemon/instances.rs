@@ -91,12 +91,31 @@ impl Instances {
                     launch_time: now() as i64,
                 };
                 self.db.insert(&record)?;
-                let volume = self.store.create_volume(Parent::Image(image.id.clone()), None)?;
-                self.store.attach_volume(&volume.id, &record.id)?;
-                self.db.set_root_volume(&record.id, &volume.id)?;
-                self.launch(&record.id)
+                let launched =
+                    self.store.create_volume(Parent::Image(image.id.clone()), None).and_then(|volume| {
+                        self.store.attach_volume(&volume.id, &record.id)?;
+                        Ok(volume)
+                    });
+                let launched = launched
+                    .map_err(DaemonError::from)
+                    .and_then(|volume| Ok(self.db.set_root_volume(&record.id, &volume.id)?))
+                    .and_then(|()| self.launch(&record.id));
+                launched.inspect_err(|e| self.abandon(&record.id, e))
             })
             .collect()
+    }
+
+    /// Terminates an instance whose launch failed, deleting what it got so far.
+    fn abandon(&self, id: &str, error: &DaemonError) {
+        let reason = format!("Server.InternalError: launch failed: {error}");
+        let undone = self
+            .db
+            .transition(id, &[Pending, Stopped], ShuttingDown, &reason, None)
+            .map_err(DaemonError::from)
+            .and_then(|_| self.finish_termination(id));
+        if let Err(e) = undone {
+            warn!(instance = id, "undoing a failed launch: {e}");
+        }
     }
 
     /// Instances named in `ids` (all when empty), in `states` (any when empty).
@@ -276,9 +295,9 @@ impl Instances {
         let child = match launch.spawn() {
             Ok(child) => child,
             Err(e) => {
-                let reason = format!("Server.InternalError: cannot start {}: {e}", self.config.vmm.display());
-                self.db.transition(id, &[Pending], Stopped, &reason, None)?;
-                return Err(DaemonError::Internal(reason));
+                let error = DaemonError::Internal(format!("cannot start {}: {e}", self.config.vmm.display()));
+                self.db.transition(id, &[Pending], Stopped, &error.to_string(), None)?;
+                return Err(error);
             }
         };
         let pid = child.id() as i32;
