@@ -25,14 +25,22 @@ impl Daemon {
     }
 
     fn start_with_vmm(dir: &Path, vmm: &Path) -> Self {
+        Self::spawn(dir, &["--vmm".as_ref(), vmm.as_os_str()])
+    }
+
+    /// A daemon whose network plane lives in namespace `netns`.
+    fn start_in_netns(dir: &Path, netns: &str) -> Self {
+        Self::spawn(dir, &["--vmm".as_ref(), common::vmm_bin().as_ref(), "--netns".as_ref(), netns.as_ref()])
+    }
+
+    fn spawn(dir: &Path, extra: &[&std::ffi::OsStr]) -> Self {
         let socket = dir.join("api.sock");
         let child = Command::new(env!("CARGO_BIN_EXE_nuaged"))
             .arg("--state-dir")
             .arg(dir.join("state"))
             .arg("--socket")
             .arg(&socket)
-            .arg("--vmm")
-            .arg(vmm)
+            .args(extra)
             .stdin(Stdio::null())
             .stderr(
                 std::fs::OpenOptions::new().create(true).append(true).open(dir.join("nuaged.log")).unwrap(),
@@ -231,7 +239,7 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
         let channel = nuage::api::server::connect(&dir.path().join("api.sock")).await.unwrap();
         let mut client = InstancesClient::new(channel);
         let missing =
-            RunInstancesRequest { image_id: "ami-0".into(), instance_type: String::new(), count: 1 };
+            RunInstancesRequest { image_id: "ami-0".into(), count: 1, ..Default::default() };
         assert_eq!(client.run_instances(missing).await.unwrap_err().code(), tonic::Code::NotFound);
         let empty = InstanceIds { instance_ids: vec![], force: false };
         assert_eq!(client.stop_instances(empty).await.unwrap_err().code(), tonic::Code::InvalidArgument);
@@ -276,4 +284,99 @@ fn a_restarted_daemon_adopts_running_instances() {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     assert!(stat.is_empty() || stat.contains(") Z "), "the adopted VMM was stopped: {stat}");
     kill_vmms(dir.path());
+}
+
+/// A network namespace of the test's own, deleted at the end.
+struct Netns(String);
+
+impl Netns {
+    fn new(tag: &str) -> Self {
+        let name = format!("nuage-api-{tag}-{}", std::process::id());
+        assert!(Command::new("ip").args(["netns", "add", &name]).status().unwrap().success());
+        Self(name)
+    }
+
+    fn links(&self) -> String {
+        let out = Command::new("ip").args(["-n", &self.0, "-br", "link"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// Instances on a subnet get static addresses and taps on its bridge (in the daemon's
+/// network namespace), keep them across stop and start, and give them back at
+/// termination; the guest is told its address on the kernel command line.
+#[test]
+fn instances_on_a_subnet_get_addresses_and_taps() {
+    let ns = Netns::new("subnet");
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start_in_netns(dir.path(), &ns.0);
+    let subnet = daemon.ok(&["create-subnet", "--cidr-block", "10.0.21.0/24"]);
+    let subnet = subnet["Subnets"][0].clone();
+    let (subnet_id, bridge) = (subnet["subnet_id"].as_str().unwrap(), subnet["bridge"].as_str().unwrap());
+    assert_eq!(subnet["gateway"], "10.0.21.1");
+    let err = daemon.err(&["create-subnet", "--cidr-block", "10.0.21.128/25"]);
+    assert!(err.starts_with("InvalidSubnet.Conflict"), "{err}");
+    let err = daemon.err(&["create-subnet", "--cidr-block", "10.0.21.0/33"]);
+    assert!(err.starts_with("InvalidParameterValue"), "{err}");
+
+    let image = register(&daemon, "idle", Asm::new().print("booted\n").cli_hlt());
+    let run = daemon.ok(&["run-instances", "--image-id", &image, "--count", "2", "--subnet-id", subnet_id]);
+    let addresses: Vec<&str> = run["Instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["private_ip_address"].as_str().unwrap())
+        .collect();
+    assert_eq!(addresses, ["10.0.21.2", "10.0.21.3"]);
+    let ids = ids(&run);
+    let links = ns.links();
+    for id in &ids {
+        let tap = format!("ntap-{}", &id[id.len() - 10..]);
+        assert!(links.lines().any(|l| l.starts_with(&tap)), "{tap} in\n{links}");
+        daemon.wait_for(|| daemon.console(id).contains("booted"), "the guest on its tap");
+        assert_eq!(daemon.state(id).0, "running");
+        let vmm_log =
+            std::fs::read_to_string(dir.path().join(format!("state/instances/{id}/vmm.log"))).unwrap();
+        assert!(!vmm_log.contains("error"), "{vmm_log}");
+    }
+    let master =
+        Command::new("ip").args(["-n", &ns.0, "-br", "link", "show", "master", bridge]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&master.stdout).lines().count(), 2, "both taps are on the bridge");
+    let pid = nuage::daemon::process::running_vmms(&dir.path().join("state"))[&ids[0]];
+    let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap().replace('\0', " ");
+    assert!(cmdline.contains("ip=10.0.21.2::10.0.21.1:255.255.255.0::eth0:off"), "{cmdline}");
+    assert!(cmdline.contains("--net fd=3,mac=02:4e:0a:00:15:02,ip=10.0.21.2"), "{cmdline}");
+
+    let err = daemon.err(&[
+        "run-instances",
+        "--image-id",
+        &image,
+        "--subnet-id",
+        subnet_id,
+        "--private-ip-address",
+        "10.0.21.3",
+    ]);
+    assert!(err.starts_with("InvalidIPAddress.InUse"), "{err}");
+    let err = daemon.err(&["run-instances", "--image-id", &image, "--subnet-id", "subnet-0"]);
+    assert!(err.starts_with("InvalidSubnetID.NotFound"), "{err}");
+    let err = daemon.err(&["delete-subnet", "--subnet-id", subnet_id]);
+    assert!(err.starts_with("DependencyViolation"), "{err}");
+
+    daemon.ok(&["stop-instances", "--instance-ids", &ids[0]]);
+    daemon.ok(&["start-instances", "--instance-ids", &ids[0]]);
+    assert_eq!(
+        daemon.ok(&["describe-instances", "--instance-ids", &ids[0]])["Instances"][0]["private_ip_address"],
+        "10.0.21.2"
+    );
+
+    daemon.ok(&["terminate-instances", "--instance-ids", &ids[0], &ids[1]]);
+    assert!(!ns.links().contains("ntap-"), "terminated instances leave no tap:\n{}", ns.links());
+    daemon.ok(&["delete-subnet", "--subnet-id", subnet_id]);
+    assert!(!ns.links().contains(bridge), "the bridge goes with its subnet");
 }

@@ -236,9 +236,8 @@ if [ "${1:-}" = net-namespace ]; then
 fi
 
 if [ "${1:-}" = plane-namespace ]; then
-    # Where the L1 keeps iproute2 and nft: the busybox applets lack JSON output and veth
-    # peer names, and busybox's shell prefers its applets to PATH, hence the function.
-    PATH=/usr/local/sbin:$PATH
+    # The L1 keeps iproute2 in /usr/local/sbin: the busybox applet lacks veth peer names,
+    # and busybox's shell prefers its applets to PATH, hence the function.
     [ -x /usr/local/sbin/ip ] && ip() { /usr/local/sbin/ip "$@"; }
     ip link set lo up
     unshare -n sleep "$GUEST_TIMEOUT" &

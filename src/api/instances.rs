@@ -28,6 +28,8 @@ fn instance(r: InstanceRecord) -> Instance {
         memory_mib: r.memory_mib,
         root_volume_id: r.root_volume_id,
         launch_time: r.launch_time,
+        subnet_id: r.subnet_id,
+        private_ip_address: r.private_ip.map(|ip| ip.to_string()).unwrap_or_default(),
     }
 }
 
@@ -51,7 +53,17 @@ impl Instances for InstancesService {
     ) -> Result<Response<RunInstancesResponse>, Status> {
         let r = request.into_inner();
         let daemon = self.0.clone();
-        let records = blocking(move || daemon.instances.run(&r.image_id, &r.instance_type, r.count)).await?;
+        let records = blocking(move || {
+            let private_ip = match r.private_ip_address.as_str() {
+                "" => None,
+                text => Some(
+                    text.parse()
+                        .map_err(|e| DaemonError::InvalidParameter(format!("address {text:?}: {e}")))?,
+                ),
+            };
+            daemon.instances.run(&r.image_id, &r.instance_type, r.count, &r.subnet_id, private_ip)
+        })
+        .await?;
         Ok(Response::new(RunInstancesResponse { instances: records.into_iter().map(instance).collect() }))
     }
 

@@ -4,6 +4,7 @@
 pub mod images;
 pub mod instances;
 pub mod server;
+pub mod subnets;
 
 /// Messages, clients and servers generated from `proto/nuage/v1/*.proto`.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
@@ -14,15 +15,24 @@ pub mod pb {
 use tonic::{Code, Status};
 
 use crate::daemon::DaemonError;
+use crate::net::NetError;
 use crate::state::db::StateError;
 use crate::storage::store::StoreError;
 
 impl From<DaemonError> for Status {
     fn from(e: DaemonError) -> Self {
         let code = match &e {
-            DaemonError::Store(StoreError::NotFound { .. }) | DaemonError::State(StateError::NotFound(_)) => {
-                Code::NotFound
+            DaemonError::Store(StoreError::NotFound { .. })
+            | DaemonError::State(StateError::NotFound(_))
+            | DaemonError::Net(NetError::NotFound(_) | NetError::AllocationNotFound(_)) => Code::NotFound,
+            DaemonError::Net(NetError::InvalidParameter(_)) => Code::InvalidArgument,
+            DaemonError::Net(
+                NetError::Conflict(_) | NetError::AddressInUse(_) | NetError::DependencyViolation(_),
+            ) => Code::FailedPrecondition,
+            DaemonError::Net(NetError::Exhausted(_) | NetError::AddressLimitExceeded(_)) => {
+                Code::ResourceExhausted
             }
+            DaemonError::Net(NetError::Command { .. } | NetError::Io { .. }) => Code::Internal,
             DaemonError::Store(StoreError::InvalidParameter(_) | StoreError::BadImage(_))
             | DaemonError::InvalidParameter(_) => Code::InvalidArgument,
             DaemonError::Store(StoreError::InUse { .. })

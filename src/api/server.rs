@@ -14,6 +14,8 @@ use super::images::ImagesService;
 use super::instances::InstancesService;
 use super::pb::images_server::ImagesServer;
 use super::pb::instances_server::InstancesServer;
+use super::pb::subnets_server::SubnetsServer;
+use super::subnets::SubnetsService;
 use crate::daemon::Daemon;
 
 /// Binds the API socket at `path` (mode 0660: the owner and its group may call the API),
@@ -42,7 +44,8 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     Server::builder()
         .add_service(ImagesServer::new(ImagesService(daemon.clone())))
-        .add_service(InstancesServer::new(InstancesService(daemon)))
+        .add_service(InstancesServer::new(InstancesService(daemon.clone())))
+        .add_service(SubnetsServer::new(SubnetsService(daemon)))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await
         .context("serving the API")

@@ -25,6 +25,9 @@ struct Args {
     /// The nuage-vmm binary.
     #[arg(long)]
     vmm: Option<PathBuf>,
+    /// Run the network plane (bridges, taps, firewall) in this named network namespace.
+    #[arg(long)]
+    netns: Option<String>,
     /// Log filter (tracing's env-filter syntax).
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -46,6 +49,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some(vmm) = args.vmm {
         config.vmm = vmm;
+    }
+    if let Some(netns) = args.netns {
+        config.network.netns = Some(netns);
     }
     let socket = config.socket.clone();
     let (daemon, recovered) = tokio::task::spawn_blocking(move || Daemon::open(config))

@@ -10,12 +10,14 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::api::pb::images_client::ImagesClient;
 use crate::api::pb::instances_client::InstancesClient;
+use crate::api::pb::subnets_client::SubnetsClient;
 use crate::api::pb::{
-    DeregisterImageRequest, DescribeImagesRequest, DescribeInstancesRequest, GetConsoleOutputRequest,
-    InstanceIds, RegisterImageRequest, RunInstancesRequest,
+    CreateSubnetRequest, DeleteSubnetRequest, DeregisterImageRequest, DescribeImagesRequest,
+    DescribeInstancesRequest, DescribeSubnetsRequest, GetConsoleOutputRequest, InstanceIds,
+    RegisterImageRequest, RunInstancesRequest,
 };
 use crate::api::server::connect;
-use output::{print_changes, print_images, print_instances, Format};
+use output::{print_changes, print_images, print_instances, print_subnets, Format};
 
 /// The nuage command-line client.
 #[derive(Debug, Parser)]
@@ -83,6 +85,12 @@ enum Command {
         /// How many.
         #[arg(long, default_value_t = 1)]
         count: u32,
+        /// Give each a network interface on this subnet.
+        #[arg(long, default_value = "")]
+        subnet_id: String,
+        /// The interface's address (one instance only; default: the next free one).
+        #[arg(long, default_value = "")]
+        private_ip_address: String,
     },
     /// Lists instances.
     DescribeInstances {
@@ -111,6 +119,23 @@ enum Command {
         #[arg(long = "instance-ids", num_args = 1.., required = true)]
         instance_ids: Vec<String>,
     },
+    /// Creates a subnet and its bridge.
+    CreateSubnet {
+        /// Its network, e.g. 10.0.7.0/24.
+        #[arg(long)]
+        cidr_block: String,
+        /// The host's address on it (default: the first host address).
+        #[arg(long, default_value = "")]
+        gateway: String,
+    },
+    /// Lists subnets.
+    DescribeSubnets,
+    /// Deletes a subnet no instance has an address in.
+    DeleteSubnet {
+        /// The subnet.
+        #[arg(long)]
+        subnet_id: String,
+    },
     /// Prints an instance's console output.
     GetConsoleOutput {
         /// The instance.
@@ -134,7 +159,8 @@ impl Cli {
             OutputFormat::Json => Format::Json,
         };
         let mut images = ImagesClient::new(channel.clone());
-        let mut instances = InstancesClient::new(channel);
+        let mut instances = InstancesClient::new(channel.clone());
+        let mut subnets = SubnetsClient::new(channel);
         let ids = |instance_ids| InstanceIds { instance_ids, force: false };
         match self.command {
             Command::RegisterImage { disk, disk_format, kernel, initrd, name, kernel_cmdline } => {
@@ -156,8 +182,9 @@ impl Cli {
             Command::DeregisterImage { image_id } => {
                 images.deregister_image(DeregisterImageRequest { image_id }).await?;
             }
-            Command::RunInstances { image_id, instance_type, count } => {
-                let request = RunInstancesRequest { image_id, instance_type, count };
+            Command::RunInstances { image_id, instance_type, count, subnet_id, private_ip_address } => {
+                let request =
+                    RunInstancesRequest { image_id, instance_type, count, subnet_id, private_ip_address };
                 print_instances(format, instances.run_instances(request).await?.into_inner().instances);
             }
             Command::DescribeInstances { instance_ids, states } => {
@@ -172,6 +199,17 @@ impl Cli {
             }
             Command::TerminateInstances { instance_ids } => {
                 print_changes(format, instances.terminate_instances(ids(instance_ids)).await?.into_inner());
+            }
+            Command::CreateSubnet { cidr_block, gateway } => {
+                let subnet = subnets.create_subnet(CreateSubnetRequest { cidr_block, gateway }).await?;
+                print_subnets(format, vec![subnet.into_inner()]);
+            }
+            Command::DescribeSubnets => {
+                let response = subnets.describe_subnets(DescribeSubnetsRequest {}).await?;
+                print_subnets(format, response.into_inner().subnets);
+            }
+            Command::DeleteSubnet { subnet_id } => {
+                subnets.delete_subnet(DeleteSubnetRequest { subnet_id }).await?;
             }
             Command::GetConsoleOutput { instance_id } => {
                 let response = instances.get_console_output(GetConsoleOutputRequest { instance_id }).await?;

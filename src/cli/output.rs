@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::api::pb::{Image, Instance, StateChanges};
+use crate::api::pb::{Image, Instance, StateChanges, Subnet};
 
 /// How results are printed.
 #[derive(Debug, Clone, Copy)]
@@ -56,7 +56,7 @@ pub fn print_instances(format: Format, instances: Vec<Instance>) {
     match format {
         Format::Json => json("Instances", instances),
         Format::Table => table(
-            &["INSTANCE ID", "IMAGE ID", "TYPE", "STATE", "ROOT VOLUME", "REASON"],
+            &["INSTANCE ID", "IMAGE ID", "TYPE", "STATE", "PRIVATE IP", "ROOT VOLUME", "REASON"],
             instances
                 .into_iter()
                 .map(|i| {
@@ -65,6 +65,7 @@ pub fn print_instances(format: Format, instances: Vec<Instance>) {
                         i.image_id,
                         i.instance_type,
                         i.state,
+                        i.private_ip_address,
                         i.root_volume_id,
                         i.state_reason,
                     ]
@@ -84,6 +85,20 @@ pub fn print_changes(format: Format, changes: StateChanges) {
                 .changes
                 .into_iter()
                 .map(|c| vec![c.instance_id, c.previous_state, c.current_state])
+                .collect(),
+        ),
+    }
+}
+
+/// Prints subnets.
+pub fn print_subnets(format: Format, subnets: Vec<Subnet>) {
+    match format {
+        Format::Json => json("Subnets", subnets),
+        Format::Table => table(
+            &["SUBNET ID", "CIDR", "GATEWAY", "BRIDGE", "LEASED"],
+            subnets
+                .into_iter()
+                .map(|s| vec![s.subnet_id, s.cidr_block, s.gateway, s.bridge, s.leased_addresses.to_string()])
                 .collect(),
         ),
     }

@@ -1,6 +1,7 @@
 //! The daemon's configuration: embedded defaults, optionally overridden by a JSON file and
 //! by flags.
 
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -15,6 +16,18 @@ pub struct InstanceType {
     pub vcpus: u32,
     /// Memory in MiB.
     pub memory_mib: u32,
+}
+
+/// Where the network plane runs and how it reaches the LAN.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// A named network namespace holding bridges, taps and firewall (`None`: the host's).
+    pub netns: Option<String>,
+    /// The LAN-facing interface Elastic IPs are put on.
+    pub uplink: Option<String>,
+    /// LAN addresses for Elastic IPs.
+    pub address_pool: Vec<Ipv4Addr>,
 }
 
 /// How `nuaged` runs.
@@ -33,6 +46,8 @@ pub struct DaemonConfig {
     pub max_count: u32,
     /// How long a stop waits for the VMM before killing it, in seconds.
     pub stop_timeout_secs: u64,
+    /// The network plane.
+    pub network: NetworkConfig,
 }
 
 impl Default for DaemonConfig {
@@ -54,6 +69,7 @@ impl Default for DaemonConfig {
                 .collect(),
             max_count: 32,
             stop_timeout_secs: 10,
+            network: NetworkConfig::default(),
         }
     }
 }

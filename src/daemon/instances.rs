@@ -7,6 +7,7 @@
 //! stuck in pending.
 
 use std::collections::HashMap;
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::{Child, ExitStatus};
 use std::sync::{Arc, Mutex};
@@ -17,6 +18,7 @@ use tracing::{info, warn};
 use super::config::DaemonConfig;
 use super::process::{instance_dir, running_vmms, tail, Launch, ProcessHandle};
 use super::DaemonError;
+use crate::net::plane::NetworkPlane;
 use crate::state::db::InstanceStore;
 use crate::state::instance::{InstanceRecord, InstanceState};
 use crate::storage::store::volume::Parent;
@@ -43,25 +45,45 @@ pub struct StateChange {
 pub struct Instances {
     db: Arc<dyn InstanceStore>,
     store: Arc<Store>,
+    plane: Arc<NetworkPlane>,
     config: Arc<DaemonConfig>,
     /// Handles of the running VMMs, for signals that cannot hit a reused pid.
     handles: Arc<Mutex<HashMap<String, Arc<ProcessHandle>>>>,
 }
 
 impl Instances {
-    /// Instances recorded in `db`, with volumes in `store`.
-    pub fn new(db: Arc<dyn InstanceStore>, store: Arc<Store>, config: Arc<DaemonConfig>) -> Self {
-        Self { db, store, config, handles: Arc::default() }
+    /// Instances recorded in `db`, with volumes in `store` and interfaces on `plane`.
+    pub fn new(
+        db: Arc<dyn InstanceStore>,
+        store: Arc<Store>,
+        plane: Arc<NetworkPlane>,
+        config: Arc<DaemonConfig>,
+    ) -> Self {
+        Self { db, store, plane, config, handles: Arc::default() }
     }
 
-    /// Launches `count` instances of `image_id`.
+    /// Launches `count` instances of `image_id`, each with an interface on `subnet_id`
+    /// when given (at `private_ip`, or the next free address).
     pub fn run(
         &self,
         image_id: &str,
         instance_type: &str,
         count: u32,
+        subnet_id: &str,
+        private_ip: Option<Ipv4Addr>,
     ) -> Result<Vec<InstanceRecord>, DaemonError> {
         let count = count.max(1);
+        if subnet_id.is_empty() && private_ip.is_some() {
+            return Err(DaemonError::InvalidParameter("a private address needs a subnet".into()));
+        }
+        if count > 1 && private_ip.is_some() {
+            return Err(DaemonError::InvalidParameter(
+                "one private address cannot go to several instances".into(),
+            ));
+        }
+        if !subnet_id.is_empty() {
+            self.plane.ipam().subnet(subnet_id)?;
+        }
         if count > self.config.max_count {
             return Err(DaemonError::InvalidParameter(format!(
                 "count {count} is more than the {} one call may launch",
@@ -89,6 +111,8 @@ impl Instances {
                     state_reason: String::new(),
                     pid: None,
                     launch_time: now() as i64,
+                    subnet_id: subnet_id.to_owned(),
+                    private_ip: None,
                 };
                 self.db.insert(&record)?;
                 let launched =
@@ -99,7 +123,13 @@ impl Instances {
                 let launched = launched
                     .map_err(DaemonError::from)
                     .and_then(|volume| Ok(self.db.set_root_volume(&record.id, &volume.id)?))
-                    .and_then(|()| self.launch(&record.id));
+                    .and_then(|()| {
+                        if !subnet_id.is_empty() {
+                            let interface = self.plane.attach(subnet_id, &record.id, private_ip, 0)?;
+                            self.db.set_private_ip(&record.id, interface.ip)?;
+                        }
+                        self.launch(&record.id)
+                    });
                 launched.inspect_err(|e| self.abandon(&record.id, e))
             })
             .collect()
@@ -207,6 +237,14 @@ impl Instances {
         let mut actions = Vec::new();
         let running = running_vmms(&self.config.state_dir);
         let records = self.db.list()?;
+        let with_interfaces: Vec<String> = records
+            .iter()
+            .filter(|r| r.state != Terminated && !r.subnet_id.is_empty())
+            .map(|r| r.id.clone())
+            .collect();
+        for tap in self.plane.remove_stale_taps(&with_interfaces)? {
+            actions.push(format!("removed tap {tap}, which no instance claims"));
+        }
         for record in &records {
             let id = &record.id;
             match (record.state, running.get(id)) {
@@ -283,6 +321,13 @@ impl Instances {
     fn launch(&self, id: &str) -> Result<InstanceRecord, DaemonError> {
         let record = self.db.get(id)?;
         let image = self.store.image(&record.image_id)?;
+        let network = match record.subnet_id.as_str() {
+            "" => None,
+            subnet => {
+                let interface = self.plane.interface(subnet, id)?;
+                Some((self.plane.open_tap(&interface)?, interface))
+            }
+        };
         let launch = Launch {
             vmm: &self.config.vmm,
             instance: &record,
@@ -291,6 +336,7 @@ impl Instances {
             initrd: image.initrd.as_ref().map(|name| self.store.image_file(&image, name)),
             root_volume: self.store.volume_path(&record.root_volume_id)?,
             dir: instance_dir(&self.config.state_dir, id),
+            network,
         };
         let child = match launch.spawn() {
             Ok(child) => child,
@@ -392,7 +438,11 @@ impl Instances {
 
     /// Deletes a shutting-down instance's volumes and files and marks it terminated.
     fn finish_termination(&self, id: &str) -> Result<(), DaemonError> {
-        let reason = self.db.get(id)?.state_reason;
+        let record = self.db.get(id)?;
+        if !record.subnet_id.is_empty() {
+            self.plane.detach(&record.subnet_id, id)?;
+        }
+        let reason = record.state_reason;
         for volume in self.store.volumes()? {
             if volume.attached_to.as_deref() == Some(id) {
                 self.store.detach_volume(&volume.id)?;

@@ -9,6 +9,8 @@ pub mod process;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::net::plane::{NetworkPlane, PlaneConfig};
+use crate::net::NetError;
 use crate::state::db::{Database, StateError};
 use crate::storage::store::{Store, StoreError};
 use config::DaemonConfig;
@@ -23,6 +25,9 @@ pub enum DaemonError {
     /// From the instance database.
     #[error(transparent)]
     State(#[from] StateError),
+    /// From the network plane.
+    #[error(transparent)]
+    Net(#[from] NetError),
     /// A malformed request.
     #[error("InvalidParameterValue: {0}")]
     InvalidParameter(String),
@@ -37,6 +42,8 @@ pub struct Daemon {
     pub config: Arc<DaemonConfig>,
     /// Images, volumes, snapshots.
     pub store: Arc<Store>,
+    /// Subnets, addresses, taps.
+    pub plane: Arc<NetworkPlane>,
     /// The instances.
     pub instances: Instances,
 }
@@ -51,11 +58,19 @@ impl Daemon {
         let (store, report) = Store::open(&dir.join("store"))?;
         let mut actions = report.actions;
         let db = Arc::new(Database::open(&dir.join("nuage.db"))?);
+        let network = &config.network;
+        let plane_config = PlaneConfig {
+            netns: network.netns.clone(),
+            uplink: network.uplink.clone(),
+            address_pool: network.address_pool.clone(),
+            protected_ports: Vec::new(),
+        };
+        let plane = Arc::new(NetworkPlane::open(&dir.join("network"), plane_config)?);
         let config = Arc::new(config);
         let store = Arc::new(store);
-        let instances = Instances::new(db, store.clone(), config.clone());
+        let instances = Instances::new(db, store.clone(), plane.clone(), config.clone());
         actions.extend(instances.recover()?);
-        Ok((Self { config, store, instances }, actions))
+        Ok((Self { config, store, plane, instances }, actions))
     }
 
     /// The state directory.

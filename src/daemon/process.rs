@@ -5,11 +5,12 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+use crate::net::plane::Interface;
 use crate::state::instance::InstanceRecord;
 use crate::storage::store::image::ImageRecord;
 
@@ -34,13 +35,21 @@ pub struct Launch<'a> {
     pub root_volume: PathBuf,
     /// The instance's directory.
     pub dir: PathBuf,
+    /// Its network interface: the opened tap, which the VMM inherits, and its addresses.
+    pub network: Option<(OwnedFd, Interface)>,
 }
+
+/// The descriptor number the VMM finds its tap at.
+const TAP_FD: RawFd = 3;
 
 impl Launch<'_> {
     /// The VMM's command line.
     fn command(&self) -> Command {
         let mut command = Command::new(self.vmm);
-        let cmdline = format!("console=ttyS0 {}", self.image.cmdline);
+        let mut cmdline = format!("console=ttyS0 {}", self.image.cmdline);
+        if let Some((_, interface)) = &self.network {
+            cmdline = format!("{cmdline} {}", interface.kernel_ip_param());
+        }
         // The disk's serial is the volume id without its dash, as EC2's NVMe serials are.
         let serial = self.instance.root_volume_id.replace('-', "");
         command
@@ -61,6 +70,25 @@ impl Launch<'_> {
             .arg(self.dir.join("control.sock"));
         if let Some(initrd) = &self.initrd {
             command.arg("--initrd").arg(initrd);
+        }
+        if let Some((fd, interface)) = &self.network {
+            command.arg("--net").arg(format!("fd={TAP_FD},mac={},ip={}", interface.mac, interface.ip));
+            let fd = fd.as_raw_fd();
+            // SAFETY: between fork and exec the closure only calls dup2 and fcntl, which are
+            // async-signal-safe, on descriptors this process owns.
+            unsafe {
+                command.pre_exec(move || {
+                    if fd == TAP_FD {
+                        // dup2 onto itself would keep close-on-exec set.
+                        if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    } else if libc::dup2(fd, TAP_FD) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
         }
         command
     }

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 
 use super::NetError;
@@ -148,15 +148,8 @@ fn reply(message: &Message, ip: Ipv4Addr, config: &DhcpConfig) -> Option<Vec<u8>
 /// Opens the responder's socket on `bridge`, inside network namespace `netns` if given
 /// (entered on a short-lived thread, so the caller's namespace is untouched).
 pub fn bind(netns: Option<&str>, bridge: &str) -> Result<UdpSocket, NetError> {
-    let (netns, bridge) = (netns.map(str::to_owned), bridge.to_owned());
-    let thread = std::thread::spawn(move || -> std::io::Result<UdpSocket> {
-        if let Some(name) = netns {
-            let ns = std::fs::File::open(format!("/var/run/netns/{name}"))?;
-            // SAFETY: setns only changes this (short-lived) thread's network namespace.
-            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-        }
+    let bridge = bridge.to_owned();
+    let bound = super::in_netns(netns, move || -> std::io::Result<UdpSocket> {
         // SAFETY: plain socket creation; the result is checked.
         let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
         if raw < 0 {
@@ -210,8 +203,7 @@ pub fn bind(netns: Option<&str>, bridge: &str) -> Result<UdpSocket, NetError> {
         }
         Ok(socket)
     });
-    let joined = thread.join().map_err(|_| NetError::InvalidParameter("DHCP bind thread panicked".into()))?;
-    joined.map_err(|e| NetError::Command { command: "DHCP responder bind".into(), stderr: e.to_string() })
+    bound.map_err(|e| NetError::Command { command: "DHCP responder bind".into(), stderr: e.to_string() })
 }
 
 /// Answers DHCP on `socket` until it fails; run it on a thread of its own.

@@ -65,3 +65,25 @@ impl NetError {
         move |source| NetError::Io { path: path.to_owned(), source }
     }
 }
+
+/// Runs `work` inside network namespace `netns` (`None`: the caller's own), on a
+/// short-lived thread so the caller's namespace is never touched. Sockets and taps opened
+/// there stay bound to that namespace wherever their descriptors go.
+pub fn in_netns<T, F>(netns: Option<&str>, work: F) -> std::io::Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> std::io::Result<T> + Send + 'static,
+{
+    use std::os::fd::AsRawFd;
+    let Some(name) = netns else { return work() };
+    let path = format!("/var/run/netns/{name}");
+    let thread = std::thread::spawn(move || {
+        let ns = std::fs::File::open(&path)?;
+        // SAFETY: setns only changes this thread's network namespace; the thread ends here.
+        if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        work()
+    });
+    thread.join().map_err(|_| std::io::Error::other("a thread in a network namespace panicked"))?
+}

@@ -5,13 +5,15 @@
 
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
+use std::os::fd::OwnedFd;
 use std::path::Path;
 
 use super::addr::{kernel_ip_param, Ipv4Cidr, MacAddress};
 use super::firewall::{Firewall, Policy};
 use super::ipam::{ElasticIp, Ipam, Subnet};
 use super::link::{tap_name, Links};
-use super::NetError;
+use super::tap::Tap;
+use super::{in_netns, NetError};
 
 /// How the plane sits on the host.
 #[derive(Debug, Clone, Default)]
@@ -63,7 +65,7 @@ pub struct NetworkPlane {
 impl NetworkPlane {
     /// Opens the plane recorded in `dir` and brings the host in line with the record:
     /// bridges exist, forwarding is on, associated Elastic IPs sit on the uplink, the
-    /// firewall is applied.
+    /// firewall is applied. A plane with no subnet and no Elastic IP touches nothing.
     pub fn open(dir: &Path, config: PlaneConfig) -> Result<Self, NetError> {
         if config.address_pool.is_empty() != config.uplink.is_none() {
             return Err(NetError::InvalidParameter(
@@ -76,7 +78,11 @@ impl NetworkPlane {
             firewall: Firewall::new(config.netns.clone()),
             config,
         };
-        for subnet in plane.ipam.subnets()? {
+        let subnets = plane.ipam.subnets()?;
+        if subnets.is_empty() && plane.ipam.elastic_ips()?.is_empty() {
+            return Ok(plane);
+        }
+        for subnet in subnets {
             plane.links.ensure_bridge(&subnet)?;
         }
         plane.firewall.enable_forwarding()?;
@@ -93,8 +99,16 @@ impl NetworkPlane {
     pub fn create_subnet(&self, cidr: Ipv4Cidr, gateway: Option<Ipv4Addr>) -> Result<Subnet, NetError> {
         let subnet = self.ipam.create_subnet(cidr, gateway)?;
         self.links.ensure_bridge(&subnet)?;
+        self.firewall.enable_forwarding()?;
         self.sync()?;
         Ok(subnet)
+    }
+
+    /// Deletes a subnet no one has an address in, and its bridge.
+    pub fn delete_subnet(&self, id: &str) -> Result<(), NetError> {
+        let subnet = self.ipam.delete_subnet(id)?;
+        self.links.delete(&subnet.bridge)?;
+        self.sync()
     }
 
     /// Leases an address on `subnet_id` to `owner` (the requested one or the next free
@@ -118,6 +132,31 @@ impl NetworkPlane {
         Ok(Interface { subnet, ip: lease.ip, mac: lease.mac, tap })
     }
 
+    /// The interface `owner` holds on `subnet_id`.
+    pub fn interface(&self, subnet_id: &str, owner: &str) -> Result<Interface, NetError> {
+        let subnet = self.ipam.subnet(subnet_id)?;
+        let lease = self
+            .ipam
+            .leases(subnet_id)?
+            .into_iter()
+            .find(|l| l.owner == owner)
+            .ok_or_else(|| NetError::NotFound(format!("no address of {owner} in {subnet_id}")))?;
+        Ok(Interface { subnet, ip: lease.ip, mac: lease.mac, tap: tap_name(owner) })
+    }
+
+    /// Opens the interface's tap (in the plane's namespace) for a VMM to inherit, so the
+    /// VMM needs neither the namespace nor the right to open taps.
+    pub fn open_tap(&self, interface: &Interface) -> Result<OwnedFd, NetError> {
+        let name = interface.tap.clone();
+        in_netns(self.config.netns.as_deref(), move || {
+            Tap::open(&name).map(OwnedFd::from).map_err(std::io::Error::other)
+        })
+        .map_err(|e| NetError::Command {
+            command: format!("opening tap {}", interface.tap),
+            stderr: e.to_string(),
+        })
+    }
+
     /// Removes the interface `owner` holds on `subnet_id`: its tap, any Elastic IP
     /// association, and its lease.
     pub fn detach(&self, subnet_id: &str, owner: &str) -> Result<(), NetError> {
@@ -134,8 +173,12 @@ impl NetworkPlane {
         Ok(())
     }
 
-    /// Removes the taps of owners not in `owners` (instances that no longer exist).
+    /// Removes the taps of owners not in `owners` (instances that no longer exist). A
+    /// plane without subnets has none and touches nothing.
     pub fn remove_stale_taps(&self, owners: &[String]) -> Result<Vec<String>, NetError> {
+        if self.ipam.subnets()?.is_empty() {
+            return Ok(Vec::new());
+        }
         let claimed: HashSet<String> = owners.iter().map(|o| tap_name(o)).collect();
         self.links.remove_stale_taps(&claimed)
     }
@@ -258,6 +301,16 @@ mod tests {
         assert!(err.to_string().contains(&subnet.bridge), "{err}");
         assert!(plane.ipam().leases(&subnet.id).unwrap().is_empty());
         assert!(!ns.ip(&["-br", "link"]).contains("ntap-icccc"));
+    }
+
+    /// A daemon that never made a subnet leaves the host alone: here the namespace does not
+    /// even exist, and nothing notices.
+    #[test]
+    fn a_plane_without_subnets_touches_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = PlaneConfig { netns: Some("nuage-test-absent".into()), ..Default::default() };
+        let plane = NetworkPlane::open(dir.path(), config).unwrap();
+        assert!(plane.remove_stale_taps(&[]).unwrap().is_empty());
     }
 
     #[test]

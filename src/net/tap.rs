@@ -79,6 +79,12 @@ pub struct Tap {
     name: String,
 }
 
+impl From<Tap> for OwnedFd {
+    fn from(tap: Tap) -> Self {
+        tap.file.into()
+    }
+}
+
 impl Tap {
     /// Opens the tap `name`, creating it (non-persistent, needs CAP_NET_ADMIN) when it does
     /// not exist yet.

@@ -2,6 +2,7 @@
 //! WAL mode, with the schema migrated forward by `PRAGMA user_version`. Callers see the
 //! [`InstanceStore`] trait, so another backend can take its place later.
 
+use std::net::Ipv4Addr;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -53,10 +54,13 @@ pub trait InstanceStore: Send + Sync {
     ) -> Result<InstanceRecord, StateError>;
     /// Records the instance's root volume.
     fn set_root_volume(&self, id: &str, volume_id: &str) -> Result<(), StateError>;
+    /// Records the instance's private address.
+    fn set_private_ip(&self, id: &str, ip: Ipv4Addr) -> Result<(), StateError>;
 }
 
 /// Schema versions, applied in order; the database's `user_version` says how many ran.
-const MIGRATIONS: &[&str] = &["CREATE TABLE instances (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE instances (
         id TEXT PRIMARY KEY,
         image_id TEXT NOT NULL,
         instance_type TEXT NOT NULL,
@@ -68,7 +72,10 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE instances (
         pid INTEGER,
         launch_time INTEGER NOT NULL,
         seq INTEGER NOT NULL
-    )"];
+    )",
+    "ALTER TABLE instances ADD COLUMN subnet_id TEXT NOT NULL DEFAULT '';
+     ALTER TABLE instances ADD COLUMN private_ip TEXT NOT NULL DEFAULT ''",
+];
 
 /// The SQLite database.
 #[derive(Debug)]
@@ -106,14 +113,34 @@ impl Database {
     }
 }
 
+impl Database {
+    /// Sets one text column of instance `id`.
+    fn update(&self, id: &str, column: &'static str, value: &str) -> Result<(), StateError> {
+        let sql = format!("UPDATE instances SET {column} = ?2 WHERE id = ?1");
+        if self.connection().execute(&sql, params![id, value])? == 0 {
+            return Err(StateError::NotFound(id.to_owned()));
+        }
+        Ok(())
+    }
+}
+
 const COLUMNS: &str =
-    "id, image_id, instance_type, vcpus, memory_mib, root_volume_id, state, state_reason, pid, launch_time";
+    "id, image_id, instance_type, vcpus, memory_mib, root_volume_id, state, state_reason, pid, \
+     launch_time, subnet_id, private_ip";
 
 fn record(row: &Row<'_>) -> rusqlite::Result<Result<InstanceRecord, StateError>> {
     let state: String = row.get(6)?;
     let id: String = row.get(0)?;
     let Ok(state) = state.parse() else {
         return Ok(Err(StateError::Corrupt(format!("{id}: state {state:?}"))));
+    };
+    let private_ip: String = row.get(11)?;
+    let private_ip = match private_ip.as_str() {
+        "" => None,
+        text => match text.parse() {
+            Ok(ip) => Some(ip),
+            Err(_) => return Ok(Err(StateError::Corrupt(format!("{id}: address {text:?}")))),
+        },
     };
     Ok(Ok(InstanceRecord {
         id,
@@ -126,6 +153,8 @@ fn record(row: &Row<'_>) -> rusqlite::Result<Result<InstanceRecord, StateError>>
         state_reason: row.get(7)?,
         pid: row.get(8)?,
         launch_time: row.get(9)?,
+        subnet_id: row.get(10)?,
+        private_ip,
     }))
 }
 
@@ -140,7 +169,7 @@ impl InstanceStore for Database {
     fn insert(&self, r: &InstanceRecord) -> Result<(), StateError> {
         self.connection().execute(
             &format!(
-                "INSERT INTO instances ({COLUMNS}, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,
+                "INSERT INTO instances ({COLUMNS}, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12,
                  (SELECT COALESCE(MAX(seq), 0) + 1 FROM instances))"
             ),
             params![
@@ -153,7 +182,9 @@ impl InstanceStore for Database {
                 r.state.as_str(),
                 r.state_reason,
                 r.pid,
-                r.launch_time
+                r.launch_time,
+                r.subnet_id,
+                r.private_ip.map(|ip| ip.to_string()).unwrap_or_default()
             ],
         )?;
         Ok(())
@@ -194,13 +225,11 @@ impl InstanceStore for Database {
     }
 
     fn set_root_volume(&self, id: &str, volume_id: &str) -> Result<(), StateError> {
-        let changed = self
-            .connection()
-            .execute("UPDATE instances SET root_volume_id = ?2 WHERE id = ?1", params![id, volume_id])?;
-        if changed == 0 {
-            return Err(StateError::NotFound(id.to_owned()));
-        }
-        Ok(())
+        self.update(id, "root_volume_id", volume_id)
+    }
+
+    fn set_private_ip(&self, id: &str, ip: Ipv4Addr) -> Result<(), StateError> {
+        self.update(id, "private_ip", &ip.to_string())
     }
 }
 
@@ -220,6 +249,8 @@ mod tests {
             state_reason: String::new(),
             pid: None,
             launch_time: 1,
+            subnet_id: String::new(),
+            private_ip: None,
         }
     }
 
@@ -232,6 +263,7 @@ mod tests {
             db.insert(&instance(id)).unwrap();
         }
         db.set_root_volume("i-a", "vol-1").unwrap();
+        db.set_private_ip("i-a", "10.0.0.5".parse().unwrap()).unwrap();
         db.transition("i-a", &[InstanceState::Pending], InstanceState::Running, "launched", Some(42))
             .unwrap();
         drop(db);
@@ -240,6 +272,7 @@ mod tests {
         assert_eq!(ids, ["i-b", "i-a", "i-c"]);
         let a = db.get("i-a").unwrap();
         assert_eq!((a.state, a.pid, a.root_volume_id.as_str()), (InstanceState::Running, Some(42), "vol-1"));
+        assert_eq!(a.private_ip, Some("10.0.0.5".parse().unwrap()));
         assert!(db.insert(&instance("i-a")).is_err(), "ids are unique");
     }
 

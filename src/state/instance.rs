@@ -89,6 +89,10 @@ pub struct InstanceRecord {
     pub memory_mib: u32,
     /// Its root volume (a clone of the image).
     pub root_volume_id: String,
+    /// The subnet its network interface is on (empty: none).
+    pub subnet_id: String,
+    /// Its private address there, once leased.
+    pub private_ip: Option<std::net::Ipv4Addr>,
     /// Life-cycle state.
     pub state: InstanceState,
     /// Why it last changed state.
