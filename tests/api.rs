@@ -238,8 +238,7 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
         use nuage::api::pb::{InstanceIds, RunInstancesRequest};
         let channel = nuage::api::server::connect(&dir.path().join("api.sock")).await.unwrap();
         let mut client = InstancesClient::new(channel);
-        let missing =
-            RunInstancesRequest { image_id: "ami-0".into(), count: 1, ..Default::default() };
+        let missing = RunInstancesRequest { image_id: "ami-0".into(), count: 1, ..Default::default() };
         assert_eq!(client.run_instances(missing).await.unwrap_err().code(), tonic::Code::NotFound);
         let empty = InstanceIds { instance_ids: vec![], force: false };
         assert_eq!(client.stop_instances(empty).await.unwrap_err().code(), tonic::Code::InvalidArgument);

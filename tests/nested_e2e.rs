@@ -247,9 +247,11 @@ fn two_guests_on_a_subnet_reach_each_other_and_the_lan_reaches_one_by_its_elasti
     assert_eq!(scenario("plane-teardown").field("taps_left"), "0");
 }
 
-/// nuaged end to end on real KVM: it registers the stock-kernel image, launches two
-/// instances whose guests boot to init and power off (so the instances end up stopped),
-/// and terminates them.
+/// nuaged end to end on real KVM: it registers the stock-kernel image and launches two
+/// instances on a subnet; their guests boot to init, configure the static addresses the
+/// daemon leased them from the kernel command line, ping their gateway (the host, across
+/// the subnet's bridge and their taps) and power off, so the instances end up stopped; then
+/// it terminates them.
 #[test]
 #[ignore = "needs the real-KVM harness (minutes, root): run scripts/test.sh"]
 fn nuaged_launches_instances_that_boot_the_stock_kernel() {
@@ -263,9 +265,13 @@ fn nuaged_launches_instances_that_boot_the_stock_kernel() {
         .map(parse_fields)
         .collect();
     assert_eq!(instances.len(), 2);
-    for instance in instances {
+    let mut addresses: Vec<&str> = instances.iter().map(|i| i["address"].as_str()).collect();
+    addresses.sort_unstable();
+    assert_eq!(addresses, ["10.0.31.2", "10.0.31.3"]);
+    for instance in &instances {
         assert_eq!(instance["state"], "stopped", "the guest's power-off stops the instance: {instance:?}");
         assert_eq!(instance["init_marker"], "1", "the console shows the guest's init: {instance:?}");
+        assert_eq!(instance["gateway_ping"], "ok", "the guest reaches its gateway: {instance:?}");
     }
 }
 

@@ -278,7 +278,8 @@ json_values() { grep -o "\"$1\": \"[^\"]*\"" | cut -d'"' -f4; }
 # flags say otherwise), registers the default image (the stock kernel, the test initramfs,
 # the ext4 root disk) and launches COUNT instances of it, whose guests power off; waits
 # until each is stopped and prints an "@@ daemon-instance" line per instance with its
-# console's verdict, then terminates them and prints "@@ daemon-host".
+# console's verdict, then terminates them and prints "@@ daemon-host". With DAEMON_SUBNET
+# (a CIDR), the instances go on a subnet of it and their guests ping their gateway first.
 daemon_launch() {
     count=$1
     shift
@@ -292,9 +293,15 @@ daemon_launch() {
     i=0
     while [ ! -S "$socket" ] && [ "$i" -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
     nuage() { "$P/nuage" --endpoint "$socket" "$@"; }
+    action=poweroff subnet=""
+    if [ -n "${DAEMON_SUBNET:-}" ]; then
+        action=gateway-ping
+        subnet=$(nuage --output json create-subnet --cidr-block "$DAEMON_SUBNET" | json_values subnet_id)
+    fi
     image=$(nuage --output json register-image --name default --disk "$P/root.ext4" --kernel "$P/vmlinuz" \
-        --initrd "$P/guest.cpio" --kernel-cmdline "panic=-1 pci=off quiet nuage.action=poweroff" | json_values image_id)
-    ids=$(nuage --output json run-instances --image-id "$image" --count "$count" | json_values instance_id)
+        --initrd "$P/guest.cpio" --kernel-cmdline "panic=-1 pci=off quiet nuage.action=$action" | json_values image_id)
+    ids=$(nuage --output json run-instances --image-id "$image" --count "$count" --subnet-id "$subnet" |
+        json_values instance_id)
     nuage describe-instances
     for id in $ids; do
         i=0
@@ -304,9 +311,11 @@ daemon_launch() {
             i=$((i + 1))
         done
         state=$(nuage --output json describe-instances --instance-ids "$id" | json_values state)
+        address=$(nuage --output json describe-instances --instance-ids "$id" | json_values private_ip_address)
         marker=$(nuage get-console-output --instance-id "$id" | grep -c NUAGE-INIT-MARKER)
+        gateway_ping=$(nuage get-console-output --instance-id "$id" | sed -n 's/.*NUAGE-PEER peer=.* ping=//p' | tr -d '\r')
         nuage get-console-output --instance-id "$id" | sed "s/^/[$id] /"
-        echo "@@ daemon-instance id=$id state=$state init_marker=$marker"
+        echo "@@ daemon-instance id=$id state=$state init_marker=$marker address=${address:-none} gateway_ping=${gateway_ping:-none}"
     done
     nuage describe-instances
     # shellcheck disable=SC2086
@@ -321,8 +330,14 @@ daemon_launch() {
 # The daemon end to end: nuaged in a state directory of the harness's own.
 daemon_scenario() {
     selected daemon || return 0
-    daemon_launch 2 --state-dir "$W/nuaged" --socket "$W/nuaged.sock" --vmm "$VMM"
+    unshare -n sh "$0" daemon-namespace
 }
+
+if [ "${1:-}" = daemon-namespace ]; then
+    ip link set lo up
+    DAEMON_SUBNET=10.0.31.0/24 daemon_launch 2 --state-dir "$W/nuaged" --socket "$W/nuaged.sock" --vmm "$VMM"
+    exit 0
+fi
 
 # Resident memory of process $1 outside mappings of at least $2 KiB (guest RAM), in KiB.
 overhead_kb() {
