@@ -4,8 +4,12 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     #[cfg(feature = "daemon")]
     {
-        let protos =
-            ["proto/nuage/v1/images.proto", "proto/nuage/v1/instances.proto", "proto/nuage/v1/subnets.proto"];
+        let protos = [
+            "proto/nuage/v1/images.proto",
+            "proto/nuage/v1/instances.proto",
+            "proto/nuage/v1/subnets.proto",
+            "proto/nuage/v1/volumes.proto",
+        ];
         for proto in protos {
             println!("cargo:rerun-if-changed={proto}");
         }

@@ -379,3 +379,66 @@ fn instances_on_a_subnet_get_addresses_and_taps() {
     daemon.ok(&["delete-subnet", "--subnet-id", subnet_id]);
     assert!(!ns.links().contains(bridge), "the bridge goes with its subnet");
 }
+
+/// Volumes and snapshots through the API: a data volume attached to a stopped instance
+/// becomes its second disk at the next start; volumes in use are snapshotted while their
+/// instance runs; terminating deletes the root volume and keeps the data volume.
+#[test]
+fn volumes_attach_snapshot_and_outlive_their_instance() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path());
+    let image = register(&daemon, "idle", Asm::new().print("booted\n").cli_hlt());
+    let id = ids(&daemon.ok(&["run-instances", "--image-id", &image])).remove(0);
+    let root = daemon.ok(&["describe-instances", "--instance-ids", &id])["Instances"][0]["root_volume_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let data = daemon.ok(&["create-volume", "--size", "1"]);
+    let data = data["Volumes"][0]["volume_id"].as_str().unwrap().to_owned();
+    let err = daemon.err(&["attach-volume", "--volume-id", &data, "--instance-id", &id]);
+    assert!(err.starts_with("IncorrectInstanceState"), "{err}");
+
+    daemon.ok(&["stop-instances", "--instance-ids", &id]);
+    let attached = daemon.ok(&["attach-volume", "--volume-id", &data, "--instance-id", &id]);
+    assert_eq!(attached["Volumes"][0]["state"], "in-use");
+    let err = daemon.err(&["detach-volume", "--volume-id", &root]);
+    assert!(err.contains("OperationNotPermitted"), "{err}");
+    daemon.ok(&["start-instances", "--instance-ids", &id]);
+    let pid = nuage::daemon::process::running_vmms(&dir.path().join("state"))[&id];
+    let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap().replace('\0', " ");
+    assert!(cmdline.contains(&format!("format=qcow2,id={}", data.replace('-', ""))), "{cmdline}");
+
+    // Snapshots of both volumes while the instance runs, through its VMM.
+    for volume in [&root, &data] {
+        let snapshot = daemon.ok(&["create-snapshot", "--volume-id", volume]);
+        assert_eq!(&snapshot["Snapshots"][0]["volume_id"], volume.as_str());
+    }
+    assert_eq!(daemon.state(&id).0, "running", "snapshots do not stop the instance");
+    let snapshots = daemon.ok(&["describe-snapshots"]);
+    let data_snapshot =
+        snapshots["Snapshots"].as_array().unwrap().iter().find(|s| s["volume_id"] == data.as_str()).unwrap()
+            ["snapshot_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    let err = daemon.err(&["delete-volume", "--volume-id", &data]);
+    assert!(err.starts_with("VolumeInUse"), "{err}");
+
+    daemon.ok(&["terminate-instances", "--instance-ids", &id]);
+    let volumes = daemon.ok(&["describe-volumes"]);
+    let remaining: Vec<&str> =
+        volumes["Volumes"].as_array().unwrap().iter().map(|v| v["volume_id"].as_str().unwrap()).collect();
+    assert_eq!(remaining, [data.as_str()], "the root volume went with the instance, the data volume stays");
+    assert_eq!(volumes["Volumes"][0]["state"], "available");
+
+    let grown = daemon.ok(&["modify-volume", "--volume-id", &data, "--size", "2"]);
+    assert_eq!(grown["Volumes"][0]["size_bytes"], 2u64 << 30);
+    let err = daemon.err(&["modify-volume", "--volume-id", &data, "--size", "1"]);
+    assert!(err.starts_with("InvalidParameterValue"), "{err}");
+    let restored = daemon.ok(&["create-volume", "--snapshot-id", &data_snapshot]);
+    assert_eq!(restored["Volumes"][0]["snapshot_id"], data_snapshot.as_str());
+    let err = daemon.err(&["delete-snapshot", "--snapshot-id", &data_snapshot]);
+    assert!(err.contains("InUse"), "{err}");
+    let err = daemon.err(&["create-volume"]);
+    assert!(err.starts_with("InvalidParameterValue"), "{err}");
+}

@@ -5,6 +5,7 @@ pub mod images;
 pub mod instances;
 pub mod server;
 pub mod subnets;
+pub mod volumes;
 
 /// Messages, clients and servers generated from `proto/nuage/v1/*.proto`.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]

@@ -14,8 +14,11 @@ use super::images::ImagesService;
 use super::instances::InstancesService;
 use super::pb::images_server::ImagesServer;
 use super::pb::instances_server::InstancesServer;
+use super::pb::snapshots_server::SnapshotsServer;
 use super::pb::subnets_server::SubnetsServer;
+use super::pb::volumes_server::VolumesServer;
 use super::subnets::SubnetsService;
+use super::volumes::{SnapshotsService, VolumesService};
 use crate::daemon::Daemon;
 
 /// Binds the API socket at `path` (mode 0660: the owner and its group may call the API),
@@ -45,7 +48,9 @@ pub async fn serve(
     Server::builder()
         .add_service(ImagesServer::new(ImagesService(daemon.clone())))
         .add_service(InstancesServer::new(InstancesService(daemon.clone())))
-        .add_service(SubnetsServer::new(SubnetsService(daemon)))
+        .add_service(SubnetsServer::new(SubnetsService(daemon.clone())))
+        .add_service(VolumesServer::new(VolumesService(daemon.clone())))
+        .add_service(SnapshotsServer::new(SnapshotsService(daemon)))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await
         .context("serving the API")

@@ -10,14 +10,22 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::api::pb::images_client::ImagesClient;
 use crate::api::pb::instances_client::InstancesClient;
+use crate::api::pb::snapshots_client::SnapshotsClient;
 use crate::api::pb::subnets_client::SubnetsClient;
+use crate::api::pb::volumes_client::VolumesClient;
 use crate::api::pb::{
-    CreateSubnetRequest, DeleteSubnetRequest, DeregisterImageRequest, DescribeImagesRequest,
-    DescribeInstancesRequest, DescribeSubnetsRequest, GetConsoleOutputRequest, InstanceIds,
-    RegisterImageRequest, RunInstancesRequest,
+    AttachVolumeRequest, CreateSubnetRequest, CreateVolumeRequest, DeleteSnapshotRequest,
+    DeleteSubnetRequest, DeregisterImageRequest, DescribeImagesRequest, DescribeInstancesRequest,
+    DescribeSnapshotsRequest, DescribeSubnetsRequest, DescribeVolumesRequest, GetConsoleOutputRequest,
+    InstanceIds, ModifyVolumeRequest, RegisterImageRequest, RunInstancesRequest, VolumeId,
 };
 use crate::api::server::connect;
-use output::{print_changes, print_images, print_instances, print_subnets, Format};
+use output::{
+    print_changes, print_images, print_instances, print_snapshots, print_subnets, print_volumes, Format,
+};
+
+/// Bytes in the GiB that `--size` counts in, as EC2's does.
+const GIB: u64 = 1 << 30;
 
 /// The nuage command-line client.
 #[derive(Debug, Parser)]
@@ -136,6 +144,72 @@ enum Command {
         #[arg(long)]
         subnet_id: String,
     },
+    /// Creates a volume: empty, or from a snapshot or an image.
+    CreateVolume {
+        /// Size in GiB (default: that of the snapshot or image).
+        #[arg(long)]
+        size: Option<u64>,
+        /// From this snapshot.
+        #[arg(long, default_value = "")]
+        snapshot_id: String,
+        /// From this image's disk.
+        #[arg(long, default_value = "")]
+        image_id: String,
+    },
+    /// Lists volumes.
+    DescribeVolumes {
+        /// Only these.
+        #[arg(long = "volume-ids", num_args = 1..)]
+        volume_ids: Vec<String>,
+    },
+    /// Attaches a volume to a stopped instance (a disk from its next start).
+    AttachVolume {
+        /// The volume.
+        #[arg(long)]
+        volume_id: String,
+        /// The instance.
+        #[arg(long)]
+        instance_id: String,
+    },
+    /// Detaches a data volume from a stopped instance.
+    DetachVolume {
+        /// The volume.
+        #[arg(long)]
+        volume_id: String,
+    },
+    /// Deletes a detached volume.
+    DeleteVolume {
+        /// The volume.
+        #[arg(long)]
+        volume_id: String,
+    },
+    /// Grows a detached volume.
+    ModifyVolume {
+        /// The volume.
+        #[arg(long)]
+        volume_id: String,
+        /// The new size in GiB.
+        #[arg(long)]
+        size: u64,
+    },
+    /// Snapshots a volume, also while its instance runs.
+    CreateSnapshot {
+        /// The volume.
+        #[arg(long)]
+        volume_id: String,
+    },
+    /// Lists snapshots.
+    DescribeSnapshots {
+        /// Only these.
+        #[arg(long = "snapshot-ids", num_args = 1..)]
+        snapshot_ids: Vec<String>,
+    },
+    /// Deletes a snapshot nothing depends on.
+    DeleteSnapshot {
+        /// The snapshot.
+        #[arg(long)]
+        snapshot_id: String,
+    },
     /// Prints an instance's console output.
     GetConsoleOutput {
         /// The instance.
@@ -160,7 +234,10 @@ impl Cli {
         };
         let mut images = ImagesClient::new(channel.clone());
         let mut instances = InstancesClient::new(channel.clone());
-        let mut subnets = SubnetsClient::new(channel);
+        let mut subnets = SubnetsClient::new(channel.clone());
+        let mut volumes = VolumesClient::new(channel.clone());
+        let mut snapshots = SnapshotsClient::new(channel);
+        let gib = |size: u64| size.checked_mul(GIB).context("the size is too large");
         let ids = |instance_ids| InstanceIds { instance_ids, force: false };
         match self.command {
             Command::RegisterImage { disk, disk_format, kernel, initrd, name, kernel_cmdline } => {
@@ -210,6 +287,46 @@ impl Cli {
             }
             Command::DeleteSubnet { subnet_id } => {
                 subnets.delete_subnet(DeleteSubnetRequest { subnet_id }).await?;
+            }
+            Command::CreateVolume { size, snapshot_id, image_id } => {
+                let size_bytes = size.map(gib).transpose()?.unwrap_or(0);
+                let request = CreateVolumeRequest { size_bytes, snapshot_id, image_id };
+                print_volumes(format, vec![volumes.create_volume(request).await?.into_inner()]);
+            }
+            Command::DescribeVolumes { volume_ids } => {
+                let response = volumes.describe_volumes(DescribeVolumesRequest { volume_ids }).await?;
+                print_volumes(format, response.into_inner().volumes);
+            }
+            Command::AttachVolume { volume_id, instance_id } => {
+                let request = AttachVolumeRequest { volume_id, instance_id };
+                print_volumes(format, vec![volumes.attach_volume(request).await?.into_inner()]);
+            }
+            Command::DetachVolume { volume_id } => {
+                print_volumes(
+                    format,
+                    vec![volumes.detach_volume(VolumeId { volume_id }).await?.into_inner()],
+                );
+            }
+            Command::DeleteVolume { volume_id } => {
+                volumes.delete_volume(VolumeId { volume_id }).await?;
+            }
+            Command::ModifyVolume { volume_id, size } => {
+                let request = ModifyVolumeRequest { volume_id, size_bytes: gib(size)? };
+                print_volumes(format, vec![volumes.modify_volume(request).await?.into_inner()]);
+            }
+            Command::CreateSnapshot { volume_id } => {
+                print_snapshots(
+                    format,
+                    vec![snapshots.create_snapshot(VolumeId { volume_id }).await?.into_inner()],
+                );
+            }
+            Command::DescribeSnapshots { snapshot_ids } => {
+                let response =
+                    snapshots.describe_snapshots(DescribeSnapshotsRequest { snapshot_ids }).await?;
+                print_snapshots(format, response.into_inner().snapshots);
+            }
+            Command::DeleteSnapshot { snapshot_id } => {
+                snapshots.delete_snapshot(DeleteSnapshotRequest { snapshot_id }).await?;
             }
             Command::GetConsoleOutput { instance_id } => {
                 let response = instances.get_console_output(GetConsoleOutputRequest { instance_id }).await?;

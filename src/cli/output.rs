@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::api::pb::{Image, Instance, StateChanges, Subnet};
+use crate::api::pb::{Image, Instance, Snapshot, StateChanges, Subnet, Volume};
 
 /// How results are printed.
 #[derive(Debug, Clone, Copy)]
@@ -99,6 +99,37 @@ pub fn print_subnets(format: Format, subnets: Vec<Subnet>) {
             subnets
                 .into_iter()
                 .map(|s| vec![s.subnet_id, s.cidr_block, s.gateway, s.bridge, s.leased_addresses.to_string()])
+                .collect(),
+        ),
+    }
+}
+
+/// Prints volumes.
+pub fn print_volumes(format: Format, volumes: Vec<Volume>) {
+    match format {
+        Format::Json => json("Volumes", volumes),
+        Format::Table => table(
+            &["VOLUME ID", "SIZE", "STATE", "INSTANCE", "FROM", "SERIAL"],
+            volumes
+                .into_iter()
+                .map(|v| {
+                    let from = if v.snapshot_id.is_empty() { v.image_id } else { v.snapshot_id };
+                    vec![v.volume_id, v.size_bytes.to_string(), v.state, v.instance_id, from, v.device_serial]
+                })
+                .collect(),
+        ),
+    }
+}
+
+/// Prints snapshots.
+pub fn print_snapshots(format: Format, snapshots: Vec<Snapshot>) {
+    match format {
+        Format::Json => json("Snapshots", snapshots),
+        Format::Table => table(
+            &["SNAPSHOT ID", "VOLUME ID", "SIZE"],
+            snapshots
+                .into_iter()
+                .map(|s| vec![s.snapshot_id, s.volume_id, s.size_bytes.to_string()])
                 .collect(),
         ),
     }

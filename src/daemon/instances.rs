@@ -284,13 +284,12 @@ impl Instances {
         }
         // Volumes attached to instances the record does not know (a crash between making
         // the volume and recording it is impossible: the row comes first; this catches
-        // rows removed by hand).
+        // rows removed by hand) are detached, never deleted: their data may matter.
         for volume in self.store.volumes()? {
             if let Some(owner) = &volume.attached_to {
                 if owner.starts_with("i-") && !records.iter().any(|r| &r.id == owner) {
                     self.store.detach_volume(&volume.id)?;
-                    self.store.delete_volume(&volume.id)?;
-                    actions.push(format!("deleted {} of unknown instance {owner}", volume.id));
+                    actions.push(format!("detached {} from unknown instance {owner}", volume.id));
                 }
             }
         }
@@ -337,6 +336,13 @@ impl Instances {
             root_volume: self.store.volume_path(&record.root_volume_id)?,
             dir: instance_dir(&self.config.state_dir, id),
             network,
+            data_volumes: self
+                .store
+                .volumes()?
+                .into_iter()
+                .filter(|v| v.attached_to.as_deref() == Some(id) && v.id != record.root_volume_id)
+                .map(|v| Ok((v.id.clone(), self.store.volume_path(&v.id)?)))
+                .collect::<Result<_, DaemonError>>()?,
         };
         let child = match launch.spawn() {
             Ok(child) => child,
@@ -443,10 +449,14 @@ impl Instances {
             self.plane.detach(&record.subnet_id, id)?;
         }
         let reason = record.state_reason;
+        // The root volume goes with the instance; data volumes are detached and stay. A
+        // launch interrupted before recording its root has only that one attached.
         for volume in self.store.volumes()? {
             if volume.attached_to.as_deref() == Some(id) {
                 self.store.detach_volume(&volume.id)?;
-                self.store.delete_volume(&volume.id)?;
+                if record.root_volume_id.is_empty() || volume.id == record.root_volume_id {
+                    self.store.delete_volume(&volume.id)?;
+                }
             }
         }
         let dir: PathBuf = instance_dir(&self.config.state_dir, id);

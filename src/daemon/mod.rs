@@ -5,6 +5,7 @@
 pub mod config;
 pub mod instances;
 pub mod process;
+pub mod volumes;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use crate::state::db::{Database, StateError};
 use crate::storage::store::{Store, StoreError};
 use config::DaemonConfig;
 use instances::Instances;
+use volumes::Volumes;
 
 /// Errors of daemon operations; each message starts with its EC2 error name.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +48,8 @@ pub struct Daemon {
     pub plane: Arc<NetworkPlane>,
     /// The instances.
     pub instances: Instances,
+    /// Volumes and snapshots.
+    pub volumes: Volumes,
 }
 
 impl Daemon {
@@ -68,9 +72,10 @@ impl Daemon {
         let plane = Arc::new(NetworkPlane::open(&dir.join("network"), plane_config)?);
         let config = Arc::new(config);
         let store = Arc::new(store);
-        let instances = Instances::new(db, store.clone(), plane.clone(), config.clone());
+        let instances = Instances::new(db.clone(), store.clone(), plane.clone(), config.clone());
         actions.extend(instances.recover()?);
-        Ok((Self { config, store, plane, instances }, actions))
+        let volumes = Volumes::new(db, store.clone(), config.clone());
+        Ok((Self { config, store, plane, instances, volumes }, actions))
     }
 
     /// The state directory.

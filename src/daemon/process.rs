@@ -37,6 +37,14 @@ pub struct Launch<'a> {
     pub dir: PathBuf,
     /// Its network interface: the opened tap, which the VMM inherits, and its addresses.
     pub network: Option<(OwnedFd, Interface)>,
+    /// Attached data volumes (id, qcow2 file), after the root disk.
+    pub data_volumes: Vec<(String, PathBuf)>,
+}
+
+/// The virtio disk id (its serial) of a volume: the id without its dash, as EC2's NVMe
+/// serials are, which fits virtio's 20 bytes.
+pub fn disk_serial(volume_id: &str) -> String {
+    volume_id.replace('-', "")
 }
 
 /// The descriptor number the VMM finds its tap at.
@@ -50,8 +58,6 @@ impl Launch<'_> {
         if let Some((_, interface)) = &self.network {
             cmdline = format!("{cmdline} {}", interface.kernel_ip_param());
         }
-        // The disk's serial is the volume id without its dash, as EC2's NVMe serials are.
-        let serial = self.instance.root_volume_id.replace('-', "");
         command
             .arg("--kernel")
             .arg(&self.kernel)
@@ -63,13 +69,20 @@ impl Launch<'_> {
             ])
             .args(["--cmdline", cmdline.trim_end()])
             .arg("--disk")
-            .arg(format!("path={},format=qcow2,id={serial}", self.root_volume.display()))
+            .arg(format!(
+                "path={},format=qcow2,id={}",
+                self.root_volume.display(),
+                disk_serial(&self.instance.root_volume_id)
+            ))
             .arg("--console-log")
             .arg(self.dir.join("console.log"))
             .arg("--api-socket")
             .arg(self.dir.join("control.sock"));
         if let Some(initrd) = &self.initrd {
             command.arg("--initrd").arg(initrd);
+        }
+        for (id, path) in &self.data_volumes {
+            command.arg("--disk").arg(format!("path={},format=qcow2,id={}", path.display(), disk_serial(id)));
         }
         if let Some((fd, interface)) = &self.network {
             command.arg("--net").arg(format!("fd={TAP_FD},mac={},ip={}", interface.mac, interface.ip));

@@ -1,0 +1,109 @@
+//! Volumes and snapshots as the API offers them: the store does the work; this adds what
+//! depends on instances (attachments follow the instance's state, and a snapshot of a
+//! volume in use goes through its VMM).
+
+use std::sync::Arc;
+
+use super::config::DaemonConfig;
+use super::process::{disk_serial, instance_dir};
+use super::DaemonError;
+use crate::state::db::{InstanceStore, StateError};
+use crate::state::instance::InstanceState;
+use crate::storage::store::volume::{Parent, SnapshotRecord, VolumeRecord};
+use crate::storage::store::Store;
+use crate::vmm::control::VmmDisk;
+
+/// The daemon's volume operations.
+#[derive(Clone)]
+pub struct Volumes {
+    db: Arc<dyn InstanceStore>,
+    store: Arc<Store>,
+    config: Arc<DaemonConfig>,
+}
+
+impl Volumes {
+    /// Volume operations over `store`, checking instances in `db`.
+    pub fn new(db: Arc<dyn InstanceStore>, store: Arc<Store>, config: Arc<DaemonConfig>) -> Self {
+        Self { db, store, config }
+    }
+
+    /// Creates a volume: empty (of `size` bytes), or from an image or a snapshot (at
+    /// least its size).
+    pub fn create(&self, parent: Parent, size: Option<u64>) -> Result<VolumeRecord, DaemonError> {
+        if parent == Parent::None && size.is_none() {
+            return Err(DaemonError::InvalidParameter("an empty volume needs a size".into()));
+        }
+        Ok(self.store.create_volume(parent, size)?)
+    }
+
+    /// Attaches a volume to a stopped instance; it shows up as a disk at the next start
+    /// (there is no hot-plug yet).
+    pub fn attach(&self, volume_id: &str, instance_id: &str) -> Result<VolumeRecord, DaemonError> {
+        self.store.volume(volume_id)?;
+        self.require_stopped(instance_id, "attach")?;
+        Ok(self.store.attach_volume(volume_id, instance_id)?)
+    }
+
+    /// Detaches a data volume from a stopped instance.
+    pub fn detach(&self, volume_id: &str) -> Result<VolumeRecord, DaemonError> {
+        let volume = self.store.volume(volume_id)?;
+        let Some(instance_id) = volume.attached_to.clone() else {
+            return Err(DaemonError::InvalidParameter(format!(
+                "IncorrectState: {volume_id} is not attached"
+            )));
+        };
+        if let Ok(instance) = self.db.get(&instance_id) {
+            if instance.root_volume_id == volume_id && instance.state != InstanceState::Terminated {
+                return Err(DaemonError::InvalidParameter(format!(
+                    "OperationNotPermitted: {volume_id} is the root volume of {instance_id}"
+                )));
+            }
+            self.require_stopped(&instance_id, "detach")?;
+        }
+        Ok(self.store.detach_volume(volume_id)?)
+    }
+
+    /// Snapshots a volume; one in use by a running instance is paused, switched and
+    /// resumed through its VMM, so the guest keeps running.
+    pub fn snapshot(&self, volume_id: &str) -> Result<SnapshotRecord, DaemonError> {
+        let volume = self.store.volume(volume_id)?;
+        let running = volume
+            .attached_to
+            .as_deref()
+            .and_then(|id| self.db.get(id).ok())
+            .filter(|instance| instance.state == InstanceState::Running);
+        let Some(instance) = running else {
+            // No VMM holds the file: the store snapshots it offline.
+            return match &volume.attached_to {
+                None => Ok(self.store.create_snapshot(volume_id)?),
+                Some(owner) => self.snapshot_attached_idle(volume_id, owner),
+            };
+        };
+        let vmm = VmmDisk {
+            socket: instance_dir(&self.config.state_dir, &instance.id).join("control.sock"),
+            id: disk_serial(volume_id),
+        };
+        Ok(self.store.create_snapshot_live(volume_id, &vmm)?)
+    }
+
+    /// Snapshots a volume attached to `owner`, whose VMM does not run: detaches it for the
+    /// store's offline snapshot and attaches it again.
+    fn snapshot_attached_idle(&self, volume_id: &str, owner: &str) -> Result<SnapshotRecord, DaemonError> {
+        self.store.detach_volume(volume_id)?;
+        let snapshot = self.store.create_snapshot(volume_id);
+        self.store.attach_volume(volume_id, owner)?;
+        Ok(snapshot?)
+    }
+
+    fn require_stopped(&self, instance_id: &str, what: &str) -> Result<(), DaemonError> {
+        let instance = self.db.get(instance_id)?;
+        if instance.state != InstanceState::Stopped {
+            return Err(DaemonError::State(StateError::WrongState {
+                id: instance_id.to_owned(),
+                expected: format!("stopped (volumes {what} only while stopped)"),
+                actual: instance.state,
+            }));
+        }
+        Ok(())
+    }
+}
