@@ -442,3 +442,61 @@ fn volumes_attach_snapshot_and_outlive_their_instance() {
     let err = daemon.err(&["create-volume"]);
     assert!(err.starts_with("InvalidParameterValue"), "{err}");
 }
+
+/// Elastic IPs through the API: allocated from the configured pool, associated with an
+/// instance on a subnet (an address on the uplink and a translation in the firewall),
+/// dropped from the uplink when the instance terminates, released back to the pool.
+#[test]
+fn elastic_ips_follow_their_instance() {
+    let ns = Netns::new("eip");
+    let ip = |args: &[&str]| assert!(Command::new("ip").args(["-n", &ns.0]).args(args).status().unwrap().success());
+    ip(&["link", "add", "uplink", "type", "veth", "peer", "name", "lan0"]);
+    let dir = tempfile::tempdir().unwrap();
+    let vmm = common::vmm_bin();
+    let args = ["--vmm", vmm, "--netns", &ns.0, "--uplink", "uplink", "--address-pool", "192.168.70.10,192.168.70.11"];
+    let daemon = Daemon::spawn(dir.path(), &args.map(std::ffi::OsStr::new));
+    let uplink = || {
+        let out = Command::new("ip").args(["-n", &ns.0, "-br", "addr", "show", "dev", "uplink"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let rules = || {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &ns.0, "nft", "list", "table", "inet", "nuage"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+
+    let subnet = daemon.ok(&["create-subnet", "--cidr-block", "10.0.22.0/24"])["Subnets"][0]["subnet_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let image = register(&daemon, "idle", Asm::new().cli_hlt());
+    let id = ids(&daemon.ok(&["run-instances", "--image-id", &image, "--subnet-id", &subnet])).remove(0);
+    let unplugged = ids(&daemon.ok(&["run-instances", "--image-id", &image])).remove(0);
+
+    let eip = daemon.ok(&["allocate-address"])["Addresses"][0].clone();
+    assert_eq!(eip["public_ip"], "192.168.70.10");
+    let allocation = eip["allocation_id"].as_str().unwrap();
+    assert!(allocation.starts_with("eipalloc-"));
+    daemon.ok(&["allocate-address"]);
+    let err = daemon.err(&["allocate-address"]);
+    assert!(err.starts_with("AddressLimitExceeded"), "{err}");
+    let err = daemon.err(&["associate-address", "--allocation-id", allocation, "--instance-id", &unplugged]);
+    assert!(err.contains("has no network interface"), "{err}");
+
+    let associated = daemon.ok(&["associate-address", "--allocation-id", allocation, "--instance-id", &id]);
+    assert_eq!(associated["Addresses"][0]["instance_id"], id.as_str());
+    assert_eq!(associated["Addresses"][0]["private_ip_address"], "10.0.22.2");
+    assert!(uplink().contains("192.168.70.10/32"), "{}", uplink());
+    assert!(rules().contains("dnat ip to 10.0.22.2"), "{}", rules());
+    let err = daemon.err(&["release-address", "--allocation-id", allocation]);
+    assert!(err.starts_with("DependencyViolation"), "{err}");
+
+    daemon.ok(&["terminate-instances", "--instance-ids", &id, &unplugged]);
+    assert!(!uplink().contains("192.168.70.10"), "{}", uplink());
+    assert!(!rules().contains("dnat"), "{}", rules());
+    assert_eq!(daemon.ok(&["describe-addresses"])["Addresses"][0]["instance_id"], "");
+    daemon.ok(&["release-address", "--allocation-id", allocation]);
+    assert_eq!(daemon.ok(&["describe-addresses"])["Addresses"].as_array().unwrap().len(), 1);
+}

@@ -1,6 +1,7 @@
 //! The gRPC API (`proto/nuage/v1`): generated messages and clients, the services `nuaged`
 //! serves, and the mapping of errors to gRPC status codes with EC2 error names.
 
+pub mod addresses;
 pub mod images;
 pub mod instances;
 pub mod server;

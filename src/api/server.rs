@@ -10,8 +10,10 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::{Channel, Endpoint, Server, Uri};
 
+use super::addresses::AddressesService;
 use super::images::ImagesService;
 use super::instances::InstancesService;
+use super::pb::addresses_server::AddressesServer;
 use super::pb::images_server::ImagesServer;
 use super::pb::instances_server::InstancesServer;
 use super::pb::snapshots_server::SnapshotsServer;
@@ -50,7 +52,8 @@ pub async fn serve(
         .add_service(InstancesServer::new(InstancesService(daemon.clone())))
         .add_service(SubnetsServer::new(SubnetsService(daemon.clone())))
         .add_service(VolumesServer::new(VolumesService(daemon.clone())))
-        .add_service(SnapshotsServer::new(SnapshotsService(daemon)))
+        .add_service(SnapshotsServer::new(SnapshotsService(daemon.clone())))
+        .add_service(AddressesServer::new(AddressesService(daemon)))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await
         .context("serving the API")

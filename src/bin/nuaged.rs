@@ -28,6 +28,12 @@ struct Args {
     /// Run the network plane (bridges, taps, firewall) in this named network namespace.
     #[arg(long)]
     netns: Option<String>,
+    /// The LAN-facing interface that holds Elastic IPs.
+    #[arg(long)]
+    uplink: Option<String>,
+    /// LAN addresses Elastic IPs are allocated from (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    address_pool: Vec<std::net::Ipv4Addr>,
     /// Log filter (tracing's env-filter syntax).
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -52,6 +58,12 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some(netns) = args.netns {
         config.network.netns = Some(netns);
+    }
+    if let Some(uplink) = args.uplink {
+        config.network.uplink = Some(uplink);
+    }
+    if !args.address_pool.is_empty() {
+        config.network.address_pool = args.address_pool;
     }
     let socket = config.socket.clone();
     let (daemon, recovered) = tokio::task::spawn_blocking(move || Daemon::open(config))

@@ -8,20 +8,23 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::api::pb::addresses_client::AddressesClient;
 use crate::api::pb::images_client::ImagesClient;
 use crate::api::pb::instances_client::InstancesClient;
 use crate::api::pb::snapshots_client::SnapshotsClient;
 use crate::api::pb::subnets_client::SubnetsClient;
 use crate::api::pb::volumes_client::VolumesClient;
 use crate::api::pb::{
-    AttachVolumeRequest, CreateSubnetRequest, CreateVolumeRequest, DeleteSnapshotRequest,
-    DeleteSubnetRequest, DeregisterImageRequest, DescribeImagesRequest, DescribeInstancesRequest,
-    DescribeSnapshotsRequest, DescribeSubnetsRequest, DescribeVolumesRequest, GetConsoleOutputRequest,
-    InstanceIds, ModifyVolumeRequest, RegisterImageRequest, RunInstancesRequest, VolumeId,
+    AllocateAddressRequest, AllocationId, AssociateAddressRequest, AttachVolumeRequest, CreateSubnetRequest,
+    CreateVolumeRequest, DeleteSnapshotRequest, DeleteSubnetRequest, DeregisterImageRequest,
+    DescribeAddressesRequest, DescribeImagesRequest, DescribeInstancesRequest, DescribeSnapshotsRequest,
+    DescribeSubnetsRequest, DescribeVolumesRequest, GetConsoleOutputRequest, InstanceIds,
+    ModifyVolumeRequest, RegisterImageRequest, RunInstancesRequest, VolumeId,
 };
 use crate::api::server::connect;
 use output::{
-    print_changes, print_images, print_instances, print_snapshots, print_subnets, print_volumes, Format,
+    print_addresses, print_changes, print_images, print_instances, print_snapshots, print_subnets,
+    print_volumes, Format,
 };
 
 /// Bytes in the GiB that `--size` counts in, as EC2's does.
@@ -210,6 +213,31 @@ enum Command {
         #[arg(long)]
         snapshot_id: String,
     },
+    /// Allocates an Elastic IP from the host's pool.
+    AllocateAddress,
+    /// Lists Elastic IPs.
+    DescribeAddresses,
+    /// Points an Elastic IP at an instance on a subnet.
+    AssociateAddress {
+        /// The Elastic IP.
+        #[arg(long)]
+        allocation_id: String,
+        /// The instance.
+        #[arg(long)]
+        instance_id: String,
+    },
+    /// Detaches an Elastic IP from its instance.
+    DisassociateAddress {
+        /// The Elastic IP.
+        #[arg(long)]
+        allocation_id: String,
+    },
+    /// Returns a disassociated Elastic IP to the pool.
+    ReleaseAddress {
+        /// The Elastic IP.
+        #[arg(long)]
+        allocation_id: String,
+    },
     /// Prints an instance's console output.
     GetConsoleOutput {
         /// The instance.
@@ -236,7 +264,8 @@ impl Cli {
         let mut instances = InstancesClient::new(channel.clone());
         let mut subnets = SubnetsClient::new(channel.clone());
         let mut volumes = VolumesClient::new(channel.clone());
-        let mut snapshots = SnapshotsClient::new(channel);
+        let mut snapshots = SnapshotsClient::new(channel.clone());
+        let mut addresses = AddressesClient::new(channel);
         let gib = |size: u64| size.checked_mul(GIB).context("the size is too large");
         let ids = |instance_ids| InstanceIds { instance_ids, force: false };
         match self.command {
@@ -327,6 +356,27 @@ impl Cli {
             }
             Command::DeleteSnapshot { snapshot_id } => {
                 snapshots.delete_snapshot(DeleteSnapshotRequest { snapshot_id }).await?;
+            }
+            Command::AllocateAddress => {
+                print_addresses(
+                    format,
+                    vec![addresses.allocate_address(AllocateAddressRequest {}).await?.into_inner()],
+                );
+            }
+            Command::DescribeAddresses => {
+                let response = addresses.describe_addresses(DescribeAddressesRequest {}).await?;
+                print_addresses(format, response.into_inner().addresses);
+            }
+            Command::AssociateAddress { allocation_id, instance_id } => {
+                let request = AssociateAddressRequest { allocation_id, instance_id };
+                print_addresses(format, vec![addresses.associate_address(request).await?.into_inner()]);
+            }
+            Command::DisassociateAddress { allocation_id } => {
+                let request = AllocationId { allocation_id };
+                print_addresses(format, vec![addresses.disassociate_address(request).await?.into_inner()]);
+            }
+            Command::ReleaseAddress { allocation_id } => {
+                addresses.release_address(AllocationId { allocation_id }).await?;
             }
             Command::GetConsoleOutput { instance_id } => {
                 let response = instances.get_console_output(GetConsoleOutputRequest { instance_id }).await?;

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::api::pb::{Image, Instance, Snapshot, StateChanges, Subnet, Volume};
+use crate::api::pb::{Address, Image, Instance, Snapshot, StateChanges, Subnet, Volume};
 
 /// How results are printed.
 #[derive(Debug, Clone, Copy)]
@@ -130,6 +130,20 @@ pub fn print_snapshots(format: Format, snapshots: Vec<Snapshot>) {
             snapshots
                 .into_iter()
                 .map(|s| vec![s.snapshot_id, s.volume_id, s.size_bytes.to_string()])
+                .collect(),
+        ),
+    }
+}
+
+/// Prints Elastic IPs.
+pub fn print_addresses(format: Format, addresses: Vec<Address>) {
+    match format {
+        Format::Json => json("Addresses", addresses),
+        Format::Table => table(
+            &["ALLOCATION ID", "PUBLIC IP", "INSTANCE", "PRIVATE IP"],
+            addresses
+                .into_iter()
+                .map(|a| vec![a.allocation_id, a.public_ip, a.instance_id, a.private_ip_address])
                 .collect(),
         ),
     }
