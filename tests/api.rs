@@ -30,10 +30,19 @@ impl Daemon {
 
     /// A daemon whose network plane lives in namespace `netns`.
     fn start_in_netns(dir: &Path, netns: &str) -> Self {
-        Self::spawn(dir, &["--vmm".as_ref(), common::vmm_bin().as_ref(), "--netns".as_ref(), netns.as_ref()])
+        Self::spawn(dir, &Self::netns_args(netns))
+    }
+
+    fn netns_args(netns: &str) -> [&std::ffi::OsStr; 4] {
+        ["--vmm".as_ref(), common::vmm_bin().as_ref(), "--netns".as_ref(), netns.as_ref()]
     }
 
     fn spawn(dir: &Path, extra: &[&std::ffi::OsStr]) -> Self {
+        Self::spawn_with_failpoint(dir, extra, "")
+    }
+
+    /// A daemon that stops for good at `failpoint` (see `nuage::daemon::failpoint`).
+    fn spawn_with_failpoint(dir: &Path, extra: &[&std::ffi::OsStr], failpoint: &str) -> Self {
         let socket = dir.join("api.sock");
         let child = Command::new(env!("CARGO_BIN_EXE_nuaged"))
             .arg("--state-dir")
@@ -41,6 +50,7 @@ impl Daemon {
             .arg("--socket")
             .arg(&socket)
             .args(extra)
+            .env("NUAGE_FAILPOINT", failpoint)
             .stdin(Stdio::null())
             .stderr(
                 std::fs::OpenOptions::new().create(true).append(true).open(dir.join("nuaged.log")).unwrap(),
@@ -449,14 +459,26 @@ fn volumes_attach_snapshot_and_outlive_their_instance() {
 #[test]
 fn elastic_ips_follow_their_instance() {
     let ns = Netns::new("eip");
-    let ip = |args: &[&str]| assert!(Command::new("ip").args(["-n", &ns.0]).args(args).status().unwrap().success());
+    let ip = |args: &[&str]| {
+        assert!(Command::new("ip").args(["-n", &ns.0]).args(args).status().unwrap().success())
+    };
     ip(&["link", "add", "uplink", "type", "veth", "peer", "name", "lan0"]);
     let dir = tempfile::tempdir().unwrap();
     let vmm = common::vmm_bin();
-    let args = ["--vmm", vmm, "--netns", &ns.0, "--uplink", "uplink", "--address-pool", "192.168.70.10,192.168.70.11"];
+    let args = [
+        "--vmm",
+        vmm,
+        "--netns",
+        &ns.0,
+        "--uplink",
+        "uplink",
+        "--address-pool",
+        "192.168.70.10,192.168.70.11",
+    ];
     let daemon = Daemon::spawn(dir.path(), &args.map(std::ffi::OsStr::new));
     let uplink = || {
-        let out = Command::new("ip").args(["-n", &ns.0, "-br", "addr", "show", "dev", "uplink"]).output().unwrap();
+        let out =
+            Command::new("ip").args(["-n", &ns.0, "-br", "addr", "show", "dev", "uplink"]).output().unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let rules = || {
@@ -499,4 +521,93 @@ fn elastic_ips_follow_their_instance() {
     assert_eq!(daemon.ok(&["describe-addresses"])["Addresses"][0]["instance_id"], "");
     daemon.ok(&["release-address", "--allocation-id", allocation]);
     assert_eq!(daemon.ok(&["describe-addresses"])["Addresses"].as_array().unwrap().len(), 1);
+}
+
+/// SIGKILL nuaged at recorded steps of RunInstances and TerminateInstances: the next
+/// nuaged settles every instance (none left pending or shutting down), and VMMs, volumes,
+/// taps and leases match what the instances' states say.
+#[test]
+fn a_daemon_killed_mid_operation_leaves_nothing_behind() {
+    for (n, point) in
+        ["run-after-volume", "launch-after-spawn", "terminate-after-record"].into_iter().enumerate()
+    {
+        let ns = Netns::new(&format!("crash{n}"));
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let daemon = Daemon::start_in_netns(dir.path(), &ns.0);
+        let subnet = daemon.ok(&["create-subnet", "--cidr-block", "10.0.23.0/24"])["Subnets"][0]["subnet_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let image = register(&daemon, "idle", Asm::new().cli_hlt());
+        let run = ["run-instances", "--image-id", &image, "--subnet-id", &subnet];
+        let victim = ids(&daemon.ok(&run)).remove(0);
+        daemon.kill();
+
+        let daemon = Daemon::spawn_with_failpoint(dir.path(), &Daemon::netns_args(&ns.0), point);
+        let operation: Vec<&str> = if point.starts_with("terminate") {
+            vec!["terminate-instances", "--instance-ids", &victim]
+        } else {
+            run.to_vec()
+        };
+        let mut client = Command::new(env!("CARGO_BIN_EXE_nuage"))
+            .arg("--endpoint")
+            .arg(dir.path().join("api.sock"))
+            .args(&operation)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        daemon.wait_for(|| daemon.log().contains("failpoint reached"), point);
+        daemon.kill();
+        let _ = client.kill();
+        let _ = client.wait();
+
+        let daemon = Daemon::start_in_netns(dir.path(), &ns.0);
+        let all = daemon.ok(&["describe-instances"]);
+        let instances = all["Instances"].as_array().unwrap();
+        let vmms = nuage::daemon::process::running_vmms(&state);
+        let mut live = 0;
+        for instance in instances {
+            let id = instance["instance_id"].as_str().unwrap();
+            let state_name = instance["state"].as_str().unwrap();
+            assert!(["running", "stopped", "terminated"].contains(&state_name), "{point}: {all}");
+            assert_eq!(
+                vmms.contains_key(id),
+                state_name == "running",
+                "{point}: a VMM runs iff running: {all}"
+            );
+            if state_name != "terminated" {
+                live += 1;
+            }
+        }
+        let volumes = daemon.ok(&["describe-volumes"]);
+        assert_eq!(
+            volumes["Volumes"].as_array().unwrap().len(),
+            live,
+            "{point}: one root volume per live instance"
+        );
+        let taps = ns.links().lines().filter(|l| l.starts_with("ntap-")).count();
+        assert_eq!(taps, live, "{point}: one tap per live instance:\n{}", ns.links());
+        let subnets = daemon.ok(&["describe-subnets"]);
+        assert_eq!(subnets["Subnets"][0]["leased_addresses"], live, "{point}: one lease per live instance");
+        if point == "terminate-after-record" {
+            assert_eq!(daemon.state(&victim).0, "terminated", "{point}: the termination was finished");
+        }
+
+        // Everything still works, and goes away cleanly.
+        let ids: Vec<String> = instances
+            .iter()
+            .filter(|i| i["state"] != "terminated")
+            .map(|i| i["instance_id"].as_str().unwrap().to_owned())
+            .collect();
+        if !ids.is_empty() {
+            let mut args = vec!["terminate-instances", "--instance-ids"];
+            args.extend(ids.iter().map(String::as_str));
+            daemon.ok(&args);
+        }
+        assert_eq!(daemon.volumes(), 0, "{point}");
+        assert!(!ns.links().contains("ntap-"), "{point}");
+        kill_vmms(dir.path());
+    }
 }

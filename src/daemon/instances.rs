@@ -17,7 +17,7 @@ use tracing::{info, warn};
 
 use super::config::DaemonConfig;
 use super::process::{instance_dir, running_vmms, tail, Launch, ProcessHandle};
-use super::DaemonError;
+use super::{failpoint, DaemonError};
 use crate::net::plane::NetworkPlane;
 use crate::state::db::InstanceStore;
 use crate::state::instance::{InstanceRecord, InstanceState};
@@ -124,6 +124,7 @@ impl Instances {
                     .map_err(DaemonError::from)
                     .and_then(|volume| Ok(self.db.set_root_volume(&record.id, &volume.id)?))
                     .and_then(|()| {
+                        failpoint("run-after-volume");
                         if !subnet_id.is_empty() {
                             let interface = self.plane.attach(subnet_id, &record.id, private_ip, 0)?;
                             self.db.set_private_ip(&record.id, interface.ip)?;
@@ -213,6 +214,7 @@ impl Instances {
                     "Client.UserInitiatedShutdown",
                     None,
                 )?;
+                failpoint("terminate-after-record");
                 if self.handle(id).is_some() {
                     self.signal_and_wait(id);
                 } else {
@@ -248,18 +250,30 @@ impl Instances {
         for record in &records {
             let id = &record.id;
             match (record.state, running.get(id)) {
-                (Terminated, _) => {}
+                (Terminated, Some(&pid)) => {
+                    // A VMM outliving its instance's termination has nothing to serve.
+                    ProcessHandle::open(pid).and_then(|h| h.signal(libc::SIGKILL)).map_err(internal)?;
+                    actions.push(format!("killed the VMM of terminated {id} (pid {pid})"));
+                }
+                (Terminated, None) => {}
                 (state, Some(&pid)) => {
                     let handle = ProcessHandle::open(pid).map_err(internal)?;
                     if state == Pending {
                         self.db.transition(id, &[Pending], Running, "", Some(pid))?;
                     }
+                    let stop_requested = matches!(state, Stopping | ShuttingDown);
                     self.supervise(id, handle, None);
+                    if stop_requested {
+                        // The request outlived the daemon that took it: carry it out.
+                        self.signal_and_wait(id);
+                    }
                     actions.push(format!("adopted the VMM of {} (pid {pid})", record.id));
                 }
                 (Pending | Running | Stopping, None) => {
-                    if record.root_volume_id.is_empty() {
-                        // The launch never got as far as a volume: undo it.
+                    let prepared = !record.root_volume_id.is_empty()
+                        && (record.subnet_id.is_empty() || record.private_ip.is_some());
+                    if !prepared {
+                        // RunInstances never got as far as a volume and an address: undo it.
                         self.db.transition(
                             id,
                             &[record.state],
@@ -352,6 +366,7 @@ impl Instances {
                 return Err(error);
             }
         };
+        failpoint("launch-after-spawn");
         let pid = child.id() as i32;
         let handle = ProcessHandle::open(pid).map_err(internal)?;
         let record = self.db.transition(id, &[Pending], Running, "", Some(pid))?;

@@ -18,6 +18,18 @@ use config::DaemonConfig;
 use instances::Instances;
 use volumes::Volumes;
 
+/// Crash-test hook: when the environment variable `NUAGE_FAILPOINT` names `point`, the
+/// daemon stops at this step for good (after logging it), so a test can kill it exactly
+/// there and check what the next start makes of it. Unset, it costs one lookup.
+pub(crate) fn failpoint(point: &str) {
+    if std::env::var("NUAGE_FAILPOINT").is_ok_and(|wanted| wanted == point) {
+        tracing::warn!(point, "failpoint reached: waiting to be killed");
+        loop {
+            std::thread::park();
+        }
+    }
+}
+
 /// Errors of daemon operations; each message starts with its EC2 error name.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
