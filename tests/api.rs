@@ -611,3 +611,45 @@ fn a_daemon_killed_mid_operation_leaves_nothing_behind() {
         kill_vmms(dir.path());
     }
 }
+
+/// `nuage doctor` reports each thing nuage needs, tells software KVM from hardware, and
+/// notices whether the daemon answers.
+#[test]
+fn doctor_says_what_this_host_has() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path());
+    let doctor = || {
+        Command::new(env!("CARGO_BIN_EXE_nuage"))
+            .arg("--endpoint")
+            .arg(dir.path().join("api.sock"))
+            .arg("doctor")
+            .arg("--state-dir")
+            .arg(dir.path())
+            .output()
+            .unwrap()
+    };
+    let out = doctor();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    let line = |name: &str| {
+        text.lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(name))
+            .unwrap_or_else(|| panic!("no {name} line in\n{text}"))
+            .to_owned()
+    };
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap();
+    let hardware = cpuinfo.split_whitespace().any(|flag| flag == "vmx" || flag == "svm");
+    let kvm = line("kvm");
+    if hardware {
+        assert!(kvm.starts_with("ok") && kvm.contains("hardware"), "{kvm}");
+    } else {
+        assert!(kvm.starts_with("warn") && kvm.contains("software"), "{kvm}");
+    }
+    for name in ["tun", "iproute2", "nftables", "nuaged"] {
+        assert!(line(name).starts_with("ok"), "{text}");
+    }
+    assert!(line("disk").contains("GiB free"), "{text}");
+    daemon.kill();
+    let text = String::from_utf8_lossy(&doctor().stdout).into_owned();
+    assert!(text.contains("not answering"), "{text}");
+}

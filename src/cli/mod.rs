@@ -1,6 +1,7 @@
 //! `nuage`: the command-line client. Subcommands mirror the API with the names `aws ec2`
 //! users know; output is a table for people or JSON (`--output json`) for scripts.
 
+mod doctor;
 mod output;
 
 use std::path::PathBuf;
@@ -52,6 +53,13 @@ enum OutputFormat {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Checks this host: KVM (and whether it is hardware-backed), tun, bridge, iproute2,
+    /// nftables, free disk, the daemon. Exits 1 if something nuage needs is missing.
+    Doctor {
+        /// The daemon's state directory, whose free space is checked.
+        #[arg(long, default_value = "/var/lib/nuage")]
+        state_dir: PathBuf,
+    },
     /// Registers a disk and its kernel as an image.
     RegisterImage {
         /// The root disk.
@@ -255,6 +263,12 @@ fn path_text(path: &std::path::Path) -> anyhow::Result<String> {
 impl Cli {
     /// Runs the command.
     pub async fn run(self) -> anyhow::Result<()> {
+        if let Command::Doctor { state_dir } = &self.command {
+            if !doctor::run(&self.endpoint, state_dir) {
+                anyhow::bail!("this host lacks what nuage needs (see FAIL above)");
+            }
+            return Ok(());
+        }
         let channel = connect(&self.endpoint).await?;
         let format = match self.output {
             OutputFormat::Table => Format::Table,
@@ -378,6 +392,7 @@ impl Cli {
             Command::ReleaseAddress { allocation_id } => {
                 addresses.release_address(AllocationId { allocation_id }).await?;
             }
+            Command::Doctor { .. } => unreachable!("handled before connecting"),
             Command::GetConsoleOutput { instance_id } => {
                 let response = instances.get_console_output(GetConsoleOutputRequest { instance_id }).await?;
                 print!("{}", response.into_inner().output);
