@@ -104,11 +104,11 @@ run_l1() {
 }
 
 # The emulated L1 machine itself has been seen to reset or wedge (nested SVM under TCG),
-# ending the run early, most often while a guest starts. With two L1 vCPUs about half the
-# runs wedged; with one (the default since) none of the runs seen did, and the scenarios
-# take about as long: most guests have one vCPU. Such a run is started again, up to three
-# times in all, its log kept aside as console.attemptN.log; the scenarios' own failures
-# are not retried.
+# ending the run early, most often while guests start. With two L1 vCPUs about half the
+# runs wedged; with one (the default since) one run in five did, and the scenarios take
+# about as long: most guests have one vCPU. Such a run is started again, up to three times
+# in all, its log kept aside as console.attemptN.log; the scenarios' own failures are not
+# retried.
 for attempt in 1 2 3; do
     run_l1 "$out/console.log"
     grep -q "@@ scenarios-done" "$out/console.log" && break
