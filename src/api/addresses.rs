@@ -12,29 +12,32 @@ use super::pb::{
 };
 use crate::daemon::{Daemon, DaemonError};
 use crate::net::ipam::ElasticIp;
-use crate::state::instance::InstanceState;
+use crate::state::instance::{InstanceRecord, InstanceState};
 
 /// Serves the network plane's Elastic IPs.
 pub struct AddressesService(pub Arc<Daemon>);
 
-/// The API form of `eip`, naming the instance that holds its private address.
-fn address(daemon: &Daemon, eip: ElasticIp) -> Result<Address, DaemonError> {
-    let instance_id = match eip.private_ip {
-        None => String::new(),
-        Some(ip) => daemon
-            .instances
-            .describe(&[], &[])?
-            .into_iter()
-            .find(|i| i.private_ip == Some(ip) && i.state != InstanceState::Terminated)
-            .map(|i| i.id)
-            .unwrap_or_default(),
-    };
-    Ok(Address {
+/// The API form of `eip`, naming the live instance in `instances` that holds its private
+/// address.
+fn address(instances: &[InstanceRecord], eip: ElasticIp) -> Address {
+    let instance_id = eip
+        .private_ip
+        .and_then(|ip| {
+            instances.iter().find(|i| i.private_ip == Some(ip) && i.state != InstanceState::Terminated)
+        })
+        .map(|i| i.id.clone())
+        .unwrap_or_default();
+    Address {
         allocation_id: eip.id,
         public_ip: eip.public_ip.to_string(),
         instance_id,
         private_ip_address: eip.private_ip.map(|ip| ip.to_string()).unwrap_or_default(),
-    })
+    }
+}
+
+/// The API form of one Elastic IP.
+fn one_address(daemon: &Daemon, eip: ElasticIp) -> Result<Address, DaemonError> {
+    Ok(address(&daemon.instances.describe(&[], &[])?, eip))
 }
 
 #[tonic::async_trait]
@@ -46,7 +49,7 @@ impl Addresses for AddressesService {
         let daemon = self.0.clone();
         let allocated = blocking(move || {
             let eip = daemon.plane.allocate_address()?;
-            address(&daemon, eip)
+            one_address(&daemon, eip)
         })
         .await?;
         Ok(Response::new(allocated))
@@ -63,7 +66,7 @@ impl Addresses for AddressesService {
                 .ipam()
                 .elastic_ips()?
                 .into_iter()
-                .map(|eip| address(&daemon, eip))
+                .map(|eip| one_address(&daemon, eip))
                 .collect::<Result<_, _>>()
         })
         .await?;
@@ -83,7 +86,7 @@ impl Addresses for AddressesService {
                 DaemonError::InvalidParameter(format!("{} has no network interface", r.instance_id))
             })?;
             let eip = daemon.plane.associate_address(&r.allocation_id, ip)?;
-            address(&daemon, eip)
+            one_address(&daemon, eip)
         })
         .await?;
         Ok(Response::new(associated))
@@ -97,7 +100,7 @@ impl Addresses for AddressesService {
         let daemon = self.0.clone();
         let eip = blocking(move || {
             let eip = daemon.plane.disassociate_address(&id)?;
-            address(&daemon, eip)
+            one_address(&daemon, eip)
         })
         .await?;
         Ok(Response::new(eip))

@@ -19,7 +19,7 @@ use super::config::DaemonConfig;
 use super::process::{instance_dir, running_vmms, tail, Launch, ProcessHandle};
 use super::{failpoint, DaemonError};
 use crate::net::plane::NetworkPlane;
-use crate::state::db::InstanceStore;
+use crate::state::db::{InstanceStore, StateError};
 use crate::state::instance::{InstanceRecord, InstanceState};
 use crate::storage::store::volume::Parent;
 use crate::storage::store::{new_id, now, Store};
@@ -158,7 +158,7 @@ impl Instances {
         let all = self.db.list()?;
         for id in ids {
             if !all.iter().any(|r| &r.id == id) {
-                return Err(DaemonError::State(crate::state::db::StateError::NotFound(id.clone())));
+                return Err(DaemonError::State(StateError::NotFound(id.clone())));
             }
         }
         Ok(all
@@ -319,12 +319,7 @@ impl Instances {
         for id in ids {
             let record = self.db.get(id)?;
             if !allowed.contains(&record.state) {
-                let expected = allowed.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" or ");
-                return Err(DaemonError::State(crate::state::db::StateError::WrongState {
-                    id: id.clone(),
-                    expected,
-                    actual: record.state,
-                }));
+                return Err(DaemonError::State(StateError::wrong_state(id, allowed, record.state)));
             }
         }
         Ok(())
@@ -379,10 +374,7 @@ impl Instances {
     /// to learn its exit status) and records its exit.
     fn supervise(&self, id: &str, handle: ProcessHandle, child: Option<Child>) {
         let handle = Arc::new(handle);
-        self.handles
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(id.to_owned(), handle.clone());
+        self.running().insert(id.to_owned(), handle.clone());
         let this = self.clone();
         let id = id.to_owned();
         std::thread::spawn(move || {
@@ -397,7 +389,7 @@ impl Instances {
                 warn!(instance = id, "recording the VMM's exit failed: {e}");
             }
             // A reboot has put a new VMM's handle in place: leave that one.
-            let mut handles = this.handles.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut handles = this.running();
             if handles.get(&id).is_some_and(|h| Arc::ptr_eq(h, &handle)) {
                 handles.remove(&id);
             }
@@ -405,7 +397,13 @@ impl Instances {
     }
 
     fn handle(&self, id: &str) -> Option<Arc<ProcessHandle>> {
-        self.handles.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(id).cloned()
+        self.running().get(id).cloned()
+    }
+
+    /// The handles of the running VMMs. A panic while holding them leaves the map whole
+    /// (each change is one insert or remove), so a poisoned lock is used as it is.
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<ProcessHandle>>> {
+        self.handles.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Asks the VMM of `id` to stop (SIGTERM: it stops its vCPUs, flushes its disks and

@@ -34,6 +34,14 @@ pub enum StateError {
     Corrupt(String),
 }
 
+impl StateError {
+    /// `id` is in `actual`, not in one of the states `allowed`.
+    pub fn wrong_state(id: &str, allowed: &[InstanceState], actual: InstanceState) -> Self {
+        let expected = allowed.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" or ");
+        Self::WrongState { id: id.to_owned(), expected, actual }
+    }
+}
+
 /// Where instances are recorded.
 pub trait InstanceStore: Send + Sync {
     /// Adds a new instance.
@@ -213,8 +221,7 @@ impl InstanceStore for Database {
         let tx = connection.transaction()?;
         let current = get(&tx, id)?;
         if !from.contains(&current.state) {
-            let expected = from.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" or ");
-            return Err(StateError::WrongState { id: id.to_owned(), expected, actual: current.state });
+            return Err(StateError::wrong_state(id, from, current.state));
         }
         tx.execute(
             "UPDATE instances SET state = ?2, state_reason = ?3, pid = ?4 WHERE id = ?1",
