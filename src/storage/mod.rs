@@ -3,6 +3,7 @@
 //! Devices see only the narrow [`BlockBackend`] trait, so disk formats (raw files today,
 //! copy-on-write formats next) plug in without touching the device model.
 
+pub mod fat;
 pub mod qcow2;
 pub mod raw;
 pub mod store;
