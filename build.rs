@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "proto/nuage/v1/subnets.proto",
             "proto/nuage/v1/volumes.proto",
             "proto/nuage/v1/addresses.proto",
+            "proto/nuage/v1/keypairs.proto",
         ];
         for proto in protos {
             println!("cargo:rerun-if-changed={proto}");

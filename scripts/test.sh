@@ -9,7 +9,8 @@ source "$(dirname "$0")/lib/common.sh"
 cd "$NUAGE_ROOT"
 
 [ -c /dev/kvm ] || die "/dev/kvm is missing: nuage needs KVM (software PVM or hardware)"
-need_packages busybox-static cpio lz4 qemu-system-x86 qemu-utils iproute2 e2fsprogs nftables procps fdisk
+need_packages busybox-static cpio lz4 qemu-system-x86 qemu-utils iproute2 e2fsprogs nftables procps fdisk \
+    dosfstools mtools openssh-client dropbear-bin
 
 log "unit and tiny-guest tests"
 cargo test --locked

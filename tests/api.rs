@@ -255,6 +255,103 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
     });
 }
 
+/// Key pairs: created (the private key printed once), imported, refused when malformed or
+/// taken; an instance launched with one gets its public key and the user data on a
+/// read-only config drive, which goes when the instance is terminated.
+#[test]
+fn key_pairs_and_user_data_reach_the_config_drive() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path());
+    let created = daemon.ok(&["create-key-pair", "--key-name", "ci", "--key-type", "ed25519"]);
+    let material = created["key_material"].as_str().unwrap();
+    assert!(material.starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"), "{created}");
+    let public_key = created["key_pair"]["public_key"].as_str().unwrap().to_owned();
+    assert!(public_key.starts_with("ssh-ed25519 "), "{public_key}");
+
+    // As a table, the private key alone goes to stdout, ready for a file.
+    let out = Command::new(env!("CARGO_BIN_EXE_nuage"))
+        .args([
+            "--endpoint",
+            dir.path().join("api.sock").to_str().unwrap(),
+            "create-key-pair",
+            "--key-name",
+            "rsa",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.starts_with("-----BEGIN OPENSSH PRIVATE KEY-----") && stdout.trim_end().ends_with("-----")
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("rsa key-"), "name, id, fingerprint on stderr");
+
+    let imported =
+        common::write_file(&daemon.dir, "laptop.pub", format!("{public_key} me@laptop\n").as_bytes());
+    let laptop = daemon.ok(&[
+        "import-key-pair",
+        "--key-name",
+        "laptop",
+        "--public-key-material",
+        &format!("file://{imported}"),
+    ]);
+    assert_eq!(laptop["KeyPairs"][0]["key_fingerprint"], created["key_pair"]["key_fingerprint"]);
+    for (args, expected) in [
+        (vec!["create-key-pair", "--key-name", "ci"], "InvalidKeyPair.Duplicate"),
+        (vec!["create-key-pair", "--key-name", "x", "--key-type", "dsa"], "InvalidParameterValue"),
+        (
+            vec!["import-key-pair", "--key-name", "x", "--public-key-material", "ssh-rsa AAAAB3Nza"],
+            "InvalidKey.Format",
+        ),
+        (vec!["describe-key-pairs", "--key-names", "nope"], "InvalidKeyPair.NotFound"),
+    ] {
+        let err = daemon.err(&args);
+        assert!(err.starts_with(expected), "{args:?}: {err}");
+    }
+    let listed = daemon.ok(&["describe-key-pairs"]);
+    let listed: Vec<&str> =
+        listed["KeyPairs"].as_array().unwrap().iter().map(|k| k["key_name"].as_str().unwrap()).collect();
+    assert_eq!(listed, ["ci", "laptop", "rsa"]);
+
+    let image = register(&daemon, "idle", Asm::new().print("booted\n").cli_hlt());
+    let big = common::write_file(&daemon.dir, "big", &vec![b'x'; (16 << 10) + 1]);
+    for (args, expected) in [
+        (vec!["--key-name", "nope"], "InvalidKeyPair.NotFound"),
+        (vec!["--user-data", &format!("file://{big}")], "InvalidParameterValue: user data is 16385 bytes"),
+    ] {
+        let err = daemon.err(&[&["run-instances", "--image-id", &image][..], &args].concat());
+        assert!(err.starts_with(expected), "{args:?}: {err}");
+    }
+    assert_eq!(daemon.ok(&["describe-instances"])["Instances"].as_array().unwrap().len(), 0);
+
+    let run = daemon.ok(&[
+        "run-instances",
+        "--image-id",
+        &image,
+        "--key-name",
+        "ci",
+        "--user-data",
+        "#!/bin/sh\necho hi\n",
+    ]);
+    assert_eq!(run["Instances"][0]["key_name"], "ci");
+    let id = ids(&run).remove(0);
+    let drive = dir.path().join(format!("state/instances/{id}/cidata.img"));
+    let bytes = std::fs::read(&drive).unwrap();
+    let contains = |needle: &str| bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
+    assert!(contains(&format!("instance-id: {id}")) && contains(&public_key) && contains("echo hi"));
+    let pid = nuage::daemon::process::running_vmms(&dir.path().join("state"))[&id];
+    let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap().replace('\0', " ");
+    assert!(cmdline.contains(&format!("--disk path={},readonly=on,id=cidata", drive.display())), "{cmdline}");
+    daemon.wait_for(|| daemon.console(&id).contains("booted"), "the guest with its config drive");
+
+    // The instance keeps its key when the key pair goes; the drive goes with the instance.
+    daemon.ok(&["delete-key-pair", "--key-name", "ci"]);
+    daemon.ok(&["stop-instances", "--instance-ids", &id]);
+    daemon.ok(&["start-instances", "--instance-ids", &id]);
+    assert_eq!(std::fs::read(&drive).unwrap(), bytes, "a restart keeps the drive");
+    daemon.ok(&["terminate-instances", "--instance-ids", &id]);
+    assert!(!drive.exists(), "the drive (and its user data) goes with the instance");
+}
+
 /// A launch that fails (here: no VMM binary) terminates the instance and deletes its volume.
 #[test]
 fn a_failed_launch_leaves_nothing_behind() {

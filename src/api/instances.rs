@@ -10,7 +10,7 @@ use super::pb::{
     DescribeInstancesRequest, DescribeInstancesResponse, GetConsoleOutputRequest, GetConsoleOutputResponse,
     Instance, InstanceIds, RunInstancesRequest, RunInstancesResponse, StateChange, StateChanges,
 };
-use crate::daemon::instances::StateChange as Change;
+use crate::daemon::instances::{RunSpec, StateChange as Change};
 use crate::daemon::{Daemon, DaemonError};
 use crate::state::instance::{InstanceRecord, InstanceState};
 
@@ -30,6 +30,7 @@ fn instance(r: InstanceRecord) -> Instance {
         launch_time: r.launch_time,
         subnet_id: r.subnet_id,
         private_ip_address: r.private_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+        key_name: r.key_name,
     }
 }
 
@@ -61,7 +62,20 @@ impl Instances for InstancesService {
                         .map_err(|e| DaemonError::InvalidParameter(format!("address {text:?}: {e}")))?,
                 ),
             };
-            daemon.instances.run(&r.image_id, &r.instance_type, r.count, &r.subnet_id, private_ip)
+            let key_pair = match r.key_name.as_str() {
+                "" => None,
+                name => Some(daemon.key_pairs.get(name)?),
+            };
+            let spec = RunSpec {
+                image_id: r.image_id,
+                instance_type: r.instance_type,
+                count: r.count,
+                subnet_id: r.subnet_id,
+                private_ip,
+                key_pair,
+                user_data: r.user_data,
+            };
+            daemon.instances.run(&spec)
         })
         .await?;
         Ok(Response::new(RunInstancesResponse { instances: records.into_iter().map(instance).collect() }))

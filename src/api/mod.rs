@@ -4,6 +4,7 @@
 pub mod addresses;
 pub mod images;
 pub mod instances;
+pub mod keypairs;
 pub mod server;
 pub mod subnets;
 pub mod volumes;
@@ -16,6 +17,7 @@ pub mod pb {
 
 use tonic::{Code, Status};
 
+use crate::daemon::keypairs::KeyPairError;
 use crate::daemon::DaemonError;
 use crate::net::NetError;
 use crate::state::db::StateError;
@@ -40,6 +42,9 @@ impl From<DaemonError> for Status {
             DaemonError::Store(StoreError::InUse { .. })
             | DaemonError::State(StateError::WrongState { .. }) => Code::FailedPrecondition,
             DaemonError::Store(StoreError::NoSpace(_)) => Code::ResourceExhausted,
+            DaemonError::KeyPair(KeyPairError::NotFound(_)) => Code::NotFound,
+            DaemonError::KeyPair(KeyPairError::Duplicate(_)) => Code::AlreadyExists,
+            DaemonError::KeyPair(KeyPairError::Format(_)) => Code::InvalidArgument,
             DaemonError::Store(StoreError::Io { .. })
             | DaemonError::State(StateError::Sqlite(_) | StateError::Corrupt(_))
             | DaemonError::Internal(_) => Code::Internal,

@@ -13,9 +13,11 @@ use tonic::transport::{Channel, Endpoint, Server, Uri};
 use super::addresses::AddressesService;
 use super::images::ImagesService;
 use super::instances::InstancesService;
+use super::keypairs::KeyPairsService;
 use super::pb::addresses_server::AddressesServer;
 use super::pb::images_server::ImagesServer;
 use super::pb::instances_server::InstancesServer;
+use super::pb::key_pairs_server::KeyPairsServer;
 use super::pb::snapshots_server::SnapshotsServer;
 use super::pb::subnets_server::SubnetsServer;
 use super::pb::volumes_server::VolumesServer;
@@ -53,7 +55,8 @@ pub async fn serve(
         .add_service(SubnetsServer::new(SubnetsService(daemon.clone())))
         .add_service(VolumesServer::new(VolumesService(daemon.clone())))
         .add_service(SnapshotsServer::new(SnapshotsService(daemon.clone())))
-        .add_service(AddressesServer::new(AddressesService(daemon)))
+        .add_service(AddressesServer::new(AddressesService(daemon.clone())))
+        .add_service(KeyPairsServer::new(KeyPairsService(daemon)))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await
         .context("serving the API")

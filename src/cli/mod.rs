@@ -12,20 +12,22 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::api::pb::addresses_client::AddressesClient;
 use crate::api::pb::images_client::ImagesClient;
 use crate::api::pb::instances_client::InstancesClient;
+use crate::api::pb::key_pairs_client::KeyPairsClient;
 use crate::api::pb::snapshots_client::SnapshotsClient;
 use crate::api::pb::subnets_client::SubnetsClient;
 use crate::api::pb::volumes_client::VolumesClient;
 use crate::api::pb::{
-    AllocateAddressRequest, AllocationId, AssociateAddressRequest, AttachVolumeRequest, CreateSubnetRequest,
-    CreateVolumeRequest, DeleteSnapshotRequest, DeleteSubnetRequest, DeregisterImageRequest,
-    DescribeAddressesRequest, DescribeImagesRequest, DescribeInstancesRequest, DescribeSnapshotsRequest,
-    DescribeSubnetsRequest, DescribeVolumesRequest, GetConsoleOutputRequest, InstanceIds,
-    ModifyVolumeRequest, RegisterImageRequest, RunInstancesRequest, VolumeId,
+    AllocateAddressRequest, AllocationId, AssociateAddressRequest, AttachVolumeRequest, CreateKeyPairRequest,
+    CreateSubnetRequest, CreateVolumeRequest, DeleteKeyPairRequest, DeleteSnapshotRequest,
+    DeleteSubnetRequest, DeregisterImageRequest, DescribeAddressesRequest, DescribeImagesRequest,
+    DescribeInstancesRequest, DescribeKeyPairsRequest, DescribeSnapshotsRequest, DescribeSubnetsRequest,
+    DescribeVolumesRequest, GetConsoleOutputRequest, ImportKeyPairRequest, InstanceIds, ModifyVolumeRequest,
+    RegisterImageRequest, RunInstancesRequest, VolumeId,
 };
 use crate::api::server::connect;
 use output::{
-    print_addresses, print_changes, print_images, print_instances, print_snapshots, print_subnets,
-    print_volumes, Format,
+    print_addresses, print_changes, print_created_key_pair, print_images, print_instances, print_key_pairs,
+    print_snapshots, print_subnets, print_volumes, Format,
 };
 
 /// Bytes in the GiB that `--size` counts in, as EC2's does.
@@ -110,6 +112,12 @@ enum Command {
         /// The interface's address (one instance only; default: the next free one).
         #[arg(long, default_value = "")]
         private_ip_address: String,
+        /// The key pair whose public key the instances get.
+        #[arg(long, default_value = "")]
+        key_name: String,
+        /// User data for cloud-init: text, or file://PATH.
+        #[arg(long)]
+        user_data: Option<String>,
     },
     /// Lists instances.
     DescribeInstances {
@@ -246,12 +254,61 @@ enum Command {
         #[arg(long)]
         allocation_id: String,
     },
+    /// Makes an SSH key pair and prints its private key, which nuage does not keep
+    /// (`nuage create-key-pair --key-name k > k.pem`).
+    CreateKeyPair {
+        /// Its name.
+        #[arg(long)]
+        key_name: String,
+        /// rsa or ed25519.
+        #[arg(long, default_value = "rsa")]
+        key_type: String,
+    },
+    /// Records an OpenSSH public key as a key pair.
+    ImportKeyPair {
+        /// Its name.
+        #[arg(long)]
+        key_name: String,
+        /// The public key line, or file://PATH (e.g. file://~/.ssh/id_ed25519.pub).
+        #[arg(long)]
+        public_key_material: String,
+    },
+    /// Lists key pairs.
+    DescribeKeyPairs {
+        /// Only these.
+        #[arg(long = "key-names", num_args = 1..)]
+        key_names: Vec<String>,
+    },
+    /// Deletes a key pair (instances keep the key they got).
+    DeleteKeyPair {
+        /// Its name.
+        #[arg(long)]
+        key_name: String,
+    },
+    /// Prints a shell completion script (`nuage completions bash > /etc/bash_completion.d/nuage`).
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// Prints an instance's console output.
     GetConsoleOutput {
         /// The instance.
         #[arg(long)]
         instance_id: String,
     },
+}
+
+/// The text of an argument given as text or as `file://PATH` (`fileb://` too, as the aws
+/// CLI spells binary files); `~/` at the start of PATH is the home directory.
+fn text_or_file(value: &str) -> anyhow::Result<Vec<u8>> {
+    let Some(path) = value.strip_prefix("file://").or_else(|| value.strip_prefix("fileb://")) else {
+        return Ok(value.as_bytes().to_vec());
+    };
+    let path = match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => PathBuf::from(path),
+    };
+    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
 }
 
 fn path_text(path: &std::path::Path) -> anyhow::Result<String> {
@@ -269,6 +326,11 @@ impl Cli {
             }
             return Ok(());
         }
+        if let Command::Completions { shell } = self.command {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "nuage", &mut std::io::stdout());
+            return Ok(());
+        }
         let channel = connect(&self.endpoint).await?;
         let format = match self.output {
             OutputFormat::Table => Format::Table,
@@ -279,7 +341,8 @@ impl Cli {
         let mut subnets = SubnetsClient::new(channel.clone());
         let mut volumes = VolumesClient::new(channel.clone());
         let mut snapshots = SnapshotsClient::new(channel.clone());
-        let mut addresses = AddressesClient::new(channel);
+        let mut addresses = AddressesClient::new(channel.clone());
+        let mut key_pairs = KeyPairsClient::new(channel);
         let gib = |size: u64| size.checked_mul(GIB).context("the size is too large");
         let ids = |instance_ids| InstanceIds { instance_ids, force: false };
         match self.command {
@@ -302,9 +365,25 @@ impl Cli {
             Command::DeregisterImage { image_id } => {
                 images.deregister_image(DeregisterImageRequest { image_id }).await?;
             }
-            Command::RunInstances { image_id, instance_type, count, subnet_id, private_ip_address } => {
-                let request =
-                    RunInstancesRequest { image_id, instance_type, count, subnet_id, private_ip_address };
+            Command::RunInstances {
+                image_id,
+                instance_type,
+                count,
+                subnet_id,
+                private_ip_address,
+                key_name,
+                user_data,
+            } => {
+                let user_data = user_data.as_deref().map(text_or_file).transpose()?.unwrap_or_default();
+                let request = RunInstancesRequest {
+                    image_id,
+                    instance_type,
+                    count,
+                    subnet_id,
+                    private_ip_address,
+                    key_name,
+                    user_data,
+                };
                 print_instances(format, instances.run_instances(request).await?.into_inner().instances);
             }
             Command::DescribeInstances { instance_ids, states } => {
@@ -392,7 +471,27 @@ impl Cli {
             Command::ReleaseAddress { allocation_id } => {
                 addresses.release_address(AllocationId { allocation_id }).await?;
             }
-            Command::Doctor { .. } => unreachable!("handled before connecting"),
+            Command::CreateKeyPair { key_name, key_type } => {
+                let response = key_pairs
+                    .create_key_pair(CreateKeyPairRequest { key_name, key_type })
+                    .await?
+                    .into_inner();
+                print_created_key_pair(format, response);
+            }
+            Command::ImportKeyPair { key_name, public_key_material } => {
+                let material = String::from_utf8(text_or_file(&public_key_material)?)
+                    .context("the public key is not text")?;
+                let request = ImportKeyPairRequest { key_name, public_key_material: material };
+                print_key_pairs(format, vec![key_pairs.import_key_pair(request).await?.into_inner()]);
+            }
+            Command::DescribeKeyPairs { key_names } => {
+                let response = key_pairs.describe_key_pairs(DescribeKeyPairsRequest { key_names }).await?;
+                print_key_pairs(format, response.into_inner().key_pairs);
+            }
+            Command::DeleteKeyPair { key_name } => {
+                key_pairs.delete_key_pair(DeleteKeyPairRequest { key_name }).await?;
+            }
+            Command::Doctor { .. } | Command::Completions { .. } => unreachable!("handled before connecting"),
             Command::GetConsoleOutput { instance_id } => {
                 let response = instances.get_console_output(GetConsoleOutputRequest { instance_id }).await?;
                 print!("{}", response.into_inner().output);

@@ -2,7 +2,9 @@
 
 use serde::Serialize;
 
-use crate::api::pb::{Address, Image, Instance, Snapshot, StateChanges, Subnet, Volume};
+use crate::api::pb::{
+    Address, CreateKeyPairResponse, Image, Instance, KeyPair, Snapshot, StateChanges, Subnet, Volume,
+};
 
 /// How results are printed.
 #[derive(Debug, Clone, Copy)]
@@ -146,5 +148,36 @@ pub fn print_addresses(format: Format, addresses: Vec<Address>) {
                 .map(|a| vec![a.allocation_id, a.public_ip, a.instance_id, a.private_ip_address])
                 .collect(),
         ),
+    }
+}
+
+/// Prints key pairs.
+pub fn print_key_pairs(format: Format, key_pairs: Vec<KeyPair>) {
+    match format {
+        Format::Json => json("KeyPairs", key_pairs),
+        Format::Table => table(
+            &["KEY NAME", "KEY PAIR ID", "TYPE", "FINGERPRINT"],
+            key_pairs
+                .into_iter()
+                .map(|k| vec![k.key_name, k.key_pair_id, k.key_type, k.key_fingerprint])
+                .collect(),
+        ),
+    }
+}
+
+/// Prints a new key pair: as a table, the private key alone on stdout (so it can be
+/// redirected to a file) and its name and fingerprint on stderr.
+pub fn print_created_key_pair(format: Format, created: CreateKeyPairResponse) {
+    match format {
+        Format::Json => {
+            // Serializing plain generated messages cannot fail.
+            println!("{}", serde_json::to_string_pretty(&created).unwrap_or_default());
+        }
+        Format::Table => {
+            if let Some(key) = &created.key_pair {
+                eprintln!("{} {} {}", key.key_name, key.key_pair_id, key.key_fingerprint);
+            }
+            print!("{}", created.key_material);
+        }
     }
 }

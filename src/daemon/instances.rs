@@ -15,12 +15,14 @@ use std::time::Instant;
 
 use tracing::{info, warn};
 
+use super::cidata::{self, ConfigDrive};
 use super::config::DaemonConfig;
 use super::process::{instance_dir, running_vmms, tail, Launch, ProcessHandle};
 use super::{failpoint, DaemonError};
 use crate::net::plane::NetworkPlane;
 use crate::state::db::{InstanceStore, StateError};
 use crate::state::instance::{InstanceRecord, InstanceState};
+use crate::state::keypair::KeyPairRecord;
 use crate::storage::store::volume::Parent;
 use crate::storage::store::{new_id, now, Store};
 
@@ -38,6 +40,25 @@ pub struct StateChange {
     pub previous: InstanceState,
     /// After.
     pub current: InstanceState,
+}
+
+/// What RunInstances asks for.
+#[derive(Debug, Clone, Default)]
+pub struct RunSpec {
+    /// The image to boot.
+    pub image_id: String,
+    /// A configured instance type's name.
+    pub instance_type: String,
+    /// How many instances (0 means 1).
+    pub count: u32,
+    /// The subnet of each instance's interface (empty: none).
+    pub subnet_id: String,
+    /// The interface's address (one instance only; default: the next free one).
+    pub private_ip: Option<Ipv4Addr>,
+    /// The key pair whose public key the instances get.
+    pub key_pair: Option<KeyPairRecord>,
+    /// User data for the guest (cloud-init's `user-data`).
+    pub user_data: Vec<u8>,
 }
 
 /// The instances of one daemon.
@@ -62,17 +83,13 @@ impl Instances {
         Self { db, store, plane, config, handles: Arc::default() }
     }
 
-    /// Launches `count` instances of `image_id`, each with an interface on `subnet_id`
-    /// when given (at `private_ip`, or the next free address).
-    pub fn run(
-        &self,
-        image_id: &str,
-        instance_type: &str,
-        count: u32,
-        subnet_id: &str,
-        private_ip: Option<Ipv4Addr>,
-    ) -> Result<Vec<InstanceRecord>, DaemonError> {
-        let count = count.max(1);
+    /// Launches `spec.count` instances of an image, each with an interface on the subnet
+    /// when one is given, and a config drive with the key pair and user data.
+    pub fn run(&self, spec: &RunSpec) -> Result<Vec<InstanceRecord>, DaemonError> {
+        let RunSpec { image_id, instance_type, subnet_id, private_ip, .. } = spec;
+        let private_ip = *private_ip;
+        let count = spec.count.max(1);
+        cidata::check_user_data(&spec.user_data)?;
         if subnet_id.is_empty() && private_ip.is_some() {
             return Err(DaemonError::InvalidParameter("a private address needs a subnet".into()));
         }
@@ -113,6 +130,7 @@ impl Instances {
                     launch_time: now() as i64,
                     subnet_id: subnet_id.to_owned(),
                     private_ip: None,
+                    key_name: spec.key_pair.as_ref().map(|k| k.name.clone()).unwrap_or_default(),
                 };
                 self.db.insert(&record)?;
                 let launched =
@@ -125,10 +143,20 @@ impl Instances {
                     .and_then(|volume| Ok(self.db.set_root_volume(&record.id, &volume.id)?))
                     .and_then(|()| {
                         failpoint("run-after-volume");
-                        if !subnet_id.is_empty() {
-                            let interface = self.plane.attach(subnet_id, &record.id, private_ip, 0)?;
+                        let interface = match subnet_id.as_str() {
+                            "" => None,
+                            subnet => Some(self.plane.attach(subnet, &record.id, private_ip, 0)?),
+                        };
+                        if let Some(interface) = &interface {
                             self.db.set_private_ip(&record.id, interface.ip)?;
                         }
+                        ConfigDrive {
+                            instance_id: &record.id,
+                            public_key: spec.key_pair.as_ref().map(|k| k.public_key.as_str()),
+                            user_data: &spec.user_data,
+                            interface: interface.as_ref(),
+                        }
+                        .write(&instance_dir(&self.config.state_dir, &record.id))?;
                         self.launch(&record.id)
                     });
                 launched.inspect_err(|e| self.abandon(&record.id, e))
@@ -343,6 +371,7 @@ impl Instances {
             kernel: self.store.image_file(&image, &image.kernel),
             initrd: image.initrd.as_ref().map(|name| self.store.image_file(&image, name)),
             root_volume: self.store.volume_path(&record.root_volume_id)?,
+            config_drive: cidata::existing(&instance_dir(&self.config.state_dir, id)),
             dir: instance_dir(&self.config.state_dir, id),
             network,
             data_volumes: self
@@ -474,6 +503,7 @@ impl Instances {
         }
         let dir: PathBuf = instance_dir(&self.config.state_dir, id);
         let _ = std::fs::remove_file(dir.join("control.sock"));
+        cidata::remove(&dir);
         self.db.transition(id, &[ShuttingDown], Terminated, &reason, None)?;
         Ok(())
     }

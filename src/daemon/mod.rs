@@ -2,8 +2,10 @@
 //! database and the instances' VMM processes, and serves them over the gRPC API
 //! ([`crate::api`]) on a Unix socket.
 
+pub mod cidata;
 pub mod config;
 pub mod instances;
+pub mod keypairs;
 pub mod process;
 pub mod volumes;
 
@@ -16,6 +18,7 @@ use crate::state::db::{Database, StateError};
 use crate::storage::store::{Store, StoreError};
 use config::DaemonConfig;
 use instances::Instances;
+use keypairs::{KeyPairError, KeyPairs};
 use volumes::Volumes;
 
 /// Crash-test hook: when the environment variable `NUAGE_FAILPOINT` names `point`, the
@@ -42,6 +45,9 @@ pub enum DaemonError {
     /// From the network plane.
     #[error(transparent)]
     Net(#[from] NetError),
+    /// From the key pairs.
+    #[error(transparent)]
+    KeyPair(#[from] KeyPairError),
     /// A malformed request.
     #[error("InvalidParameterValue: {0}")]
     InvalidParameter(String),
@@ -62,6 +68,8 @@ pub struct Daemon {
     pub instances: Instances,
     /// Volumes and snapshots.
     pub volumes: Volumes,
+    /// SSH key pairs.
+    pub key_pairs: KeyPairs,
 }
 
 impl Daemon {
@@ -86,8 +94,9 @@ impl Daemon {
         let store = Arc::new(store);
         let instances = Instances::new(db.clone(), store.clone(), plane.clone(), config.clone());
         actions.extend(instances.recover()?);
-        let volumes = Volumes::new(db, store.clone(), config.clone());
-        Ok((Self { config, store, plane, instances, volumes }, actions))
+        let volumes = Volumes::new(db.clone(), store.clone(), config.clone());
+        let key_pairs = KeyPairs::new(db);
+        Ok((Self { config, store, plane, instances, volumes, key_pairs }, actions))
     }
 
     /// The state directory.

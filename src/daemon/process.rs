@@ -10,6 +10,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+use super::cidata;
 use crate::net::plane::Interface;
 use crate::state::instance::InstanceRecord;
 use crate::storage::store::image::ImageRecord;
@@ -39,6 +40,8 @@ pub struct Launch<'a> {
     pub network: Option<(OwnedFd, Interface)>,
     /// Attached data volumes (id, qcow2 file), after the root disk.
     pub data_volumes: Vec<(String, PathBuf)>,
+    /// The config drive, read-only, after the data volumes.
+    pub config_drive: Option<PathBuf>,
 }
 
 /// The virtio disk id (its serial) of a volume: the id without its dash, as EC2's NVMe
@@ -83,6 +86,13 @@ impl Launch<'_> {
         }
         for (id, path) in &self.data_volumes {
             command.arg("--disk").arg(format!("path={},format=qcow2,id={}", path.display(), disk_serial(id)));
+        }
+        if let Some(path) = &self.config_drive {
+            command.arg("--disk").arg(format!(
+                "path={},readonly=on,id={}",
+                path.display(),
+                cidata::DISK_SERIAL
+            ));
         }
         if let Some((fd, interface)) = &self.network {
             command.arg("--net").arg(format!("fd={TAP_FD},mac={},ip={}", interface.mac, interface.ip));

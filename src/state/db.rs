@@ -83,6 +83,15 @@ const MIGRATIONS: &[&str] = &[
     )",
     "ALTER TABLE instances ADD COLUMN subnet_id TEXT NOT NULL DEFAULT '';
      ALTER TABLE instances ADD COLUMN private_ip TEXT NOT NULL DEFAULT ''",
+    "CREATE TABLE key_pairs (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        key_type TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        public_key TEXT NOT NULL,
+        create_time INTEGER NOT NULL
+     );
+     ALTER TABLE instances ADD COLUMN key_name TEXT NOT NULL DEFAULT ''",
 ];
 
 /// The SQLite database.
@@ -114,7 +123,7 @@ impl Database {
         Ok(Self { connection: Mutex::new(connection) })
     }
 
-    fn connection(&self) -> std::sync::MutexGuard<'_, Connection> {
+    pub(super) fn connection(&self) -> std::sync::MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite half-written: its own
         // transaction rolls back, so the connection is still sound.
         self.connection.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -134,7 +143,7 @@ impl Database {
 
 const COLUMNS: &str =
     "id, image_id, instance_type, vcpus, memory_mib, root_volume_id, state, state_reason, pid, \
-     launch_time, subnet_id, private_ip";
+     launch_time, subnet_id, private_ip, key_name";
 
 fn record(row: &Row<'_>) -> rusqlite::Result<Result<InstanceRecord, StateError>> {
     let state: String = row.get(6)?;
@@ -163,6 +172,7 @@ fn record(row: &Row<'_>) -> rusqlite::Result<Result<InstanceRecord, StateError>>
         launch_time: row.get(9)?,
         subnet_id: row.get(10)?,
         private_ip,
+        key_name: row.get(12)?,
     }))
 }
 
@@ -177,7 +187,7 @@ impl InstanceStore for Database {
     fn insert(&self, r: &InstanceRecord) -> Result<(), StateError> {
         self.connection().execute(
             &format!(
-                "INSERT INTO instances ({COLUMNS}, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12,
+                "INSERT INTO instances ({COLUMNS}, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13,
                  (SELECT COALESCE(MAX(seq), 0) + 1 FROM instances))"
             ),
             params![
@@ -192,7 +202,8 @@ impl InstanceStore for Database {
                 r.pid,
                 r.launch_time,
                 r.subnet_id,
-                r.private_ip.map(|ip| ip.to_string()).unwrap_or_default()
+                r.private_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+                r.key_name
             ],
         )?;
         Ok(())
@@ -258,6 +269,7 @@ mod tests {
             launch_time: 1,
             subnet_id: String::new(),
             private_ip: None,
+            key_name: String::new(),
         }
     }
 

@@ -1,4 +1,4 @@
-//! JSON records on disk, replaced atomically and durably: written to a temporary file,
+//! Files on disk (JSON records, config drives), replaced atomically and durably: written to a temporary file,
 //! synced, renamed over the old one, and the directory synced, so a crash at any point
 //! leaves either the old record or the new one.
 
@@ -16,12 +16,16 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 
 /// Replaces `path` with `value` as JSON, atomically and durably.
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
+    write_atomic(path, &serde_json::to_vec_pretty(value).map_err(io::Error::other)?)
+}
+
+/// Replaces `path` with `bytes`, atomically and durably.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = Path::new(&tmp);
-    let text = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
     let mut file = File::create(tmp)?;
-    file.write_all(&text)?;
+    file.write_all(bytes)?;
     file.sync_all()?;
     fs::rename(tmp, path)?;
     sync_dir(path.parent().unwrap_or(Path::new(".")))

@@ -93,6 +93,8 @@ pub struct InstanceRecord {
     pub subnet_id: String,
     /// Its private address there, once leased.
     pub private_ip: Option<std::net::Ipv4Addr>,
+    /// The key pair whose public key it was launched with (empty: none).
+    pub key_name: String,
     /// Life-cycle state.
     pub state: InstanceState,
     /// Why it last changed state.

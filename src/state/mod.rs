@@ -5,3 +5,5 @@
 pub mod db;
 pub mod file;
 pub mod instance;
+#[cfg(feature = "daemon")]
+pub mod keypair;

@@ -71,7 +71,8 @@ pub fn build_image(label: &str, files: &[(&str, &[u8])]) -> Result<Vec<u8>, FatE
         }
     }
     let clusters_needed: usize = files.iter().map(|(_, data)| data.len().div_ceil(SECTOR)).sum();
-    let entries_needed: usize = 1 + files.iter().map(|(name, _)| 1 + name.len().div_ceil(LFN_CHARS)).sum::<usize>();
+    let entries_needed: usize =
+        1 + files.iter().map(|(name, _)| 1 + name.len().div_ceil(LFN_CHARS)).sum::<usize>();
     if clusters_needed > CLUSTERS || entries_needed > ROOT_ENTRIES {
         return Err(FatError::TooLarge(files.iter().map(|(_, data)| data.len()).sum()));
     }
@@ -117,7 +118,8 @@ fn pad_label(label: &str) -> [u8; 11] {
 }
 
 fn write_boot_sector(sector: &mut [u8], label: &str) {
-    let put16 = |sector: &mut [u8], at: usize, value: u16| sector[at..at + 2].copy_from_slice(&value.to_le_bytes());
+    let put16 =
+        |sector: &mut [u8], at: usize, value: u16| sector[at..at + 2].copy_from_slice(&value.to_le_bytes());
     sector[..3].copy_from_slice(&[0xEB, 0x3C, 0x90]); // jmp over the BPB; never booted
     sector[3..11].copy_from_slice(b"NUAGE   ");
     put16(sector, 11, SECTOR as u16);
@@ -157,7 +159,13 @@ fn short_name(name: &str, n: usize) -> [u8; 11] {
     let clean = |part: &str| -> Vec<u8> {
         part.bytes()
             .filter(|b| *b != b' ' && *b != b'.')
-            .map(|b| if b.is_ascii_alphanumeric() || b"!#$%&'()-@^_`{}~".contains(&b) { b.to_ascii_uppercase() } else { b'_' })
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"!#$%&'()-@^_`{}~".contains(&b) {
+                    b.to_ascii_uppercase()
+                } else {
+                    b'_'
+                }
+            })
             .collect()
     };
     let (base, ext) = match name.rfind('.') {
@@ -271,7 +279,9 @@ mod tests {
         for (name, data) in files {
             let target = dir.path().join(format!("out-{name}"));
             let copy = format!("::{name}");
-            let Some(out) = tool("mcopy", &["-n", "-i", path, &copy, target.to_str().unwrap()]) else { return };
+            let Some(out) = tool("mcopy", &["-n", "-i", path, &copy, target.to_str().unwrap()]) else {
+                return;
+            };
             assert!(out.status.success(), "mcopy {name}: {}", String::from_utf8_lossy(&out.stderr));
             assert_eq!(std::fs::read(&target).unwrap(), data, "{name}");
         }
@@ -284,9 +294,16 @@ mod tests {
         let entry = |n: usize| {
             let at = n * 3 / 2;
             let pair = u16::from_le_bytes([fat[at], fat[at + 1]]);
-            if n % 2 == 0 { pair & 0xFFF } else { pair >> 4 }
+            if n % 2 == 0 {
+                pair & 0xFFF
+            } else {
+                pair >> 4
+            }
         };
-        assert_eq!((entry(0), entry(1), entry(2), entry(3), entry(4), entry(5)), (0xFF8, 0xFFF, 3, 4, 0xFFF, 0));
+        assert_eq!(
+            (entry(0), entry(1), entry(2), entry(3), entry(4), entry(5)),
+            (0xFF8, 0xFFF, 3, 4, 0xFFF, 0)
+        );
         let root = &image[(DATA_START - ROOT_SECTORS) * SECTOR..];
         assert_eq!(&root[..11], b"CIDATA     ");
         assert_eq!(root[32], 0x41, "one long-name entry, the last");
