@@ -24,6 +24,8 @@ const FAT_SECTORS: usize = (TOTAL_SECTORS * 3 / 2).div_ceil(SECTOR);
 const ROOT_SECTORS: usize = ROOT_ENTRIES * DIR_ENTRY / SECTOR;
 const DATA_START: usize = RESERVED_SECTORS + FAT_COPIES * FAT_SECTORS + ROOT_SECTORS;
 const CLUSTERS: usize = TOTAL_SECTORS - DATA_START;
+// The kernel tells FAT12 by its cluster count, and every cluster needs its FAT entry.
+const _: () = assert!(CLUSTERS < 4085 && FAT_SECTORS * SECTOR * 2 / 3 >= CLUSTERS + 2);
 /// FAT12 marks the last cluster of a file with any value from 0xFF8 up.
 const END_OF_CHAIN: u16 = 0xFFF;
 /// UTF-16 characters one long-name entry carries.
@@ -246,12 +248,6 @@ mod tests {
             }
             Err(e) => panic!("{program}: {e}"),
         }
-    }
-
-    #[test]
-    fn the_layout_is_fat12() {
-        assert!(CLUSTERS < 4085, "{CLUSTERS} clusters would make the kernel read FAT16");
-        assert!(FAT_SECTORS * SECTOR * 2 / 3 >= CLUSTERS + 2);
     }
 
     #[test]
