@@ -247,32 +247,48 @@ fn two_guests_on_a_subnet_reach_each_other_and_the_lan_reaches_one_by_its_elasti
     assert_eq!(scenario("plane-teardown").field("taps_left"), "0");
 }
 
-/// nuaged end to end on real KVM: it registers the stock-kernel image and launches two
-/// instances on a subnet; their guests boot to init, configure the static addresses the
-/// daemon leased them from the kernel command line, ping their gateway (the host, across
-/// the subnet's bridge and their taps) and power off, so the instances end up stopped; then
-/// it terminates them.
+/// nuaged end to end on real KVM, the way a user works: it makes a subnet and an ed25519
+/// key pair and launches two instances of the stock-kernel image with the key and user
+/// data. Both reach running with the addresses leased them; each guest reads its config
+/// drive (instance id, key, user data), installs the key and serves SSH (dropbear). From
+/// the namespace the subnet's bridge is in, SSH with the private key logs in (a key nuage
+/// did not give the instance is refused) and writes a file to the root volume; after a stop
+/// and a start the instance has the same address and the file. Terminating leaves no
+/// instance, tap or config drive.
 #[test]
 #[ignore = "needs the real-KVM harness (minutes, root): run scripts/test.sh"]
-fn nuaged_launches_instances_that_boot_the_stock_kernel() {
+fn nuaged_instances_boot_the_stock_kernel_and_take_ssh_with_their_key_pair() {
     let host = scenario("daemon-host");
-    assert!(host.field("image").starts_with("ami-"), "{:?}", host.fields);
-    assert_eq!(host.field("instances"), "2");
-    assert_eq!(host.field("not_terminated"), "0", "terminate-instances ends them all");
     let instances: Vec<HashMap<String, String>> = console_log()
         .lines()
         .filter_map(|l| l.strip_prefix("@@ daemon-instance "))
         .map(parse_fields)
         .collect();
-    assert_eq!(instances.len(), 2);
+    assert_eq!(instances.len(), 2, "{instances:?}");
     let mut addresses: Vec<&str> = instances.iter().map(|i| i["address"].as_str()).collect();
     addresses.sort_unstable();
     assert_eq!(addresses, ["10.0.31.2", "10.0.31.3"]);
     for instance in &instances {
-        assert_eq!(instance["state"], "stopped", "the guest's power-off stops the instance: {instance:?}");
-        assert_eq!(instance["init_marker"], "1", "the console shows the guest's init: {instance:?}");
-        assert_eq!(instance["gateway_ping"], "ok", "the guest reaches its gateway: {instance:?}");
+        assert_eq!(instance["state"], "running", "{instance:?}");
+        assert_eq!(instance["ssh_ready"], "yes", "the guest set up SSH: {instance:?}");
+        assert_eq!(
+            instance["cidata"],
+            format!("instance={},keys=1,user_data=nuage-user-data", instance["id"]),
+            "the config drive carried the instance id, the key pair and the user data"
+        );
     }
+    let ssh = scenario("daemon-ssh");
+    assert_eq!(ssh.field("login"), "ok", "SSH with the key pair's private key: {:?}", ssh.fields);
+    assert_eq!(ssh.field("stored"), "ok", "{:?}", ssh.fields);
+    assert_eq!(ssh.field("wrong_key"), "refused", "only the instance's key pair gets in");
+    assert_eq!(ssh.field("restarted"), "yes", "stop and start boots the guest again");
+    assert_eq!(ssh.field("address_after"), ssh.field("address"), "stop/start keeps the address");
+    assert_eq!(ssh.field("data_kept"), "yes", "stop/start keeps the root volume's data");
+    assert!(host.field("image").starts_with("ami-"), "{:?}", host.fields);
+    assert_eq!(host.field("instances"), "2");
+    assert_eq!(host.field("not_terminated"), "0", "terminate-instances ends them all");
+    assert_eq!(host.field("taps_left"), "0", "their taps go with them");
+    assert_eq!(host.field("drives_left"), "0", "their config drives go with them");
 }
 
 /// vsock both ways: a host process reaches a guest port through the VMM's Unix socket, and

@@ -274,15 +274,9 @@ fi
 # The JSON string values of key $1 in what `nuage --output json` printed on stdin.
 json_values() { grep -o "\"$1\": \"[^\"]*\"" | cut -d'"' -f4; }
 
-# daemon_launch COUNT [NUAGED FLAGS...]: starts nuaged (on its embedded defaults unless
-# flags say otherwise), registers the default image (the stock kernel, the test initramfs,
-# the ext4 root disk) and launches COUNT instances of it, whose guests power off; waits
-# until each is stopped and prints an "@@ daemon-instance" line per instance with its
-# console's verdict, then terminates them and prints "@@ daemon-host". With DAEMON_SUBNET
-# (a CIDR), the instances go on a subnet of it and their guests ping their gateway first.
-daemon_launch() {
-    count=$1
-    shift
+# start_nuaged [NUAGED FLAGS...]: starts nuaged (on its embedded defaults unless flags say
+# otherwise), waits for its socket and defines nuage() to call it; $nuaged is its pid.
+start_nuaged() {
     "$P/nuaged" --log-level warn "$@" 2>"$W/nuaged.log" &
     nuaged=$!
     socket=/run/nuage/nuaged.sock prev=""
@@ -293,15 +287,31 @@ daemon_launch() {
     i=0
     while [ ! -S "$socket" ] && [ "$i" -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
     nuage() { "$P/nuage" --endpoint "$socket" "$@"; }
-    action=poweroff subnet=""
-    if [ -n "${DAEMON_SUBNET:-}" ]; then
-        action=gateway-ping
-        subnet=$(nuage --output json create-subnet --cidr-block "$DAEMON_SUBNET" | json_values subnet_id)
-    fi
-    image=$(nuage --output json register-image --name default --disk "$P/root.ext4" --kernel "$P/vmlinuz" \
-        --initrd "$P/guest.cpio" --kernel-cmdline "panic=-1 pci=off quiet nuage.action=$action" | json_values image_id)
-    ids=$(nuage --output json run-instances --image-id "$image" --count "$count" --subnet-id "$subnet" |
-        json_values instance_id)
+}
+
+# register_default_image ACTION: registers the default image (the stock kernel, the test
+# initramfs, the ext4 root disk) whose guests do ACTION; prints its id.
+register_default_image() {
+    nuage --output json register-image --name default --disk "$P/root.ext4" --kernel "$P/vmlinuz" \
+        --initrd "$P/guest.cpio" --kernel-cmdline "panic=-1 pci=off quiet nuage.action=$1" | json_values image_id
+}
+
+# stop_nuaged: stops nuaged and prints its log.
+stop_nuaged() {
+    kill "$nuaged"
+    wait "$nuaged"
+    sed "s/^/[nuaged] /" "$W/nuaged.log"
+}
+
+# daemon_launch COUNT: the main job. nuaged on its embedded defaults registers the default
+# image and launches COUNT instances of it, whose guests power off; waits until each is
+# stopped and prints an "@@ daemon-instance" line per instance with its console's verdict,
+# then terminates them and prints "@@ daemon-host".
+daemon_launch() {
+    count=$1
+    start_nuaged
+    image=$(register_default_image poweroff)
+    ids=$(nuage --output json run-instances --image-id "$image" --count "$count" | json_values instance_id)
     nuage describe-instances
     for id in $ids; do
         i=0
@@ -311,23 +321,40 @@ daemon_launch() {
             i=$((i + 1))
         done
         state=$(nuage --output json describe-instances --instance-ids "$id" | json_values state)
-        address=$(nuage --output json describe-instances --instance-ids "$id" | json_values private_ip_address)
         marker=$(nuage get-console-output --instance-id "$id" | grep -c NUAGE-INIT-MARKER)
-        gateway_ping=$(nuage get-console-output --instance-id "$id" | sed -n 's/.*NUAGE-PEER peer=.* ping=//p' | tr -d '\r')
         nuage get-console-output --instance-id "$id" | sed "s/^/[$id] /"
-        echo "@@ daemon-instance id=$id state=$state init_marker=$marker address=${address:-none} gateway_ping=${gateway_ping:-none}"
+        echo "@@ daemon-instance id=$id state=$state init_marker=$marker"
     done
     nuage describe-instances
     # shellcheck disable=SC2086
     nuage terminate-instances --instance-ids $ids
     left=$(nuage --output json describe-instances --states running stopped | json_values instance_id | wc -l)
     echo "@@ daemon-host image=$image instances=$(echo $ids | wc -w) not_terminated=$left"
-    kill "$nuaged"
-    wait "$nuaged"
-    sed "s/^/[nuaged] /" "$W/nuaged.log"
+    stop_nuaged
 }
 
-# The daemon end to end: nuaged in a state directory of the harness's own.
+# wait_console ID TEXT COUNT: waits until instance ID's console shows TEXT COUNT times.
+wait_console() {
+    i=0
+    until [ "$(nuage get-console-output --instance-id "$1" | grep -c "$2")" -ge "$3" ]; do
+        [ "$i" -ge "$GUEST_TIMEOUT" ] && return 1
+        sleep 1
+        i=$((i + 1))
+    done
+}
+
+# ssh_to KEY ADDRESS COMMAND: runs COMMAND as root on ADDRESS, authenticated by KEY only.
+ssh_to() {
+    ssh -i "$1" -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=no \
+        -o UserKnownHostsFile=/dev/null -o ConnectTimeout=30 -o LogLevel=ERROR "root@$2" "$3"
+}
+
+# The daemon end to end, in a network namespace of its own (the "LAN" the SSH client is
+# on): nuaged makes a subnet and an ed25519 key pair and launches two instances of the
+# default image with the key and user data. Each guest configures its leased address,
+# installs the key from its config drive and serves SSH. Over SSH with the private key,
+# one instance writes a file to its root volume; after a stop and a start it has the same
+# address and the file. Terminating cleans up taps and drives.
 daemon_scenario() {
     selected daemon || return 0
     unshare -n sh "$0" daemon-namespace
@@ -335,7 +362,49 @@ daemon_scenario() {
 
 if [ "${1:-}" = daemon-namespace ]; then
     ip link set lo up
-    DAEMON_SUBNET=10.0.31.0/24 daemon_launch 2 --state-dir "$W/nuaged" --socket "$W/nuaged.sock" --vmm "$VMM"
+    start_nuaged --state-dir "$W/nuaged" --socket "$W/nuaged.sock" --vmm "$VMM"
+    subnet=$(nuage --output json create-subnet --cidr-block 10.0.31.0/24 | json_values subnet_id)
+    nuage create-key-pair --key-name ci --key-type ed25519 >"$W/ci.pem"
+    nuage create-key-pair --key-name other --key-type ed25519 >"$W/other.pem"
+    chmod 600 "$W/ci.pem" "$W/other.pem"
+    image=$(register_default_image ssh)
+    ids=$(nuage --output json run-instances --image-id "$image" --count 2 --subnet-id "$subnet" \
+        --key-name ci --user-data nuage-user-data | json_values instance_id)
+    for id in $ids; do
+        ready=no
+        wait_console "$id" NUAGE-SSH-READY 1 && ready=yes
+        state=$(nuage --output json describe-instances --instance-ids "$id" | json_values state)
+        address=$(nuage --output json describe-instances --instance-ids "$id" | json_values private_ip_address)
+        cidata=$(nuage get-console-output --instance-id "$id" | sed -n 's/.*NUAGE-CIDATA //p' | tr -d '\r' | tr ' ' ,)
+        echo "@@ daemon-instance id=$id state=$state address=${address:-none} ssh_ready=$ready cidata=${cidata:-none}"
+    done
+    first=$(echo $ids | cut -d' ' -f1)
+    address=$(nuage --output json describe-instances --instance-ids "$first" | json_values private_ip_address)
+    token=written-over-ssh-$(cut -c1-8 /proc/sys/kernel/random/uuid)
+    out=$(ssh_to "$W/ci.pem" "$address" \
+        "hostname; mount -t ext4 /dev/vda /mnt && echo $token > /mnt/ssh-data && umount /mnt && sync && echo stored" 2>&1)
+    echo "$out" | sed 's/^/[ssh] /'
+    login=fail; [ "$(echo "$out" | head -1)" = "$first" ] && login=ok
+    stored=fail; echo "$out" | grep -qx stored && stored=ok
+    wrong_key=accepted
+    ssh_to "$W/other.pem" "$address" true >/dev/null 2>&1 || wrong_key=refused
+    nuage stop-instances --instance-ids "$first"
+    nuage start-instances --instance-ids "$first"
+    restarted=no
+    wait_console "$first" NUAGE-SSH-READY 2 && restarted=yes
+    after=$(nuage --output json describe-instances --instance-ids "$first" | json_values private_ip_address)
+    kept=$(ssh_to "$W/ci.pem" "$after" "mount -t ext4 -o ro /dev/vda /mnt && cat /mnt/ssh-data; umount /mnt" 2>&1)
+    echo "$kept" | sed 's/^/[ssh] /'
+    data_kept=no; [ "$kept" = "$token" ] && data_kept=yes
+    echo "@@ daemon-ssh login=$login stored=$stored wrong_key=$wrong_key restarted=$restarted address=$address address_after=${after:-none} data_kept=$data_kept"
+    for id in $ids; do nuage get-console-output --instance-id "$id" | sed "s/^/[$id] /"; done
+    # shellcheck disable=SC2086
+    nuage terminate-instances --instance-ids $ids
+    left=$(nuage --output json describe-instances --states pending running stopping stopped | json_values instance_id | wc -l)
+    taps=$(ip -br link | grep -c ntap-)
+    drives=$(ls "$W"/nuaged/instances/*/cidata.img 2>/dev/null | wc -l)
+    echo "@@ daemon-host image=$image instances=$(echo $ids | wc -w) not_terminated=$left taps_left=$taps drives_left=$drives"
+    stop_nuaged
     exit 0
 fi
 

@@ -64,11 +64,11 @@ fi
 need_packages qemu-system-x86
 log "no hardware virtualization: running nested under QEMU TCG with emulated SVM"
 # KVM, taps, and what the network plane's bridges, veth "LAN" and nftables table need;
-# with iproute2 and nft themselves.
+# with iproute2, nft and the ssh client themselves.
 stage_kernel_modules "$kernel_root/lib/modules/$kver" "$stage/modules" \
     kvm-amd tun bridge veth nft_chain_nat nft_nat nft_masq nft_ct
-need_packages iproute2 nftables
-stage_programs "$stage" ip nft
+need_packages iproute2 nftables openssh-client
+stage_programs "$stage" ip nft ssh
 cp /bin/busybox "$stage/bin/busybox"
 cp "$NUAGE_ROOT/scripts/nested/l1-init" "$stage/init"
 # Uncompressed: decompressing tens of MB under software emulation costs more than reading them.
