@@ -44,11 +44,16 @@ impl Daemon {
     /// A daemon that stops for good at `failpoint` (see `nuage::daemon::failpoint`).
     fn spawn_with_failpoint(dir: &Path, extra: &[&std::ffi::OsStr], failpoint: &str) -> Self {
         let socket = dir.join("api.sock");
+        // Tiny guests ignore Ctrl+Alt+Del: unless a test says otherwise, stops give them a
+        // second before stopping the VMM.
+        let stop_timeout: &[&str] =
+            if extra.contains(&"--stop-timeout".as_ref()) { &[] } else { &["--stop-timeout", "1"] };
         let child = Command::new(env!("CARGO_BIN_EXE_nuaged"))
             .arg("--state-dir")
             .arg(dir.join("state"))
             .arg("--socket")
             .arg(&socket)
+            .args(stop_timeout)
             .args(extra)
             .env("NUAGE_FAILPOINT", failpoint)
             .stdin(Stdio::null())
@@ -219,6 +224,43 @@ fn a_guest_power_off_stops_its_instance() {
     daemon.wait_state(&id, "stopped");
     assert!(daemon.state(&id).1.starts_with("Client.InstanceInitiatedShutdown"), "{:?}", daemon.state(&id));
     assert_eq!(daemon.volumes(), 1, "a stopped instance keeps its volume");
+}
+
+/// A stop asks the guest first: Ctrl+Alt+Del reaches its keyboard controller and a guest
+/// that acts on it powers off well within the stop timeout. A guest that ignores it is
+/// stopped from outside once the timeout has passed; `--force` does not wait at all.
+#[test]
+fn a_stop_asks_the_guest_to_shut_down_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::spawn(
+        dir.path(),
+        &["--vmm".as_ref(), common::vmm_bin().as_ref(), "--stop-timeout".as_ref(), "8".as_ref()],
+    );
+    let polite = Asm::new().print("up\n").wait_for_scancode(0x71).print("bye\n").acpi_poweroff().spin();
+    let polite = register(&daemon, "polite", polite);
+    let deaf = register(&daemon, "deaf", Asm::new().print("up\n").cli_hlt());
+    let polite = ids(&daemon.ok(&["run-instances", "--image-id", &polite])).remove(0);
+    let deaf = ids(&daemon.ok(&["run-instances", "--image-id", &deaf, "--count", "2"]));
+    for id in [&polite, &deaf[0], &deaf[1]] {
+        daemon.wait_for(|| daemon.console(id).contains("up"), "the guest to boot");
+    }
+
+    let start = Instant::now();
+    let stop = daemon.ok(&["stop-instances", "--instance-ids", &polite]);
+    assert_eq!(stop["StateChanges"][0]["current_state"], "stopped");
+    assert!(start.elapsed() < Duration::from_secs(6), "took {:?}", start.elapsed());
+    assert!(daemon.console(&polite).contains("bye"), "the guest saw Delete pressed and powered off");
+
+    let start = Instant::now();
+    daemon.ok(&["stop-instances", "--instance-ids", &deaf[0], "--force"]);
+    assert!(start.elapsed() < Duration::from_secs(6), "--force does not wait: {:?}", start.elapsed());
+    assert_eq!(daemon.state(&deaf[0]).0, "stopped");
+
+    let start = Instant::now();
+    daemon.ok(&["stop-instances", "--instance-ids", &deaf[1]]);
+    assert!(start.elapsed() >= Duration::from_secs(8), "the guest got its time: {:?}", start.elapsed());
+    assert_eq!(daemon.state(&deaf[1]).0, "stopped", "then its VMM was stopped");
+    assert!(daemon.log().contains("did not shut down in time"), "{}", daemon.log());
 }
 
 #[test]

@@ -252,8 +252,9 @@ fn two_guests_on_a_subnet_reach_each_other_and_the_lan_reaches_one_by_its_elasti
 /// data. Both reach running with the addresses leased them; each guest reads its config
 /// drive (instance id, key, user data), installs the key and serves SSH (dropbear). From
 /// the namespace the subnet's bridge is in, SSH with the private key logs in (a key nuage
-/// did not give the instance is refused) and writes a file to the root volume; after a stop
-/// and a start the instance has the same address and the file. Terminating leaves no
+/// did not give the instance is refused) and writes a file to the root volume; the stop
+/// is graceful (Ctrl+Alt+Del reaches the guest's init, which powers off), and after it and
+/// a start the instance has the same address and the file. Terminating leaves no
 /// instance, tap or config drive.
 #[test]
 #[ignore = "needs the real-KVM harness (minutes, root): run scripts/test.sh"]
@@ -281,6 +282,11 @@ fn nuaged_instances_boot_the_stock_kernel_and_take_ssh_with_their_key_pair() {
     assert_eq!(ssh.field("login"), "ok", "SSH with the key pair's private key: {:?}", ssh.fields);
     assert_eq!(ssh.field("stored"), "ok", "{:?}", ssh.fields);
     assert_eq!(ssh.field("wrong_key"), "refused", "only the instance's key pair gets in");
+    assert_eq!(
+        ssh.field("graceful_stop"),
+        "yes",
+        "the stop pressed Ctrl+Alt+Del and the guest's init shut down"
+    );
     assert_eq!(ssh.field("restarted"), "yes", "stop and start boots the guest again");
     assert_eq!(ssh.field("address_after"), ssh.field("address"), "stop/start keeps the address");
     assert_eq!(ssh.field("data_kept"), "yes", "stop/start keeps the root volume's data");

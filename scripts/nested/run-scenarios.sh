@@ -17,6 +17,9 @@ W=$NUAGE_WORK
 VMM=$P/nuage-vmm
 GUEST_TIMEOUT=${NUAGE_GUEST_TIMEOUT:-300}
 BASE_CMDLINE="console=ttyS0 panic=-1 pci=off quiet"
+# The L1 keeps iproute2 in /usr/local/sbin: the busybox applet lacks veth peer names and
+# brief output, and busybox's shell prefers its applets to PATH, hence the function.
+[ -x /usr/local/sbin/ip ] && ip() { /usr/local/sbin/ip "$@"; }
 
 # Uptime in centiseconds, read without forking (times are taken from the host side of the
 # VMM: guest clocks run slow under emulation).
@@ -236,9 +239,6 @@ if [ "${1:-}" = net-namespace ]; then
 fi
 
 if [ "${1:-}" = plane-namespace ]; then
-    # The L1 keeps iproute2 in /usr/local/sbin: the busybox applet lacks veth peer names,
-    # and busybox's shell prefers its applets to PATH, hence the function.
-    [ -x /usr/local/sbin/ip ] && ip() { /usr/local/sbin/ip "$@"; }
     ip link set lo up
     unshare -n sleep "$GUEST_TIMEOUT" &
     lan=$!
@@ -388,7 +388,11 @@ if [ "${1:-}" = daemon-namespace ]; then
     stored=fail; echo "$out" | grep -qx stored && stored=ok
     wrong_key=accepted
     ssh_to "$W/other.pem" "$address" true >/dev/null 2>&1 || wrong_key=refused
+    t0=$(now_cs)
     nuage stop-instances --instance-ids "$first"
+    stop_s=$(seconds $(( $(now_cs) - t0 )))
+    graceful=no
+    nuage get-console-output --instance-id "$first" | grep -q NUAGE-CTRL-ALT-DEL && graceful=yes
     nuage start-instances --instance-ids "$first"
     restarted=no
     wait_console "$first" NUAGE-SSH-READY 2 && restarted=yes
@@ -396,7 +400,7 @@ if [ "${1:-}" = daemon-namespace ]; then
     kept=$(ssh_to "$W/ci.pem" "$after" "mount -t ext4 -o ro /dev/vda /mnt && cat /mnt/ssh-data; umount /mnt" 2>&1)
     echo "$kept" | sed 's/^/[ssh] /'
     data_kept=no; [ "$kept" = "$token" ] && data_kept=yes
-    echo "@@ daemon-ssh login=$login stored=$stored wrong_key=$wrong_key restarted=$restarted address=$address address_after=${after:-none} data_kept=$data_kept"
+    echo "@@ daemon-ssh login=$login stored=$stored wrong_key=$wrong_key graceful_stop=$graceful stop_s=$stop_s restarted=$restarted address=$address address_after=${after:-none} data_kept=$data_kept"
     for id in $ids; do nuage get-console-output --instance-id "$id" | sed "s/^/[$id] /"; done
     # shellcheck disable=SC2086
     nuage terminate-instances --instance-ids $ids

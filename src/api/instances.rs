@@ -100,9 +100,9 @@ impl Instances for InstancesService {
     }
 
     async fn stop_instances(&self, request: Request<InstanceIds>) -> Result<Response<StateChanges>, Status> {
-        let ids = request.into_inner().instance_ids;
+        let InstanceIds { instance_ids, force } = request.into_inner();
         let daemon = self.0.clone();
-        Ok(changes(blocking(move || daemon.instances.stop(&ids)).await?))
+        Ok(changes(blocking(move || daemon.instances.stop(&instance_ids, force)).await?))
     }
 
     async fn start_instances(&self, request: Request<InstanceIds>) -> Result<Response<StateChanges>, Status> {

@@ -34,6 +34,9 @@ struct Args {
     /// LAN addresses Elastic IPs are allocated from (comma-separated).
     #[arg(long, value_delimiter = ',')]
     address_pool: Vec<std::net::Ipv4Addr>,
+    /// Seconds a stop gives the guest to shut down before its VMM is stopped.
+    #[arg(long)]
+    stop_timeout: Option<u64>,
     /// Log filter (tracing's env-filter syntax).
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -61,6 +64,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some(uplink) = args.uplink {
         config.network.uplink = Some(uplink);
+    }
+    if let Some(seconds) = args.stop_timeout {
+        config.stop_timeout_secs = seconds;
     }
     if !args.address_pool.is_empty() {
         config.network.address_pool = args.address_pool;

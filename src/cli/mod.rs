@@ -133,6 +133,9 @@ enum Command {
         /// The instances.
         #[arg(long = "instance-ids", num_args = 1.., required = true)]
         instance_ids: Vec<String>,
+        /// Stop the VMMs at once instead of asking the guests to shut down.
+        #[arg(long)]
+        force: bool,
     },
     /// Starts stopped instances.
     StartInstances {
@@ -390,8 +393,9 @@ impl Cli {
                 let request = DescribeInstancesRequest { instance_ids, states };
                 print_instances(format, instances.describe_instances(request).await?.into_inner().instances);
             }
-            Command::StopInstances { instance_ids } => {
-                print_changes(format, instances.stop_instances(ids(instance_ids)).await?.into_inner());
+            Command::StopInstances { instance_ids, force } => {
+                let request = InstanceIds { instance_ids, force };
+                print_changes(format, instances.stop_instances(request).await?.into_inner());
             }
             Command::StartInstances { instance_ids } => {
                 print_changes(format, instances.start_instances(ids(instance_ids)).await?.into_inner());

@@ -44,7 +44,8 @@ pub struct DaemonConfig {
     pub instance_types: Vec<InstanceType>,
     /// The most instances one RunInstances call may launch.
     pub max_count: u32,
-    /// How long a stop waits for the VMM before killing it, in seconds.
+    /// How long a stop waits for the guest to shut down (after Ctrl+Alt+Del) before the
+    /// VMM is stopped from outside, in seconds.
     pub stop_timeout_secs: u64,
     /// The network plane.
     pub network: NetworkConfig,
@@ -99,7 +100,7 @@ impl DaemonConfig {
         self.instance_types.iter().find(|t| t.name == name)
     }
 
-    /// How long a stop waits.
+    /// How long a stop waits for the guest.
     pub fn stop_timeout(&self) -> Duration {
         Duration::from_secs(self.stop_timeout_secs)
     }

@@ -11,7 +11,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::{Child, ExitStatus};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
@@ -25,11 +25,15 @@ use crate::state::instance::{InstanceRecord, InstanceState};
 use crate::state::keypair::KeyPairRecord;
 use crate::storage::store::volume::Parent;
 use crate::storage::store::{new_id, now, Store};
+use crate::vmm::control;
 
 use InstanceState::*;
 
 /// The VMM's exit status when the guest asked for a reboot.
 const VMM_EXIT_REBOOT: i32 = 4;
+/// How long a VMM gets to stop its vCPUs and flush its disks after SIGTERM before it is
+/// killed.
+const VMM_STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// One state change, as StopInstances and friends report it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -212,16 +216,17 @@ impl Instances {
             .collect()
     }
 
-    /// Stops running instances: the VMM is signalled and, if it has not exited after
-    /// the stop timeout, killed. Returns once each has stopped.
-    pub fn stop(&self, ids: &[String]) -> Result<Vec<StateChange>, DaemonError> {
+    /// Stops running instances: their guests are asked to shut down (unless `force`), and
+    /// their VMMs stopped once they have not in the stop timeout. Returns once each has
+    /// stopped.
+    pub fn stop(&self, ids: &[String], force: bool) -> Result<Vec<StateChange>, DaemonError> {
         self.check_all(ids, &[Running, Stopping, Stopped])?;
         let mut changes = Vec::new();
         for id in ids {
             let previous = self.db.get(id)?.state;
             if previous == Running {
                 self.db.transition(id, &[Running], Stopping, "Client.UserInitiatedShutdown", None)?;
-                self.signal_and_wait(id);
+                self.shut_down(id, !force);
             }
             changes.push(StateChange { id: id.clone(), previous, current: self.db.get(id)?.state });
         }
@@ -244,7 +249,7 @@ impl Instances {
                 )?;
                 failpoint("terminate-after-record");
                 if self.handle(id).is_some() {
-                    self.signal_and_wait(id);
+                    self.shut_down(id, true);
                 } else {
                     self.finish_termination(id)?;
                 }
@@ -293,7 +298,7 @@ impl Instances {
                     self.supervise(id, handle, None);
                     if stop_requested {
                         // The request outlived the daemon that took it: carry it out.
-                        self.signal_and_wait(id);
+                        self.shut_down(id, true);
                     }
                     actions.push(format!("adopted the VMM of {} (pid {pid})", record.id));
                 }
@@ -435,23 +440,46 @@ impl Instances {
         self.handles.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Asks the VMM of `id` to stop (SIGTERM: it stops its vCPUs, flushes its disks and
-    /// exits), kills it after the stop timeout, and waits until its exit is recorded.
-    fn signal_and_wait(&self, id: &str) {
+    /// Stops the VMM of `id` and waits until its exit is recorded. Gracefully, the guest
+    /// is asked first: Ctrl+Alt+Del on its keyboard makes Linux signal init, which shuts
+    /// down (busybox) or reboots (systemd; either way the VMM exits), within the stop
+    /// timeout. Then, or at once, SIGTERM stops the VMM itself: it stops its vCPUs,
+    /// flushes its disks and exits. SIGKILL follows if even that hangs.
+    fn shut_down(&self, id: &str, graceful: bool) {
         let Some(handle) = self.handle(id) else { return };
+        if graceful {
+            let socket = instance_dir(&self.config.state_dir, id).join("control.sock");
+            match control::call(&socket, &control::Request::CtrlAltDel) {
+                Ok(()) if self.wait_exit(id, self.config.stop_timeout()) => {
+                    info!(instance = id, "the guest shut down");
+                    return;
+                }
+                Ok(()) => warn!(instance = id, "the guest did not shut down in time: stopping its VMM"),
+                Err(e) => warn!(instance = id, "cannot ask the guest to shut down: {e}"),
+            }
+        }
         if let Err(e) = handle.signal(libc::SIGTERM) {
             warn!(instance = id, "SIGTERM: {e}");
         }
-        let deadline = Instant::now() + self.config.stop_timeout();
-        let mut killed = false;
-        while self.handle(id).is_some() {
-            if !killed && Instant::now() > deadline {
-                warn!(instance = id, "the VMM did not stop in time: killing it");
-                let _ = handle.signal(libc::SIGKILL);
-                killed = true;
+        if !self.wait_exit(id, VMM_STOP_GRACE) {
+            warn!(instance = id, "the VMM did not stop in time: killing it");
+            let _ = handle.signal(libc::SIGKILL);
+            while self.handle(id).is_some() {
+                std::thread::sleep(Duration::from_millis(20));
             }
-            std::thread::sleep(std::time::Duration::from_millis(20));
         }
+    }
+
+    /// Waits up to `timeout` for the exit of `id`'s VMM to be recorded; false if it was not.
+    fn wait_exit(&self, id: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while self.handle(id).is_some() {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        true
     }
 
     /// Records the exit of instance `id`'s VMM (`status` is unknown for an adopted one).

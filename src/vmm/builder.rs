@@ -15,8 +15,9 @@ use crate::storage::{self, OpenError};
 use crate::vmm::arch::regs;
 use crate::vmm::boot::{acpi, loader, params, reset_vector};
 use crate::vmm::config::VmConfig;
+use crate::vmm::control::ControlTargets;
 use crate::vmm::device_manager::{DeviceManagerError, MmioDeviceManager};
-use crate::vmm::devices::legacy::i8042::{I8042, I8042_PORT, I8042_PORT_COUNT};
+use crate::vmm::devices::legacy::i8042::{self, I8042, I8042_IRQ, I8042_PORT, I8042_PORT_COUNT};
 use crate::vmm::devices::legacy::serial::{
     ConsoleSinks, IrqLine, SerialConsole, COM1_IRQ, COM1_PORT, COM1_PORT_COUNT,
 };
@@ -125,8 +126,8 @@ pub struct MicroVm {
     pub serial: Arc<SerialConsole>,
     /// Where the VM's end is reported.
     pub exit: ExitNotifier,
-    /// The control socket and the disks it controls, when configured.
-    pub control: Option<(UnixListener, HashMap<String, DiskHandle>)>,
+    /// The control socket and what it controls, when configured.
+    pub control: Option<(UnixListener, ControlTargets)>,
     /// The KVM VM.
     pub vm: Vm,
     /// Guest RAM; must outlive the VM's memory slots.
@@ -152,7 +153,7 @@ pub fn build(config: &VmConfig) -> Result<MicroVm, BuildError> {
             let _ = std::fs::remove_file(path);
             let listener = UnixListener::bind(path)
                 .map_err(|source| BuildError::ControlSocket { path: path.clone(), source })?;
-            Some((listener, disks))
+            Some(listener)
         }
         None => None,
     };
@@ -175,9 +176,16 @@ pub fn build(config: &VmConfig) -> Result<MicroVm, BuildError> {
         .register_irqfd(&serial_irq, COM1_IRQ)
         .map_err(|e| BuildError::Device(format!("serial irqfd: {e}")))?;
     let serial = Arc::new(SerialConsole::new(IrqLine(serial_irq), sinks));
+    let keyboard_irq =
+        EventFd::new(EFD_NONBLOCK).map_err(|e| BuildError::Device(format!("i8042 eventfd: {e}")))?;
+    vm.fd()
+        .register_irqfd(&keyboard_irq, I8042_IRQ)
+        .map_err(|e| BuildError::Device(format!("i8042 irqfd: {e}")))?;
+    let keyboard = Arc::new(I8042::new(IrqLine(keyboard_irq), exit.clone()));
+    let control = control.map(|listener| (listener, ControlTargets { disks, keyboard: keyboard.clone() }));
     let mut bus = Buses::default();
     bus.pio.insert(COM1_PORT.into(), COM1_PORT_COUNT.into(), serial.clone())?;
-    bus.pio.insert(I8042_PORT.into(), I8042_PORT_COUNT.into(), Arc::new(I8042::new(exit.clone())))?;
+    bus.pio.insert(I8042_PORT.into(), I8042_PORT_COUNT.into(), keyboard)?;
     bus.pio.insert(POWER_PORT.into(), 1, Arc::new(PowerManagement::new(exit.clone())))?;
     let mut virtio = MmioDeviceManager::default();
     for device in devices {
@@ -189,6 +197,9 @@ pub fn build(config: &VmConfig) -> Result<MicroVm, BuildError> {
     } else {
         config.cmdline.clone()
     };
+    // The i8042 has no mouse port and no ACPI entry: the kernel is told, rather than left
+    // to probe (and give up on the keyboard Ctrl+Alt+Del comes from).
+    let cmdline = format!("{cmdline} {}", i8042::KERNEL_PARAMS);
     let cmdline_len = loader::load_cmdline(&memory, &cmdline, loader::cmdline_max_size(&kernel))?;
     let e820 = params::e820_map(config.memory_mib << 20);
     params::write_zero_page(&memory, &params::build_zero_page(&kernel, cmdline_len, initrd, &e820))?;

@@ -1,11 +1,13 @@
 //! The VMM's control socket (`--api-socket`): one JSON request per connection, one JSON
-//! reply. Today it switches a running disk to a new top layer, which is how a volume is
-//! snapshotted while its instance runs:
+//! reply. It switches a running disk to a new top layer, which is how a volume is
+//! snapshotted while its instance runs, and presses Ctrl+Alt+Del, which is how the host
+//! asks the guest to shut down:
 //!
 //! ```text
 //! {"op": "pause-disk", "id": "vol-…"}                     flush and hold the disk's requests
 //! {"op": "switch-disk", "id": "vol-…", "path": "…", "format": "qcow2"}   reopen, then resume
 //! {"op": "resume-disk", "id": "vol-…"}                    resume without switching
+//! {"op": "ctrl-alt-del"}                                  press the keys on the i8042 keyboard
 //! ```
 //!
 //! The socket is served on its own thread; a malformed or oversized request gets an error
@@ -15,12 +17,14 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::storage::store::LayerSwitch;
 use crate::storage::{self, DiskFormat};
+use crate::vmm::devices::legacy::i8042::I8042;
 use crate::vmm::devices::virtio::block::DiskHandle;
 
 /// Longest request accepted.
@@ -49,6 +53,16 @@ pub enum Request {
         /// The disk's volume id.
         id: String,
     },
+    /// Press Ctrl+Alt+Del: the guest's init is asked to shut down (or reboot).
+    CtrlAltDel,
+}
+
+/// What control requests act on.
+pub struct ControlTargets {
+    /// The disks, by volume id.
+    pub disks: HashMap<String, DiskHandle>,
+    /// The keyboard controller.
+    pub keyboard: Arc<I8042>,
 }
 
 /// A control reply.
@@ -62,8 +76,8 @@ pub struct Reply {
 }
 
 /// Carries out one request.
-pub fn handle(request: Request, disks: &HashMap<String, DiskHandle>) -> Result<(), String> {
-    let disk = |id: &str| disks.get(id).ok_or_else(|| format!("no disk {id:?}"));
+pub fn handle(request: Request, targets: &ControlTargets) -> Result<(), String> {
+    let disk = |id: &str| targets.disks.get(id).ok_or_else(|| format!("no disk {id:?}"));
     match request {
         Request::PauseDisk { id } => disk(&id)?.pause().map_err(|e| format!("flush failed: {e}")),
         Request::SwitchDisk { id, path, format } => {
@@ -78,17 +92,22 @@ pub fn handle(request: Request, disks: &HashMap<String, DiskHandle>) -> Result<(
             disk(&id)?.resume();
             Ok(())
         }
+        Request::CtrlAltDel => {
+            targets.keyboard.press_ctrl_alt_del();
+            tracing::info!("Ctrl+Alt+Del pressed");
+            Ok(())
+        }
     }
 }
 
-fn serve_one(stream: UnixStream, disks: &HashMap<String, DiskHandle>) {
+fn serve_one(stream: UnixStream, targets: &ControlTargets) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
     let mut line = String::new();
     let reply = match BufReader::new((&stream).take(MAX_REQUEST)).read_line(&mut line) {
         Err(e) => Err(format!("cannot read the request: {e}")),
         Ok(_) => serde_json::from_str::<Request>(&line)
             .map_err(|e| format!("invalid request: {e}"))
-            .and_then(|request| handle(request, disks)),
+            .and_then(|request| handle(request, targets)),
     };
     let reply = match reply {
         Ok(()) => Reply { ok: true, error: None },
@@ -103,11 +122,11 @@ fn serve_one(stream: UnixStream, disks: &HashMap<String, DiskHandle>) {
 }
 
 /// Serves `listener` on a thread of its own for the life of the process.
-pub fn spawn(listener: UnixListener, disks: HashMap<String, DiskHandle>) -> std::io::Result<()> {
+pub fn spawn(listener: UnixListener, targets: ControlTargets) -> std::io::Result<()> {
     std::thread::Builder::new().name("control".into()).spawn(move || {
         for stream in listener.incoming() {
             match stream {
-                Ok(stream) => serve_one(stream, &disks),
+                Ok(stream) => serve_one(stream, &targets),
                 Err(e) => tracing::warn!(error = %e, "control socket accept failed"),
             }
         }
@@ -167,6 +186,8 @@ mod tests {
             serde_json::from_str(r#"{"op": "switch-disk", "id": "v", "path": "/x", "format": "qcow2"}"#)
                 .unwrap();
         assert!(matches!(r, Request::SwitchDisk { format: DiskFormat::Qcow2, .. }));
+        let r: Request = serde_json::from_str(r#"{"op": "ctrl-alt-del"}"#).unwrap();
+        assert_eq!(r, Request::CtrlAltDel);
         for bad in [
             r#"{"op": "reboot"}"#,
             r#"{"op": "pause-disk"}"#,
@@ -181,9 +202,15 @@ mod tests {
     fn the_socket_answers_and_refuses_clearly() {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("vmm.sock");
-        spawn(UnixListener::bind(&socket).unwrap(), HashMap::new()).unwrap();
+        let irq = vmm_sys_util::eventfd::EventFd::new(vmm_sys_util::eventfd::EFD_NONBLOCK).unwrap();
+        let irq_line = crate::vmm::devices::legacy::serial::IrqLine(irq.try_clone().unwrap());
+        let keyboard = Arc::new(I8042::new(irq_line, crate::vmm::exit::ExitNotifier::new().unwrap()));
+        spawn(UnixListener::bind(&socket).unwrap(), ControlTargets { disks: HashMap::new(), keyboard })
+            .unwrap();
         let err = call(&socket, &Request::PauseDisk { id: "vol-x".into() }).unwrap_err();
         assert!(err.contains("no disk"), "{err}");
+        call(&socket, &Request::CtrlAltDel).unwrap();
+        assert!(irq.read().is_ok(), "the keys reached the keyboard controller");
         let mut raw = UnixStream::connect(&socket).unwrap();
         raw.write_all(b"not json\n").unwrap();
         let mut reply = String::new();

@@ -106,23 +106,6 @@ impl ExitNotifier {
     }
 }
 
-/// A vm-superio trigger that ends the VM with a fixed reason (used for device-initiated resets).
-pub struct ExitTrigger {
-    /// Where to report.
-    pub notifier: ExitNotifier,
-    /// What to report.
-    pub reason: ExitReason,
-}
-
-impl vm_superio::Trigger for ExitTrigger {
-    type E = std::convert::Infallible;
-
-    fn trigger(&self) -> Result<(), Self::E> {
-        self.notifier.notify(self.reason.clone());
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -123,8 +123,8 @@ fn run_inner(vm: MicroVm, console_input: bool) -> std::io::Result<ExitReason> {
     let MicroVm { vcpus, bus, serial, exit, control, vm: _vm, memory: _memory } = vm;
     let signals = stop_signalfd()?;
     // Spawned after the stop signals are blocked, so they only ever reach the signalfd.
-    if let Some((listener, disks)) = control {
-        crate::vmm::control::spawn(listener, disks)?;
+    if let Some((listener, targets)) = control {
+        crate::vmm::control::spawn(listener, targets)?;
     }
     register_signal_handler(SIGRTMIN(), kick_handler)
         .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))?;

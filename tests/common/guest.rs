@@ -96,6 +96,18 @@ impl Asm {
         self.outb(0x600, 0x34)
     }
 
+    /// Polls the i8042 keyboard controller until it delivers `scancode` (clobbers AL, DX).
+    pub fn wait_for_scancode(self, scancode: u8) -> Self {
+        self.mov_dx(0x64)
+            .in_al_dx()
+            .raw(&[0xa8, 0x01]) // test al, 1: output buffer full?
+            .raw(&[0x74, 0xf7]) // jz back to the start (-9)
+            .mov_dx(0x60)
+            .in_al_dx()
+            .raw(&[0x3c, scancode]) // cmp al, scancode
+            .raw(&[0x75, 0xee]) // jne back to the start (-18)
+    }
+
     /// `jmp $`: spin forever.
     pub fn spin(self) -> Self {
         self.raw(&[0xeb, 0xfe])
