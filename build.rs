@@ -16,7 +16,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             println!("cargo:rerun-if-changed={proto}");
         }
         std::env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?);
+        // The encoded descriptors feed the reflection service.
+        let descriptors = std::path::PathBuf::from(std::env::var("OUT_DIR")?).join("nuage_descriptor.bin");
         tonic_build::configure()
+            .file_descriptor_set_path(descriptors)
             .type_attribute(".nuage.v1", "#[derive(serde::Serialize)]")
             .compile_protos(&protos, &["proto"])?;
     }

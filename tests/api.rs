@@ -228,9 +228,10 @@ fn a_guest_power_off_stops_its_instance() {
 
 /// A stop asks the guest first: Ctrl+Alt+Del reaches its keyboard controller and a guest
 /// that acts on it powers off well within the stop timeout. A guest that ignores it is
-/// stopped from outside once the timeout has passed; `--force` does not wait at all.
+/// stopped from outside once the timeout has passed; `--force` does not wait at all. A
+/// reboot asks the same way, then boots the instance again on a new VMM.
 #[test]
-fn a_stop_asks_the_guest_to_shut_down_first() {
+fn stop_and_reboot_ask_the_guest_to_shut_down_first() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = Daemon::spawn(
         dir.path(),
@@ -245,11 +246,21 @@ fn a_stop_asks_the_guest_to_shut_down_first() {
         daemon.wait_for(|| daemon.console(id).contains("up"), "the guest to boot");
     }
 
+    let vmm = |id: &str| nuage::daemon::process::running_vmms(&dir.path().join("state")).get(id).copied();
+    let before = vmm(&polite);
+    let reboot = daemon.ok(&["reboot-instances", "--instance-ids", &polite]);
+    assert_eq!(reboot["StateChanges"][0]["current_state"], "running");
+    assert!(vmm(&polite).is_some() && vmm(&polite) != before, "a new VMM runs the instance");
+    daemon.wait_for(|| daemon.console(&polite).matches("up").count() == 2, "the guest to boot again");
+    assert_eq!(daemon.console(&polite).matches("bye").count(), 1, "it shut down for the reboot");
+
     let start = Instant::now();
     let stop = daemon.ok(&["stop-instances", "--instance-ids", &polite]);
     assert_eq!(stop["StateChanges"][0]["current_state"], "stopped");
     assert!(start.elapsed() < Duration::from_secs(6), "took {:?}", start.elapsed());
-    assert!(daemon.console(&polite).contains("bye"), "the guest saw Delete pressed and powered off");
+    assert_eq!(daemon.console(&polite).matches("bye").count(), 2, "the guest saw Delete and powered off");
+    let err = daemon.err(&["reboot-instances", "--instance-ids", &polite]);
+    assert!(err.starts_with("IncorrectInstanceState"), "only running instances reboot: {err}");
 
     let start = Instant::now();
     daemon.ok(&["stop-instances", "--instance-ids", &deaf[0], "--force"]);
@@ -667,9 +678,14 @@ fn elastic_ips_follow_their_instance() {
 /// taps and leases match what the instances' states say.
 #[test]
 fn a_daemon_killed_mid_operation_leaves_nothing_behind() {
-    for (n, point) in
-        ["run-after-volume", "launch-after-spawn", "terminate-after-record"].into_iter().enumerate()
-    {
+    let points = [
+        "run-after-volume",
+        "launch-after-spawn",
+        "terminate-after-record",
+        "snapshot-after-pause",
+        "snapshot-before-switch",
+    ];
+    for (n, point) in points.into_iter().enumerate() {
         let ns = Netns::new(&format!("crash{n}"));
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
@@ -680,14 +696,18 @@ fn a_daemon_killed_mid_operation_leaves_nothing_behind() {
             .to_owned();
         let image = register(&daemon, "idle", Asm::new().cli_hlt());
         let run = ["run-instances", "--image-id", &image, "--subnet-id", &subnet];
-        let victim = ids(&daemon.ok(&run)).remove(0);
+        let victim = daemon.ok(&run)["Instances"][0].clone();
+        let (victim, root) = (
+            victim["instance_id"].as_str().unwrap().to_owned(),
+            victim["root_volume_id"].as_str().unwrap().to_owned(),
+        );
         daemon.kill();
 
         let daemon = Daemon::spawn_with_failpoint(dir.path(), &Daemon::netns_args(&ns.0), point);
-        let operation: Vec<&str> = if point.starts_with("terminate") {
-            vec!["terminate-instances", "--instance-ids", &victim]
-        } else {
-            run.to_vec()
+        let operation: Vec<&str> = match point.split('-').next() {
+            Some("terminate") => vec!["terminate-instances", "--instance-ids", &victim],
+            Some("snapshot") => vec!["create-snapshot", "--volume-id", &root],
+            _ => run.to_vec(),
         };
         let mut client = Command::new(env!("CARGO_BIN_EXE_nuage"))
             .arg("--endpoint")
@@ -733,6 +753,32 @@ fn a_daemon_killed_mid_operation_leaves_nothing_behind() {
         if point == "terminate-after-record" {
             assert_eq!(daemon.state(&victim).0, "terminated", "{point}: the termination was finished");
         }
+        if point.starts_with("snapshot") {
+            // The snapshot is finished if it had begun, and the running VMM writes the
+            // volume's current top layer again, not the file that became the snapshot.
+            let snapshots = daemon.ok(&["describe-snapshots"])["Snapshots"].as_array().unwrap().len();
+            assert_eq!(snapshots, usize::from(point == "snapshot-before-switch"), "{point}");
+            let top = state.join(format!("store/volumes/{root}.qcow2"));
+            let pid = vmms[&victim];
+            let writes_top = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten().any(|fd| {
+                let info = std::fs::read_to_string(format!(
+                    "/proc/{pid}/fdinfo/{}",
+                    fd.file_name().to_string_lossy()
+                ));
+                let flags = info
+                    .unwrap_or_default()
+                    .lines()
+                    .find_map(|l| l.strip_prefix("flags:").map(|f| f.trim().to_owned()));
+                let read_write =
+                    flags.and_then(|f| u32::from_str_radix(&f, 8).ok()).is_some_and(|f| f & 3 == 2);
+                std::fs::read_link(fd.path()).is_ok_and(|target| target == top) && read_write
+            });
+            assert!(writes_top, "{point}: the VMM has {} open for writing", top.display());
+            let socket = state.join(format!("instances/{victim}/control.sock"));
+            let disks = nuage::vmm::control::query_disks(&socket).unwrap();
+            assert!(disks.iter().all(|d| !d.paused), "{point}: no disk is left paused: {disks:?}");
+            daemon.ok(&["create-snapshot", "--volume-id", &root]);
+        }
 
         // Everything still works, and goes away cleanly.
         let ids: Vec<String> = instances
@@ -749,6 +795,180 @@ fn a_daemon_killed_mid_operation_leaves_nothing_behind() {
         assert!(!ns.links().contains("ntap-"), "{point}");
         kill_vmms(dir.path());
     }
+}
+
+/// `get-console-output --follow` streams the console as the guest writes it and the state
+/// changes as they happen, and ends by itself when the instance is terminated.
+#[test]
+fn following_an_instance_streams_its_console_and_states() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::spawn(
+        dir.path(),
+        &["--vmm".as_ref(), common::vmm_bin().as_ref(), "--stop-timeout".as_ref(), "8".as_ref()],
+    );
+    let guest = Asm::new().print("up\n").wait_for_scancode(0x71).print("bye\n").acpi_poweroff().spin();
+    let image = register(&daemon, "polite", guest);
+    let id = ids(&daemon.ok(&["run-instances", "--image-id", &image])).remove(0);
+    let follow = |id: &str| {
+        Command::new(env!("CARGO_BIN_EXE_nuage"))
+            .arg("--endpoint")
+            .arg(dir.path().join("api.sock"))
+            .args(["get-console-output", "--follow", "--instance-id", id])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut watcher = follow(&id);
+    daemon.wait_for(|| daemon.console(&id).contains("up"), "the guest to boot");
+    daemon.ok(&["stop-instances", "--instance-ids", &id]);
+    daemon.ok(&["terminate-instances", "--instance-ids", &id]);
+    let start = Instant::now();
+    while watcher.try_wait().unwrap().is_none() {
+        assert!(start.elapsed() < Duration::from_secs(10), "the stream did not end with the instance");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = watcher.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "up\nbye\n");
+    let states: Vec<String> = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter_map(|l| l.strip_prefix(&format!("[nuage] {id} is ")).map(str::to_owned))
+        .collect();
+    assert_eq!(states.first().map(String::as_str), Some("running"), "{states:?}");
+    assert_eq!(states.last().map(String::as_str), Some("terminated"), "{states:?}");
+    assert!(states.iter().any(|s| s == "stopped"), "{states:?}");
+
+    let missing = follow("i-00000000000000000").wait_with_output().unwrap();
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("InvalidInstanceID.NotFound"));
+}
+
+/// `--metrics-address` serves Prometheus metrics: instances by state, each running VMM's
+/// CPU time and memory, and API call counts and latencies by method.
+#[test]
+fn metrics_report_instances_and_api_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::spawn(
+        dir.path(),
+        &["--vmm".as_ref(), common::vmm_bin().as_ref(), "--metrics-address".as_ref(), "127.0.0.1:0".as_ref()],
+    );
+    let log = daemon.log();
+    let port: String = log
+        .lines()
+        .filter(|l| l.contains("serving metrics"))
+        .find_map(|l| l.split("127.0.0.1:").nth(1))
+        .map(|rest| rest.chars().take_while(char::is_ascii_digit).collect())
+        .unwrap_or_else(|| panic!("no metrics address in {log}"));
+    let address = format!("127.0.0.1:{port}");
+    let get = |path: &str| {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&address).unwrap();
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: nuaged\r\n\r\n").unwrap();
+        let mut page = String::new();
+        stream.read_to_string(&mut page).unwrap();
+        page
+    };
+    let image = register(&daemon, "idle", Asm::new().print("booted\n").cli_hlt());
+    let id = ids(&daemon.ok(&["run-instances", "--image-id", &image])).remove(0);
+    daemon.ok(&["describe-instances"]);
+    let page = get("/metrics");
+    assert!(page.starts_with("HTTP/1.1 200 OK"), "{page}");
+    assert!(page.contains("nuage_instances{state=\"running\"} 1\n"), "{page}");
+    assert!(page.contains("nuage_instances{state=\"stopped\"} 0\n"), "{page}");
+    let memory = page
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("nuage_instance_memory_bytes{{instance_id=\"{id}\"}} ")))
+        .unwrap_or_else(|| panic!("no memory line for {id}: {page}"));
+    assert!(memory.parse::<u64>().unwrap() > 1 << 20, "the VMM's resident memory: {memory}");
+    assert!(page.contains(&format!("nuage_instance_cpu_seconds_total{{instance_id=\"{id}\"}} ")), "{page}");
+    let run = "method=\"/nuage.v1.Instances/RunInstances\"";
+    assert!(page.contains(&format!("nuage_api_request_duration_seconds_count{{{run}}} 1\n")), "{page}");
+    assert!(page.contains(&format!("nuage_api_request_duration_seconds_bucket{{{run},le=\"+Inf\"}} 1\n")));
+    assert!(get("/other").starts_with("HTTP/1.1 404"), "only /metrics is served");
+}
+
+/// ImportImage streams how much of the disk has been copied, ending with the image.
+#[test]
+fn image_import_reports_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let _daemon = Daemon::start(dir.path());
+    let disk = common::write_file(dir.path(), "big.disk", &vec![7u8; 40 << 20]);
+    let kernel = common::write_file(dir.path(), "k", &elf_kernel(Asm::new().cli_hlt().bytes()));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        use nuage::api::pb::images_client::ImagesClient;
+        use nuage::api::pb::RegisterImageRequest;
+        let channel = nuage::api::server::connect(&dir.path().join("api.sock")).await.unwrap();
+        let mut images = ImagesClient::new(channel);
+        let request = RegisterImageRequest { disk_path: disk, kernel_path: kernel, ..Default::default() };
+        let mut updates = images.import_image(request).await.unwrap().into_inner();
+        let mut seen = Vec::new();
+        let mut image = None;
+        while let Some(update) = updates.message().await.unwrap() {
+            assert_eq!(update.bytes_total, 40 << 20);
+            seen.push(update.bytes_done);
+            image = image.or(update.image);
+        }
+        assert!(seen.len() >= 10, "a report per 4 MiB: {seen:?}");
+        assert!(seen.windows(2).all(|w| w[0] <= w[1]) && seen.last() == Some(&(40 << 20)), "{seen:?}");
+        assert!(image.unwrap().image_id.starts_with("ami-"));
+
+        let missing = RegisterImageRequest {
+            disk_path: "/nonexistent".into(),
+            kernel_path: "/k".into(),
+            ..Default::default()
+        };
+        let mut updates = images.import_image(missing).await.unwrap().into_inner();
+        let err = updates.message().await.unwrap_err();
+        assert!(err.message().contains("/nonexistent"), "{err:?}");
+    });
+}
+
+/// The standard gRPC health and reflection services answer beside nuage's own, so
+/// grpcurl, load balancers and probes work without knowing nuage.
+#[test]
+fn health_and_reflection_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let _daemon = Daemon::start(dir.path());
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        use tonic_health::pb::health_check_response::ServingStatus;
+        use tonic_health::pb::health_client::HealthClient;
+        use tonic_health::pb::HealthCheckRequest;
+        use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+        use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+        let channel = nuage::api::server::connect(&dir.path().join("api.sock")).await.unwrap();
+        let mut health = HealthClient::new(channel.clone());
+        for service in ["", "nuage.v1.Instances", "nuage.v1.KeyPairs"] {
+            let request = HealthCheckRequest { service: service.into() };
+            let status = health.check(request).await.unwrap().into_inner().status;
+            assert_eq!(status, ServingStatus::Serving as i32, "{service:?}");
+        }
+        let unknown = health.check(HealthCheckRequest { service: "nuage.v1.Nope".into() }).await;
+        assert_eq!(unknown.unwrap_err().code(), tonic::Code::NotFound);
+
+        let mut reflection = ServerReflectionClient::new(channel);
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut replies =
+            reflection.server_reflection_info(tokio_stream::iter([request])).await.unwrap().into_inner();
+        let reply = replies.message().await.unwrap().unwrap();
+        let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+            panic!("{reply:?}")
+        };
+        let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+        for service in
+            ["nuage.v1.Instances", "nuage.v1.Volumes", "nuage.v1.KeyPairs", "grpc.health.v1.Health"]
+        {
+            assert!(names.iter().any(|n| n == service), "{service} in {names:?}");
+        }
+    });
 }
 
 /// `nuage doctor` reports each thing nuage needs, tells software KVM from hardware, and

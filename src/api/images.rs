@@ -3,13 +3,14 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::blocking;
 use super::pb::images_server::Images;
 use super::pb::{
     DeregisterImageRequest, DeregisterImageResponse, DescribeImagesRequest, DescribeImagesResponse, Image,
-    RegisterImageRequest,
+    ImportImageProgress, RegisterImageRequest,
 };
 use crate::daemon::{Daemon, DaemonError};
 use crate::storage::store::image::{ImageRecord, ImageSource, ImageSpec, ImageState};
@@ -41,6 +42,21 @@ fn required(value: &str, name: &str) -> Result<PathBuf, DaemonError> {
     Ok(PathBuf::from(value))
 }
 
+/// What a RegisterImage or ImportImage request asks the store for.
+fn import_request(r: RegisterImageRequest) -> Result<(ImageSpec, ImageSource), DaemonError> {
+    let format: DiskFormat = if r.disk_format.is_empty() { "raw" } else { r.disk_format.as_str() }
+        .parse()
+        .map_err(DaemonError::InvalidParameter)?;
+    let source = ImageSource::Disk {
+        disk: required(&r.disk_path, "disk_path")?,
+        format,
+        kernel: required(&r.kernel_path, "kernel_path")?,
+        initrd: (!r.initrd_path.is_empty()).then(|| PathBuf::from(&r.initrd_path)),
+    };
+    let name = if r.name.is_empty() { "image".to_owned() } else { r.name };
+    Ok((ImageSpec { name, description: r.description, cmdline: r.kernel_cmdline }, source))
+}
+
 #[tonic::async_trait]
 impl Images for ImagesService {
     async fn register_image(
@@ -50,21 +66,45 @@ impl Images for ImagesService {
         let r = request.into_inner();
         let daemon = self.0.clone();
         let record = blocking(move || {
-            let format: DiskFormat = if r.disk_format.is_empty() { "raw" } else { r.disk_format.as_str() }
-                .parse()
-                .map_err(DaemonError::InvalidParameter)?;
-            let source = ImageSource::Disk {
-                disk: required(&r.disk_path, "disk_path")?,
-                format,
-                kernel: required(&r.kernel_path, "kernel_path")?,
-                initrd: (!r.initrd_path.is_empty()).then(|| PathBuf::from(&r.initrd_path)),
-            };
-            let name = if r.name.is_empty() { "image".to_owned() } else { r.name };
-            let spec = ImageSpec { name, description: r.description, cmdline: r.kernel_cmdline };
+            let (spec, source) = import_request(r)?;
             Ok(daemon.store.register_image(&spec, &source)?)
         })
         .await?;
         Ok(Response::new(image(record)))
+    }
+
+    type ImportImageStream = ReceiverStream<Result<ImportImageProgress, Status>>;
+
+    async fn import_image(
+        &self,
+        request: Request<RegisterImageRequest>,
+    ) -> Result<Response<Self::ImportImageStream>, Status> {
+        let (spec, source) = import_request(request.into_inner())?;
+        let daemon = self.0.clone();
+        let (updates, stream) = tokio::sync::mpsc::channel(16);
+        tokio::task::spawn_blocking(move || {
+            // A caller that hangs up does not stop the import: it finishes, or fails
+            // cleanly, either way leaving the store whole.
+            let mut copied = 0;
+            let mut report = |bytes_done, bytes_total| {
+                copied = bytes_total;
+                let _ =
+                    updates.blocking_send(Ok(ImportImageProgress { bytes_done, bytes_total, image: None }));
+            };
+            let last = match daemon.store.import_image(&spec, &source, &mut report) {
+                Ok(record) => {
+                    let done = ImportImageProgress {
+                        bytes_done: copied,
+                        bytes_total: copied,
+                        image: Some(image(record)),
+                    };
+                    Ok(done)
+                }
+                Err(e) => Err(Status::from(DaemonError::from(e))),
+            };
+            let _ = updates.blocking_send(last);
+        });
+        Ok(Response::new(ReceiverStream::new(stream)))
     }
 
     async fn describe_images(

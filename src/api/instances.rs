@@ -2,17 +2,24 @@
 
 use std::sync::Arc;
 
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::blocking;
+use super::pb::instance_event::Event;
 use super::pb::instances_server::Instances;
 use super::pb::{
     DescribeInstancesRequest, DescribeInstancesResponse, GetConsoleOutputRequest, GetConsoleOutputResponse,
-    Instance, InstanceIds, RunInstancesRequest, RunInstancesResponse, StateChange, StateChanges,
+    Instance, InstanceEvent, InstanceIds, RunInstancesRequest, RunInstancesResponse, StateChange,
+    StateChanges, WatchInstanceRequest,
 };
 use crate::daemon::instances::{RunSpec, StateChange as Change};
+use crate::daemon::watch::InstanceEvent as WatchEvent;
 use crate::daemon::{Daemon, DaemonError};
 use crate::state::instance::{InstanceRecord, InstanceState};
+
+/// How often a watched instance's console and state are looked at.
+const WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Serves the daemon's instances.
 pub struct InstancesService(pub Arc<Daemon>);
@@ -32,6 +39,18 @@ fn instance(r: InstanceRecord) -> Instance {
         private_ip_address: r.private_ip.map(|ip| ip.to_string()).unwrap_or_default(),
         key_name: r.key_name,
     }
+}
+
+fn event(id: &str, event: WatchEvent) -> InstanceEvent {
+    let event = match event {
+        WatchEvent::Console(bytes) => Event::Console(bytes),
+        WatchEvent::State { previous, current } => Event::State(StateChange {
+            instance_id: id.to_owned(),
+            previous_state: previous.map(|s| s.as_str().to_owned()).unwrap_or_default(),
+            current_state: current.as_str().into(),
+        }),
+    };
+    InstanceEvent { event: Some(event) }
 }
 
 fn changes(changes: Vec<Change>) -> Response<StateChanges> {
@@ -105,6 +124,15 @@ impl Instances for InstancesService {
         Ok(changes(blocking(move || daemon.instances.stop(&instance_ids, force)).await?))
     }
 
+    async fn reboot_instances(
+        &self,
+        request: Request<InstanceIds>,
+    ) -> Result<Response<StateChanges>, Status> {
+        let ids = request.into_inner().instance_ids;
+        let daemon = self.0.clone();
+        Ok(changes(blocking(move || daemon.instances.reboot(&ids)).await?))
+    }
+
     async fn start_instances(&self, request: Request<InstanceIds>) -> Result<Response<StateChanges>, Status> {
         let ids = request.into_inner().instance_ids;
         let daemon = self.0.clone();
@@ -118,6 +146,42 @@ impl Instances for InstancesService {
         let ids = request.into_inner().instance_ids;
         let daemon = self.0.clone();
         Ok(changes(blocking(move || daemon.instances.terminate(&ids)).await?))
+    }
+
+    type WatchInstanceStream = ReceiverStream<Result<InstanceEvent, Status>>;
+
+    // A stream's items are tonic's Result<_, Status>, however large Status is.
+    #[allow(clippy::result_large_err)]
+    async fn watch_instance(
+        &self,
+        request: Request<WatchInstanceRequest>,
+    ) -> Result<Response<Self::WatchInstanceStream>, Status> {
+        let WatchInstanceRequest { instance_id: id, from_start } = request.into_inner();
+        let daemon = self.0.clone();
+        let mut watch = {
+            let id = id.clone();
+            blocking(move || daemon.instances.watch(&id, from_start)).await?
+        };
+        let (events, stream) = tokio::sync::mpsc::channel(16);
+        // A thread per watcher, polling: it ends when the instance is terminated or the
+        // caller hangs up (the channel closes).
+        std::thread::spawn(move || loop {
+            let batch: Vec<Result<InstanceEvent, Status>> = match watch.poll() {
+                Ok(batch) => batch.into_iter().map(|e| Ok(event(&id, e))).collect(),
+                Err(e) => vec![Err(Status::from(e))],
+            };
+            let failed = batch.iter().any(Result::is_err);
+            for item in batch {
+                if events.blocking_send(item).is_err() {
+                    return;
+                }
+            }
+            if failed || watch.finished() || events.is_closed() {
+                return;
+            }
+            std::thread::sleep(WATCH_INTERVAL);
+        });
+        Ok(Response::new(ReceiverStream::new(stream)))
     }
 
     async fn get_console_output(

@@ -5,6 +5,7 @@ pub mod addresses;
 pub mod images;
 pub mod instances;
 pub mod keypairs;
+pub mod metrics;
 pub mod server;
 pub mod subnets;
 pub mod volumes;
@@ -13,6 +14,9 @@ pub mod volumes;
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 pub mod pb {
     tonic::include_proto!("nuage.v1");
+
+    /// The encoded descriptors of every message and service, for gRPC reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("nuage_descriptor");
 }
 
 use tonic::{Code, Status};

@@ -14,6 +14,7 @@ use super::addresses::AddressesService;
 use super::images::ImagesService;
 use super::instances::InstancesService;
 use super::keypairs::KeyPairsService;
+use super::metrics::{ApiMetrics, TimingLayer};
 use super::pb::addresses_server::AddressesServer;
 use super::pb::images_server::ImagesServer;
 use super::pb::instances_server::InstancesServer;
@@ -43,13 +44,31 @@ pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
     Ok(listener)
 }
 
-/// Serves the API on `listener` until `shutdown` resolves.
+/// Serves the API on `listener` until `shutdown` resolves, with the standard gRPC health
+/// (every nuage service reports serving) and reflection services beside it.
 pub async fn serve(
     daemon: Arc<Daemon>,
     listener: UnixListener,
+    metrics: Arc<ApiMetrics>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let (mut reporter, health) = tonic_health::server::health_reporter();
+    reporter.set_serving::<ImagesServer<ImagesService>>().await;
+    reporter.set_serving::<InstancesServer<InstancesService>>().await;
+    reporter.set_serving::<SubnetsServer<SubnetsService>>().await;
+    reporter.set_serving::<VolumesServer<VolumesService>>().await;
+    reporter.set_serving::<SnapshotsServer<SnapshotsService>>().await;
+    reporter.set_serving::<AddressesServer<AddressesService>>().await;
+    reporter.set_serving::<KeyPairsServer<KeyPairsService>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(super::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("building the reflection service")?;
     Server::builder()
+        .layer(TimingLayer(metrics))
+        .add_service(health)
+        .add_service(reflection)
         .add_service(ImagesServer::new(ImagesService(daemon.clone())))
         .add_service(InstancesServer::new(InstancesService(daemon.clone())))
         .add_service(SubnetsServer::new(SubnetsService(daemon.clone())))

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
+use nuage::api::metrics::{self, ApiMetrics};
 use nuage::daemon::config::DaemonConfig;
 use nuage::daemon::Daemon;
 use tracing::info;
@@ -37,6 +38,9 @@ struct Args {
     /// Seconds a stop gives the guest to shut down before its VMM is stopped.
     #[arg(long)]
     stop_timeout: Option<u64>,
+    /// Serve Prometheus metrics on this address (`GET /metrics`), e.g. 127.0.0.1:9464.
+    #[arg(long)]
+    metrics_address: Option<std::net::SocketAddr>,
     /// Log filter (tracing's env-filter syntax).
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -68,15 +72,26 @@ async fn main() -> anyhow::Result<()> {
     if let Some(seconds) = args.stop_timeout {
         config.stop_timeout_secs = seconds;
     }
+    if args.metrics_address.is_some() {
+        config.metrics_address = args.metrics_address;
+    }
     if !args.address_pool.is_empty() {
         config.network.address_pool = args.address_pool;
     }
     let socket = config.socket.clone();
+    let metrics_address = config.metrics_address;
     let (daemon, recovered) = tokio::task::spawn_blocking(move || Daemon::open(config))
         .await?
         .context("opening the daemon's state")?;
     for action in recovered {
         info!("recovery: {action}");
+    }
+    let daemon = Arc::new(daemon);
+    let api_metrics = Arc::new(ApiMetrics::default());
+    if let Some(address) = metrics_address {
+        let listener = metrics::bind(address).await?;
+        info!(address = %listener.local_addr()?, "serving metrics");
+        tokio::spawn(metrics::serve(listener, daemon.clone(), api_metrics.clone()));
     }
     let listener = nuage::api::server::bind(&socket)?;
     info!(socket = %socket.display(), state_dir = %daemon.state_dir().display(), "serving the API");
@@ -88,5 +103,5 @@ async fn main() -> anyhow::Result<()> {
         }
         info!("stopping; instances keep running and are adopted at the next start");
     };
-    nuage::api::server::serve(Arc::new(daemon), listener, shutdown).await
+    nuage::api::server::serve(daemon, listener, api_metrics, shutdown).await
 }

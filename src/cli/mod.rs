@@ -4,6 +4,7 @@
 mod doctor;
 mod output;
 
+use std::io::Write as _;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -11,6 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::api::pb::addresses_client::AddressesClient;
 use crate::api::pb::images_client::ImagesClient;
+use crate::api::pb::instance_event::Event;
 use crate::api::pb::instances_client::InstancesClient;
 use crate::api::pb::key_pairs_client::KeyPairsClient;
 use crate::api::pb::snapshots_client::SnapshotsClient;
@@ -22,7 +24,7 @@ use crate::api::pb::{
     DeleteSubnetRequest, DeregisterImageRequest, DescribeAddressesRequest, DescribeImagesRequest,
     DescribeInstancesRequest, DescribeKeyPairsRequest, DescribeSnapshotsRequest, DescribeSubnetsRequest,
     DescribeVolumesRequest, GetConsoleOutputRequest, ImportKeyPairRequest, InstanceIds, ModifyVolumeRequest,
-    RegisterImageRequest, RunInstancesRequest, VolumeId,
+    RegisterImageRequest, RunInstancesRequest, VolumeId, WatchInstanceRequest,
 };
 use crate::api::server::connect;
 use output::{
@@ -136,6 +138,12 @@ enum Command {
         /// Stop the VMMs at once instead of asking the guests to shut down.
         #[arg(long)]
         force: bool,
+    },
+    /// Reboots running instances (the guest is asked to shut down, then started again).
+    RebootInstances {
+        /// The instances.
+        #[arg(long = "instance-ids", num_args = 1.., required = true)]
+        instance_ids: Vec<String>,
     },
     /// Starts stopped instances.
     StartInstances {
@@ -298,7 +306,49 @@ enum Command {
         /// The instance.
         #[arg(long)]
         instance_id: String,
+        /// Keep printing as the guest writes, with state changes on stderr, until the
+        /// instance is terminated.
+        #[arg(long)]
+        follow: bool,
     },
+}
+
+/// A one-line progress bar on stderr, drawn only when stderr is a terminal.
+struct ProgressBar {
+    what: &'static str,
+    drawn: bool,
+}
+
+impl ProgressBar {
+    fn new(what: &'static str) -> Self {
+        Self { what, drawn: false }
+    }
+
+    fn show(&mut self, done: u64, total: u64) {
+        use std::io::IsTerminal;
+        if !std::io::stderr().is_terminal() || total == 0 {
+            return;
+        }
+        const WIDTH: u64 = 30;
+        let filled = (done.min(total) * WIDTH / total) as usize;
+        eprint!(
+            "\r{}: [{}{}] {:3}% {}/{} MiB",
+            self.what,
+            "#".repeat(filled),
+            " ".repeat(WIDTH as usize - filled),
+            done.min(total) * 100 / total,
+            done >> 20,
+            total >> 20
+        );
+        self.drawn = true;
+    }
+
+    fn finish(&mut self) {
+        if self.drawn {
+            eprintln!();
+            self.drawn = false;
+        }
+    }
 }
 
 /// The text of an argument given as text or as `file://PATH` (`fileb://` too, as the aws
@@ -359,7 +409,15 @@ impl Cli {
                     initrd_path: initrd.as_deref().map(path_text).transpose()?.unwrap_or_default(),
                     kernel_cmdline,
                 };
-                print_images(format, vec![images.register_image(request).await?.into_inner()]);
+                let mut updates = images.import_image(request).await?.into_inner();
+                let mut bar = ProgressBar::new("importing the disk");
+                while let Some(update) = updates.message().await? {
+                    bar.show(update.bytes_done, update.bytes_total);
+                    if let Some(image) = update.image {
+                        bar.finish();
+                        print_images(format, vec![image]);
+                    }
+                }
             }
             Command::DescribeImages { image_ids } => {
                 let response = images.describe_images(DescribeImagesRequest { image_ids }).await?;
@@ -396,6 +454,9 @@ impl Cli {
             Command::StopInstances { instance_ids, force } => {
                 let request = InstanceIds { instance_ids, force };
                 print_changes(format, instances.stop_instances(request).await?.into_inner());
+            }
+            Command::RebootInstances { instance_ids } => {
+                print_changes(format, instances.reboot_instances(ids(instance_ids)).await?.into_inner());
             }
             Command::StartInstances { instance_ids } => {
                 print_changes(format, instances.start_instances(ids(instance_ids)).await?.into_inner());
@@ -496,7 +557,26 @@ impl Cli {
                 key_pairs.delete_key_pair(DeleteKeyPairRequest { key_name }).await?;
             }
             Command::Doctor { .. } | Command::Completions { .. } => unreachable!("handled before connecting"),
-            Command::GetConsoleOutput { instance_id } => {
+            Command::GetConsoleOutput { instance_id, follow: true } => {
+                let request = WatchInstanceRequest { instance_id, from_start: true };
+                let mut events = instances.watch_instance(request).await?.into_inner();
+                let mut stdout = std::io::stdout();
+                while let Some(event) = events.message().await? {
+                    match event.event {
+                        Some(Event::Console(bytes)) => {
+                            stdout
+                                .write_all(&bytes)
+                                .and_then(|()| stdout.flush())
+                                .context("writing the console")?;
+                        }
+                        Some(Event::State(change)) => {
+                            eprintln!("[nuage] {} is {}", change.instance_id, change.current_state)
+                        }
+                        None => {}
+                    }
+                }
+            }
+            Command::GetConsoleOutput { instance_id, follow: false } => {
                 let response = instances.get_console_output(GetConsoleOutputRequest { instance_id }).await?;
                 print!("{}", response.into_inner().output);
             }

@@ -49,6 +49,8 @@ pub struct DaemonConfig {
     pub stop_timeout_secs: u64,
     /// The network plane.
     pub network: NetworkConfig,
+    /// Where Prometheus metrics are served over HTTP (`GET /metrics`); none by default.
+    pub metrics_address: Option<std::net::SocketAddr>,
 }
 
 impl Default for DaemonConfig {
@@ -71,6 +73,7 @@ impl Default for DaemonConfig {
             max_count: 32,
             stop_timeout_secs: 10,
             network: NetworkConfig::default(),
+            metrics_address: None,
         }
     }
 }

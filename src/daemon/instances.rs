@@ -6,7 +6,7 @@
 //! interrupted: no volume without an instance, no VMM without a record, no instance
 //! stuck in pending.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::{Child, ExitStatus};
@@ -17,15 +17,16 @@ use tracing::{info, warn};
 
 use super::cidata::{self, ConfigDrive};
 use super::config::DaemonConfig;
-use super::process::{instance_dir, running_vmms, tail, Launch, ProcessHandle};
+use super::process::{disk_serial, instance_dir, running_vmms, tail, Launch, ProcessHandle};
+use super::watch::Watch;
 use super::{failpoint, DaemonError};
 use crate::net::plane::NetworkPlane;
 use crate::state::db::{InstanceStore, StateError};
 use crate::state::instance::{InstanceRecord, InstanceState};
 use crate::state::keypair::KeyPairRecord;
 use crate::storage::store::volume::Parent;
-use crate::storage::store::{new_id, now, Store};
-use crate::vmm::control;
+use crate::storage::store::{new_id, now, LayerSwitch, Store};
+use crate::vmm::control::{self, VmmDisk};
 
 use InstanceState::*;
 
@@ -34,6 +35,9 @@ const VMM_EXIT_REBOOT: i32 = 4;
 /// How long a VMM gets to stop its vCPUs and flush its disks after SIGTERM before it is
 /// killed.
 const VMM_STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// State changes kept for watchers that fall behind; one further behind rereads the state.
+const STATE_CHANGES_KEPT: usize = 256;
 
 /// One state change, as StopInstances and friends report it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +78,10 @@ pub struct Instances {
     config: Arc<DaemonConfig>,
     /// Handles of the running VMMs, for signals that cannot hit a reused pid.
     handles: Arc<Mutex<HashMap<String, Arc<ProcessHandle>>>>,
+    /// Instances being rebooted: when their VMM ends, a new one starts.
+    rebooting: Arc<Mutex<HashSet<String>>>,
+    /// Every state change (instance, new state), for watchers.
+    changes: tokio::sync::broadcast::Sender<(String, InstanceState)>,
 }
 
 impl Instances {
@@ -84,7 +92,8 @@ impl Instances {
         plane: Arc<NetworkPlane>,
         config: Arc<DaemonConfig>,
     ) -> Self {
-        Self { db, store, plane, config, handles: Arc::default() }
+        let (changes, _) = tokio::sync::broadcast::channel(STATE_CHANGES_KEPT);
+        Self { db, store, plane, config, handles: Arc::default(), rebooting: Arc::default(), changes }
     }
 
     /// Launches `spec.count` instances of an image, each with an interface on the subnet
@@ -209,7 +218,7 @@ impl Instances {
                 if previous != Stopped {
                     return Ok(StateChange { id: id.clone(), previous, current: previous });
                 }
-                self.db.transition(id, &[Stopped], Pending, "Client.UserInitiatedStart", None)?;
+                self.transition(id, &[Stopped], Pending, "Client.UserInitiatedStart", None)?;
                 let record = self.launch(id)?;
                 Ok(StateChange { id: id.clone(), previous, current: record.state })
             })
@@ -225,12 +234,27 @@ impl Instances {
         for id in ids {
             let previous = self.db.get(id)?.state;
             if previous == Running {
-                self.db.transition(id, &[Running], Stopping, "Client.UserInitiatedShutdown", None)?;
+                self.transition(id, &[Running], Stopping, "Client.UserInitiatedShutdown", None)?;
                 self.shut_down(id, !force);
             }
             changes.push(StateChange { id: id.clone(), previous, current: self.db.get(id)?.state });
         }
         Ok(changes)
+    }
+
+    /// Reboots running instances: each guest is asked to shut down as for a stop, and its
+    /// instance starts again on a new VMM (same volumes and address) once it has; the
+    /// instance stays running throughout. Returns once each runs on its new VMM.
+    pub fn reboot(&self, ids: &[String]) -> Result<Vec<StateChange>, DaemonError> {
+        self.check_all(ids, &[Running])?;
+        for id in ids {
+            self.lock(&self.rebooting).insert(id.clone());
+            self.shut_down(id, true);
+            self.lock(&self.rebooting).remove(id);
+        }
+        ids.iter()
+            .map(|id| Ok(StateChange { id: id.clone(), previous: Running, current: self.db.get(id)?.state }))
+            .collect()
     }
 
     /// Terminates instances: stops their VMMs and deletes their root volumes.
@@ -240,7 +264,7 @@ impl Instances {
         for id in ids {
             let previous = self.db.get(id)?.state;
             if !matches!(previous, ShuttingDown | Terminated) {
-                self.db.transition(
+                self.transition(
                     id,
                     &[Pending, Running, Stopping, Stopped],
                     ShuttingDown,
@@ -264,6 +288,14 @@ impl Instances {
         self.db.get(id)?;
         let path = instance_dir(&self.config.state_dir, id).join("console.log");
         tail(&path, 64 << 10).map_err(|e| DaemonError::Internal(format!("{}: {e}", path.display())))
+    }
+
+    /// Follows the instance's console and state from now on (or from the last 64 KiB of
+    /// console output, with `from_start`).
+    pub fn watch(&self, id: &str, from_start: bool) -> Result<Watch, DaemonError> {
+        self.db.get(id)?;
+        let console = instance_dir(&self.config.state_dir, id).join("console.log");
+        Ok(Watch::new(self.clone(), id, console, from_start))
     }
 
     /// After a daemon start: adopts the VMMs that kept running, and finishes what a crash
@@ -292,10 +324,11 @@ impl Instances {
                 (state, Some(&pid)) => {
                     let handle = ProcessHandle::open(pid).map_err(internal)?;
                     if state == Pending {
-                        self.db.transition(id, &[Pending], Running, "", Some(pid))?;
+                        self.transition(id, &[Pending], Running, "", Some(pid))?;
                     }
                     let stop_requested = matches!(state, Stopping | ShuttingDown);
                     self.supervise(id, handle, None);
+                    self.resync_disks(id)?;
                     if stop_requested {
                         // The request outlived the daemon that took it: carry it out.
                         self.shut_down(id, true);
@@ -307,7 +340,7 @@ impl Instances {
                         && (record.subnet_id.is_empty() || record.private_ip.is_some());
                     if !prepared {
                         // RunInstances never got as far as a volume and an address: undo it.
-                        self.db.transition(
+                        self.transition(
                             id,
                             &[record.state],
                             ShuttingDown,
@@ -318,7 +351,7 @@ impl Instances {
                         actions.push(format!("undid the interrupted launch of {id}"));
                     } else {
                         let reason = "Server.InternalError: the VMM ended while nuaged was down";
-                        self.db.transition(id, &[record.state], Stopped, reason, None)?;
+                        self.transition(id, &[record.state], Stopped, reason, None)?;
                         actions.push(format!("{id} is stopped: its VMM ended while nuaged was down"));
                     }
                 }
@@ -341,6 +374,45 @@ impl Instances {
             }
         }
         Ok(actions)
+    }
+
+    /// Puts every disk of `id`'s adopted VMM back on its volume's current top layer and
+    /// resumes it. A daemon killed in the middle of a live snapshot may have left a disk
+    /// paused, or still on the file that became the snapshot; otherwise the VMM reopens
+    /// the file it had, after flushing it.
+    fn resync_disks(&self, id: &str) -> Result<(), DaemonError> {
+        let socket = instance_dir(&self.config.state_dir, id).join("control.sock");
+        for volume in self.store.volumes()? {
+            if volume.attached_to.as_deref() != Some(id) {
+                continue;
+            }
+            let disk = VmmDisk { socket: socket.clone(), id: disk_serial(&volume.id) };
+            let path = self.store.volume_path(&volume.id)?;
+            if let Err(e) = disk.pause().and_then(|()| disk.switch(&path)) {
+                warn!(instance = id, volume = volume.id, "cannot put the disk on its current layer: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves `id` from one of `from` to `next` in the database and tells the watchers.
+    fn transition(
+        &self,
+        id: &str,
+        from: &[InstanceState],
+        next: InstanceState,
+        reason: &str,
+        pid: Option<i32>,
+    ) -> Result<InstanceRecord, StateError> {
+        let record = self.db.transition(id, from, next, reason, pid)?;
+        // No watcher listening is no error.
+        let _ = self.changes.send((id.to_owned(), next));
+        Ok(record)
+    }
+
+    /// State changes from now on.
+    pub(super) fn subscribe(&self) -> tokio::sync::broadcast::Receiver<(String, InstanceState)> {
+        self.changes.subscribe()
     }
 
     /// Fails unless every id exists and is in one of `allowed`: a request naming one
@@ -391,14 +463,14 @@ impl Instances {
             Ok(child) => child,
             Err(e) => {
                 let error = DaemonError::Internal(format!("cannot start {}: {e}", self.config.vmm.display()));
-                self.db.transition(id, &[Pending], Stopped, &error.to_string(), None)?;
+                self.transition(id, &[Pending], Stopped, &error.to_string(), None)?;
                 return Err(error);
             }
         };
         failpoint("launch-after-spawn");
         let pid = child.id() as i32;
         let handle = ProcessHandle::open(pid).map_err(internal)?;
-        let record = self.db.transition(id, &[Pending], Running, "", Some(pid))?;
+        let record = self.transition(id, &[Pending], Running, "", Some(pid))?;
         info!(instance = id, pid, "launched");
         self.supervise(id, handle, Some(child));
         Ok(record)
@@ -434,10 +506,15 @@ impl Instances {
         self.running().get(id).cloned()
     }
 
-    /// The handles of the running VMMs. A panic while holding them leaves the map whole
-    /// (each change is one insert or remove), so a poisoned lock is used as it is.
+    /// The handles of the running VMMs.
     fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<ProcessHandle>>> {
-        self.handles.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.lock(&self.handles)
+    }
+
+    /// Locks one of the in-memory maps. A panic while holding one leaves it whole (each
+    /// change is one insert or remove), so a poisoned lock is used as it is.
+    fn lock<'a, T>(&self, mutex: &'a Mutex<T>) -> std::sync::MutexGuard<'a, T> {
+        mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Stops the VMM of `id` and waits until its exit is recorded. Gracefully, the guest
@@ -450,7 +527,7 @@ impl Instances {
         if graceful {
             let socket = instance_dir(&self.config.state_dir, id).join("control.sock");
             match control::call(&socket, &control::Request::CtrlAltDel) {
-                Ok(()) if self.wait_exit(id, self.config.stop_timeout()) => {
+                Ok(()) if self.wait_exit(id, &handle, self.config.stop_timeout()) => {
                     info!(instance = id, "the guest shut down");
                     return;
                 }
@@ -461,20 +538,19 @@ impl Instances {
         if let Err(e) = handle.signal(libc::SIGTERM) {
             warn!(instance = id, "SIGTERM: {e}");
         }
-        if !self.wait_exit(id, VMM_STOP_GRACE) {
+        if !self.wait_exit(id, &handle, VMM_STOP_GRACE) {
             warn!(instance = id, "the VMM did not stop in time: killing it");
             let _ = handle.signal(libc::SIGKILL);
-            while self.handle(id).is_some() {
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            self.wait_exit(id, &handle, Duration::MAX);
         }
     }
 
-    /// Waits up to `timeout` for the exit of `id`'s VMM to be recorded; false if it was not.
-    fn wait_exit(&self, id: &str, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while self.handle(id).is_some() {
-            if Instant::now() > deadline {
+    /// Waits up to `timeout` for the exit of VMM `handle` of `id` to be recorded (it is no
+    /// longer `id`'s handle: gone, or replaced by a reboot's); false if it was not.
+    fn wait_exit(&self, id: &str, handle: &Arc<ProcessHandle>, timeout: Duration) -> bool {
+        let deadline = Instant::now().checked_add(timeout);
+        while self.handle(id).is_some_and(|current| Arc::ptr_eq(&current, handle)) {
+            if deadline.is_some_and(|deadline| Instant::now() > deadline) {
                 return false;
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -489,12 +565,16 @@ impl Instances {
         info!(instance = id, ?status, state = %record.state, "VMM exited");
         match record.state {
             Stopping => {
-                self.db.transition(id, &[Stopping], Stopped, &record.state_reason, None)?;
+                self.transition(id, &[Stopping], Stopped, &record.state_reason, None)?;
             }
             ShuttingDown => self.finish_termination(id)?,
+            Running if self.lock(&self.rebooting).contains(id) => {
+                self.transition(id, &[Running], Pending, "Client.UserInitiatedReboot", None)?;
+                self.launch(id)?;
+            }
             Running if code == Some(VMM_EXIT_REBOOT) => {
                 // The guest rebooted: the instance keeps running, on a new VMM.
-                self.db.transition(id, &[Running], Pending, "Client.InstanceInitiatedReboot", None)?;
+                self.transition(id, &[Running], Pending, "Client.InstanceInitiatedReboot", None)?;
                 self.launch(id)?;
             }
             Running => {
@@ -505,7 +585,7 @@ impl Instances {
                     }
                     None => "Server.InternalError: nuage-vmm ended".to_owned(),
                 };
-                self.db.transition(id, &[Running], Stopped, &reason, None)?;
+                self.transition(id, &[Running], Stopped, &reason, None)?;
             }
             _ => {}
         }
@@ -532,7 +612,7 @@ impl Instances {
         let dir: PathBuf = instance_dir(&self.config.state_dir, id);
         let _ = std::fs::remove_file(dir.join("control.sock"));
         cidata::remove(&dir);
-        self.db.transition(id, &[ShuttingDown], Terminated, &reason, None)?;
+        self.transition(id, &[ShuttingDown], Terminated, &reason, None)?;
         Ok(())
     }
 }

@@ -8,6 +8,7 @@ pub mod instances;
 pub mod keypairs;
 pub mod process;
 pub mod volumes;
+pub mod watch;
 
 use std::path::Path;
 use std::sync::Arc;

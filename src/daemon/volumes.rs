@@ -2,15 +2,16 @@
 //! depends on instances (attachments follow the instance's state, and a snapshot of a
 //! volume in use goes through its VMM).
 
+use std::path::Path;
 use std::sync::Arc;
 
 use super::config::DaemonConfig;
 use super::process::{disk_serial, instance_dir};
-use super::DaemonError;
+use super::{failpoint, DaemonError};
 use crate::state::db::{InstanceStore, StateError};
 use crate::state::instance::InstanceState;
 use crate::storage::store::volume::{Parent, SnapshotRecord, VolumeRecord};
-use crate::storage::store::Store;
+use crate::storage::store::{LayerSwitch, Store};
 use crate::vmm::control::VmmDisk;
 
 /// The daemon's volume operations.
@@ -83,7 +84,7 @@ impl Volumes {
             socket: instance_dir(&self.config.state_dir, &instance.id).join("control.sock"),
             id: disk_serial(volume_id),
         };
-        Ok(self.store.create_snapshot_live(volume_id, &vmm)?)
+        Ok(self.store.create_snapshot_live(volume_id, &WithFailpoints(vmm))?)
     }
 
     /// Snapshots a volume attached to `owner`, whose VMM does not run: detaches it for the
@@ -105,5 +106,26 @@ impl Volumes {
             }));
         }
         Ok(())
+    }
+}
+
+/// A VMM disk with the crash-test failpoints of a live snapshot: the disk paused but the
+/// snapshot not begun, and the snapshot made but the disk not yet switched to its new layer.
+struct WithFailpoints(VmmDisk);
+
+impl LayerSwitch for WithFailpoints {
+    fn pause(&self) -> Result<(), String> {
+        self.0.pause()?;
+        failpoint("snapshot-after-pause");
+        Ok(())
+    }
+
+    fn switch(&self, path: &Path) -> Result<(), String> {
+        failpoint("snapshot-before-switch");
+        self.0.switch(path)
+    }
+
+    fn resume(&self) -> Result<(), String> {
+        self.0.resume()
     }
 }

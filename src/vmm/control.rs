@@ -8,6 +8,7 @@
 //! {"op": "switch-disk", "id": "vol-…", "path": "…", "format": "qcow2"}   reopen, then resume
 //! {"op": "resume-disk", "id": "vol-…"}                    resume without switching
 //! {"op": "ctrl-alt-del"}                                  press the keys on the i8042 keyboard
+//! {"op": "query-disks"}                                   each disk's id and whether it is paused
 //! ```
 //!
 //! The socket is served on its own thread; a malformed or oversized request gets an error
@@ -55,6 +56,17 @@ pub enum Request {
     },
     /// Press Ctrl+Alt+Del: the guest's init is asked to shut down (or reboot).
     CtrlAltDel,
+    /// Report the disks.
+    QueryDisks,
+}
+
+/// One disk, as `query-disks` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskStatus {
+    /// The volume id.
+    pub id: String,
+    /// Whether its requests are held back.
+    pub paused: bool,
 }
 
 /// What control requests act on.
@@ -73,29 +85,44 @@ pub struct Reply {
     /// Why not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The disks (`query-disks`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disks: Vec<DiskStatus>,
 }
 
-/// Carries out one request.
-pub fn handle(request: Request, targets: &ControlTargets) -> Result<(), String> {
+/// Carries out one request; returns the disks for `query-disks`.
+pub fn handle(request: Request, targets: &ControlTargets) -> Result<Vec<DiskStatus>, String> {
     let disk = |id: &str| targets.disks.get(id).ok_or_else(|| format!("no disk {id:?}"));
     match request {
-        Request::PauseDisk { id } => disk(&id)?.pause().map_err(|e| format!("flush failed: {e}")),
+        Request::PauseDisk { id } => {
+            disk(&id)?.pause().map_err(|e| format!("flush failed: {e}"))?;
+            Ok(Vec::new())
+        }
         Request::SwitchDisk { id, path, format } => {
             let handle = disk(&id)?;
             let backend = storage::open_disk(&path, format, false).map_err(|e| e.to_string())?;
             handle.switch(backend)?;
             handle.resume();
             tracing::info!(disk = id, path = %path.display(), "disk switched to a new layer");
-            Ok(())
+            Ok(Vec::new())
         }
         Request::ResumeDisk { id } => {
             disk(&id)?.resume();
-            Ok(())
+            Ok(Vec::new())
         }
         Request::CtrlAltDel => {
             targets.keyboard.press_ctrl_alt_del();
             tracing::info!("Ctrl+Alt+Del pressed");
-            Ok(())
+            Ok(Vec::new())
+        }
+        Request::QueryDisks => {
+            let mut disks: Vec<DiskStatus> = targets
+                .disks
+                .iter()
+                .map(|(id, handle)| DiskStatus { id: id.clone(), paused: handle.is_paused() })
+                .collect();
+            disks.sort_by(|a, b| a.id.cmp(&b.id));
+            Ok(disks)
         }
     }
 }
@@ -110,10 +137,10 @@ fn serve_one(stream: UnixStream, targets: &ControlTargets) {
             .and_then(|request| handle(request, targets)),
     };
     let reply = match reply {
-        Ok(()) => Reply { ok: true, error: None },
+        Ok(disks) => Reply { ok: true, error: None, disks },
         Err(e) => {
             tracing::warn!(error = %e, "control request refused");
-            Reply { ok: false, error: Some(e) }
+            Reply { ok: false, error: Some(e), disks: Vec::new() }
         }
     };
     if let Ok(text) = serde_json::to_string(&reply) {
@@ -136,6 +163,15 @@ pub fn spawn(listener: UnixListener, targets: ControlTargets) -> std::io::Result
 
 /// Sends `request` to the VMM listening on `socket`.
 pub fn call(socket: &Path, request: &Request) -> Result<(), String> {
+    exchange(socket, request).map(drop)
+}
+
+/// The disks of the VMM listening on `socket`.
+pub fn query_disks(socket: &Path) -> Result<Vec<DiskStatus>, String> {
+    exchange(socket, &Request::QueryDisks)
+}
+
+fn exchange(socket: &Path, request: &Request) -> Result<Vec<DiskStatus>, String> {
     let mut stream = UnixStream::connect(socket).map_err(|e| format!("{}: {e}", socket.display()))?;
     let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
     let text = serde_json::to_string(request).map_err(|e| e.to_string())?;
@@ -144,7 +180,7 @@ pub fn call(socket: &Path, request: &Request) -> Result<(), String> {
     BufReader::new(stream).read_line(&mut line).map_err(|e| e.to_string())?;
     let reply: Reply = serde_json::from_str(&line).map_err(|e| format!("invalid reply {line:?}: {e}"))?;
     match reply {
-        Reply { ok: true, .. } => Ok(()),
+        Reply { ok: true, disks, .. } => Ok(disks),
         Reply { error, .. } => Err(error.unwrap_or_else(|| "refused".into())),
     }
 }
@@ -210,6 +246,7 @@ mod tests {
         let err = call(&socket, &Request::PauseDisk { id: "vol-x".into() }).unwrap_err();
         assert!(err.contains("no disk"), "{err}");
         call(&socket, &Request::CtrlAltDel).unwrap();
+        assert_eq!(query_disks(&socket).unwrap(), []);
         assert!(irq.read().is_ok(), "the keys reached the keyboard controller");
         let mut raw = UnixStream::connect(&socket).unwrap();
         raw.write_all(b"not json\n").unwrap();

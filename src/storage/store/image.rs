@@ -239,13 +239,32 @@ fn ensure_space(staging: &Path, needed: u64) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn copy_into(from: &Path, to: &Path) -> Result<(), StoreError> {
+/// Bytes copied between two progress reports.
+const COPY_CHUNK: u64 = 4 << 20;
+
+/// How far an import is: bytes of the disk copied so far, of how many.
+pub type Progress<'a> = &'a mut dyn FnMut(u64, u64);
+
+fn copy_into(from: &Path, to: &Path, progress: Progress<'_>) -> Result<(), StoreError> {
     let meta = fs::metadata(from).map_err(io_error(from))?;
     if !meta.is_file() {
         return Err(StoreError::InvalidParameter(format!("{} is not a regular file", from.display())));
     }
-    fs::copy(from, to).map_err(io_error(from))?;
-    fs::File::open(to).and_then(|f| f.sync_all()).map_err(io_error(to))
+    let mut source = fs::File::open(from).map_err(io_error(from))?;
+    let mut target = fs::File::create(to).map_err(io_error(to))?;
+    let total = meta.len();
+    let mut done = 0;
+    progress(done, total);
+    loop {
+        // In chunks, for the progress reports; std's copy uses copy_file_range underneath.
+        let n = std::io::copy(&mut (&mut source).take(COPY_CHUNK), &mut target).map_err(io_error(to))?;
+        if n == 0 {
+            break;
+        }
+        done += n;
+        progress(done, total);
+    }
+    target.sync_all().map_err(io_error(to))
 }
 
 /// Checks the disk is what it claims to be and returns its virtual size.
@@ -280,10 +299,20 @@ impl Store {
 
     /// Registers an image from `source`; returns it once available.
     pub fn register_image(&self, spec: &ImageSpec, source: &ImageSource) -> Result<ImageRecord, StoreError> {
+        self.import_image(spec, source, &mut |_, _| {})
+    }
+
+    /// Registers an image from `source`, reporting how much of its disk is copied.
+    pub fn import_image(
+        &self,
+        spec: &ImageSpec,
+        source: &ImageSource,
+        progress: Progress<'_>,
+    ) -> Result<ImageRecord, StoreError> {
         let id = new_id("ami");
         let staging = self.dir("images").join(format!("{id}.tmp"));
         fs::create_dir(&staging).map_err(io_error(&staging))?;
-        let result = self.stage_image(&id, spec, source, &staging);
+        let result = self.stage_image(&id, spec, source, &staging, progress);
         let record = match result {
             Ok(record) => record,
             Err(e) => {
@@ -303,6 +332,7 @@ impl Store {
         spec: &ImageSpec,
         source: &ImageSource,
         staging: &Path,
+        progress: Progress<'_>,
     ) -> Result<ImageRecord, StoreError> {
         let (kernel, initrd) = match source {
             ImageSource::Disk { kernel, initrd, .. } | ImageSource::RootDirectory { kernel, initrd, .. } => {
@@ -315,7 +345,7 @@ impl Store {
             ImageSource::DiskWithBoot { disk } => {
                 let size = disk_size(disk, DiskFormat::Raw)?;
                 ensure_space(staging, fs::metadata(disk).map_err(io_error(disk))?.len())?;
-                copy_into(disk, &staging.join("disk.raw"))?;
+                copy_into(disk, &staging.join("disk.raw"), progress)?;
                 ("disk.raw", DiskFormat::Raw, size)
             }
             ImageSource::Disk { disk, format, .. } => {
@@ -325,7 +355,7 @@ impl Store {
                     DiskFormat::Raw => "disk.raw",
                     DiskFormat::Qcow2 => "disk.qcow2",
                 };
-                copy_into(disk, &staging.join(name))?;
+                copy_into(disk, &staging.join(name), progress)?;
                 (name, *format, size)
             }
             ImageSource::RootDirectory { dir, size, .. } => {
@@ -375,11 +405,11 @@ impl Store {
             }
         };
         if kernel != staging.join("kernel") {
-            copy_into(&kernel, &staging.join("kernel"))?;
+            copy_into(&kernel, &staging.join("kernel"), &mut |_, _| {})?;
         }
         if let Some(initrd) = &initrd {
             if *initrd != staging.join("initrd") {
-                copy_into(initrd, &staging.join("initrd"))?;
+                copy_into(initrd, &staging.join("initrd"), &mut |_, _| {})?;
             }
         }
         let disk_path = staging.join(disk_name);

@@ -92,6 +92,11 @@ impl DiskHandle {
         self.executor().pause()
     }
 
+    /// Whether requests are held back.
+    pub fn is_paused(&self) -> bool {
+        self.executor().is_paused()
+    }
+
     /// Replaces the paused disk's backend.
     pub fn switch(&self, backend: Box<dyn BlockBackend>) -> Result<(), String> {
         self.executor().replace_backend(backend)

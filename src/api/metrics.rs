@@ -1,0 +1,226 @@
+//! Prometheus metrics on `GET /metrics` (when `nuaged --metrics-address` is given):
+//! instances by state, each running instance's VMM CPU time and resident memory, and the
+//! API's request counts and latencies by method.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tonic::codegen::http;
+
+use crate::daemon::Daemon;
+use crate::state::instance::InstanceState;
+
+/// Upper bounds of the latency histogram's buckets, in seconds.
+const BUCKETS: [f64; 10] = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0];
+/// Methods tracked one by one; calls to others (unknown paths a client made up) are
+/// counted together, so no caller can grow the table without bound.
+const MAX_METHODS: usize = 64;
+/// Longest request head read from a scraper.
+const MAX_REQUEST_HEAD: usize = 8 << 10;
+
+#[derive(Default, Clone)]
+struct Histogram {
+    /// Calls at or under each bucket's bound.
+    buckets: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+/// The API's request counts and latencies.
+#[derive(Default)]
+pub struct ApiMetrics {
+    methods: Mutex<HashMap<String, Histogram>>,
+}
+
+impl ApiMetrics {
+    fn observe(&self, method: &str, elapsed: Duration) {
+        let mut methods = self.methods.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = if methods.contains_key(method) || methods.len() < MAX_METHODS { method } else { "other" };
+        let histogram = methods.entry(key.to_owned()).or_default();
+        let seconds = elapsed.as_secs_f64();
+        for (bucket, bound) in histogram.buckets.iter_mut().zip(BUCKETS) {
+            if seconds <= bound {
+                *bucket += 1;
+            }
+        }
+        histogram.count += 1;
+        histogram.sum += seconds;
+    }
+
+    fn render(&self, out: &mut String) {
+        let methods = self.methods.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let mut names: Vec<&String> = methods.keys().collect();
+        names.sort();
+        out.push_str("# HELP nuage_api_request_duration_seconds Time to answer an API call.\n");
+        out.push_str("# TYPE nuage_api_request_duration_seconds histogram\n");
+        for name in names {
+            let h = &methods[name];
+            let method = escape(name);
+            for (bound, count) in BUCKETS.iter().zip(h.buckets) {
+                let _ = writeln!(
+                    out,
+                    "nuage_api_request_duration_seconds_bucket{{method=\"{method}\",le=\"{bound}\"}} {count}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "nuage_api_request_duration_seconds_bucket{{method=\"{method}\",le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(out, "nuage_api_request_duration_seconds_sum{{method=\"{method}\"}} {}", h.sum);
+            let _ =
+                writeln!(out, "nuage_api_request_duration_seconds_count{{method=\"{method}\"}} {}", h.count);
+        }
+    }
+}
+
+/// A label value in the exposition format.
+fn escape(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// Times every API call (a tower layer on the gRPC server).
+#[derive(Clone)]
+pub struct TimingLayer(pub Arc<ApiMetrics>);
+
+impl<S> tower::Layer<S> for TimingLayer {
+    type Service = Timed<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Timed { inner, metrics: self.0.clone() }
+    }
+}
+
+/// A service whose calls are timed into [`ApiMetrics`].
+#[derive(Clone)]
+pub struct Timed<S> {
+    inner: S,
+    metrics: Arc<ApiMetrics>,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for Timed<S>
+where
+    S: tower::Service<http::Request<B>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let method = request.uri().path().to_owned();
+        let metrics = self.metrics.clone();
+        let started = Instant::now();
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let response = response.await;
+            metrics.observe(&method, started.elapsed());
+            response
+        })
+    }
+}
+
+/// CPU seconds (user and system) and resident bytes of process `pid`.
+fn process_usage(pid: i32) -> Option<(f64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After "pid (comm) ", utime and stime are the 12th and 13th fields.
+    let fields: Vec<&str> = stat.rsplit_once(") ")?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf only reads its argument.
+    let (hz, page) = unsafe { (libc::sysconf(libc::_SC_CLK_TCK), libc::sysconf(libc::_SC_PAGESIZE)) };
+    Some((ticks as f64 / hz.max(1) as f64, pages * page.max(1) as u64))
+}
+
+/// The instances' part of the page (it reads the database and /proc: blocking work).
+fn render_instances(daemon: &Daemon) -> String {
+    let mut out = String::new();
+    let instances = daemon.instances.describe(&[], &[]).unwrap_or_default();
+    out.push_str("# HELP nuage_instances Instances by state.\n# TYPE nuage_instances gauge\n");
+    for state in InstanceState::ALL {
+        let count = instances.iter().filter(|i| i.state == state).count();
+        let _ = writeln!(out, "nuage_instances{{state=\"{state}\"}} {count}");
+    }
+    let usage: Vec<(String, f64, u64)> = instances
+        .iter()
+        .filter(|i| i.state == InstanceState::Running)
+        .filter_map(|i| i.pid.and_then(process_usage).map(|(cpu, rss)| (i.id.clone(), cpu, rss)))
+        .collect();
+    out.push_str("# HELP nuage_instance_cpu_seconds_total CPU time of the instance's VMM (all its vCPUs).\n");
+    out.push_str("# TYPE nuage_instance_cpu_seconds_total counter\n");
+    for (id, cpu, _) in &usage {
+        let _ = writeln!(out, "nuage_instance_cpu_seconds_total{{instance_id=\"{id}\"}} {cpu}");
+    }
+    out.push_str("# HELP nuage_instance_memory_bytes Resident memory of the instance's VMM (guest RAM it touched included).\n");
+    out.push_str("# TYPE nuage_instance_memory_bytes gauge\n");
+    for (id, _, rss) in &usage {
+        let _ = writeln!(out, "nuage_instance_memory_bytes{{instance_id=\"{id}\"}} {rss}");
+    }
+    out
+}
+
+/// Serves `GET /metrics` on `listener` for ever.
+pub async fn serve(listener: TcpListener, daemon: Arc<Daemon>, api: Arc<ApiMetrics>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let (daemon, api) = (daemon.clone(), api.clone());
+        tokio::spawn(async move {
+            if let Err(e) = answer(stream, &daemon, &api).await {
+                tracing::debug!(error = %e, "metrics request failed");
+            }
+        });
+    }
+}
+
+/// Binds the metrics listener.
+pub async fn bind(address: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(address).await.with_context(|| format!("binding the metrics address {address}"))
+}
+
+/// Reads one request head (bounded in size and time) and answers it.
+async fn answer(mut stream: TcpStream, daemon: &Arc<Daemon>, api: &ApiMetrics) -> anyhow::Result<()> {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    let read_head = async {
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_REQUEST_HEAD {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            head.extend_from_slice(&buf[..n]);
+        }
+        anyhow::Ok(())
+    };
+    tokio::time::timeout(Duration::from_secs(5), read_head)
+        .await
+        .context("the request head took too long")??;
+    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+    let (status, body) = if line.starts_with(b"GET /metrics ") || line == b"GET /metrics" {
+        let daemon = daemon.clone();
+        let mut page = tokio::task::spawn_blocking(move || render_instances(&daemon)).await?;
+        api.render(&mut page);
+        ("200 OK", page)
+    } else {
+        ("404 Not Found", "only /metrics is served here\n".to_owned())
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(response.as_bytes()).await?;
+    stream.shutdown().await?;
+    Ok(())
+}
