@@ -925,6 +925,89 @@ fn image_import_reports_progress() {
     });
 }
 
+/// Runs openssl in `dir`.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl").current_dir(dir).args(args).output().unwrap();
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A CA `name`.pem/.key in `dir`, and a certificate `leaf`.pem/.key it signs for `usage`
+/// (serverAuth or clientAuth), valid for 127.0.0.1.
+fn certificate(dir: &Path, ca: &str, leaf: &str, usage: &str) {
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    if !dir.join(format!("{ca}.pem")).exists() {
+        let (key, pem, subject) = (format!("{ca}.key"), format!("{ca}.pem"), format!("/CN={ca}"));
+        let args = [&["req", "-x509"][..], &ec, &["-keyout", &key, "-out", &pem, "-days", "1", "-subj", &subject]];
+        openssl(dir, &args.concat());
+    }
+    std::fs::write(dir.join(format!("{leaf}.ext")), format!("subjectAltName=IP:127.0.0.1\nextendedKeyUsage={usage}\n"))
+        .unwrap();
+    let (key, csr, subject) = (format!("{leaf}.key"), format!("{leaf}.csr"), format!("/CN={leaf}"));
+    openssl(dir, &[&["req"][..], &ec, &["-keyout", &key, "-out", &csr, "-subj", &subject]].concat());
+    let (ca_pem, ca_key, pem, ext) = (format!("{ca}.pem"), format!("{ca}.key"), format!("{leaf}.pem"), format!("{leaf}.ext"));
+    openssl(
+        dir,
+        &["x509", "-req", "-in", &csr, "-CA", &ca_pem, "-CAkey", &ca_key, "-CAcreateserial", "-out", &pem, "-days", "1", "-extfile", &ext],
+    );
+}
+
+/// Over TCP the API is served with mutual TLS only: a client with a certificate from the
+/// configured CA is served; one with another CA's certificate, or without TLS settings,
+/// is not; and the daemon refuses TCP without the TLS files.
+#[test]
+fn the_api_over_tcp_requires_mutual_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path();
+    certificate(pki, "ca", "server", "serverAuth");
+    certificate(pki, "ca", "client", "clientAuth");
+    certificate(pki, "rogue-ca", "rogue", "clientAuth");
+
+    let refused = Command::new(env!("CARGO_BIN_EXE_nuaged"))
+        .args(["--state-dir", pki.join("state").to_str().unwrap(), "--socket", pki.join("x.sock").to_str().unwrap()])
+        .args(["--tcp-listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("mutual TLS only"), "{refused:?}");
+
+    let file = |name: &str| pki.join(name).to_str().unwrap().to_owned();
+    let (cert, key, ca) = (file("server.pem"), file("server.key"), file("ca.pem"));
+    let daemon = Daemon::spawn(
+        pki,
+        &[
+            "--vmm", common::vmm_bin(), "--tcp-listen", "127.0.0.1:0", "--tls-cert", &cert, "--tls-key", &key,
+            "--tls-client-ca", &ca,
+        ]
+        .map(std::ffi::OsStr::new),
+    );
+    let log = daemon.log();
+    let port: String = log
+        .lines()
+        .filter(|l| l.contains("over TCP"))
+        .find_map(|l| l.split("127.0.0.1:").nth(1))
+        .map(|rest| rest.chars().take_while(char::is_ascii_digit).collect())
+        .unwrap_or_else(|| panic!("no TCP address in {log}"));
+    let endpoint = format!("https://127.0.0.1:{port}");
+    let remote = |tls: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_nuage"))
+            .args(["--endpoint", &endpoint, "--output", "json"])
+            .args(tls)
+            .arg("describe-key-pairs")
+            .output()
+            .unwrap()
+    };
+    daemon.ok(&["create-key-pair", "--key-name", "k", "--key-type", "ed25519"]);
+    let (client, client_key, rogue, rogue_key) = (file("client.pem"), file("client.key"), file("rogue.pem"), file("rogue.key"));
+    let ok = remote(&["--tls-ca", &ca, "--tls-cert", &client, "--tls-key", &client_key]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("\"key_name\": \"k\""));
+    let denied = remote(&["--tls-ca", &ca, "--tls-cert", &rogue, "--tls-key", &rogue_key]);
+    assert!(!denied.status.success(), "a certificate from another CA is refused");
+    let bare = remote(&[]);
+    assert!(!bare.status.success());
+    assert!(String::from_utf8_lossy(&bare.stderr).contains("needs --tls-ca"));
+}
+
 /// The standard gRPC health and reflection services answer beside nuage's own, so
 /// grpcurl, load balancers and probes work without knowing nuage.
 #[test]

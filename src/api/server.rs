@@ -6,9 +6,13 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use hyper_util::rt::TokioIo;
-use tokio::net::{UnixListener, UnixStream};
-use tokio_stream::wrappers::UnixListenerStream;
-use tonic::transport::{Channel, Endpoint, Server, Uri};
+use tokio::net::{TcpListener, UnixListener, UnixStream};
+use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tonic::transport::server::Router;
+use tonic::transport::{
+    Certificate, Channel, ClientTlsConfig, Endpoint, Identity as TlsIdentity, Server, ServerTlsConfig, Uri,
+};
+use tower::layer::util::{Identity, Stack};
 
 use super::addresses::AddressesService;
 use super::images::ImagesService;
@@ -44,14 +48,24 @@ pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
     Ok(listener)
 }
 
-/// Serves the API on `listener` until `shutdown` resolves, with the standard gRPC health
-/// (every nuage service reports serving) and reflection services beside it.
-pub async fn serve(
-    daemon: Arc<Daemon>,
-    listener: UnixListener,
-    metrics: Arc<ApiMetrics>,
-    shutdown: impl std::future::Future<Output = ()>,
-) -> anyhow::Result<()> {
+/// Where the API is served: the Unix socket, and optionally TCP with mutual TLS.
+pub struct Listeners {
+    /// The local socket (its file mode decides who may call).
+    pub unix: UnixListener,
+    /// The TCP listener and its TLS settings (clients must present a certificate).
+    pub tcp: Option<(TcpListener, ServerTlsConfig)>,
+}
+
+/// The layers every API call goes through.
+type Layers = Stack<TimingLayer, Identity>;
+
+/// Every service on `server`: nuage's own, with the standard gRPC health (each reports
+/// serving) and reflection services beside them.
+async fn routes(
+    server: Server,
+    daemon: &Arc<Daemon>,
+    metrics: &Arc<ApiMetrics>,
+) -> anyhow::Result<Router<Layers>> {
     let (mut reporter, health) = tonic_health::server::health_reporter();
     reporter.set_serving::<ImagesServer<ImagesService>>().await;
     reporter.set_serving::<InstancesServer<InstancesService>>().await;
@@ -65,8 +79,8 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("building the reflection service")?;
-    Server::builder()
-        .layer(TimingLayer(metrics))
+    let mut server = server.layer(TimingLayer(metrics.clone()));
+    Ok(server
         .add_service(health)
         .add_service(reflection)
         .add_service(ImagesServer::new(ImagesService(daemon.clone())))
@@ -75,10 +89,40 @@ pub async fn serve(
         .add_service(VolumesServer::new(VolumesService(daemon.clone())))
         .add_service(SnapshotsServer::new(SnapshotsService(daemon.clone())))
         .add_service(AddressesServer::new(AddressesService(daemon.clone())))
-        .add_service(KeyPairsServer::new(KeyPairsService(daemon)))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
-        .await
-        .context("serving the API")
+        .add_service(KeyPairsServer::new(KeyPairsService(daemon.clone()))))
+}
+
+/// Serves the API on `listeners` until `shutdown` resolves.
+pub async fn serve(
+    daemon: Arc<Daemon>,
+    listeners: Listeners,
+    metrics: Arc<ApiMetrics>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|&stop| stop).await;
+    };
+    let unix = routes(Server::builder(), &daemon, &metrics).await?.serve_with_incoming_shutdown(
+        UnixListenerStream::new(listeners.unix),
+        until_stopped(stopped.clone()),
+    );
+    let tcp = async {
+        let Some((listener, tls)) = listeners.tcp else { return Ok(()) };
+        let server = Server::builder().tls_config(tls).context("the TLS settings")?;
+        routes(server, &daemon, &metrics)
+            .await?
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), until_stopped(stopped.clone()))
+            .await
+            .context("serving the API over TCP")
+    };
+    let stopper = async {
+        shutdown.await;
+        let _ = stop.send(true);
+        Ok(())
+    };
+    tokio::try_join!(async { unix.await.context("serving the API") }, tcp, stopper)?;
+    Ok(())
 }
 
 /// A channel to the API on the Unix socket `path`.
@@ -92,4 +136,20 @@ pub async fn connect(path: &Path) -> anyhow::Result<Channel> {
         }))
         .await
         .with_context(|| "connecting to nuaged (is it running? see --endpoint)".to_string())
+}
+
+/// A channel to the API over TCP at `uri` (`https://HOST:PORT`), proving this client with
+/// the certificate `cert` and key `key`, and trusting a daemon whose certificate `ca` signed.
+pub async fn connect_tls(uri: &str, ca: &Path, cert: &Path, key: &Path) -> anyhow::Result<Channel> {
+    let read = |path: &Path| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read(ca)?))
+        .identity(TlsIdentity::from_pem(read(cert)?, read(key)?));
+    Endpoint::from_shared(uri.to_owned())
+        .with_context(|| format!("endpoint {uri:?}"))?
+        .tls_config(tls)
+        .context("the TLS settings")?
+        .connect()
+        .await
+        .with_context(|| format!("connecting to nuaged at {uri}"))
 }

@@ -7,8 +7,11 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use nuage::api::metrics::{self, ApiMetrics};
+use nuage::api::server::Listeners;
 use nuage::daemon::config::DaemonConfig;
+use nuage::daemon::config::TcpConfig;
 use nuage::daemon::Daemon;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tracing::info;
 
 #[derive(Debug, Parser)]
@@ -38,6 +41,18 @@ struct Args {
     /// Seconds a stop gives the guest to shut down before its VMM is stopped.
     #[arg(long)]
     stop_timeout: Option<u64>,
+    /// Also serve the API on this TCP address, with mutual TLS (needs the three --tls-*).
+    #[arg(long)]
+    tcp_listen: Option<std::net::SocketAddr>,
+    /// The daemon's certificate chain (PEM), for --tcp-listen.
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+    /// The CA (PEM) that signs the certificates clients must present.
+    #[arg(long)]
+    tls_client_ca: Option<PathBuf>,
     /// Serve Prometheus metrics on this address (`GET /metrics`), e.g. 127.0.0.1:9464.
     #[arg(long)]
     metrics_address: Option<std::net::SocketAddr>,
@@ -72,6 +87,16 @@ async fn main() -> anyhow::Result<()> {
     if let Some(seconds) = args.stop_timeout {
         config.stop_timeout_secs = seconds;
     }
+    if let Some(address) = args.tcp_listen {
+        let (Some(cert), Some(key), Some(client_ca)) = (args.tls_cert, args.tls_key, args.tls_client_ca)
+        else {
+            anyhow::bail!(
+                "--tcp-listen needs --tls-cert, --tls-key and --tls-client-ca: over TCP the API is served \
+                 with mutual TLS only"
+            );
+        };
+        config.tcp = Some(TcpConfig { address, cert, key, client_ca });
+    }
     if args.metrics_address.is_some() {
         config.metrics_address = args.metrics_address;
     }
@@ -80,6 +105,8 @@ async fn main() -> anyhow::Result<()> {
     }
     let socket = config.socket.clone();
     let metrics_address = config.metrics_address;
+    // Certificates are read before anything else starts, so a bad one fails fast.
+    let tcp = config.tcp.as_ref().map(tls_config).transpose()?;
     let (daemon, recovered) = tokio::task::spawn_blocking(move || Daemon::open(config))
         .await?
         .context("opening the daemon's state")?;
@@ -93,8 +120,17 @@ async fn main() -> anyhow::Result<()> {
         info!(address = %listener.local_addr()?, "serving metrics");
         tokio::spawn(metrics::serve(listener, daemon.clone(), api_metrics.clone()));
     }
-    let listener = nuage::api::server::bind(&socket)?;
+    let unix = nuage::api::server::bind(&socket)?;
     info!(socket = %socket.display(), state_dir = %daemon.state_dir().display(), "serving the API");
+    let tcp = match tcp {
+        Some((address, tls)) => {
+            let listener =
+                tokio::net::TcpListener::bind(address).await.with_context(|| format!("binding {address}"))?;
+            info!(address = %listener.local_addr()?, "serving the API over TCP with mutual TLS");
+            Some((listener, tls))
+        }
+        None => None,
+    };
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         tokio::select! {
@@ -103,5 +139,16 @@ async fn main() -> anyhow::Result<()> {
         }
         info!("stopping; instances keep running and are adopted at the next start");
     };
-    nuage::api::server::serve(daemon, listener, api_metrics, shutdown).await
+    nuage::api::server::serve(daemon, Listeners { unix, tcp }, api_metrics, shutdown).await
+}
+
+/// The TLS settings of the TCP listener: the daemon's identity, and the CA clients'
+/// certificates must chain to.
+fn tls_config(tcp: &TcpConfig) -> anyhow::Result<(std::net::SocketAddr, ServerTlsConfig)> {
+    let read = |path: &PathBuf| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
+    let identity = Identity::from_pem(read(&tcp.cert)?, read(&tcp.key)?);
+    let tls = ServerTlsConfig::new()
+        .identity(identity)
+        .client_ca_root(Certificate::from_pem(read(&tcp.client_ca)?));
+    Ok((tcp.address, tls))
 }

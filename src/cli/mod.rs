@@ -26,7 +26,7 @@ use crate::api::pb::{
     DescribeVolumesRequest, GetConsoleOutputRequest, ImportKeyPairRequest, InstanceIds, ModifyVolumeRequest,
     RegisterImageRequest, RunInstancesRequest, VolumeId, WatchInstanceRequest,
 };
-use crate::api::server::connect;
+use crate::api::server::{connect, connect_tls};
 use output::{
     print_addresses, print_changes, print_created_key_pair, print_images, print_instances, print_key_pairs,
     print_snapshots, print_subnets, print_volumes, Format,
@@ -39,9 +39,18 @@ const GIB: u64 = 1 << 30;
 #[derive(Debug, Parser)]
 #[command(name = "nuage", version, about = "EC2-style commands for a nuaged host")]
 pub struct Cli {
-    /// The daemon's API socket.
+    /// The daemon's API: its Unix socket, or https://HOST:PORT (with the --tls-* files).
     #[arg(long, global = true, env = "NUAGE_ENDPOINT", default_value = "/run/nuage/nuaged.sock")]
-    endpoint: PathBuf,
+    endpoint: String,
+    /// For an https endpoint: the CA (PEM) that signed the daemon's certificate.
+    #[arg(long, global = true, env = "NUAGE_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// For an https endpoint: this client's certificate (PEM).
+    #[arg(long, global = true, env = "NUAGE_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// For an https endpoint: this client's private key (PEM).
+    #[arg(long, global = true, env = "NUAGE_TLS_KEY")]
+    tls_key: Option<PathBuf>,
     /// How to print results.
     #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Table)]
     output: OutputFormat,
@@ -374,7 +383,7 @@ impl Cli {
     /// Runs the command.
     pub async fn run(self) -> anyhow::Result<()> {
         if let Command::Doctor { state_dir } = &self.command {
-            if !doctor::run(&self.endpoint, state_dir) {
+            if !doctor::run(std::path::Path::new(&self.endpoint), state_dir) {
                 anyhow::bail!("this host lacks what nuage needs (see FAIL above)");
             }
             return Ok(());
@@ -384,7 +393,14 @@ impl Cli {
             clap_complete::generate(shell, &mut command, "nuage", &mut std::io::stdout());
             return Ok(());
         }
-        let channel = connect(&self.endpoint).await?;
+        let channel = if self.endpoint.starts_with("https://") {
+            let (Some(ca), Some(cert), Some(key)) = (&self.tls_ca, &self.tls_cert, &self.tls_key) else {
+                anyhow::bail!("an https endpoint needs --tls-ca, --tls-cert and --tls-key");
+            };
+            connect_tls(&self.endpoint, ca, cert, key).await?
+        } else {
+            connect(std::path::Path::new(&self.endpoint)).await?
+        };
         let format = match self.output {
             OutputFormat::Table => Format::Table,
             OutputFormat::Json => Format::Json,

@@ -30,6 +30,20 @@ pub struct NetworkConfig {
     pub address_pool: Vec<Ipv4Addr>,
 }
 
+/// The API on TCP, for clients on other hosts: always with mutual TLS.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpConfig {
+    /// Where to listen.
+    pub address: std::net::SocketAddr,
+    /// The daemon's certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Its private key (PEM).
+    pub key: PathBuf,
+    /// The CA (PEM) whose certificates clients must present.
+    pub client_ca: PathBuf,
+}
+
 /// How `nuaged` runs.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -51,6 +65,8 @@ pub struct DaemonConfig {
     pub network: NetworkConfig,
     /// Where Prometheus metrics are served over HTTP (`GET /metrics`); none by default.
     pub metrics_address: Option<std::net::SocketAddr>,
+    /// The API on TCP with mutual TLS, besides the Unix socket; none by default.
+    pub tcp: Option<TcpConfig>,
 }
 
 impl Default for DaemonConfig {
@@ -74,6 +90,7 @@ impl Default for DaemonConfig {
             stop_timeout_secs: 10,
             network: NetworkConfig::default(),
             metrics_address: None,
+            tcp: None,
         }
     }
 }

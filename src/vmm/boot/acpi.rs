@@ -19,6 +19,7 @@ use vm_memory::{Bytes, GuestAddress};
 
 use super::layout::{ACPI_END, IOAPIC_START, LAPIC_START, RSDP_START};
 use crate::vmm::device_manager::MmioSlot;
+use crate::vmm::devices::legacy::i8042::{I8042_COMMAND_PORT, I8042_IRQ, I8042_PORT};
 use crate::vmm::devices::legacy::serial::{COM1_IRQ, COM1_PORT};
 use crate::vmm::devices::power::{POWER_PORT, RESET_VALUE, S5_SLEEP_TYPE};
 use crate::vmm::devices::virtio::mmio::MMIO_WINDOW_SIZE;
@@ -66,7 +67,10 @@ fn to_bytes(table: &dyn Aml) -> Vec<u8> {
     bytes
 }
 
-/// The DSDT: the `\_S5_` sleep package, the COM1 serial port and the virtio devices.
+/// The DSDT: the `\_S5_` sleep package, the COM1 serial port, the i8042 keyboard and the
+/// virtio devices. The legacy devices are described with their interrupts because a
+/// hardware-reduced ACPI machine has no legacy PIC: Linux then maps no ISA interrupt it
+/// is not told of.
 pub fn dsdt(virtio: &[MmioSlot]) -> Vec<u8> {
     let mut body = Vec::new();
     aml::Name::new(
@@ -84,6 +88,21 @@ pub fn dsdt(virtio: &[MmioSlot]) -> Vec<u8> {
                 &aml::ResourceTemplate::new(vec![
                     &aml::IO::new(COM1_PORT, COM1_PORT, 1, 8),
                     &aml::Interrupt::new(true, true, false, false, COM1_IRQ),
+                ]),
+            ),
+        ],
+    )
+    .to_aml_bytes(&mut body);
+    aml::Device::new(
+        "\\_SB_.KBD_".into(),
+        vec![
+            &aml::Name::new("_HID".into(), &aml::EISAName::new("PNP0303")),
+            &aml::Name::new(
+                "_CRS".into(),
+                &aml::ResourceTemplate::new(vec![
+                    &aml::IO::new(I8042_PORT, I8042_PORT, 1, 1),
+                    &aml::IO::new(I8042_COMMAND_PORT, I8042_COMMAND_PORT, 1, 1),
+                    &aml::Interrupt::new(true, true, false, false, I8042_IRQ),
                 ]),
             ),
         ],
@@ -229,6 +248,10 @@ mod tests {
         let table = dsdt(&[]);
         assert!(table.windows(4).any(|w| w == b"_S5_"));
         assert!(table.windows(4).any(|w| w == b"COM1"));
+        // The keyboard: EISA id PNP0303 (compressed: 0x41D00303), and its interrupt 1.
+        assert!(table.windows(4).any(|w| w == [0x41, 0xD0, 0x03, 0x03]), "PNP0303");
+        let irq1 = [0x89, 6, 0, 0x03, 1, 1, 0, 0, 0];
+        assert!(table.windows(irq1.len()).any(|w| w == irq1), "an edge interrupt descriptor for IRQ 1");
     }
 
     #[test]

@@ -16,15 +16,18 @@ use super::serial::IrqLine;
 use crate::vmm::devices::{complete_byte_read, BusDevice};
 use crate::vmm::exit::{ExitNotifier, ExitReason, ResetCause};
 
-/// First i8042 port (data); the command port is at offset 4 (0x64).
+/// First i8042 port (data).
 pub const I8042_PORT: u16 = 0x60;
+/// The status and command port.
+pub const I8042_COMMAND_PORT: u16 = 0x64;
 /// Ports claimed: 0x60 to 0x64.
 pub const I8042_PORT_COUNT: u16 = 5;
 /// The keyboard's ISA interrupt.
 pub const I8042_IRQ: u32 = 1;
-/// Kernel parameters that match this controller: no mouse port, no multiplexer, no PnP
-/// entry (the ACPI tables describe none), and a keyboard the kernel should not probe.
-pub const KERNEL_PARAMS: &str = "i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd";
+/// Kernel parameters that match this controller: no mouse port, no multiplexer, and a
+/// keyboard the kernel should not probe. (The DSDT describes the controller as PNP0303,
+/// which is how Linux learns its interrupt on a machine without a legacy PIC.)
+pub const KERNEL_PARAMS: &str = "i8042.noaux i8042.nomux i8042.dumbkbd";
 
 /// Bytes the output buffer holds; a guest that never reads loses the excess, nothing more.
 const BUFFER_CAPACITY: usize = 32;
