@@ -1095,3 +1095,18 @@ fn doctor_says_what_this_host_has() {
     let text = String::from_utf8_lossy(&doctor().stdout).into_owned();
     assert!(text.contains("not answering"), "{text}");
 }
+
+/// `nuage completions SHELL` prints a completion script that knows the subcommands.
+#[test]
+fn shell_completions_know_the_subcommands() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_nuage")).args(["completions", shell]).output().unwrap();
+        assert!(out.status.success(), "{shell}: {}", String::from_utf8_lossy(&out.stderr));
+        let script = String::from_utf8_lossy(&out.stdout);
+        for command in ["run-instances", "create-key-pair", "reboot-instances"] {
+            assert!(script.contains(command), "{shell} completion lacks {command}");
+        }
+    }
+    let bad = Command::new(env!("CARGO_BIN_EXE_nuage")).args(["completions", "tcsh"]).output().unwrap();
+    assert!(!bad.status.success(), "an unknown shell is a usage error");
+}
