@@ -937,17 +937,38 @@ fn certificate(dir: &Path, ca: &str, leaf: &str, usage: &str) {
     let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
     if !dir.join(format!("{ca}.pem")).exists() {
         let (key, pem, subject) = (format!("{ca}.key"), format!("{ca}.pem"), format!("/CN={ca}"));
-        let args = [&["req", "-x509"][..], &ec, &["-keyout", &key, "-out", &pem, "-days", "1", "-subj", &subject]];
+        let args =
+            [&["req", "-x509"][..], &ec, &["-keyout", &key, "-out", &pem, "-days", "1", "-subj", &subject]];
         openssl(dir, &args.concat());
     }
-    std::fs::write(dir.join(format!("{leaf}.ext")), format!("subjectAltName=IP:127.0.0.1\nextendedKeyUsage={usage}\n"))
-        .unwrap();
+    std::fs::write(
+        dir.join(format!("{leaf}.ext")),
+        format!("subjectAltName=IP:127.0.0.1\nextendedKeyUsage={usage}\n"),
+    )
+    .unwrap();
     let (key, csr, subject) = (format!("{leaf}.key"), format!("{leaf}.csr"), format!("/CN={leaf}"));
     openssl(dir, &[&["req"][..], &ec, &["-keyout", &key, "-out", &csr, "-subj", &subject]].concat());
-    let (ca_pem, ca_key, pem, ext) = (format!("{ca}.pem"), format!("{ca}.key"), format!("{leaf}.pem"), format!("{leaf}.ext"));
+    let (ca_pem, ca_key, pem, ext) =
+        (format!("{ca}.pem"), format!("{ca}.key"), format!("{leaf}.pem"), format!("{leaf}.ext"));
     openssl(
         dir,
-        &["x509", "-req", "-in", &csr, "-CA", &ca_pem, "-CAkey", &ca_key, "-CAcreateserial", "-out", &pem, "-days", "1", "-extfile", &ext],
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca_pem,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-out",
+            &pem,
+            "-days",
+            "1",
+            "-extfile",
+            &ext,
+        ],
     );
 }
 
@@ -963,7 +984,12 @@ fn the_api_over_tcp_requires_mutual_tls() {
     certificate(pki, "rogue-ca", "rogue", "clientAuth");
 
     let refused = Command::new(env!("CARGO_BIN_EXE_nuaged"))
-        .args(["--state-dir", pki.join("state").to_str().unwrap(), "--socket", pki.join("x.sock").to_str().unwrap()])
+        .args([
+            "--state-dir",
+            pki.join("state").to_str().unwrap(),
+            "--socket",
+            pki.join("x.sock").to_str().unwrap(),
+        ])
         .args(["--tcp-listen", "127.0.0.1:0"])
         .output()
         .unwrap();
@@ -975,8 +1001,16 @@ fn the_api_over_tcp_requires_mutual_tls() {
     let daemon = Daemon::spawn(
         pki,
         &[
-            "--vmm", common::vmm_bin(), "--tcp-listen", "127.0.0.1:0", "--tls-cert", &cert, "--tls-key", &key,
-            "--tls-client-ca", &ca,
+            "--vmm",
+            common::vmm_bin(),
+            "--tcp-listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--tls-client-ca",
+            &ca,
         ]
         .map(std::ffi::OsStr::new),
     );
@@ -997,7 +1031,8 @@ fn the_api_over_tcp_requires_mutual_tls() {
             .unwrap()
     };
     daemon.ok(&["create-key-pair", "--key-name", "k", "--key-type", "ed25519"]);
-    let (client, client_key, rogue, rogue_key) = (file("client.pem"), file("client.key"), file("rogue.pem"), file("rogue.key"));
+    let (client, client_key, rogue, rogue_key) =
+        (file("client.pem"), file("client.key"), file("rogue.pem"), file("rogue.key"));
     let ok = remote(&["--tls-ca", &ca, "--tls-cert", &client, "--tls-key", &client_key]);
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
     assert!(String::from_utf8_lossy(&ok.stdout).contains("\"key_name\": \"k\""));
