@@ -1145,3 +1145,133 @@ fn shell_completions_know_the_subcommands() {
     let bad = Command::new(env!("CARGO_BIN_EXE_nuage")).args(["completions", "tcsh"]).output().unwrap();
     assert!(!bad.status.success(), "an unknown shell is a usage error");
 }
+
+/// Watches are threads in the daemon: at most 64 are served at once, and a closed one
+/// frees its place.
+#[test]
+fn watches_are_capped() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path());
+    let image = register(&daemon, "idle", Asm::new().cli_hlt());
+    let id = ids(&daemon.ok(&["run-instances", "--image-id", &image])).remove(0);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        use nuage::api::instances::MAX_WATCHES;
+        use nuage::api::pb::instances_client::InstancesClient;
+        use nuage::api::pb::WatchInstanceRequest;
+        let channel = nuage::api::server::connect(&dir.path().join("api.sock")).await.unwrap();
+        let mut client = InstancesClient::new(channel);
+        let request = || WatchInstanceRequest { instance_id: id.clone(), from_start: false };
+        let mut streams = Vec::new();
+        for _ in 0..MAX_WATCHES {
+            let mut stream = client.watch_instance(request()).await.unwrap().into_inner();
+            let first = stream.message().await.unwrap().unwrap();
+            assert!(first.event.is_some());
+            streams.push(stream);
+        }
+        let refused = client.watch_instance(request()).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "{refused:?}");
+        streams.pop();
+        let start = Instant::now();
+        while client.watch_instance(request()).await.is_err() {
+            assert!(start.elapsed() < Duration::from_secs(5), "a closed watch frees its place");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+}
+
+/// The API socket is mode 0660 and given to the configured group; each instance's
+/// directory holds the VMM's command line and, while it runs, its pid.
+#[test]
+fn the_socket_and_instance_files_are_as_documented() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let groups = std::fs::read_to_string("/etc/group").unwrap();
+    let gid: u32 = groups
+        .lines()
+        .find_map(|l| l.strip_prefix("daemon:x:"))
+        .unwrap()
+        .split(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::spawn(
+        dir.path(),
+        &["--vmm", common::vmm_bin(), "--socket-group", "daemon"].map(std::ffi::OsStr::new),
+    );
+    let socket = std::fs::metadata(dir.path().join("api.sock")).unwrap();
+    assert_eq!((socket.permissions().mode() & 0o777, socket.gid()), (0o660, gid));
+
+    let image = register(&daemon, "idle", Asm::new().cli_hlt());
+    let id = ids(&daemon.ok(&["run-instances", "--image-id", &image])).remove(0);
+    let instance = dir.path().join(format!("state/instances/{id}"));
+    let pid = nuage::daemon::process::running_vmms(&dir.path().join("state"))[&id];
+    assert_eq!(std::fs::read_to_string(instance.join("pid")).unwrap(), format!("{pid}\n"));
+    let args = std::fs::read_to_string(instance.join("vmm.args")).unwrap();
+    assert!(args.lines().any(|l| l == "--kernel") && args.lines().any(|l| l == "--api-socket"), "{args}");
+    daemon.ok(&["stop-instances", "--instance-ids", &id, "--force"]);
+    assert!(!instance.join("pid").exists(), "no pid file once the VMM is gone");
+    drop(daemon);
+
+    let other = tempfile::tempdir().unwrap();
+    let daemon = Daemon::spawn(
+        other.path(),
+        &["--vmm", common::vmm_bin(), "--socket-group", "no-such-group"].map(std::ffi::OsStr::new),
+    );
+    assert!(daemon.log().contains("no such group"), "a missing group is said, not fatal");
+}
+
+/// RunInstances makes data volumes for each instance (empty or from a snapshot): disks
+/// after the root disk, deleted with the instance unless kept. Bad ones make nothing.
+#[test]
+fn instances_launch_with_data_volumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path());
+    let image = register(&daemon, "idle", Asm::new().print("booted\n").cli_hlt());
+    let source =
+        daemon.ok(&["create-volume", "--size", "2"])["Volumes"][0]["volume_id"].as_str().unwrap().to_owned();
+    let snapshot = daemon.ok(&["create-snapshot", "--volume-id", &source])["Snapshots"][0]["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let from_snapshot = format!("snapshot-id={snapshot},keep=true");
+    let many: Vec<&str> = (0..9).flat_map(|_| ["--volume", "size=1"]).collect();
+    for (extra, expected) in [
+        (vec!["--volume", "keep=true"], "InvalidParameterValue: an empty volume needs a size"),
+        (vec!["--volume", "snapshot-id=snap-00000000000000000"], "InvalidSnapshot.NotFound"),
+        (vec!["--volume", &format!("snapshot-id={snapshot},size=1")], "InvalidParameterValue"),
+        (many, "InvalidParameterValue: 9 volumes"),
+    ] {
+        let err = daemon.err(&[&["run-instances", "--image-id", &image][..], &extra].concat());
+        assert!(err.starts_with(expected), "{extra:?}: {err}");
+    }
+    assert_eq!(daemon.volumes(), 1, "failed launches made no volume (the source is the one)");
+
+    let run =
+        daemon.ok(&["run-instances", "--image-id", &image, "--volume", "size=1", "--volume", &from_snapshot]);
+    let id = ids(&run).remove(0);
+    let attached: Vec<serde_json::Value> = daemon.ok(&["describe-volumes"])["Volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["instance_id"] == id.as_str())
+        .cloned()
+        .collect();
+    assert_eq!(attached.len(), 3, "root and two data volumes: {attached:?}");
+    let kept = attached.iter().find(|v| v["snapshot_id"] == snapshot.as_str()).unwrap()["volume_id"].clone();
+    let pid = nuage::daemon::process::running_vmms(&dir.path().join("state"))[&id];
+    let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap();
+    assert_eq!(cmdline.split('\0').filter(|a| *a == "--disk").count(), 4, "root, two volumes, config drive");
+    daemon.wait_for(|| daemon.console(&id).contains("booted"), "the guest");
+
+    daemon.ok(&["terminate-instances", "--instance-ids", &id]);
+    let left: Vec<String> = daemon.ok(&["describe-volumes"])["Volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["volume_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(left.len(), 2, "the source and the kept volume: {left:?}");
+    assert!(left.contains(&kept.as_str().unwrap().to_owned()));
+}

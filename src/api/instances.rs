@@ -1,5 +1,6 @@
 //! The Instances service.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio_stream::wrappers::ReceiverStream;
@@ -13,13 +14,36 @@ use super::pb::{
     Instance, InstanceEvent, InstanceIds, RunInstancesRequest, RunInstancesResponse, StateChange,
     StateChanges, WatchInstanceRequest,
 };
-use crate::daemon::instances::{RunSpec, StateChange as Change};
+use crate::daemon::instances::{LaunchVolume, RunSpec, StateChange as Change};
 use crate::daemon::watch::InstanceEvent as WatchEvent;
 use crate::daemon::{Daemon, DaemonError};
 use crate::state::instance::{InstanceRecord, InstanceState};
 
 /// How often a watched instance's console and state are looked at.
 const WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+/// Watches served at once (each is a thread): callers cannot exhaust the daemon.
+pub const MAX_WATCHES: usize = 64;
+
+/// Watches being served.
+static WATCHES: AtomicUsize = AtomicUsize::new(0);
+
+/// One of the [`MAX_WATCHES`] places, given back when dropped.
+struct WatchSlot;
+
+impl WatchSlot {
+    /// A free place, if there is one.
+    fn take() -> Option<Self> {
+        let taken =
+            WATCHES.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < MAX_WATCHES).then_some(n + 1));
+        taken.ok().map(|_| Self)
+    }
+}
+
+impl Drop for WatchSlot {
+    fn drop(&mut self) {
+        WATCHES.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 /// Serves the daemon's instances.
 pub struct InstancesService(pub Arc<Daemon>);
@@ -93,6 +117,15 @@ impl Instances for InstancesService {
                 private_ip,
                 key_pair,
                 user_data: r.user_data,
+                volumes: r
+                    .volumes
+                    .into_iter()
+                    .map(|v| LaunchVolume {
+                        size: (v.size_bytes > 0).then_some(v.size_bytes),
+                        snapshot_id: (!v.snapshot_id.is_empty()).then_some(v.snapshot_id),
+                        keep_on_termination: v.keep_on_termination,
+                    })
+                    .collect(),
             };
             daemon.instances.run(&spec)
         })
@@ -157,6 +190,11 @@ impl Instances for InstancesService {
         request: Request<WatchInstanceRequest>,
     ) -> Result<Response<Self::WatchInstanceStream>, Status> {
         let WatchInstanceRequest { instance_id: id, from_start } = request.into_inner();
+        let slot = WatchSlot::take().ok_or_else(|| {
+            Status::resource_exhausted(format!(
+                "ResourceLimitExceeded: {MAX_WATCHES} watches are served at once; close one"
+            ))
+        })?;
         let daemon = self.0.clone();
         let mut watch = {
             let id = id.clone();
@@ -166,6 +204,7 @@ impl Instances for InstancesService {
         // A thread per watcher, polling: it ends when the instance is terminated or the
         // caller hangs up (the channel closes).
         std::thread::spawn(move || loop {
+            let _slot = &slot;
             let batch: Vec<Result<InstanceEvent, Status>> = match watch.poll() {
                 Ok(batch) => batch.into_iter().map(|e| Ok(event(&id, e))).collect(),
                 Err(e) => vec![Err(Status::from(e))],

@@ -31,8 +31,9 @@ use super::volumes::{SnapshotsService, VolumesService};
 use crate::daemon::Daemon;
 
 /// Binds the API socket at `path` (mode 0660: the owner and its group may call the API),
-/// replacing a stale socket a dead daemon left.
-pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
+/// replacing a stale socket a dead daemon left. The socket is handed to `group` (from
+/// `/etc/group`) when that group exists, so its members may call the API.
+pub fn bind(path: &Path, group: &str) -> anyhow::Result<UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -45,7 +46,21 @@ pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
     let listener = UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
         .with_context(|| format!("chmod {}", path.display()))?;
+    let groups = std::fs::read_to_string("/etc/group").unwrap_or_default();
+    match group_id(&groups, group) {
+        Some(gid) => std::os::unix::fs::chown(path, None, Some(gid))
+            .with_context(|| format!("giving {} to group {group}", path.display()))?,
+        None => tracing::warn!(group, "no such group: the API socket keeps the daemon's group"),
+    }
     Ok(listener)
+}
+
+/// The id of group `name` in `groups` (the text of `/etc/group`).
+fn group_id(groups: &str, name: &str) -> Option<u32> {
+    groups.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        (fields.next() == Some(name)).then(|| fields.nth(1)?.parse().ok()).flatten()
+    })
 }
 
 /// Where the API is served: the Unix socket, and optionally TCP with mutual TLS.
@@ -152,4 +167,19 @@ pub async fn connect_tls(uri: &str, ca: &Path, cert: &Path, key: &Path) -> anyho
         .connect()
         .await
         .with_context(|| format!("connecting to nuaged at {uri}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_are_found_by_name() {
+        let groups = "root:x:0:\nnuage:x:998:alice,bob\nbroken\nodd:x:notanumber:\n";
+        assert_eq!(group_id(groups, "nuage"), Some(998));
+        assert_eq!(group_id(groups, "root"), Some(0));
+        assert_eq!(group_id(groups, "odd"), None);
+        assert_eq!(group_id(groups, "missing"), None);
+        assert_eq!(group_id(groups, "broken"), None);
+    }
 }

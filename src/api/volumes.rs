@@ -37,6 +37,7 @@ fn volume(v: VolumeRecord) -> Volume {
         snapshot_id,
         image_id,
         create_time: v.created as i64,
+        delete_on_termination: v.delete_on_termination,
     }
 }
 

@@ -26,6 +26,9 @@ struct Args {
     /// The API's Unix socket.
     #[arg(long)]
     socket: Option<PathBuf>,
+    /// The group the API socket is given to (default: nuage, when it exists).
+    #[arg(long)]
+    socket_group: Option<String>,
     /// The nuage-vmm binary.
     #[arg(long)]
     vmm: Option<PathBuf>,
@@ -75,6 +78,9 @@ async fn main() -> anyhow::Result<()> {
     if let Some(socket) = args.socket {
         config.socket = socket;
     }
+    if let Some(group) = args.socket_group {
+        config.socket_group = group;
+    }
     if let Some(vmm) = args.vmm {
         config.vmm = vmm;
     }
@@ -104,6 +110,7 @@ async fn main() -> anyhow::Result<()> {
         config.network.address_pool = args.address_pool;
     }
     let socket = config.socket.clone();
+    let socket_group = config.socket_group.clone();
     let metrics_address = config.metrics_address;
     // Certificates are read before anything else starts, so a bad one fails fast.
     let tcp = config.tcp.as_ref().map(tls_config).transpose()?;
@@ -120,7 +127,7 @@ async fn main() -> anyhow::Result<()> {
         info!(address = %listener.local_addr()?, "serving metrics");
         tokio::spawn(metrics::serve(listener, daemon.clone(), api_metrics.clone()));
     }
-    let unix = nuage::api::server::bind(&socket)?;
+    let unix = nuage::api::server::bind(&socket, &socket_group)?;
     info!(socket = %socket.display(), state_dir = %daemon.state_dir().display(), "serving the API");
     let tcp = match tcp {
         Some((address, tls)) => {

@@ -23,8 +23,8 @@ use crate::api::pb::{
     CreateSubnetRequest, CreateVolumeRequest, DeleteKeyPairRequest, DeleteSnapshotRequest,
     DeleteSubnetRequest, DeregisterImageRequest, DescribeAddressesRequest, DescribeImagesRequest,
     DescribeInstancesRequest, DescribeKeyPairsRequest, DescribeSnapshotsRequest, DescribeSubnetsRequest,
-    DescribeVolumesRequest, GetConsoleOutputRequest, ImportKeyPairRequest, InstanceIds, ModifyVolumeRequest,
-    RegisterImageRequest, RunInstancesRequest, VolumeId, WatchInstanceRequest,
+    DescribeVolumesRequest, GetConsoleOutputRequest, ImportKeyPairRequest, InstanceIds, LaunchVolume,
+    ModifyVolumeRequest, RegisterImageRequest, RunInstancesRequest, VolumeId, WatchInstanceRequest,
 };
 use crate::api::server::{connect, connect_tls};
 use output::{
@@ -129,6 +129,10 @@ enum Command {
         /// User data for cloud-init: text, or file://PATH.
         #[arg(long)]
         user_data: Option<String>,
+        /// A data volume for each instance: size=GIB and/or snapshot-id=snap-…, and
+        /// keep=true to keep it when the instance is terminated (repeatable).
+        #[arg(long = "volume", value_parser = parse_launch_volume)]
+        volumes: Vec<LaunchVolume>,
     },
     /// Lists instances.
     DescribeInstances {
@@ -322,6 +326,24 @@ enum Command {
     },
 }
 
+/// Parses `--volume size=GIB,snapshot-id=snap-…,keep=true` (any of the three).
+fn parse_launch_volume(text: &str) -> Result<LaunchVolume, String> {
+    let mut volume = LaunchVolume::default();
+    for item in text.split(',') {
+        let bad = || format!("{item:?}: expected size=GIB, snapshot-id=ID or keep=true|false");
+        match item.split_once('=').ok_or_else(bad)? {
+            ("size", gib) => {
+                let gib: u64 = gib.parse().map_err(|_| bad())?;
+                volume.size_bytes = gib.checked_mul(GIB).ok_or_else(bad)?;
+            }
+            ("snapshot-id", id) => volume.snapshot_id = id.to_owned(),
+            ("keep", keep) => volume.keep_on_termination = keep.parse().map_err(|_| bad())?,
+            _ => return Err(bad()),
+        }
+    }
+    Ok(volume)
+}
+
 /// A one-line progress bar on stderr, drawn only when stderr is a terminal.
 struct ProgressBar {
     what: &'static str,
@@ -450,6 +472,7 @@ impl Cli {
                 private_ip_address,
                 key_name,
                 user_data,
+                volumes,
             } => {
                 let user_data = user_data.as_deref().map(text_or_file).transpose()?.unwrap_or_default();
                 let request = RunInstancesRequest {
@@ -460,6 +483,7 @@ impl Cli {
                     private_ip_address,
                     key_name,
                     user_data,
+                    volumes,
                 };
                 print_instances(format, instances.run_instances(request).await?.into_inner().instances);
             }

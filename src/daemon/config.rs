@@ -52,6 +52,8 @@ pub struct DaemonConfig {
     pub state_dir: PathBuf,
     /// The API's Unix socket (mode 0660).
     pub socket: PathBuf,
+    /// The group the socket is given to, when it exists: its members may call the API.
+    pub socket_group: String,
     /// The `nuage-vmm` binary.
     pub vmm: PathBuf,
     /// The instance types, the first being the default.
@@ -81,6 +83,7 @@ impl Default for DaemonConfig {
         Self {
             state_dir: PathBuf::from("/var/lib/nuage"),
             socket: PathBuf::from("/run/nuage/nuaged.sock"),
+            socket_group: "nuage".into(),
             vmm: sibling_binary("nuage-vmm"),
             instance_types: types
                 .into_iter()

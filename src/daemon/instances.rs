@@ -17,7 +17,7 @@ use tracing::{info, warn};
 
 use super::cidata::{self, ConfigDrive};
 use super::config::DaemonConfig;
-use super::process::{disk_serial, instance_dir, running_vmms, tail, Launch, ProcessHandle};
+use super::process::{disk_serial, instance_dir, running_vmms, tail, Launch, ProcessHandle, PID_FILE};
 use super::watch::Watch;
 use super::{failpoint, DaemonError};
 use crate::net::plane::NetworkPlane;
@@ -50,6 +50,21 @@ pub struct StateChange {
     pub current: InstanceState,
 }
 
+/// The most volumes RunInstances makes for each instance (with the root disk, the config
+/// drive and an interface they stay within the VMM's 16 devices).
+const MAX_LAUNCH_VOLUMES: usize = 8;
+
+/// A data volume RunInstances makes for each instance.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LaunchVolume {
+    /// Its size in bytes (default: the snapshot's).
+    pub size: Option<u64>,
+    /// The snapshot it starts from (default: empty).
+    pub snapshot_id: Option<String>,
+    /// Keep it, detached, when the instance is terminated (by default it is deleted).
+    pub keep_on_termination: bool,
+}
+
 /// What RunInstances asks for.
 #[derive(Debug, Clone, Default)]
 pub struct RunSpec {
@@ -67,6 +82,8 @@ pub struct RunSpec {
     pub key_pair: Option<KeyPairRecord>,
     /// User data for the guest (cloud-init's `user-data`).
     pub user_data: Vec<u8>,
+    /// Data volumes made for each instance, its disks after the root disk.
+    pub volumes: Vec<LaunchVolume>,
 }
 
 /// The instances of one daemon.
@@ -128,6 +145,7 @@ impl Instances {
             ))
         })?;
         let image = self.store.image(image_id)?;
+        self.check_launch_volumes(&spec.volumes)?;
         (0..count)
             .map(|_| {
                 let record = InstanceRecord {
@@ -146,9 +164,16 @@ impl Instances {
                     key_name: spec.key_pair.as_ref().map(|k| k.name.clone()).unwrap_or_default(),
                 };
                 self.db.insert(&record)?;
+                // Every volume before the root is recorded: a recorded root means a complete
+                // set, and recovery undoes an incomplete one.
                 let launched =
                     self.store.create_volume(Parent::Image(image.id.clone()), None).and_then(|volume| {
-                        self.store.attach_volume(&volume.id, &record.id)?;
+                        self.store.attach_volume(&volume.id, &record.id, true)?;
+                        for wanted in &spec.volumes {
+                            let parent = wanted.snapshot_id.clone().map_or(Parent::None, Parent::Snapshot);
+                            let data = self.store.create_volume(parent, wanted.size)?;
+                            self.store.attach_volume(&data.id, &record.id, !wanted.keep_on_termination)?;
+                        }
                         Ok(volume)
                     });
                 let launched = launched
@@ -177,14 +202,41 @@ impl Instances {
             .collect()
     }
 
+    /// Checks RunInstances' volumes before anything is made.
+    fn check_launch_volumes(&self, volumes: &[LaunchVolume]) -> Result<(), DaemonError> {
+        if volumes.len() > MAX_LAUNCH_VOLUMES {
+            return Err(DaemonError::InvalidParameter(format!(
+                "{} volumes; at most {MAX_LAUNCH_VOLUMES} per instance",
+                volumes.len()
+            )));
+        }
+        for volume in volumes {
+            match (&volume.snapshot_id, volume.size) {
+                (None, None | Some(0)) => {
+                    return Err(DaemonError::InvalidParameter("an empty volume needs a size".into()))
+                }
+                (Some(snapshot), size) => {
+                    let snapshot = self.store.snapshot(snapshot)?;
+                    if size.is_some_and(|size| size < snapshot.size) {
+                        return Err(DaemonError::InvalidParameter(format!(
+                            "a volume from {} needs at least its {} bytes",
+                            snapshot.id, snapshot.size
+                        )));
+                    }
+                }
+                (None, Some(_)) => {}
+            }
+        }
+        Ok(())
+    }
+
     /// Terminates an instance whose launch failed, deleting what it got so far.
     fn abandon(&self, id: &str, error: &DaemonError) {
         let reason = format!("Server.InternalError: launch failed: {error}");
         let undone = self
-            .db
             .transition(id, &[Pending, Stopped], ShuttingDown, &reason, None)
             .map_err(DaemonError::from)
-            .and_then(|_| self.finish_termination(id));
+            .and_then(|_| self.finish_termination(id, true));
         if let Err(e) = undone {
             warn!(instance = id, "undoing a failed launch: {e}");
         }
@@ -275,7 +327,7 @@ impl Instances {
                 if self.handle(id).is_some() {
                     self.shut_down(id, true);
                 } else {
-                    self.finish_termination(id)?;
+                    self.finish_termination(id, false)?;
                 }
             }
             changes.push(StateChange { id: id.clone(), previous, current: self.db.get(id)?.state });
@@ -347,7 +399,7 @@ impl Instances {
                             "Server.InternalError: launch interrupted",
                             None,
                         )?;
-                        self.finish_termination(id)?;
+                        self.finish_termination(id, true)?;
                         actions.push(format!("undid the interrupted launch of {id}"));
                     } else {
                         let reason = "Server.InternalError: the VMM ended while nuaged was down";
@@ -356,7 +408,7 @@ impl Instances {
                     }
                 }
                 (ShuttingDown, None) => {
-                    self.finish_termination(id)?;
+                    self.finish_termination(id, false)?;
                     actions.push(format!("finished terminating {id}"));
                 }
                 (Stopped, None) => {}
@@ -491,6 +543,8 @@ impl Instances {
                     None
                 }
             };
+            // Before the exit is handled: a reboot writes the new VMM's.
+            let _ = std::fs::remove_file(instance_dir(&this.config.state_dir, &id).join(PID_FILE));
             if let Err(e) = this.record_exit(&id, status) {
                 warn!(instance = id, "recording the VMM's exit failed: {e}");
             }
@@ -567,7 +621,7 @@ impl Instances {
             Stopping => {
                 self.transition(id, &[Stopping], Stopped, &record.state_reason, None)?;
             }
-            ShuttingDown => self.finish_termination(id)?,
+            ShuttingDown => self.finish_termination(id, false)?,
             Running if self.lock(&self.rebooting).contains(id) => {
                 self.transition(id, &[Running], Pending, "Client.UserInitiatedReboot", None)?;
                 self.launch(id)?;
@@ -592,19 +646,23 @@ impl Instances {
         Ok(())
     }
 
-    /// Deletes a shutting-down instance's volumes and files and marks it terminated.
-    fn finish_termination(&self, id: &str) -> Result<(), DaemonError> {
+    /// Deletes a shutting-down instance's volumes and files and marks it terminated; with
+    /// `undo_launch` (a launch that failed or was interrupted), every volume attached to it,
+    /// all of which the launch made.
+    fn finish_termination(&self, id: &str, undo_launch: bool) -> Result<(), DaemonError> {
         let record = self.db.get(id)?;
         if !record.subnet_id.is_empty() {
             self.plane.detach(&record.subnet_id, id)?;
         }
         let reason = record.state_reason;
-        // The root volume goes with the instance; data volumes are detached and stay. A
-        // launch interrupted before recording its root has only that one attached.
+        // The root volume and the volumes made at launch go with the instance; other data
+        // volumes are detached and stay. A launch that failed, or was interrupted before
+        // recording its root, loses every volume it made.
         for volume in self.store.volumes()? {
             if volume.attached_to.as_deref() == Some(id) {
+                let made_for_it = volume.delete_on_termination || volume.id == record.root_volume_id;
                 self.store.detach_volume(&volume.id)?;
-                if record.root_volume_id.is_empty() || volume.id == record.root_volume_id {
+                if undo_launch || made_for_it {
                     self.store.delete_volume(&volume.id)?;
                 }
             }

@@ -12,10 +12,13 @@ use std::process::{Child, Command, Stdio};
 
 use super::cidata;
 use crate::net::plane::Interface;
+use crate::state::file::write_atomic;
 use crate::state::instance::InstanceRecord;
 use crate::storage::store::image::ImageRecord;
 
-/// Where an instance's files live: `console.log`, `vmm.log`, `control.sock`.
+/// Where an instance's files live: `console.log`, `vmm.log`, `control.sock`, `cidata.img`,
+/// and, for operators, `vmm.args` (the VMM's command line, one argument per line) and
+/// `pid` (the running VMM's).
 pub fn instance_dir(state_dir: &Path, id: &str) -> PathBuf {
     state_dir.join("instances").join(id)
 }
@@ -43,6 +46,9 @@ pub struct Launch<'a> {
     /// The config drive, read-only, after the data volumes.
     pub config_drive: Option<PathBuf>,
 }
+
+/// The running VMM's pid, in the instance's directory.
+pub const PID_FILE: &str = "pid";
 
 /// The virtio disk id (its serial) of a volume: the id without its dash, as EC2's NVMe
 /// serials are, which fits virtio's 20 bytes.
@@ -121,7 +127,20 @@ impl Launch<'_> {
         std::fs::create_dir_all(&self.dir)?;
         let _ = std::fs::remove_file(self.dir.join("control.sock"));
         let log = OpenOptions::new().create(true).append(true).open(self.dir.join("vmm.log"))?;
-        self.command().stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).process_group(0).spawn()
+        let mut command = self.command();
+        let mut args = command.get_program().to_string_lossy().into_owned();
+        for arg in command.get_args() {
+            args.push('\n');
+            args.push_str(&arg.to_string_lossy());
+        }
+        write_atomic(&self.dir.join("vmm.args"), format!("{args}\n").as_bytes())?;
+        let child =
+            command.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).process_group(0).spawn()?;
+        // The VMM runs: a pid file that cannot be written is no reason to fail the launch.
+        if let Err(e) = write_atomic(&self.dir.join(PID_FILE), format!("{}\n", child.id()).as_bytes()) {
+            tracing::warn!(dir = %self.dir.display(), "cannot write the pid file: {e}");
+        }
+        Ok(child)
     }
 }
 

@@ -42,7 +42,7 @@ impl Volumes {
     pub fn attach(&self, volume_id: &str, instance_id: &str) -> Result<VolumeRecord, DaemonError> {
         self.store.volume(volume_id)?;
         self.require_stopped(instance_id, "attach")?;
-        Ok(self.store.attach_volume(volume_id, instance_id)?)
+        Ok(self.store.attach_volume(volume_id, instance_id, false)?)
     }
 
     /// Detaches a data volume from a stopped instance.
@@ -90,9 +90,10 @@ impl Volumes {
     /// Snapshots a volume attached to `owner`, whose VMM does not run: detaches it for the
     /// store's offline snapshot and attaches it again.
     fn snapshot_attached_idle(&self, volume_id: &str, owner: &str) -> Result<SnapshotRecord, DaemonError> {
+        let delete_on_termination = self.store.volume(volume_id)?.delete_on_termination;
         self.store.detach_volume(volume_id)?;
         let snapshot = self.store.create_snapshot(volume_id);
-        self.store.attach_volume(volume_id, owner)?;
+        self.store.attach_volume(volume_id, owner, delete_on_termination)?;
         Ok(snapshot?)
     }
 

@@ -272,7 +272,7 @@ fn volumes_grow_and_keep_their_data() {
     assert_eq!(grown.size, 100 << 30);
     assert_eq!(&read_start(&store, &volume.id)[..14], b"before-growing");
     assert!(store.resize_volume(&volume.id, MIB).unwrap_err().to_string().contains("below the current size"));
-    store.attach_volume(&volume.id, "i-1").unwrap();
+    store.attach_volume(&volume.id, "i-1", false).unwrap();
     assert!(store.resize_volume(&volume.id, 200 << 30).is_err());
 }
 
@@ -280,12 +280,12 @@ fn volumes_grow_and_keep_their_data() {
 fn one_read_write_attachment_at_a_time() {
     let (_dir, store) = store();
     let volume = store.create_volume(Parent::None, Some(MIB)).unwrap();
-    store.attach_volume(&volume.id, "i-1").unwrap();
-    assert!(store.attach_volume(&volume.id, "i-2").unwrap_err().to_string().contains("VolumeInUse"));
+    store.attach_volume(&volume.id, "i-1", false).unwrap();
+    assert!(store.attach_volume(&volume.id, "i-2", false).unwrap_err().to_string().contains("VolumeInUse"));
     assert!(store.delete_volume(&volume.id).is_err());
     assert!(store.create_snapshot(&volume.id).unwrap_err().to_string().contains("IncorrectState"));
     store.detach_volume(&volume.id).unwrap();
-    store.attach_volume(&volume.id, "i-2").unwrap();
+    store.attach_volume(&volume.id, "i-2", false).unwrap();
 }
 
 #[test]

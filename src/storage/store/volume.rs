@@ -49,6 +49,9 @@ pub struct VolumeRecord {
     /// Set while the volume is being deleted.
     #[serde(default)]
     pub deleting: bool,
+    /// Deleted when the instance it is attached to is terminated (volumes made at launch).
+    #[serde(default)]
+    pub delete_on_termination: bool,
 }
 
 /// A snapshot's metadata (`snapshots/snap-….json`).
@@ -132,8 +135,15 @@ impl Store {
         fs::rename(&tmp, &file).map_err(io_error(&file))?;
         // The file without its record is an orphan recovery removes; the record is the
         // commit point.
-        let record =
-            VolumeRecord { id: id.clone(), size, parent, created: now(), attached_to: None, deleting: false };
+        let record = VolumeRecord {
+            id: id.clone(),
+            size,
+            parent,
+            created: now(),
+            attached_to: None,
+            deleting: false,
+            delete_on_termination: false,
+        };
         write_json(&self.volume_json(&id), &record)?;
         Ok(record)
     }
@@ -209,12 +219,18 @@ impl Store {
     }
 
     /// Records that `instance` uses the volume read-write; one attachment at a time.
-    pub fn attach_volume(&self, id: &str, instance: &str) -> Result<VolumeRecord, StoreError> {
+    pub fn attach_volume(
+        &self,
+        id: &str,
+        instance: &str,
+        delete_on_termination: bool,
+    ) -> Result<VolumeRecord, StoreError> {
         let mut volume = self.volume(id)?;
         if let Some(current) = &volume.attached_to {
             return Err(StoreError::InUse { kind: "VolumeInUse", id: id.to_owned(), by: current.clone() });
         }
         volume.attached_to = Some(instance.to_owned());
+        volume.delete_on_termination = delete_on_termination;
         write_json(&self.volume_json(id), &volume)?;
         Ok(volume)
     }
@@ -223,6 +239,7 @@ impl Store {
     pub fn detach_volume(&self, id: &str) -> Result<VolumeRecord, StoreError> {
         let mut volume = self.volume(id)?;
         volume.attached_to = None;
+        volume.delete_on_termination = false;
         write_json(&self.volume_json(id), &volume)?;
         Ok(volume)
     }
