@@ -191,6 +191,18 @@ fn instances_run_stop_start_and_terminate() {
     }
     assert_eq!(daemon.volumes(), 2, "one root volume each");
 
+    let filtered = |filters: &[&str]| {
+        let v = daemon.ok(&[&["describe-instances", "--filters"][..], filters].concat());
+        v["Instances"].as_array().unwrap().len()
+    };
+    let by_image = format!("Name=image-id,Values=ami-0,{image}");
+    assert_eq!(filtered(&[&by_image]), 2, "any value matches");
+    assert_eq!(filtered(&["Name=instance-type,Values=t.micro"]), 0);
+    let one = format!("Name=instance-id,Values={}", ids[1]);
+    assert_eq!(filtered(&[&one, "Name=instance-state-name,Values=running"]), 1, "every filter must match");
+    let err = daemon.err(&["describe-instances", "--filters", "Name=color,Values=red"]);
+    assert!(err.starts_with("InvalidParameterValue: filter \"color\""), "{err}");
+
     let stop = daemon.ok(&["stop-instances", "--instance-ids", &ids[0]]);
     assert_eq!(stop["StateChanges"][0]["previous_state"], "running");
     assert_eq!(stop["StateChanges"][0]["current_state"], "stopped");
@@ -664,6 +676,11 @@ fn elastic_ips_follow_their_instance() {
     assert!(rules().contains("dnat ip to 10.0.22.2"), "{}", rules());
     let err = daemon.err(&["release-address", "--allocation-id", allocation]);
     assert!(err.starts_with("DependencyViolation"), "{err}");
+    let freed = daemon.ok(&["disassociate-address", "--allocation-id", allocation]);
+    assert_eq!(freed["Addresses"][0]["instance_id"], "");
+    assert!(!uplink().contains("192.168.70.10") && !rules().contains("dnat"), "{}{}", uplink(), rules());
+    daemon.ok(&["associate-address", "--allocation-id", allocation, "--instance-id", &id]);
+    assert!(uplink().contains("192.168.70.10/32"), "associated again: {}", uplink());
 
     daemon.ok(&["terminate-instances", "--instance-ids", &id, &unplugged]);
     assert!(!uplink().contains("192.168.70.10"), "{}", uplink());

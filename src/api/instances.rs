@@ -14,7 +14,7 @@ use super::pb::{
     Instance, InstanceEvent, InstanceIds, RunInstancesRequest, RunInstancesResponse, StateChange,
     StateChanges, WatchInstanceRequest,
 };
-use crate::daemon::instances::{LaunchVolume, RunSpec, StateChange as Change};
+use crate::daemon::instances::{Filter, LaunchVolume, RunSpec, StateChange as Change};
 use crate::daemon::watch::InstanceEvent as WatchEvent;
 use crate::daemon::{Daemon, DaemonError};
 use crate::state::instance::{InstanceRecord, InstanceState};
@@ -145,7 +145,10 @@ impl Instances for InstancesService {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| Status::from(DaemonError::InvalidParameter(e)))?;
         let daemon = self.0.clone();
-        let records = blocking(move || daemon.instances.describe(&r.instance_ids, &states)).await?;
+        let filters: Vec<Filter> =
+            r.filters.into_iter().map(|f| Filter { name: f.name, values: f.values }).collect();
+        let records =
+            blocking(move || daemon.instances.describe_filtered(&r.instance_ids, &states, &filters)).await?;
         Ok(Response::new(DescribeInstancesResponse {
             instances: records.into_iter().map(instance).collect(),
         }))

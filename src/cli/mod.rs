@@ -23,7 +23,7 @@ use crate::api::pb::{
     CreateSubnetRequest, CreateVolumeRequest, DeleteKeyPairRequest, DeleteSnapshotRequest,
     DeleteSubnetRequest, DeregisterImageRequest, DescribeAddressesRequest, DescribeImagesRequest,
     DescribeInstancesRequest, DescribeKeyPairsRequest, DescribeSnapshotsRequest, DescribeSubnetsRequest,
-    DescribeVolumesRequest, GetConsoleOutputRequest, ImportKeyPairRequest, InstanceIds, LaunchVolume,
+    DescribeVolumesRequest, Filter, GetConsoleOutputRequest, ImportKeyPairRequest, InstanceIds, LaunchVolume,
     ModifyVolumeRequest, RegisterImageRequest, RunInstancesRequest, VolumeId, WatchInstanceRequest,
 };
 use crate::api::server::{connect, connect_tls};
@@ -142,6 +142,11 @@ enum Command {
         /// Only those in these states.
         #[arg(long = "states", num_args = 1..)]
         states: Vec<String>,
+        /// EC2-style filters, all of which must match: Name=NAME,Values=V1,V2 (names:
+        /// instance-id, instance-state-name, image-id, instance-type, subnet-id,
+        /// private-ip-address, key-name).
+        #[arg(long = "filters", num_args = 1.., value_parser = parse_filter)]
+        filters: Vec<Filter>,
     },
     /// Stops instances.
     StopInstances {
@@ -326,6 +331,14 @@ enum Command {
     },
 }
 
+/// Parses `--filters Name=NAME,Values=V1,V2`, the aws CLI's shorthand.
+fn parse_filter(text: &str) -> Result<Filter, String> {
+    let bad = || format!("{text:?}: expected Name=NAME,Values=VALUE[,VALUE...]");
+    let rest = text.strip_prefix("Name=").ok_or_else(bad)?;
+    let (name, values) = rest.split_once(",Values=").ok_or_else(bad)?;
+    Ok(Filter { name: name.to_owned(), values: values.split(',').map(str::to_owned).collect() })
+}
+
 /// Parses `--volume size=GIB,snapshot-id=snap-…,keep=true` (any of the three).
 fn parse_launch_volume(text: &str) -> Result<LaunchVolume, String> {
     let mut volume = LaunchVolume::default();
@@ -487,8 +500,8 @@ impl Cli {
                 };
                 print_instances(format, instances.run_instances(request).await?.into_inner().instances);
             }
-            Command::DescribeInstances { instance_ids, states } => {
-                let request = DescribeInstancesRequest { instance_ids, states };
+            Command::DescribeInstances { instance_ids, states, filters } => {
+                let request = DescribeInstancesRequest { instance_ids, states, filters };
                 print_instances(format, instances.describe_instances(request).await?.into_inner().instances);
             }
             Command::StopInstances { instance_ids, force } => {

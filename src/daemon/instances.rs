@@ -65,6 +65,44 @@ pub struct LaunchVolume {
     pub keep_on_termination: bool,
 }
 
+/// An EC2-style filter of DescribeInstances: the instances whose attribute `name` has one
+/// of `values`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Filter {
+    /// One of [`FILTER_NAMES`].
+    pub name: String,
+    /// Any of these matches.
+    pub values: Vec<String>,
+}
+
+/// The filters DescribeInstances knows, by EC2's names.
+pub const FILTER_NAMES: [&str; 7] = [
+    "instance-id",
+    "instance-state-name",
+    "image-id",
+    "instance-type",
+    "subnet-id",
+    "private-ip-address",
+    "key-name",
+];
+
+impl Filter {
+    /// The attribute of `record` the filter looks at.
+    fn attribute(&self, record: &InstanceRecord) -> String {
+        match self.name.as_str() {
+            "instance-id" => record.id.clone(),
+            "instance-state-name" => record.state.as_str().to_owned(),
+            "image-id" => record.image_id.clone(),
+            "instance-type" => record.instance_type.clone(),
+            "subnet-id" => record.subnet_id.clone(),
+            "private-ip-address" => record.private_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            "key-name" => record.key_name.clone(),
+            // Names are checked before filtering.
+            _ => String::new(),
+        }
+    }
+}
+
 /// What RunInstances asks for.
 #[derive(Debug, Clone, Default)]
 pub struct RunSpec {
@@ -259,6 +297,25 @@ impl Instances {
             .filter(|r| ids.is_empty() || ids.contains(&r.id))
             .filter(|r| states.is_empty() || states.contains(&r.state))
             .collect())
+    }
+
+    /// Instances as [`Instances::describe`] finds them, that match every filter.
+    pub fn describe_filtered(
+        &self,
+        ids: &[String],
+        states: &[InstanceState],
+        filters: &[Filter],
+    ) -> Result<Vec<InstanceRecord>, DaemonError> {
+        if let Some(unknown) = filters.iter().find(|f| !FILTER_NAMES.contains(&f.name.as_str())) {
+            return Err(DaemonError::InvalidParameter(format!(
+                "filter {:?}; known: {}",
+                unknown.name,
+                FILTER_NAMES.join(", ")
+            )));
+        }
+        let mut records = self.describe(ids, states)?;
+        records.retain(|r| filters.iter().all(|f| f.values.contains(&f.attribute(r))));
+        Ok(records)
     }
 
     /// Boots stopped instances again.
