@@ -50,7 +50,7 @@ pub fn bind(path: &Path, group: &str) -> anyhow::Result<UnixListener> {
     match group_id(&groups, group) {
         Some(gid) => std::os::unix::fs::chown(path, None, Some(gid))
             .with_context(|| format!("giving {} to group {group}", path.display()))?,
-        None => tracing::warn!(group, "no such group: the API socket keeps the daemon's group"),
+        None => tracing::info!(group, "no such group: the API socket keeps the daemon's group (create it to let its members call the API)"),
     }
     Ok(listener)
 }
