@@ -13,10 +13,13 @@ use std::time::{Duration, Instant};
 use common::guest::{elf_kernel, Asm};
 use serde_json::Value;
 
-/// A running `nuaged`, killed (never gracefully) when dropped.
+/// A running `nuaged`, killed (never gracefully) when dropped, with the VMMs of its
+/// instances, which outlive a daemon by design; [`Daemon::kill`] leaves them running for
+/// the next daemon to adopt.
 struct Daemon {
     child: Child,
     dir: PathBuf,
+    keep_instances: bool,
 }
 
 impl Daemon {
@@ -62,7 +65,7 @@ impl Daemon {
             )
             .spawn()
             .unwrap();
-        let daemon = Self { child, dir: dir.to_owned() };
+        let daemon = Self { child, dir: dir.to_owned(), keep_instances: false };
         daemon.wait_for(|| std::os::unix::net::UnixStream::connect(&socket).is_ok(), "the API socket");
         daemon
     }
@@ -71,6 +74,7 @@ impl Daemon {
     fn kill(mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
+        self.keep_instances = true;
     }
 
     /// Runs `nuage ARGS --output json`; returns (success, JSON or stderr).
@@ -150,6 +154,9 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if !self.keep_instances {
+            kill_vmms(&self.dir);
+        }
     }
 }
 
