@@ -31,6 +31,12 @@ impl Daemon {
         Self::spawn(dir, &["--vmm".as_ref(), vmm.as_os_str()])
     }
 
+    /// A daemon that gives guests `seconds` to shut down when stopped.
+    fn start_with_stop_timeout(dir: &Path, seconds: u32) -> Self {
+        let seconds = seconds.to_string();
+        Self::spawn(dir, &["--vmm", common::vmm_bin(), "--stop-timeout", &seconds].map(std::ffi::OsStr::new))
+    }
+
     /// A daemon whose network plane lives in namespace `netns`.
     fn start_in_netns(dir: &Path, netns: &str) -> Self {
         Self::spawn(dir, &Self::netns_args(netns))
@@ -168,6 +174,12 @@ fn register(daemon: &Daemon, name: &str, guest: Asm) -> String {
     v["Images"][0]["image_id"].as_str().unwrap().to_owned()
 }
 
+/// A guest that prints "up", powers off once the keyboard delivers Delete (as Linux's init
+/// does on Ctrl+Alt+Del), printing "bye".
+fn polite_guest() -> Asm {
+    Asm::new().print("up\n").wait_for_scancode(0x71).print("bye\n").acpi_poweroff().spin()
+}
+
 fn ids(v: &Value) -> Vec<String> {
     v["Instances"].as_array().unwrap().iter().map(|i| i["instance_id"].as_str().unwrap().to_owned()).collect()
 }
@@ -252,12 +264,8 @@ fn a_guest_power_off_stops_its_instance() {
 #[test]
 fn stop_and_reboot_ask_the_guest_to_shut_down_first() {
     let dir = tempfile::tempdir().unwrap();
-    let daemon = Daemon::spawn(
-        dir.path(),
-        &["--vmm".as_ref(), common::vmm_bin().as_ref(), "--stop-timeout".as_ref(), "8".as_ref()],
-    );
-    let polite = Asm::new().print("up\n").wait_for_scancode(0x71).print("bye\n").acpi_poweroff().spin();
-    let polite = register(&daemon, "polite", polite);
+    let daemon = Daemon::start_with_stop_timeout(dir.path(), 8);
+    let polite = register(&daemon, "polite", polite_guest());
     let deaf = register(&daemon, "deaf", Asm::new().print("up\n").cli_hlt());
     let polite = ids(&daemon.ok(&["run-instances", "--image-id", &polite])).remove(0);
     let deaf = ids(&daemon.ok(&["run-instances", "--image-id", &deaf, "--count", "2"]));
@@ -826,12 +834,8 @@ fn a_daemon_killed_mid_operation_leaves_nothing_behind() {
 #[test]
 fn following_an_instance_streams_its_console_and_states() {
     let dir = tempfile::tempdir().unwrap();
-    let daemon = Daemon::spawn(
-        dir.path(),
-        &["--vmm".as_ref(), common::vmm_bin().as_ref(), "--stop-timeout".as_ref(), "8".as_ref()],
-    );
-    let guest = Asm::new().print("up\n").wait_for_scancode(0x71).print("bye\n").acpi_poweroff().spin();
-    let image = register(&daemon, "polite", guest);
+    let daemon = Daemon::start_with_stop_timeout(dir.path(), 8);
+    let image = register(&daemon, "polite", polite_guest());
     let id = ids(&daemon.ok(&["run-instances", "--image-id", &image])).remove(0);
     let follow = |id: &str| {
         Command::new(env!("CARGO_BIN_EXE_nuage"))

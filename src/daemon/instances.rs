@@ -17,14 +17,16 @@ use tracing::{info, warn};
 
 use super::cidata::{self, ConfigDrive};
 use super::config::DaemonConfig;
-use super::process::{disk_serial, instance_dir, running_vmms, tail, Launch, ProcessHandle, PID_FILE};
+use super::process::{
+    control_socket, disk_serial, instance_dir, running_vmms, tail, Launch, ProcessHandle, PID_FILE,
+};
 use super::watch::Watch;
 use super::{failpoint, DaemonError};
 use crate::net::plane::NetworkPlane;
 use crate::state::db::{InstanceStore, StateError};
 use crate::state::instance::{InstanceRecord, InstanceState};
 use crate::state::keypair::KeyPairRecord;
-use crate::storage::store::volume::Parent;
+use crate::storage::store::volume::{Parent, VolumeRecord};
 use crate::storage::store::{new_id, now, LayerSwitch, Store};
 use crate::vmm::control::{self, VmmDisk};
 
@@ -413,6 +415,9 @@ impl Instances {
         let mut actions = Vec::new();
         let running = running_vmms(&self.config.state_dir);
         let records = self.db.list()?;
+        // The adopted instances' volumes, read once: the loop below only deletes those of
+        // instances it terminates.
+        let volumes = self.store.volumes()?;
         let with_interfaces: Vec<String> = records
             .iter()
             .filter(|r| r.state != Terminated && !r.subnet_id.is_empty())
@@ -437,7 +442,7 @@ impl Instances {
                     }
                     let stop_requested = matches!(state, Stopping | ShuttingDown);
                     self.supervise(id, handle, None);
-                    self.resync_disks(id)?;
+                    self.resync_disks(id, &volumes)?;
                     if stop_requested {
                         // The request outlived the daemon that took it: carry it out.
                         self.shut_down(id, true);
@@ -489,12 +494,9 @@ impl Instances {
     /// resumes it. A daemon killed in the middle of a live snapshot may have left a disk
     /// paused, or still on the file that became the snapshot; otherwise the VMM reopens
     /// the file it had, after flushing it.
-    fn resync_disks(&self, id: &str) -> Result<(), DaemonError> {
-        let socket = instance_dir(&self.config.state_dir, id).join("control.sock");
-        for volume in self.store.volumes()? {
-            if volume.attached_to.as_deref() != Some(id) {
-                continue;
-            }
+    fn resync_disks(&self, id: &str, volumes: &[VolumeRecord]) -> Result<(), DaemonError> {
+        let socket = control_socket(&instance_dir(&self.config.state_dir, id));
+        for volume in volumes.iter().filter(|v| v.attached_to.as_deref() == Some(id)) {
             let disk = VmmDisk { socket: socket.clone(), id: disk_serial(&volume.id) };
             let path = self.store.volume_path(&volume.id)?;
             if let Err(e) = disk.pause().and_then(|()| disk.switch(&path)) {
@@ -636,7 +638,7 @@ impl Instances {
     fn shut_down(&self, id: &str, graceful: bool) {
         let Some(handle) = self.handle(id) else { return };
         if graceful {
-            let socket = instance_dir(&self.config.state_dir, id).join("control.sock");
+            let socket = control_socket(&instance_dir(&self.config.state_dir, id));
             match control::call(&socket, &control::Request::CtrlAltDel) {
                 Ok(()) if self.wait_exit(id, &handle, self.config.stop_timeout()) => {
                     info!(instance = id, "the guest shut down");
@@ -673,19 +675,21 @@ impl Instances {
     fn record_exit(&self, id: &str, status: Option<ExitStatus>) -> Result<(), DaemonError> {
         let record = self.db.get(id)?;
         let code = status.and_then(|s| s.code());
+        let asked_to_reboot = self.lock(&self.rebooting).contains(id);
         info!(instance = id, ?status, state = %record.state, "VMM exited");
         match record.state {
             Stopping => {
                 self.transition(id, &[Stopping], Stopped, &record.state_reason, None)?;
             }
             ShuttingDown => self.finish_termination(id, false)?,
-            Running if self.lock(&self.rebooting).contains(id) => {
-                self.transition(id, &[Running], Pending, "Client.UserInitiatedReboot", None)?;
-                self.launch(id)?;
-            }
-            Running if code == Some(VMM_EXIT_REBOOT) => {
-                // The guest rebooted: the instance keeps running, on a new VMM.
-                self.transition(id, &[Running], Pending, "Client.InstanceInitiatedReboot", None)?;
+            Running if asked_to_reboot || code == Some(VMM_EXIT_REBOOT) => {
+                // A reboot, asked for or by the guest: the instance keeps running, on a new VMM.
+                let reason = if asked_to_reboot {
+                    "Client.UserInitiatedReboot"
+                } else {
+                    "Client.InstanceInitiatedReboot"
+                };
+                self.transition(id, &[Running], Pending, reason, None)?;
                 self.launch(id)?;
             }
             Running => {
@@ -725,7 +729,7 @@ impl Instances {
             }
         }
         let dir: PathBuf = instance_dir(&self.config.state_dir, id);
-        let _ = std::fs::remove_file(dir.join("control.sock"));
+        let _ = std::fs::remove_file(control_socket(&dir));
         cidata::remove(&dir);
         self.transition(id, &[ShuttingDown], Terminated, &reason, None)?;
         Ok(())

@@ -77,7 +77,7 @@ impl KeyPairs {
             return Err(KeyPairError::Duplicate(name.to_owned()).into());
         }
         let crypto = |e: ssh_key::Error| DaemonError::Internal(format!("generating a key: {e}"));
-        let (private, fingerprint) = match key_type {
+        let (mut private, fingerprint) = match key_type {
             KeyType::Ed25519 => {
                 let private = PrivateKey::random(&mut OsRng, Algorithm::Ed25519).map_err(crypto)?;
                 let fingerprint = sha256_fingerprint(private.public_key());
@@ -91,10 +91,10 @@ impl KeyPairs {
                     .map_err(|e| DaemonError::Internal(format!("encoding an RSA key: {e}")))?;
                 let fingerprint = hex_pairs(&sha1::Sha1::digest(der.as_bytes()));
                 let keypair = RsaKeypair::try_from(rsa).map_err(crypto)?;
-                (PrivateKey::new(KeypairData::Rsa(keypair), name).map_err(crypto)?, fingerprint)
+                (PrivateKey::new(KeypairData::Rsa(keypair), "").map_err(crypto)?, fingerprint)
             }
         };
-        let mut private = private;
+        // The comment names the key pair, as the public key line's last word.
         private.set_comment(name);
         let public_key = private.public_key().to_openssh().map_err(crypto)?;
         let material = private.to_openssh(LineEnding::LF).map_err(crypto)?;

@@ -47,6 +47,11 @@ pub struct Launch<'a> {
     pub config_drive: Option<PathBuf>,
 }
 
+/// The VMM's control socket, in the instance's directory `dir`.
+pub fn control_socket(dir: &Path) -> PathBuf {
+    dir.join("control.sock")
+}
+
 /// The running VMM's pid, in the instance's directory.
 pub const PID_FILE: &str = "pid";
 
@@ -86,7 +91,7 @@ impl Launch<'_> {
             .arg("--console-log")
             .arg(self.dir.join("console.log"))
             .arg("--api-socket")
-            .arg(self.dir.join("control.sock"));
+            .arg(control_socket(&self.dir));
         if let Some(initrd) = &self.initrd {
             command.arg("--initrd").arg(initrd);
         }
@@ -125,7 +130,7 @@ impl Launch<'_> {
     /// Starts the VMM, its output going to `vmm.log` in the instance's directory.
     pub fn spawn(&self) -> std::io::Result<Child> {
         std::fs::create_dir_all(&self.dir)?;
-        let _ = std::fs::remove_file(self.dir.join("control.sock"));
+        let _ = std::fs::remove_file(control_socket(&self.dir));
         let log = OpenOptions::new().create(true).append(true).open(self.dir.join("vmm.log"))?;
         let mut command = self.command();
         let mut args = command.get_program().to_string_lossy().into_owned();

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::config::DaemonConfig;
-use super::process::{disk_serial, instance_dir};
+use super::process::{control_socket, disk_serial, instance_dir};
 use super::{failpoint, DaemonError};
 use crate::state::db::{InstanceStore, StateError};
 use crate::state::instance::InstanceState;
@@ -81,7 +81,7 @@ impl Volumes {
             };
         };
         let vmm = VmmDisk {
-            socket: instance_dir(&self.config.state_dir, &instance.id).join("control.sock"),
+            socket: control_socket(&instance_dir(&self.config.state_dir, &instance.id)),
             id: disk_serial(volume_id),
         };
         Ok(self.store.create_snapshot_live(volume_id, &WithFailpoints(vmm))?)

@@ -110,11 +110,7 @@ impl I8042 {
 
     /// Queues bytes from the keyboard and raises its interrupt if the guest enabled it.
     fn queue_keyboard_bytes(&self, state: &mut State, bytes: &[u8]) {
-        for &byte in bytes {
-            if state.output.len() < BUFFER_CAPACITY {
-                state.output.push_back(byte);
-            }
-        }
+        Self::queue_reply(state, bytes);
         self.raise(state);
     }
 
