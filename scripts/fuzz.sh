@@ -7,7 +7,7 @@
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 seconds=${1:-20}
-need_packages g++  # libFuzzer is C++
+need_deps  # g++: libFuzzer is C++
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --quiet
 cd "$NUAGE_ROOT/fuzz"
 export RUSTC_BOOTSTRAP=1

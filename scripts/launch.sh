@@ -5,5 +5,5 @@
 # Runs on this host's KVM when it has hardware virtualization, else nested under QEMU.
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
-need_packages busybox-static cpio lz4
+need_deps
 exec "$NUAGE_ROOT/scripts/nested/run.sh" --demo "${1:-$NUAGE_ROOT/target/launch}"

@@ -9,11 +9,11 @@ set -euo pipefail
 source "$(dirname "$0")/../../scripts/lib/common.sh"
 out=${1:?usage: build.sh OUTPUT.cpio [KERNEL_MODULES_DIR]}
 modules=${2:-}
-need_packages busybox-static cpio dropbear-bin
+need_deps
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
 mkdir -p "$root/bin" "$root/dev" "$root/proc" "$root/sys" "$root/modules"
-cp /bin/busybox "$root/bin/busybox"
+cp "$(command -v busybox)" "$root/bin/busybox"
 cp "$NUAGE_ROOT/images/test-guest/init" "$root/init"
 stage_programs "$root" dropbear dropbearkey
 for tool in $TEST_GUEST_TOOLS; do

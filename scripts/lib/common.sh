@@ -9,18 +9,12 @@ mkdir -p "$NUAGE_CACHE"
 log() { echo "[nuage] $*" >&2; }
 die() { echo "[nuage] error: $*" >&2; exit 1; }
 
-# Installs the Debian packages given that are not installed yet.
-need_packages() {
-    local missing=() p
-    for p in "$@"; do
-        dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
-    done
-    [ ${#missing[@]} -eq 0 ] && return 0
-    log "installing ${missing[*]}"
-    local sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo=sudo
-    $sudo apt-get update -q >/dev/null
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+# Runs the package step (scripts/deps.sh) once per run of the scripts: every command the
+# tests and the main job use is on PATH afterwards, or the script stops naming what is not.
+need_deps() {
+    [ -n "${NUAGE_DEPS_CHECKED:-}" ] && return 0
+    "$NUAGE_ROOT/scripts/deps.sh" || exit 1
+    export NUAGE_DEPS_CHECKED=1
 }
 
 # True when /dev/kvm is backed by hardware virtualization (VT-x or AMD-V).

@@ -28,7 +28,7 @@ done
 mkdir -p "$out"
 out=$(realpath "$out")
 
-need_packages busybox-static cpio lz4 e2fsprogs
+need_deps
 kernel_root=$(debian_cloud_kernel)
 vmlinuz=$(ls "$kernel_root"/boot/vmlinuz-*)
 kver=${vmlinuz##*/vmlinuz-}
@@ -61,15 +61,13 @@ if hardware_kvm; then
     exit 0
 fi
 
-need_packages qemu-system-x86
 log "no hardware virtualization: running nested under QEMU TCG with emulated SVM"
 # KVM, taps, and what the network plane's bridges, veth "LAN" and nftables table need;
 # with iproute2, nft and the ssh client themselves.
 stage_kernel_modules "$kernel_root/lib/modules/$kver" "$stage/modules" \
     kvm-amd tun bridge veth nft_chain_nat nft_nat nft_masq nft_ct
-need_packages iproute2 nftables openssh-client
 stage_programs "$stage" ip nft ssh
-cp /bin/busybox "$stage/bin/busybox"
+cp "$(command -v busybox)" "$stage/bin/busybox"
 cp "$NUAGE_ROOT/scripts/nested/l1-init" "$stage/init"
 # Uncompressed: decompressing tens of MB under software emulation costs more than reading them.
 (cd "$stage" && find . | cpio -o -H newc --quiet) > "$out/l1.cpio"
