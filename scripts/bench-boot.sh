@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Boot benchmark: time from nuage-vmm's start to the guest's init marker, and the VMM's
-# resident memory beyond guest RAM, over several boots of Debian's stock kernel (1 vCPU,
-# 128 MiB), reported as median and spread. With --other-vmm, another VMM binary (for example
-# a Firecracker release you downloaded yourself) boots the same ELF vmlinux and initramfs in
-# the same run, alternating with nuage-vmm, and the two are reported side by side as ratios.
+# resident memory beyond guest RAM, over several boots of Debian's stock kernels (the cloud
+# and the generic flavour, as ELF vmlinux and as bzImage, 1 and 2 vCPUs, 128 MiB), reported
+# as median and spread, with a per-phase profile from the guest's own kernel log (named
+# milestones and the largest gaps) and, for nuage-vmm's first boot of each configuration,
+# its exit statistics. With --other-vmm, another VMM binary (for example a Firecracker you
+# built yourself) boots the same ELF kernels and initramfs in the same run, alternating with
+# nuage-vmm, and the two are reported side by side as ratios.
 #
 # Usage: scripts/bench-boot.sh [--runs N] [--other-vmm PATH]
 set -euo pipefail
@@ -13,7 +16,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --runs) runs=$2; shift 2 ;;
         --other-vmm) other=(--other-vmm "$2"); shift 2 ;;
-        -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
         *) die "unknown argument $1" ;;
     esac
 done
@@ -24,34 +27,68 @@ where=$(hardware_kvm && echo "hardware KVM" || echo "nested KVM under QEMU TCG")
 python3 - "$out/console.log" "$where" <<'PY'
 import re, statistics, sys
 path, where = sys.argv[1], sys.argv[2]
-runs = {}
+runs, gaps, stats = {}, {}, {}
 config = ""
+LABEL = ("kind", "flavour", "format", "vcpus")
+def fields_of(text):
+    return dict(kv.split("=", 1) for kv in text.split() if "=" in kv)
 for line in open(path, errors="replace"):
     line = line.strip()
     if line.startswith("@@ bench-config"):
         config = line[len("@@ bench-config "):]
-    m = re.match(r"@@ bench kind=(\w+) run=(\d+) (.*)", line)
-    if m:
-        fields = dict(kv.split("=") for kv in m.group(3).split() if "=" in kv)
-        runs.setdefault(m.group(1), []).append(fields)
+    elif line.startswith("@@ bench-gap "):
+        head, _, text = line[len("@@ bench-gap "):].partition(" after=")
+        f = fields_of(head)
+        gap = head.split()[-1]
+        key = tuple(f[k] for k in LABEL)
+        if f["run"] == "1":
+            gaps.setdefault(key, []).append((float(gap), text))
+    elif line.startswith("@@ bench-stats "):
+        head, _, text = line[len("@@ bench-stats "):].partition(" | ")
+        f = fields_of(head)
+        stats.setdefault(tuple(f[k] for k in LABEL), []).append(text)
+    elif line.startswith("@@ bench "):
+        f = fields_of(line[len("@@ bench "):])
+        runs.setdefault(tuple(f[k] for k in LABEL), []).append(f)
 if not runs:
     sys.exit("no benchmark results in " + path)
-print(f"boot benchmark on {where} ({config})")
-summary = {}
-for kind, results in runs.items():
+def name(key):
+    kind, flavour, fmt, vcpus = key
+    return f"{'nuage-vmm' if kind == 'nuage' else 'other VMM'} {flavour} {fmt} {vcpus} vCPU"
+print(f"boot benchmark on {where} ({config}); times from VMM start to the guest's init marker")
+medians = {}
+phase_names = ["smp_up", "acpi_interpreter", "kvm_clock", "rtc", "kernel_done", "run_init", "last"]
+for key in sorted(runs):
+    results = runs[key]
     ok = [r for r in results if "boot_ms" in r]
-    failed = len(results) - len(ok)
-    boot = sorted(int(r["boot_ms"]) for r in ok)
-    rss = sorted(int(r["overhead_kb"]) / 1024 for r in ok)
+    print(f"  {name(key)}: boots={len(ok)} failed={len(results) - len(ok)}")
     if not ok:
-        print(f"  {kind}: all {failed} runs failed")
         continue
-    summary[kind] = (statistics.median(boot), statistics.median(rss))
-    name = "nuage-vmm" if kind == "nuage" else "other VMM"
-    print(f"  {name:10} boots={len(ok)} failed={failed}")
-    print(f"    start -> init marker: median {statistics.median(boot)/1000:.2f} s, min {boot[0]/1000:.2f} s, max {boot[-1]/1000:.2f} s")
-    print(f"    RSS beyond guest RAM: median {statistics.median(rss):.1f} MiB, min {rss[0]:.1f} MiB, max {rss[-1]:.1f} MiB")
-if "nuage" in summary and "other" in summary:
-    (nb, nr), (ob, orss) = summary["nuage"], summary["other"]
-    print(f"  ratio nuage/other: boot time {nb/ob:.2f}x, VMM memory {nr/orss:.2f}x")
+    boot = sorted(int(r["boot_ms"]) / 1000 for r in ok)
+    rss = sorted(int(r["overhead_kb"]) / 1024 for r in ok)
+    medians[key] = (statistics.median(boot), statistics.median(rss))
+    print(f"    start -> init marker: median {medians[key][0]:.2f} s (min {boot[0]:.2f}, max {boot[-1]:.2f}); "
+          f"memory beyond guest RAM: median {medians[key][1]:.1f} MiB")
+    phases = []
+    for p in phase_names:
+        values = [float(r[p]) for r in ok if r.get(p) not in (None, "0")]
+        if values:
+            phases.append(f"{p} {statistics.median(values):.2f}")
+    if phases:
+        print("    guest log (median s): " + ", ".join(phases))
+    for gap, text in sorted(gaps.get(key, []), reverse=True)[:5]:
+        print(f"    gap {gap:.3f} s after: {text}")
+    for text in stats.get(key, [])[:12]:
+        print(f"    | {text}")
+print("  ratios (medians):")
+for key, (boot, rss) in sorted(medians.items()):
+    kind, flavour, fmt, vcpus = key
+    if kind != "nuage":
+        continue
+    other = medians.get(("other", flavour, "elf", vcpus))
+    if fmt == "elf" and other:
+        print(f"    {flavour} ELF {vcpus} vCPU: nuage/other boot {boot / other[0]:.2f}x, memory {rss / other[1]:.2f}x")
+    elf = medians.get(("nuage", flavour, "elf", vcpus))
+    if fmt == "bzimage" and elf:
+        print(f"    {flavour} {vcpus} vCPU: nuage bzImage/ELF boot {boot / elf[0]:.2f}x")
 PY

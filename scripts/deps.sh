@@ -35,6 +35,7 @@ mkfs.fat            dosfstools
 fsck.fat            dosfstools
 mcopy               mtools
 sfdisk              fdisk
+xz                  xz-utils
 g++                 g++
 tar                 tar
 sha256sum           coreutils

@@ -114,6 +114,25 @@ fn stock_kernel_boots_to_init_and_powers_off() {
         "NUAGE-RNG current=virtio_rng.0 bytes=64",
         "the guest's hardware RNG is the virtio entropy device"
     );
+    assert_clock_right(&s);
+}
+
+/// The guest finds the CMOS RTC, and its clock and the RTC's agree with the host's (the
+/// L1's) within 2 s, read while the guest ran.
+fn assert_clock_right(s: &Scenario) {
+    let clock = parse_fields(s.console_line("NUAGE-CLOCK "));
+    assert_eq!(clock["rtc"], "rtc_cmos", "the guest should find the CMOS RTC: {clock:?}");
+    let epoch = |map: &HashMap<String, String>, key: &str| -> i64 {
+        map[key].parse().unwrap_or_else(|_| panic!("{key} in {map:?}"))
+    };
+    let (start, end) = (epoch(&s.fields, "epoch_start"), epoch(&s.fields, "epoch_end"));
+    for key in ["epoch", "rtc_epoch"] {
+        let guest = epoch(&clock, key);
+        assert!(
+            start - 2 <= guest && guest <= end + 2,
+            "guest {key} {guest} outside the host's {start}..{end}"
+        );
+    }
 }
 
 #[test]

@@ -285,3 +285,39 @@ fn application_processors_start_with_their_own_apic_ids() {
     assert_eq!(ids, vec!['1', '2', '3'], "stdout: {stdout:?}");
     assert!(stdout.ends_with(" all up"));
 }
+
+#[test]
+fn the_cmos_clock_shows_the_host_date_and_stats_count_the_exits() {
+    // Reads the RTC's century, year, month and day (BCD) and prints them raw.
+    let code = [0x32u8, 0x09, 0x08, 0x07]
+        .iter()
+        .fold(Asm::new(), |asm, &register| asm.outb(0x70, register).mov_dx(0x71).in_al_dx().print_al())
+        .acpi_poweroff()
+        .spin();
+    let before = host_date();
+    let (status, stdout, stderr) = boot_raw(&elf_kernel(code.bytes()), &["--stats"]);
+    let after = host_date();
+    assert_eq!(status, 0, "stderr: {stderr}");
+    let bcd = |b: u8| u32::from(b >> 4) * 10 + u32::from(b & 0xf);
+    let guest = match stdout.as_slice() {
+        [century, year, month, day] => {
+            format!("{:02}{:02}-{:02}-{:02}", bcd(*century), bcd(*year), bcd(*month), bcd(*day))
+        }
+        other => panic!("expected four bytes, got {other:?}"),
+    };
+    assert!(guest == before || guest == after, "guest date {guest}, host {before}");
+    // Four reads and four index writes on the RTC's ports, four bytes out on COM1.
+    let stats =
+        stderr.lines().skip_while(|l| !l.starts_with("exit statistics")).collect::<Vec<_>>().join("\n");
+    for target in ["io-out       port 0x0070", "io-in        port 0x0071", "io-out       port 0x03f8"] {
+        let line =
+            stats.lines().find(|l| l.contains(target)).unwrap_or_else(|| panic!("no {target} in:\n{stats}"));
+        assert!(line.split_whitespace().any(|w| w == "4"), "{line}");
+    }
+}
+
+/// Today's UTC date as YYYY-MM-DD.
+fn host_date() -> String {
+    let out = Command::new("date").args(["-u", "+%Y-%m-%d"]).output().unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}

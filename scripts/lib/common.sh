@@ -22,16 +22,18 @@ hardware_kvm() {
     [ -c /dev/kvm ] && grep -qwE 'vmx|svm' /proc/cpuinfo
 }
 
-# Prints the directory holding Debian's stock cloud kernel, unpacked (boot/ and lib/modules/).
-# The versioned package is resolved from the metapackage, so security updates are followed.
-debian_cloud_kernel() {
-    local pkg
-    pkg=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}')
+# debian_kernel [METAPACKAGE]: prints the directory holding a Debian stock kernel, unpacked
+# (boot/ and lib/modules/); linux-image-cloud-amd64 by default, linux-image-amd64 for the
+# generic flavour. The versioned package is resolved from the metapackage, so security
+# updates are followed.
+debian_kernel() {
+    local meta=${1:-linux-image-cloud-amd64} pkg
+    pkg=$(apt-cache depends "$meta" 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}')
     if [ -z "$pkg" ]; then
         apt-get update -q >/dev/null
-        pkg=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-/{print $2; exit}')
+        pkg=$(apt-cache depends "$meta" | awk '/Depends: linux-image-/{print $2; exit}')
     fi
-    [ -n "$pkg" ] || die "cannot resolve linux-image-cloud-amd64"
+    [ -n "$pkg" ] || die "cannot resolve $meta"
     local dir="$NUAGE_CACHE/kernel/$pkg"
     if [ ! -f "$dir/.unpacked" ]; then
         log "downloading $pkg"
@@ -44,17 +46,21 @@ debian_cloud_kernel() {
     echo "$dir/root"
 }
 
-# Extracts the uncompressed ELF vmlinux from an LZ4-compressed bzImage (what Debian ships)
-# into $2, for VMMs and tests that boot an ELF kernel.
+# Extracts the uncompressed ELF vmlinux from a bzImage into $2, for VMMs and tests that
+# boot an ELF kernel. Debian's cloud flavour compresses it with LZ4, the generic one with XZ.
 extract_vmlinux() {
-    local bzimage=$1 out=$2 offset
+    local bzimage=$1 out=$2 magic tool offset
     [ -s "$out" ] && return 0
-    # LZ4 legacy frame magic 0x184C2102, little endian.
-    offset=$(grep -obUaP '\x02\x21\x4c\x18' "$bzimage" | head -1 | cut -d: -f1)
-    [ -n "$offset" ] || die "no LZ4 payload in $bzimage"
-    tail -c +"$((offset + 1))" "$bzimage" | lz4 -dc 2>/dev/null > "$out.tmp" || true
-    [ "$(head -c 4 "$out.tmp" | od -An -c | tr -d ' ')" = "177ELF" ] || die "extracting vmlinux from $bzimage failed"
-    mv "$out.tmp" "$out"
+    # LZ4 legacy frame magic 0x184C2102 (little endian); the XZ stream header.
+    for magic in '\x02\x21\x4c\x18 lz4' '\xfd\x37\x7a\x58\x5a\x00 xz'; do
+        tool=${magic##* }
+        offset=$(grep -obUaP "${magic% *}" "$bzimage" | head -1 | cut -d: -f1)
+        [ -n "$offset" ] || continue
+        tail -c +"$((offset + 1))" "$bzimage" | "$tool" -dc 2>/dev/null > "$out.tmp" || true
+        [ "$(head -c 4 "$out.tmp" | od -An -c | tr -d ' ')" = "177ELF" ] && { mv "$out.tmp" "$out"; return 0; }
+    done
+    rm -f "$out.tmp"
+    die "extracting vmlinux from $bzimage failed (no LZ4 or XZ payload holding an ELF)"
 }
 
 # The test guest's own tools (images/test-guest/NAME.rs), in its initramfs and, for their
@@ -101,7 +107,11 @@ stage_kernel_modules() {
         grep -qx "$name" "$dest/.seen" 2>/dev/null && return 0
         echo "$name" >> "$dest/.seen"
         file=$(awk -v n="$name" '{b=$0; sub(/.*\//, "", b); sub(/\.ko$/, "", b); gsub(/-/, "_", b); if (b == n) {print; exit}}' <<< "$index")
-        [ -n "$file" ] || die "kernel module $name is not in $dir"
+        if [ -z "$file" ]; then
+            # Built into this flavour's kernel: nothing to load.
+            tr - _ < "$dir/modules.builtin" 2>/dev/null | grep -q "/$name.ko$" && return 0
+            die "kernel module $name is not in $dir"
+        fi
         deps=$(grep -ao 'depends=[a-z0-9_,-]*' "$dir/$file" | head -1 | cut -d= -f2 | tr , ' ')
         for dep in $deps; do _stage_module "$dep"; done
         cp "$dir/$file" "$dest/"

@@ -16,7 +16,7 @@ P=$NUAGE_PAYLOAD
 W=$NUAGE_WORK
 VMM=$P/nuage-vmm
 GUEST_TIMEOUT=${NUAGE_GUEST_TIMEOUT:-300}
-BASE_CMDLINE="console=ttyS0 panic=-1 pci=off quiet"
+BASE_CMDLINE="console=ttyS0 panic=-1 quiet"
 # The L1 keeps iproute2 in /usr/local/sbin: the busybox applet lacks veth peer names and
 # brief output, and busybox's shell prefers its applets to PATH, hence the function.
 [ -x /usr/local/sbin/ip ] && ip() { /usr/local/sbin/ip "$@"; }
@@ -58,6 +58,7 @@ run_guest() {
     [ $# -gt 0 ] && shift
     selected "$name" || return 0
     console=$W/$name.console
+    epoch_start=$(date +%s)
     t0=$(now_cs)
     "$VMM" --kernel "$kernel" --initrd "${INITRD:-$P/guest.cpio}" --vcpus "$vcpus" --memory "$mem" "$@" \
         --cmdline "$BASE_CMDLINE nuage.action=$action" --console-log "$console" --log-level "${NUAGE_VMM_LOG:-warn}" 2>"$W/$name.stderr" &
@@ -72,7 +73,7 @@ run_guest() {
     kill "$dog" 2>/dev/null
     sed "s/^/[$name] /" "$console" 2>/dev/null
     sed "s/^/[$name] /" "$W/$name.stderr"
-    echo "@@ $name status=$status vcpus=$vcpus memory_mib=$mem seconds=$(seconds $((t1 - t0)))"
+    echo "@@ $name status=$status vcpus=$vcpus memory_mib=$mem seconds=$(seconds $((t1 - t0))) epoch_start=$epoch_start epoch_end=$(date +%s)"
 }
 
 # Allocated 512-byte blocks of file $1.
@@ -293,7 +294,7 @@ start_nuaged() {
 # initramfs, the ext4 root disk) whose guests do ACTION; prints its id.
 register_default_image() {
     nuage --output json register-image --name default --disk "$P/root.ext4" --kernel "$P/vmlinuz" \
-        --initrd "$P/guest.cpio" --kernel-cmdline "panic=-1 pci=off quiet nuage.action=$1" | json_values image_id
+        --initrd "$P/guest.cpio" --kernel-cmdline "panic=-1 quiet nuage.action=$1" | json_values image_id
 }
 
 # stop_nuaged: stops nuaged and prints its log.
@@ -417,53 +418,74 @@ overhead_kb() {
     awk -v ram="$2" '/^Size:/ { size = $2 } /^Rss:/ { if (size < ram) total += $2 } END { print total + 0 }' "/proc/$1/smaps"
 }
 
-# bench_one KIND RUN: boots the benchmark guest once; prints "@@ bench ..." with the time
-# from process start to the init marker and the VMM's memory beyond guest RAM.
+# bench_one KIND FLAVOUR FORMAT VCPUS RUN: boots the benchmark guest once (Debian's FLAVOUR
+# kernel, cloud or generic, as an ELF vmlinux or a bzImage); prints "@@ bench ..." with the
+# time from process start to the init marker, the VMM's memory beyond guest RAM, and the
+# guest's boot profile (its kernel log's milestones; the gaps go on "@@ bench-gap" lines).
+# nuage-vmm's first run of each configuration counts its exits (--stats: "@@ bench-stats").
 bench_one() {
-    kind=$1 run=$2 mem=128
+    kind=$1 flavour=$2 format=$3 vcpus=$4 run=$5 mem=128
+    suffix=""; [ "$flavour" = generic ] && suffix=-generic
+    kernel=$P/vmlinux$suffix; [ "$format" = bzimage ] && kernel=$P/vmlinuz$suffix
+    initrd=$P/guest$suffix.cpio
+    label="kind=$kind flavour=$flavour format=$format vcpus=$vcpus run=$run"
     fifo=$W/bench.fifo
-    rm -f "$fifo" && mkfifo "$fifo"
-    cmdline="$BASE_CMDLINE nuage.action=wait"
+    rm -f "$fifo" "$W/bench.stderr" && mkfifo "$fifo"
+    cmdline="$BASE_CMDLINE nuage.action=profile"
+    stats=""; [ "$run" = 1 ] && stats=--stats
     t0=$(now_cs)
     case "$kind" in
         nuage)
-            "$VMM" --kernel "$BENCH_KERNEL" --initrd "$P/guest.cpio" --vcpus 1 --memory "$mem" \
-                --cmdline "$cmdline" --console-stdout >"$fifo" 2>/dev/null &
+            "$VMM" --kernel "$kernel" --initrd "$initrd" --vcpus "$vcpus" --memory "$mem" $stats \
+                --cmdline "$cmdline" --console-stdout >"$fifo" 2>"$W/bench.stderr" &
             ;;
         other)
             cat >"$W/other.json" <<JSON
-{"boot-source": {"kernel_image_path": "$P/vmlinux", "initrd_path": "$P/guest.cpio", "boot_args": "$cmdline"},
- "drives": [], "machine-config": {"vcpu_count": 1, "mem_size_mib": $mem}}
+{"boot-source": {"kernel_image_path": "$kernel", "initrd_path": "$initrd", "boot_args": "$cmdline"},
+ "drives": [], "machine-config": {"vcpu_count": $vcpus, "mem_size_mib": $mem}}
 JSON
             "$P/other-vmm" --no-api --config-file "$W/other.json" >"$fifo" 2>/dev/null &
             ;;
     esac
     pid=$!
     dog=$(watchdog "$pid" "$GUEST_TIMEOUT")
-    result="failed"
+    result="failed" phases=""
     while IFS= read -r line; do
         case "$line" in
             *NUAGE-INIT-MARKER*)
                 t1=$(now_cs)
                 result="boot_ms=$(( (t1 - t0) * 10 )) overhead_kb=$(overhead_kb "$pid" $((mem * 1024)))"
-                kill -KILL "$pid"
+                ;;
+            *NUAGE-PHASES*) phases=${line#*NUAGE-PHASES } ;;
+            *NUAGE-GAP*) echo "@@ bench-gap $label ${line#*NUAGE-GAP }" ;;
+            *NUAGE-PROFILE-END*)
+                # TERM, so that nuage-vmm prints its statistics; KILL what ignores it.
+                kill -TERM "$pid"
+                ( sleep 3; kill -KILL "$pid" 2>/dev/null ) &
                 ;;
         esac
     done <"$fifo"
     wait "$pid" 2>/dev/null
     kill "$dog" 2>/dev/null
-    echo "@@ bench kind=$kind run=$run $result"
+    echo "@@ bench $label $result $phases"
+    [ -n "$stats" ] && [ "$kind" = nuage ] && sed "s/^/@@ bench-stats $label | /" "$W/bench.stderr"
 }
 
 if [ "${NUAGE_MODE:-test}" = bench ]; then
-    # Compare like with like: when another VMM is given, both boot the same ELF vmlinux.
-    BENCH_KERNEL=$P/vmlinuz
-    [ -x "$P/other-vmm" ] && BENCH_KERNEL=$P/vmlinux
-    echo "@@ bench-config runs=${NUAGE_RUNS:-5} kernel=$(basename "$BENCH_KERNEL") other=$([ -x "$P/other-vmm" ] && echo yes || echo no)"
+    # Alternating VMMs, for each flavour and vCPU count. The other VMM boots ELF kernels
+    # only; nuage-vmm boots each both ways.
+    flavours=cloud
+    [ -f "$P/vmlinux-generic" ] && flavours="cloud generic"
+    echo "@@ bench-config runs=${NUAGE_RUNS:-5} flavours=$(echo $flavours | tr ' ' ,) other=$([ -x "$P/other-vmm" ] && echo yes || echo no)"
     r=1
     while [ "$r" -le "${NUAGE_RUNS:-5}" ]; do
-        bench_one nuage "$r"
-        [ -x "$P/other-vmm" ] && bench_one other "$r"
+        for flavour in $flavours; do
+            for vcpus in 1 2; do
+                bench_one nuage "$flavour" elf "$vcpus" "$r"
+                [ -x "$P/other-vmm" ] && bench_one other "$flavour" elf "$vcpus" "$r"
+                bench_one nuage "$flavour" bzimage "$vcpus" "$r"
+            done
+        done
         r=$((r + 1))
     done
 elif [ "${NUAGE_MODE:-test}" = iobench ]; then

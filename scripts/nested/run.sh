@@ -29,7 +29,7 @@ mkdir -p "$out"
 out=$(realpath "$out")
 
 need_deps
-kernel_root=$(debian_cloud_kernel)
+kernel_root=$(debian_kernel)
 vmlinuz=$(ls "$kernel_root"/boot/vmlinuz-*)
 kver=${vmlinuz##*/vmlinuz-}
 
@@ -50,6 +50,17 @@ echo "nuage-root-$kver" > "$stage/rootfs/etc/nuage-marker"
 mkfs.ext4 -q -F -L nuage-root -d "$stage/rootfs" "$stage/payload/root.ext4" 24M >/dev/null
 rm -rf "$stage/rootfs"
 [ -z "$other" ] || cp "$other" "$stage/payload/other-vmm"
+# The boot benchmark also boots Debian's generic flavour (it probes more than the cloud one),
+# with an initramfs carrying that kernel's modules.
+if [ "$mode" = bench ]; then
+    generic_root=$(debian_kernel linux-image-amd64)
+    generic=$(ls "$generic_root"/boot/vmlinuz-*)
+    generic_ver=${generic##*/vmlinuz-}
+    cp "$generic" "$stage/payload/vmlinuz-generic"
+    extract_vmlinux "$generic" "$NUAGE_CACHE/kernel/vmlinux-$generic_ver"
+    cp "$NUAGE_CACHE/kernel/vmlinux-$generic_ver" "$stage/payload/vmlinux-generic"
+    "$NUAGE_ROOT/images/test-guest/build.sh" "$stage/payload/guest-generic.cpio" "$generic_root/lib/modules/$generic_ver"
+fi
 cp "$NUAGE_ROOT/scripts/nested/run-scenarios.sh" "$stage/run-scenarios.sh"
 
 if hardware_kvm; then

@@ -18,6 +18,7 @@ use crate::vmm::config::VmConfig;
 use crate::vmm::control::ControlTargets;
 use crate::vmm::device_manager::{DeviceManagerError, MmioDeviceManager};
 use crate::vmm::devices::legacy::i8042::{self, I8042, I8042_IRQ, I8042_PORT, I8042_PORT_COUNT};
+use crate::vmm::devices::legacy::rtc::{Rtc, RTC_PORT, RTC_PORT_COUNT};
 use crate::vmm::devices::legacy::serial::{
     ConsoleSinks, IrqLine, SerialConsole, COM1_IRQ, COM1_PORT, COM1_PORT_COUNT,
 };
@@ -186,6 +187,7 @@ pub fn build(config: &VmConfig) -> Result<MicroVm, BuildError> {
     let mut bus = Buses::default();
     bus.pio.insert(COM1_PORT.into(), COM1_PORT_COUNT.into(), serial.clone())?;
     bus.pio.insert(I8042_PORT.into(), I8042_PORT_COUNT.into(), keyboard)?;
+    bus.pio.insert(RTC_PORT.into(), RTC_PORT_COUNT.into(), Arc::new(Rtc::default()))?;
     bus.pio.insert(POWER_PORT.into(), 1, Arc::new(PowerManagement::new(exit.clone())))?;
     let mut virtio = MmioDeviceManager::default();
     for device in devices {
@@ -197,9 +199,10 @@ pub fn build(config: &VmConfig) -> Result<MicroVm, BuildError> {
     } else {
         config.cmdline.clone()
     };
-    // The i8042 has no mouse port and no ACPI entry: the kernel is told, rather than left
-    // to probe (and give up on the keyboard Ctrl+Alt+Del comes from).
-    let cmdline = format!("{cmdline} {}", i8042::KERNEL_PARAMS);
+    // What the machine lacks, the kernel is told rather than left to probe: there is no
+    // PCI bus, and the i8042 has no mouse port (probing it could give up on the keyboard
+    // that Ctrl+Alt+Del comes from). Appended last, so they hold whatever the user gave.
+    let cmdline = format!("{cmdline} pci=off {}", i8042::KERNEL_PARAMS);
     let cmdline_len = loader::load_cmdline(&memory, &cmdline, loader::cmdline_max_size(&kernel))?;
     let e820 = params::e820_map(config.memory_mib << 20);
     params::write_zero_page(&memory, &params::build_zero_page(&kernel, cmdline_len, initrd, &e820))?;

@@ -34,7 +34,8 @@ pub struct VmmArgs {
     /// Initial ramdisk loaded high in guest RAM.
     #[arg(long, value_name = "PATH")]
     pub initrd: Option<PathBuf>,
-    /// Kernel command line [default: "console=ttyS0 panic=1 pci=off"].
+    /// Kernel command line [default: "console=ttyS0 panic=1"]; `pci=off` and the i8042's
+    /// parameters are always appended.
     #[arg(long, value_name = "STRING")]
     pub cmdline: Option<String>,
     /// Number of vCPUs, 1 to 32, one host thread each [default: 1].
@@ -79,6 +80,10 @@ pub struct VmmArgs {
     /// describes the devices).
     #[arg(long)]
     pub no_virtio_cmdline: bool,
+    /// Count the vCPUs' exits (by kind, port and MMIO page, with the time taken to answer
+    /// them and a timeline per second) and print the table on stderr at the end.
+    #[arg(long)]
+    pub stats: bool,
     /// Log filter for the VMM's own diagnostics on stderr (e.g. info, debug, nuage=trace).
     #[arg(long, value_name = "FILTER", default_value = "warn")]
     pub log_level: String,
@@ -124,6 +129,7 @@ fn describe(reason: &ExitReason) -> Option<String> {
 
 /// Parses arguments, builds and runs the VM; returns the process exit status.
 pub fn main() -> ExitStatus {
+    let started = std::time::Instant::now();
     let args = match VmmArgs::try_parse() {
         Ok(args) => args,
         Err(e) => {
@@ -151,7 +157,7 @@ pub fn main() -> ExitStatus {
             return if e.is_config_error() { ExitStatus::Config } else { ExitStatus::Fatal };
         }
     };
-    let reason = runtime::run(vm, config.console.stdin);
+    let reason = runtime::run(vm, config.console.stdin, args.stats.then_some(started));
     if let Some(line) = describe(&reason) {
         eprintln!("nuage-vmm: {line}");
     }

@@ -6,7 +6,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
@@ -15,6 +15,7 @@ use vmm_sys_util::terminal::Terminal;
 use crate::vmm::builder::MicroVm;
 use crate::vmm::devices::legacy::serial::SerialConsole;
 use crate::vmm::exit::ExitReason;
+use crate::vmm::vstate::exit_stats::ExitStats;
 
 const TOKEN_EXIT: u64 = 1;
 const TOKEN_SIGNAL: u64 = 2;
@@ -111,15 +112,16 @@ impl Drop for ConsoleInput {
 }
 
 /// Runs `vm` until it ends and returns why. Console input comes from stdin when
-/// `console_input` is set.
-pub fn run(vm: MicroVm, console_input: bool) -> ExitReason {
-    match run_inner(vm, console_input) {
+/// `console_input` is set. With `stats_since`, the vCPUs' exits are counted and a report
+/// (timeline from that instant) is printed on stderr at the end.
+pub fn run(vm: MicroVm, console_input: bool, stats_since: Option<Instant>) -> ExitReason {
+    match run_inner(vm, console_input, stats_since) {
         Ok(reason) => reason,
         Err(e) => ExitReason::Fatal(format!("VMM event loop: {e}")),
     }
 }
 
-fn run_inner(vm: MicroVm, console_input: bool) -> std::io::Result<ExitReason> {
+fn run_inner(vm: MicroVm, console_input: bool, stats_since: Option<Instant>) -> std::io::Result<ExitReason> {
     let MicroVm { vcpus, bus, serial, exit, control, vm: _vm, memory: _memory } = vm;
     let signals = stop_signalfd()?;
     // Spawned after the stop signals are blocked, so they only ever reach the signalfd.
@@ -148,11 +150,14 @@ fn run_inner(vm: MicroVm, console_input: bool) -> std::io::Result<ExitReason> {
     }
 
     let stop = Arc::new(AtomicBool::new(false));
-    let mut threads: Vec<JoinHandle<()>> = Vec::with_capacity(vcpus.len());
+    let vcpu_count = vcpus.len();
+    let mut threads: Vec<JoinHandle<Option<ExitStats>>> = Vec::with_capacity(vcpu_count);
     for vcpu in vcpus {
         let (bus, exit, stop) = (bus.clone(), exit.clone(), stop.clone());
         let name = format!("vcpu{}", vcpu.index());
-        threads.push(std::thread::Builder::new().name(name).spawn(move || vcpu.run(&bus, &exit, &stop))?);
+        let stats = stats_since.map(ExitStats::new);
+        threads
+            .push(std::thread::Builder::new().name(name).spawn(move || vcpu.run(&bus, &exit, &stop, stats))?);
     }
 
     let mut events = vec![EpollEvent::default(); 4];
@@ -192,13 +197,25 @@ fn run_inner(vm: MicroVm, console_input: bool) -> std::io::Result<ExitReason> {
 
     stop.store(true, Ordering::Release);
     let mut panicked = false;
+    let mut stats = stats_since.map(ExitStats::new);
     for thread in threads {
         while !thread.is_finished() {
             // The thread may be blocked in KVM_RUN; a signal makes it return EINTR.
             let _ = thread.kill(SIGRTMIN());
             std::thread::sleep(KICK_INTERVAL);
         }
-        panicked |= thread.join().is_err();
+        match thread.join() {
+            Ok(Some(vcpu_stats)) => {
+                if let Some(stats) = stats.as_mut() {
+                    stats.merge(&vcpu_stats);
+                }
+            }
+            Ok(None) => {}
+            Err(_) => panicked = true,
+        }
+    }
+    if let Some(stats) = stats {
+        eprint!("{}", stats.report(vcpu_count));
     }
     if panicked && reason == ExitReason::PowerOff {
         return Ok(ExitReason::Fatal("a vCPU thread panicked".into()));

@@ -20,6 +20,7 @@ use vm_memory::{Bytes, GuestAddress};
 use super::layout::{ACPI_END, IOAPIC_START, LAPIC_START, RSDP_START};
 use crate::vmm::device_manager::MmioSlot;
 use crate::vmm::devices::legacy::i8042::{I8042_COMMAND_PORT, I8042_IRQ, I8042_PORT};
+use crate::vmm::devices::legacy::rtc::{CENTURY_REGISTER, RTC_PORT, RTC_PORT_COUNT};
 use crate::vmm::devices::legacy::serial::{COM1_IRQ, COM1_PORT};
 use crate::vmm::devices::power::{POWER_PORT, RESET_VALUE, S5_SLEEP_TYPE};
 use crate::vmm::devices::virtio::mmio::MMIO_WINDOW_SIZE;
@@ -67,10 +68,11 @@ fn to_bytes(table: &dyn Aml) -> Vec<u8> {
     bytes
 }
 
-/// The DSDT: the `\_S5_` sleep package, the COM1 serial port, the i8042 keyboard and the
-/// virtio devices. The legacy devices are described with their interrupts because a
-/// hardware-reduced ACPI machine has no legacy PIC: Linux then maps no ISA interrupt it
-/// is not told of.
+/// The DSDT: the `\_S5_` sleep package, the COM1 serial port, the i8042 keyboard, the CMOS
+/// RTC and the virtio devices. The legacy devices are described with their interrupts
+/// because a hardware-reduced ACPI machine has no legacy PIC: Linux then maps no ISA
+/// interrupt it is not told of. The RTC has none (it raises no interrupts), which Linux's
+/// `rtc_cmos` takes as a clock without alarms.
 pub fn dsdt(virtio: &[MmioSlot]) -> Vec<u8> {
     let mut body = Vec::new();
     aml::Name::new(
@@ -104,6 +106,17 @@ pub fn dsdt(virtio: &[MmioSlot]) -> Vec<u8> {
                     &aml::IO::new(I8042_COMMAND_PORT, I8042_COMMAND_PORT, 1, 1),
                     &aml::Interrupt::new(true, true, false, false, I8042_IRQ),
                 ]),
+            ),
+        ],
+    )
+    .to_aml_bytes(&mut body);
+    aml::Device::new(
+        "\\_SB_.RTC_".into(),
+        vec![
+            &aml::Name::new("_HID".into(), &aml::EISAName::new("PNP0B00")),
+            &aml::Name::new(
+                "_CRS".into(),
+                &aml::ResourceTemplate::new(vec![&aml::IO::new(RTC_PORT, RTC_PORT, 1, RTC_PORT_COUNT as u8)]),
             ),
         ],
     )
@@ -154,6 +167,9 @@ pub fn fadt(dsdt_addr: u64) -> Vec<u8> {
     fadt.sleep_control_reg = port;
     fadt.sleep_status_reg = port;
     fadt.iapc_boot_arch = IAPC_VGA_NOT_PRESENT.into();
+    // Where the RTC keeps the century (Linux reads the FADT's field even on a
+    // hardware-reduced machine).
+    fadt.century = CENTURY_REGISTER;
     fadt.hypervisor_vendor_identity = u64::from_le_bytes(*b"NUAGEVMM").into();
     to_bytes(&fadt.finalize())
 }
@@ -241,6 +257,8 @@ mod tests {
         assert_eq!(u32_at(&table, 248), u32::from(POWER_PORT));
         // X_DSDT at offset 140.
         assert_eq!(u32_at(&table, 140), 0xe1000);
+        // CENTURY at offset 108.
+        assert_eq!(table[108], CENTURY_REGISTER);
     }
 
     #[test]
@@ -252,6 +270,10 @@ mod tests {
         assert!(table.windows(4).any(|w| w == [0x41, 0xD0, 0x03, 0x03]), "PNP0303");
         let irq1 = [0x89, 6, 0, 0x03, 1, 1, 0, 0, 0];
         assert!(table.windows(irq1.len()).any(|w| w == irq1), "an edge interrupt descriptor for IRQ 1");
+        // The RTC: PNP0B00 (compressed 0x41D00B00) with ports 0x70..0x71 (an I/O descriptor).
+        assert!(table.windows(4).any(|w| w == [0x41, 0xD0, 0x0B, 0x00]), "PNP0B00");
+        let rtc_ports = [0x47, 1, 0x70, 0, 0x70, 0, 1, 2];
+        assert!(table.windows(rtc_ports.len()).any(|w| w == rtc_ports), "the RTC's ports");
     }
 
     #[test]

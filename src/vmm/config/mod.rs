@@ -25,9 +25,9 @@ pub const MAX_VCPUS: u8 = 32;
 pub const MIN_MEMORY_MIB: u64 = 4;
 /// Most guest RAM accepted (1 TiB); the host maps it lazily.
 pub const MAX_MEMORY_MIB: u64 = 1 << 20;
-/// Command line used when none is given: serial console, reboot on panic, no PCI probing
-/// (nuage exposes no PCI bus), and the ACPI reset path for reboot.
-pub const DEFAULT_CMDLINE: &str = "console=ttyS0 panic=1 pci=off";
+/// Command line used when none is given: serial console, reboot on panic. (What describes
+/// the machine, such as `pci=off`, the builder adds to every command line.)
+pub const DEFAULT_CMDLINE: &str = "console=ttyS0 panic=1";
 
 /// Errors in a configuration, all detected before anything starts.
 #[derive(Debug, thiserror::Error)]

@@ -6,6 +6,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use kvm_bindings::{CpuId, KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN};
 use kvm_ioctls::{VcpuExit, VcpuFd};
@@ -14,6 +15,7 @@ use vm_memory::GuestAddress;
 use crate::vmm::arch::{cpuid, lapic, msr, regs};
 use crate::vmm::devices::Buses;
 use crate::vmm::exit::{ExitNotifier, ExitReason, ResetCause};
+use crate::vmm::vstate::exit_stats::{ExitKind, ExitStats};
 use crate::vmm::vstate::vm::Vm;
 
 /// Errors while configuring a vCPU.
@@ -91,21 +93,57 @@ impl Vcpu {
     }
 
     /// Runs the guest until it asks to stop, something fatal happens, or `stop` is raised
-    /// (the caller then interrupts `KVM_RUN` with a signal).
-    pub fn run(mut self, bus: &Buses, exit: &ExitNotifier, stop: &Arc<AtomicBool>) {
+    /// (the caller then interrupts `KVM_RUN` with a signal). With `stats`, every exit is
+    /// counted into them, and they are returned.
+    pub fn run(
+        mut self,
+        bus: &Buses,
+        exit: &ExitNotifier,
+        stop: &Arc<AtomicBool>,
+        mut stats: Option<ExitStats>,
+    ) -> Option<ExitStats> {
         let index = self.index;
         while !stop.load(Ordering::Acquire) {
-            let outcome = match self.fd.run() {
-                Ok(vcpu_exit) => handle_exit(vcpu_exit, bus),
-                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => continue,
-                Err(e) => Some(ExitReason::Fatal(format!("vCPU {index}: KVM_RUN failed: {e}"))),
+            let entered = stats.as_ref().map(|_| Instant::now());
+            let result = self.fd.run();
+            let left = entered.map(|entered| (entered, Instant::now()));
+            let (outcome, (kind, port, addr)) = match result {
+                Ok(vcpu_exit) => {
+                    let target = classify(&vcpu_exit);
+                    (handle_exit(vcpu_exit, bus), target)
+                }
+                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                    (None, (ExitKind::Interrupted, None, None))
+                }
+                Err(e) => (
+                    Some(ExitReason::Fatal(format!("vCPU {index}: KVM_RUN failed: {e}"))),
+                    (ExitKind::Other, None, None),
+                ),
             };
+            if let (Some(stats), Some((entered, left))) = (stats.as_mut(), left) {
+                let now = Instant::now();
+                stats.guest_ran(left - entered);
+                stats.record(kind, port, addr, now - left, now);
+            }
             if let Some(reason) = outcome {
                 exit.notify(reason);
                 break;
             }
         }
         tracing::debug!(vcpu = index, "vCPU thread done");
+        stats
+    }
+}
+
+/// The kind of an exit, and the port or address it went to, for the statistics.
+fn classify(vcpu_exit: &VcpuExit<'_>) -> (ExitKind, Option<u16>, Option<u64>) {
+    match vcpu_exit {
+        VcpuExit::IoIn(port, _) => (ExitKind::IoIn, Some(*port), None),
+        VcpuExit::IoOut(port, _) => (ExitKind::IoOut, Some(*port), None),
+        VcpuExit::MmioRead(addr, _) => (ExitKind::MmioRead, None, Some(*addr)),
+        VcpuExit::MmioWrite(addr, _) => (ExitKind::MmioWrite, None, Some(*addr)),
+        VcpuExit::IrqWindowOpen | VcpuExit::Intr => (ExitKind::Interrupted, None, None),
+        _ => (ExitKind::Other, None, None),
     }
 }
 
