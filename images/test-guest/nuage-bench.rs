@@ -1,6 +1,7 @@
 //! I/O benchmark run inside nuage's test guest and, as the baseline, on its host: block
-//! throughput (sequential and random 4 KiB, sequential 1 MiB; reads and writes; O_DIRECT
-//! where the file system allows it) and one TCP stream. Standard library only, so it builds
+//! throughput (sequential and random 4 KiB and sequential 1 MiB at queue depth 1, random
+//! 4 KiB at queue depth 32 — 32 threads each with one request in flight; reads and writes;
+//! O_DIRECT where the file system allows it) and one TCP stream. Standard library only, so it builds
 //! with plain `rustc` into a static binary for the initramfs.
 //!
 //!   nuage-bench blk PATH SECONDS_PER_TEST   prints one "blk ..." line per test
@@ -80,46 +81,77 @@ impl Rng {
     }
 }
 
+/// One block test: `block`-byte requests, `depth` of them in flight at once.
+struct BlkTest {
+    name: &'static str,
+    block: usize,
+    write: bool,
+    random: bool,
+    depth: u64,
+}
+
+const BLK_TESTS: [BlkTest; 8] = [
+    BlkTest { name: "seq-write-4k", block: 4096, write: true, random: false, depth: 1 },
+    BlkTest { name: "seq-read-4k", block: 4096, write: false, random: false, depth: 1 },
+    BlkTest { name: "rand-write-4k", block: 4096, write: true, random: true, depth: 1 },
+    BlkTest { name: "rand-read-4k", block: 4096, write: false, random: true, depth: 1 },
+    BlkTest { name: "rand-write-4k-qd32", block: 4096, write: true, random: true, depth: 32 },
+    BlkTest { name: "rand-read-4k-qd32", block: 4096, write: false, random: true, depth: 32 },
+    BlkTest { name: "seq-write-1m", block: MIB as usize, write: true, random: false, depth: 1 },
+    BlkTest { name: "seq-read-1m", block: MIB as usize, write: false, random: false, depth: 1 },
+];
+
+/// Issues requests of `test` on `file` until `limit` has passed; returns how many. Worker
+/// `worker` of a deeper queue starts its sequence elsewhere.
+fn blk_worker(file: &File, test: &BlkTest, worker: u64, limit: Duration) -> u64 {
+    let blocks = size_of(file) / test.block as u64;
+    let mut buf = Aligned::new(test.block);
+    buf.bytes().iter_mut().enumerate().for_each(|(i, b)| *b = i as u8);
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (worker + 1).wrapping_mul(0x2545_f491_4f6c_dd1d));
+    let start = Instant::now();
+    let mut ops = 0u64;
+    while start.elapsed() < limit {
+        // Check the clock every 64 operations only.
+        for _ in 0..64 {
+            let index = if test.random { rng.next() % blocks } else { (ops + worker * blocks / test.depth) % blocks };
+            let offset = index * test.block as u64;
+            let data = buf.bytes();
+            let result = if test.write { file.write_all_at(data, offset) } else { file.read_exact_at(data, offset) };
+            result.unwrap_or_else(|e| fail(format!("{} at {offset}: {e}", test.name)));
+            ops += 1;
+        }
+    }
+    ops
+}
+
 fn blk(path: &str, seconds: u64) {
     let (file, direct) = open(path);
     let size = size_of(&file);
-    let tests: [(&str, usize, bool, bool); 6] = [
-        ("seq-write-4k", 4096, true, false),
-        ("seq-read-4k", 4096, false, false),
-        ("rand-write-4k", 4096, true, true),
-        ("rand-read-4k", 4096, false, true),
-        ("seq-write-1m", MIB as usize, true, false),
-        ("seq-read-1m", MIB as usize, false, false),
-    ];
-    let mut buf = Aligned::new(MIB as usize);
-    buf.bytes().iter_mut().enumerate().for_each(|(i, b)| *b = i as u8);
-    for (name, block, write, random) in tests {
-        let blocks = size / block as u64;
-        if blocks == 0 {
-            fail(format!("{path} is smaller than {block} bytes"));
+    let limit = Duration::from_secs(seconds);
+    for test in &BLK_TESTS {
+        if size < test.block as u64 {
+            fail(format!("{path} is smaller than {} bytes", test.block));
         }
-        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-        let limit = Duration::from_secs(seconds);
         let start = Instant::now();
-        let mut ops = 0u64;
-        while start.elapsed() < limit {
-            // Check the clock every 64 operations only.
-            for _ in 0..64 {
-                let index = if random { rng.next() % blocks } else { ops % blocks };
-                let offset = index * block as u64;
-                let data = &mut buf.bytes()[..block];
-                let result =
-                    if write { file.write_all_at(data, offset) } else { file.read_exact_at(data, offset) };
-                result.unwrap_or_else(|e| fail(format!("{name} at {offset}: {e}")));
-                ops += 1;
-            }
-        }
-        if write {
+        let ops: u64 = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..test.depth)
+                .map(|worker| {
+                    let file = file.try_clone().unwrap_or_else(|e| fail(format!("dup: {e}")));
+                    scope.spawn(move || blk_worker(&file, test, worker, limit))
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().unwrap_or_else(|_| fail("a worker panicked".into()))).sum()
+        });
+        if test.write {
             file.sync_data().unwrap_or_else(|e| fail(format!("fdatasync: {e}")));
         }
         let secs = start.elapsed().as_secs_f64();
-        let mbs = (ops * block as u64) as f64 / MIB as f64 / secs;
-        println!("blk test={name} direct={direct} ops={ops} seconds={secs:.2} iops={:.0} mib_s={mbs:.1}", ops as f64 / secs);
+        let mbs = (ops * test.block as u64) as f64 / MIB as f64 / secs;
+        println!(
+            "blk test={} direct={direct} ops={ops} seconds={secs:.2} iops={:.0} mib_s={mbs:.1}",
+            test.name,
+            ops as f64 / secs
+        );
     }
 }
 

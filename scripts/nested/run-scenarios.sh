@@ -214,7 +214,29 @@ iobench_host_side() {
     # The stream has ended once the guest is done; a receiver still waiting never got one.
     ( sleep 10; kill "$receiver" 2>/dev/null ) &
     wait "$receiver"
-    sed 's/^/@@ iobench-host /' "$W/tcp-recv.out"
+    sed "s/^/@@ $name-host /" "$W/tcp-recv.out"
+}
+
+# The I/O benchmark's guest under the other VMM (Firecracker's configuration format): the
+# same kernel, initramfs, disk file and tap; its console lines are prefixed [iobench-other].
+iobench_other_vmm() {
+    name=iobench-other console=$W/iobench-other.console
+    cat >"$W/other-io.json" <<JSON
+{"boot-source": {"kernel_image_path": "$P/vmlinux", "initrd_path": "$P/guest.cpio",
+                 "boot_args": "$BASE_CMDLINE nuage.action=bench-io"},
+ "drives": [{"drive_id": "vol-bench", "path_on_host": "$W/bench.img", "is_root_device": false, "is_read_only": false}],
+ "network-interfaces": [{"iface_id": "eth0", "host_dev_name": "nt0", "guest_mac": "52:54:00:00:07:02"}],
+ "machine-config": {"vcpu_count": 2, "mem_size_mib": 512}}
+JSON
+    "$P/other-vmm" --no-api --config-file "$W/other-io.json" >"$console" 2>&1 &
+    pid=$!
+    dog=$(watchdog "$pid" "$GUEST_TIMEOUT")
+    wait_for_line "$console" NUAGE-INIT-MARKER && iobench_host_side
+    kill -TERM "$pid" 2>/dev/null
+    ( sleep 3; kill -KILL "$pid" 2>/dev/null ) &
+    wait "$pid"
+    kill "$dog" 2>/dev/null
+    sed "s/^/[$name] /" "$console"
 }
 
 if [ "${1:-}" = iobench-namespace ]; then
@@ -227,8 +249,10 @@ if [ "${1:-}" = iobench-namespace ]; then
     "$P/nuage-bench" tcp-send 127.0.0.1:5002 256 > /dev/null
     wait
     BASE_CMDLINE="$BASE_CMDLINE nuage.seconds=${NUAGE_RUNS:-3}"
-    DURING=iobench_host_side run_guest iobench 2 512 bench-io "$P/vmlinuz" \
+    # Both VMMs boot the same ELF kernel on the same file and tap, one after the other.
+    DURING=iobench_host_side run_guest iobench 2 512 bench-io "$P/vmlinux" \
         --disk "path=$W/bench.img,id=vol-bench" --net "tap=nt0,mac=52:54:00:00:07:02,ip=10.0.7.2"
+    [ -x "$P/other-vmm" ] && iobench_other_vmm
     exit 0
 fi
 
