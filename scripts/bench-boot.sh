@@ -8,20 +8,21 @@
 # built yourself) boots the same ELF kernels and initramfs in the same run, alternating with
 # nuage-vmm, and the two are reported side by side as ratios.
 #
-# Usage: scripts/bench-boot.sh [--runs N] [--other-vmm PATH]
+# Usage: scripts/bench-boot.sh [--runs N] [--other-vmm PATH] [--flavour cloud|generic]
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
-runs=7 other=()
+runs=7 other=() only=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --runs) runs=$2; shift 2 ;;
         --other-vmm) other=(--other-vmm "$2"); shift 2 ;;
+        --flavour) only=(--only "$2"); shift 2 ;;
         -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
         *) die "unknown argument $1" ;;
     esac
 done
 out=$NUAGE_ROOT/target/bench-boot
-"$NUAGE_ROOT/scripts/nested/run.sh" --bench "$runs" "${other[@]}" "$out" > "$out.log" 2>&1 \
+"$NUAGE_ROOT/scripts/nested/run.sh" --bench "$runs" "${other[@]}" "${only[@]}" "$out" > "$out.log" 2>&1 \
     || die "benchmark run failed, see $out.log"
 where=$(hardware_kvm && echo "hardware KVM" || echo "nested KVM under QEMU TCG")
 python3 - "$out/console.log" "$where" <<'PY'

@@ -54,7 +54,7 @@ extract_vmlinux() {
     # LZ4 legacy frame magic 0x184C2102 (little endian); the XZ stream header.
     for magic in '\x02\x21\x4c\x18 lz4' '\xfd\x37\x7a\x58\x5a\x00 xz'; do
         tool=${magic##* }
-        offset=$(grep -obUaP "${magic% *}" "$bzimage" | head -1 | cut -d: -f1)
+        offset=$(LC_ALL=C grep -obUaP "${magic% *}" "$bzimage" | head -1 | cut -d: -f1 || true)
         [ -n "$offset" ] || continue
         tail -c +"$((offset + 1))" "$bzimage" | "$tool" -dc 2>/dev/null > "$out.tmp" || true
         [ "$(head -c 4 "$out.tmp" | od -An -c | tr -d ' ')" = "177ELF" ] && { mv "$out.tmp" "$out"; return 0; }

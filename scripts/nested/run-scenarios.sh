@@ -437,9 +437,16 @@ if [ "${1:-}" = daemon-namespace ]; then
     exit 0
 fi
 
-# Resident memory of process $1 outside mappings of at least $2 KiB (guest RAM), in KiB.
+# Resident memory of process $1 outside mappings of at least $2 KiB (guest RAM), in KiB;
+# then, of the guest RAM mappings, how much is backed by transparent huge pages and whether
+# each starts on a 2 MiB boundary (only then can KVM map guest memory with 2 MiB pages).
 overhead_kb() {
-    awk -v ram="$2" '/^Size:/ { size = $2 } /^Rss:/ { if (size < ram) total += $2 } END { print total + 0 }' "/proc/$1/smaps"
+    awk -v ram="$2" '
+        /^[0-9a-f]+-[0-9a-f]+ / { split($1, range, "-"); start = range[1] }
+        /^Size:/ { size = $2 }
+        /^Rss:/ { if (size < ram) total += $2 }
+        /^AnonHugePages:/ { if (size >= ram) { thp += $2; aligned = aligned (substr(start, length(start) - 5) ~ /^[02468ace]00000$/ ? "y" : "n") } else if ($2 > 0) { other = other size "k:" $2 "k," } }
+        END { printf "%d guest_thp_kb=%d guest_ram_2m_aligned=%s vmm_thp=%s", total, thp, aligned, other }' "/proc/$1/smaps"
 }
 
 # bench_one KIND FLAVOUR FORMAT VCPUS RUN: boots the benchmark guest once (Debian's FLAVOUR
@@ -500,6 +507,8 @@ if [ "${NUAGE_MODE:-test}" = bench ]; then
     # only; nuage-vmm boots each both ways.
     flavours=cloud
     [ -f "$P/vmlinux-generic" ] && flavours="cloud generic"
+    # --only FLAVOUR: that flavour alone.
+    [ -n "${NUAGE_ONLY:-}" ] && flavours=$NUAGE_ONLY
     echo "@@ bench-config runs=${NUAGE_RUNS:-5} flavours=$(echo $flavours | tr ' ' ,) other=$([ -x "$P/other-vmm" ] && echo yes || echo no)"
     r=1
     while [ "$r" -le "${NUAGE_RUNS:-5}" ]; do

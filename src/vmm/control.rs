@@ -150,7 +150,7 @@ fn serve_one(stream: UnixStream, targets: &ControlTargets) {
 
 /// Serves `listener` on a thread of its own for the life of the process.
 pub fn spawn(listener: UnixListener, targets: ControlTargets) -> std::io::Result<()> {
-    std::thread::Builder::new().name("control".into()).spawn(move || {
+    crate::vmm::threads::spawn("control".into(), move || {
         for stream in listener.incoming() {
             match stream {
                 Ok(stream) => serve_one(stream, &targets),

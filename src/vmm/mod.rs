@@ -16,4 +16,5 @@ pub mod device_manager;
 pub mod devices;
 pub mod exit;
 pub mod runtime;
+pub mod threads;
 pub mod vstate;

@@ -156,8 +156,7 @@ fn run_inner(vm: MicroVm, console_input: bool, stats_since: Option<Instant>) -> 
         let (bus, exit, stop) = (bus.clone(), exit.clone(), stop.clone());
         let name = format!("vcpu{}", vcpu.index());
         let stats = stats_since.map(ExitStats::new);
-        threads
-            .push(std::thread::Builder::new().name(name).spawn(move || vcpu.run(&bus, &exit, &stop, stats))?);
+        threads.push(crate::vmm::threads::spawn(name, move || vcpu.run(&bus, &exit, &stop, stats))?);
     }
 
     let mut events = vec![EpollEvent::default(); 4];

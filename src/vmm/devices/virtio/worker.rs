@@ -69,7 +69,7 @@ impl QueueWorker {
         }
         epoll.ctl(ControlOperation::Add, stop.as_raw_fd(), EpollEvent::new(EventSet::IN, STOP_TOKEN))?;
         let event_count = queue_events.len() + sources.len() + 1;
-        let thread = std::thread::Builder::new().name(name).spawn(move || {
+        let thread = crate::vmm::threads::spawn(name, move || {
             let mut events = vec![EpollEvent::default(); event_count];
             loop {
                 let n = match epoll.wait(-1, &mut events) {
