@@ -176,7 +176,10 @@ pub fn build(config: &VmConfig) -> Result<MicroVm, BuildError> {
     vm.fd()
         .register_irqfd(&serial_irq, COM1_IRQ)
         .map_err(|e| BuildError::Device(format!("serial irqfd: {e}")))?;
-    let serial = Arc::new(SerialConsole::new(IrqLine(serial_irq), sinks));
+    let serial = Arc::new(
+        SerialConsole::new(IrqLine(serial_irq), sinks)
+            .map_err(|e| BuildError::Device(format!("serial console: {e}")))?,
+    );
     let keyboard_irq =
         EventFd::new(EFD_NONBLOCK).map_err(|e| BuildError::Device(format!("i8042 eventfd: {e}")))?;
     vm.fd()
@@ -290,5 +293,5 @@ fn console_sinks(config: &VmConfig) -> Result<ConsoleSinks, BuildError> {
     if config.console.stdout {
         sinks.push(Box::new(std::io::stdout()));
     }
-    Ok(ConsoleSinks::new(sinks))
+    ConsoleSinks::new(sinks).map_err(|e| BuildError::Device(format!("console output: {e}")))
 }
