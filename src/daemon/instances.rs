@@ -29,11 +29,10 @@ use crate::state::keypair::KeyPairRecord;
 use crate::storage::store::volume::{Parent, VolumeRecord};
 use crate::storage::store::{new_id, now, LayerSwitch, Store};
 use crate::vmm::control::{self, VmmDisk};
+use crate::vmm::exit::ExitStatus as VmmExit;
 
 use InstanceState::*;
 
-/// The VMM's exit status when the guest asked for a reboot.
-const VMM_EXIT_REBOOT: i32 = 4;
 /// How long a VMM gets to stop its vCPUs and flush its disks after SIGTERM before it is
 /// killed.
 const VMM_STOP_GRACE: Duration = Duration::from_secs(10);
@@ -675,6 +674,7 @@ impl Instances {
     fn record_exit(&self, id: &str, status: Option<ExitStatus>) -> Result<(), DaemonError> {
         let record = self.db.get(id)?;
         let code = status.and_then(|s| s.code());
+        let vmm_exit = code.and_then(VmmExit::from_code);
         let asked_to_reboot = self.lock(&self.rebooting).contains(id);
         info!(instance = id, ?status, state = %record.state, "VMM exited");
         match record.state {
@@ -682,7 +682,7 @@ impl Instances {
                 self.transition(id, &[Stopping], Stopped, &record.state_reason, None)?;
             }
             ShuttingDown => self.finish_termination(id, false)?,
-            Running if asked_to_reboot || code == Some(VMM_EXIT_REBOOT) => {
+            Running if asked_to_reboot || vmm_exit == Some(VmmExit::Reboot) => {
                 // A reboot, asked for or by the guest: the instance keeps running, on a new VMM.
                 let reason = if asked_to_reboot {
                     "Client.UserInitiatedReboot"
@@ -694,7 +694,9 @@ impl Instances {
             }
             Running => {
                 let reason = match code {
-                    Some(0) => "Client.InstanceInitiatedShutdown: the guest powered off".to_owned(),
+                    _ if vmm_exit == Some(VmmExit::PowerOff) => {
+                        "Client.InstanceInitiatedShutdown: the guest powered off".to_owned()
+                    }
                     Some(code) => {
                         format!("Server.InternalError: nuage-vmm exited with status {code} (see vmm.log)")
                     }

@@ -116,9 +116,15 @@ impl Ipam {
         }
     }
 
-    /// Creates a subnet; refuses one overlapping another. The gateway defaults to the
-    /// first host address.
+    /// Creates a subnet; refuses one overlapping another or a range reserved for something
+    /// else ([`RESERVED_RANGES`]). The gateway defaults to the first host address.
     pub fn create_subnet(&self, cidr: Ipv4Cidr, gateway: Option<Ipv4Addr>) -> Result<Subnet, NetError> {
+        if let Some((reserved, what)) = RESERVED_RANGES.iter().find(|(range, _)| range_overlaps(range, &cidr))
+        {
+            return Err(NetError::InvalidParameter(format!(
+                "{cidr} lies in {reserved}, {what}: not for subnets"
+            )));
+        }
         let gateway = gateway.or_else(|| cidr.hosts().next()).ok_or(NetError::Exhausted(cidr.to_string()))?;
         if !cidr.hosts().any(|h| h == gateway) {
             return Err(NetError::InvalidParameter(format!(
@@ -294,6 +300,29 @@ impl Ipam {
     }
 }
 
+/// Address ranges no subnet may touch: a bridge given such an address would take over what
+/// the host uses it for (a subnet of 127.0.0.0/8 gave a bridge 127.0.0.1), and 169.254.0.0/16
+/// holds the instance metadata service's address.
+pub const RESERVED_RANGES: [(&str, &str); 5] = [
+    ("0.0.0.0/8", "\"this network\""),
+    ("127.0.0.0/8", "loopback"),
+    ("169.254.0.0/16", "link-local (the metadata service's)"),
+    ("224.0.0.0/4", "multicast"),
+    ("240.0.0.0/4", "reserved"),
+];
+
+/// Whether `cidr` overlaps the range written as `range` (one of [`RESERVED_RANGES`]).
+fn range_overlaps(range: &str, cidr: &Ipv4Cidr) -> bool {
+    let Some((network, prefix)) = range.split_once('/') else { return false };
+    let (Ok(network), Ok(prefix)) = (network.parse::<Ipv4Addr>(), prefix.parse::<u32>()) else {
+        return false;
+    };
+    // The shorter of the two prefixes decides: compare both networks under its mask.
+    let shorter = prefix.min(u32::from(cidr.prefix()));
+    let mask = u32::MAX.checked_shl(32 - shorter).unwrap_or(0);
+    u32::from(network) & mask == u32::from(cidr.network()) & mask
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,6 +330,33 @@ mod tests {
 
     fn cidr(text: &str) -> Ipv4Cidr {
         text.parse().unwrap()
+    }
+
+    #[test]
+    fn reserved_ranges_are_refused_and_nothing_is_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let ipam = Ipam::open(dir.path()).unwrap();
+        for text in [
+            "127.0.0.0/8",
+            "127.1.0.0/16",
+            "0.0.0.0/8",
+            "169.254.0.0/16",
+            "169.254.169.0/24",
+            "224.0.0.0/8",
+            "240.0.0.0/8",
+        ] {
+            let err = ipam.create_subnet(cidr(text), None).unwrap_err();
+            assert!(
+                err.to_string().starts_with("InvalidParameterValue")
+                    && err.to_string().contains("not for subnets"),
+                "{text}: {err}"
+            );
+        }
+        assert!(ipam.subnets().unwrap().is_empty());
+        // Next to them is fine.
+        for text in ["126.0.0.0/8", "169.253.0.0/16", "223.255.255.0/24", "10.0.0.0/8"] {
+            assert!(ipam.create_subnet(cidr(text), None).is_ok(), "{text}");
+        }
     }
 
     #[test]

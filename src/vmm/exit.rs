@@ -29,6 +29,14 @@ impl ExitStatus {
     pub fn code(self) -> u8 {
         self as u8
     }
+
+    /// The status a VMM process exited with, read back by its supervisor; None for a code
+    /// nuage-vmm never uses (a crash shows as a signal, not a code).
+    pub fn from_code(code: i32) -> Option<Self> {
+        [Self::PowerOff, Self::Fatal, Self::Usage, Self::Config, Self::Reboot, Self::Stopped]
+            .into_iter()
+            .find(|status| i32::from(status.code()) == code)
+    }
 }
 
 /// Why the guest reset.
@@ -109,6 +117,15 @@ impl ExitNotifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn codes_read_back_as_statuses() {
+        for status in [ExitStatus::PowerOff, ExitStatus::Reboot, ExitStatus::Stopped, ExitStatus::Config] {
+            assert_eq!(ExitStatus::from_code(i32::from(status.code())), Some(status));
+        }
+        assert_eq!(ExitStatus::from_code(6), None);
+        assert_eq!(ExitStatus::from_code(-1), None);
+    }
 
     #[test]
     fn first_reason_wins() {
