@@ -176,10 +176,7 @@ pub fn build(config: &VmConfig) -> Result<MicroVm, BuildError> {
     vm.fd()
         .register_irqfd(&serial_irq, COM1_IRQ)
         .map_err(|e| BuildError::Device(format!("serial irqfd: {e}")))?;
-    let serial = Arc::new(
-        SerialConsole::new(IrqLine(serial_irq), sinks)
-            .map_err(|e| BuildError::Device(format!("serial console: {e}")))?,
-    );
+    let serial = Arc::new(SerialConsole::new(IrqLine(serial_irq), sinks));
     let keyboard_irq =
         EventFd::new(EFD_NONBLOCK).map_err(|e| BuildError::Device(format!("i8042 eventfd: {e}")))?;
     vm.fd()
@@ -293,5 +290,5 @@ fn console_sinks(config: &VmConfig) -> Result<ConsoleSinks, BuildError> {
     if config.console.stdout {
         sinks.push(Box::new(std::io::stdout()));
     }
-    ConsoleSinks::new(sinks).map_err(|e| BuildError::Device(format!("console output: {e}")))
+    Ok(ConsoleSinks::new(sinks))
 }

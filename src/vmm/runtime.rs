@@ -13,14 +13,13 @@ use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 use vmm_sys_util::terminal::Terminal;
 
 use crate::vmm::builder::MicroVm;
-use crate::vmm::devices::legacy::serial::{SerialConsole, OUTPUT_LINGER};
+use crate::vmm::devices::legacy::serial::SerialConsole;
 use crate::vmm::exit::ExitReason;
 use crate::vmm::vstate::exit_stats::ExitStats;
 
 const TOKEN_EXIT: u64 = 1;
 const TOKEN_SIGNAL: u64 = 2;
 const TOKEN_STDIN: u64 = 3;
-const TOKEN_CONSOLE_OUTPUT: u64 = 4;
 /// How often a stopping vCPU is signalled again until its thread has left `KVM_RUN`.
 const KICK_INTERVAL: Duration = Duration::from_millis(5);
 
@@ -139,13 +138,6 @@ fn run_inner(vm: MicroVm, console_input: bool, stats_since: Option<Instant>) -> 
         EpollEvent::new(EventSet::IN, TOKEN_EXIT),
     )?;
     epoll.ctl(ControlOperation::Add, signals.as_raw_fd(), EpollEvent::new(EventSet::IN, TOKEN_SIGNAL))?;
-    epoll.ctl(
-        ControlOperation::Add,
-        serial.linger_event().as_raw_fd(),
-        EpollEvent::new(EventSet::IN, TOKEN_CONSOLE_OUTPUT),
-    )?;
-    // When a partial line of console output waits, the moment it is written out anyway.
-    let mut write_out_at: Option<Instant> = None;
     let mut input = console_input.then(ConsoleInput::start);
     if input.is_some() {
         let watched =
@@ -172,21 +164,9 @@ fn run_inner(vm: MicroVm, console_input: bool, stats_since: Option<Instant>) -> 
         if let Some(reason) = exit.reason() {
             break reason;
         }
-        if write_out_at.is_some_and(|at| at <= Instant::now()) {
-            serial.write_out_output();
-            write_out_at = None;
-        }
-        // Poll briefly while console input waits for room in the receive FIFO, and wake for
-        // console output that waits.
+        // Poll briefly while console input waits for room in the receive FIFO.
         let waiting = input.as_ref().is_some_and(|i| !i.pending.is_empty());
-        let output_due =
-            write_out_at.map(|at| at.saturating_duration_since(Instant::now()).as_millis().max(1) as i32);
-        let timeout = match (waiting, output_due) {
-            (true, Some(due)) => due.min(10),
-            (true, None) => 10,
-            (false, Some(due)) => due,
-            (false, None) => -1,
-        };
+        let timeout = if waiting { 10 } else { -1 };
         let n = match epoll.wait(timeout, &mut events) {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -198,10 +178,6 @@ fn run_inner(vm: MicroVm, console_input: bool, stats_since: Option<Instant>) -> 
                     if let Some(signal) = read_signal(signals.as_raw_fd()) {
                         exit.notify(ExitReason::Signal(signal));
                     }
-                }
-                TOKEN_CONSOLE_OUTPUT => {
-                    let _ = serial.linger_event().read();
-                    write_out_at.get_or_insert_with(|| Instant::now() + OUTPUT_LINGER);
                 }
                 TOKEN_STDIN => {
                     if let Some(input) = input.as_mut() {
@@ -237,7 +213,6 @@ fn run_inner(vm: MicroVm, console_input: bool, stats_since: Option<Instant>) -> 
             Err(_) => panicked = true,
         }
     }
-    serial.write_out_output();
     if let Some(stats) = stats {
         eprint!("{}", stats.report(vcpu_count));
     }

@@ -5,11 +5,10 @@
 
 use std::io::Write;
 use std::sync::Mutex;
-use std::time::Duration;
 
 use vm_superio::serial::NoEvents;
 use vm_superio::{Serial, Trigger};
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+use vmm_sys_util::eventfd::EventFd;
 
 use crate::vmm::devices::{complete_byte_read, BusDevice};
 
@@ -31,96 +30,46 @@ impl Trigger for IrqLine {
     }
 }
 
-/// Most console output held back before it is written out, whatever the line length.
-const OUTPUT_BUFFER: usize = 4096;
-/// How long a partial line (a prompt, say) may wait for its end before it is written anyway.
-pub const OUTPUT_LINGER: Duration = Duration::from_millis(20);
-
-/// Where console output goes. Output is written a line at a time (or [`OUTPUT_BUFFER`]
-/// bytes, or after [`OUTPUT_LINGER`] for a partial line), not a byte at a time: the guest
-/// writes one byte per exit, and a system call and a reader's wake-up for each byte cost more
-/// than the exit itself (measured with `--stats` in the boot benchmark). A killed VMM loses
-/// at most the partial line of its last 20 ms.
+/// Where console output goes: each byte is written through to every sink at once, so a
+/// log survives a crash of the VMM and a reader sees output as the guest produces it.
 pub struct ConsoleSinks {
     sinks: Vec<Box<dyn Write + Send>>,
-    pending: Vec<u8>,
-    /// Signalled when a partial line starts waiting, so that the main loop writes it out
-    /// after [`OUTPUT_LINGER`].
-    linger: EventFd,
 }
 
 impl ConsoleSinks {
     /// Console output to `sinks`.
-    pub fn new(sinks: Vec<Box<dyn Write + Send>>) -> std::io::Result<Self> {
-        Ok(Self { sinks, pending: Vec::with_capacity(OUTPUT_BUFFER), linger: EventFd::new(EFD_NONBLOCK)? })
+    pub fn new(sinks: Vec<Box<dyn Write + Send>>) -> Self {
+        Self { sinks }
     }
+}
 
-    /// Writes what is held to every sink. A sink that fails (a closed pipe, a full disk) is
-    /// dropped; the guest keeps running.
-    fn write_out(&mut self) {
-        if self.pending.is_empty() {
-            return;
-        }
-        let pending = &self.pending;
-        self.sinks.retain_mut(|sink| match sink.write_all(pending).and_then(|()| sink.flush()) {
+impl Write for ConsoleSinks {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // A sink that fails (a closed pipe, a full disk) is dropped; the guest keeps running.
+        self.sinks.retain_mut(|sink| match sink.write_all(buf).and_then(|()| sink.flush()) {
             Ok(()) => true,
             Err(e) => {
                 tracing::warn!(error = %e, "console sink failed; dropping it");
                 false
             }
         });
-        self.pending.clear();
-    }
-}
-
-impl Write for ConsoleSinks {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let was_empty = self.pending.is_empty();
-        self.pending.extend_from_slice(buf);
-        if buf.contains(&b'\n') || self.pending.len() >= OUTPUT_BUFFER {
-            self.write_out();
-        } else if was_empty {
-            // A full counter only means the main loop has not read it yet.
-            let _ = self.linger.write(1);
-        }
         Ok(buf.len())
     }
 
-    /// The serial model flushes after every byte; output leaves by the rules above instead.
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
-    }
-}
-
-impl Drop for ConsoleSinks {
-    fn drop(&mut self) {
-        self.write_out();
     }
 }
 
 /// The serial port as a bus device.
 pub struct SerialConsole {
     inner: Mutex<Serial<IrqLine, NoEvents, ConsoleSinks>>,
-    linger: EventFd,
 }
 
 impl SerialConsole {
     /// A 16550 that interrupts through `irq` and prints to `out`.
-    pub fn new(irq: IrqLine, out: ConsoleSinks) -> std::io::Result<Self> {
-        let linger = out.linger.try_clone()?;
-        Ok(Self { inner: Mutex::new(Serial::new(irq, out)), linger })
-    }
-
-    /// Readable when a partial line of output waits: call [`Self::write_out_output`]
-    /// [`OUTPUT_LINGER`] later.
-    pub fn linger_event(&self) -> &EventFd {
-        &self.linger
-    }
-
-    /// Writes out the output held back, partial line included.
-    pub fn write_out_output(&self) {
-        let _ = self.linger.read();
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).writer_mut().write_out();
+    pub fn new(irq: IrqLine, out: ConsoleSinks) -> Self {
+        Self { inner: Mutex::new(Serial::new(irq, out)) }
     }
 
     /// Queues host input for the guest; returns how many bytes fit in the receive FIFO.
@@ -160,6 +109,7 @@ impl BusDevice for SerialConsole {
 mod tests {
     use super::*;
     use std::sync::{Arc, Mutex as StdMutex};
+    use vmm_sys_util::eventfd::EFD_NONBLOCK;
 
     #[derive(Clone, Default)]
     struct Shared(Arc<StdMutex<Vec<u8>>>);
@@ -187,41 +137,17 @@ mod tests {
 
     fn console(out: Vec<Box<dyn Write + Send>>) -> (SerialConsole, EventFd) {
         let irq = EventFd::new(EFD_NONBLOCK).unwrap();
-        let serial =
-            SerialConsole::new(IrqLine(irq.try_clone().unwrap()), ConsoleSinks::new(out).unwrap()).unwrap();
+        let serial = SerialConsole::new(IrqLine(irq.try_clone().unwrap()), ConsoleSinks::new(out));
         (serial, irq)
-    }
-
-    fn print(serial: &SerialConsole, text: &[u8]) {
-        for byte in text {
-            serial.write(0, &[*byte]);
-        }
-    }
-
-    #[test]
-    fn output_leaves_by_the_line_and_a_partial_line_on_request() {
-        let out = Shared::default();
-        let (serial, _irq) = console(vec![Box::new(out.clone())]);
-        print(&serial, b"one\ntw");
-        assert_eq!(out.0.lock().unwrap().as_slice(), b"one\n");
-        // Each line begun asked the main loop, once, to come back for it should it not end.
-        assert_eq!(serial.linger_event().read().unwrap(), 2);
-        print(&serial, b"o");
-        assert!(serial.linger_event().read().is_err(), "no second signal for the same line");
-        serial.write_out_output();
-        assert_eq!(out.0.lock().unwrap().as_slice(), b"one\ntwo");
-        // A long line leaves once the buffer is full; what remains leaves when the VM ends.
-        print(&serial, &vec![b'x'; OUTPUT_BUFFER + 5]);
-        assert_eq!(out.0.lock().unwrap().len(), 7 + OUTPUT_BUFFER);
-        drop(serial);
-        assert_eq!(out.0.lock().unwrap().len(), 7 + OUTPUT_BUFFER + 5);
     }
 
     #[test]
     fn output_reaches_every_sink_even_if_one_fails() {
         let (a, b) = (Shared::default(), Shared::default());
         let (serial, _irq) = console(vec![Box::new(a.clone()), Box::new(Broken), Box::new(b.clone())]);
-        print(&serial, b"hi\n");
+        for byte in b"hi\n" {
+            serial.write(0, &[*byte]);
+        }
         assert_eq!(a.0.lock().unwrap().as_slice(), b"hi\n");
         assert_eq!(b.0.lock().unwrap().as_slice(), b"hi\n");
     }
