@@ -80,53 +80,50 @@ pub fn dsdt(virtio: &[MmioSlot]) -> Vec<u8> {
         &aml::Package::new(vec![&S5_SLEEP_TYPE, &S5_SLEEP_TYPE, &aml::ZERO, &aml::ZERO]),
     )
     .to_aml_bytes(&mut body);
-    aml::Device::new(
-        "\\_SB_.COM1".into(),
+    legacy_device(
+        "\\_SB_.COM1",
+        "PNP0501",
         vec![
-            &aml::Name::new("_HID".into(), &aml::EISAName::new("PNP0501")),
-            &aml::Name::new("_UID".into(), &aml::ZERO),
-            &aml::Name::new(
-                "_CRS".into(),
-                &aml::ResourceTemplate::new(vec![
-                    &aml::IO::new(COM1_PORT, COM1_PORT, 1, 8),
-                    &aml::Interrupt::new(true, true, false, false, COM1_IRQ),
-                ]),
-            ),
+            &aml::IO::new(COM1_PORT, COM1_PORT, 1, 8),
+            &aml::Interrupt::new(true, true, false, false, COM1_IRQ),
         ],
-    )
-    .to_aml_bytes(&mut body);
-    aml::Device::new(
-        "\\_SB_.KBD_".into(),
+        &mut body,
+    );
+    legacy_device(
+        "\\_SB_.KBD_",
+        "PNP0303",
         vec![
-            &aml::Name::new("_HID".into(), &aml::EISAName::new("PNP0303")),
-            &aml::Name::new(
-                "_CRS".into(),
-                &aml::ResourceTemplate::new(vec![
-                    &aml::IO::new(I8042_PORT, I8042_PORT, 1, 1),
-                    &aml::IO::new(I8042_COMMAND_PORT, I8042_COMMAND_PORT, 1, 1),
-                    &aml::Interrupt::new(true, true, false, false, I8042_IRQ),
-                ]),
-            ),
+            &aml::IO::new(I8042_PORT, I8042_PORT, 1, 1),
+            &aml::IO::new(I8042_COMMAND_PORT, I8042_COMMAND_PORT, 1, 1),
+            &aml::Interrupt::new(true, true, false, false, I8042_IRQ),
         ],
-    )
-    .to_aml_bytes(&mut body);
-    aml::Device::new(
-        "\\_SB_.RTC_".into(),
-        vec![
-            &aml::Name::new("_HID".into(), &aml::EISAName::new("PNP0B00")),
-            &aml::Name::new(
-                "_CRS".into(),
-                &aml::ResourceTemplate::new(vec![&aml::IO::new(RTC_PORT, RTC_PORT, 1, RTC_PORT_COUNT as u8)]),
-            ),
-        ],
-    )
-    .to_aml_bytes(&mut body);
+        &mut body,
+    );
+    legacy_device(
+        "\\_SB_.RTC_",
+        "PNP0B00",
+        vec![&aml::IO::new(RTC_PORT, RTC_PORT, 1, RTC_PORT_COUNT as u8)],
+        &mut body,
+    );
     for (index, slot) in virtio.iter().enumerate() {
         virtio_node(index, slot, &mut body);
     }
     let mut table = Sdt::new(*b"DSDT", 36, 6, OEM_ID, OEM_TABLE_ID, OEM_REVISION);
     table.append_slice(&body);
     table.as_slice().to_vec()
+}
+
+/// The DSDT node of a legacy ISA device: its PNP id, and its ports and interrupts.
+fn legacy_device(path: &str, pnp_id: &str, resources: Vec<&dyn Aml>, body: &mut Vec<u8>) {
+    aml::Device::new(
+        path.into(),
+        vec![
+            &aml::Name::new("_HID".into(), &aml::EISAName::new(pnp_id)),
+            &aml::Name::new("_UID".into(), &aml::ZERO),
+            &aml::Name::new("_CRS".into(), &aml::ResourceTemplate::new(resources)),
+        ],
+    )
+    .to_aml_bytes(body);
 }
 
 /// The DSDT node of the virtio-mmio device in `slot`, named `\_SB_.Vnnn` (hex index).
