@@ -306,6 +306,10 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(dir.path());
     let image = register(&daemon, "idle", Asm::new().cli_hlt());
+    // Text that would grow every DescribeImages answer (a 3 MB description once made it fail
+    // for every caller): refused before any file is read.
+    let (long_name, long_text) = ("n".repeat(129), "d".repeat(256));
+    let long_cmdline = format!("console=ttyS0 {}", "x".repeat(2040));
     for (args, expected) in [
         (vec!["run-instances", "--image-id", "ami-00000000000000000"], "InvalidAMIID.NotFound"),
         (vec!["run-instances", "--image-id", &image, "--count", "1000"], "InvalidParameterValue"),
@@ -314,6 +318,18 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
         (vec!["terminate-instances", "--instance-ids", "i-0"], "InvalidInstanceID.NotFound"),
         (vec!["get-console-output", "--instance-id", "i-0"], "InvalidInstanceID.NotFound"),
         (vec!["register-image", "--disk", "/nonexistent", "--kernel", "/nonexistent"], "/nonexistent"),
+        (
+            vec!["register-image", "--name", &long_name, "--disk", "d", "--kernel", "k"],
+            "InvalidParameterValue",
+        ),
+        (
+            vec!["register-image", "--description", &long_text, "--disk", "d", "--kernel", "k"],
+            "longer than 255",
+        ),
+        (
+            vec!["register-image", "--kernel-cmdline", &long_cmdline, "--disk", "d", "--kernel", "k"],
+            "2047 bytes",
+        ),
     ] {
         let err = daemon.err(&args);
         assert!(err.contains(expected), "{args:?}: {err}");
@@ -332,7 +348,20 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
         assert_eq!(client.run_instances(missing).await.unwrap_err().code(), tonic::Code::NotFound);
         let empty = InstanceIds { instance_ids: vec![], force: false };
         assert_eq!(client.stop_instances(empty).await.unwrap_err().code(), tonic::Code::InvalidArgument);
+        use nuage::api::pb::images_client::ImagesClient;
+        use nuage::api::pb::RegisterImageRequest;
+        let channel = nuage::api::server::connect(&dir.path().join("api.sock")).await.unwrap();
+        let nul = RegisterImageRequest {
+            disk_path: "d".into(),
+            kernel_path: "k".into(),
+            kernel_cmdline: "console=ttyS0\0init=/bin/sh".into(),
+            ..Default::default()
+        };
+        let err = ImagesClient::new(channel).register_image(nul).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+        assert!(err.message().contains("control character"), "{err}");
     });
+    assert_eq!(daemon.ok(&["describe-images"])["Images"].as_array().unwrap().len(), 1, "nothing registered");
 }
 
 /// Key pairs: created (the private key printed once), imported, refused when malformed or

@@ -42,8 +42,34 @@ fn required(value: &str, name: &str) -> Result<PathBuf, DaemonError> {
     Ok(PathBuf::from(value))
 }
 
+/// Longest image name and description, as EC2 allows them.
+const MAX_NAME_CHARS: usize = 128;
+const MAX_DESCRIPTION_CHARS: usize = 255;
+/// Longest kernel command line: x86 Linux takes 2048 bytes, its terminating NUL included.
+const MAX_CMDLINE_BYTES: usize = 2047;
+
+/// Refuses text longer than `max_chars` or holding control characters (a NUL would cut a
+/// kernel command line short; every record is shown back to other callers).
+fn bounded(value: &str, field: &str, max_chars: usize) -> Result<(), DaemonError> {
+    if value.chars().count() > max_chars {
+        return Err(DaemonError::InvalidParameter(format!("{field} is longer than {max_chars} characters")));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(DaemonError::InvalidParameter(format!("{field} holds a control character")));
+    }
+    Ok(())
+}
+
 /// What a RegisterImage or ImportImage request asks the store for.
 fn import_request(r: RegisterImageRequest) -> Result<(ImageSpec, ImageSource), DaemonError> {
+    bounded(&r.name, "name", MAX_NAME_CHARS)?;
+    bounded(&r.description, "description", MAX_DESCRIPTION_CHARS)?;
+    if r.kernel_cmdline.len() > MAX_CMDLINE_BYTES {
+        return Err(DaemonError::InvalidParameter(format!(
+            "kernel_cmdline is longer than {MAX_CMDLINE_BYTES} bytes"
+        )));
+    }
+    bounded(&r.kernel_cmdline, "kernel_cmdline", MAX_CMDLINE_BYTES)?;
     let format: DiskFormat = if r.disk_format.is_empty() { "raw" } else { r.disk_format.as_str() }
         .parse()
         .map_err(DaemonError::InvalidParameter)?;

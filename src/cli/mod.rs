@@ -90,6 +90,9 @@ enum Command {
         /// A name.
         #[arg(long, default_value = "image")]
         name: String,
+        /// What the image is, for people (up to 255 characters).
+        #[arg(long, default_value = "")]
+        description: String,
         /// The kernel command line instances boot with.
         #[arg(long, default_value = "")]
         kernel_cmdline: String,
@@ -450,10 +453,18 @@ impl Cli {
         let gib = |size: u64| size.checked_mul(GIB).context("the size is too large");
         let ids = |instance_ids| InstanceIds { instance_ids, force: false };
         match self.command {
-            Command::RegisterImage { disk, disk_format, kernel, initrd, name, kernel_cmdline } => {
+            Command::RegisterImage {
+                disk,
+                disk_format,
+                kernel,
+                initrd,
+                name,
+                description,
+                kernel_cmdline,
+            } => {
                 let request = RegisterImageRequest {
                     name,
-                    description: String::new(),
+                    description,
                     disk_path: path_text(&disk)?,
                     disk_format,
                     kernel_path: path_text(&kernel)?,
