@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -578,6 +578,8 @@ impl Instances {
             }
         };
         failpoint("launch-after-spawn");
+        let mut child = child;
+        wait_until_listening(&control_socket(&launch.dir), &mut child);
         let pid = child.id() as i32;
         let handle = ProcessHandle::open(pid).map_err(internal)?;
         let record = self.transition(id, &[Pending], Running, "", Some(pid))?;
@@ -740,4 +742,23 @@ impl Instances {
 
 fn internal(e: std::io::Error) -> DaemonError {
     DaemonError::Internal(e.to_string())
+}
+
+/// How long a new VMM gets to start listening on its control socket before its instance is
+/// called running anyway (its supervisor then reports what became of it).
+const VMM_LISTEN_PATIENCE: Duration = Duration::from_secs(10);
+
+/// Waits until the VMM `child` accepts connections on `socket`, or exits, or
+/// [`VMM_LISTEN_PATIENCE`] passes. A running instance is then one whose VMM can be asked
+/// for a snapshot or a shutdown at once: the VMM binds its socket while it builds the VM, a
+/// moment after the process starts.
+fn wait_until_listening(socket: &Path, child: &mut Child) {
+    let start = Instant::now();
+    while start.elapsed() < VMM_LISTEN_PATIENCE {
+        if control::query_disks(socket).is_ok() || !matches!(child.try_wait(), Ok(None)) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    tracing::warn!(socket = %socket.display(), "the VMM is not listening on its control socket yet");
 }
