@@ -119,10 +119,11 @@ impl Ipam {
     /// Creates a subnet; refuses one overlapping another or a range reserved for something
     /// else ([`RESERVED_RANGES`]). The gateway defaults to the first host address.
     pub fn create_subnet(&self, cidr: Ipv4Cidr, gateway: Option<Ipv4Addr>) -> Result<Subnet, NetError> {
-        if let Some((reserved, what)) = RESERVED_RANGES.iter().find(|(range, _)| range_overlaps(range, &cidr))
-        {
+        let reserved =
+            RESERVED_RANGES.iter().find(|(network, prefix, _)| range_overlaps(*network, *prefix, &cidr));
+        if let Some((network, prefix, what)) = reserved {
             return Err(NetError::InvalidParameter(format!(
-                "{cidr} lies in {reserved}, {what}: not for subnets"
+                "{cidr} lies in {network}/{prefix}, {what}: not for subnets"
             )));
         }
         let gateway = gateway.or_else(|| cidr.hosts().next()).ok_or(NetError::Exhausted(cidr.to_string()))?;
@@ -300,25 +301,22 @@ impl Ipam {
     }
 }
 
-/// Address ranges no subnet may touch: a bridge given such an address would take over what
-/// the host uses it for (a subnet of 127.0.0.0/8 gave a bridge 127.0.0.1), and 169.254.0.0/16
-/// holds the instance metadata service's address.
-pub const RESERVED_RANGES: [(&str, &str); 5] = [
-    ("0.0.0.0/8", "\"this network\""),
-    ("127.0.0.0/8", "loopback"),
-    ("169.254.0.0/16", "link-local (the metadata service's)"),
-    ("224.0.0.0/4", "multicast"),
-    ("240.0.0.0/4", "reserved"),
+/// Address ranges no subnet may touch, as (network, prefix length, what it is for): a bridge
+/// given such an address would take over what the host uses it for (a subnet of
+/// 127.0.0.0/8 gave a bridge 127.0.0.1), and 169.254.0.0/16 holds the instance metadata
+/// service's address.
+pub const RESERVED_RANGES: [(Ipv4Addr, u8, &str); 5] = [
+    (Ipv4Addr::new(0, 0, 0, 0), 8, "\"this network\""),
+    (Ipv4Addr::new(127, 0, 0, 0), 8, "loopback"),
+    (Ipv4Addr::new(169, 254, 0, 0), 16, "link-local (the metadata service's)"),
+    (Ipv4Addr::new(224, 0, 0, 0), 4, "multicast"),
+    (Ipv4Addr::new(240, 0, 0, 0), 4, "reserved"),
 ];
 
-/// Whether `cidr` overlaps the range written as `range` (one of [`RESERVED_RANGES`]).
-fn range_overlaps(range: &str, cidr: &Ipv4Cidr) -> bool {
-    let Some((network, prefix)) = range.split_once('/') else { return false };
-    let (Ok(network), Ok(prefix)) = (network.parse::<Ipv4Addr>(), prefix.parse::<u32>()) else {
-        return false;
-    };
-    // The shorter of the two prefixes decides: compare both networks under its mask.
-    let shorter = prefix.min(u32::from(cidr.prefix()));
+/// Whether `cidr` overlaps the range `network`/`prefix`: under the shorter of the two
+/// prefixes' masks, both networks are the same.
+fn range_overlaps(network: Ipv4Addr, prefix: u8, cidr: &Ipv4Cidr) -> bool {
+    let shorter = u32::from(prefix.min(cidr.prefix()));
     let mask = u32::MAX.checked_shl(32 - shorter).unwrap_or(0);
     u32::from(network) & mask == u32::from(cidr.network()) & mask
 }
