@@ -7,10 +7,10 @@
 
 use std::time::{Duration, Instant};
 
-use nuage::storage::qcow2::Qcow2;
-use nuage::storage::raw::RawFile;
-use nuage::storage::store::{Parent, Store};
-use nuage::storage::BlockBackend;
+use nuage::block::qcow2::Qcow2;
+use nuage::block::raw::RawFile;
+use nuage::block::BlockBackend;
+use nuage::store::{Parent, Store};
 use vm_memory::VolatileSlice;
 
 const GIB: u64 = 1 << 30;

@@ -15,9 +15,9 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use nuage::storage::store::image::ImageSpec;
-use nuage::storage::store::{ImageSource, Parent, Store, StoreError};
-use nuage::storage::DiskFormat;
+use nuage::block::DiskFormat;
+use nuage::store::image::ImageSpec;
+use nuage::store::{ImageSource, Parent, Store, StoreError};
 use nuage::vmm::control::VmmDisk;
 
 fn run(args: &[String]) -> Result<String, String> {

@@ -1,7 +1,9 @@
 //! nuage: a self-hosted "EC2 in a box" for one Linux host.
 //!
-//! - [`vmm`]: the virtual machine monitor, one `nuage-vmm` process per instance;
-//! - [`storage`]: block backends and the store of images, volumes and snapshots;
+//! - [`vmm`]: the virtual machine monitor, one `nuage-vmm` process per instance, and its
+//!   contract with the daemon ([`vmm::api`]);
+//! - [`block`]: the disk formats (raw, qcow2) the VMM's block devices read and write;
+//! - [`store`]: images, volumes and snapshots;
 //! - [`net`]: subnets, addresses, bridges and taps, NAT and Elastic IPs;
 //! - [`state`]: persistent records and the daemon's database;
 //! - [`daemon`], [`api`], [`cli`]: `nuaged`, its gRPC API and the `nuage` client (feature
@@ -9,11 +11,12 @@
 
 #[cfg(feature = "daemon")]
 pub mod api;
+pub mod block;
 #[cfg(feature = "daemon")]
 pub mod cli;
 #[cfg(feature = "daemon")]
 pub mod daemon;
 pub mod net;
 pub mod state;
-pub mod storage;
+pub mod store;
 pub mod vmm;

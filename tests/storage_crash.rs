@@ -10,9 +10,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use nuage::storage::qcow2::Qcow2;
-use nuage::storage::store::{Parent, Store};
-use nuage::storage::BlockBackend;
+use nuage::block::qcow2::Qcow2;
+use nuage::block::BlockBackend;
+use nuage::store::{Parent, Store};
 use vm_memory::VolatileSlice;
 
 const MIB: u64 = 1 << 20;

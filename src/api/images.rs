@@ -12,9 +12,9 @@ use super::pb::{
     DeregisterImageRequest, DeregisterImageResponse, DescribeImagesRequest, DescribeImagesResponse, Image,
     ImportImageProgress, RegisterImageRequest,
 };
+use crate::block::DiskFormat;
 use crate::daemon::{Daemon, DaemonError};
-use crate::storage::store::image::{ImageRecord, ImageSource, ImageSpec, ImageState};
-use crate::storage::DiskFormat;
+use crate::store::image::{ImageRecord, ImageSource, ImageSpec, ImageState};
 
 /// Serves images from the daemon's store.
 pub struct ImagesService(pub Arc<Daemon>);

@@ -25,7 +25,7 @@ use crate::daemon::keypairs::KeyPairError;
 use crate::daemon::DaemonError;
 use crate::net::NetError;
 use crate::state::db::StateError;
-use crate::storage::store::StoreError;
+use crate::store::StoreError;
 
 impl From<DaemonError> for Status {
     fn from(e: DaemonError) -> Self {

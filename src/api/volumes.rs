@@ -14,7 +14,7 @@ use super::pb::{
 };
 use crate::daemon::process::disk_serial;
 use crate::daemon::{Daemon, DaemonError};
-use crate::storage::store::volume::{Parent, SnapshotRecord, VolumeRecord};
+use crate::store::volume::{Parent, SnapshotRecord, VolumeRecord};
 
 /// Serves the daemon's volumes.
 pub struct VolumesService(pub Arc<Daemon>);

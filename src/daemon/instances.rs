@@ -24,10 +24,11 @@ use super::watch::Watch;
 use super::{failpoint, DaemonError};
 use crate::net::plane::NetworkPlane;
 use crate::state::db::{InstanceStore, StateError};
+use crate::state::id::{new_id, now};
 use crate::state::instance::{InstanceRecord, InstanceState};
 use crate::state::keypair::KeyPairRecord;
-use crate::storage::store::volume::{Parent, VolumeRecord};
-use crate::storage::store::{new_id, now, LayerSwitch, Store};
+use crate::store::volume::{Parent, VolumeRecord};
+use crate::store::{LayerSwitch, Store};
 use crate::vmm::control::{self, VmmDisk};
 use crate::vmm::exit::ExitStatus as VmmExit;
 

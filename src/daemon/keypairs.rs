@@ -12,8 +12,8 @@ use ssh_key::rand_core::OsRng;
 use ssh_key::{Algorithm, HashAlg, LineEnding, PrivateKey, PublicKey};
 
 use super::DaemonError;
+use crate::state::id::{new_id, now};
 use crate::state::keypair::{KeyPairRecord, KeyPairStore};
-use crate::storage::store::{new_id, now};
 
 /// Bits of the RSA keys CreateKeyPair makes (as EC2's).
 const RSA_BITS: usize = 2048;

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use crate::net::plane::{NetworkPlane, PlaneConfig};
 use crate::net::NetError;
 use crate::state::db::{Database, StateError};
-use crate::storage::store::{Store, StoreError};
+use crate::store::{Store, StoreError};
 use config::DaemonConfig;
 use instances::Instances;
 use keypairs::{KeyPairError, KeyPairs};

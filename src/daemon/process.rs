@@ -14,7 +14,7 @@ use super::cidata;
 use crate::net::plane::Interface;
 use crate::state::file::write_atomic;
 use crate::state::instance::InstanceRecord;
-use crate::storage::store::image::ImageRecord;
+use crate::store::image::ImageRecord;
 
 /// Where an instance's files live: `console.log`, `vmm.log`, `control.sock`, `cidata.img`,
 /// and, for operators, `vmm.args` (the VMM's command line, one argument per line) and

@@ -10,8 +10,8 @@ use super::process::{control_socket, disk_serial, instance_dir};
 use super::{failpoint, DaemonError};
 use crate::state::db::{InstanceStore, StateError};
 use crate::state::instance::InstanceState;
-use crate::storage::store::volume::{Parent, SnapshotRecord, VolumeRecord};
-use crate::storage::store::{LayerSwitch, Store};
+use crate::store::volume::{Parent, SnapshotRecord, VolumeRecord};
+use crate::store::{LayerSwitch, Store};
 use crate::vmm::control::VmmDisk;
 
 /// The daemon's volume operations.

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::addr::{mac_for, Ipv4Cidr, MacAddress};
 use super::NetError;
 use crate::state::file::{read_json, write_json};
-use crate::storage::store::new_id;
+use crate::state::id::new_id;
 
 /// A subnet: its addresses, gateway (the host's address on it) and bridge.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

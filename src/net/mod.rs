@@ -8,7 +8,6 @@ pub mod firewall;
 pub mod ipam;
 pub mod link;
 pub mod plane;
-pub mod tap;
 #[cfg(test)]
 mod testing;
 

@@ -12,8 +12,8 @@ use super::addr::{kernel_ip_param, Ipv4Cidr, MacAddress};
 use super::firewall::{Firewall, Policy};
 use super::ipam::{ElasticIp, Ipam, Subnet};
 use super::link::{tap_name, Links};
-use super::tap::Tap;
 use super::{in_netns, NetError};
+use crate::vmm::devices::virtio::net::tap::Tap;
 
 /// How the plane sits on the host.
 #[derive(Debug, Clone, Default)]

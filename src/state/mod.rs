@@ -1,9 +1,10 @@
-//! Persistent state: small JSON records replaced atomically (the storage and network
-//! modules), and the daemon's embedded database of instances.
+//! Persistent state: resource ids, small JSON records replaced atomically (the store and
+//! the network plane), and the daemon's embedded database of instances.
 
 #[cfg(feature = "daemon")]
 pub mod db;
 pub mod file;
+pub mod id;
 pub mod instance;
 #[cfg(feature = "daemon")]
 pub mod keypair;

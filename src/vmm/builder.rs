@@ -10,8 +10,7 @@ use std::sync::Arc;
 
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::net::tap::{Tap, TapError};
-use crate::storage::{self, OpenError};
+use crate::block::{self, OpenError};
 use crate::vmm::arch::regs;
 use crate::vmm::boot::{acpi, loader, params, reset_vector};
 use crate::vmm::config::VmConfig;
@@ -25,6 +24,7 @@ use crate::vmm::devices::legacy::serial::{
 use crate::vmm::devices::power::{PowerManagement, POWER_PORT};
 use crate::vmm::devices::virtio::block::{DiskHandle, VirtioBlock};
 use crate::vmm::devices::virtio::net::filter::SourceFilter;
+use crate::vmm::devices::virtio::net::tap::{Tap, TapError};
 use crate::vmm::devices::virtio::net::VirtioNet;
 use crate::vmm::devices::virtio::rng::VirtioRng;
 use crate::vmm::devices::virtio::vsock::muxer::MuxerError;
@@ -236,7 +236,7 @@ fn open_disks(config: &VmConfig) -> Result<Disks, BuildError> {
     let mut devices: Vec<Box<dyn VirtioDevice>> = Vec::new();
     let mut handles = HashMap::new();
     for (index, disk) in config.disks.iter().enumerate() {
-        let backend = storage::open_disk(&disk.path, disk.format, disk.read_only)
+        let backend = block::open_disk(&disk.path, disk.format, disk.read_only)
             .map_err(|source| BuildError::Disk { path: disk.path.clone(), source })?;
         let id = disk.volume_id(index);
         tracing::info!(path = %disk.path.display(), id, read_only = disk.read_only, "disk");

@@ -23,8 +23,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::storage::store::LayerSwitch;
-use crate::storage::{self, DiskFormat};
+use crate::block::{self, DiskFormat};
+use crate::store::LayerSwitch;
 use crate::vmm::devices::legacy::i8042::I8042;
 use crate::vmm::devices::virtio::block::DiskHandle;
 
@@ -100,7 +100,7 @@ pub fn handle(request: Request, targets: &ControlTargets) -> Result<Vec<DiskStat
         }
         Request::SwitchDisk { id, path, format } => {
             let handle = disk(&id)?;
-            let backend = storage::open_disk(&path, format, false).map_err(|e| e.to_string())?;
+            let backend = block::open_disk(&path, format, false).map_err(|e| e.to_string())?;
             handle.switch(backend)?;
             handle.resume();
             tracing::info!(disk = id, path = %path.display(), "disk switched to a new layer");

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use kvm_ioctls::{IoEventAddress, VmFd};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::vmm::boot::layout::{MAX_VIRTIO_DEVICES, VIRTIO_FIRST_GSI, VIRTIO_MMIO_START};
+use crate::vmm::arch::layout::{MAX_VIRTIO_DEVICES, VIRTIO_FIRST_GSI, VIRTIO_MMIO_START};
 use crate::vmm::devices::virtio::mmio::{MmioTransport, MMIO_WINDOW_SIZE, QUEUE_NOTIFY_OFFSET};
 use crate::vmm::devices::virtio::{Interrupt, VirtioDevice};
 use crate::vmm::devices::{Bus, BusError};
@@ -121,7 +121,7 @@ mod tests {
         assert_eq!(MmioSlot::nth(2), MmioSlot { base: 0xd000_2000, gsi: 7 });
         let last = MmioSlot::nth(MAX_VIRTIO_DEVICES - 1);
         assert!(last.gsi < 24, "IOAPIC has 24 pins");
-        assert!(last.base + MMIO_WINDOW_SIZE <= u64::from(crate::vmm::boot::layout::IOAPIC_START));
+        assert!(last.base + MMIO_WINDOW_SIZE <= u64::from(crate::vmm::arch::layout::IOAPIC_START));
     }
 
     #[test]

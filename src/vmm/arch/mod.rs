@@ -3,5 +3,6 @@
 pub mod cpuid;
 pub mod gdt;
 pub mod lapic;
+pub mod layout;
 pub mod msr;
 pub mod regs;

@@ -6,7 +6,7 @@ use kvm_ioctls::VcpuFd;
 use vm_memory::{Bytes, GuestAddress};
 
 use super::gdt::{kvm_segment_from_gdt, BOOT_GDT, CODE_SELECTOR, DATA_SELECTOR, TSS_SELECTOR};
-use crate::vmm::boot::layout::{
+use crate::vmm::arch::layout::{
     BOOT_STACK_POINTER, GDT_START, IDENTITY_MAP_GIB, IDT_START, PDE_START, PDPTE_START, PML4_START,
     ZERO_PAGE_START,
 };

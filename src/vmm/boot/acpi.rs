@@ -17,7 +17,7 @@ use acpi_tables::xsdt::XSDT;
 use acpi_tables::Aml;
 use vm_memory::{Bytes, GuestAddress};
 
-use super::layout::{ACPI_END, IOAPIC_START, LAPIC_START, RSDP_START};
+use crate::vmm::arch::layout::{ACPI_END, IOAPIC_START, LAPIC_START, RSDP_START};
 use crate::vmm::device_manager::MmioSlot;
 use crate::vmm::devices::legacy::i8042::{I8042_COMMAND_PORT, I8042_IRQ, I8042_PORT};
 use crate::vmm::devices::legacy::rtc::{CENTURY_REGISTER, RTC_PORT, RTC_PORT_COUNT};

@@ -12,7 +12,7 @@ use linux_loader::loader::bootparam::setup_header;
 use linux_loader::loader::{BzImage, Elf, KernelLoader};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend as _, GuestMemoryRegion};
 
-use super::layout::{CMDLINE_MAX_SIZE, CMDLINE_START, DEFAULT_INITRD_ADDR_MAX, HIMEM_START};
+use crate::vmm::arch::layout::{CMDLINE_MAX_SIZE, CMDLINE_START, DEFAULT_INITRD_ADDR_MAX, HIMEM_START};
 use crate::vmm::vstate::memory::GuestMemory;
 
 /// Offset of the 64-bit entry point from a bzImage's protected-mode load address.

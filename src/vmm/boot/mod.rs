@@ -3,7 +3,6 @@
 //! for firmware.
 
 pub mod acpi;
-pub mod layout;
 pub mod loader;
 pub mod params;
 pub mod reset_vector;

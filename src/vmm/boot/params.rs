@@ -3,8 +3,8 @@
 use linux_loader::loader::bootparam::{boot_e820_entry, boot_params, setup_header};
 use vm_memory::{ByteValued, Bytes, GuestAddress};
 
-use super::layout::{CMDLINE_START, EBDA_START, HIMEM_START, RSDP_START, ZERO_PAGE_START};
 use super::loader::{LoadedInitrd, LoadedKernel};
+use crate::vmm::arch::layout::{CMDLINE_START, EBDA_START, HIMEM_START, RSDP_START, ZERO_PAGE_START};
 use crate::vmm::vstate::memory::{ram_ranges, GuestMemory};
 
 /// e820 type of usable RAM.
@@ -98,7 +98,7 @@ pub fn write_zero_page(mem: &GuestMemory, page: &ZeroPage) -> Result<(), vm_memo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vmm::boot::layout::{FOUR_GIB, MMIO_HOLE_START};
+    use crate::vmm::arch::layout::{FOUR_GIB, MMIO_HOLE_START};
 
     fn elf_kernel() -> LoadedKernel {
         LoadedKernel { entry: GuestAddress(0x100_0000), end: 0x200_0000, setup_header: None }

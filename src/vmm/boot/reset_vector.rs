@@ -9,7 +9,7 @@
 
 use vm_memory::{Bytes, GuestAddress};
 
-use crate::vmm::boot::layout::{EBDA_START, HIMEM_START};
+use crate::vmm::arch::layout::{EBDA_START, HIMEM_START};
 use crate::vmm::devices::power::{POWER_PORT, RESET_VALUE};
 use crate::vmm::vstate::memory::GuestMemory;
 

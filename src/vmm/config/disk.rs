@@ -6,7 +6,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use super::RateLimit;
-use crate::storage::DiskFormat;
+use crate::block::DiskFormat;
 use crate::vmm::devices::virtio::block::request::ID_BYTES;
 
 /// One disk of the microVM, in the order the guest enumerates them (`vda`, `vdb`, ...).

@@ -17,7 +17,7 @@ pub use rate_limit::RateLimit;
 pub use vsock::VsockConfig;
 use vsock::VsockConfigError;
 
-use crate::vmm::boot::layout::MAX_VIRTIO_DEVICES;
+use crate::vmm::arch::layout::MAX_VIRTIO_DEVICES;
 
 /// Most vCPUs a microVM may have.
 pub const MAX_VCPUS: u8 = 32;

@@ -14,7 +14,7 @@ use vm_memory::bitmap::{Bitmap, WithBitmapSlice};
 use vm_memory::mmap::MmapRegionBuilder;
 use vm_memory::{GuestAddress, GuestMemoryMmap, GuestRegionMmap};
 
-use crate::vmm::boot::layout::{FOUR_GIB, MMIO_HOLE_START};
+use crate::vmm::arch::layout::{FOUR_GIB, MMIO_HOLE_START};
 
 /// Guest memory as used by every part of the VMM.
 pub type GuestMemory = GuestMemoryMmap<RamMapping>;

@@ -6,7 +6,7 @@ use kvm_bindings::{
 use kvm_ioctls::{Cap, Kvm, VmFd};
 use vm_memory::{Address, GuestMemoryBackend as _, GuestMemoryRegion};
 
-use crate::vmm::boot::layout::KVM_TSS_ADDRESS;
+use crate::vmm::arch::layout::KVM_TSS_ADDRESS;
 use crate::vmm::vstate::memory::GuestMemory;
 
 /// KVM capabilities the VMM cannot work without.

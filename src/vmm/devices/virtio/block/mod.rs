@@ -21,7 +21,7 @@ use super::{
     read_config_bytes, take_queues, ActivateError, Activation, Interrupt, VirtioDevice, DEVICE_TYPE_BLOCK,
 };
 use super::{INTERRUPT_VRING, VIRTIO_F_VERSION_1};
-use crate::storage::BlockBackend;
+use crate::block::BlockBackend;
 use crate::vmm::config::RateLimit;
 use crate::vmm::vstate::memory::GuestMemory;
 

@@ -10,7 +10,7 @@
 use virtio_queue::desc::split::Descriptor;
 use vm_memory::{Address, ByteValued, Bytes, GuestMemoryBackend as _};
 
-use crate::storage::BlockBackend;
+use crate::block::BlockBackend;
 use crate::vmm::vstate::memory::GuestMemory;
 
 /// Bytes per virtio-blk sector.

@@ -8,6 +8,7 @@
 //! allocated per frame.
 
 pub mod filter;
+pub mod tap;
 
 use std::io::ErrorKind;
 use std::os::fd::AsRawFd;
@@ -22,8 +23,8 @@ use super::rate_limiter::{self, RateLimiter};
 use super::worker::{QueueHandler, QueueWorker};
 use super::{read_config_bytes, take_queues, ActivateError, Activation, Interrupt, VirtioDevice};
 use super::{DEVICE_TYPE_NET, INTERRUPT_VRING, VIRTIO_F_VERSION_1};
-use crate::net::tap::{offload, Tap, VNET_HEADER_SIZE};
 use crate::vmm::config::RateLimit;
+use crate::vmm::devices::virtio::net::tap::{offload, Tap, VNET_HEADER_SIZE};
 use crate::vmm::vstate::memory::GuestMemory;
 
 /// Size of each queue.

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::DaemonError;
 use crate::net::plane::Interface;
-use crate::storage::fat;
+mod fat;
 
 /// The disk's virtio serial, how a guest without blkid finds it.
 pub const DISK_SERIAL: &str = "cidata";

@@ -1,12 +1,11 @@
-//! Storage: the block backends that virtio-blk devices read and write.
+//! Block backends: the disk formats virtio-blk devices read and write (the data plane's
+//! storage; the catalogue of images, volumes and snapshots is [`crate::store`]).
 //!
-//! Devices see only the narrow [`BlockBackend`] trait, so disk formats (raw files today,
-//! copy-on-write formats next) plug in without touching the device model.
+//! Devices see only the narrow [`BlockBackend`] trait, so disk formats (raw files and
+//! qcow2 chains) plug in without touching the device model.
 
-pub mod fat;
 pub mod qcow2;
 pub mod raw;
-pub mod store;
 
 use std::path::Path;
 use std::str::FromStr;

@@ -16,8 +16,9 @@ impl Store {
     }
 }
 use super::*;
-use crate::storage::qcow2::Qcow2;
-use crate::storage::{BlockBackend, DiskFormat};
+use crate::block::qcow2::Qcow2;
+use crate::block::{BlockBackend, DiskFormat};
+use crate::state::id::valid_id;
 
 const MIB: u64 = 1 << 20;
 

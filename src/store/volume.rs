@@ -5,10 +5,11 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::{io_error, new_id, now, read_json, remove_if_present, sync_dir, valid_id, write_json};
+use super::{io_error, read_json, remove_if_present, sync_dir, write_json};
 use super::{RecoveryReport, Store, StoreError};
-use crate::storage::qcow2::Qcow2;
-use crate::storage::DiskFormat;
+use crate::block::qcow2::Qcow2;
+use crate::block::DiskFormat;
+use crate::state::id::{new_id, now, valid_id};
 
 /// What a layer is built on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -9,12 +9,10 @@ use std::process::Command;
 
 use serde::{Deserialize, Serialize};
 
-use super::{
-    free_space, io_error, new_id, now, read_json, sync_dir, valid_id, write_json, RecoveryReport, Store,
-    StoreError,
-};
-use crate::storage::qcow2::Qcow2;
-use crate::storage::{BlockBackend, DiskFormat};
+use super::{free_space, io_error, read_json, sync_dir, write_json, RecoveryReport, Store, StoreError};
+use crate::block::qcow2::Qcow2;
+use crate::block::{BlockBackend, DiskFormat};
+use crate::state::id::{new_id, now, valid_id};
 
 /// An image's life cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
