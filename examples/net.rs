@@ -52,7 +52,8 @@ fn run(args: &[String]) -> Result<String, String> {
             // SAFETY: getuid cannot fail and touches no memory.
             let uid = unsafe { libc::getuid() };
             let interface = plane.attach(&arg(0)?, &arg(1)?, None, uid).map_err(text)?;
-            Ok(format!("{} {}", interface.vmm_arg(), interface.kernel_ip_param()))
+            let net = format!("tap={},mac={},ip={}", interface.tap, interface.mac, interface.ip);
+            Ok(format!("{net} {}", interface.kernel_ip_param()))
         }
         "detach" => plane.detach(&arg(0)?, &arg(1)?).map(|()| String::new()).map_err(text),
         "allocate-address" => {

@@ -16,9 +16,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use nuage::block::DiskFormat;
+use nuage::daemon::process::VmmDisk;
 use nuage::store::image::ImageSpec;
 use nuage::store::{ImageSource, Parent, Store, StoreError};
-use nuage::vmm::control::VmmDisk;
 
 fn run(args: &[String]) -> Result<String, String> {
     let [root, command, rest @ ..] = args else { return Err("usage: see the source header".into()) };

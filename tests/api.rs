@@ -6,11 +6,14 @@
 
 mod common;
 
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::guest::{elf_kernel, Asm};
+use nuage::block::DiskFormat;
+use nuage::vmm::api::config::VmConfig;
 use serde_json::Value;
 
 /// A running `nuaged`, killed (never gracefully) when dropped, with the VMMs of its
@@ -185,6 +188,17 @@ fn ids(v: &Value) -> Vec<String> {
 }
 
 /// Kills every VMM still running for this test's state directory.
+/// The configuration the running VMM of instance `id` was started with: the file its
+/// command line names.
+fn running_vm_config(dir: &Path, id: &str) -> VmConfig {
+    let state = dir.join("state");
+    let pid = nuage::daemon::process::running_vmms(&state)[id];
+    let argv = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap();
+    let file = state.join(format!("instances/{id}/vm.json"));
+    assert!(argv.split('\0').any(|a| Path::new(a) == file), "the VMM runs on {}: {argv:?}", file.display());
+    serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap()
+}
+
 fn kill_vmms(dir: &Path) {
     for pid in nuage::daemon::process::running_vmms(&dir.join("state")).into_values() {
         // SAFETY: kill only sends a signal.
@@ -447,9 +461,11 @@ fn key_pairs_and_user_data_reach_the_config_drive() {
     let bytes = std::fs::read(&drive).unwrap();
     let contains = |needle: &str| bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
     assert!(contains(&format!("instance-id: {id}")) && contains(&public_key) && contains("echo hi"));
-    let pid = nuage::daemon::process::running_vmms(&dir.path().join("state"))[&id];
-    let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap().replace('\0', " ");
-    assert!(cmdline.contains(&format!("--disk path={},readonly=on,id=cidata", drive.display())), "{cmdline}");
+    let config = running_vm_config(dir.path(), &id);
+    assert!(
+        config.disks.iter().any(|d| d.path == drive && d.read_only && d.id.as_deref() == Some("cidata")),
+        "{config:?}"
+    );
     daemon.wait_for(|| daemon.console(&id).contains("booted"), "the guest with its config drive");
 
     // The instance keeps its key when the key pair goes; the drive goes with the instance.
@@ -563,10 +579,14 @@ fn instances_on_a_subnet_get_addresses_and_taps() {
     let master =
         Command::new("ip").args(["-n", &ns.0, "-br", "link", "show", "master", bridge]).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&master.stdout).lines().count(), 2, "both taps are on the bridge");
-    let pid = nuage::daemon::process::running_vmms(&dir.path().join("state"))[&ids[0]];
-    let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap().replace('\0', " ");
-    assert!(cmdline.contains("ip=10.0.21.2::10.0.21.1:255.255.255.0::eth0:off"), "{cmdline}");
-    assert!(cmdline.contains("--net fd=3,mac=02:4e:0a:00:15:02,ip=10.0.21.2"), "{cmdline}");
+    let config = running_vm_config(dir.path(), &ids[0]);
+    assert!(config.cmdline.contains("ip=10.0.21.2::10.0.21.1:255.255.255.0::eth0:off"), "{config:?}");
+    let net = &config.nets[..];
+    assert!(
+        matches!(net, [n] if n.tap_fd == Some(3) && n.mac.to_string() == "02:4e:0a:00:15:02"
+            && n.ipv4 == Some(Ipv4Addr::new(10, 0, 21, 2))),
+        "{config:?}"
+    );
 
     let err = daemon.err(&[
         "run-instances",
@@ -620,9 +640,15 @@ fn volumes_attach_snapshot_and_outlive_their_instance() {
     let err = daemon.err(&["detach-volume", "--volume-id", &root]);
     assert!(err.contains("OperationNotPermitted"), "{err}");
     daemon.ok(&["start-instances", "--instance-ids", &id]);
-    let pid = nuage::daemon::process::running_vmms(&dir.path().join("state"))[&id];
-    let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap().replace('\0', " ");
-    assert!(cmdline.contains(&format!("format=qcow2,id={}", data.replace('-', ""))), "{cmdline}");
+    let config = running_vm_config(dir.path(), &id);
+    let serial = data.replace('-', "");
+    assert!(
+        config
+            .disks
+            .iter()
+            .any(|d| d.format == DiskFormat::Qcow2 && d.id.as_deref() == Some(serial.as_str())),
+        "{config:?}"
+    );
 
     // Snapshots of both volumes while the instance runs, through its VMM.
     for volume in [&root, &data] {
@@ -836,7 +862,7 @@ fn a_daemon_killed_mid_operation_leaves_nothing_behind() {
             });
             assert!(writes_top, "{point}: the VMM has {} open for writing", top.display());
             let socket = state.join(format!("instances/{victim}/control.sock"));
-            let disks = nuage::vmm::control::query_disks(&socket).unwrap();
+            let disks = nuage::vmm::api::control::query_disks(&socket).unwrap();
             assert!(disks.iter().all(|d| !d.paused), "{point}: no disk is left paused: {disks:?}");
             daemon.ok(&["create-snapshot", "--volume-id", &root]);
         }
@@ -1265,8 +1291,13 @@ fn the_socket_and_instance_files_are_as_documented() {
     let instance = dir.path().join(format!("state/instances/{id}"));
     let pid = nuage::daemon::process::running_vmms(&dir.path().join("state"))[&id];
     assert_eq!(std::fs::read_to_string(instance.join("pid")).unwrap(), format!("{pid}\n"));
-    let args = std::fs::read_to_string(instance.join("vmm.args")).unwrap();
-    assert!(args.lines().any(|l| l == "--kernel") && args.lines().any(|l| l == "--api-socket"), "{args}");
+    let config = running_vm_config(dir.path(), &id);
+    assert!(
+        config.kernel.is_file() && config.api_socket == Some(instance.join("control.sock")),
+        "{config:?}"
+    );
+    let mode = std::fs::metadata(instance.join("vm.json")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the VM's configuration is the daemon's alone");
     daemon.ok(&["stop-instances", "--instance-ids", &id, "--force"]);
     assert!(!instance.join("pid").exists(), "no pid file once the VMM is gone");
     drop(daemon);
@@ -1317,9 +1348,7 @@ fn instances_launch_with_data_volumes() {
         .collect();
     assert_eq!(attached.len(), 3, "root and two data volumes: {attached:?}");
     let kept = attached.iter().find(|v| v["snapshot_id"] == snapshot.as_str()).unwrap()["volume_id"].clone();
-    let pid = nuage::daemon::process::running_vmms(&dir.path().join("state"))[&id];
-    let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap();
-    assert_eq!(cmdline.split('\0').filter(|a| *a == "--disk").count(), 4, "root, two volumes, config drive");
+    assert_eq!(running_vm_config(dir.path(), &id).disks.len(), 4, "root, two volumes, config drive");
     daemon.wait_for(|| daemon.console(&id).contains("booted"), "the guest");
 
     daemon.ok(&["terminate-instances", "--instance-ids", &id]);

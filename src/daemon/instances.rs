@@ -18,7 +18,7 @@ use tracing::{info, warn};
 use super::cidata::{self, ConfigDrive};
 use super::config::DaemonConfig;
 use super::process::{
-    control_socket, disk_serial, instance_dir, running_vmms, tail, Launch, ProcessHandle, PID_FILE,
+    control_socket, disk_serial, instance_dir, running_vmms, tail, Launch, ProcessHandle, VmmDisk, PID_FILE,
 };
 use super::watch::Watch;
 use super::{failpoint, DaemonError};
@@ -29,8 +29,8 @@ use crate::state::instance::{InstanceRecord, InstanceState};
 use crate::state::keypair::KeyPairRecord;
 use crate::store::volume::{Parent, VolumeRecord};
 use crate::store::{LayerSwitch, Store};
-use crate::vmm::control::{self, VmmDisk};
-use crate::vmm::exit::ExitStatus as VmmExit;
+use crate::vmm::api::control;
+use crate::vmm::api::ExitStatus as VmmExit;
 
 use InstanceState::*;
 

@@ -11,14 +11,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use super::cidata;
+use crate::block::DiskFormat;
 use crate::net::plane::Interface;
-use crate::state::file::write_atomic;
+use crate::state::file::{write_atomic, write_json};
 use crate::state::instance::InstanceRecord;
 use crate::store::image::ImageRecord;
+use crate::store::LayerSwitch;
+use crate::vmm::api::config::{ConsoleConfig, DiskConfig, NetConfig, RateLimit, VmConfig};
+use crate::vmm::api::control;
 
-/// Where an instance's files live: `console.log`, `vmm.log`, `control.sock`, `cidata.img`,
-/// and, for operators, `vmm.args` (the VMM's command line, one argument per line) and
-/// `pid` (the running VMM's).
+/// Where an instance's files live: `vm.json` (the VMM's configuration), `console.log`,
+/// `vmm.log`, `control.sock`, `cidata.img`, and `pid` (the running VMM's).
 pub fn instance_dir(state_dir: &Path, id: &str) -> PathBuf {
     state_dir.join("instances").join(id)
 }
@@ -55,6 +58,9 @@ pub fn control_socket(dir: &Path) -> PathBuf {
 /// The running VMM's pid, in the instance's directory.
 pub const PID_FILE: &str = "pid";
 
+/// The VMM's configuration ([`VmConfig`] as JSON), in the instance's directory.
+const VM_CONFIG_FILE: &str = "vm.json";
+
 /// The virtio disk id (its serial) of a volume: the id without its dash, as EC2's NVMe
 /// serials are, which fits virtio's 20 bytes.
 pub fn disk_serial(volume_id: &str) -> String {
@@ -65,48 +71,68 @@ pub fn disk_serial(volume_id: &str) -> String {
 const TAP_FD: RawFd = 3;
 
 impl Launch<'_> {
-    /// The VMM's command line.
-    fn command(&self) -> Command {
-        let mut command = Command::new(self.vmm);
+    /// The VM the VMM is to run, in the contract's terms; its tap is inherited as
+    /// descriptor [`TAP_FD`].
+    fn vm_config(&self) -> VmConfig {
         let mut cmdline = format!("console=ttyS0 {}", self.image.cmdline);
         if let Some((_, interface)) = &self.network {
             cmdline = format!("{cmdline} {}", interface.kernel_ip_param());
         }
-        command
-            .arg("--kernel")
-            .arg(&self.kernel)
-            .args([
-                "--vcpus",
-                &self.instance.vcpus.to_string(),
-                "--memory",
-                &self.instance.memory_mib.to_string(),
-            ])
-            .args(["--cmdline", cmdline.trim_end()])
-            .arg("--disk")
-            .arg(format!(
-                "path={},format=qcow2,id={}",
-                self.root_volume.display(),
-                disk_serial(&self.instance.root_volume_id)
-            ))
-            .arg("--console-log")
-            .arg(self.dir.join("console.log"))
-            .arg("--api-socket")
-            .arg(control_socket(&self.dir));
-        if let Some(initrd) = &self.initrd {
-            command.arg("--initrd").arg(initrd);
-        }
-        for (id, path) in &self.data_volumes {
-            command.arg("--disk").arg(format!("path={},format=qcow2,id={}", path.display(), disk_serial(id)));
-        }
+        let disk = |path: &Path, id: String, format: DiskFormat, read_only: bool| DiskConfig {
+            path: path.to_owned(),
+            id: Some(id),
+            read_only,
+            rate_limit: RateLimit::default(),
+            format,
+        };
+        let mut disks = vec![disk(
+            &self.root_volume,
+            disk_serial(&self.instance.root_volume_id),
+            DiskFormat::Qcow2,
+            false,
+        )];
+        disks.extend(
+            self.data_volumes.iter().map(|(id, path)| disk(path, disk_serial(id), DiskFormat::Qcow2, false)),
+        );
         if let Some(path) = &self.config_drive {
-            command.arg("--disk").arg(format!(
-                "path={},readonly=on,id={}",
-                path.display(),
-                cidata::DISK_SERIAL
-            ));
+            disks.push(disk(path, cidata::DISK_SERIAL.to_owned(), DiskFormat::Raw, true));
         }
-        if let Some((fd, interface)) = &self.network {
-            command.arg("--net").arg(format!("fd={TAP_FD},mac={},ip={}", interface.mac, interface.ip));
+        let nets = self
+            .network
+            .iter()
+            .map(|(_, interface)| NetConfig {
+                tap: None,
+                tap_fd: Some(TAP_FD),
+                mac: interface.mac,
+                ipv4: Some(interface.ip),
+                rate_limit: RateLimit::default(),
+            })
+            .collect();
+        VmConfig {
+            kernel: self.kernel.clone(),
+            initrd: self.initrd.clone(),
+            cmdline: cmdline.trim_end().to_owned(),
+            vcpus: u64::from(self.instance.vcpus),
+            memory_mib: u64::from(self.instance.memory_mib),
+            console: ConsoleConfig {
+                log_file: Some(self.dir.join("console.log")),
+                stdout: false,
+                stdin: false,
+            },
+            disks,
+            nets,
+            api_socket: Some(control_socket(&self.dir)),
+            vsock: None,
+            rng: true,
+            virtio_cmdline: true,
+        }
+    }
+
+    /// The VMM's command line: its configuration file, and the tap moved to [`TAP_FD`].
+    fn command(&self, config_file: &Path) -> Command {
+        let mut command = Command::new(self.vmm);
+        command.arg("--config").arg(config_file);
+        if let Some((fd, _)) = &self.network {
             let fd = fd.as_raw_fd();
             // SAFETY: between fork and exec the closure only calls dup2 and fcntl, which are
             // async-signal-safe, on descriptors this process owns.
@@ -127,20 +153,21 @@ impl Launch<'_> {
         command
     }
 
-    /// Starts the VMM, its output going to `vmm.log` in the instance's directory.
+    /// Writes the VM's configuration to `vm.json` in the instance's directory and starts
+    /// the VMM on it, its output going to `vmm.log` there.
     pub fn spawn(&self) -> std::io::Result<Child> {
         std::fs::create_dir_all(&self.dir)?;
         let _ = std::fs::remove_file(control_socket(&self.dir));
+        let config_file = self.dir.join(VM_CONFIG_FILE);
+        write_json(&config_file, &self.vm_config())?;
         let log = OpenOptions::new().create(true).append(true).open(self.dir.join("vmm.log"))?;
-        let mut command = self.command();
-        let mut args = command.get_program().to_string_lossy().into_owned();
-        for arg in command.get_args() {
-            args.push('\n');
-            args.push_str(&arg.to_string_lossy());
-        }
-        write_atomic(&self.dir.join("vmm.args"), format!("{args}\n").as_bytes())?;
-        let child =
-            command.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).process_group(0).spawn()?;
+        let child = self
+            .command(&config_file)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0)
+            .spawn()?;
         // The VMM runs: a pid file that cannot be written is no reason to fail the launch.
         if let Err(e) = write_atomic(&self.dir.join(PID_FILE), format!("{}\n", child.id()).as_bytes()) {
             tracing::warn!(dir = %self.dir.display(), "cannot write the pid file: {e}");
@@ -229,4 +256,33 @@ pub fn tail(path: &Path, limit: u64) -> std::io::Result<String> {
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes)?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// A disk of a running VMM, as the store sees it while snapshotting its volume.
+pub struct VmmDisk {
+    /// The VMM's control socket.
+    pub socket: PathBuf,
+    /// The disk's volume id.
+    pub id: String,
+}
+
+impl LayerSwitch for VmmDisk {
+    fn pause(&self) -> Result<(), String> {
+        control::call(&self.socket, &control::Request::PauseDisk { id: self.id.clone() })
+    }
+
+    fn switch(&self, path: &Path) -> Result<(), String> {
+        control::call(
+            &self.socket,
+            &control::Request::SwitchDisk {
+                id: self.id.clone(),
+                path: path.to_owned(),
+                format: DiskFormat::Qcow2,
+            },
+        )
+    }
+
+    fn resume(&self) -> Result<(), String> {
+        control::call(&self.socket, &control::Request::ResumeDisk { id: self.id.clone() })
+    }
 }

@@ -6,13 +6,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::config::DaemonConfig;
+use super::process::VmmDisk;
 use super::process::{control_socket, disk_serial, instance_dir};
 use super::{failpoint, DaemonError};
 use crate::state::db::{InstanceStore, StateError};
 use crate::state::instance::InstanceState;
 use crate::store::volume::{Parent, SnapshotRecord, VolumeRecord};
 use crate::store::{LayerSwitch, Store};
-use crate::vmm::control::VmmDisk;
 
 /// The daemon's volume operations.
 #[derive(Clone)]

@@ -1,11 +1,13 @@
-//! IPv4 networks in CIDR notation, and MAC addresses (as configured, or derived from an
-//! instance's address).
+//! IPv4 networks in CIDR notation, and the MAC address an instance's interface is given
+//! (derived from its address).
 
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+
+use crate::vmm::api::config::MacAddress;
 
 /// Smallest and largest subnet prefixes: a /30 leaves one instance address.
 pub const SUBNET_PREFIXES: std::ops::RangeInclusive<u8> = 8..=30;
@@ -116,56 +118,6 @@ impl fmt::Display for Ipv4Cidr {
 impl From<Ipv4Cidr> for String {
     fn from(cidr: Ipv4Cidr) -> Self {
         cidr.to_string()
-    }
-}
-
-/// A string that is not a unicast MAC address.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("invalid MAC address {0:?}: expected a unicast address such as 52:54:00:12:34:56")]
-pub struct MacError(pub String);
-
-/// An Ethernet MAC address, written `52:54:00:12:34:56`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct MacAddress(pub [u8; 6]);
-
-impl FromStr for MacAddress {
-    type Err = MacError;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let bad = || MacError(text.to_owned());
-        let mut bytes = [0u8; 6];
-        let mut parts = text.split(':');
-        for byte in &mut bytes {
-            let part = parts.next().filter(|p| p.len() == 2).ok_or_else(bad)?;
-            *byte = u8::from_str_radix(part, 16).map_err(|_| bad())?;
-        }
-        // A guest interface needs a unicast address.
-        if parts.next().is_some() || bytes[0] & 1 != 0 || bytes == [0; 6] {
-            return Err(bad());
-        }
-        Ok(Self(bytes))
-    }
-}
-
-impl TryFrom<String> for MacAddress {
-    type Error = MacError;
-
-    fn try_from(text: String) -> Result<Self, Self::Error> {
-        text.parse()
-    }
-}
-
-impl fmt::Display for MacAddress {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let b = self.0;
-        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3], b[4], b[5])
-    }
-}
-
-impl From<MacAddress> for String {
-    fn from(mac: MacAddress) -> Self {
-        mac.to_string()
     }
 }
 

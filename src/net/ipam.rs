@@ -10,10 +10,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::addr::{mac_for, Ipv4Cidr, MacAddress};
+use super::addr::{mac_for, Ipv4Cidr};
 use super::NetError;
 use crate::state::file::{read_json, write_json};
 use crate::state::id::new_id;
+use crate::vmm::api::config::MacAddress;
 
 /// A subnet: its addresses, gateway (the host's address on it) and bridge.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

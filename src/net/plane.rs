@@ -8,11 +8,12 @@ use std::net::Ipv4Addr;
 use std::os::fd::OwnedFd;
 use std::path::Path;
 
-use super::addr::{kernel_ip_param, Ipv4Cidr, MacAddress};
+use super::addr::{kernel_ip_param, Ipv4Cidr};
 use super::firewall::{Firewall, Policy};
 use super::ipam::{ElasticIp, Ipam, Subnet};
 use super::link::{tap_name, Links};
 use super::{in_netns, NetError};
+use crate::vmm::api::config::MacAddress;
 use crate::vmm::devices::virtio::net::tap::Tap;
 
 /// How the plane sits on the host.
@@ -45,11 +46,6 @@ impl Interface {
     /// The kernel `ip=` parameter that configures the guest without DHCP.
     pub fn kernel_ip_param(&self) -> String {
         kernel_ip_param(self.ip, &self.subnet.cidr, self.subnet.gateway, "eth0")
-    }
-
-    /// The VMM's `--net` argument for this interface.
-    pub fn vmm_arg(&self) -> String {
-        format!("tap={},mac={},ip={}", self.tap, self.mac, self.ip)
     }
 }
 
@@ -263,7 +259,7 @@ mod tests {
         let a = plane.attach(&subnet.id, "i-aaaa", None, 0).unwrap();
         let b = plane.attach(&subnet.id, "i-bbbb", Some("10.0.11.9".parse().unwrap()), 0).unwrap();
         assert_eq!((a.ip.to_string(), b.ip.to_string()), ("10.0.11.2".into(), "10.0.11.9".into()));
-        assert_eq!(a.vmm_arg(), "tap=ntap-iaaaa,mac=02:4e:0a:00:0b:02,ip=10.0.11.2");
+        assert_eq!((a.tap.as_str(), a.mac.to_string()), ("ntap-iaaaa", "02:4e:0a:00:0b:02".to_owned()));
         let eip = plane.allocate_address().unwrap();
         plane.associate_address(&eip.id, a.ip).unwrap();
         assert!(nft_rules(&ns).contains("dnat ip to 10.0.11.2"));

@@ -11,10 +11,10 @@ use std::sync::Arc;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::block::{self, OpenError};
+use crate::vmm::api::config::VmConfig;
+use crate::vmm::api::control::ControlTargets;
 use crate::vmm::arch::regs;
 use crate::vmm::boot::{acpi, loader, params, reset_vector};
-use crate::vmm::config::VmConfig;
-use crate::vmm::control::ControlTargets;
 use crate::vmm::device_manager::{DeviceManagerError, MmioDeviceManager};
 use crate::vmm::devices::legacy::i8042::{self, I8042, I8042_IRQ, I8042_PORT, I8042_PORT_COUNT};
 use crate::vmm::devices::legacy::rtc::{Rtc, RTC_PORT, RTC_PORT_COUNT};

@@ -4,8 +4,9 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-use crate::vmm::config::{DiskConfig, NetConfig, Overrides, VmConfig, VsockConfig};
-use crate::vmm::exit::{ExitReason, ExitStatus, ResetCause};
+use crate::vmm::api::config::{DiskConfig, NetConfig, Overrides, VmConfig, VsockConfig};
+use crate::vmm::api::ExitStatus;
+use crate::vmm::exit::{ExitReason, ResetCause};
 use crate::vmm::{builder, runtime};
 
 const EXIT_STATUS_HELP: &str = "\

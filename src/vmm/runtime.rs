@@ -126,7 +126,7 @@ fn run_inner(vm: MicroVm, console_input: bool, stats_since: Option<Instant>) -> 
     let signals = stop_signalfd()?;
     // Spawned after the stop signals are blocked, so they only ever reach the signalfd.
     if let Some((listener, targets)) = control {
-        crate::vmm::control::spawn(listener, targets)?;
+        crate::vmm::api::control::spawn(listener, targets)?;
     }
     register_signal_handler(SIGRTMIN(), kick_handler)
         .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))?;

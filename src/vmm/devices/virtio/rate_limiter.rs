@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use vmm_sys_util::timerfd::TimerFd;
 
-use crate::vmm::config::RateLimit;
+use crate::vmm::api::config::RateLimit;
 
 /// A bucket refilled at `rate` tokens per second, holding at most one second's worth.
 /// It may go into debt by one request larger than the bucket, so such a request is

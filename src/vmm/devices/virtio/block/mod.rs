@@ -22,7 +22,7 @@ use super::{
 };
 use super::{INTERRUPT_VRING, VIRTIO_F_VERSION_1};
 use crate::block::BlockBackend;
-use crate::vmm::config::RateLimit;
+use crate::vmm::api::config::RateLimit;
 use crate::vmm::vstate::memory::GuestMemory;
 
 /// Queue size offered to the guest (and the cap on descriptor chains).

@@ -11,7 +11,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use super::request::{RequestExecutor, MAX_SEGMENTS};
 use super::*;
 use crate::block::raw::RawFile;
-use crate::vmm::config::RateLimit;
+use crate::vmm::api::config::RateLimit;
 use crate::vmm::devices::virtio::rate_limiter::RateLimiter;
 use crate::vmm::devices::virtio::test_rings::{TestRing, NEXT, WRITE};
 use crate::vmm::vstate::memory::create_guest_memory;

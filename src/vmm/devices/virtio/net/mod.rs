@@ -23,7 +23,7 @@ use super::rate_limiter::{self, RateLimiter};
 use super::worker::{QueueHandler, QueueWorker};
 use super::{read_config_bytes, take_queues, ActivateError, Activation, Interrupt, VirtioDevice};
 use super::{DEVICE_TYPE_NET, INTERRUPT_VRING, VIRTIO_F_VERSION_1};
-use crate::vmm::config::RateLimit;
+use crate::vmm::api::config::RateLimit;
 use crate::vmm::devices::virtio::net::tap::{offload, Tap, VNET_HEADER_SIZE};
 use crate::vmm::vstate::memory::GuestMemory;
 

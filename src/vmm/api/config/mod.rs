@@ -11,8 +11,8 @@ pub mod vsock;
 
 pub use disk::DiskConfig;
 use disk::DiskConfigError;
-pub use net::NetConfig;
 use net::NetConfigError;
+pub use net::{MacAddress, NetConfig};
 pub use rate_limit::RateLimit;
 pub use vsock::VsockConfig;
 use vsock::VsockConfigError;
@@ -140,7 +140,7 @@ pub struct VmConfig {
     /// virtio-net interfaces, in the order the guest enumerates them.
     #[serde(default)]
     pub nets: Vec<NetConfig>,
-    /// Control socket to listen on (see `vmm::control`).
+    /// Control socket to listen on (see `vmm::api::control`).
     #[serde(default)]
     pub api_socket: Option<PathBuf>,
     /// A virtio-vsock device (after the disks and interfaces).

@@ -1,4 +1,4 @@
-//! The VMM's control socket (`--api-socket`): one JSON request per connection, one JSON
+//! The VMM's control socket (`api_socket`, `--api-socket`): one JSON request per connection, one JSON
 //! reply. It switches a running disk to a new top layer, which is how a volume is
 //! snapshotted while its instance runs, and presses Ctrl+Alt+Del, which is how the host
 //! asks the guest to shut down:
@@ -24,7 +24,6 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::block::{self, DiskFormat};
-use crate::store::LayerSwitch;
 use crate::vmm::devices::legacy::i8042::I8042;
 use crate::vmm::devices::virtio::block::DiskHandle;
 
@@ -182,31 +181,6 @@ fn exchange(socket: &Path, request: &Request) -> Result<Vec<DiskStatus>, String>
     match reply {
         Reply { ok: true, disks, .. } => Ok(disks),
         Reply { error, .. } => Err(error.unwrap_or_else(|| "refused".into())),
-    }
-}
-
-/// A disk of a running VMM, as the storage store sees it while snapshotting its volume.
-pub struct VmmDisk {
-    /// The VMM's control socket.
-    pub socket: PathBuf,
-    /// The disk's volume id.
-    pub id: String,
-}
-
-impl LayerSwitch for VmmDisk {
-    fn pause(&self) -> Result<(), String> {
-        call(&self.socket, &Request::PauseDisk { id: self.id.clone() })
-    }
-
-    fn switch(&self, path: &Path) -> Result<(), String> {
-        call(
-            &self.socket,
-            &Request::SwitchDisk { id: self.id.clone(), path: path.to_owned(), format: DiskFormat::Qcow2 },
-        )
-    }
-
-    fn resume(&self) -> Result<(), String> {
-        call(&self.socket, &Request::ResumeDisk { id: self.id.clone() })
     }
 }
 

@@ -1,13 +1,62 @@
 //! A virtio-net interface: which tap carries it and which addresses the guest may use.
 
+use std::fmt;
 use std::net::Ipv4Addr;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
 use super::RateLimit;
-pub use crate::net::addr::MacAddress;
-use crate::net::addr::MacError;
+
+/// A string that is not a unicast MAC address.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid MAC address {0:?}: expected a unicast address such as 52:54:00:12:34:56")]
+pub struct MacError(pub String);
+
+/// An Ethernet MAC address, written `52:54:00:12:34:56`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct MacAddress(pub [u8; 6]);
+
+impl FromStr for MacAddress {
+    type Err = MacError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bad = || MacError(text.to_owned());
+        let mut bytes = [0u8; 6];
+        let mut parts = text.split(':');
+        for byte in &mut bytes {
+            let part = parts.next().filter(|p| p.len() == 2).ok_or_else(bad)?;
+            *byte = u8::from_str_radix(part, 16).map_err(|_| bad())?;
+        }
+        // A guest interface needs a unicast address.
+        if parts.next().is_some() || bytes[0] & 1 != 0 || bytes == [0; 6] {
+            return Err(bad());
+        }
+        Ok(Self(bytes))
+    }
+}
+
+impl TryFrom<String> for MacAddress {
+    type Error = MacError;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        text.parse()
+    }
+}
+
+impl fmt::Display for MacAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = self.0;
+        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3], b[4], b[5])
+    }
+}
+
+impl From<MacAddress> for String {
+    fn from(mac: MacAddress) -> Self {
+        mac.to_string()
+    }
+}
 
 /// One network interface of the microVM, in the order the guest enumerates them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,0 +1,16 @@
+//! The contract between the daemon and `nuage-vmm`, in one place. The daemon reaches the
+//! data plane only through it:
+//!
+//! - [`config`]: the VM a `nuage-vmm` process runs, [`config::VmConfig`], which the daemon
+//!   writes as a JSON file and names with `--config` (the flags exist for people and
+//!   scripts); a tap the daemon opened is inherited as a descriptor the file names;
+//! - [`control`]: the control socket of a running VMM, its requests and replies, the
+//!   server and the client;
+//! - [`ExitStatus`]: how the process ended, which tells the supervisor whether to restart
+//!   the guest (it rebooted), mark it stopped, or report a failure.
+
+pub mod config;
+pub mod control;
+mod exit_status;
+
+pub use exit_status::ExitStatus;
