@@ -4,6 +4,7 @@
 
 pub mod cidata;
 pub mod config;
+pub mod events;
 pub mod instances;
 pub mod keypairs;
 pub mod process;
@@ -18,6 +19,7 @@ use crate::net::NetError;
 use crate::state::db::{Database, StateError};
 use crate::store::{Store, StoreError};
 use config::DaemonConfig;
+use events::Events;
 use instances::Instances;
 use keypairs::{KeyPairError, KeyPairs};
 use volumes::Volumes;
@@ -67,6 +69,8 @@ pub struct Daemon {
     pub plane: Arc<NetworkPlane>,
     /// The instances.
     pub instances: Instances,
+    /// Instance state changes as they happen.
+    pub events: Events,
     /// Volumes and snapshots.
     pub volumes: Volumes,
     /// SSH key pairs.
@@ -93,11 +97,13 @@ impl Daemon {
         let plane = Arc::new(NetworkPlane::open(&dir.join("network"), plane_config)?);
         let config = Arc::new(config);
         let store = Arc::new(store);
-        let instances = Instances::new(db.clone(), store.clone(), plane.clone(), config.clone());
+        let events = Events::default();
+        let instances =
+            Instances::new(db.clone(), store.clone(), plane.clone(), config.clone(), events.clone());
         actions.extend(instances.recover()?);
         let volumes = Volumes::new(db.clone(), store.clone(), config.clone());
         let key_pairs = KeyPairs::new(db);
-        Ok((Self { config, store, plane, instances, volumes, key_pairs }, actions))
+        Ok((Self { config, store, plane, instances, events, volumes, key_pairs }, actions))
     }
 
     /// The state directory.

@@ -4,12 +4,14 @@
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use tokio::sync::broadcast::error::TryRecvError;
 use tokio::sync::broadcast::Receiver;
 
-use super::instances::Instances;
+use super::events::StateEvent;
 use super::DaemonError;
+use crate::state::db::InstanceStore;
 use crate::state::instance::InstanceState;
 
 /// Console bytes read at most per poll.
@@ -31,21 +33,29 @@ pub enum InstanceEvent {
 
 /// One watcher's position in an instance's console and life cycle.
 pub struct Watch {
-    instances: Instances,
+    /// Where the state is reread when changes were missed.
+    db: Arc<dyn InstanceStore>,
     id: String,
     console: PathBuf,
     offset: u64,
-    changes: Receiver<(String, InstanceState)>,
+    changes: Receiver<StateEvent>,
     state: Option<InstanceState>,
 }
 
 impl Watch {
-    /// Watches `id` from now on, or from the last 64 KiB of its console when `from_start`.
-    pub fn new(instances: Instances, id: &str, console: PathBuf, from_start: bool) -> Self {
+    /// Watches `id`, recorded in `db`, through `changes` (subscribed before this call,
+    /// so nothing between is missed) and its console log, from now on or from the last
+    /// 64 KiB of the log when `from_start`.
+    pub fn new(
+        db: Arc<dyn InstanceStore>,
+        changes: Receiver<StateEvent>,
+        id: &str,
+        console: PathBuf,
+        from_start: bool,
+    ) -> Self {
         let len = std::fs::metadata(&console).map_or(0, |m| m.len());
         let offset = if from_start { len.saturating_sub(CHUNK) } else { len };
-        let changes = instances.subscribe();
-        Self { instances, id: id.to_owned(), console, offset, changes, state: None }
+        Self { db, id: id.to_owned(), console, offset, changes, state: None }
     }
 
     /// What happened since the last poll: console output first, then a state change.
@@ -61,7 +71,7 @@ impl Watch {
         let mut reread = self.state.is_none();
         loop {
             match self.changes.try_recv() {
-                Ok((id, state)) if id == self.id => states.push(state),
+                Ok(event) if event.id == self.id => states.push(event.state),
                 Ok(_) => {}
                 Err(TryRecvError::Lagged(_)) => reread = true,
                 Err(TryRecvError::Empty | TryRecvError::Closed) => break,
@@ -69,12 +79,7 @@ impl Watch {
         }
         if reread {
             // The first poll, or changes were missed: the database has the state now.
-            states = self
-                .instances
-                .describe(std::slice::from_ref(&self.id), &[])?
-                .iter()
-                .map(|r| r.state)
-                .collect();
+            states = vec![self.db.get(&self.id)?.state];
         }
         for current in states {
             if Some(current) != self.state {

@@ -1,0 +1,255 @@
+//! Launching: RunInstances checks everything it can first, then records each instance
+//! before making its volumes, address and config drive, and undoes a launch that fails on
+//! the way; every start (run, start, reboot) ends in [`Instances::launch`], which starts
+//! the VMM and waits until it listens.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+
+use super::{internal, Instances};
+use crate::daemon::cidata::{self, ConfigDrive};
+use crate::daemon::process::{control_socket, instance_dir, Launch, ProcessHandle};
+use crate::daemon::{failpoint, DaemonError};
+use crate::state::id::{new_id, now};
+use crate::state::instance::{InstanceRecord, InstanceState::*};
+use crate::state::keypair::KeyPairRecord;
+use crate::store::volume::Parent;
+use crate::vmm::api::control;
+
+/// The most volumes RunInstances makes for each instance (with the root disk, the config
+/// drive and an interface they stay within the VMM's 16 devices).
+const MAX_LAUNCH_VOLUMES: usize = 8;
+
+/// A data volume RunInstances makes for each instance.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LaunchVolume {
+    /// Its size in bytes (default: the snapshot's).
+    pub size: Option<u64>,
+    /// The snapshot it starts from (default: empty).
+    pub snapshot_id: Option<String>,
+    /// Keep it, detached, when the instance is terminated (by default it is deleted).
+    pub keep_on_termination: bool,
+}
+
+/// What RunInstances asks for.
+#[derive(Debug, Clone, Default)]
+pub struct RunSpec {
+    /// The image to boot.
+    pub image_id: String,
+    /// A configured instance type's name.
+    pub instance_type: String,
+    /// How many instances (0 means 1).
+    pub count: u32,
+    /// The subnet of each instance's interface (empty: none).
+    pub subnet_id: String,
+    /// The interface's address (one instance only; default: the next free one).
+    pub private_ip: Option<Ipv4Addr>,
+    /// The key pair whose public key the instances get.
+    pub key_pair: Option<KeyPairRecord>,
+    /// User data for the guest (cloud-init's `user-data`).
+    pub user_data: Vec<u8>,
+    /// Data volumes made for each instance, its disks after the root disk.
+    pub volumes: Vec<LaunchVolume>,
+}
+
+impl Instances {
+    /// Launches `spec.count` instances of an image, each with an interface on the subnet
+    /// when one is given, and a config drive with the key pair and user data.
+    pub fn run(&self, spec: &RunSpec) -> Result<Vec<InstanceRecord>, DaemonError> {
+        let RunSpec { image_id, instance_type, subnet_id, private_ip, .. } = spec;
+        let private_ip = *private_ip;
+        let count = spec.count.max(1);
+        cidata::check_user_data(&spec.user_data)?;
+        if subnet_id.is_empty() && private_ip.is_some() {
+            return Err(DaemonError::InvalidParameter("a private address needs a subnet".into()));
+        }
+        if count > 1 && private_ip.is_some() {
+            return Err(DaemonError::InvalidParameter(
+                "one private address cannot go to several instances".into(),
+            ));
+        }
+        if !subnet_id.is_empty() {
+            self.plane.ipam().subnet(subnet_id)?;
+        }
+        if count > self.config.max_count {
+            return Err(DaemonError::InvalidParameter(format!(
+                "count {count} is more than the {} one call may launch",
+                self.config.max_count
+            )));
+        }
+        let kind = self.config.instance_type(instance_type).ok_or_else(|| {
+            let known: Vec<&str> = self.config.instance_types.iter().map(|t| t.name.as_str()).collect();
+            DaemonError::InvalidParameter(format!(
+                "instance type {instance_type:?}; known: {}",
+                known.join(", ")
+            ))
+        })?;
+        let image = self.store.image(image_id)?;
+        self.check_launch_volumes(&spec.volumes)?;
+        (0..count)
+            .map(|_| {
+                let record = InstanceRecord {
+                    id: new_id("i"),
+                    image_id: image.id.clone(),
+                    instance_type: kind.name.clone(),
+                    vcpus: kind.vcpus,
+                    memory_mib: kind.memory_mib,
+                    root_volume_id: String::new(),
+                    state: Pending,
+                    state_reason: String::new(),
+                    pid: None,
+                    launch_time: now() as i64,
+                    subnet_id: subnet_id.to_owned(),
+                    private_ip: None,
+                    key_name: spec.key_pair.as_ref().map(|k| k.name.clone()).unwrap_or_default(),
+                };
+                self.db.insert(&record)?;
+                // Every volume before the root is recorded: a recorded root means a complete
+                // set, and recovery undoes an incomplete one.
+                let launched =
+                    self.store.create_volume(Parent::Image(image.id.clone()), None).and_then(|volume| {
+                        self.store.attach_volume(&volume.id, &record.id, true)?;
+                        for wanted in &spec.volumes {
+                            let parent = wanted.snapshot_id.clone().map_or(Parent::None, Parent::Snapshot);
+                            let data = self.store.create_volume(parent, wanted.size)?;
+                            self.store.attach_volume(&data.id, &record.id, !wanted.keep_on_termination)?;
+                        }
+                        Ok(volume)
+                    });
+                let launched = launched
+                    .map_err(DaemonError::from)
+                    .and_then(|volume| Ok(self.db.set_root_volume(&record.id, &volume.id)?))
+                    .and_then(|()| {
+                        failpoint("run-after-volume");
+                        let interface = match subnet_id.as_str() {
+                            "" => None,
+                            subnet => Some(self.plane.attach(subnet, &record.id, private_ip, 0)?),
+                        };
+                        if let Some(interface) = &interface {
+                            self.db.set_private_ip(&record.id, interface.ip)?;
+                        }
+                        ConfigDrive {
+                            instance_id: &record.id,
+                            public_key: spec.key_pair.as_ref().map(|k| k.public_key.as_str()),
+                            user_data: &spec.user_data,
+                            interface: interface.as_ref(),
+                        }
+                        .write(&instance_dir(&self.config.state_dir, &record.id))?;
+                        self.launch(&record.id)
+                    });
+                launched.inspect_err(|e| self.abandon(&record.id, e))
+            })
+            .collect()
+    }
+
+    /// Checks RunInstances' volumes before anything is made.
+    fn check_launch_volumes(&self, volumes: &[LaunchVolume]) -> Result<(), DaemonError> {
+        if volumes.len() > MAX_LAUNCH_VOLUMES {
+            return Err(DaemonError::InvalidParameter(format!(
+                "{} volumes; at most {MAX_LAUNCH_VOLUMES} per instance",
+                volumes.len()
+            )));
+        }
+        for volume in volumes {
+            match (&volume.snapshot_id, volume.size) {
+                (None, None | Some(0)) => {
+                    return Err(DaemonError::InvalidParameter("an empty volume needs a size".into()))
+                }
+                (Some(snapshot), size) => {
+                    let snapshot = self.store.snapshot(snapshot)?;
+                    if size.is_some_and(|size| size < snapshot.size) {
+                        return Err(DaemonError::InvalidParameter(format!(
+                            "a volume from {} needs at least its {} bytes",
+                            snapshot.id, snapshot.size
+                        )));
+                    }
+                }
+                (None, Some(_)) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Terminates an instance whose launch failed, deleting what it got so far.
+    fn abandon(&self, id: &str, error: &DaemonError) {
+        let reason = format!("Server.InternalError: launch failed: {error}");
+        let undone = self
+            .transition(id, &[Pending, Stopped], ShuttingDown, &reason, None)
+            .map_err(DaemonError::from)
+            .and_then(|_| self.finish_termination(id, true));
+        if let Err(e) = undone {
+            warn!(instance = id, "undoing a failed launch: {e}");
+        }
+    }
+
+    /// Starts the VMM of pending instance `id` and watches it.
+    pub(super) fn launch(&self, id: &str) -> Result<InstanceRecord, DaemonError> {
+        let record = self.db.get(id)?;
+        let image = self.store.image(&record.image_id)?;
+        let network = match record.subnet_id.as_str() {
+            "" => None,
+            subnet => {
+                let interface = self.plane.interface(subnet, id)?;
+                Some((self.plane.open_tap(&interface)?, interface))
+            }
+        };
+        let launch = Launch {
+            vmm: &self.config.vmm,
+            instance: &record,
+            image: &image,
+            kernel: self.store.image_file(&image, &image.kernel),
+            initrd: image.initrd.as_ref().map(|name| self.store.image_file(&image, name)),
+            root_volume: self.store.volume_path(&record.root_volume_id)?,
+            config_drive: cidata::existing(&instance_dir(&self.config.state_dir, id)),
+            dir: instance_dir(&self.config.state_dir, id),
+            network,
+            data_volumes: self
+                .store
+                .volumes()?
+                .into_iter()
+                .filter(|v| v.attached_to.as_deref() == Some(id) && v.id != record.root_volume_id)
+                .map(|v| Ok((v.id.clone(), self.store.volume_path(&v.id)?)))
+                .collect::<Result<_, DaemonError>>()?,
+        };
+        let child = match launch.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                let error = DaemonError::Internal(format!("cannot start {}: {e}", self.config.vmm.display()));
+                self.transition(id, &[Pending], Stopped, &error.to_string(), None)?;
+                return Err(error);
+            }
+        };
+        failpoint("launch-after-spawn");
+        let mut child = child;
+        wait_until_listening(&control_socket(&launch.dir), &mut child);
+        let pid = child.id() as i32;
+        let handle = ProcessHandle::open(pid).map_err(internal)?;
+        let record = self.transition(id, &[Pending], Running, "", Some(pid))?;
+        info!(instance = id, pid, "launched");
+        self.supervise(id, handle, Some(child));
+        Ok(record)
+    }
+}
+
+/// How long a new VMM gets to start listening on its control socket before its instance is
+/// called running anyway (its supervisor then reports what became of it).
+const VMM_LISTEN_PATIENCE: Duration = Duration::from_secs(10);
+
+/// Waits until the VMM `child` accepts connections on `socket`, or exits, or
+/// [`VMM_LISTEN_PATIENCE`] passes. A running instance is then one whose VMM can be asked
+/// for a snapshot or a shutdown at once: the VMM binds its socket while it builds the VM, a
+/// moment after the process starts.
+fn wait_until_listening(socket: &Path, child: &mut Child) {
+    let start = Instant::now();
+    while start.elapsed() < VMM_LISTEN_PATIENCE {
+        if control::query_disks(socket).is_ok() || !matches!(child.try_wait(), Ok(None)) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    tracing::warn!(socket = %socket.display(), "the VMM is not listening on its control socket yet");
+}

@@ -1,0 +1,271 @@
+//! The instance core: the service the API (and the controllers to come) drive to run,
+//! start, stop, reboot, terminate and describe instances.
+//!
+//! - [`lifecycle`]: the table of which request moves which state where, and what follows a
+//!   VMM's end; pure, and tested as such;
+//! - `launch`: RunInstances' checks and preparation, and starting a VMM;
+//! - `supervision`: a thread per VMM that records its end; stopping a VMM;
+//! - `recovery`: adopting running VMMs and finishing interrupted work after a restart;
+//! - `filters`: DescribeInstances' filters.
+//!
+//! Every step is recorded before it is taken (the instance row first, then its volume,
+//! then its process), so [`Instances::recover`] can finish or undo whatever a crash
+//! interrupted: no volume without an instance, no VMM without a record, no instance
+//! stuck in pending. Each state change is published on [`crate::daemon::events`].
+
+mod filters;
+mod launch;
+pub mod lifecycle;
+mod recovery;
+mod supervision;
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+pub use filters::{Filter, FILTER_NAMES};
+pub use launch::{LaunchVolume, RunSpec};
+use lifecycle::Request;
+use supervision::Vmm;
+
+use super::cidata;
+use super::config::DaemonConfig;
+use super::events::Events;
+use super::process::{control_socket, instance_dir, tail};
+use super::watch::Watch;
+use super::{failpoint, DaemonError};
+use crate::net::plane::NetworkPlane;
+use crate::state::db::{InstanceStore, StateError};
+use crate::state::instance::{InstanceRecord, InstanceState};
+use crate::store::Store;
+
+use InstanceState::*;
+
+/// One state change, as StopInstances and friends report it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateChange {
+    /// The instance.
+    pub id: String,
+    /// Before.
+    pub previous: InstanceState,
+    /// After.
+    pub current: InstanceState,
+}
+
+/// The instances of one daemon.
+#[derive(Clone)]
+pub struct Instances {
+    db: Arc<dyn InstanceStore>,
+    store: Arc<Store>,
+    plane: Arc<NetworkPlane>,
+    config: Arc<DaemonConfig>,
+    /// The running VMMs, held by pidfds so that a signal cannot hit a reused pid.
+    vmms: Arc<Mutex<HashMap<String, Arc<Vmm>>>>,
+    /// Instances being rebooted: when their VMM ends, a new one starts.
+    rebooting: Arc<Mutex<HashSet<String>>>,
+    /// Where every state change is published.
+    events: Events,
+}
+
+impl Instances {
+    /// Instances recorded in `db`, with volumes in `store` and interfaces on `plane`,
+    /// publishing their state changes to `events`.
+    pub fn new(
+        db: Arc<dyn InstanceStore>,
+        store: Arc<Store>,
+        plane: Arc<NetworkPlane>,
+        config: Arc<DaemonConfig>,
+        events: Events,
+    ) -> Self {
+        Self { db, store, plane, config, vmms: Arc::default(), rebooting: Arc::default(), events }
+    }
+
+    /// Instances named in `ids` (all when empty), in `states` (any when empty).
+    pub fn describe(
+        &self,
+        ids: &[String],
+        states: &[InstanceState],
+    ) -> Result<Vec<InstanceRecord>, DaemonError> {
+        let all = self.db.list()?;
+        for id in ids {
+            if !all.iter().any(|r| &r.id == id) {
+                return Err(DaemonError::State(StateError::NotFound(id.clone())));
+            }
+        }
+        Ok(all
+            .into_iter()
+            .filter(|r| ids.is_empty() || ids.contains(&r.id))
+            .filter(|r| states.is_empty() || states.contains(&r.state))
+            .collect())
+    }
+
+    /// Instances as [`Instances::describe`] finds them, that match every filter.
+    pub fn describe_filtered(
+        &self,
+        ids: &[String],
+        states: &[InstanceState],
+        filters: &[Filter],
+    ) -> Result<Vec<InstanceRecord>, DaemonError> {
+        if let Some(unknown) = filters.iter().find(|f| !FILTER_NAMES.contains(&f.name.as_str())) {
+            return Err(DaemonError::InvalidParameter(format!(
+                "filter {:?}; known: {}",
+                unknown.name,
+                FILTER_NAMES.join(", ")
+            )));
+        }
+        let mut records = self.describe(ids, states)?;
+        records.retain(|r| filters.iter().all(|f| f.values.contains(&f.attribute(r))));
+        Ok(records)
+    }
+
+    /// Boots stopped instances again.
+    pub fn start(&self, ids: &[String]) -> Result<Vec<StateChange>, DaemonError> {
+        self.check_all(ids, Request::Start)?;
+        ids.iter()
+            .map(|id| {
+                let previous = self.db.get(id)?.state;
+                let Some((next, reason)) = Request::Start.moves(previous) else {
+                    return Ok(StateChange { id: id.clone(), previous, current: previous });
+                };
+                self.transition(id, &Request::Start.moves_from(), next, reason, None)?;
+                let record = self.launch(id)?;
+                Ok(StateChange { id: id.clone(), previous, current: record.state })
+            })
+            .collect()
+    }
+
+    /// Stops running instances: their guests are asked to shut down (unless `force`), and
+    /// their VMMs stopped once they have not in the stop timeout. Returns once each has
+    /// stopped.
+    pub fn stop(&self, ids: &[String], force: bool) -> Result<Vec<StateChange>, DaemonError> {
+        self.check_all(ids, Request::Stop)?;
+        let mut changes = Vec::new();
+        for id in ids {
+            let previous = self.db.get(id)?.state;
+            if let Some((next, reason)) = Request::Stop.moves(previous) {
+                self.transition(id, &Request::Stop.moves_from(), next, reason, None)?;
+                self.shut_down(id, !force);
+            }
+            changes.push(StateChange { id: id.clone(), previous, current: self.db.get(id)?.state });
+        }
+        Ok(changes)
+    }
+
+    /// Reboots running instances: each guest is asked to shut down as for a stop, and its
+    /// instance starts again on a new VMM (same volumes and address) once it has; the
+    /// instance stays running throughout. Returns once each runs on its new VMM.
+    pub fn reboot(&self, ids: &[String]) -> Result<Vec<StateChange>, DaemonError> {
+        self.check_all(ids, Request::Reboot)?;
+        for id in ids {
+            lock(&self.rebooting).insert(id.clone());
+            self.shut_down(id, true);
+            lock(&self.rebooting).remove(id);
+        }
+        ids.iter()
+            .map(|id| Ok(StateChange { id: id.clone(), previous: Running, current: self.db.get(id)?.state }))
+            .collect()
+    }
+
+    /// Terminates instances: stops their VMMs and deletes their root volumes.
+    pub fn terminate(&self, ids: &[String]) -> Result<Vec<StateChange>, DaemonError> {
+        self.check_all(ids, Request::Terminate)?;
+        let mut changes = Vec::new();
+        for id in ids {
+            let previous = self.db.get(id)?.state;
+            if let Some((next, reason)) = Request::Terminate.moves(previous) {
+                self.transition(id, &Request::Terminate.moves_from(), next, reason, None)?;
+                failpoint("terminate-after-record");
+                if self.vmm(id).is_some() {
+                    self.shut_down(id, true);
+                } else {
+                    self.finish_termination(id, false)?;
+                }
+            }
+            changes.push(StateChange { id: id.clone(), previous, current: self.db.get(id)?.state });
+        }
+        Ok(changes)
+    }
+
+    /// The instance's console output so far (the last 64 KiB).
+    pub fn console_output(&self, id: &str) -> Result<String, DaemonError> {
+        self.db.get(id)?;
+        let path = instance_dir(&self.config.state_dir, id).join("console.log");
+        tail(&path, 64 << 10).map_err(|e| DaemonError::Internal(format!("{}: {e}", path.display())))
+    }
+
+    /// Follows the instance's console and state from now on (or from the last 64 KiB of
+    /// console output, with `from_start`).
+    pub fn watch(&self, id: &str, from_start: bool) -> Result<Watch, DaemonError> {
+        self.db.get(id)?;
+        let console = instance_dir(&self.config.state_dir, id).join("console.log");
+        Ok(Watch::new(self.db.clone(), self.events.subscribe(), id, console, from_start))
+    }
+
+    /// Moves `id` from one of `from` to `next` in the database and publishes the change.
+    fn transition(
+        &self,
+        id: &str,
+        from: &[InstanceState],
+        next: InstanceState,
+        reason: &str,
+        pid: Option<i32>,
+    ) -> Result<InstanceRecord, StateError> {
+        let record = self.db.transition(id, from, next, reason, pid)?;
+        self.events.publish(id, next);
+        Ok(record)
+    }
+
+    /// Fails unless every id exists and is in a state `request` accepts: a request naming
+    /// one wrong instance changes none.
+    fn check_all(&self, ids: &[String], request: Request) -> Result<(), DaemonError> {
+        let allowed = request.accepted_in();
+        if ids.is_empty() {
+            return Err(DaemonError::InvalidParameter("no instance ids given".into()));
+        }
+        for id in ids {
+            let record = self.db.get(id)?;
+            if !allowed.contains(&record.state) {
+                return Err(DaemonError::State(StateError::wrong_state(id, allowed, record.state)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes a shutting-down instance's volumes and files and marks it terminated; with
+    /// `undo_launch` (a launch that failed or was interrupted), every volume attached to it,
+    /// all of which the launch made.
+    fn finish_termination(&self, id: &str, undo_launch: bool) -> Result<(), DaemonError> {
+        let record = self.db.get(id)?;
+        if !record.subnet_id.is_empty() {
+            self.plane.detach(&record.subnet_id, id)?;
+        }
+        let reason = record.state_reason;
+        // The root volume and the volumes made at launch go with the instance; other data
+        // volumes are detached and stay. A launch that failed, or was interrupted before
+        // recording its root, loses every volume it made.
+        for volume in self.store.volumes()? {
+            if volume.attached_to.as_deref() == Some(id) {
+                let made_for_it = volume.delete_on_termination || volume.id == record.root_volume_id;
+                self.store.detach_volume(&volume.id)?;
+                if undo_launch || made_for_it {
+                    self.store.delete_volume(&volume.id)?;
+                }
+            }
+        }
+        let dir: PathBuf = instance_dir(&self.config.state_dir, id);
+        let _ = std::fs::remove_file(control_socket(&dir));
+        cidata::remove(&dir);
+        self.transition(id, &[ShuttingDown], Terminated, &reason, None)?;
+        Ok(())
+    }
+}
+
+fn internal(e: std::io::Error) -> DaemonError {
+    DaemonError::Internal(e.to_string())
+}
+
+/// Locks one of the in-memory maps or flags. A panic while holding one leaves it whole
+/// (each change is one insert, remove or store), so a poisoned lock is used as it is.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
