@@ -10,34 +10,20 @@ use super::pb::{
     Address, AllocateAddressRequest, AllocationId, AssociateAddressRequest, DescribeAddressesRequest,
     DescribeAddressesResponse, ReleaseAddressResponse,
 };
-use crate::daemon::{Daemon, DaemonError};
-use crate::net::ipam::ElasticIp;
-use crate::state::instance::{InstanceRecord, InstanceState};
+use crate::daemon::network::AddressUse;
+use crate::daemon::Daemon;
 
-/// Serves the network plane's Elastic IPs.
+/// Serves the daemon's Elastic IPs.
 pub struct AddressesService(pub Arc<Daemon>);
 
-/// The API form of `eip`, naming the live instance in `instances` that holds its private
-/// address.
-fn address(instances: &[InstanceRecord], eip: ElasticIp) -> Address {
-    let instance_id = eip
-        .private_ip
-        .and_then(|ip| {
-            instances.iter().find(|i| i.private_ip == Some(ip) && i.state != InstanceState::Terminated)
-        })
-        .map(|i| i.id.clone())
-        .unwrap_or_default();
+/// The API form of an Elastic IP.
+fn address(AddressUse { eip, instance_id }: AddressUse) -> Address {
     Address {
         allocation_id: eip.id,
         public_ip: eip.public_ip.to_string(),
-        instance_id,
+        instance_id: instance_id.unwrap_or_default(),
         private_ip_address: eip.private_ip.map(|ip| ip.to_string()).unwrap_or_default(),
     }
-}
-
-/// The API form of one Elastic IP.
-fn one_address(daemon: &Daemon, eip: ElasticIp) -> Result<Address, DaemonError> {
-    Ok(address(&daemon.instances.describe(&[], &[])?, eip))
 }
 
 #[tonic::async_trait]
@@ -47,12 +33,7 @@ impl Addresses for AddressesService {
         _request: Request<AllocateAddressRequest>,
     ) -> Result<Response<Address>, Status> {
         let daemon = self.0.clone();
-        let allocated = blocking(move || {
-            let eip = daemon.plane.allocate_address()?;
-            one_address(&daemon, eip)
-        })
-        .await?;
-        Ok(Response::new(allocated))
+        Ok(Response::new(address(blocking(move || daemon.network.allocate_address()).await?)))
     }
 
     async fn describe_addresses(
@@ -60,17 +41,10 @@ impl Addresses for AddressesService {
         _request: Request<DescribeAddressesRequest>,
     ) -> Result<Response<DescribeAddressesResponse>, Status> {
         let daemon = self.0.clone();
-        let addresses = blocking(move || {
-            daemon
-                .plane
-                .ipam()
-                .elastic_ips()?
-                .into_iter()
-                .map(|eip| one_address(&daemon, eip))
-                .collect::<Result<_, _>>()
-        })
-        .await?;
-        Ok(Response::new(DescribeAddressesResponse { addresses }))
+        let addresses = blocking(move || daemon.network.describe_addresses()).await?;
+        Ok(Response::new(DescribeAddressesResponse {
+            addresses: addresses.into_iter().map(address).collect(),
+        }))
     }
 
     async fn associate_address(
@@ -79,17 +53,9 @@ impl Addresses for AddressesService {
     ) -> Result<Response<Address>, Status> {
         let r = request.into_inner();
         let daemon = self.0.clone();
-        let associated = blocking(move || {
-            let instance =
-                daemon.instances.describe(std::slice::from_ref(&r.instance_id), &[])?.into_iter().next();
-            let ip = instance.and_then(|i| i.private_ip).ok_or_else(|| {
-                DaemonError::InvalidParameter(format!("{} has no network interface", r.instance_id))
-            })?;
-            let eip = daemon.plane.associate_address(&r.allocation_id, ip)?;
-            one_address(&daemon, eip)
-        })
-        .await?;
-        Ok(Response::new(associated))
+        let associated =
+            blocking(move || daemon.network.associate_address(&r.allocation_id, &r.instance_id)).await?;
+        Ok(Response::new(address(associated)))
     }
 
     async fn disassociate_address(
@@ -98,12 +64,7 @@ impl Addresses for AddressesService {
     ) -> Result<Response<Address>, Status> {
         let id = request.into_inner().allocation_id;
         let daemon = self.0.clone();
-        let eip = blocking(move || {
-            let eip = daemon.plane.disassociate_address(&id)?;
-            one_address(&daemon, eip)
-        })
-        .await?;
-        Ok(Response::new(eip))
+        Ok(Response::new(address(blocking(move || daemon.network.disassociate_address(&id)).await?)))
     }
 
     async fn release_address(
@@ -112,7 +73,7 @@ impl Addresses for AddressesService {
     ) -> Result<Response<ReleaseAddressResponse>, Status> {
         let id = request.into_inner().allocation_id;
         let daemon = self.0.clone();
-        blocking(move || Ok(daemon.plane.release_address(&id)?)).await?;
+        blocking(move || daemon.network.release_address(&id)).await?;
         Ok(Response::new(ReleaseAddressResponse {}))
     }
 }

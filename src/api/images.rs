@@ -13,10 +13,10 @@ use super::pb::{
     ImportImageProgress, RegisterImageRequest,
 };
 use crate::block::DiskFormat;
-use crate::daemon::{Daemon, DaemonError};
+use crate::daemon::{self, Daemon, DaemonError};
 use crate::store::image::{ImageRecord, ImageSource, ImageSpec, ImageState};
 
-/// Serves images from the daemon's store.
+/// Serves the daemon's images.
 pub struct ImagesService(pub Arc<Daemon>);
 
 fn image(record: ImageRecord) -> Image {
@@ -42,34 +42,8 @@ fn required(value: &str, name: &str) -> Result<PathBuf, DaemonError> {
     Ok(PathBuf::from(value))
 }
 
-/// Longest image name and description, as EC2 allows them.
-const MAX_NAME_CHARS: usize = 128;
-const MAX_DESCRIPTION_CHARS: usize = 255;
-/// Longest kernel command line: x86 Linux takes 2048 bytes, its terminating NUL included.
-const MAX_CMDLINE_BYTES: usize = 2047;
-
-/// Refuses text longer than `max_chars` or holding control characters (a NUL would cut a
-/// kernel command line short; every record is shown back to other callers).
-fn bounded(value: &str, field: &str, max_chars: usize) -> Result<(), DaemonError> {
-    if value.chars().count() > max_chars {
-        return Err(DaemonError::InvalidParameter(format!("{field} is longer than {max_chars} characters")));
-    }
-    if value.chars().any(char::is_control) {
-        return Err(DaemonError::InvalidParameter(format!("{field} holds a control character")));
-    }
-    Ok(())
-}
-
 /// What a RegisterImage or ImportImage request asks the store for.
 fn import_request(r: RegisterImageRequest) -> Result<(ImageSpec, ImageSource), DaemonError> {
-    bounded(&r.name, "name", MAX_NAME_CHARS)?;
-    bounded(&r.description, "description", MAX_DESCRIPTION_CHARS)?;
-    if r.kernel_cmdline.len() > MAX_CMDLINE_BYTES {
-        return Err(DaemonError::InvalidParameter(format!(
-            "kernel_cmdline is longer than {MAX_CMDLINE_BYTES} bytes"
-        )));
-    }
-    bounded(&r.kernel_cmdline, "kernel_cmdline", MAX_CMDLINE_BYTES)?;
     let format: DiskFormat = if r.disk_format.is_empty() { "raw" } else { r.disk_format.as_str() }
         .parse()
         .map_err(DaemonError::InvalidParameter)?;
@@ -80,7 +54,9 @@ fn import_request(r: RegisterImageRequest) -> Result<(ImageSpec, ImageSource), D
         initrd: (!r.initrd_path.is_empty()).then(|| PathBuf::from(&r.initrd_path)),
     };
     let name = if r.name.is_empty() { "image".to_owned() } else { r.name };
-    Ok((ImageSpec { name, description: r.description, cmdline: r.kernel_cmdline }, source))
+    let spec = ImageSpec { name, description: r.description, cmdline: r.kernel_cmdline };
+    daemon::images::Images::check(&spec)?;
+    Ok((spec, source))
 }
 
 #[tonic::async_trait]
@@ -93,7 +69,7 @@ impl Images for ImagesService {
         let daemon = self.0.clone();
         let record = blocking(move || {
             let (spec, source) = import_request(r)?;
-            Ok(daemon.store.register_image(&spec, &source)?)
+            daemon.images.register(&spec, &source)
         })
         .await?;
         Ok(Response::new(image(record)))
@@ -117,7 +93,7 @@ impl Images for ImagesService {
                 let _ =
                     updates.blocking_send(Ok(ImportImageProgress { bytes_done, bytes_total, image: None }));
             };
-            let last = match daemon.store.import_image(&spec, &source, &mut report) {
+            let last = match daemon.images.import(&spec, &source, &mut report) {
                 Ok(record) => {
                     let done = ImportImageProgress {
                         bytes_done: copied,
@@ -126,7 +102,7 @@ impl Images for ImagesService {
                     };
                     Ok(done)
                 }
-                Err(e) => Err(Status::from(DaemonError::from(e))),
+                Err(e) => Err(Status::from(e)),
             };
             let _ = updates.blocking_send(last);
         });
@@ -139,13 +115,7 @@ impl Images for ImagesService {
     ) -> Result<Response<DescribeImagesResponse>, Status> {
         let ids = request.into_inner().image_ids;
         let daemon = self.0.clone();
-        let records = blocking(move || {
-            if ids.is_empty() {
-                return Ok(daemon.store.images()?);
-            }
-            ids.iter().map(|id| Ok(daemon.store.image(id)?)).collect()
-        })
-        .await?;
+        let records = blocking(move || daemon.images.describe(&ids)).await?;
         Ok(Response::new(DescribeImagesResponse { images: records.into_iter().map(image).collect() }))
     }
 
@@ -155,7 +125,7 @@ impl Images for ImagesService {
     ) -> Result<Response<DeregisterImageResponse>, Status> {
         let id = request.into_inner().image_id;
         let daemon = self.0.clone();
-        blocking(move || Ok(daemon.store.deregister_image(&id)?)).await?;
+        blocking(move || daemon.images.deregister(&id)).await?;
         Ok(Response::new(DeregisterImageResponse {}))
     }
 }

@@ -10,21 +10,20 @@ use super::pb::{
     CreateSubnetRequest, DeleteSubnetRequest, DeleteSubnetResponse, DescribeSubnetsRequest,
     DescribeSubnetsResponse, Subnet,
 };
+use crate::daemon::network::SubnetUse;
 use crate::daemon::{Daemon, DaemonError};
-use crate::net::ipam;
 
-/// Serves the daemon's network plane's subnets.
+/// Serves the daemon's subnets.
 pub struct SubnetsService(pub Arc<Daemon>);
 
-fn subnet(daemon: &Daemon, s: ipam::Subnet) -> Result<Subnet, DaemonError> {
-    let leased = daemon.plane.ipam().leases(&s.id)?.len() as u32;
-    Ok(Subnet {
+fn subnet(SubnetUse { subnet: s, leased }: SubnetUse) -> Subnet {
+    Subnet {
         subnet_id: s.id,
         cidr_block: s.cidr.to_string(),
         gateway: s.gateway.to_string(),
         bridge: s.bridge,
-        leased_addresses: leased,
-    })
+        leased_addresses: u32::try_from(leased).unwrap_or(u32::MAX),
+    }
 }
 
 fn parse<T: std::str::FromStr>(what: &str, text: &str) -> Result<T, DaemonError>
@@ -42,11 +41,10 @@ impl Subnets for SubnetsService {
         let created = blocking(move || {
             let cidr = parse("CIDR", &r.cidr_block)?;
             let gateway = if r.gateway.is_empty() { None } else { Some(parse("gateway", &r.gateway)?) };
-            let created = daemon.plane.create_subnet(cidr, gateway)?;
-            subnet(&daemon, created)
+            daemon.network.create_subnet(cidr, gateway)
         })
         .await?;
-        Ok(Response::new(created))
+        Ok(Response::new(subnet(created)))
     }
 
     async fn describe_subnets(
@@ -54,17 +52,8 @@ impl Subnets for SubnetsService {
         _request: Request<DescribeSubnetsRequest>,
     ) -> Result<Response<DescribeSubnetsResponse>, Status> {
         let daemon = self.0.clone();
-        let subnets = blocking(move || {
-            daemon
-                .plane
-                .ipam()
-                .subnets()?
-                .into_iter()
-                .map(|s| subnet(&daemon, s))
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .await?;
-        Ok(Response::new(DescribeSubnetsResponse { subnets }))
+        let subnets = blocking(move || daemon.network.describe_subnets()).await?;
+        Ok(Response::new(DescribeSubnetsResponse { subnets: subnets.into_iter().map(subnet).collect() }))
     }
 
     async fn delete_subnet(
@@ -73,7 +62,7 @@ impl Subnets for SubnetsService {
     ) -> Result<Response<DeleteSubnetResponse>, Status> {
         let id = request.into_inner().subnet_id;
         let daemon = self.0.clone();
-        blocking(move || Ok(daemon.plane.delete_subnet(&id)?)).await?;
+        blocking(move || daemon.network.delete_subnet(&id)).await?;
         Ok(Response::new(DeleteSubnetResponse {}))
     }
 }

@@ -71,13 +71,7 @@ impl Volumes for VolumesService {
     ) -> Result<Response<DescribeVolumesResponse>, Status> {
         let ids = request.into_inner().volume_ids;
         let daemon = self.0.clone();
-        let records = blocking(move || {
-            if ids.is_empty() {
-                return Ok(daemon.store.volumes()?);
-            }
-            ids.iter().map(|id| Ok(daemon.store.volume(id)?)).collect()
-        })
-        .await?;
+        let records = blocking(move || daemon.volumes.describe(&ids)).await?;
         Ok(Response::new(DescribeVolumesResponse { volumes: records.into_iter().map(volume).collect() }))
     }
 
@@ -101,16 +95,14 @@ impl Volumes for VolumesService {
     ) -> Result<Response<DeleteVolumeResponse>, Status> {
         let id = request.into_inner().volume_id;
         let daemon = self.0.clone();
-        blocking(move || Ok(daemon.store.delete_volume(&id)?)).await?;
+        blocking(move || daemon.volumes.delete(&id)).await?;
         Ok(Response::new(DeleteVolumeResponse {}))
     }
 
     async fn modify_volume(&self, request: Request<ModifyVolumeRequest>) -> Result<Response<Volume>, Status> {
         let r = request.into_inner();
         let daemon = self.0.clone();
-        Ok(Response::new(volume(
-            blocking(move || Ok(daemon.store.resize_volume(&r.volume_id, r.size_bytes)?)).await?,
-        )))
+        Ok(Response::new(volume(blocking(move || daemon.volumes.resize(&r.volume_id, r.size_bytes)).await?)))
     }
 }
 
@@ -128,13 +120,7 @@ impl Snapshots for SnapshotsService {
     ) -> Result<Response<DescribeSnapshotsResponse>, Status> {
         let ids = request.into_inner().snapshot_ids;
         let daemon = self.0.clone();
-        let records = blocking(move || {
-            if ids.is_empty() {
-                return Ok(daemon.store.snapshots()?);
-            }
-            ids.iter().map(|id| Ok(daemon.store.snapshot(id)?)).collect()
-        })
-        .await?;
+        let records = blocking(move || daemon.volumes.describe_snapshots(&ids)).await?;
         Ok(Response::new(DescribeSnapshotsResponse {
             snapshots: records.into_iter().map(snapshot).collect(),
         }))
@@ -146,7 +132,7 @@ impl Snapshots for SnapshotsService {
     ) -> Result<Response<DeleteSnapshotResponse>, Status> {
         let id = request.into_inner().snapshot_id;
         let daemon = self.0.clone();
-        blocking(move || Ok(daemon.store.delete_snapshot(&id)?)).await?;
+        blocking(move || daemon.volumes.delete_snapshot(&id)).await?;
         Ok(Response::new(DeleteSnapshotResponse {}))
     }
 }

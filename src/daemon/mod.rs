@@ -5,8 +5,10 @@
 pub mod cidata;
 pub mod config;
 pub mod events;
+pub mod images;
 pub mod instances;
 pub mod keypairs;
+pub mod network;
 pub mod process;
 pub mod volumes;
 pub mod watch;
@@ -20,8 +22,10 @@ use crate::state::db::{Database, StateError};
 use crate::store::{Store, StoreError};
 use config::DaemonConfig;
 use events::Events;
+use images::Images;
 use instances::Instances;
 use keypairs::{KeyPairError, KeyPairs};
+use network::Network;
 use volumes::Volumes;
 
 /// Crash-test hook: when the environment variable `NUAGE_FAILPOINT` names `point`, the
@@ -34,6 +38,21 @@ pub(crate) fn failpoint(point: &str) {
             std::thread::park();
         }
     }
+}
+
+/// The records named in `ids` (each must exist), or, when none is named, every record.
+fn by_ids<T, E>(
+    ids: &[String],
+    all: impl FnOnce() -> Result<Vec<T>, E>,
+    one: impl Fn(&str) -> Result<T, E>,
+) -> Result<Vec<T>, DaemonError>
+where
+    DaemonError: From<E>,
+{
+    if ids.is_empty() {
+        return Ok(all()?);
+    }
+    ids.iter().map(|id| Ok(one(id)?)).collect()
 }
 
 /// Errors of daemon operations; each message starts with its EC2 error name.
@@ -59,14 +78,15 @@ pub enum DaemonError {
     Internal(String),
 }
 
-/// The daemon's parts, shared by the API's services.
+/// The daemon's services, which the API (and the controllers to come) drive; the store,
+/// the database and the network plane sit behind them.
 pub struct Daemon {
     /// The configuration.
     pub config: Arc<DaemonConfig>,
-    /// Images, volumes, snapshots.
-    pub store: Arc<Store>,
-    /// Subnets, addresses, taps.
-    pub plane: Arc<NetworkPlane>,
+    /// Images.
+    pub images: Images,
+    /// Subnets and Elastic IPs.
+    pub network: Network,
     /// The instances.
     pub instances: Instances,
     /// Instance state changes as they happen.
@@ -102,8 +122,10 @@ impl Daemon {
             Instances::new(db.clone(), store.clone(), plane.clone(), config.clone(), events.clone());
         actions.extend(instances.recover()?);
         let volumes = Volumes::new(db.clone(), store.clone(), config.clone());
+        let images = Images::new(store);
+        let network = Network::new(plane, db.clone());
         let key_pairs = KeyPairs::new(db);
-        Ok((Self { config, store, plane, instances, events, volumes, key_pairs }, actions))
+        Ok((Self { config, images, network, instances, events, volumes, key_pairs }, actions))
     }
 
     /// The state directory.

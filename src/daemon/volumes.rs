@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::config::DaemonConfig;
 use super::process::VmmDisk;
 use super::process::{control_socket, disk_serial, instance_dir};
-use super::{failpoint, DaemonError};
+use super::{by_ids, failpoint, DaemonError};
 use crate::state::db::{InstanceStore, StateError};
 use crate::state::instance::InstanceState;
 use crate::store::volume::{Parent, SnapshotRecord, VolumeRecord};
@@ -35,6 +35,31 @@ impl Volumes {
             return Err(DaemonError::InvalidParameter("an empty volume needs a size".into()));
         }
         Ok(self.store.create_volume(parent, size)?)
+    }
+
+    /// The volumes named in `ids`, or all when none is named.
+    pub fn describe(&self, ids: &[String]) -> Result<Vec<VolumeRecord>, DaemonError> {
+        by_ids(ids, || self.store.volumes(), |id| self.store.volume(id))
+    }
+
+    /// Grows a volume; the guest sees the new size at its next start.
+    pub fn resize(&self, volume_id: &str, size: u64) -> Result<VolumeRecord, DaemonError> {
+        Ok(self.store.resize_volume(volume_id, size)?)
+    }
+
+    /// Deletes a volume no instance uses.
+    pub fn delete(&self, volume_id: &str) -> Result<(), DaemonError> {
+        Ok(self.store.delete_volume(volume_id)?)
+    }
+
+    /// The snapshots named in `ids`, or all when none is named.
+    pub fn describe_snapshots(&self, ids: &[String]) -> Result<Vec<SnapshotRecord>, DaemonError> {
+        by_ids(ids, || self.store.snapshots(), |id| self.store.snapshot(id))
+    }
+
+    /// Deletes a snapshot no volume is made from.
+    pub fn delete_snapshot(&self, snapshot_id: &str) -> Result<(), DaemonError> {
+        Ok(self.store.delete_snapshot(snapshot_id)?)
     }
 
     /// Attaches a volume to a stopped instance; it shows up as a disk at the next start

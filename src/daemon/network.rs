@@ -1,0 +1,116 @@
+//! Subnets and Elastic IPs as the API offers them: the network plane does the work; this
+//! adds what depends on instances (an address is associated with an instance's private
+//! address, and described with the instance that holds it).
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use super::DaemonError;
+use crate::net::addr::Ipv4Cidr;
+use crate::net::ipam::{ElasticIp, Subnet};
+use crate::net::plane::NetworkPlane;
+use crate::state::db::InstanceStore;
+use crate::state::instance::InstanceState;
+
+/// A subnet and how many of its addresses are leased.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubnetUse {
+    /// The subnet.
+    pub subnet: Subnet,
+    /// Addresses leased to instances.
+    pub leased: usize,
+}
+
+/// An Elastic IP and the live instance holding its private address, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddressUse {
+    /// The address.
+    pub eip: ElasticIp,
+    /// The instance, when one holds the private address.
+    pub instance_id: Option<String>,
+}
+
+/// The daemon's network operations.
+#[derive(Clone)]
+pub struct Network {
+    plane: Arc<NetworkPlane>,
+    db: Arc<dyn InstanceStore>,
+}
+
+impl Network {
+    /// Network operations on `plane`, naming the instances recorded in `db`.
+    pub fn new(plane: Arc<NetworkPlane>, db: Arc<dyn InstanceStore>) -> Self {
+        Self { plane, db }
+    }
+
+    /// Creates a subnet (its bridge and firewall rules with it).
+    pub fn create_subnet(&self, cidr: Ipv4Cidr, gateway: Option<Ipv4Addr>) -> Result<SubnetUse, DaemonError> {
+        let subnet = self.plane.create_subnet(cidr, gateway)?;
+        self.subnet_use(subnet)
+    }
+
+    /// Every subnet.
+    pub fn describe_subnets(&self) -> Result<Vec<SubnetUse>, DaemonError> {
+        self.plane.ipam().subnets()?.into_iter().map(|subnet| self.subnet_use(subnet)).collect()
+    }
+
+    /// Deletes a subnet no instance uses.
+    pub fn delete_subnet(&self, id: &str) -> Result<(), DaemonError> {
+        Ok(self.plane.delete_subnet(id)?)
+    }
+
+    /// Allocates an Elastic IP from the pool.
+    pub fn allocate_address(&self) -> Result<AddressUse, DaemonError> {
+        let eip = self.plane.allocate_address()?;
+        self.address_use(eip)
+    }
+
+    /// Every Elastic IP.
+    pub fn describe_addresses(&self) -> Result<Vec<AddressUse>, DaemonError> {
+        self.plane.ipam().elastic_ips()?.into_iter().map(|eip| self.address_use(eip)).collect()
+    }
+
+    /// Sends Elastic IP `allocation_id`'s traffic to instance `instance_id`'s private
+    /// address.
+    pub fn associate_address(
+        &self,
+        allocation_id: &str,
+        instance_id: &str,
+    ) -> Result<AddressUse, DaemonError> {
+        let instance = self.db.get(instance_id)?;
+        let ip = instance.private_ip.ok_or_else(|| {
+            DaemonError::InvalidParameter(format!("{instance_id} has no network interface"))
+        })?;
+        let eip = self.plane.associate_address(allocation_id, ip)?;
+        self.address_use(eip)
+    }
+
+    /// Takes an Elastic IP off its instance.
+    pub fn disassociate_address(&self, allocation_id: &str) -> Result<AddressUse, DaemonError> {
+        let eip = self.plane.disassociate_address(allocation_id)?;
+        self.address_use(eip)
+    }
+
+    /// Gives an Elastic IP back to the pool.
+    pub fn release_address(&self, allocation_id: &str) -> Result<(), DaemonError> {
+        Ok(self.plane.release_address(allocation_id)?)
+    }
+
+    fn subnet_use(&self, subnet: Subnet) -> Result<SubnetUse, DaemonError> {
+        let leased = self.plane.ipam().leases(&subnet.id)?.len();
+        Ok(SubnetUse { subnet, leased })
+    }
+
+    fn address_use(&self, eip: ElasticIp) -> Result<AddressUse, DaemonError> {
+        let instance_id = match eip.private_ip {
+            None => None,
+            Some(ip) => self
+                .db
+                .list()?
+                .into_iter()
+                .find(|i| i.private_ip == Some(ip) && i.state != InstanceState::Terminated)
+                .map(|i| i.id),
+        };
+        Ok(AddressUse { eip, instance_id })
+    }
+}
