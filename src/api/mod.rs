@@ -1,7 +1,9 @@
 //! The gRPC API (`proto/nuage/v1`): generated messages and clients, the services `nuaged`
-//! serves, and the mapping of errors to gRPC status codes with EC2 error names.
+//! serves, and the mapping of errors to gRPC status codes with EC2 error names
+//! ([`errors`]).
 
 pub mod addresses;
+pub mod errors;
 pub mod images;
 pub mod instances;
 pub mod keypairs;
@@ -19,43 +21,9 @@ pub mod pb {
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("nuage_descriptor");
 }
 
-use tonic::{Code, Status};
+use tonic::Status;
 
-use crate::daemon::keypairs::KeyPairError;
 use crate::daemon::DaemonError;
-use crate::net::NetError;
-use crate::state::db::StateError;
-use crate::store::StoreError;
-
-impl From<DaemonError> for Status {
-    fn from(e: DaemonError) -> Self {
-        let code = match &e {
-            DaemonError::Store(StoreError::NotFound { .. })
-            | DaemonError::State(StateError::NotFound(_))
-            | DaemonError::Net(NetError::NotFound(_) | NetError::AllocationNotFound(_)) => Code::NotFound,
-            DaemonError::Net(NetError::InvalidParameter(_)) => Code::InvalidArgument,
-            DaemonError::Net(
-                NetError::Conflict(_) | NetError::AddressInUse(_) | NetError::DependencyViolation(_),
-            ) => Code::FailedPrecondition,
-            DaemonError::Net(NetError::Exhausted(_) | NetError::AddressLimitExceeded(_)) => {
-                Code::ResourceExhausted
-            }
-            DaemonError::Net(NetError::Command { .. } | NetError::Io { .. }) => Code::Internal,
-            DaemonError::Store(StoreError::InvalidParameter(_) | StoreError::BadImage(_))
-            | DaemonError::InvalidParameter(_) => Code::InvalidArgument,
-            DaemonError::Store(StoreError::InUse { .. })
-            | DaemonError::State(StateError::WrongState { .. }) => Code::FailedPrecondition,
-            DaemonError::Store(StoreError::NoSpace(_)) => Code::ResourceExhausted,
-            DaemonError::KeyPair(KeyPairError::NotFound(_)) => Code::NotFound,
-            DaemonError::KeyPair(KeyPairError::Duplicate(_)) => Code::AlreadyExists,
-            DaemonError::KeyPair(KeyPairError::Format(_)) => Code::InvalidArgument,
-            DaemonError::Store(StoreError::Io { .. })
-            | DaemonError::State(StateError::Sqlite(_) | StateError::Corrupt(_))
-            | DaemonError::Internal(_) => Code::Internal,
-        };
-        Status::new(code, e.to_string())
-    }
-}
 
 /// Runs blocking daemon work (file I/O, process control) off the async runtime.
 pub(crate) async fn blocking<T, F>(work: F) -> Result<T, Status>
@@ -63,8 +31,5 @@ where
     F: FnOnce() -> Result<T, DaemonError> + Send + 'static,
     T: Send + 'static,
 {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| Status::internal(format!("Server.InternalError: {e}")))?
-        .map_err(Status::from)
+    tokio::task::spawn_blocking(work).await.map_err(|e| errors::internal(&e))?.map_err(Status::from)
 }

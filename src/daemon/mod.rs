@@ -55,7 +55,8 @@ where
     ids.iter().map(|id| Ok(one(id)?)).collect()
 }
 
-/// Errors of daemon operations; each message starts with its EC2 error name.
+/// Errors of daemon operations. The API maps each to a gRPC code and an EC2 error name, in
+/// one table (`api::errors`).
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     /// From the image and volume store.
@@ -71,10 +72,16 @@ pub enum DaemonError {
     #[error(transparent)]
     KeyPair(#[from] KeyPairError),
     /// A malformed request.
-    #[error("InvalidParameterValue: {0}")]
+    #[error("{0}")]
     InvalidParameter(String),
+    /// The resource is not in a state the request can act on.
+    #[error("{0}")]
+    IncorrectState(String),
+    /// The request would break what the resource is (detaching a root volume).
+    #[error("{0}")]
+    OperationNotPermitted(String),
     /// Something on the host failed.
-    #[error("Server.InternalError: {0}")]
+    #[error("{0}")]
     Internal(String),
 }
 

@@ -74,14 +74,12 @@ impl Volumes {
     pub fn detach(&self, volume_id: &str) -> Result<VolumeRecord, DaemonError> {
         let volume = self.store.volume(volume_id)?;
         let Some(instance_id) = volume.attached_to.clone() else {
-            return Err(DaemonError::InvalidParameter(format!(
-                "IncorrectState: {volume_id} is not attached"
-            )));
+            return Err(DaemonError::IncorrectState(format!("{volume_id} is not attached")));
         };
         if let Ok(instance) = self.db.get(&instance_id) {
             if instance.root_volume_id == volume_id && instance.state != InstanceState::Terminated {
-                return Err(DaemonError::InvalidParameter(format!(
-                    "OperationNotPermitted: {volume_id} is the root volume of {instance_id}"
+                return Err(DaemonError::OperationNotPermitted(format!(
+                    "{volume_id} is the root volume of {instance_id}"
                 )));
             }
             self.require_stopped(&instance_id, "detach")?;

@@ -13,32 +13,32 @@ mod testing;
 
 use std::path::{Path, PathBuf};
 
-/// Errors of network operations; each carries an EC2-style error name.
+/// Errors of network operations (the API maps each to an EC2 error name).
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
     /// No such subnet or lease.
-    #[error("InvalidSubnetID.NotFound: {0}")]
+    #[error("{0} not found")]
     NotFound(String),
     /// A CIDR overlapping an existing subnet.
-    #[error("InvalidSubnet.Conflict: {0}")]
+    #[error("{0}")]
     Conflict(String),
     /// A malformed or unassignable value.
-    #[error("InvalidParameterValue: {0}")]
+    #[error("{0}")]
     InvalidParameter(String),
     /// The requested address is leased already.
-    #[error("InvalidIPAddress.InUse: {0} is already assigned")]
+    #[error("{0} is already assigned")]
     AddressInUse(String),
     /// The subnet has no free address.
-    #[error("InsufficientFreeAddressesInSubnet: no free address in {0}")]
+    #[error("no free address in {0}")]
     Exhausted(String),
     /// No such Elastic IP.
-    #[error("InvalidAllocationID.NotFound: {0}")]
+    #[error("{0} not found")]
     AllocationNotFound(String),
     /// The Elastic IP pool is used up.
-    #[error("AddressLimitExceeded: {0}")]
+    #[error("{0}")]
     AddressLimitExceeded(String),
     /// Something still depends on the resource.
-    #[error("DependencyViolation: {0}")]
+    #[error("{0}")]
     DependencyViolation(String),
     /// A network command failed.
     #[error("{command}: {stderr}")]

@@ -17,10 +17,10 @@ pub enum StateError {
     #[error("state database: {0}")]
     Sqlite(#[from] rusqlite::Error),
     /// No such record.
-    #[error("InvalidInstanceID.NotFound: {0} does not exist")]
+    #[error("{0} does not exist")]
     NotFound(String),
     /// The record is not in the state the change needs.
-    #[error("IncorrectInstanceState: {id} is {actual}, not {expected}")]
+    #[error("{id} is {actual}, not {expected}")]
     WrongState {
         /// The instance.
         id: String,
@@ -302,7 +302,8 @@ mod tests {
         db.insert(&instance("i-a")).unwrap();
         let err =
             db.transition("i-a", &[InstanceState::Running], InstanceState::Stopping, "", None).unwrap_err();
-        assert_eq!(err.to_string(), "IncorrectInstanceState: i-a is pending, not running");
+        assert!(matches!(err, StateError::WrongState { actual: InstanceState::Pending, .. }));
+        assert_eq!(err.to_string(), "i-a is pending, not running");
         assert_eq!(db.get("i-a").unwrap().state, InstanceState::Pending);
         assert!(matches!(db.get("i-zz"), Err(StateError::NotFound(_))));
     }

@@ -9,7 +9,9 @@ use std::process::Command;
 
 use serde::{Deserialize, Serialize};
 
-use super::{free_space, io_error, read_json, sync_dir, write_json, RecoveryReport, Store, StoreError};
+use super::{
+    free_space, io_error, read_json, sync_dir, write_json, RecoveryReport, Resource, Store, StoreError,
+};
 use crate::block::qcow2::Qcow2;
 use crate::block::{BlockBackend, DiskFormat};
 use crate::state::id::{new_id, now, valid_id};
@@ -439,7 +441,7 @@ impl Store {
 
     /// The image `id`.
     pub fn image(&self, id: &str) -> Result<ImageRecord, StoreError> {
-        let not_found = || StoreError::NotFound { kind: "InvalidAMIID", id: id.to_owned() };
+        let not_found = || StoreError::NotFound { resource: Resource::Image, id: id.to_owned() };
         if !valid_id(id, "ami") {
             return Err(not_found());
         }
@@ -473,7 +475,7 @@ impl Store {
     pub fn deregister_image(&self, id: &str) -> Result<(), StoreError> {
         self.image(id)?;
         if let Some(user) = self.users_of(&super::Parent::Image(id.to_owned()))?.first() {
-            return Err(StoreError::InUse { kind: "InvalidAMIID", id: id.to_owned(), by: user.clone() });
+            return Err(StoreError::InUse { resource: Resource::Image, id: id.to_owned(), by: user.clone() });
         }
         let dir = self.image_dir(id);
         // Rename first: a crash leaves a temporary directory, which recovery removes.

@@ -31,36 +31,74 @@ use crate::state::file;
 pub use image::{ImageRecord, ImageSource, ImageState};
 pub use volume::{LayerSwitch, Parent, SnapshotRecord, VolumeRecord};
 
-/// Errors of store operations; each maps to an EC2-style error name.
+/// What the store holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resource {
+    /// An image (AMI).
+    Image,
+    /// A volume.
+    Volume,
+    /// A snapshot.
+    Snapshot,
+}
+
+impl std::fmt::Display for Resource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Resource::Image => "image",
+            Resource::Volume => "volume",
+            Resource::Snapshot => "snapshot",
+        })
+    }
+}
+
+/// Errors of store operations (the API maps each to an EC2 error name).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// No such image, volume or snapshot.
-    #[error("{kind}.NotFound: {id} does not exist")]
+    #[error("{resource} {id} does not exist")]
     NotFound {
-        /// `InvalidAMIID`, `InvalidVolume` or `InvalidSnapshot`.
-        kind: &'static str,
+        /// What was asked for.
+        resource: Resource,
         /// The id asked for.
         id: String,
     },
-    /// The resource is used by others.
-    #[error("{kind}.InUse: {id} is used by {by}")]
+    /// The resource is used by others: an image or snapshot that volumes are made from,
+    /// a volume attached to an instance.
+    #[error("{resource} {id} is used by {by}")]
     InUse {
-        /// `InvalidAMIID`, `VolumeInUse` or `InvalidSnapshot`.
-        kind: &'static str,
-        /// The resource.
+        /// What is in use.
+        resource: Resource,
+        /// Its id.
         id: String,
         /// What uses it.
         by: String,
     },
+    /// The operation needs the volume detached.
+    #[error("volume {id} is attached to {by}")]
+    Attached {
+        /// The volume.
+        id: String,
+        /// What it is attached to (and why that matters).
+        by: String,
+    },
     /// The request is malformed.
-    #[error("InvalidParameterValue: {0}")]
+    #[error("{0}")]
     InvalidParameter(String),
     /// Not enough free space for the operation.
-    #[error("InsufficientStorage: {0}")]
+    #[error("{0}")]
     NoSpace(String),
     /// A disk image is unusable.
-    #[error("InvalidImage: {0}")]
+    #[error("{0}")]
     BadImage(String),
+    /// The VMM using the volume did not carry out a step of a live snapshot.
+    #[error("the VMM could not {step} the disk: {message}")]
+    Vmm {
+        /// `pause` or `switch`.
+        step: &'static str,
+        /// What it answered.
+        message: String,
+    },
     /// An I/O error on a store file.
     #[error("{path}: {source}")]
     Io {

@@ -121,7 +121,7 @@ fn root_directories_become_ext4_images() {
     assert!(store.register_image(&spec(), &bad).unwrap_err().to_string().contains("not a tar archive"));
     let rootfs = scratch.path().join("rootfs");
     let huge = ImageSource::RootDirectory { dir: rootfs, size: u64::MAX / 4, kernel, initrd: None };
-    assert!(store.register_image(&spec(), &huge).unwrap_err().to_string().starts_with("InsufficientStorage"));
+    assert!(matches!(store.register_image(&spec(), &huge), Err(StoreError::NoSpace(_))));
     assert_eq!(store.images().unwrap().len(), 2, "failed registrations leave nothing");
 }
 
@@ -255,8 +255,14 @@ fn volumes_clone_images_and_snapshots_freeze_them() {
     assert_eq!(store.volume(&volume.id).unwrap().parent, Parent::Snapshot(snapshot.id.clone()));
 
     // What others are built on cannot go.
-    assert!(store.deregister_image(&image.id).unwrap_err().to_string().contains("InUse"));
-    assert!(store.delete_snapshot(&snapshot.id).unwrap_err().to_string().contains("InUse"));
+    assert!(matches!(
+        store.deregister_image(&image.id),
+        Err(StoreError::InUse { resource: Resource::Image, .. })
+    ));
+    assert!(matches!(
+        store.delete_snapshot(&snapshot.id),
+        Err(StoreError::InUse { resource: Resource::Snapshot, .. })
+    ));
     store.delete_volume(&clone.id).unwrap();
     store.delete_volume(&volume.id).unwrap();
     store.delete_snapshot(&snapshot.id).unwrap();
@@ -282,9 +288,12 @@ fn one_read_write_attachment_at_a_time() {
     let (_dir, store) = store();
     let volume = store.create_volume(Parent::None, Some(MIB)).unwrap();
     store.attach_volume(&volume.id, "i-1", false).unwrap();
-    assert!(store.attach_volume(&volume.id, "i-2", false).unwrap_err().to_string().contains("VolumeInUse"));
+    assert!(matches!(
+        store.attach_volume(&volume.id, "i-2", false),
+        Err(StoreError::InUse { resource: Resource::Volume, .. })
+    ));
     assert!(store.delete_volume(&volume.id).is_err());
-    assert!(store.create_snapshot(&volume.id).unwrap_err().to_string().contains("IncorrectState"));
+    assert!(matches!(store.create_snapshot(&volume.id), Err(StoreError::Attached { .. })));
     store.detach_volume(&volume.id).unwrap();
     store.attach_volume(&volume.id, "i-2", false).unwrap();
 }
@@ -292,21 +301,18 @@ fn one_read_write_attachment_at_a_time() {
 #[test]
 fn bad_requests_name_the_problem() {
     let (_dir, store) = store();
-    assert!(store
-        .image("ami-0123456789abcdef0")
-        .unwrap_err()
-        .to_string()
-        .starts_with("InvalidAMIID.NotFound"));
-    assert!(store.image("../../etc").unwrap_err().to_string().starts_with("InvalidAMIID.NotFound"));
-    assert!(store.volume("vol-nothex!").unwrap_err().to_string().starts_with("InvalidVolume.NotFound"));
+    let not_found = |result: Result<_, StoreError>, wanted: Resource| matches!(result, Err(StoreError::NotFound { resource, .. }) if resource == wanted);
+    assert!(not_found(store.image("ami-0123456789abcdef0").map(drop), Resource::Image));
+    assert!(not_found(store.image("../../etc").map(drop), Resource::Image));
+    assert!(not_found(store.volume("vol-nothex!").map(drop), Resource::Volume));
     assert!(store.create_snapshot("vol-0123456789abcdef0").is_err());
     assert!(store.create_volume(Parent::None, None).unwrap_err().to_string().contains("needs a size"));
     let scratch = tempfile::tempdir().unwrap();
     let image = image(&store, scratch.path());
     let err = store.create_volume(Parent::Image(image.id), Some(MIB)).unwrap_err().to_string();
     assert!(err.contains("below the source"), "{err}");
-    let err = store.create_volume(Parent::Snapshot("snap-0123456789abcdef0".into()), None).unwrap_err();
-    assert!(err.to_string().starts_with("InvalidSnapshot.NotFound"));
+    let result = store.create_volume(Parent::Snapshot("snap-0123456789abcdef0".into()), None);
+    assert!(not_found(result.map(drop), Resource::Snapshot));
 }
 
 #[test]

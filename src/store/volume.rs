@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::{io_error, read_json, remove_if_present, sync_dir, write_json};
-use super::{RecoveryReport, Store, StoreError};
+use super::{RecoveryReport, Resource, Store, StoreError};
 use crate::block::qcow2::Qcow2;
 use crate::block::DiskFormat;
 use crate::state::id::{new_id, now, valid_id};
@@ -153,7 +153,7 @@ impl Store {
     pub fn volume(&self, id: &str) -> Result<VolumeRecord, StoreError> {
         let path = self.volume_json(id);
         if !valid_id(id, "vol") || !path.exists() {
-            return Err(StoreError::NotFound { kind: "InvalidVolume", id: id.to_owned() });
+            return Err(StoreError::NotFound { resource: Resource::Volume, id: id.to_owned() });
         }
         read_json(&path)
     }
@@ -172,7 +172,7 @@ impl Store {
     /// The snapshot `id`.
     pub fn snapshot(&self, id: &str) -> Result<SnapshotRecord, StoreError> {
         let path = self.snapshot_json(id);
-        let not_found = || StoreError::NotFound { kind: "InvalidSnapshot", id: id.to_owned() };
+        let not_found = || StoreError::NotFound { resource: Resource::Snapshot, id: id.to_owned() };
         if !valid_id(id, "snap") || !path.exists() {
             return Err(not_found());
         }
@@ -228,7 +228,11 @@ impl Store {
     ) -> Result<VolumeRecord, StoreError> {
         let mut volume = self.volume(id)?;
         if let Some(current) = &volume.attached_to {
-            return Err(StoreError::InUse { kind: "VolumeInUse", id: id.to_owned(), by: current.clone() });
+            return Err(StoreError::InUse {
+                resource: Resource::Volume,
+                id: id.to_owned(),
+                by: current.clone(),
+            });
         }
         volume.attached_to = Some(instance.to_owned());
         volume.delete_on_termination = delete_on_termination;
@@ -249,11 +253,7 @@ impl Store {
     pub fn resize_volume(&self, id: &str, size: u64) -> Result<VolumeRecord, StoreError> {
         let mut volume = self.volume(id)?;
         if let Some(instance) = &volume.attached_to {
-            return Err(StoreError::InUse {
-                kind: "IncorrectState",
-                id: id.to_owned(),
-                by: instance.clone(),
-            });
+            return Err(StoreError::Attached { id: id.to_owned(), by: instance.clone() });
         }
         if size < volume.size {
             return Err(StoreError::InvalidParameter(format!(
@@ -273,7 +273,11 @@ impl Store {
     pub fn delete_volume(&self, id: &str) -> Result<(), StoreError> {
         let mut volume = self.volume(id)?;
         if let Some(instance) = &volume.attached_to {
-            return Err(StoreError::InUse { kind: "VolumeInUse", id: id.to_owned(), by: instance.clone() });
+            return Err(StoreError::InUse {
+                resource: Resource::Volume,
+                id: id.to_owned(),
+                by: instance.clone(),
+            });
         }
         volume.deleting = true;
         write_json(&self.volume_json(id), &volume)?;
@@ -288,8 +292,7 @@ impl Store {
     pub fn create_snapshot(&self, volume_id: &str) -> Result<SnapshotRecord, StoreError> {
         let volume = self.volume(volume_id)?;
         if let Some(instance) = &volume.attached_to {
-            return Err(StoreError::InUse {
-                kind: "IncorrectState",
+            return Err(StoreError::Attached {
                 id: volume_id.to_owned(),
                 by: format!("{instance} (snapshots of attached volumes need the VMM to switch layers)"),
             });
@@ -326,8 +329,7 @@ impl Store {
         vmm: &dyn LayerSwitch,
     ) -> Result<SnapshotRecord, StoreError> {
         let volume = self.volume(volume_id)?;
-        let vmm_error =
-            |step: &str, e: String| StoreError::InvalidParameter(format!("VMM {step} failed: {e}"));
+        let vmm_error = |step, message| StoreError::Vmm { step, message };
         vmm.pause().map_err(|e| vmm_error("pause", e))?;
         let frozen = self.freeze(&volume);
         let snapshot = match frozen {
@@ -365,7 +367,11 @@ impl Store {
     pub fn delete_snapshot(&self, id: &str) -> Result<(), StoreError> {
         let mut snapshot = self.snapshot(id)?;
         if let Some(user) = self.users_of(&Parent::Snapshot(id.to_owned()))?.first() {
-            return Err(StoreError::InUse { kind: "InvalidSnapshot", id: id.to_owned(), by: user.clone() });
+            return Err(StoreError::InUse {
+                resource: Resource::Snapshot,
+                id: id.to_owned(),
+                by: user.clone(),
+            });
         }
         snapshot.deleting = true;
         write_json(&self.snapshot_json(id), &snapshot)?;

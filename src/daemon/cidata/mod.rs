@@ -119,7 +119,10 @@ mod tests {
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 2 << 20);
         let big = vec![b'x'; MAX_USER_DATA + 1];
         let err = ConfigDrive { user_data: &big, ..drive }.write(dir.path()).unwrap_err();
-        assert!(err.to_string().starts_with("InvalidParameterValue: user data is 16385 bytes"), "{err}");
+        assert!(
+            matches!(&err, DaemonError::InvalidParameter(m) if m.starts_with("user data is 16385 bytes")),
+            "{err}"
+        );
         remove(dir.path());
         assert_eq!(existing(dir.path()), None);
     }

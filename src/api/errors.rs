@@ -1,0 +1,101 @@
+//! The one table from the daemon's typed errors to what a caller sees: a gRPC status code
+//! and an EC2 error name, which starts the message (`InvalidVolume.NotFound: volume vol-…
+//! does not exist`). Lower layers say what went wrong; only this table speaks EC2.
+//! Failures of the host or of a VMM are `Internal` or `Unavailable`, never the caller's
+//! fault.
+
+use tonic::{Code, Status};
+
+use crate::daemon::keypairs::KeyPairError;
+use crate::daemon::DaemonError;
+use crate::net::NetError;
+use crate::state::db::StateError;
+use crate::store::{Resource, StoreError};
+
+/// The EC2 name of a failure of the host itself.
+const INTERNAL_ERROR: &str = "Server.InternalError";
+
+/// The gRPC code and EC2 error name of `error`.
+pub fn classify(error: &DaemonError) -> (Code, &'static str) {
+    use Code::*;
+    match error {
+        DaemonError::InvalidParameter(_) => (InvalidArgument, "InvalidParameterValue"),
+        DaemonError::IncorrectState(_) => (FailedPrecondition, "IncorrectState"),
+        DaemonError::OperationNotPermitted(_) => (FailedPrecondition, "OperationNotPermitted"),
+        DaemonError::Internal(_) => (Internal, INTERNAL_ERROR),
+        DaemonError::Store(e) => match e {
+            StoreError::NotFound { resource: Resource::Image, .. } => (NotFound, "InvalidAMIID.NotFound"),
+            StoreError::NotFound { resource: Resource::Volume, .. } => (NotFound, "InvalidVolume.NotFound"),
+            StoreError::NotFound { resource: Resource::Snapshot, .. } => {
+                (NotFound, "InvalidSnapshot.NotFound")
+            }
+            StoreError::InUse { resource: Resource::Image, .. } => (FailedPrecondition, "InvalidAMIID.InUse"),
+            StoreError::InUse { resource: Resource::Volume, .. } => (FailedPrecondition, "VolumeInUse"),
+            StoreError::InUse { resource: Resource::Snapshot, .. } => {
+                (FailedPrecondition, "InvalidSnapshot.InUse")
+            }
+            StoreError::Attached { .. } => (FailedPrecondition, "IncorrectState"),
+            StoreError::InvalidParameter(_) => (InvalidArgument, "InvalidParameterValue"),
+            StoreError::BadImage(_) => (InvalidArgument, "InvalidImage"),
+            StoreError::NoSpace(_) => (ResourceExhausted, "InsufficientStorage"),
+            StoreError::Vmm { .. } => (Unavailable, "Unavailable"),
+            StoreError::Io { .. } => (Internal, INTERNAL_ERROR),
+        },
+        DaemonError::State(e) => match e {
+            StateError::NotFound(_) => (NotFound, "InvalidInstanceID.NotFound"),
+            StateError::WrongState { .. } => (FailedPrecondition, "IncorrectInstanceState"),
+            StateError::Sqlite(_) | StateError::Corrupt(_) => (Internal, INTERNAL_ERROR),
+        },
+        DaemonError::Net(e) => match e {
+            NetError::NotFound(_) => (NotFound, "InvalidSubnetID.NotFound"),
+            NetError::AllocationNotFound(_) => (NotFound, "InvalidAllocationID.NotFound"),
+            NetError::InvalidParameter(_) => (InvalidArgument, "InvalidParameterValue"),
+            NetError::Conflict(_) => (FailedPrecondition, "InvalidSubnet.Conflict"),
+            NetError::AddressInUse(_) => (FailedPrecondition, "InvalidIPAddress.InUse"),
+            NetError::DependencyViolation(_) => (FailedPrecondition, "DependencyViolation"),
+            NetError::Exhausted(_) => (ResourceExhausted, "InsufficientFreeAddressesInSubnet"),
+            NetError::AddressLimitExceeded(_) => (ResourceExhausted, "AddressLimitExceeded"),
+            NetError::Command { .. } | NetError::Io { .. } => (Internal, INTERNAL_ERROR),
+        },
+        DaemonError::KeyPair(e) => match e {
+            KeyPairError::NotFound(_) => (NotFound, "InvalidKeyPair.NotFound"),
+            KeyPairError::Duplicate(_) => (AlreadyExists, "InvalidKeyPair.Duplicate"),
+            KeyPairError::Format(_) => (InvalidArgument, "InvalidKey.Format"),
+        },
+    }
+}
+
+impl From<DaemonError> for Status {
+    fn from(error: DaemonError) -> Self {
+        let (code, name) = classify(&error);
+        Status::new(code, format!("{name}: {error}"))
+    }
+}
+
+/// The status of a failure inside the API server itself (a task that panicked).
+pub fn internal(error: &dyn std::fmt::Display) -> Status {
+    Status::internal(format!("{INTERNAL_ERROR}: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_start_with_the_ec2_name_and_host_failures_are_not_the_callers() {
+        let status = Status::from(DaemonError::Store(StoreError::NotFound {
+            resource: Resource::Volume,
+            id: "vol-1".into(),
+        }));
+        assert_eq!(status.code(), Code::NotFound);
+        assert_eq!(status.message(), "InvalidVolume.NotFound: volume vol-1 does not exist");
+        let vmm = Status::from(DaemonError::Store(StoreError::Vmm { step: "pause", message: "gone".into() }));
+        assert_eq!(vmm.code(), Code::Unavailable);
+        assert_eq!(vmm.message(), "Unavailable: the VMM could not pause the disk: gone");
+        let internal = Status::from(DaemonError::Internal("cannot start".into()));
+        assert_eq!(
+            (internal.code(), internal.message()),
+            (Code::Internal, "Server.InternalError: cannot start")
+        );
+    }
+}
