@@ -44,6 +44,7 @@ pub fn classify(error: &DaemonError) -> (Code, &'static str) {
         DaemonError::State(e) => match e {
             StateError::NotFound(_) => (NotFound, "InvalidInstanceID.NotFound"),
             StateError::WrongState { .. } => (FailedPrecondition, "IncorrectInstanceState"),
+            StateError::TagLimitExceeded(_) => (ResourceExhausted, "TagLimitExceeded"),
             StateError::Sqlite(_) | StateError::Corrupt(_) => (Internal, INTERNAL_ERROR),
         },
         DaemonError::Net(e) => match e {

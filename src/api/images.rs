@@ -6,32 +6,30 @@ use std::sync::Arc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::blocking;
 use super::pb::images_server::Images;
 use super::pb::{
     DeregisterImageRequest, DeregisterImageResponse, DescribeImagesRequest, DescribeImagesResponse, Image,
     ImportImageProgress, RegisterImageRequest,
 };
+use super::{blocking, tags};
 use crate::block::DiskFormat;
+use crate::daemon::tags::ResourceType;
 use crate::daemon::{self, Daemon, DaemonError};
-use crate::store::image::{ImageRecord, ImageSource, ImageSpec, ImageState};
+use crate::state::tag::Tag;
+use crate::store::image::{ImageRecord, ImageSource, ImageSpec};
 
 /// Serves the daemon's images.
 pub struct ImagesService(pub Arc<Daemon>);
 
-fn image(record: ImageRecord) -> Image {
+fn image(record: ImageRecord, tags: Vec<Tag>) -> Image {
     Image {
         image_id: record.id,
         name: record.name,
         description: record.description,
-        state: match record.state {
-            ImageState::Pending => "pending",
-            ImageState::Available => "available",
-            ImageState::Failed => "failed",
-        }
-        .into(),
+        state: record.state.as_str().into(),
         size_bytes: record.size,
         kernel_cmdline: record.cmdline,
+        tags: tags::to_pb(tags),
     }
 }
 
@@ -42,8 +40,9 @@ fn required(value: &str, name: &str) -> Result<PathBuf, DaemonError> {
     Ok(PathBuf::from(value))
 }
 
-/// What a RegisterImage or ImportImage request asks the store for.
-fn import_request(r: RegisterImageRequest) -> Result<(ImageSpec, ImageSource), DaemonError> {
+/// What a RegisterImage or ImportImage request asks the store for, and the image's tags.
+fn import_request(r: RegisterImageRequest) -> Result<(ImageSpec, ImageSource, Vec<Tag>), DaemonError> {
+    let tags = tags::specified(r.tag_specifications, &[ResourceType::Image], ResourceType::Image)?;
     let format: DiskFormat = if r.disk_format.is_empty() { "raw" } else { r.disk_format.as_str() }
         .parse()
         .map_err(DaemonError::InvalidParameter)?;
@@ -56,7 +55,7 @@ fn import_request(r: RegisterImageRequest) -> Result<(ImageSpec, ImageSource), D
     let name = if r.name.is_empty() { "image".to_owned() } else { r.name };
     let spec = ImageSpec { name, description: r.description, cmdline: r.kernel_cmdline };
     daemon::images::Images::check(&spec)?;
-    Ok((spec, source))
+    Ok((spec, source, tags))
 }
 
 #[tonic::async_trait]
@@ -67,12 +66,14 @@ impl Images for ImagesService {
     ) -> Result<Response<Image>, Status> {
         let r = request.into_inner();
         let daemon = self.0.clone();
-        let record = blocking(move || {
-            let (spec, source) = import_request(r)?;
-            daemon.images.register(&spec, &source)
+        let registered = blocking(move || {
+            let (spec, source, tags) = import_request(r)?;
+            let record = daemon.images.register(&spec, &source)?;
+            let tags = tags::tag_new(&daemon, &record.id, tags)?;
+            Ok(image(record, tags))
         })
         .await?;
-        Ok(Response::new(image(record)))
+        Ok(Response::new(registered))
     }
 
     type ImportImageStream = ReceiverStream<Result<ImportImageProgress, Status>>;
@@ -81,7 +82,7 @@ impl Images for ImagesService {
         &self,
         request: Request<RegisterImageRequest>,
     ) -> Result<Response<Self::ImportImageStream>, Status> {
-        let (spec, source) = import_request(request.into_inner())?;
+        let (spec, source, tags) = import_request(request.into_inner())?;
         let daemon = self.0.clone();
         let (updates, stream) = tokio::sync::mpsc::channel(16);
         tokio::task::spawn_blocking(move || {
@@ -93,14 +94,13 @@ impl Images for ImagesService {
                 let _ =
                     updates.blocking_send(Ok(ImportImageProgress { bytes_done, bytes_total, image: None }));
             };
-            let last = match daemon.images.import(&spec, &source, &mut report) {
-                Ok(record) => {
-                    let done = ImportImageProgress {
-                        bytes_done: copied,
-                        bytes_total: copied,
-                        image: Some(image(record)),
-                    };
-                    Ok(done)
+            let imported = daemon.images.import(&spec, &source, &mut report).and_then(|record| {
+                let tags = tags::tag_new(&daemon, &record.id, tags)?;
+                Ok(image(record, tags))
+            });
+            let last = match imported {
+                Ok(image) => {
+                    Ok(ImportImageProgress { bytes_done: copied, bytes_total: copied, image: Some(image) })
                 }
                 Err(e) => Err(Status::from(e)),
             };
@@ -113,10 +113,17 @@ impl Images for ImagesService {
         &self,
         request: Request<DescribeImagesRequest>,
     ) -> Result<Response<DescribeImagesResponse>, Status> {
-        let ids = request.into_inner().image_ids;
+        let r = request.into_inner();
         let daemon = self.0.clone();
-        let records = blocking(move || daemon.images.describe(&ids)).await?;
-        Ok(Response::new(DescribeImagesResponse { images: records.into_iter().map(image).collect() }))
+        let listing = blocking(move || {
+            let records = daemon.images.describe(&r.image_ids)?;
+            daemon.tags.list(records, &tags::filters(r.filters), &tags::page(r.max_results, r.next_token))
+        })
+        .await?;
+        Ok(Response::new(DescribeImagesResponse {
+            images: listing.items.into_iter().map(|item| image(item.record, item.tags)).collect(),
+            next_token: listing.next_token,
+        }))
     }
 
     async fn deregister_image(

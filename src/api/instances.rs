@@ -6,7 +6,6 @@ use std::sync::Arc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::blocking;
 use super::pb::instance_event::Event;
 use super::pb::instances_server::Instances;
 use super::pb::{
@@ -14,10 +13,13 @@ use super::pb::{
     Instance, InstanceEvent, InstanceIds, RunInstancesRequest, RunInstancesResponse, StateChange,
     StateChanges, WatchInstanceRequest,
 };
-use crate::daemon::instances::{Filter, LaunchVolume, RunSpec, StateChange as Change};
+use super::{blocking, tags};
+use crate::daemon::instances::{LaunchVolume, RunSpec, StateChange as Change};
+use crate::daemon::tags::ResourceType;
 use crate::daemon::watch::InstanceEvent as WatchEvent;
 use crate::daemon::{Daemon, DaemonError};
 use crate::state::instance::{InstanceRecord, InstanceState};
+use crate::state::tag::Tag;
 
 /// How often a watched instance's console and state are looked at.
 const WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
@@ -48,7 +50,7 @@ impl Drop for WatchSlot {
 /// Serves the daemon's instances.
 pub struct InstancesService(pub Arc<Daemon>);
 
-fn instance(r: InstanceRecord) -> Instance {
+fn instance(r: InstanceRecord, tags: Vec<Tag>) -> Instance {
     Instance {
         instance_id: r.id,
         image_id: r.image_id,
@@ -62,6 +64,7 @@ fn instance(r: InstanceRecord) -> Instance {
         subnet_id: r.subnet_id,
         private_ip_address: r.private_ip.map(|ip| ip.to_string()).unwrap_or_default(),
         key_name: r.key_name,
+        tags: tags::to_pb(tags),
     }
 }
 
@@ -97,7 +100,7 @@ impl Instances for InstancesService {
     ) -> Result<Response<RunInstancesResponse>, Status> {
         let r = request.into_inner();
         let daemon = self.0.clone();
-        let records = blocking(move || {
+        let instances = blocking(move || {
             let private_ip = match r.private_ip_address.as_str() {
                 "" => None,
                 text => Some(
@@ -109,6 +112,9 @@ impl Instances for InstancesService {
                 "" => None,
                 name => Some(daemon.key_pairs.get(name)?),
             };
+            let made = [ResourceType::Instance, ResourceType::Volume];
+            let volume_tags = tags::specified(r.tag_specifications.clone(), &made, ResourceType::Volume)?;
+            let instance_tags = tags::specified(r.tag_specifications, &made, ResourceType::Instance)?;
             let spec = RunSpec {
                 image_id: r.image_id,
                 instance_type: r.instance_type,
@@ -126,11 +132,14 @@ impl Instances for InstancesService {
                         keep_on_termination: v.keep_on_termination,
                     })
                     .collect(),
+                tags: instance_tags,
+                volume_tags,
             };
-            daemon.instances.run(&spec)
+            let records = daemon.instances.run(&spec)?;
+            Ok(records.into_iter().map(|record| instance(record, spec.tags.clone())).collect())
         })
         .await?;
-        Ok(Response::new(RunInstancesResponse { instances: records.into_iter().map(instance).collect() }))
+        Ok(Response::new(RunInstancesResponse { instances }))
     }
 
     async fn describe_instances(
@@ -145,12 +154,14 @@ impl Instances for InstancesService {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| Status::from(DaemonError::InvalidParameter(e)))?;
         let daemon = self.0.clone();
-        let filters: Vec<Filter> =
-            r.filters.into_iter().map(|f| Filter { name: f.name, values: f.values }).collect();
-        let records =
-            blocking(move || daemon.instances.describe_filtered(&r.instance_ids, &states, &filters)).await?;
+        let listing = blocking(move || {
+            let records = daemon.instances.describe(&r.instance_ids, &states)?;
+            daemon.tags.list(records, &tags::filters(r.filters), &tags::page(r.max_results, r.next_token))
+        })
+        .await?;
         Ok(Response::new(DescribeInstancesResponse {
-            instances: records.into_iter().map(instance).collect(),
+            instances: listing.items.into_iter().map(|item| instance(item.record, item.tags)).collect(),
+            next_token: listing.next_token,
         }))
     }
 

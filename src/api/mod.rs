@@ -10,6 +10,7 @@ pub mod keypairs;
 pub mod metrics;
 pub mod server;
 pub mod subnets;
+pub mod tags;
 pub mod volumes;
 
 /// Messages, clients and servers generated from `proto/nuage/v1/*.proto`.

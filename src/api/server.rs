@@ -25,8 +25,10 @@ use super::pb::instances_server::InstancesServer;
 use super::pb::key_pairs_server::KeyPairsServer;
 use super::pb::snapshots_server::SnapshotsServer;
 use super::pb::subnets_server::SubnetsServer;
+use super::pb::tags_server::TagsServer;
 use super::pb::volumes_server::VolumesServer;
 use super::subnets::SubnetsService;
+use super::tags::TagsService;
 use super::volumes::{SnapshotsService, VolumesService};
 use crate::daemon::Daemon;
 
@@ -89,6 +91,7 @@ async fn routes(
     reporter.set_serving::<SnapshotsServer<SnapshotsService>>().await;
     reporter.set_serving::<AddressesServer<AddressesService>>().await;
     reporter.set_serving::<KeyPairsServer<KeyPairsService>>().await;
+    reporter.set_serving::<TagsServer<TagsService>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(super::pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -104,7 +107,8 @@ async fn routes(
         .add_service(VolumesServer::new(VolumesService(daemon.clone())))
         .add_service(SnapshotsServer::new(SnapshotsService(daemon.clone())))
         .add_service(AddressesServer::new(AddressesService(daemon.clone())))
-        .add_service(KeyPairsServer::new(KeyPairsService(daemon.clone()))))
+        .add_service(KeyPairsServer::new(KeyPairsService(daemon.clone())))
+        .add_service(TagsServer::new(TagsService(daemon.clone()))))
 }
 
 /// Serves the API on `listeners` until `shutdown` resolves.

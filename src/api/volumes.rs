@@ -4,16 +4,18 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::blocking;
 use super::pb::snapshots_server::Snapshots;
 use super::pb::volumes_server::Volumes;
 use super::pb::{
-    AttachVolumeRequest, CreateVolumeRequest, DeleteSnapshotRequest, DeleteSnapshotResponse,
-    DeleteVolumeResponse, DescribeSnapshotsRequest, DescribeSnapshotsResponse, DescribeVolumesRequest,
-    DescribeVolumesResponse, ModifyVolumeRequest, Snapshot, Volume, VolumeId,
+    AttachVolumeRequest, CreateSnapshotRequest, CreateVolumeRequest, DeleteSnapshotRequest,
+    DeleteSnapshotResponse, DeleteVolumeResponse, DescribeSnapshotsRequest, DescribeSnapshotsResponse,
+    DescribeVolumesRequest, DescribeVolumesResponse, ModifyVolumeRequest, Snapshot, Volume, VolumeId,
 };
+use super::{blocking, tags};
 use crate::daemon::process::disk_serial;
+use crate::daemon::tags::ResourceType;
 use crate::daemon::{Daemon, DaemonError};
+use crate::state::tag::Tag;
 use crate::store::volume::{Parent, SnapshotRecord, VolumeRecord};
 
 /// Serves the daemon's volumes.
@@ -22,27 +24,49 @@ pub struct VolumesService(pub Arc<Daemon>);
 /// Serves the daemon's snapshots.
 pub struct SnapshotsService(pub Arc<Daemon>);
 
-fn volume(v: VolumeRecord) -> Volume {
-    let (snapshot_id, image_id) = match v.parent {
+fn volume(v: VolumeRecord, tags: Vec<Tag>) -> Volume {
+    let (snapshot_id, image_id) = match &v.parent {
         Parent::None => (String::new(), String::new()),
-        Parent::Snapshot(id) => (id, String::new()),
-        Parent::Image(id) => (String::new(), id),
+        Parent::Snapshot(id) => (id.clone(), String::new()),
+        Parent::Image(id) => (String::new(), id.clone()),
     };
     Volume {
         device_serial: disk_serial(&v.id),
+        state: v.status().into(),
         volume_id: v.id,
         size_bytes: v.size,
-        state: if v.attached_to.is_some() { "in-use" } else { "available" }.into(),
         instance_id: v.attached_to.unwrap_or_default(),
         snapshot_id,
         image_id,
         create_time: v.created as i64,
         delete_on_termination: v.delete_on_termination,
+        tags: tags::to_pb(tags),
     }
 }
 
-fn snapshot(s: SnapshotRecord) -> Snapshot {
-    Snapshot { snapshot_id: s.id, volume_id: s.volume_id, size_bytes: s.size, start_time: s.created as i64 }
+fn snapshot(s: SnapshotRecord, tags: Vec<Tag>) -> Snapshot {
+    Snapshot {
+        snapshot_id: s.id,
+        volume_id: s.volume_id,
+        size_bytes: s.size,
+        start_time: s.created as i64,
+        tags: tags::to_pb(tags),
+    }
+}
+
+/// Runs `change` on a volume off the async runtime and replies with the volume as it
+/// then is, tags included.
+async fn volume_after(
+    daemon: Arc<Daemon>,
+    change: impl FnOnce(&Daemon) -> Result<VolumeRecord, DaemonError> + Send + 'static,
+) -> Result<Response<Volume>, Status> {
+    let changed = blocking(move || {
+        let record = change(&daemon)?;
+        let tags = daemon.tags.index()?.remove(&record.id).unwrap_or_default();
+        Ok(volume(record, tags))
+    })
+    .await?;
+    Ok(Response::new(changed))
 }
 
 #[tonic::async_trait]
@@ -51,6 +75,7 @@ impl Volumes for VolumesService {
         let r = request.into_inner();
         let daemon = self.0.clone();
         let created = blocking(move || {
+            let tags = tags::specified(r.tag_specifications, &[ResourceType::Volume], ResourceType::Volume)?;
             let parent = match (r.snapshot_id.is_empty(), r.image_id.is_empty()) {
                 (true, true) => Parent::None,
                 (false, true) => Parent::Snapshot(r.snapshot_id),
@@ -59,34 +84,39 @@ impl Volumes for VolumesService {
                     return Err(DaemonError::InvalidParameter("give a snapshot or an image, not both".into()))
                 }
             };
-            daemon.volumes.create(parent, (r.size_bytes > 0).then_some(r.size_bytes))
+            let created = daemon.volumes.create(parent, (r.size_bytes > 0).then_some(r.size_bytes))?;
+            let tags = tags::tag_new(&daemon, &created.id, tags)?;
+            Ok(volume(created, tags))
         })
         .await?;
-        Ok(Response::new(volume(created)))
+        Ok(Response::new(created))
     }
 
     async fn describe_volumes(
         &self,
         request: Request<DescribeVolumesRequest>,
     ) -> Result<Response<DescribeVolumesResponse>, Status> {
-        let ids = request.into_inner().volume_ids;
+        let r = request.into_inner();
         let daemon = self.0.clone();
-        let records = blocking(move || daemon.volumes.describe(&ids)).await?;
-        Ok(Response::new(DescribeVolumesResponse { volumes: records.into_iter().map(volume).collect() }))
+        let listing = blocking(move || {
+            let records = daemon.volumes.describe(&r.volume_ids)?;
+            daemon.tags.list(records, &tags::filters(r.filters), &tags::page(r.max_results, r.next_token))
+        })
+        .await?;
+        Ok(Response::new(DescribeVolumesResponse {
+            volumes: listing.items.into_iter().map(|item| volume(item.record, item.tags)).collect(),
+            next_token: listing.next_token,
+        }))
     }
 
     async fn attach_volume(&self, request: Request<AttachVolumeRequest>) -> Result<Response<Volume>, Status> {
         let r = request.into_inner();
-        let daemon = self.0.clone();
-        Ok(Response::new(volume(
-            blocking(move || daemon.volumes.attach(&r.volume_id, &r.instance_id)).await?,
-        )))
+        volume_after(self.0.clone(), move |daemon| daemon.volumes.attach(&r.volume_id, &r.instance_id)).await
     }
 
     async fn detach_volume(&self, request: Request<VolumeId>) -> Result<Response<Volume>, Status> {
         let id = request.into_inner().volume_id;
-        let daemon = self.0.clone();
-        Ok(Response::new(volume(blocking(move || daemon.volumes.detach(&id)).await?)))
+        volume_after(self.0.clone(), move |daemon| daemon.volumes.detach(&id)).await
     }
 
     async fn delete_volume(
@@ -101,28 +131,43 @@ impl Volumes for VolumesService {
 
     async fn modify_volume(&self, request: Request<ModifyVolumeRequest>) -> Result<Response<Volume>, Status> {
         let r = request.into_inner();
-        let daemon = self.0.clone();
-        Ok(Response::new(volume(blocking(move || daemon.volumes.resize(&r.volume_id, r.size_bytes)).await?)))
+        volume_after(self.0.clone(), move |daemon| daemon.volumes.resize(&r.volume_id, r.size_bytes)).await
     }
 }
 
 #[tonic::async_trait]
 impl Snapshots for SnapshotsService {
-    async fn create_snapshot(&self, request: Request<VolumeId>) -> Result<Response<Snapshot>, Status> {
-        let id = request.into_inner().volume_id;
+    async fn create_snapshot(
+        &self,
+        request: Request<CreateSnapshotRequest>,
+    ) -> Result<Response<Snapshot>, Status> {
+        let r = request.into_inner();
         let daemon = self.0.clone();
-        Ok(Response::new(snapshot(blocking(move || daemon.volumes.snapshot(&id)).await?)))
+        let created = blocking(move || {
+            let tags =
+                tags::specified(r.tag_specifications, &[ResourceType::Snapshot], ResourceType::Snapshot)?;
+            let created = daemon.volumes.snapshot(&r.volume_id)?;
+            let tags = tags::tag_new(&daemon, &created.id, tags)?;
+            Ok(snapshot(created, tags))
+        })
+        .await?;
+        Ok(Response::new(created))
     }
 
     async fn describe_snapshots(
         &self,
         request: Request<DescribeSnapshotsRequest>,
     ) -> Result<Response<DescribeSnapshotsResponse>, Status> {
-        let ids = request.into_inner().snapshot_ids;
+        let r = request.into_inner();
         let daemon = self.0.clone();
-        let records = blocking(move || daemon.volumes.describe_snapshots(&ids)).await?;
+        let listing = blocking(move || {
+            let records = daemon.volumes.describe_snapshots(&r.snapshot_ids)?;
+            daemon.tags.list(records, &tags::filters(r.filters), &tags::page(r.max_results, r.next_token))
+        })
+        .await?;
         Ok(Response::new(DescribeSnapshotsResponse {
-            snapshots: records.into_iter().map(snapshot).collect(),
+            snapshots: listing.items.into_iter().map(|item| snapshot(item.record, item.tags)).collect(),
+            next_token: listing.next_token,
         }))
     }
 

@@ -17,6 +17,7 @@ use crate::api::pb::instances_client::InstancesClient;
 use crate::api::pb::key_pairs_client::KeyPairsClient;
 use crate::api::pb::snapshots_client::SnapshotsClient;
 use crate::api::pb::subnets_client::SubnetsClient;
+use crate::api::pb::tags_client::TagsClient;
 use crate::api::pb::volumes_client::VolumesClient;
 use crate::api::pb::{
     AllocateAddressRequest, AllocationId, AssociateAddressRequest, AttachVolumeRequest, CreateKeyPairRequest,
@@ -26,10 +27,14 @@ use crate::api::pb::{
     DescribeVolumesRequest, Filter, GetConsoleOutputRequest, ImportKeyPairRequest, InstanceIds, LaunchVolume,
     ModifyVolumeRequest, RegisterImageRequest, RunInstancesRequest, VolumeId, WatchInstanceRequest,
 };
+use crate::api::pb::{
+    CreateSnapshotRequest, CreateTagsRequest, DeleteTagsRequest, DescribeTagsRequest, Tag, TagKey,
+    TagSpecification,
+};
 use crate::api::server::{connect, connect_tls};
 use output::{
     print_addresses, print_changes, print_created_key_pair, print_images, print_instances, print_key_pairs,
-    print_snapshots, print_subnets, print_volumes, Format,
+    print_snapshots, print_subnets, print_tags, print_volumes, Format,
 };
 
 /// Bytes in the GiB that `--size` counts in, as EC2's does.
@@ -96,12 +101,16 @@ enum Command {
         /// The kernel command line instances boot with.
         #[arg(long, default_value = "")]
         kernel_cmdline: String,
+        #[command(flatten)]
+        tagging: TagArgs,
     },
     /// Lists images.
     DescribeImages {
         /// Only these.
         #[arg(long = "image-ids", num_args = 1..)]
         image_ids: Vec<String>,
+        #[command(flatten)]
+        list: ListArgs,
     },
     /// Removes an image.
     DeregisterImage {
@@ -136,6 +145,8 @@ enum Command {
         /// keep=true to keep it when the instance is terminated (repeatable).
         #[arg(long = "volume", value_parser = parse_launch_volume)]
         volumes: Vec<LaunchVolume>,
+        #[command(flatten)]
+        tagging: TagArgs,
     },
     /// Lists instances.
     DescribeInstances {
@@ -145,11 +156,8 @@ enum Command {
         /// Only those in these states.
         #[arg(long = "states", num_args = 1..)]
         states: Vec<String>,
-        /// EC2-style filters, all of which must match: Name=NAME,Values=V1,V2 (names:
-        /// instance-id, instance-state-name, image-id, instance-type, subnet-id,
-        /// private-ip-address, key-name).
-        #[arg(long = "filters", num_args = 1.., value_parser = parse_filter)]
-        filters: Vec<Filter>,
+        #[command(flatten)]
+        list: ListArgs,
     },
     /// Stops instances.
     StopInstances {
@@ -186,9 +194,14 @@ enum Command {
         /// The host's address on it (default: the first host address).
         #[arg(long, default_value = "")]
         gateway: String,
+        #[command(flatten)]
+        tagging: TagArgs,
     },
     /// Lists subnets.
-    DescribeSubnets,
+    DescribeSubnets {
+        #[command(flatten)]
+        list: ListArgs,
+    },
     /// Deletes a subnet no instance has an address in.
     DeleteSubnet {
         /// The subnet.
@@ -206,12 +219,16 @@ enum Command {
         /// From this image's disk.
         #[arg(long, default_value = "")]
         image_id: String,
+        #[command(flatten)]
+        tagging: TagArgs,
     },
     /// Lists volumes.
     DescribeVolumes {
         /// Only these.
         #[arg(long = "volume-ids", num_args = 1..)]
         volume_ids: Vec<String>,
+        #[command(flatten)]
+        list: ListArgs,
     },
     /// Attaches a volume to a stopped instance (a disk from its next start).
     AttachVolume {
@@ -248,12 +265,16 @@ enum Command {
         /// The volume.
         #[arg(long)]
         volume_id: String,
+        #[command(flatten)]
+        tagging: TagArgs,
     },
     /// Lists snapshots.
     DescribeSnapshots {
         /// Only these.
         #[arg(long = "snapshot-ids", num_args = 1..)]
         snapshot_ids: Vec<String>,
+        #[command(flatten)]
+        list: ListArgs,
     },
     /// Deletes a snapshot nothing depends on.
     DeleteSnapshot {
@@ -262,9 +283,15 @@ enum Command {
         snapshot_id: String,
     },
     /// Allocates an Elastic IP from the host's pool.
-    AllocateAddress,
+    AllocateAddress {
+        #[command(flatten)]
+        tagging: TagArgs,
+    },
     /// Lists Elastic IPs.
-    DescribeAddresses,
+    DescribeAddresses {
+        #[command(flatten)]
+        list: ListArgs,
+    },
     /// Points an Elastic IP at an instance on a subnet.
     AssociateAddress {
         /// The Elastic IP.
@@ -295,6 +322,8 @@ enum Command {
         /// rsa or ed25519.
         #[arg(long, default_value = "rsa")]
         key_type: String,
+        #[command(flatten)]
+        tagging: TagArgs,
     },
     /// Records an OpenSSH public key as a key pair.
     ImportKeyPair {
@@ -304,18 +333,45 @@ enum Command {
         /// The public key line, or file://PATH (e.g. file://~/.ssh/id_ed25519.pub).
         #[arg(long)]
         public_key_material: String,
+        #[command(flatten)]
+        tagging: TagArgs,
     },
     /// Lists key pairs.
     DescribeKeyPairs {
         /// Only these.
         #[arg(long = "key-names", num_args = 1..)]
         key_names: Vec<String>,
+        #[command(flatten)]
+        list: ListArgs,
     },
     /// Deletes a key pair (instances keep the key they got).
     DeleteKeyPair {
         /// Its name.
         #[arg(long)]
         key_name: String,
+    },
+    /// Puts tags on resources (any kind: i-, ami-, vol-, snap-, subnet-, eipalloc-, key-).
+    CreateTags {
+        /// The resources.
+        #[arg(long = "resources", num_args = 1.., required = true)]
+        resources: Vec<String>,
+        /// The tags: Key=KEY,Value=VALUE (repeatable, or several after one --tags).
+        #[arg(long = "tags", num_args = 1.., required = true, value_parser = parse_tag)]
+        tags: Vec<Tag>,
+    },
+    /// Removes tags from resources.
+    DeleteTags {
+        /// The resources.
+        #[arg(long = "resources", num_args = 1.., required = true)]
+        resources: Vec<String>,
+        /// The tags: Key=KEY (whatever its value) or Key=KEY,Value=VALUE.
+        #[arg(long = "tags", num_args = 1.., required = true, value_parser = parse_tag_key)]
+        tags: Vec<TagKey>,
+    },
+    /// Lists tags (filters: resource-id, resource-type, key, value).
+    DescribeTags {
+        #[command(flatten)]
+        list: ListArgs,
     },
     /// Prints a shell completion script (`nuage completions bash > /etc/bash_completion.d/nuage`).
     Completions {
@@ -332,6 +388,61 @@ enum Command {
         #[arg(long)]
         follow: bool,
     },
+}
+
+/// What every describe command takes: filters and a page.
+#[derive(Debug, clap::Args)]
+struct ListArgs {
+    /// EC2-style filters, all of which must match: Name=NAME,Values=V1,V2 (the
+    /// resource's own names, tag:KEY and tag-key; * and ? are wildcards).
+    #[arg(long = "filters", num_args = 1.., value_parser = parse_filter)]
+    filters: Vec<Filter>,
+    /// At most this many (5 to 1000), with a NextToken for the rest.
+    #[arg(long, default_value_t = 0)]
+    max_results: u32,
+    /// The NextToken of the previous page.
+    #[arg(long, default_value = "")]
+    next_token: String,
+}
+
+/// What every create command takes: tags for what it makes.
+#[derive(Debug, clap::Args)]
+struct TagArgs {
+    /// Tags for what the call makes, the aws CLI's shorthand:
+    /// ResourceType=TYPE,Tags=[{Key=KEY,Value=VALUE},...] (repeatable).
+    #[arg(long = "tag-specifications", num_args = 1.., value_parser = parse_tag_specification)]
+    tag_specifications: Vec<TagSpecification>,
+}
+
+/// Parses `Key=KEY,Value=VALUE` (a missing Value is empty).
+fn parse_tag(text: &str) -> Result<Tag, String> {
+    let TagKey { key, value } = parse_tag_key(text)?;
+    Ok(Tag { key, value: value.unwrap_or_default() })
+}
+
+/// Parses `Key=KEY` or `Key=KEY,Value=VALUE`.
+fn parse_tag_key(text: &str) -> Result<TagKey, String> {
+    let bad = || format!("{text:?}: expected Key=KEY[,Value=VALUE]");
+    let rest = text.strip_prefix("Key=").ok_or_else(bad)?;
+    Ok(match rest.split_once(",Value=") {
+        Some((key, value)) => TagKey { key: key.to_owned(), value: Some(value.to_owned()) },
+        None => TagKey { key: rest.to_owned(), value: None },
+    })
+}
+
+/// Parses `ResourceType=TYPE,Tags=[{Key=KEY,Value=VALUE},...]`.
+fn parse_tag_specification(text: &str) -> Result<TagSpecification, String> {
+    let bad = || format!("{text:?}: expected ResourceType=TYPE,Tags=[{{Key=KEY,Value=VALUE}},...]");
+    let rest = text.strip_prefix("ResourceType=").ok_or_else(bad)?;
+    let (resource_type, tags) = rest.split_once(",Tags=[").ok_or_else(bad)?;
+    let tags = tags.strip_suffix(']').ok_or_else(bad)?;
+    let tags = tags
+        .split("},")
+        .map(|tag| tag.trim_start_matches('{').trim_end_matches('}'))
+        .filter(|tag| !tag.is_empty())
+        .map(parse_tag)
+        .collect::<Result<_, _>>()?;
+    Ok(TagSpecification { resource_type: resource_type.to_owned(), tags })
 }
 
 /// Parses `--filters Name=NAME,Values=V1,V2`, the aws CLI's shorthand.
@@ -449,7 +560,8 @@ impl Cli {
         let mut volumes = VolumesClient::new(channel.clone());
         let mut snapshots = SnapshotsClient::new(channel.clone());
         let mut addresses = AddressesClient::new(channel.clone());
-        let mut key_pairs = KeyPairsClient::new(channel);
+        let mut key_pairs = KeyPairsClient::new(channel.clone());
+        let mut tags = TagsClient::new(channel);
         let gib = |size: u64| size.checked_mul(GIB).context("the size is too large");
         let ids = |instance_ids| InstanceIds { instance_ids, force: false };
         match self.command {
@@ -461,6 +573,7 @@ impl Cli {
                 name,
                 description,
                 kernel_cmdline,
+                tagging,
             } => {
                 let request = RegisterImageRequest {
                     name,
@@ -470,6 +583,7 @@ impl Cli {
                     kernel_path: path_text(&kernel)?,
                     initrd_path: initrd.as_deref().map(path_text).transpose()?.unwrap_or_default(),
                     kernel_cmdline,
+                    tag_specifications: tagging.tag_specifications,
                 };
                 let mut updates = images.import_image(request).await?.into_inner();
                 let mut bar = ProgressBar::new("importing the disk");
@@ -477,13 +591,15 @@ impl Cli {
                     bar.show(update.bytes_done, update.bytes_total);
                     if let Some(image) = update.image {
                         bar.finish();
-                        print_images(format, vec![image]);
+                        print_images(format, vec![image], "");
                     }
                 }
             }
-            Command::DescribeImages { image_ids } => {
-                let response = images.describe_images(DescribeImagesRequest { image_ids }).await?;
-                print_images(format, response.into_inner().images);
+            Command::DescribeImages { image_ids, list } => {
+                let ListArgs { filters, max_results, next_token } = list;
+                let request = DescribeImagesRequest { image_ids, filters, max_results, next_token };
+                let response = images.describe_images(request).await?.into_inner();
+                print_images(format, response.images, &response.next_token);
             }
             Command::DeregisterImage { image_id } => {
                 images.deregister_image(DeregisterImageRequest { image_id }).await?;
@@ -497,6 +613,7 @@ impl Cli {
                 key_name,
                 user_data,
                 volumes,
+                tagging,
             } => {
                 let user_data = user_data.as_deref().map(text_or_file).transpose()?.unwrap_or_default();
                 let request = RunInstancesRequest {
@@ -508,12 +625,16 @@ impl Cli {
                     key_name,
                     user_data,
                     volumes,
+                    tag_specifications: tagging.tag_specifications,
                 };
-                print_instances(format, instances.run_instances(request).await?.into_inner().instances);
+                print_instances(format, instances.run_instances(request).await?.into_inner().instances, "");
             }
-            Command::DescribeInstances { instance_ids, states, filters } => {
-                let request = DescribeInstancesRequest { instance_ids, states, filters };
-                print_instances(format, instances.describe_instances(request).await?.into_inner().instances);
+            Command::DescribeInstances { instance_ids, states, list } => {
+                let ListArgs { filters, max_results, next_token } = list;
+                let request =
+                    DescribeInstancesRequest { instance_ids, states, filters, max_results, next_token };
+                let response = instances.describe_instances(request).await?.into_inner();
+                print_instances(format, response.instances, &response.next_token);
             }
             Command::StopInstances { instance_ids, force } => {
                 let request = InstanceIds { instance_ids, force };
@@ -528,34 +649,41 @@ impl Cli {
             Command::TerminateInstances { instance_ids } => {
                 print_changes(format, instances.terminate_instances(ids(instance_ids)).await?.into_inner());
             }
-            Command::CreateSubnet { cidr_block, gateway } => {
-                let subnet = subnets.create_subnet(CreateSubnetRequest { cidr_block, gateway }).await?;
-                print_subnets(format, vec![subnet.into_inner()]);
+            Command::CreateSubnet { cidr_block, gateway, tagging } => {
+                let tag_specifications = tagging.tag_specifications;
+                let request = CreateSubnetRequest { cidr_block, gateway, tag_specifications };
+                print_subnets(format, vec![subnets.create_subnet(request).await?.into_inner()], "");
             }
-            Command::DescribeSubnets => {
-                let response = subnets.describe_subnets(DescribeSubnetsRequest {}).await?;
-                print_subnets(format, response.into_inner().subnets);
+            Command::DescribeSubnets { list } => {
+                let ListArgs { filters, max_results, next_token } = list;
+                let request = DescribeSubnetsRequest { filters, max_results, next_token };
+                let response = subnets.describe_subnets(request).await?.into_inner();
+                print_subnets(format, response.subnets, &response.next_token);
             }
             Command::DeleteSubnet { subnet_id } => {
                 subnets.delete_subnet(DeleteSubnetRequest { subnet_id }).await?;
             }
-            Command::CreateVolume { size, snapshot_id, image_id } => {
+            Command::CreateVolume { size, snapshot_id, image_id, tagging } => {
                 let size_bytes = size.map(gib).transpose()?.unwrap_or(0);
-                let request = CreateVolumeRequest { size_bytes, snapshot_id, image_id };
-                print_volumes(format, vec![volumes.create_volume(request).await?.into_inner()]);
+                let tag_specifications = tagging.tag_specifications;
+                let request = CreateVolumeRequest { size_bytes, snapshot_id, image_id, tag_specifications };
+                print_volumes(format, vec![volumes.create_volume(request).await?.into_inner()], "");
             }
-            Command::DescribeVolumes { volume_ids } => {
-                let response = volumes.describe_volumes(DescribeVolumesRequest { volume_ids }).await?;
-                print_volumes(format, response.into_inner().volumes);
+            Command::DescribeVolumes { volume_ids, list } => {
+                let ListArgs { filters, max_results, next_token } = list;
+                let request = DescribeVolumesRequest { volume_ids, filters, max_results, next_token };
+                let response = volumes.describe_volumes(request).await?.into_inner();
+                print_volumes(format, response.volumes, &response.next_token);
             }
             Command::AttachVolume { volume_id, instance_id } => {
                 let request = AttachVolumeRequest { volume_id, instance_id };
-                print_volumes(format, vec![volumes.attach_volume(request).await?.into_inner()]);
+                print_volumes(format, vec![volumes.attach_volume(request).await?.into_inner()], "");
             }
             Command::DetachVolume { volume_id } => {
                 print_volumes(
                     format,
                     vec![volumes.detach_volume(VolumeId { volume_id }).await?.into_inner()],
+                    "",
                 );
             }
             Command::DeleteVolume { volume_id } => {
@@ -563,62 +691,82 @@ impl Cli {
             }
             Command::ModifyVolume { volume_id, size } => {
                 let request = ModifyVolumeRequest { volume_id, size_bytes: gib(size)? };
-                print_volumes(format, vec![volumes.modify_volume(request).await?.into_inner()]);
+                print_volumes(format, vec![volumes.modify_volume(request).await?.into_inner()], "");
             }
-            Command::CreateSnapshot { volume_id } => {
-                print_snapshots(
-                    format,
-                    vec![snapshots.create_snapshot(VolumeId { volume_id }).await?.into_inner()],
-                );
+            Command::CreateSnapshot { volume_id, tagging } => {
+                let request =
+                    CreateSnapshotRequest { volume_id, tag_specifications: tagging.tag_specifications };
+                print_snapshots(format, vec![snapshots.create_snapshot(request).await?.into_inner()], "");
             }
-            Command::DescribeSnapshots { snapshot_ids } => {
-                let response =
-                    snapshots.describe_snapshots(DescribeSnapshotsRequest { snapshot_ids }).await?;
-                print_snapshots(format, response.into_inner().snapshots);
+            Command::DescribeSnapshots { snapshot_ids, list } => {
+                let ListArgs { filters, max_results, next_token } = list;
+                let request = DescribeSnapshotsRequest { snapshot_ids, filters, max_results, next_token };
+                let response = snapshots.describe_snapshots(request).await?.into_inner();
+                print_snapshots(format, response.snapshots, &response.next_token);
             }
             Command::DeleteSnapshot { snapshot_id } => {
                 snapshots.delete_snapshot(DeleteSnapshotRequest { snapshot_id }).await?;
             }
-            Command::AllocateAddress => {
-                print_addresses(
-                    format,
-                    vec![addresses.allocate_address(AllocateAddressRequest {}).await?.into_inner()],
-                );
+            Command::AllocateAddress { tagging } => {
+                let request = AllocateAddressRequest { tag_specifications: tagging.tag_specifications };
+                print_addresses(format, vec![addresses.allocate_address(request).await?.into_inner()], "");
             }
-            Command::DescribeAddresses => {
-                let response = addresses.describe_addresses(DescribeAddressesRequest {}).await?;
-                print_addresses(format, response.into_inner().addresses);
+            Command::DescribeAddresses { list } => {
+                let ListArgs { filters, max_results, next_token } = list;
+                let request = DescribeAddressesRequest { filters, max_results, next_token };
+                let response = addresses.describe_addresses(request).await?.into_inner();
+                print_addresses(format, response.addresses, &response.next_token);
             }
             Command::AssociateAddress { allocation_id, instance_id } => {
                 let request = AssociateAddressRequest { allocation_id, instance_id };
-                print_addresses(format, vec![addresses.associate_address(request).await?.into_inner()]);
+                print_addresses(format, vec![addresses.associate_address(request).await?.into_inner()], "");
             }
             Command::DisassociateAddress { allocation_id } => {
                 let request = AllocationId { allocation_id };
-                print_addresses(format, vec![addresses.disassociate_address(request).await?.into_inner()]);
+                print_addresses(
+                    format,
+                    vec![addresses.disassociate_address(request).await?.into_inner()],
+                    "",
+                );
             }
             Command::ReleaseAddress { allocation_id } => {
                 addresses.release_address(AllocationId { allocation_id }).await?;
             }
-            Command::CreateKeyPair { key_name, key_type } => {
-                let response = key_pairs
-                    .create_key_pair(CreateKeyPairRequest { key_name, key_type })
-                    .await?
-                    .into_inner();
+            Command::CreateKeyPair { key_name, key_type, tagging } => {
+                let tag_specifications = tagging.tag_specifications;
+                let request = CreateKeyPairRequest { key_name, key_type, tag_specifications };
+                let response = key_pairs.create_key_pair(request).await?.into_inner();
                 print_created_key_pair(format, response);
             }
-            Command::ImportKeyPair { key_name, public_key_material } => {
+            Command::ImportKeyPair { key_name, public_key_material, tagging } => {
                 let material = String::from_utf8(text_or_file(&public_key_material)?)
                     .context("the public key is not text")?;
-                let request = ImportKeyPairRequest { key_name, public_key_material: material };
-                print_key_pairs(format, vec![key_pairs.import_key_pair(request).await?.into_inner()]);
+                let tag_specifications = tagging.tag_specifications;
+                let request =
+                    ImportKeyPairRequest { key_name, public_key_material: material, tag_specifications };
+                print_key_pairs(format, vec![key_pairs.import_key_pair(request).await?.into_inner()], "");
             }
-            Command::DescribeKeyPairs { key_names } => {
-                let response = key_pairs.describe_key_pairs(DescribeKeyPairsRequest { key_names }).await?;
-                print_key_pairs(format, response.into_inner().key_pairs);
+            Command::DescribeKeyPairs { key_names, list } => {
+                let ListArgs { filters, max_results, next_token } = list;
+                let request = DescribeKeyPairsRequest { key_names, filters, max_results, next_token };
+                let response = key_pairs.describe_key_pairs(request).await?.into_inner();
+                print_key_pairs(format, response.key_pairs, &response.next_token);
             }
             Command::DeleteKeyPair { key_name } => {
                 key_pairs.delete_key_pair(DeleteKeyPairRequest { key_name }).await?;
+            }
+            Command::CreateTags { resources, tags: wanted } => {
+                tags.create_tags(CreateTagsRequest { resources, tags: wanted }).await?;
+            }
+            Command::DeleteTags { resources, tags: unwanted } => {
+                tags.delete_tags(DeleteTagsRequest { resources, tags: unwanted }).await?;
+            }
+            Command::DescribeTags { list } => {
+                let ListArgs { filters, max_results, next_token } = list;
+                let response =
+                    tags.describe_tags(DescribeTagsRequest { filters, max_results, next_token }).await?;
+                let response = response.into_inner();
+                print_tags(format, response.tags, &response.next_token);
             }
             Command::Doctor { .. } | Command::Completions { .. } => unreachable!("handled before connecting"),
             Command::GetConsoleOutput { instance_id, follow: true } => {

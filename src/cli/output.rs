@@ -3,7 +3,8 @@
 use serde::Serialize;
 
 use crate::api::pb::{
-    Address, CreateKeyPairResponse, Image, Instance, KeyPair, Snapshot, StateChanges, Subnet, Volume,
+    Address, CreateKeyPairResponse, Image, Instance, KeyPair, Snapshot, StateChanges, Subnet, Tag,
+    TagDescription, Volume,
 };
 
 /// How results are printed.
@@ -34,47 +35,71 @@ fn table(header: &[&str], rows: Vec<Vec<String>>) {
 }
 
 fn json<T: Serialize>(key: &str, value: T) {
-    let document = serde_json::json!({ key: value });
+    json_page(key, value, "");
+}
+
+/// Prints `{key: value}`, with `NextToken` when there is a next page.
+fn json_page<T: Serialize>(key: &str, value: T, next_token: &str) {
+    let mut document = serde_json::json!({ key: value });
+    if !next_token.is_empty() {
+        document["NextToken"] = next_token.into();
+    }
     // Serializing plain generated messages cannot fail.
     println!("{}", serde_json::to_string_pretty(&document).unwrap_or_default());
 }
 
-/// Prints images.
-pub fn print_images(format: Format, images: Vec<Image>) {
-    match format {
-        Format::Json => json("Images", images),
-        Format::Table => table(
-            &["IMAGE ID", "NAME", "STATE", "SIZE", "CMDLINE"],
-            images
-                .into_iter()
-                .map(|i| vec![i.image_id, i.name, i.state, i.size_bytes.to_string(), i.kernel_cmdline])
-                .collect(),
-        ),
+/// In a table, where the next page starts, on stderr (stdout keeps only rows).
+fn table_next_token(next_token: &str) {
+    if !next_token.is_empty() {
+        eprintln!("NextToken: {next_token}");
     }
 }
 
-/// Prints instances.
-pub fn print_instances(format: Format, instances: Vec<Instance>) {
+/// The value of the resource's `Name` tag, as EC2's consoles show it.
+fn name_tag(tags: &[Tag]) -> String {
+    tags.iter().find(|t| t.key == "Name").map(|t| t.value.clone()).unwrap_or_default()
+}
+
+/// Prints one page of a listing: a table, or JSON under `key`.
+fn page<T: Serialize>(
+    format: Format,
+    key: &str,
+    items: Vec<T>,
+    next_token: &str,
+    header: &[&str],
+    row: impl Fn(T) -> Vec<String>,
+) {
     match format {
-        Format::Json => json("Instances", instances),
-        Format::Table => table(
-            &["INSTANCE ID", "IMAGE ID", "TYPE", "STATE", "PRIVATE IP", "ROOT VOLUME", "REASON"],
-            instances
-                .into_iter()
-                .map(|i| {
-                    vec![
-                        i.instance_id,
-                        i.image_id,
-                        i.instance_type,
-                        i.state,
-                        i.private_ip_address,
-                        i.root_volume_id,
-                        i.state_reason,
-                    ]
-                })
-                .collect(),
-        ),
+        Format::Json => json_page(key, items, next_token),
+        Format::Table => {
+            table(header, items.into_iter().map(row).collect());
+            table_next_token(next_token);
+        }
     }
+}
+
+/// Prints images.
+pub fn print_images(format: Format, images: Vec<Image>, next_token: &str) {
+    page(format, "Images", images, next_token, &["IMAGE ID", "NAME", "STATE", "SIZE", "CMDLINE"], |i| {
+        vec![i.image_id, i.name, i.state, i.size_bytes.to_string(), i.kernel_cmdline]
+    });
+}
+
+/// Prints instances.
+pub fn print_instances(format: Format, instances: Vec<Instance>, next_token: &str) {
+    let header = ["INSTANCE ID", "NAME", "IMAGE ID", "TYPE", "STATE", "PRIVATE IP", "ROOT VOLUME", "REASON"];
+    page(format, "Instances", instances, next_token, &header, |i| {
+        vec![
+            i.instance_id,
+            name_tag(&i.tags),
+            i.image_id,
+            i.instance_type,
+            i.state,
+            i.private_ip_address,
+            i.root_volume_id,
+            i.state_reason,
+        ]
+    });
 }
 
 /// Prints state changes.
@@ -93,76 +118,58 @@ pub fn print_changes(format: Format, changes: StateChanges) {
 }
 
 /// Prints subnets.
-pub fn print_subnets(format: Format, subnets: Vec<Subnet>) {
-    match format {
-        Format::Json => json("Subnets", subnets),
-        Format::Table => table(
-            &["SUBNET ID", "CIDR", "GATEWAY", "BRIDGE", "LEASED"],
-            subnets
-                .into_iter()
-                .map(|s| vec![s.subnet_id, s.cidr_block, s.gateway, s.bridge, s.leased_addresses.to_string()])
-                .collect(),
-        ),
-    }
+pub fn print_subnets(format: Format, subnets: Vec<Subnet>, next_token: &str) {
+    let header = ["SUBNET ID", "NAME", "CIDR", "GATEWAY", "BRIDGE", "LEASED"];
+    page(format, "Subnets", subnets, next_token, &header, |s| {
+        vec![
+            s.subnet_id,
+            name_tag(&s.tags),
+            s.cidr_block,
+            s.gateway,
+            s.bridge,
+            s.leased_addresses.to_string(),
+        ]
+    });
 }
 
 /// Prints volumes.
-pub fn print_volumes(format: Format, volumes: Vec<Volume>) {
-    match format {
-        Format::Json => json("Volumes", volumes),
-        Format::Table => table(
-            &["VOLUME ID", "SIZE", "STATE", "INSTANCE", "FROM", "SERIAL"],
-            volumes
-                .into_iter()
-                .map(|v| {
-                    let from = if v.snapshot_id.is_empty() { v.image_id } else { v.snapshot_id };
-                    vec![v.volume_id, v.size_bytes.to_string(), v.state, v.instance_id, from, v.device_serial]
-                })
-                .collect(),
-        ),
-    }
+pub fn print_volumes(format: Format, volumes: Vec<Volume>, next_token: &str) {
+    let header = ["VOLUME ID", "NAME", "SIZE", "STATE", "INSTANCE", "FROM", "SERIAL"];
+    page(format, "Volumes", volumes, next_token, &header, |v| {
+        let from = if v.snapshot_id.is_empty() { v.image_id } else { v.snapshot_id };
+        let name = name_tag(&v.tags);
+        vec![v.volume_id, name, v.size_bytes.to_string(), v.state, v.instance_id, from, v.device_serial]
+    });
 }
 
 /// Prints snapshots.
-pub fn print_snapshots(format: Format, snapshots: Vec<Snapshot>) {
-    match format {
-        Format::Json => json("Snapshots", snapshots),
-        Format::Table => table(
-            &["SNAPSHOT ID", "VOLUME ID", "SIZE"],
-            snapshots
-                .into_iter()
-                .map(|s| vec![s.snapshot_id, s.volume_id, s.size_bytes.to_string()])
-                .collect(),
-        ),
-    }
+pub fn print_snapshots(format: Format, snapshots: Vec<Snapshot>, next_token: &str) {
+    page(format, "Snapshots", snapshots, next_token, &["SNAPSHOT ID", "NAME", "VOLUME ID", "SIZE"], |s| {
+        vec![s.snapshot_id, name_tag(&s.tags), s.volume_id, s.size_bytes.to_string()]
+    });
 }
 
 /// Prints Elastic IPs.
-pub fn print_addresses(format: Format, addresses: Vec<Address>) {
-    match format {
-        Format::Json => json("Addresses", addresses),
-        Format::Table => table(
-            &["ALLOCATION ID", "PUBLIC IP", "INSTANCE", "PRIVATE IP"],
-            addresses
-                .into_iter()
-                .map(|a| vec![a.allocation_id, a.public_ip, a.instance_id, a.private_ip_address])
-                .collect(),
-        ),
-    }
+pub fn print_addresses(format: Format, addresses: Vec<Address>, next_token: &str) {
+    let header = ["ALLOCATION ID", "NAME", "PUBLIC IP", "INSTANCE", "PRIVATE IP"];
+    page(format, "Addresses", addresses, next_token, &header, |a| {
+        vec![a.allocation_id, name_tag(&a.tags), a.public_ip, a.instance_id, a.private_ip_address]
+    });
 }
 
 /// Prints key pairs.
-pub fn print_key_pairs(format: Format, key_pairs: Vec<KeyPair>) {
-    match format {
-        Format::Json => json("KeyPairs", key_pairs),
-        Format::Table => table(
-            &["KEY NAME", "KEY PAIR ID", "TYPE", "FINGERPRINT"],
-            key_pairs
-                .into_iter()
-                .map(|k| vec![k.key_name, k.key_pair_id, k.key_type, k.key_fingerprint])
-                .collect(),
-        ),
-    }
+pub fn print_key_pairs(format: Format, key_pairs: Vec<KeyPair>, next_token: &str) {
+    let header = ["KEY NAME", "KEY PAIR ID", "TYPE", "FINGERPRINT"];
+    page(format, "KeyPairs", key_pairs, next_token, &header, |k| {
+        vec![k.key_name, k.key_pair_id, k.key_type, k.key_fingerprint]
+    });
+}
+
+/// Prints tags.
+pub fn print_tags(format: Format, tags: Vec<TagDescription>, next_token: &str) {
+    page(format, "Tags", tags, next_token, &["RESOURCE ID", "RESOURCE TYPE", "KEY", "VALUE"], |t| {
+        vec![t.resource_id, t.resource_type, t.key, t.value]
+    });
 }
 
 /// Prints a new key pair: as a table, the private key alone on stdout (so it can be

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
+use super::describe::Describable;
 use super::{by_ids, DaemonError};
+use crate::state::tag::TagStore;
 use crate::store::image::{ImageRecord, ImageSource, ImageSpec};
 use crate::store::Store;
 
@@ -17,12 +19,29 @@ const MAX_CMDLINE_BYTES: usize = 2047;
 #[derive(Clone)]
 pub struct Images {
     store: Arc<Store>,
+    tags: Arc<dyn TagStore>,
+}
+
+impl Describable for ImageRecord {
+    const FILTERS: &'static [&'static str] = &["image-id", "name", "state"];
+
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn attribute(&self, name: &str) -> String {
+        match name {
+            "image-id" => self.id.clone(),
+            "name" => self.name.clone(),
+            _ => self.state.as_str().to_owned(),
+        }
+    }
 }
 
 impl Images {
-    /// Image operations over `store`.
-    pub fn new(store: Arc<Store>) -> Self {
-        Self { store }
+    /// Image operations over `store`, forgetting a deregistered image's tags in `tags`.
+    pub fn new(store: Arc<Store>, tags: Arc<dyn TagStore>) -> Self {
+        Self { store, tags }
     }
 
     /// Registers an image from files on the host, copying them into the store.
@@ -48,9 +67,10 @@ impl Images {
         by_ids(ids, || self.store.images(), |id| self.store.image(id))
     }
 
-    /// Deregisters an image; volumes made from it keep its disk.
+    /// Deregisters an image no volume is made from.
     pub fn deregister(&self, id: &str) -> Result<(), DaemonError> {
-        Ok(self.store.deregister_image(id)?)
+        self.store.deregister_image(id)?;
+        Ok(self.tags.forget_tags(id)?)
     }
 
     /// Refuses text longer than EC2 allows or holding control characters (a NUL would

@@ -11,9 +11,11 @@ use ssh_key::public::KeyData;
 use ssh_key::rand_core::OsRng;
 use ssh_key::{Algorithm, HashAlg, LineEnding, PrivateKey, PublicKey};
 
+use super::describe::Describable;
 use super::DaemonError;
 use crate::state::id::{new_id, now};
 use crate::state::keypair::{KeyPairRecord, KeyPairStore};
+use crate::state::tag::TagStore;
 
 /// Bits of the RSA keys CreateKeyPair makes (as EC2's).
 const RSA_BITS: usize = 2048;
@@ -61,12 +63,30 @@ impl std::str::FromStr for KeyType {
 #[derive(Clone)]
 pub struct KeyPairs {
     db: Arc<dyn KeyPairStore>,
+    tags: Arc<dyn TagStore>,
+}
+
+impl Describable for KeyPairRecord {
+    const FILTERS: &'static [&'static str] = &["key-name", "key-pair-id", "key-type", "fingerprint"];
+
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn attribute(&self, name: &str) -> String {
+        match name {
+            "key-name" => self.name.clone(),
+            "key-pair-id" => self.id.clone(),
+            "key-type" => self.key_type.clone(),
+            _ => self.fingerprint.clone(),
+        }
+    }
 }
 
 impl KeyPairs {
-    /// Key pairs recorded in `db`.
-    pub fn new(db: Arc<dyn KeyPairStore>) -> Self {
-        Self { db }
+    /// Key pairs recorded in `db`; a deleted one's tags are forgotten in `tags`.
+    pub fn new(db: Arc<dyn KeyPairStore>, tags: Arc<dyn TagStore>) -> Self {
+        Self { db, tags }
     }
 
     /// Makes a key pair named `name`; returns its record and the private key in OpenSSH
@@ -164,7 +184,10 @@ impl KeyPairs {
     /// EC2, deleting a key pair that does not exist succeeds.
     pub fn delete(&self, name: &str) -> Result<(), DaemonError> {
         check_name(name)?;
-        self.db.delete_key_pair(name)?;
+        if let Some(record) = self.db.key_pair(name)? {
+            self.db.delete_key_pair(name)?;
+            self.tags.forget_tags(&record.id)?;
+        }
         Ok(())
     }
 }
@@ -243,7 +266,8 @@ mod tests {
     use crate::state::db::Database;
 
     fn key_pairs(dir: &tempfile::TempDir) -> KeyPairs {
-        KeyPairs::new(Arc::new(Database::open(&dir.path().join("nuage.db")).unwrap()))
+        let db = Arc::new(Database::open(&dir.path().join("nuage.db")).unwrap());
+        KeyPairs::new(db.clone(), db)
     }
 
     /// Runs ssh-keygen when it is installed.

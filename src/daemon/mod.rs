@@ -4,12 +4,14 @@
 
 pub mod cidata;
 pub mod config;
+pub mod describe;
 pub mod events;
 pub mod images;
 pub mod instances;
 pub mod keypairs;
 pub mod network;
 pub mod process;
+pub mod tags;
 pub mod volumes;
 pub mod watch;
 
@@ -26,6 +28,7 @@ use images::Images;
 use instances::Instances;
 use keypairs::{KeyPairError, KeyPairs};
 use network::Network;
+use tags::Tags;
 use volumes::Volumes;
 
 /// Crash-test hook: when the environment variable `NUAGE_FAILPOINT` names `point`, the
@@ -102,6 +105,8 @@ pub struct Daemon {
     pub volumes: Volumes,
     /// SSH key pairs.
     pub key_pairs: KeyPairs,
+    /// Tags on every resource, and the shared Describe.
+    pub tags: Tags,
 }
 
 impl Daemon {
@@ -125,14 +130,21 @@ impl Daemon {
         let config = Arc::new(config);
         let store = Arc::new(store);
         let events = Events::default();
-        let instances =
-            Instances::new(db.clone(), store.clone(), plane.clone(), config.clone(), events.clone());
+        let instances = Instances::new(
+            db.clone(),
+            store.clone(),
+            plane.clone(),
+            db.clone(),
+            config.clone(),
+            events.clone(),
+        );
         actions.extend(instances.recover()?);
-        let volumes = Volumes::new(db.clone(), store.clone(), config.clone());
-        let images = Images::new(store);
-        let network = Network::new(plane, db.clone());
-        let key_pairs = KeyPairs::new(db);
-        Ok((Self { config, images, network, instances, events, volumes, key_pairs }, actions))
+        let volumes = Volumes::new(db.clone(), store.clone(), db.clone(), config.clone());
+        let images = Images::new(store.clone(), db.clone());
+        let network = Network::new(plane.clone(), db.clone(), db.clone());
+        let key_pairs = KeyPairs::new(db.clone(), db.clone());
+        let tags = Tags::new(db.clone(), db.clone(), db, store, plane);
+        Ok((Self { config, images, network, instances, events, volumes, key_pairs, tags }, actions))
     }
 
     /// The state directory.

@@ -5,12 +5,14 @@
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
+use super::describe::Describable;
 use super::DaemonError;
 use crate::net::addr::Ipv4Cidr;
 use crate::net::ipam::{ElasticIp, Subnet};
 use crate::net::plane::NetworkPlane;
 use crate::state::db::InstanceStore;
 use crate::state::instance::InstanceState;
+use crate::state::tag::TagStore;
 
 /// A subnet and how many of its addresses are leased.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,12 +37,47 @@ pub struct AddressUse {
 pub struct Network {
     plane: Arc<NetworkPlane>,
     db: Arc<dyn InstanceStore>,
+    tags: Arc<dyn TagStore>,
+}
+
+impl Describable for SubnetUse {
+    const FILTERS: &'static [&'static str] = &["subnet-id", "cidr-block"];
+
+    fn id(&self) -> &str {
+        &self.subnet.id
+    }
+
+    fn attribute(&self, name: &str) -> String {
+        match name {
+            "subnet-id" => self.subnet.id.clone(),
+            _ => self.subnet.cidr.to_string(),
+        }
+    }
+}
+
+impl Describable for AddressUse {
+    const FILTERS: &'static [&'static str] =
+        &["allocation-id", "public-ip", "instance-id", "private-ip-address"];
+
+    fn id(&self) -> &str {
+        &self.eip.id
+    }
+
+    fn attribute(&self, name: &str) -> String {
+        match name {
+            "allocation-id" => self.eip.id.clone(),
+            "public-ip" => self.eip.public_ip.to_string(),
+            "instance-id" => self.instance_id.clone().unwrap_or_default(),
+            _ => self.eip.private_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+        }
+    }
 }
 
 impl Network {
-    /// Network operations on `plane`, naming the instances recorded in `db`.
-    pub fn new(plane: Arc<NetworkPlane>, db: Arc<dyn InstanceStore>) -> Self {
-        Self { plane, db }
+    /// Network operations on `plane`, naming the instances recorded in `db` and
+    /// forgetting a deleted subnet's or released address's tags in `tags`.
+    pub fn new(plane: Arc<NetworkPlane>, db: Arc<dyn InstanceStore>, tags: Arc<dyn TagStore>) -> Self {
+        Self { plane, db, tags }
     }
 
     /// Creates a subnet (its bridge and firewall rules with it).
@@ -56,7 +93,8 @@ impl Network {
 
     /// Deletes a subnet no instance uses.
     pub fn delete_subnet(&self, id: &str) -> Result<(), DaemonError> {
-        Ok(self.plane.delete_subnet(id)?)
+        self.plane.delete_subnet(id)?;
+        Ok(self.tags.forget_tags(id)?)
     }
 
     /// Allocates an Elastic IP from the pool.
@@ -93,7 +131,8 @@ impl Network {
 
     /// Gives an Elastic IP back to the pool.
     pub fn release_address(&self, allocation_id: &str) -> Result<(), DaemonError> {
-        Ok(self.plane.release_address(allocation_id)?)
+        self.plane.release_address(allocation_id)?;
+        Ok(self.tags.forget_tags(allocation_id)?)
     }
 
     fn subnet_use(&self, subnet: Subnet) -> Result<SubnetUse, DaemonError> {

@@ -6,11 +6,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::config::DaemonConfig;
+use super::describe::Describable;
 use super::process::VmmDisk;
 use super::process::{control_socket, disk_serial, instance_dir};
 use super::{by_ids, failpoint, DaemonError};
 use crate::state::db::{InstanceStore, StateError};
 use crate::state::instance::InstanceState;
+use crate::state::tag::TagStore;
 use crate::store::volume::{Parent, SnapshotRecord, VolumeRecord};
 use crate::store::{LayerSwitch, Store};
 
@@ -19,13 +21,54 @@ use crate::store::{LayerSwitch, Store};
 pub struct Volumes {
     db: Arc<dyn InstanceStore>,
     store: Arc<Store>,
+    tags: Arc<dyn TagStore>,
     config: Arc<DaemonConfig>,
 }
 
+impl Describable for VolumeRecord {
+    const FILTERS: &'static [&'static str] =
+        &["volume-id", "status", "attachment.instance-id", "snapshot-id", "image-id"];
+
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn attribute(&self, name: &str) -> String {
+        match (name, &self.parent) {
+            ("volume-id", _) => self.id.clone(),
+            ("status", _) => self.status().to_owned(),
+            ("attachment.instance-id", _) => self.attached_to.clone().unwrap_or_default(),
+            ("snapshot-id", Parent::Snapshot(id)) | ("image-id", Parent::Image(id)) => id.clone(),
+            _ => String::new(),
+        }
+    }
+}
+
+impl Describable for SnapshotRecord {
+    const FILTERS: &'static [&'static str] = &["snapshot-id", "volume-id"];
+
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn attribute(&self, name: &str) -> String {
+        match name {
+            "snapshot-id" => self.id.clone(),
+            _ => self.volume_id.clone(),
+        }
+    }
+}
+
 impl Volumes {
-    /// Volume operations over `store`, checking instances in `db`.
-    pub fn new(db: Arc<dyn InstanceStore>, store: Arc<Store>, config: Arc<DaemonConfig>) -> Self {
-        Self { db, store, config }
+    /// Volume operations over `store`, checking instances in `db` and forgetting a deleted
+    /// volume's or snapshot's tags in `tags`.
+    pub fn new(
+        db: Arc<dyn InstanceStore>,
+        store: Arc<Store>,
+        tags: Arc<dyn TagStore>,
+        config: Arc<DaemonConfig>,
+    ) -> Self {
+        Self { db, store, tags, config }
     }
 
     /// Creates a volume: empty (of `size` bytes), or from an image or a snapshot (at
@@ -49,7 +92,8 @@ impl Volumes {
 
     /// Deletes a volume no instance uses.
     pub fn delete(&self, volume_id: &str) -> Result<(), DaemonError> {
-        Ok(self.store.delete_volume(volume_id)?)
+        self.store.delete_volume(volume_id)?;
+        Ok(self.tags.forget_tags(volume_id)?)
     }
 
     /// The snapshots named in `ids`, or all when none is named.
@@ -59,7 +103,8 @@ impl Volumes {
 
     /// Deletes a snapshot no volume is made from.
     pub fn delete_snapshot(&self, snapshot_id: &str) -> Result<(), DaemonError> {
-        Ok(self.store.delete_snapshot(snapshot_id)?)
+        self.store.delete_snapshot(snapshot_id)?;
+        Ok(self.tags.forget_tags(snapshot_id)?)
     }
 
     /// Attaches a volume to a stopped instance; it shows up as a disk at the next start

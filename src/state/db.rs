@@ -32,6 +32,9 @@ pub enum StateError {
     /// A stored value no longer parses (a newer daemon wrote it, or the file was edited).
     #[error("state database: corrupt record {0}")]
     Corrupt(String),
+    /// A resource would carry more tags than allowed.
+    #[error("{0}")]
+    TagLimitExceeded(String),
 }
 
 impl StateError {
@@ -92,6 +95,12 @@ const MIGRATIONS: &[&str] = &[
         create_time INTEGER NOT NULL
      );
      ALTER TABLE instances ADD COLUMN key_name TEXT NOT NULL DEFAULT ''",
+    "CREATE TABLE tags (
+        resource_id TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (resource_id, key)
+     )",
 ];
 
 /// The SQLite database.

@@ -8,3 +8,5 @@ pub mod id;
 pub mod instance;
 #[cfg(feature = "daemon")]
 pub mod keypair;
+#[cfg(feature = "daemon")]
+pub mod tag;

@@ -28,6 +28,17 @@ pub enum ImageState {
     Failed,
 }
 
+impl ImageState {
+    /// EC2's name for the state.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImageState::Pending => "pending",
+            ImageState::Available => "available",
+            ImageState::Failed => "failed",
+        }
+    }
+}
+
 /// An image's metadata (`image.json`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageRecord {

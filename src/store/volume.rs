@@ -75,6 +75,17 @@ pub struct SnapshotRecord {
     pub deleting: bool,
 }
 
+impl VolumeRecord {
+    /// EC2's volume status: `in-use` when attached, else `available`.
+    pub fn status(&self) -> &'static str {
+        if self.attached_to.is_some() {
+            "in-use"
+        } else {
+            "available"
+        }
+    }
+}
+
 impl Store {
     fn volume_file(&self, id: &str) -> PathBuf {
         self.dir("volumes").join(format!("{id}.qcow2"))

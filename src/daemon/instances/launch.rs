@@ -13,10 +13,12 @@ use tracing::{info, warn};
 use super::{internal, Instances};
 use crate::daemon::cidata::{self, ConfigDrive};
 use crate::daemon::process::{control_socket, instance_dir, Launch, ProcessHandle};
+use crate::daemon::tags::Tags;
 use crate::daemon::{failpoint, DaemonError};
 use crate::state::id::{new_id, now};
 use crate::state::instance::{InstanceRecord, InstanceState::*};
 use crate::state::keypair::KeyPairRecord;
+use crate::state::tag::Tag;
 use crate::store::volume::Parent;
 use crate::vmm::api::control;
 
@@ -54,6 +56,10 @@ pub struct RunSpec {
     pub user_data: Vec<u8>,
     /// Data volumes made for each instance, its disks after the root disk.
     pub volumes: Vec<LaunchVolume>,
+    /// Tags each instance carries from the start (a group's instances are counted by them).
+    pub tags: Vec<Tag>,
+    /// Tags its volumes carry, root and data.
+    pub volume_tags: Vec<Tag>,
 }
 
 impl Instances {
@@ -64,6 +70,8 @@ impl Instances {
         let private_ip = *private_ip;
         let count = spec.count.max(1);
         cidata::check_user_data(&spec.user_data)?;
+        Tags::check(&spec.tags)?;
+        Tags::check(&spec.volume_tags)?;
         if subnet_id.is_empty() && private_ip.is_some() {
             return Err(DaemonError::InvalidParameter("a private address needs a subnet".into()));
         }
@@ -108,6 +116,11 @@ impl Instances {
                     key_name: spec.key_pair.as_ref().map(|k| k.name.clone()).unwrap_or_default(),
                 };
                 self.db.insert(&record)?;
+                // Tagged before anything else is made: whoever counts instances by their
+                // tags never sees this one without them.
+                if !spec.tags.is_empty() {
+                    self.tags.set_tags(std::slice::from_ref(&record.id), &spec.tags)?;
+                }
                 // Every volume before the root is recorded: a recorded root means a complete
                 // set, and recovery undoes an incomplete one.
                 let launched =
@@ -122,7 +135,19 @@ impl Instances {
                     });
                 let launched = launched
                     .map_err(DaemonError::from)
-                    .and_then(|volume| Ok(self.db.set_root_volume(&record.id, &volume.id)?))
+                    .and_then(|volume| {
+                        if !spec.volume_tags.is_empty() {
+                            let made: Vec<String> = self
+                                .store
+                                .volumes()?
+                                .into_iter()
+                                .filter(|v| v.attached_to.as_deref() == Some(record.id.as_str()))
+                                .map(|v| v.id)
+                                .collect();
+                            self.tags.set_tags(&made, &spec.volume_tags)?;
+                        }
+                        Ok(self.db.set_root_volume(&record.id, &volume.id)?)
+                    })
                     .and_then(|()| {
                         failpoint("run-after-volume");
                         let interface = match subnet_id.as_str() {

@@ -6,7 +6,7 @@
 //! - `launch`: RunInstances' checks and preparation, and starting a VMM;
 //! - `supervision`: a thread per VMM that records its end; stopping a VMM;
 //! - `recovery`: adopting running VMMs and finishing interrupted work after a restart;
-//! - `filters`: DescribeInstances' filters.
+//! - `filters`: DescribeInstances' own filter names.
 //!
 //! Every step is recorded before it is taken (the instance row first, then its volume,
 //! then its process), so [`Instances::recover`] can finish or undo whatever a crash
@@ -23,7 +23,6 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-pub use filters::{Filter, FILTER_NAMES};
 pub use launch::{LaunchVolume, RunSpec};
 use lifecycle::Request;
 use supervision::Vmm;
@@ -37,6 +36,7 @@ use super::{failpoint, DaemonError};
 use crate::net::plane::NetworkPlane;
 use crate::state::db::{InstanceStore, StateError};
 use crate::state::instance::{InstanceRecord, InstanceState};
+use crate::state::tag::TagStore;
 use crate::store::Store;
 
 use InstanceState::*;
@@ -58,6 +58,8 @@ pub struct Instances {
     db: Arc<dyn InstanceStore>,
     store: Arc<Store>,
     plane: Arc<NetworkPlane>,
+    /// Where the tags of volumes deleted with their instance are forgotten.
+    tags: Arc<dyn TagStore>,
     config: Arc<DaemonConfig>,
     /// The running VMMs, held by pidfds so that a signal cannot hit a reused pid.
     vmms: Arc<Mutex<HashMap<String, Arc<Vmm>>>>,
@@ -74,10 +76,11 @@ impl Instances {
         db: Arc<dyn InstanceStore>,
         store: Arc<Store>,
         plane: Arc<NetworkPlane>,
+        tags: Arc<dyn TagStore>,
         config: Arc<DaemonConfig>,
         events: Events,
     ) -> Self {
-        Self { db, store, plane, config, vmms: Arc::default(), rebooting: Arc::default(), events }
+        Self { db, store, plane, tags, config, vmms: Arc::default(), rebooting: Arc::default(), events }
     }
 
     /// Instances named in `ids` (all when empty), in `states` (any when empty).
@@ -97,25 +100,6 @@ impl Instances {
             .filter(|r| ids.is_empty() || ids.contains(&r.id))
             .filter(|r| states.is_empty() || states.contains(&r.state))
             .collect())
-    }
-
-    /// Instances as [`Instances::describe`] finds them, that match every filter.
-    pub fn describe_filtered(
-        &self,
-        ids: &[String],
-        states: &[InstanceState],
-        filters: &[Filter],
-    ) -> Result<Vec<InstanceRecord>, DaemonError> {
-        if let Some(unknown) = filters.iter().find(|f| !FILTER_NAMES.contains(&f.name.as_str())) {
-            return Err(DaemonError::InvalidParameter(format!(
-                "filter {:?}; known: {}",
-                unknown.name,
-                FILTER_NAMES.join(", ")
-            )));
-        }
-        let mut records = self.describe(ids, states)?;
-        records.retain(|r| filters.iter().all(|f| f.values.contains(&f.attribute(r))));
-        Ok(records)
     }
 
     /// Boots stopped instances again.
@@ -249,6 +233,7 @@ impl Instances {
                 self.store.detach_volume(&volume.id)?;
                 if undo_launch || made_for_it {
                     self.store.delete_volume(&volume.id)?;
+                    self.tags.forget_tags(&volume.id)?;
                 }
             }
         }
