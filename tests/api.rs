@@ -114,15 +114,20 @@ impl Daemon {
         }
     }
 
-    /// The instance's console output (printed as is, not as JSON).
-    fn console(&self, id: &str) -> String {
+    /// What `nuage ARGS` prints for people (a table, or a console as is).
+    fn text(&self, args: &[&str]) -> String {
         let out = Command::new(env!("CARGO_BIN_EXE_nuage"))
             .arg("--endpoint")
             .arg(self.dir.join("api.sock"))
-            .args(["get-console-output", "--instance-id", id])
+            .args(args)
             .output()
             .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The instance's console output.
+    fn console(&self, id: &str) -> String {
+        self.text(&["get-console-output", "--instance-id", id])
     }
 
     fn state(&self, id: &str) -> (String, String) {
@@ -187,7 +192,6 @@ fn ids(v: &Value) -> Vec<String> {
     v["Instances"].as_array().unwrap().iter().map(|i| i["instance_id"].as_str().unwrap().to_owned()).collect()
 }
 
-/// Kills every VMM still running for this test's state directory.
 /// The configuration the running VMM of instance `id` was started with: the file its
 /// command line names.
 fn running_vm_config(dir: &Path, id: &str) -> VmConfig {
@@ -199,6 +203,7 @@ fn running_vm_config(dir: &Path, id: &str) -> VmConfig {
     serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap()
 }
 
+/// Kills every VMM still running for this test's state directory.
 fn kill_vmms(dir: &Path) {
     for pid in nuage::daemon::process::running_vmms(&dir.join("state")).into_values() {
         // SAFETY: kill only sends a signal.
@@ -1360,4 +1365,145 @@ fn instances_launch_with_data_volumes() {
         .collect();
     assert_eq!(left.len(), 2, "the source and the kept volume: {left:?}");
     assert!(left.contains(&kept.as_str().unwrap().to_owned()));
+}
+
+/// Tags, filters and pages through the API, on every kind of resource: tags given at
+/// creation (RunInstances tags its instances and their volumes), added, replaced and
+/// removed later, filtered on, shown as the Name column, forgotten with their resource;
+/// pages that cover a listing exactly once; and bad tags, filters and pages refused
+/// without changing anything.
+#[test]
+fn tags_filters_and_pages_work_alike_on_every_resource() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path());
+    let kernel = common::write_file(&daemon.dir, "idle.kernel", &elf_kernel(Asm::new().cli_hlt().bytes()));
+    let disk = common::write_file(&daemon.dir, "idle.disk", &vec![0u8; 1 << 20]);
+    let registered = daemon.ok(&[
+        "register-image",
+        "--disk",
+        &disk,
+        "--kernel",
+        &kernel,
+        "--tag-specifications",
+        "ResourceType=image,Tags=[{Key=Name,Value=golden},{Key=tier,Value=base}]",
+    ]);
+    let image = registered["Images"][0]["image_id"].as_str().unwrap().to_owned();
+    assert_eq!(registered["Images"][0]["tags"][0]["value"], "golden");
+
+    let tag_spec = "ResourceType=instance,Tags=[{Key=Name,Value=web},{Key=role,Value=ci}]";
+    let volume_spec = "ResourceType=volume,Tags=[{Key=Name,Value=web-root}]";
+    let run = daemon.ok(&[
+        "run-instances",
+        "--image-id",
+        &image,
+        "--count",
+        "3",
+        "--tag-specifications",
+        tag_spec,
+        volume_spec,
+    ]);
+    let ids = ids(&run);
+    assert_eq!(run["Instances"][0]["tags"].as_array().unwrap().len(), 2, "{run}");
+    let count = |args: &[&str], key: &str| daemon.ok(args)[key].as_array().unwrap().len();
+    let instances_where = |filter: &str| count(&["describe-instances", "--filters", filter], "Instances");
+    assert_eq!(instances_where("Name=tag:role,Values=ci"), 3);
+    assert_eq!(instances_where("Name=tag:Name,Values=we?"), 3, "wildcards");
+    assert_eq!(instances_where("Name=tag-key,Values=role"), 3);
+    daemon.ok(&["create-tags", "--resources", &ids[0], "--tags", "Key=role,Value=db", "Key=owner,Value=me"]);
+    assert_eq!(instances_where("Name=tag:role,Values=ci"), 2, "create-tags replaces a value");
+    assert_eq!(instances_where("Name=tag:role,Values=db,ci"), 3);
+    let volume_tags = daemon.ok(&["describe-tags", "--filters", "Name=resource-type,Values=volume"]);
+    let volume_tags = volume_tags["Tags"].as_array().unwrap();
+    assert_eq!(volume_tags.len(), 3, "each root volume: {volume_tags:?}");
+    assert!(volume_tags.iter().all(|t| t["key"] == "Name" && t["value"] == "web-root"));
+    let images = count(&["describe-images", "--filters", "Name=tag:tier,Values=base"], "Images");
+    assert_eq!(images, 1);
+    let table = daemon.text(&["describe-instances"]);
+    let header: Vec<&str> = table.lines().next().unwrap_or_default().split_whitespace().collect();
+    assert_eq!(header[..3], ["INSTANCE", "ID", "NAME"], "{table}");
+    assert_eq!(table.lines().filter(|l| l.contains(" web ")).count(), 3, "the Name column: {table}");
+
+    // Bad tags, filters and pages: refused, and nothing changed.
+    for (args, expected) in [
+        (
+            vec!["create-tags", "--resources", "i-00000000000000000", "--tags", "Key=a,Value=b"],
+            "InvalidInstanceID.NotFound",
+        ),
+        (vec!["create-tags", "--resources", &ids[1], "--tags", "Key=aws:x,Value=b"], "InvalidParameterValue"),
+        (vec!["create-tags", "--resources", "nothing", "--tags", "Key=a,Value=b"], "InvalidParameterValue"),
+        (vec!["describe-instances", "--filters", "Name=tag:,Values=x"], "InvalidParameterValue"),
+        (vec!["describe-volumes", "--max-results", "3"], "InvalidParameterValue"),
+        (
+            vec![
+                "run-instances",
+                "--image-id",
+                &image,
+                "--tag-specifications",
+                "ResourceType=subnet,Tags=[{Key=a,Value=b}]",
+            ],
+            "InvalidParameterValue",
+        ),
+    ] {
+        let err = daemon.err(&args);
+        assert!(err.starts_with(expected), "{args:?}: {err}");
+    }
+    let long_key = format!("Key={},Value=x", "k".repeat(129));
+    assert!(daemon
+        .err(&["create-tags", "--resources", &ids[1], "--tags", &long_key])
+        .starts_with("InvalidParameterValue"));
+    let fifty_one: Vec<String> = (0..51).map(|i| format!("Key=k{i},Value=v")).collect();
+    let mut args = vec!["create-tags", "--resources", &ids[1], "--tags"];
+    args.extend(fifty_one.iter().map(String::as_str));
+    assert!(daemon.err(&args).starts_with("InvalidParameterValue"));
+    assert_eq!(count(&["describe-instances"], "Instances"), 3, "no instance launched by a refused call");
+    assert_eq!(
+        count(&["describe-tags", "--filters", &format!("Name=resource-id,Values={}", ids[1])], "Tags"),
+        2
+    );
+
+    // Pages: 3 root volumes and 6 more, 5 at a time, each exactly once.
+    for _ in 0..6 {
+        daemon.ok(&[
+            "create-volume",
+            "--size",
+            "1",
+            "--tag-specifications",
+            "ResourceType=volume,Tags=[{Key=Name,Value=data}]",
+        ]);
+    }
+    let first = daemon.ok(&["describe-volumes", "--max-results", "5"]);
+    let token = first["NextToken"].as_str().expect("a next page").to_owned();
+    let second = daemon.ok(&["describe-volumes", "--max-results", "5", "--next-token", &token]);
+    assert!(second.get("NextToken").is_none(), "the last page: {second}");
+    let mut seen: Vec<String> = [&first, &second]
+        .iter()
+        .flat_map(|page| {
+            page["Volumes"].as_array().unwrap().iter().map(|v| v["volume_id"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    assert_eq!(seen.len(), 9);
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 9, "no volume twice");
+    assert_eq!(
+        count(
+            &["describe-volumes", "--filters", "Name=tag:Name,Values=data", "Name=status,Values=available"],
+            "Volumes"
+        ),
+        6
+    );
+
+    // Removing tags, and resources taking their tags with them.
+    let all: Vec<&str> = ids.iter().map(String::as_str).collect();
+    daemon.ok(&[&["delete-tags", "--tags", "Key=role", "--resources"][..], &all].concat());
+    assert_eq!(count(&["describe-tags", "--filters", "Name=key,Values=role"], "Tags"), 0);
+    daemon.ok(&["delete-tags", "--resources", &ids[0], "--tags", "Key=owner,Value=someone-else"]);
+    assert_eq!(
+        count(&["describe-tags", "--filters", "Name=key,Values=owner"], "Tags"),
+        1,
+        "only where the value matches"
+    );
+    let root = run["Instances"][2]["root_volume_id"].as_str().unwrap().to_owned();
+    daemon.ok(&["terminate-instances", "--instance-ids", &ids[2]]);
+    assert_eq!(count(&["describe-tags", "--filters", &format!("Name=resource-id,Values={root}")], "Tags"), 0);
 }
