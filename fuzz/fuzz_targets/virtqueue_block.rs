@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use nuage::storage::raw::RawFile;
+use nuage::block::raw::RawFile;
 use nuage::vmm::devices::virtio::block::request::RequestExecutor;
 use nuage::vmm::devices::virtio::queue;
 use nuage::vmm::vstate::memory::{create_guest_memory, GuestMemory};
