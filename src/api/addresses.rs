@@ -4,15 +4,16 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use super::blocking;
 use super::pb::addresses_server::Addresses;
 use super::pb::{
     Address, AllocateAddressRequest, AllocationId, AssociateAddressRequest, DescribeAddressesRequest,
     DescribeAddressesResponse, ReleaseAddressResponse,
 };
-use super::{blocking, tags};
+use super::resources::{self, Query};
 use crate::daemon::network::AddressUse;
 use crate::daemon::tags::ResourceType;
-use crate::daemon::{Daemon, DaemonError};
+use crate::daemon::Daemon;
 use crate::state::tag::Tag;
 
 /// Serves the daemon's Elastic IPs.
@@ -25,23 +26,8 @@ fn address(AddressUse { eip, instance_id }: AddressUse, tags: Vec<Tag>) -> Addre
         public_ip: eip.public_ip.to_string(),
         instance_id: instance_id.unwrap_or_default(),
         private_ip_address: eip.private_ip.map(|ip| ip.to_string()).unwrap_or_default(),
-        tags: tags::to_pb(tags),
+        tags: resources::to_pb(tags),
     }
-}
-
-/// Runs `change` on an Elastic IP off the async runtime and replies with the address as
-/// it then is, tags included.
-async fn address_after(
-    daemon: Arc<Daemon>,
-    change: impl FnOnce(&Daemon) -> Result<AddressUse, DaemonError> + Send + 'static,
-) -> Result<Response<Address>, Status> {
-    let changed = blocking(move || {
-        let record = change(&daemon)?;
-        let tags = daemon.tags.index()?.remove(&record.eip.id).unwrap_or_default();
-        Ok(address(record, tags))
-    })
-    .await?;
-    Ok(Response::new(changed))
 }
 
 #[tonic::async_trait]
@@ -50,34 +36,20 @@ impl Addresses for AddressesService {
         &self,
         request: Request<AllocateAddressRequest>,
     ) -> Result<Response<Address>, Status> {
-        let r = request.into_inner();
-        let daemon = self.0.clone();
-        let allocated = blocking(move || {
-            let kind = ResourceType::ElasticIp;
-            let tags = tags::specified(r.tag_specifications, &[kind], kind)?;
-            let allocated = daemon.network.allocate_address()?;
-            let tags = tags::tag_new(&daemon, &allocated.eip.id, tags)?;
-            Ok(address(allocated, tags))
-        })
-        .await?;
-        Ok(Response::new(allocated))
+        let specifications = request.into_inner().tag_specifications;
+        let make = |daemon: &Daemon| daemon.network.allocate_address();
+        resources::create(self.0.clone(), specifications, ResourceType::ElasticIp, make, address).await
     }
 
     async fn describe_addresses(
         &self,
         request: Request<DescribeAddressesRequest>,
     ) -> Result<Response<DescribeAddressesResponse>, Status> {
-        let r = request.into_inner();
-        let daemon = self.0.clone();
-        let listing = blocking(move || {
-            let records = daemon.network.describe_addresses()?;
-            daemon.tags.list(records, &tags::filters(r.filters), &tags::page(r.max_results, r.next_token))
-        })
-        .await?;
-        Ok(Response::new(DescribeAddressesResponse {
-            addresses: listing.items.into_iter().map(|item| address(item.record, item.tags)).collect(),
-            next_token: listing.next_token,
-        }))
+        let DescribeAddressesRequest { filters, max_results, next_token } = request.into_inner();
+        let query = Query::new(filters, max_results, next_token);
+        let find = |daemon: &Daemon| daemon.network.describe_addresses();
+        let (addresses, next_token) = resources::describe(self.0.clone(), query, find, address).await?;
+        Ok(Response::new(DescribeAddressesResponse { addresses, next_token }))
     }
 
     async fn associate_address(
@@ -85,10 +57,9 @@ impl Addresses for AddressesService {
         request: Request<AssociateAddressRequest>,
     ) -> Result<Response<Address>, Status> {
         let r = request.into_inner();
-        address_after(self.0.clone(), move |daemon| {
-            daemon.network.associate_address(&r.allocation_id, &r.instance_id)
-        })
-        .await
+        let associate =
+            move |daemon: &Daemon| daemon.network.associate_address(&r.allocation_id, &r.instance_id);
+        resources::changed(self.0.clone(), associate, address).await
     }
 
     async fn disassociate_address(
@@ -96,7 +67,8 @@ impl Addresses for AddressesService {
         request: Request<AllocationId>,
     ) -> Result<Response<Address>, Status> {
         let id = request.into_inner().allocation_id;
-        address_after(self.0.clone(), move |daemon| daemon.network.disassociate_address(&id)).await
+        resources::changed(self.0.clone(), move |daemon| daemon.network.disassociate_address(&id), address)
+            .await
     }
 
     async fn release_address(

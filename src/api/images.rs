@@ -6,12 +6,13 @@ use std::sync::Arc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use super::blocking;
 use super::pb::images_server::Images;
 use super::pb::{
     DeregisterImageRequest, DeregisterImageResponse, DescribeImagesRequest, DescribeImagesResponse, Image,
     ImportImageProgress, RegisterImageRequest,
 };
-use super::{blocking, tags};
+use super::resources::{self, Query};
 use crate::block::DiskFormat;
 use crate::daemon::tags::ResourceType;
 use crate::daemon::{self, Daemon, DaemonError};
@@ -29,7 +30,7 @@ fn image(record: ImageRecord, tags: Vec<Tag>) -> Image {
         state: record.state.as_str().into(),
         size_bytes: record.size,
         kernel_cmdline: record.cmdline,
-        tags: tags::to_pb(tags),
+        tags: resources::to_pb(tags),
     }
 }
 
@@ -40,9 +41,9 @@ fn required(value: &str, name: &str) -> Result<PathBuf, DaemonError> {
     Ok(PathBuf::from(value))
 }
 
-/// What a RegisterImage or ImportImage request asks the store for, and the image's tags.
-fn import_request(r: RegisterImageRequest) -> Result<(ImageSpec, ImageSource, Vec<Tag>), DaemonError> {
-    let tags = tags::specified(r.tag_specifications, &[ResourceType::Image], ResourceType::Image)?;
+/// What a RegisterImage or ImportImage request asks the store for (its tag
+/// specifications are taken apart).
+fn import_request(r: RegisterImageRequest) -> Result<(ImageSpec, ImageSource), DaemonError> {
     let format: DiskFormat = if r.disk_format.is_empty() { "raw" } else { r.disk_format.as_str() }
         .parse()
         .map_err(DaemonError::InvalidParameter)?;
@@ -55,7 +56,7 @@ fn import_request(r: RegisterImageRequest) -> Result<(ImageSpec, ImageSource, Ve
     let name = if r.name.is_empty() { "image".to_owned() } else { r.name };
     let spec = ImageSpec { name, description: r.description, cmdline: r.kernel_cmdline };
     daemon::images::Images::check(&spec)?;
-    Ok((spec, source, tags))
+    Ok((spec, source))
 }
 
 #[tonic::async_trait]
@@ -64,16 +65,13 @@ impl Images for ImagesService {
         &self,
         request: Request<RegisterImageRequest>,
     ) -> Result<Response<Image>, Status> {
-        let r = request.into_inner();
-        let daemon = self.0.clone();
-        let registered = blocking(move || {
-            let (spec, source, tags) = import_request(r)?;
-            let record = daemon.images.register(&spec, &source)?;
-            let tags = tags::tag_new(&daemon, &record.id, tags)?;
-            Ok(image(record, tags))
-        })
-        .await?;
-        Ok(Response::new(registered))
+        let mut r = request.into_inner();
+        let specifications = std::mem::take(&mut r.tag_specifications);
+        let make = move |daemon: &Daemon| {
+            let (spec, source) = import_request(r)?;
+            daemon.images.register(&spec, &source)
+        };
+        resources::create(self.0.clone(), specifications, ResourceType::Image, make, image).await
     }
 
     type ImportImageStream = ReceiverStream<Result<ImportImageProgress, Status>>;
@@ -82,7 +80,13 @@ impl Images for ImagesService {
         &self,
         request: Request<RegisterImageRequest>,
     ) -> Result<Response<Self::ImportImageStream>, Status> {
-        let (spec, source, tags) = import_request(request.into_inner())?;
+        let mut r = request.into_inner();
+        let tags = resources::specified(
+            std::mem::take(&mut r.tag_specifications),
+            &[ResourceType::Image],
+            ResourceType::Image,
+        )?;
+        let (spec, source) = import_request(r)?;
         let daemon = self.0.clone();
         let (updates, stream) = tokio::sync::mpsc::channel(16);
         tokio::task::spawn_blocking(move || {
@@ -95,7 +99,7 @@ impl Images for ImagesService {
                     updates.blocking_send(Ok(ImportImageProgress { bytes_done, bytes_total, image: None }));
             };
             let imported = daemon.images.import(&spec, &source, &mut report).and_then(|record| {
-                let tags = tags::tag_new(&daemon, &record.id, tags)?;
+                let tags = resources::tag_new(&daemon, &record.id, tags)?;
                 Ok(image(record, tags))
             });
             let last = match imported {
@@ -113,17 +117,11 @@ impl Images for ImagesService {
         &self,
         request: Request<DescribeImagesRequest>,
     ) -> Result<Response<DescribeImagesResponse>, Status> {
-        let r = request.into_inner();
-        let daemon = self.0.clone();
-        let listing = blocking(move || {
-            let records = daemon.images.describe(&r.image_ids)?;
-            daemon.tags.list(records, &tags::filters(r.filters), &tags::page(r.max_results, r.next_token))
-        })
-        .await?;
-        Ok(Response::new(DescribeImagesResponse {
-            images: listing.items.into_iter().map(|item| image(item.record, item.tags)).collect(),
-            next_token: listing.next_token,
-        }))
+        let DescribeImagesRequest { image_ids, filters, max_results, next_token } = request.into_inner();
+        let query = Query::new(filters, max_results, next_token);
+        let find = move |daemon: &Daemon| daemon.images.describe(&image_ids);
+        let (images, next_token) = resources::describe(self.0.clone(), query, find, image).await?;
+        Ok(Response::new(DescribeImagesResponse { images, next_token }))
     }
 
     async fn deregister_image(

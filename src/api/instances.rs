@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use super::blocking;
 use super::pb::instance_event::Event;
 use super::pb::instances_server::Instances;
 use super::pb::{
@@ -13,7 +14,7 @@ use super::pb::{
     Instance, InstanceEvent, InstanceIds, RunInstancesRequest, RunInstancesResponse, StateChange,
     StateChanges, WatchInstanceRequest,
 };
-use super::{blocking, tags};
+use super::resources::{self, Query};
 use crate::daemon::instances::{LaunchVolume, RunSpec, StateChange as Change};
 use crate::daemon::tags::ResourceType;
 use crate::daemon::watch::InstanceEvent as WatchEvent;
@@ -64,7 +65,7 @@ fn instance(r: InstanceRecord, tags: Vec<Tag>) -> Instance {
         subnet_id: r.subnet_id,
         private_ip_address: r.private_ip.map(|ip| ip.to_string()).unwrap_or_default(),
         key_name: r.key_name,
-        tags: tags::to_pb(tags),
+        tags: resources::to_pb(tags),
     }
 }
 
@@ -113,8 +114,9 @@ impl Instances for InstancesService {
                 name => Some(daemon.key_pairs.get(name)?),
             };
             let made = [ResourceType::Instance, ResourceType::Volume];
-            let volume_tags = tags::specified(r.tag_specifications.clone(), &made, ResourceType::Volume)?;
-            let instance_tags = tags::specified(r.tag_specifications, &made, ResourceType::Instance)?;
+            let volume_tags =
+                resources::specified(r.tag_specifications.clone(), &made, ResourceType::Volume)?;
+            let instance_tags = resources::specified(r.tag_specifications, &made, ResourceType::Instance)?;
             let spec = RunSpec {
                 image_id: r.image_id,
                 instance_type: r.instance_type,
@@ -153,16 +155,11 @@ impl Instances for InstancesService {
             .map(|s| s.parse::<InstanceState>())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| Status::from(DaemonError::InvalidParameter(e)))?;
-        let daemon = self.0.clone();
-        let listing = blocking(move || {
-            let records = daemon.instances.describe(&r.instance_ids, &states)?;
-            daemon.tags.list(records, &tags::filters(r.filters), &tags::page(r.max_results, r.next_token))
-        })
-        .await?;
-        Ok(Response::new(DescribeInstancesResponse {
-            instances: listing.items.into_iter().map(|item| instance(item.record, item.tags)).collect(),
-            next_token: listing.next_token,
-        }))
+        let query = Query::new(r.filters, r.max_results, r.next_token);
+        let ids = r.instance_ids;
+        let find = move |daemon: &Daemon| daemon.instances.describe(&ids, &states);
+        let (instances, next_token) = resources::describe(self.0.clone(), query, find, instance).await?;
+        Ok(Response::new(DescribeInstancesResponse { instances, next_token }))
     }
 
     async fn stop_instances(&self, request: Request<InstanceIds>) -> Result<Response<StateChanges>, Status> {

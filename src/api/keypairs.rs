@@ -4,12 +4,13 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use super::blocking;
 use super::pb::key_pairs_server::KeyPairs;
 use super::pb::{
     CreateKeyPairRequest, CreateKeyPairResponse, DeleteKeyPairRequest, DeleteKeyPairResponse,
     DescribeKeyPairsRequest, DescribeKeyPairsResponse, ImportKeyPairRequest, KeyPair,
 };
-use super::{blocking, tags};
+use super::resources::{self, Query};
 use crate::daemon::keypairs::KeyType;
 use crate::daemon::tags::ResourceType;
 use crate::daemon::Daemon;
@@ -27,7 +28,7 @@ fn key_pair(r: KeyPairRecord, tags: Vec<Tag>) -> KeyPair {
         key_fingerprint: r.fingerprint,
         public_key: r.public_key,
         create_time: r.create_time,
-        tags: tags::to_pb(tags),
+        tags: resources::to_pb(tags),
     }
 }
 
@@ -40,10 +41,11 @@ impl KeyPairs for KeyPairsService {
         let r = request.into_inner();
         let daemon = self.0.clone();
         let (created, material) = blocking(move || {
-            let tags =
-                tags::specified(r.tag_specifications, &[ResourceType::KeyPair], ResourceType::KeyPair)?;
+            // Not resources::create: the reply carries the private key beside the record.
+            let kind = ResourceType::KeyPair;
+            let tags = resources::specified(r.tag_specifications, &[kind], kind)?;
             let (record, material) = daemon.key_pairs.create(&r.key_name, r.key_type.parse::<KeyType>()?)?;
-            let tags = tags::tag_new(&daemon, &record.id, tags)?;
+            let tags = resources::tag_new(&daemon, &record.id, tags)?;
             Ok((key_pair(record, tags), material))
         })
         .await?;
@@ -54,34 +56,20 @@ impl KeyPairs for KeyPairsService {
         &self,
         request: Request<ImportKeyPairRequest>,
     ) -> Result<Response<KeyPair>, Status> {
-        let r = request.into_inner();
-        let daemon = self.0.clone();
-        let imported = blocking(move || {
-            let tags =
-                tags::specified(r.tag_specifications, &[ResourceType::KeyPair], ResourceType::KeyPair)?;
-            let record = daemon.key_pairs.import(&r.key_name, &r.public_key_material)?;
-            let tags = tags::tag_new(&daemon, &record.id, tags)?;
-            Ok(key_pair(record, tags))
-        })
-        .await?;
-        Ok(Response::new(imported))
+        let ImportKeyPairRequest { key_name, public_key_material, tag_specifications } = request.into_inner();
+        let make = move |daemon: &Daemon| daemon.key_pairs.import(&key_name, &public_key_material);
+        resources::create(self.0.clone(), tag_specifications, ResourceType::KeyPair, make, key_pair).await
     }
 
     async fn describe_key_pairs(
         &self,
         request: Request<DescribeKeyPairsRequest>,
     ) -> Result<Response<DescribeKeyPairsResponse>, Status> {
-        let r = request.into_inner();
-        let daemon = self.0.clone();
-        let listing = blocking(move || {
-            let records = daemon.key_pairs.describe(&r.key_names)?;
-            daemon.tags.list(records, &tags::filters(r.filters), &tags::page(r.max_results, r.next_token))
-        })
-        .await?;
-        Ok(Response::new(DescribeKeyPairsResponse {
-            key_pairs: listing.items.into_iter().map(|item| key_pair(item.record, item.tags)).collect(),
-            next_token: listing.next_token,
-        }))
+        let DescribeKeyPairsRequest { key_names, filters, max_results, next_token } = request.into_inner();
+        let query = Query::new(filters, max_results, next_token);
+        let find = move |daemon: &Daemon| daemon.key_pairs.describe(&key_names);
+        let (key_pairs, next_token) = resources::describe(self.0.clone(), query, find, key_pair).await?;
+        Ok(Response::new(DescribeKeyPairsResponse { key_pairs, next_token }))
     }
 
     async fn delete_key_pair(

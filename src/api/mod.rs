@@ -8,9 +8,9 @@ pub mod images;
 pub mod instances;
 pub mod keypairs;
 pub mod metrics;
+pub mod resources;
 pub mod server;
 pub mod subnets;
-pub mod tags;
 pub mod volumes;
 
 /// Messages, clients and servers generated from `proto/nuage/v1/*.proto`.

@@ -27,8 +27,8 @@ use super::pb::snapshots_server::SnapshotsServer;
 use super::pb::subnets_server::SubnetsServer;
 use super::pb::tags_server::TagsServer;
 use super::pb::volumes_server::VolumesServer;
+use super::resources::TagsService;
 use super::subnets::SubnetsService;
-use super::tags::TagsService;
 use super::volumes::{SnapshotsService, VolumesService};
 use crate::daemon::Daemon;
 

@@ -4,12 +4,13 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use super::blocking;
 use super::pb::subnets_server::Subnets;
 use super::pb::{
     CreateSubnetRequest, DeleteSubnetRequest, DeleteSubnetResponse, DescribeSubnetsRequest,
     DescribeSubnetsResponse, Subnet,
 };
-use super::{blocking, tags};
+use super::resources::{self, Query};
 use crate::daemon::network::SubnetUse;
 use crate::daemon::tags::ResourceType;
 use crate::daemon::{Daemon, DaemonError};
@@ -25,7 +26,7 @@ fn subnet(SubnetUse { subnet: s, leased }: SubnetUse, tags: Vec<Tag>) -> Subnet 
         gateway: s.gateway.to_string(),
         bridge: s.bridge,
         leased_addresses: u32::try_from(leased).unwrap_or(u32::MAX),
-        tags: tags::to_pb(tags),
+        tags: resources::to_pb(tags),
     }
 }
 
@@ -39,35 +40,24 @@ where
 #[tonic::async_trait]
 impl Subnets for SubnetsService {
     async fn create_subnet(&self, request: Request<CreateSubnetRequest>) -> Result<Response<Subnet>, Status> {
-        let r = request.into_inner();
-        let daemon = self.0.clone();
-        let created = blocking(move || {
-            let cidr = parse("CIDR", &r.cidr_block)?;
-            let gateway = if r.gateway.is_empty() { None } else { Some(parse("gateway", &r.gateway)?) };
-            let tags = tags::specified(r.tag_specifications, &[ResourceType::Subnet], ResourceType::Subnet)?;
-            let created = daemon.network.create_subnet(cidr, gateway)?;
-            let tags = tags::tag_new(&daemon, &created.subnet.id, tags)?;
-            Ok(subnet(created, tags))
-        })
-        .await?;
-        Ok(Response::new(created))
+        let CreateSubnetRequest { cidr_block, gateway, tag_specifications } = request.into_inner();
+        let make = move |daemon: &Daemon| {
+            let cidr = parse("CIDR", &cidr_block)?;
+            let gateway = if gateway.is_empty() { None } else { Some(parse("gateway", &gateway)?) };
+            daemon.network.create_subnet(cidr, gateway)
+        };
+        resources::create(self.0.clone(), tag_specifications, ResourceType::Subnet, make, subnet).await
     }
 
     async fn describe_subnets(
         &self,
         request: Request<DescribeSubnetsRequest>,
     ) -> Result<Response<DescribeSubnetsResponse>, Status> {
-        let r = request.into_inner();
-        let daemon = self.0.clone();
-        let listing = blocking(move || {
-            let records = daemon.network.describe_subnets()?;
-            daemon.tags.list(records, &tags::filters(r.filters), &tags::page(r.max_results, r.next_token))
-        })
-        .await?;
-        Ok(Response::new(DescribeSubnetsResponse {
-            subnets: listing.items.into_iter().map(|item| subnet(item.record, item.tags)).collect(),
-            next_token: listing.next_token,
-        }))
+        let DescribeSubnetsRequest { filters, max_results, next_token } = request.into_inner();
+        let query = Query::new(filters, max_results, next_token);
+        let find = |daemon: &Daemon| daemon.network.describe_subnets();
+        let (subnets, next_token) = resources::describe(self.0.clone(), query, find, subnet).await?;
+        Ok(Response::new(DescribeSubnetsResponse { subnets, next_token }))
     }
 
     async fn delete_subnet(

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use super::blocking;
 use super::pb::snapshots_server::Snapshots;
 use super::pb::volumes_server::Volumes;
 use super::pb::{
@@ -11,7 +12,7 @@ use super::pb::{
     DeleteSnapshotResponse, DeleteVolumeResponse, DescribeSnapshotsRequest, DescribeSnapshotsResponse,
     DescribeVolumesRequest, DescribeVolumesResponse, ModifyVolumeRequest, Snapshot, Volume, VolumeId,
 };
-use super::{blocking, tags};
+use super::resources::{self, Query};
 use crate::daemon::process::disk_serial;
 use crate::daemon::tags::ResourceType;
 use crate::daemon::{Daemon, DaemonError};
@@ -40,7 +41,7 @@ fn volume(v: VolumeRecord, tags: Vec<Tag>) -> Volume {
         image_id,
         create_time: v.created as i64,
         delete_on_termination: v.delete_on_termination,
-        tags: tags::to_pb(tags),
+        tags: resources::to_pb(tags),
     }
 }
 
@@ -50,32 +51,15 @@ fn snapshot(s: SnapshotRecord, tags: Vec<Tag>) -> Snapshot {
         volume_id: s.volume_id,
         size_bytes: s.size,
         start_time: s.created as i64,
-        tags: tags::to_pb(tags),
+        tags: resources::to_pb(tags),
     }
-}
-
-/// Runs `change` on a volume off the async runtime and replies with the volume as it
-/// then is, tags included.
-async fn volume_after(
-    daemon: Arc<Daemon>,
-    change: impl FnOnce(&Daemon) -> Result<VolumeRecord, DaemonError> + Send + 'static,
-) -> Result<Response<Volume>, Status> {
-    let changed = blocking(move || {
-        let record = change(&daemon)?;
-        let tags = daemon.tags.index()?.remove(&record.id).unwrap_or_default();
-        Ok(volume(record, tags))
-    })
-    .await?;
-    Ok(Response::new(changed))
 }
 
 #[tonic::async_trait]
 impl Volumes for VolumesService {
     async fn create_volume(&self, request: Request<CreateVolumeRequest>) -> Result<Response<Volume>, Status> {
         let r = request.into_inner();
-        let daemon = self.0.clone();
-        let created = blocking(move || {
-            let tags = tags::specified(r.tag_specifications, &[ResourceType::Volume], ResourceType::Volume)?;
+        let make = move |daemon: &Daemon| {
             let parent = match (r.snapshot_id.is_empty(), r.image_id.is_empty()) {
                 (true, true) => Parent::None,
                 (false, true) => Parent::Snapshot(r.snapshot_id),
@@ -84,39 +68,31 @@ impl Volumes for VolumesService {
                     return Err(DaemonError::InvalidParameter("give a snapshot or an image, not both".into()))
                 }
             };
-            let created = daemon.volumes.create(parent, (r.size_bytes > 0).then_some(r.size_bytes))?;
-            let tags = tags::tag_new(&daemon, &created.id, tags)?;
-            Ok(volume(created, tags))
-        })
-        .await?;
-        Ok(Response::new(created))
+            daemon.volumes.create(parent, (r.size_bytes > 0).then_some(r.size_bytes))
+        };
+        resources::create(self.0.clone(), r.tag_specifications, ResourceType::Volume, make, volume).await
     }
 
     async fn describe_volumes(
         &self,
         request: Request<DescribeVolumesRequest>,
     ) -> Result<Response<DescribeVolumesResponse>, Status> {
-        let r = request.into_inner();
-        let daemon = self.0.clone();
-        let listing = blocking(move || {
-            let records = daemon.volumes.describe(&r.volume_ids)?;
-            daemon.tags.list(records, &tags::filters(r.filters), &tags::page(r.max_results, r.next_token))
-        })
-        .await?;
-        Ok(Response::new(DescribeVolumesResponse {
-            volumes: listing.items.into_iter().map(|item| volume(item.record, item.tags)).collect(),
-            next_token: listing.next_token,
-        }))
+        let DescribeVolumesRequest { volume_ids, filters, max_results, next_token } = request.into_inner();
+        let query = Query::new(filters, max_results, next_token);
+        let find = move |daemon: &Daemon| daemon.volumes.describe(&volume_ids);
+        let (volumes, next_token) = resources::describe(self.0.clone(), query, find, volume).await?;
+        Ok(Response::new(DescribeVolumesResponse { volumes, next_token }))
     }
 
     async fn attach_volume(&self, request: Request<AttachVolumeRequest>) -> Result<Response<Volume>, Status> {
         let r = request.into_inner();
-        volume_after(self.0.clone(), move |daemon| daemon.volumes.attach(&r.volume_id, &r.instance_id)).await
+        let attach = move |daemon: &Daemon| daemon.volumes.attach(&r.volume_id, &r.instance_id);
+        resources::changed(self.0.clone(), attach, volume).await
     }
 
     async fn detach_volume(&self, request: Request<VolumeId>) -> Result<Response<Volume>, Status> {
         let id = request.into_inner().volume_id;
-        volume_after(self.0.clone(), move |daemon| daemon.volumes.detach(&id)).await
+        resources::changed(self.0.clone(), move |daemon| daemon.volumes.detach(&id), volume).await
     }
 
     async fn delete_volume(
@@ -131,7 +107,8 @@ impl Volumes for VolumesService {
 
     async fn modify_volume(&self, request: Request<ModifyVolumeRequest>) -> Result<Response<Volume>, Status> {
         let r = request.into_inner();
-        volume_after(self.0.clone(), move |daemon| daemon.volumes.resize(&r.volume_id, r.size_bytes)).await
+        let resize = move |daemon: &Daemon| daemon.volumes.resize(&r.volume_id, r.size_bytes);
+        resources::changed(self.0.clone(), resize, volume).await
     }
 }
 
@@ -141,34 +118,21 @@ impl Snapshots for SnapshotsService {
         &self,
         request: Request<CreateSnapshotRequest>,
     ) -> Result<Response<Snapshot>, Status> {
-        let r = request.into_inner();
-        let daemon = self.0.clone();
-        let created = blocking(move || {
-            let tags =
-                tags::specified(r.tag_specifications, &[ResourceType::Snapshot], ResourceType::Snapshot)?;
-            let created = daemon.volumes.snapshot(&r.volume_id)?;
-            let tags = tags::tag_new(&daemon, &created.id, tags)?;
-            Ok(snapshot(created, tags))
-        })
-        .await?;
-        Ok(Response::new(created))
+        let CreateSnapshotRequest { volume_id, tag_specifications } = request.into_inner();
+        let make = move |daemon: &Daemon| daemon.volumes.snapshot(&volume_id);
+        resources::create(self.0.clone(), tag_specifications, ResourceType::Snapshot, make, snapshot).await
     }
 
     async fn describe_snapshots(
         &self,
         request: Request<DescribeSnapshotsRequest>,
     ) -> Result<Response<DescribeSnapshotsResponse>, Status> {
-        let r = request.into_inner();
-        let daemon = self.0.clone();
-        let listing = blocking(move || {
-            let records = daemon.volumes.describe_snapshots(&r.snapshot_ids)?;
-            daemon.tags.list(records, &tags::filters(r.filters), &tags::page(r.max_results, r.next_token))
-        })
-        .await?;
-        Ok(Response::new(DescribeSnapshotsResponse {
-            snapshots: listing.items.into_iter().map(|item| snapshot(item.record, item.tags)).collect(),
-            next_token: listing.next_token,
-        }))
+        let DescribeSnapshotsRequest { snapshot_ids, filters, max_results, next_token } =
+            request.into_inner();
+        let query = Query::new(filters, max_results, next_token);
+        let find = move |daemon: &Daemon| daemon.volumes.describe_snapshots(&snapshot_ids);
+        let (snapshots, next_token) = resources::describe(self.0.clone(), query, find, snapshot).await?;
+        Ok(Response::new(DescribeSnapshotsResponse { snapshots, next_token }))
     }
 
     async fn delete_snapshot(

@@ -161,6 +161,11 @@ impl Tags {
         Ok(index)
     }
 
+    /// The tags of one resource.
+    pub fn of(&self, resource: &str) -> Result<Vec<Tag>, DaemonError> {
+        Ok(self.index()?.remove(resource).unwrap_or_default())
+    }
+
     /// The page of `records` matching `filters`, with their tags.
     pub fn list<T: Describable>(
         &self,

@@ -1,5 +1,7 @@
-//! The Tags service, and what every other service shares of the resource model: tags in
-//! and out of messages, tag specifications on create calls, filters and pages.
+//! What every service shares of the resource model (`resources.proto`): the Tags service;
+//! describe calls (filters, tags and a page over what a daemon service finds), create
+//! calls (tag specifications checked first, the new resource tagged) and calls that
+//! change one resource (shown with its tags).
 
 use std::sync::Arc;
 
@@ -11,7 +13,7 @@ use super::pb::{
     CreateTagsRequest, CreateTagsResponse, DeleteTagsRequest, DeleteTagsResponse, DescribeTagsRequest,
     DescribeTagsResponse, TagDescription, TagSpecification,
 };
-use crate::daemon::describe::{Filter, Page};
+use crate::daemon::describe::{Describable, Filter, Page};
 use crate::daemon::tags::{ResourceType, Tags};
 use crate::daemon::{Daemon, DaemonError};
 use crate::state::tag::{Tag, TagKey};
@@ -28,14 +30,81 @@ fn from_pb(tags: Vec<super::pb::Tag>) -> Vec<Tag> {
     tags.into_iter().map(|t| Tag { key: t.key, value: t.value }).collect()
 }
 
-/// Filters from a request.
-pub fn filters(filters: Vec<super::pb::Filter>) -> Vec<Filter> {
-    filters.into_iter().map(|f| Filter { name: f.name, values: f.values }).collect()
+/// What a describe call asks for besides ids: filters and a page.
+pub struct Query {
+    filters: Vec<Filter>,
+    page: Page,
 }
 
-/// A page from a request's `max_results` and `next_token`.
-pub fn page(max_results: u32, next_token: String) -> Page {
-    Page { max_results, next_token }
+impl Query {
+    /// The query of a request's `filters`, `max_results` and `next_token`.
+    pub fn new(filters: Vec<super::pb::Filter>, max_results: u32, next_token: String) -> Self {
+        let filters = filters.into_iter().map(|f| Filter { name: f.name, values: f.values }).collect();
+        Self { filters, page: Page { max_results, next_token } }
+    }
+}
+
+/// A describe call: the records `find` returns (all, or those named), filtered, tagged and
+/// cut to a page, each shown by `show`; with the next page's token.
+pub async fn describe<T, M>(
+    daemon: Arc<Daemon>,
+    query: Query,
+    find: impl FnOnce(&Daemon) -> Result<Vec<T>, DaemonError> + Send + 'static,
+    show: fn(T, Vec<Tag>) -> M,
+) -> Result<(Vec<M>, String), Status>
+where
+    T: Describable + Send + 'static,
+    M: Send + 'static,
+{
+    blocking(move || {
+        let listing = daemon.tags.list(find(&daemon)?, &query.filters, &query.page)?;
+        let shown = listing.items.into_iter().map(|item| show(item.record, item.tags)).collect();
+        Ok((shown, listing.next_token))
+    })
+    .await
+}
+
+/// A create call: its tag specifications are checked before `make` makes a resource of
+/// kind `kind`, which is then tagged and shown by `show`.
+pub async fn create<T, M>(
+    daemon: Arc<Daemon>,
+    specifications: Vec<TagSpecification>,
+    kind: ResourceType,
+    make: impl FnOnce(&Daemon) -> Result<T, DaemonError> + Send + 'static,
+    show: fn(T, Vec<Tag>) -> M,
+) -> Result<Response<M>, Status>
+where
+    T: Describable + Send + 'static,
+    M: Send + 'static,
+{
+    let made = blocking(move || {
+        let tags = specified(specifications, &[kind], kind)?;
+        let made = make(&daemon)?;
+        let tags = tag_new(&daemon, made.id(), tags)?;
+        Ok(show(made, tags))
+    })
+    .await?;
+    Ok(Response::new(made))
+}
+
+/// A call that changes one resource: `change` does it, and the resource is shown by
+/// `show` as it then is, with its tags.
+pub async fn changed<T, M>(
+    daemon: Arc<Daemon>,
+    change: impl FnOnce(&Daemon) -> Result<T, DaemonError> + Send + 'static,
+    show: fn(T, Vec<Tag>) -> M,
+) -> Result<Response<M>, Status>
+where
+    T: Describable + Send + 'static,
+    M: Send + 'static,
+{
+    let changed = blocking(move || {
+        let record = change(&daemon)?;
+        let tags = daemon.tags.of(record.id())?;
+        Ok(show(record, tags))
+    })
+    .await?;
+    Ok(Response::new(changed))
 }
 
 /// The tags a create call's specifications give resources of kind `wanted`, checked;
@@ -102,9 +171,8 @@ impl tags_server::Tags for TagsService {
     ) -> Result<Response<DescribeTagsResponse>, Status> {
         let r = request.into_inner();
         let daemon = self.0.clone();
-        let listing =
-            blocking(move || daemon.tags.describe(&filters(r.filters), &page(r.max_results, r.next_token)))
-                .await?;
+        let Query { filters, page } = Query::new(r.filters, r.max_results, r.next_token);
+        let listing = blocking(move || daemon.tags.describe(&filters, &page)).await?;
         let tags = listing
             .items
             .into_iter()
