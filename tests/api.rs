@@ -976,13 +976,17 @@ fn metrics_report_instances_and_api_calls() {
     assert!(get("/other").starts_with("HTTP/1.1 404"), "only /metrics is served");
 }
 
-/// ImportImage streams how much of the disk has been copied, ending with the image.
+/// ImportImage streams how much of the disk has been copied, ending with the image; a file
+/// the import directory lacks ends the stream with an error naming it.
 #[test]
 fn image_import_reports_progress() {
     let dir = tempfile::tempdir().unwrap();
     let _daemon = Daemon::start(dir.path());
-    let disk = common::write_file(dir.path(), "big.disk", &vec![7u8; 40 << 20]);
-    let kernel = common::write_file(dir.path(), "k", &elf_kernel(Asm::new().cli_hlt().bytes()));
+    // Files the operator put in the import directory, named as the API takes them.
+    let imports = dir.path().join("state/imports");
+    common::write_file(&imports, "big.disk", &vec![7u8; 40 << 20]);
+    common::write_file(&imports, "k", &elf_kernel(Asm::new().cli_hlt().bytes()));
+    let (disk, kernel) = ("big.disk".to_owned(), "k".to_owned());
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         use nuage::api::pb::images_client::ImagesClient;
@@ -1506,4 +1510,90 @@ fn tags_filters_and_pages_work_alike_on_every_resource() {
     let root = run["Instances"][2]["root_volume_id"].as_str().unwrap().to_owned();
     daemon.ok(&["terminate-instances", "--instance-ids", &ids[2]]);
     assert_eq!(count(&["describe-tags", "--filters", &format!("Name=resource-id,Values={root}")], "Tags"), 0);
+}
+
+/// An API caller cannot make the daemon read a host file (issue 15): image files come
+/// only from the import directory, by plain name, as regular files; a FIFO, a device, a
+/// symbolic link or a path is refused at once with a clear error, nothing is copied and
+/// no thread is left waiting. A local file reaches the daemon by upload (the CLI's way),
+/// capped in size, and the registration uses the upload up.
+#[test]
+fn image_files_come_only_from_the_import_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::write_file(dir.path(), "nuaged.json", br#"{"max_upload_bytes": 8388608}"#);
+    let daemon = Daemon::spawn(
+        dir.path(),
+        &["--vmm", common::vmm_bin(), "--config", &config].map(std::ffi::OsStr::new),
+    );
+    let imports = dir.path().join("state/imports");
+    let mode = std::fs::metadata(&imports).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "the import directory is the daemon's alone");
+    let kernel = common::write_file(&imports, "vmlinux", &elf_kernel(Asm::new().cli_hlt().bytes()));
+    std::os::unix::fs::symlink("/etc/shadow", imports.join("shadow-link")).unwrap();
+    let path = |name: &str| std::ffi::CString::new(imports.join(name).to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo and mknod read a NUL-terminated path.
+    unsafe {
+        assert_eq!(libc::mkfifo(path("fifo").as_ptr(), 0o600), 0);
+        assert_eq!(libc::mknod(path("null").as_ptr(), libc::S_IFCHR | 0o600, libc::makedev(1, 3)), 0);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        use nuage::api::pb::images_client::ImagesClient;
+        use nuage::api::pb::RegisterImageRequest;
+        let channel = nuage::api::server::connect(&dir.path().join("api.sock")).await.unwrap();
+        let mut images = ImagesClient::new(channel);
+        for (disk, why) in [
+            ("/etc/shadow", "not a plain file name"),
+            ("/proc/self/environ", "not a plain file name"),
+            ("../nuage.db", "not a plain file name"),
+            ("shadow-link", "a symbolic link"),
+            ("fifo", "not a regular file"),
+            ("null", "not a regular file"),
+            ("nothing-here", "no such file"),
+        ] {
+            let request = RegisterImageRequest {
+                disk_path: disk.into(),
+                kernel_path: "vmlinux".into(),
+                ..Default::default()
+            };
+            let started = Instant::now();
+            let err = images.register_image(request).await.unwrap_err();
+            assert_eq!(err.code(), tonic::Code::InvalidArgument, "{disk}: {err}");
+            assert!(err.message().contains(why), "{disk}: {err}");
+            assert!(started.elapsed() < Duration::from_secs(10), "{disk}: answered at once");
+        }
+        let request = RegisterImageRequest {
+            disk_path: "vmlinux".into(),
+            kernel_path: "/boot/../etc/passwd".into(),
+            ..Default::default()
+        };
+        assert_eq!(images.register_image(request).await.unwrap_err().code(), tonic::Code::InvalidArgument);
+    });
+    assert_eq!(daemon.ok(&["describe-images"])["Images"].as_array().unwrap().len(), 0, "nothing registered");
+    let copied = std::fs::read_dir(dir.path().join("state/store/images")).map_or(0, |d| d.count());
+    assert_eq!(copied, 0, "no file copied into the store");
+    assert_eq!(
+        daemon.ok(&["describe-volumes"])["Volumes"].as_array().unwrap().len(),
+        0,
+        "the daemon still answers"
+    );
+
+    // The CLI uploads a local file; the registration uses the upload up.
+    let disk = common::write_file(dir.path(), "local.disk", &vec![1u8; 1 << 20]);
+    let image = daemon.ok(&["register-image", "--disk", &disk, "--kernel", &kernel]);
+    assert_eq!(image["Images"][0]["size_bytes"], 1 << 20);
+    let left: Vec<String> = std::fs::read_dir(&imports)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!left.iter().any(|name| name.starts_with("upload-")), "uploads used up: {left:?}");
+    // A file over the configured cap is refused, and nothing of it stays.
+    let big = common::write_file(dir.path(), "big.disk", &vec![2u8; 9 << 20]);
+    let err = daemon.err(&["register-image", "--disk", &big, "--kernel", &kernel]);
+    assert!(err.starts_with("LimitExceeded"), "{err}");
+    let left = std::fs::read_dir(&imports)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("upload-"));
+    assert_eq!(left.count(), 0, "no partial upload left");
 }

@@ -22,6 +22,7 @@ pub fn classify(error: &DaemonError) -> (Code, &'static str) {
         DaemonError::InvalidParameter(_) => (InvalidArgument, "InvalidParameterValue"),
         DaemonError::IncorrectState(_) => (FailedPrecondition, "IncorrectState"),
         DaemonError::OperationNotPermitted(_) => (FailedPrecondition, "OperationNotPermitted"),
+        DaemonError::LimitExceeded(_) => (ResourceExhausted, "LimitExceeded"),
         DaemonError::Internal(_) => (Internal, INTERNAL_ERROR),
         DaemonError::Store(e) => match e {
             StoreError::NotFound { resource: Resource::Image, .. } => (NotFound, "InvalidAMIID.NotFound"),

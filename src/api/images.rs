@@ -1,23 +1,25 @@
 //! The Images service.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
+use tokio::io::AsyncWriteExt;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
-use super::blocking;
 use super::pb::images_server::Images;
 use super::pb::{
-    DeregisterImageRequest, DeregisterImageResponse, DescribeImagesRequest, DescribeImagesResponse, Image,
-    ImportImageProgress, RegisterImageRequest,
+    DeregisterImageRequest, DeregisterImageResponse, DescribeImagesRequest, DescribeImagesResponse,
+    FileChunk, Image, ImportImageProgress, RegisterImageRequest, UploadedFile,
 };
 use super::resources::{self, Query};
+use super::{blocking, errors};
 use crate::block::DiskFormat;
+use crate::daemon::images::ImageFiles;
 use crate::daemon::tags::ResourceType;
 use crate::daemon::{self, Daemon, DaemonError};
 use crate::state::tag::Tag;
-use crate::store::image::{ImageRecord, ImageSource, ImageSpec};
+use crate::store::image::{ImageRecord, ImageSpec};
+use crate::store::{free_space, StoreError};
 
 /// Serves the daemon's images.
 pub struct ImagesService(pub Arc<Daemon>);
@@ -34,33 +36,75 @@ fn image(record: ImageRecord, tags: Vec<Tag>) -> Image {
     }
 }
 
-fn required(value: &str, name: &str) -> Result<PathBuf, DaemonError> {
+fn required(value: String, name: &str) -> Result<String, DaemonError> {
     if value.is_empty() {
         return Err(DaemonError::InvalidParameter(format!("{name} is required")));
     }
-    Ok(PathBuf::from(value))
+    Ok(value)
 }
 
-/// What a RegisterImage or ImportImage request asks the store for (its tag
-/// specifications are taken apart).
-fn import_request(r: RegisterImageRequest) -> Result<(ImageSpec, ImageSource), DaemonError> {
+/// What a RegisterImage or ImportImage request asks for: the image and the files in the
+/// import directory it is made from (its tag specifications are taken apart).
+fn import_request(r: RegisterImageRequest) -> Result<(ImageSpec, ImageFiles), DaemonError> {
     let format: DiskFormat = if r.disk_format.is_empty() { "raw" } else { r.disk_format.as_str() }
         .parse()
         .map_err(DaemonError::InvalidParameter)?;
-    let source = ImageSource::Disk {
-        disk: required(&r.disk_path, "disk_path")?,
-        format,
-        kernel: required(&r.kernel_path, "kernel_path")?,
-        initrd: (!r.initrd_path.is_empty()).then(|| PathBuf::from(&r.initrd_path)),
-    };
     let name = if r.name.is_empty() { "image".to_owned() } else { r.name };
     let spec = ImageSpec { name, description: r.description, cmdline: r.kernel_cmdline };
     daemon::images::Images::check(&spec)?;
-    Ok((spec, source))
+    let files = ImageFiles {
+        disk: required(r.disk_path, "disk_path")?,
+        format,
+        kernel: required(r.kernel_path, "kernel_path")?,
+        initrd: (!r.initrd_path.is_empty()).then_some(r.initrd_path),
+    };
+    Ok((spec, files))
 }
+
+/// Free space an upload leaves on the import directory's file system.
+const UPLOAD_RESERVE_BYTES: u64 = 64 << 20;
+/// How often (in bytes written) an upload checks the free space.
+const UPLOAD_SPACE_CHECK_BYTES: u64 = 64 << 20;
 
 #[tonic::async_trait]
 impl Images for ImagesService {
+    async fn upload_image_file(
+        &self,
+        request: Request<Streaming<FileChunk>>,
+    ) -> Result<Response<UploadedFile>, Status> {
+        let mut chunks = request.into_inner();
+        let daemon = self.0.clone();
+        let mut upload = {
+            let daemon = daemon.clone();
+            blocking(move || daemon.images.imports().begin()).await?
+        };
+        let file = upload.take_file().ok_or_else(|| errors::internal(&"the upload has no file"))?;
+        let mut file = tokio::fs::File::from_std(file);
+        let limit = daemon.config.max_upload_bytes;
+        let (mut size, mut checked) = (0u64, 0u64);
+        while let Some(chunk) = chunks.message().await? {
+            size += chunk.data.len() as u64;
+            if size > limit {
+                return Err(
+                    DaemonError::LimitExceeded(format!("the file is larger than {limit} bytes")).into()
+                );
+            }
+            if size - checked >= UPLOAD_SPACE_CHECK_BYTES {
+                checked = size;
+                let free = free_space(daemon.images.imports().dir()).map_err(DaemonError::from)?;
+                if free < UPLOAD_RESERVE_BYTES {
+                    let message = format!("{free} bytes left on the import directory's file system");
+                    return Err(DaemonError::Store(StoreError::NoSpace(message)).into());
+                }
+            }
+            file.write_all(&chunk.data).await.map_err(|e| errors::internal(&e))?;
+        }
+        file.sync_all().await.map_err(|e| errors::internal(&e))?;
+        drop(file);
+        let name = blocking(move || daemon.images.imports().finish(upload)).await?;
+        Ok(Response::new(UploadedFile { name, size_bytes: size }))
+    }
+
     async fn register_image(
         &self,
         request: Request<RegisterImageRequest>,
@@ -68,8 +112,8 @@ impl Images for ImagesService {
         let mut r = request.into_inner();
         let specifications = std::mem::take(&mut r.tag_specifications);
         let make = move |daemon: &Daemon| {
-            let (spec, source) = import_request(r)?;
-            daemon.images.register(&spec, &source)
+            let (spec, files) = import_request(r)?;
+            daemon.images.register(&spec, &files)
         };
         resources::create(self.0.clone(), specifications, ResourceType::Image, make, image).await
     }
@@ -86,7 +130,7 @@ impl Images for ImagesService {
             &[ResourceType::Image],
             ResourceType::Image,
         )?;
-        let (spec, source) = import_request(r)?;
+        let (spec, files) = import_request(r)?;
         let daemon = self.0.clone();
         let (updates, stream) = tokio::sync::mpsc::channel(16);
         tokio::task::spawn_blocking(move || {
@@ -98,7 +142,7 @@ impl Images for ImagesService {
                 let _ =
                     updates.blocking_send(Ok(ImportImageProgress { bytes_done, bytes_total, image: None }));
             };
-            let imported = daemon.images.import(&spec, &source, &mut report).and_then(|record| {
+            let imported = daemon.images.import(&spec, &files, &mut report).and_then(|record| {
                 let tags = resources::tag_new(&daemon, &record.id, tags)?;
                 Ok(image(record, tags))
             });

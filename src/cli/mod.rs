@@ -24,8 +24,9 @@ use crate::api::pb::{
     CreateSubnetRequest, CreateVolumeRequest, DeleteKeyPairRequest, DeleteSnapshotRequest,
     DeleteSubnetRequest, DeregisterImageRequest, DescribeAddressesRequest, DescribeImagesRequest,
     DescribeInstancesRequest, DescribeKeyPairsRequest, DescribeSnapshotsRequest, DescribeSubnetsRequest,
-    DescribeVolumesRequest, Filter, GetConsoleOutputRequest, ImportKeyPairRequest, InstanceIds, LaunchVolume,
-    ModifyVolumeRequest, RegisterImageRequest, RunInstancesRequest, VolumeId, WatchInstanceRequest,
+    DescribeVolumesRequest, FileChunk, Filter, GetConsoleOutputRequest, ImportKeyPairRequest, InstanceIds,
+    LaunchVolume, ModifyVolumeRequest, RegisterImageRequest, RunInstancesRequest, VolumeId,
+    WatchInstanceRequest,
 };
 use crate::api::pb::{
     CreateSnapshotRequest, CreateTagsRequest, DeleteTagsRequest, DescribeTagsRequest, Tag, TagKey,
@@ -80,16 +81,17 @@ enum Command {
     },
     /// Registers a disk and its kernel as an image.
     RegisterImage {
-        /// The root disk.
+        /// The root disk: a local file, which is uploaded, or the name of a file the
+        /// operator put in the daemon's import directory.
         #[arg(long)]
         disk: PathBuf,
         /// raw or qcow2.
         #[arg(long, default_value = "raw")]
         disk_format: String,
-        /// The kernel (bzImage or ELF vmlinux).
+        /// The kernel (bzImage or ELF vmlinux), given as the disk is.
         #[arg(long)]
         kernel: PathBuf,
-        /// The initrd.
+        /// The initrd, given as the disk is.
         #[arg(long)]
         initrd: Option<PathBuf>,
         /// A name.
@@ -522,10 +524,49 @@ fn text_or_file(value: &str) -> anyhow::Result<Vec<u8>> {
     std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
 }
 
-fn path_text(path: &std::path::Path) -> anyhow::Result<String> {
-    // The daemon opens the files: give it absolute paths.
-    let absolute = std::path::absolute(path).with_context(|| path.display().to_string())?;
-    absolute.to_str().map(str::to_owned).with_context(|| format!("{} is not UTF-8", path.display()))
+/// Bytes per upload message (the API takes messages up to 4 MiB).
+const UPLOAD_CHUNK: usize = 1 << 20;
+
+/// The name in the daemon's import directory of an image file given as `path`: a local
+/// regular file is uploaded (with a progress bar); anything else is taken as the name of
+/// a file the operator put in the import directory.
+async fn image_file(
+    images: &mut ImagesClient<tonic::transport::Channel>,
+    path: &std::path::Path,
+    what: &'static str,
+) -> anyhow::Result<String> {
+    let name =
+        || path.to_str().map(str::to_owned).with_context(|| format!("{} is not UTF-8", path.display()));
+    let file = match std::fs::File::open(path) {
+        Ok(file) if file.metadata().is_ok_and(|m| m.is_file()) => file,
+        _ => return name(),
+    };
+    let total = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let (chunks, stream) = tokio::sync::mpsc::channel(4);
+    let reader = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        use std::io::Read;
+        let mut file = file;
+        let mut bar = ProgressBar::new(what);
+        let mut sent = 0u64;
+        loop {
+            let mut data = vec![0u8; UPLOAD_CHUNK];
+            let n = file.read(&mut data)?;
+            if n == 0 {
+                bar.finish();
+                return Ok(());
+            }
+            data.truncate(n);
+            sent += n as u64;
+            bar.show(sent, total);
+            if chunks.blocking_send(FileChunk { data }).is_err() {
+                // The daemon refused the upload; its answer says why.
+                return Ok(());
+            }
+        }
+    });
+    let uploaded = images.upload_image_file(tokio_stream::wrappers::ReceiverStream::new(stream)).await;
+    reader.await.context("reading the file")?.with_context(|| format!("reading {}", path.display()))?;
+    Ok(uploaded?.into_inner().name)
 }
 
 impl Cli {
@@ -578,10 +619,13 @@ impl Cli {
                 let request = RegisterImageRequest {
                     name,
                     description,
-                    disk_path: path_text(&disk)?,
+                    disk_path: image_file(&mut images, &disk, "uploading the disk").await?,
                     disk_format,
-                    kernel_path: path_text(&kernel)?,
-                    initrd_path: initrd.as_deref().map(path_text).transpose()?.unwrap_or_default(),
+                    kernel_path: image_file(&mut images, &kernel, "uploading the kernel").await?,
+                    initrd_path: match &initrd {
+                        Some(initrd) => image_file(&mut images, initrd, "uploading the initrd").await?,
+                        None => String::new(),
+                    },
                     kernel_cmdline,
                     tag_specifications: tagging.tag_specifications,
                 };

@@ -69,6 +69,12 @@ pub struct DaemonConfig {
     pub metrics_address: Option<std::net::SocketAddr>,
     /// The API on TCP with mutual TLS, besides the Unix socket; none by default.
     pub tcp: Option<TcpConfig>,
+    /// Where RegisterImage takes image files from (files uploaded over the API, or put
+    /// there by the operator); default `imports/` in the state directory. The daemon keeps
+    /// it private (0700): only root can place files there.
+    pub import_dir: Option<PathBuf>,
+    /// The largest file one upload may bring, in bytes.
+    pub max_upload_bytes: u64,
 }
 
 impl Default for DaemonConfig {
@@ -94,6 +100,8 @@ impl Default for DaemonConfig {
             network: NetworkConfig::default(),
             metrics_address: None,
             tcp: None,
+            import_dir: None,
+            max_upload_bytes: 64 << 30,
         }
     }
 }
@@ -123,7 +131,12 @@ impl DaemonConfig {
         self.instance_types.iter().find(|t| t.name == name)
     }
 
-    /// How long a stop waits for the guest.
+    /// Where RegisterImage takes image files from.
+    pub fn import_dir(&self) -> PathBuf {
+        self.import_dir.clone().unwrap_or_else(|| self.state_dir.join("imports"))
+    }
+
+    /// How long a stop waits for the guest before stopping its VMM.
     pub fn stop_timeout(&self) -> Duration {
         Duration::from_secs(self.stop_timeout_secs)
     }

@@ -1,10 +1,12 @@
 //! Images (AMIs) as the API offers them: the store keeps them; this checks what callers
-//! may name and describe.
+//! may name and describe, and takes image files only from the import directory.
 
 use std::sync::Arc;
 
 use super::describe::Describable;
+use super::imports::Imports;
 use super::{by_ids, DaemonError};
+use crate::block::DiskFormat;
 use crate::state::tag::TagStore;
 use crate::store::image::{ImageRecord, ImageSource, ImageSpec};
 use crate::store::Store;
@@ -20,6 +22,29 @@ const MAX_CMDLINE_BYTES: usize = 2047;
 pub struct Images {
     store: Arc<Store>,
     tags: Arc<dyn TagStore>,
+    imports: Arc<Imports>,
+}
+
+/// The files an image is registered from: names in the import directory.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageFiles {
+    /// The root disk.
+    pub disk: String,
+    /// Its format.
+    pub format: DiskFormat,
+    /// The kernel.
+    pub kernel: String,
+    /// The initrd, if any.
+    pub initrd: Option<String>,
+}
+
+impl ImageFiles {
+    fn names(&self) -> Vec<&str> {
+        [Some(self.disk.as_str()), Some(self.kernel.as_str()), self.initrd.as_deref()]
+            .into_iter()
+            .flatten()
+            .collect()
+    }
 }
 
 impl Describable for ImageRecord {
@@ -39,27 +64,40 @@ impl Describable for ImageRecord {
 }
 
 impl Images {
-    /// Image operations over `store`, forgetting a deregistered image's tags in `tags`.
-    pub fn new(store: Arc<Store>, tags: Arc<dyn TagStore>) -> Self {
-        Self { store, tags }
+    /// Image operations over `store`, taking files from `imports`, forgetting a
+    /// deregistered image's tags in `tags`.
+    pub fn new(store: Arc<Store>, tags: Arc<dyn TagStore>, imports: Imports) -> Self {
+        Self { store, tags, imports: Arc::new(imports) }
     }
 
-    /// Registers an image from files on the host, copying them into the store.
-    pub fn register(&self, spec: &ImageSpec, source: &ImageSource) -> Result<ImageRecord, DaemonError> {
-        Self::check(spec)?;
-        Ok(self.store.register_image(spec, source)?)
+    /// The import directory, where uploads go.
+    pub fn imports(&self) -> &Imports {
+        &self.imports
+    }
+
+    /// Registers an image from files in the import directory, copying them into the store.
+    pub fn register(&self, spec: &ImageSpec, files: &ImageFiles) -> Result<ImageRecord, DaemonError> {
+        self.import(spec, files, &mut |_, _| {})
     }
 
     /// Registers an image as [`Images::register`] does, calling `report(done, total)` as
-    /// its bytes are copied.
+    /// its bytes are copied. The uploads it names are used up once it is registered.
     pub fn import(
         &self,
         spec: &ImageSpec,
-        source: &ImageSource,
+        files: &ImageFiles,
         report: &mut dyn FnMut(u64, u64),
     ) -> Result<ImageRecord, DaemonError> {
         Self::check(spec)?;
-        Ok(self.store.import_image(spec, source, report)?)
+        let source = ImageSource::Disk {
+            disk: self.imports.resolve(&files.disk, "disk")?,
+            format: files.format,
+            kernel: self.imports.resolve(&files.kernel, "kernel")?,
+            initrd: files.initrd.as_deref().map(|name| self.imports.resolve(name, "initrd")).transpose()?,
+        };
+        let record = self.store.import_image(spec, &source, report)?;
+        self.imports.consume(&files.names());
+        Ok(record)
     }
 
     /// The images named in `ids`, or all when none is named.

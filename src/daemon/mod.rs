@@ -7,6 +7,7 @@ pub mod config;
 pub mod describe;
 pub mod events;
 pub mod images;
+pub mod imports;
 pub mod instances;
 pub mod keypairs;
 pub mod network;
@@ -25,6 +26,7 @@ use crate::store::{Store, StoreError};
 use config::DaemonConfig;
 use events::Events;
 use images::Images;
+use imports::Imports;
 use instances::Instances;
 use keypairs::{KeyPairError, KeyPairs};
 use network::Network;
@@ -83,6 +85,9 @@ pub enum DaemonError {
     /// The request would break what the resource is (detaching a root volume).
     #[error("{0}")]
     OperationNotPermitted(String),
+    /// A limit of the daemon would be exceeded.
+    #[error("{0}")]
+    LimitExceeded(String),
     /// Something on the host failed.
     #[error("{0}")]
     Internal(String),
@@ -140,7 +145,9 @@ impl Daemon {
         );
         actions.extend(instances.recover()?);
         let volumes = Volumes::new(db.clone(), store.clone(), db.clone(), config.clone());
-        let images = Images::new(store.clone(), db.clone());
+        let imports = Imports::open(&config.import_dir())
+            .map_err(|e| DaemonError::Internal(format!("{}: {e}", config.import_dir().display())))?;
+        let images = Images::new(store.clone(), db.clone(), imports);
         let network = Network::new(plane.clone(), db.clone(), db.clone());
         let key_pairs = KeyPairs::new(db.clone(), db.clone());
         let tags = Tags::new(db.clone(), db.clone(), db, store, plane);

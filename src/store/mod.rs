@@ -178,7 +178,7 @@ pub(crate) fn remove_if_present(path: &Path) -> Result<bool, StoreError> {
 }
 
 /// Free bytes on the file system holding `path`.
-pub(crate) fn free_space(path: &Path) -> Result<u64, StoreError> {
+pub fn free_space(path: &Path) -> Result<u64, StoreError> {
     let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
         .map_err(|_| StoreError::InvalidParameter("path contains NUL".into()))?;
     // SAFETY: statvfs is plain data; zero is a valid start.
