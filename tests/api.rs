@@ -1597,3 +1597,60 @@ fn image_files_come_only_from_the_import_directory() {
         .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("upload-"));
     assert_eq!(left.count(), 0, "no partial upload left");
 }
+
+/// Everything the daemon and its VMMs keep is private (issue 15): the state directory,
+/// the database, images, volumes, snapshots, an instance's directory with its config
+/// drive (the user data), console log, VMM log, configuration and control socket; and a
+/// file someone made readable is made private again when the daemon starts.
+#[test]
+fn every_file_the_daemon_keeps_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let open_files = |root: &Path| {
+        let mut open = Vec::new();
+        let mut pending = vec![root.to_owned()];
+        while let Some(path) = pending.pop() {
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            if meta.permissions().mode() & 0o077 != 0 && !meta.file_type().is_symlink() {
+                open.push(format!("{} {:o}", path.display(), meta.permissions().mode() & 0o777));
+            }
+            if meta.is_dir() {
+                pending.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+            }
+        }
+        open
+    };
+    let daemon = Daemon::start(dir.path());
+    let image = register(&daemon, "idle", Asm::new().print("booted\n").cli_hlt());
+    daemon.ok(&["create-key-pair", "--key-name", "k", "--key-type", "ed25519"]);
+    let run = daemon.ok(&[
+        "run-instances",
+        "--image-id",
+        &image,
+        "--key-name",
+        "k",
+        "--user-data",
+        "secret",
+        "--volume",
+        "size=1",
+    ]);
+    let id = ids(&run).remove(0);
+    daemon.wait_for(|| daemon.console(&id).contains("booted"), "the guest");
+    let root = run["Instances"][0]["root_volume_id"].as_str().unwrap().to_owned();
+    daemon.ok(&["create-snapshot", "--volume-id", &root]);
+    let instance = state.join(format!("instances/{id}"));
+    for file in ["cidata.img", "console.log", "vmm.log", "vm.json", "control.sock"] {
+        assert!(instance.join(file).exists(), "{file}");
+    }
+    assert_eq!(open_files(&state), Vec::<String>::new(), "files others may read or enter");
+
+    daemon.kill();
+    let readable = state.join("network/left-open");
+    std::fs::write(&readable, b"x").unwrap();
+    std::fs::set_permissions(&readable, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let daemon = Daemon::start(dir.path());
+    assert_eq!(open_files(&state), Vec::<String>::new(), "repaired when the daemon starts");
+    daemon.ok(&["terminate-instances", "--instance-ids", &id]);
+}

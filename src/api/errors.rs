@@ -46,7 +46,9 @@ pub fn classify(error: &DaemonError) -> (Code, &'static str) {
             StateError::NotFound(_) => (NotFound, "InvalidInstanceID.NotFound"),
             StateError::WrongState { .. } => (FailedPrecondition, "IncorrectInstanceState"),
             StateError::TagLimitExceeded(_) => (ResourceExhausted, "TagLimitExceeded"),
-            StateError::Sqlite(_) | StateError::Corrupt(_) => (Internal, INTERNAL_ERROR),
+            StateError::Sqlite(_) | StateError::Corrupt(_) | StateError::File(_) => {
+                (Internal, INTERNAL_ERROR)
+            }
         },
         DaemonError::Net(e) => match e {
             NetError::NotFound(_) => (NotFound, "InvalidSubnetID.NotFound"),

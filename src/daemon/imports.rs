@@ -11,6 +11,7 @@ use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::DaemonError;
+use crate::state::file::create_private_dir;
 use crate::state::id::new_id;
 
 /// Uploads' names start with this; a registration consumes the uploads it names.
@@ -53,7 +54,7 @@ impl Imports {
     /// what unfinished uploads and unregistered uploads left: an upload lives until the
     /// registration that names it, within one daemon's life.
     pub fn open(dir: &Path) -> io::Result<Self> {
-        fs::create_dir_all(dir)?;
+        create_private_dir(dir)?;
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
         for entry in fs::read_dir(dir)? {
             let entry = entry?;

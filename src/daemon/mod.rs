@@ -22,6 +22,7 @@ use std::sync::Arc;
 use crate::net::plane::{NetworkPlane, PlaneConfig};
 use crate::net::NetError;
 use crate::state::db::{Database, StateError};
+use crate::state::file::{create_private_dir, make_private};
 use crate::store::{Store, StoreError};
 use config::DaemonConfig;
 use events::Events;
@@ -119,8 +120,13 @@ impl Daemon {
     /// interrupted and adopting running VMMs; returns the daemon and what recovery did.
     pub fn open(config: DaemonConfig) -> Result<(Self, Vec<String>), DaemonError> {
         let dir = config.state_dir.clone();
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| DaemonError::Internal(format!("{}: {e}", dir.display())))?;
+        let private = create_private_dir(&dir).and_then(|()| make_private(&dir));
+        match private.map_err(|e| DaemonError::Internal(format!("{}: {e}", dir.display())))? {
+            0 => {}
+            repaired => {
+                tracing::warn!(state_dir = %dir.display(), repaired, "made files others could read private")
+            }
+        }
         let (store, report) = Store::open(&dir.join("store"))?;
         let mut actions = report.actions;
         let db = Arc::new(Database::open(&dir.join("nuage.db"))?);

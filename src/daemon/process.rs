@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -13,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use super::cidata;
 use crate::block::DiskFormat;
 use crate::net::plane::Interface;
-use crate::state::file::{write_atomic, write_json};
+use crate::state::file::{create_private_dir, write_atomic, write_json};
 use crate::state::instance::InstanceRecord;
 use crate::store::image::ImageRecord;
 use crate::store::LayerSwitch;
@@ -156,11 +157,11 @@ impl Launch<'_> {
     /// Writes the VM's configuration to `vm.json` in the instance's directory and starts
     /// the VMM on it, its output going to `vmm.log` there.
     pub fn spawn(&self) -> std::io::Result<Child> {
-        std::fs::create_dir_all(&self.dir)?;
+        create_private_dir(&self.dir)?;
         let _ = std::fs::remove_file(control_socket(&self.dir));
         let config_file = self.dir.join(VM_CONFIG_FILE);
         write_json(&config_file, &self.vm_config())?;
-        let log = OpenOptions::new().create(true).append(true).open(self.dir.join("vmm.log"))?;
+        let log = OpenOptions::new().create(true).append(true).mode(0o600).open(self.dir.join("vmm.log"))?;
         let child = self
             .command(&config_file)
             .stdin(Stdio::null())

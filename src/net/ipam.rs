@@ -6,13 +6,14 @@ use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use super::addr::{mac_for, Ipv4Cidr};
 use super::NetError;
-use crate::state::file::{read_json, write_json};
+use crate::state::file::{create_private_dir, read_json, write_json};
 use crate::state::id::new_id;
 use crate::vmm::api::config::MacAddress;
 
@@ -76,6 +77,7 @@ impl Locked {
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
             .open(path)
             .map_err(NetError::io(path))?;
         // SAFETY: flock only acts on our own descriptor.
@@ -96,7 +98,7 @@ impl Drop for Locked {
 impl Ipam {
     /// The address manager whose record lives in `dir`.
     pub fn open(dir: &Path) -> Result<Self, NetError> {
-        std::fs::create_dir_all(dir).map_err(NetError::io(dir))?;
+        create_private_dir(dir).map_err(NetError::io(dir))?;
         Ok(Self { state: dir.join("network.json"), lock: dir.join("network.lock") })
     }
 

@@ -32,6 +32,9 @@ pub enum StateError {
     /// A stored value no longer parses (a newer daemon wrote it, or the file was edited).
     #[error("state database: corrupt record {0}")]
     Corrupt(String),
+    /// The database's files cannot be made private.
+    #[error("state database file {0}")]
+    File(String),
     /// A resource would carry more tags than allowed.
     #[error("{0}")]
     TagLimitExceeded(String),
@@ -128,6 +131,17 @@ impl Database {
             tx.execute_batch(migration)?;
             tx.pragma_update(None, "user_version", index + 1)?;
             tx.commit()?;
+        }
+        // SQLite makes its files as the umask says; they hold every instance's record.
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = path.as_os_str().to_owned();
+            file.push(suffix);
+            match std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(StateError::File(format!("{}: {e}", path.display())))
+                }
+                _ => {}
+            }
         }
         Ok(Self { connection: Mutex::new(connection) })
     }

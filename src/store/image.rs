@@ -4,6 +4,7 @@
 
 use std::fs;
 use std::io::Read;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -262,7 +263,13 @@ fn copy_into(from: &Path, to: &Path, progress: Progress<'_>) -> Result<(), Store
         return Err(StoreError::InvalidParameter(format!("{} is not a regular file", from.display())));
     }
     let mut source = fs::File::open(from).map_err(io_error(from))?;
-    let mut target = fs::File::create(to).map_err(io_error(to))?;
+    let mut target = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(to)
+        .map_err(io_error(to))?;
     let total = meta.len();
     let mut done = 0;
     progress(done, total);
@@ -322,7 +329,7 @@ impl Store {
     ) -> Result<ImageRecord, StoreError> {
         let id = new_id("ami");
         let staging = self.dir("images").join(format!("{id}.tmp"));
-        fs::create_dir(&staging).map_err(io_error(&staging))?;
+        fs::DirBuilder::new().mode(0o700).create(&staging).map_err(io_error(&staging))?;
         let result = self.stage_image(&id, spec, source, &staging, progress);
         let record = match result {
             Ok(record) => record,
@@ -373,7 +380,7 @@ impl Store {
                 ensure_space(staging, *size)?;
                 let unpacked = staging.join("rootfs.tmp");
                 let dir = if dir.is_file() {
-                    fs::create_dir(&unpacked).map_err(io_error(&unpacked))?;
+                    fs::DirBuilder::new().mode(0o700).create(&unpacked).map_err(io_error(&unpacked))?;
                     let out = Command::new("tar")
                         .arg("-xf")
                         .arg(dir)

@@ -131,7 +131,7 @@ impl Store {
     /// crash interrupted and removing orphaned files.
     pub fn open(root: &Path) -> Result<(Self, RecoveryReport), StoreError> {
         for dir in ["images", "volumes", "snapshots"] {
-            fs::create_dir_all(root.join(dir)).map_err(io_error(root))?;
+            file::create_private_dir(&root.join(dir)).map_err(io_error(root))?;
         }
         let store = Self { root: root.to_owned() };
         let mut report = RecoveryReport::default();

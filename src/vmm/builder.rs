@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::fs::OpenOptions;
 use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
 use std::sync::Arc;
 
@@ -153,6 +154,11 @@ pub fn build(config: &VmConfig) -> Result<MicroVm, BuildError> {
         Some(path) => {
             let _ = std::fs::remove_file(path);
             let listener = UnixListener::bind(path)
+                .and_then(|listener| {
+                    // Only the VMM's own user may ask it to switch disks or shut down.
+                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+                    Ok(listener)
+                })
                 .map_err(|source| BuildError::ControlSocket { path: path.clone(), source })?;
             Some(listener)
         }
@@ -283,6 +289,7 @@ fn console_sinks(config: &VmConfig) -> Result<ConsoleSinks, BuildError> {
         let file = OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(path)
             .map_err(|source| BuildError::ConsoleLog { path: path.clone(), source })?;
         sinks.push(Box::new(file));

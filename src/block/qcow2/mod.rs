@@ -19,7 +19,7 @@ pub mod header;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use vm_memory::VolatileSlice;
@@ -250,7 +250,8 @@ impl Qcow2 {
         if encoded.len() as u64 > cluster_size {
             return Err(Qcow2Error::Unsupported("backing file name too long".into()));
         }
-        let file = OpenOptions::new().write(true).create_new(true).open(path).map_err(io_err(path))?;
+        let file =
+            OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(io_err(path))?;
         let used_clusters = 3 + l1_clusters;
         let mut refblock = vec![0u8; (used_clusters * 2) as usize];
         for entry in refblock.chunks_exact_mut(2) {

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::DaemonError;
 use crate::net::plane::Interface;
+use crate::state::file::create_private_dir;
 mod fat;
 
 /// The disk's virtio serial, how a guest without blkid finds it.
@@ -69,7 +70,7 @@ impl ConfigDrive<'_> {
         }
         let image = fat::build_image("CIDATA", &files).map_err(|e| DaemonError::Internal(e.to_string()))?;
         let io = |e: std::io::Error| DaemonError::Internal(format!("{}: {e}", dir.display()));
-        std::fs::create_dir_all(dir).map_err(io)?;
+        create_private_dir(dir).map_err(io)?;
         let path = dir.join(FILE_NAME);
         crate::state::file::write_atomic(&path, &image).map_err(io)?;
         Ok(path)
