@@ -25,8 +25,11 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
 /// Replaces `path` with `bytes`, atomically and durably. A new file is private to the
 /// daemon's user (mode 0600).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    // A name of its own per write: two writers of one record never share a temporary file.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
+    tmp.push(format!(".{}.{n}.tmp", std::process::id()));
     let tmp = Path::new(&tmp);
     let mut file = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(tmp)?;
     file.write_all(bytes)?;

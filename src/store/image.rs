@@ -491,6 +491,7 @@ impl Store {
 
     /// Removes image `id`, refused while a volume or snapshot is built on it.
     pub fn deregister_image(&self, id: &str) -> Result<(), StoreError> {
+        let _writing = self.writing();
         self.image(id)?;
         if let Some(user) = self.users_of(&super::Parent::Image(id.to_owned()))?.first() {
             return Err(StoreError::InUse { resource: Resource::Image, id: id.to_owned(), by: user.clone() });

@@ -22,6 +22,7 @@ pub mod volume;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -117,6 +118,10 @@ pub(crate) fn io_error(path: &Path) -> impl Fn(io::Error) -> StoreError + '_ {
 #[derive(Debug)]
 pub struct Store {
     root: PathBuf,
+    /// Held by every change to records, so that each check-then-write is one step: two
+    /// callers racing on a volume see one win and the record agree with both answers.
+    /// (An image's long copy runs outside it; only its final rename is a change.)
+    writes: Mutex<()>,
 }
 
 /// What [`Store::open`] found and repaired.
@@ -133,7 +138,7 @@ impl Store {
         for dir in ["images", "volumes", "snapshots"] {
             file::create_private_dir(&root.join(dir)).map_err(io_error(root))?;
         }
-        let store = Self { root: root.to_owned() };
+        let store = Self { root: root.to_owned(), writes: Mutex::new(()) };
         let mut report = RecoveryReport::default();
         store.recover_images(&mut report)?;
         store.recover_volumes(&mut report)?;
@@ -146,6 +151,12 @@ impl Store {
     /// The store's directory.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The right to change records, until dropped. A panic while holding it leaves no
+    /// record half-written (every write is atomic), so a poisoned lock is used as it is.
+    pub(crate) fn writing(&self) -> MutexGuard<'_, ()> {
+        self.writes.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub(crate) fn dir(&self, kind: &str) -> PathBuf {

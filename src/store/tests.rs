@@ -354,3 +354,63 @@ fn recovery_finishes_or_undoes_interrupted_operations() {
     let (_, again) = Store::open(dir.path()).unwrap();
     assert!(again.actions.is_empty(), "recovery is idempotent: {:?}", again.actions);
 }
+
+/// Racing callers (issue 15): eight threads attach one volume to eight instances at once,
+/// round after round; exactly one is told yes, and the record names that one. Snapshots
+/// and a delete of one volume race too: every snapshot that was granted exists, and a
+/// granted delete leaves no volume behind.
+#[test]
+fn racing_changes_have_one_winner_and_the_record_agrees() {
+    let (_dir, store) = store();
+    let store = std::sync::Arc::new(store);
+    for round in 0..25 {
+        let volume = store.create_volume(Parent::None, Some(MIB)).unwrap();
+        let winners: Vec<String> = std::thread::scope(|scope| {
+            let tries: Vec<_> = (0..8)
+                .map(|n| {
+                    let (store, id) = (store.clone(), volume.id.clone());
+                    scope.spawn(move || {
+                        store.attach_volume(&id, &format!("i-{n}"), false).map(|v| v.attached_to)
+                    })
+                })
+                .collect();
+            tries
+                .into_iter()
+                .filter_map(|t| match t.join().unwrap() {
+                    Ok(owner) => owner,
+                    Err(StoreError::InUse { .. }) => None,
+                    Err(e) => panic!("round {round}: {e}"),
+                })
+                .collect()
+        });
+        assert_eq!(winners.len(), 1, "round {round}: {winners:?}");
+        assert_eq!(store.volume(&volume.id).unwrap().attached_to.as_ref(), winners.first(), "round {round}");
+        store.detach_volume(&volume.id).unwrap();
+
+        let (snapshots, deleted) = std::thread::scope(|scope| {
+            let snapshots: Vec<_> = (0..4)
+                .map(|_| {
+                    let (store, id) = (store.clone(), volume.id.clone());
+                    scope.spawn(move || store.create_snapshot(&id))
+                })
+                .collect();
+            let delete = {
+                let (store, id) = (store.clone(), volume.id.clone());
+                scope.spawn(move || store.delete_volume(&id))
+            };
+            let snapshots: Vec<_> = snapshots.into_iter().map(|s| s.join().unwrap()).collect();
+            (snapshots, delete.join().unwrap())
+        });
+        assert!(deleted.is_ok(), "round {round}: the delete had nothing in its way: {deleted:?}");
+        assert!(matches!(store.volume(&volume.id), Err(StoreError::NotFound { .. })), "round {round}");
+        for snapshot in snapshots {
+            match snapshot {
+                Ok(snapshot) => assert!(store.snapshot(&snapshot.id).unwrap().completed, "round {round}"),
+                Err(StoreError::NotFound { .. }) => {}
+                Err(e) => panic!("round {round}: {e}"),
+            }
+        }
+    }
+    let (_, report) = Store::open(store.root()).unwrap();
+    assert_eq!(report.actions, Vec::<String>::new(), "nothing half-done for recovery to find");
+}

@@ -125,6 +125,7 @@ impl Store {
     /// Creates a volume of `size` bytes on `parent` (at least the parent's size; `None`
     /// takes the parent's). Constant time and space whatever the size.
     pub fn create_volume(&self, parent: Parent, size: Option<u64>) -> Result<VolumeRecord, StoreError> {
+        let _writing = self.writing();
         let backing = self.backing_of(&parent)?;
         let floor = backing.as_ref().map_or(0, |b| b.2);
         let size = match (size, floor) {
@@ -237,6 +238,7 @@ impl Store {
         instance: &str,
         delete_on_termination: bool,
     ) -> Result<VolumeRecord, StoreError> {
+        let _writing = self.writing();
         let mut volume = self.volume(id)?;
         if let Some(current) = &volume.attached_to {
             return Err(StoreError::InUse {
@@ -253,6 +255,7 @@ impl Store {
 
     /// Clears the volume's attachment.
     pub fn detach_volume(&self, id: &str) -> Result<VolumeRecord, StoreError> {
+        let _writing = self.writing();
         let mut volume = self.volume(id)?;
         volume.attached_to = None;
         volume.delete_on_termination = false;
@@ -262,6 +265,7 @@ impl Store {
 
     /// Grows a detached volume to `size` bytes (a running VMM keeps the size it opened).
     pub fn resize_volume(&self, id: &str, size: u64) -> Result<VolumeRecord, StoreError> {
+        let _writing = self.writing();
         let mut volume = self.volume(id)?;
         if let Some(instance) = &volume.attached_to {
             return Err(StoreError::Attached { id: id.to_owned(), by: instance.clone() });
@@ -282,6 +286,7 @@ impl Store {
 
     /// Deletes a detached volume (its snapshots stay).
     pub fn delete_volume(&self, id: &str) -> Result<(), StoreError> {
+        let _writing = self.writing();
         let mut volume = self.volume(id)?;
         if let Some(instance) = &volume.attached_to {
             return Err(StoreError::InUse {
@@ -301,6 +306,7 @@ impl Store {
     /// becomes the snapshot and the volume continues in a new empty layer on top.
     /// The volume must be detached: an attached one needs its VMM to switch layers.
     pub fn create_snapshot(&self, volume_id: &str) -> Result<SnapshotRecord, StoreError> {
+        let _writing = self.writing();
         let volume = self.volume(volume_id)?;
         if let Some(instance) = &volume.attached_to {
             return Err(StoreError::Attached {
@@ -339,6 +345,7 @@ impl Store {
         volume_id: &str,
         vmm: &dyn LayerSwitch,
     ) -> Result<SnapshotRecord, StoreError> {
+        let _writing = self.writing();
         let volume = self.volume(volume_id)?;
         let vmm_error = |step, message| StoreError::Vmm { step, message };
         vmm.pause().map_err(|e| vmm_error("pause", e))?;
@@ -376,6 +383,7 @@ impl Store {
 
     /// Deletes a snapshot nothing is built on (merging is not done: the request is refused).
     pub fn delete_snapshot(&self, id: &str) -> Result<(), StoreError> {
+        let _writing = self.writing();
         let mut snapshot = self.snapshot(id)?;
         if let Some(user) = self.users_of(&Parent::Snapshot(id.to_owned()))?.first() {
             return Err(StoreError::InUse {
