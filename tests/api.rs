@@ -522,6 +522,38 @@ fn a_restarted_daemon_adopts_running_instances() {
     kill_vmms(dir.path());
 }
 
+/// After a restart the daemon adopts only a process that proves it is the instance's VMM
+/// (issue 15): one that merely names the instance's directory on its command line (here a
+/// shell run by `nobody`) is reported and left alone, and the instance, whose real VMM
+/// died with the daemon, is recorded as stopped.
+#[test]
+fn a_process_that_only_names_an_instance_is_not_adopted() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path());
+    let image = register(&daemon, "idle", Asm::new().cli_hlt());
+    let id = ids(&daemon.ok(&["run-instances", "--image-id", &image])).remove(0);
+    daemon.kill();
+    kill_vmms(dir.path());
+    let instance = dir.path().join(format!("state/instances/{id}"));
+    let mut impostor =
+        Command::new("sh").args(["-c", "sleep 60"]).arg(instance.join("vm.json")).uid(65534).spawn().unwrap();
+    let pid = impostor.id() as i32;
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(nuage::daemon::process::running_vmms(&dir.path().join("state")).get(&id), Some(&pid));
+
+    let daemon = Daemon::start(dir.path());
+    let log = daemon.log();
+    assert!(log.contains(&format!("left pid {pid} alone: it names {id} but is not its VMM")), "{log}");
+    assert!(!log.contains("adopted"), "{log}");
+    let (state, reason) = daemon.state(&id);
+    assert_eq!(state, "stopped", "{reason}");
+    daemon.ok(&["terminate-instances", "--instance-ids", &id]);
+    assert!(matches!(impostor.try_wait(), Ok(None)), "the impostor was left alone, not signalled");
+    impostor.kill().unwrap();
+    impostor.wait().unwrap();
+}
+
 /// A network namespace of the test's own, deleted at the end.
 struct Netns(String);
 

@@ -202,6 +202,35 @@ pub fn running_vmms(state_dir: &Path) -> HashMap<String, i32> {
     found
 }
 
+/// Whether process `pid` is a VMM this daemon would have started: it runs the configured
+/// `vmm` binary (or that file before an upgrade replaced it) as the daemon's own user.
+/// Says why not otherwise.
+pub fn proves_vmm(pid: i32, vmm: &Path) -> Result<(), String> {
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).map_err(|e| format!("its executable: {e}"))?;
+    let exe = exe.to_string_lossy();
+    let exe = Path::new(exe.strip_suffix(" (deleted)").unwrap_or(&exe));
+    let wanted = std::fs::canonicalize(vmm).unwrap_or_else(|_| vmm.to_owned());
+    if exe != wanted {
+        return Err(format!("it runs {}, not {}", exe.display(), wanted.display()));
+    }
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| format!("its status: {e}"))?;
+    let uid = status
+        .lines()
+        .find_map(|line| line.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().next())
+        .and_then(|uid| uid.parse::<u32>().ok());
+    // SAFETY: geteuid cannot fail and touches no memory.
+    let daemon_uid = unsafe { libc::geteuid() };
+    if uid != Some(daemon_uid) {
+        return Err(format!(
+            "it runs as uid {}, not {daemon_uid}",
+            uid.map_or("?".into(), |u| u.to_string())
+        ));
+    }
+    Ok(())
+}
+
 /// A process the daemon may not be the parent of, held by a pidfd so its pid cannot be
 /// reused under us.
 pub struct ProcessHandle(OwnedFd);

@@ -7,7 +7,7 @@ use tracing::warn;
 
 use super::{internal, Instances};
 use crate::daemon::process::{
-    control_socket, disk_serial, instance_dir, running_vmms, ProcessHandle, VmmDisk,
+    control_socket, disk_serial, instance_dir, proves_vmm, running_vmms, ProcessHandle, VmmDisk,
 };
 use crate::daemon::DaemonError;
 use crate::state::instance::InstanceState::*;
@@ -34,15 +34,31 @@ impl Instances {
         }
         for record in &records {
             let id = &record.id;
-            match (record.state, running.get(id)) {
-                (Terminated, Some(&pid)) => {
+            // A command line naming the instance's directory proves nothing (anyone can
+            // write one): the process must show it is the VMM, or it is left alone.
+            let vmm = match running.get(id) {
+                None => None,
+                Some(&pid) => match ProcessHandle::open(pid).and_then(|handle| {
+                    proves_vmm(pid, &self.config.vmm).map_err(std::io::Error::other)?;
+                    Ok(handle)
+                }) {
+                    Ok(handle) => Some((pid, handle)),
+                    Err(why) => {
+                        warn!(instance = id, pid, "not adopting: {why}");
+                        actions
+                            .push(format!("left pid {pid} alone: it names {id} but is not its VMM ({why})"));
+                        None
+                    }
+                },
+            };
+            match (record.state, vmm) {
+                (Terminated, Some((pid, handle))) => {
                     // A VMM outliving its instance's termination has nothing to serve.
-                    ProcessHandle::open(pid).and_then(|h| h.signal(libc::SIGKILL)).map_err(internal)?;
+                    handle.signal(libc::SIGKILL).map_err(internal)?;
                     actions.push(format!("killed the VMM of terminated {id} (pid {pid})"));
                 }
                 (Terminated, None) => {}
-                (state, Some(&pid)) => {
-                    let handle = ProcessHandle::open(pid).map_err(internal)?;
+                (state, Some((pid, handle))) => {
                     if state == Pending {
                         self.transition(id, &[Pending], Running, "", Some(pid))?;
                     }
