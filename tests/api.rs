@@ -1686,3 +1686,52 @@ fn every_file_the_daemon_keeps_is_private() {
     assert_eq!(open_files(&state), Vec::<String>::new(), "repaired when the daemon starts");
     daemon.ok(&["terminate-instances", "--instance-ids", &id]);
 }
+
+/// Quotas (issue 15): volumes up to a size and, being thin, up to a multiple of the
+/// store's disk in all; instances up to a count; each refusal with EC2's error name, before
+/// anything is made.
+#[test]
+fn quotas_refuse_what_the_host_cannot_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::write_file(
+        dir.path(),
+        "nuaged.json",
+        br#"{"quotas": {"max_volume_bytes": 2147483648, "max_instances": 2}}"#,
+    );
+    let daemon = Daemon::spawn(
+        dir.path(),
+        &["--vmm", common::vmm_bin(), "--config", &config].map(std::ffi::OsStr::new),
+    );
+    let image = register(&daemon, "idle", Asm::new().cli_hlt());
+    let err = daemon.err(&["create-volume", "--size", "3"]);
+    assert!(err.starts_with("VolumeLimitExceeded"), "{err}");
+    let volume =
+        daemon.ok(&["create-volume", "--size", "1"])["Volumes"][0]["volume_id"].as_str().unwrap().to_owned();
+    let err = daemon.err(&["modify-volume", "--volume-id", &volume, "--size", "3"]);
+    assert!(err.starts_with("VolumeLimitExceeded"), "{err}");
+    let err = daemon.err(&["run-instances", "--image-id", &image, "--volume", "size=3"]);
+    assert!(err.starts_with("VolumeLimitExceeded"), "{err}");
+    let err = daemon.err(&["run-instances", "--image-id", &image, "--count", "3"]);
+    assert!(err.starts_with("InstanceLimitExceeded"), "{err}");
+    assert_eq!(
+        daemon.ok(&["describe-instances"])["Instances"].as_array().unwrap().len(),
+        0,
+        "nothing launched"
+    );
+    daemon.ok(&["run-instances", "--image-id", &image, "--count", "2"]);
+    let err = daemon.err(&["run-instances", "--image-id", &image]);
+    assert!(err.starts_with("InstanceLimitExceeded"), "{err}");
+    assert_eq!(daemon.volumes(), 3, "one volume and two roots, nothing more");
+    drop(daemon);
+
+    // The defaults: no 64 TiB volume, nor fifty, on a test machine's disk.
+    let other = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(other.path());
+    let err = daemon.err(&["create-volume", "--size", "65536"]);
+    assert!(err.starts_with("VolumeLimitExceeded"), "{err}");
+    let disk_gib = nuage::store::disk_size(other.path()).unwrap() >> 30;
+    let err = daemon.err(&["create-volume", "--size", &(disk_gib * 5).to_string()]);
+    let over_the_disk = disk_gib * 5 <= 16 << 10; // else the 16 TiB volume limit speaks first
+    assert!(err.starts_with("VolumeLimitExceeded") && (err.contains("4×") || !over_the_disk), "{err}");
+    assert_eq!(daemon.volumes(), 0);
+}

@@ -7,6 +7,7 @@
 use tonic::{Code, Status};
 
 use crate::daemon::keypairs::KeyPairError;
+use crate::daemon::quotas::Quota;
 use crate::daemon::DaemonError;
 use crate::net::NetError;
 use crate::state::db::StateError;
@@ -23,6 +24,15 @@ pub fn classify(error: &DaemonError) -> (Code, &'static str) {
         DaemonError::IncorrectState(_) => (FailedPrecondition, "IncorrectState"),
         DaemonError::OperationNotPermitted(_) => (FailedPrecondition, "OperationNotPermitted"),
         DaemonError::LimitExceeded(_) => (ResourceExhausted, "LimitExceeded"),
+        DaemonError::QuotaExceeded(quota, _) => (
+            ResourceExhausted,
+            match quota {
+                Quota::Volume => "VolumeLimitExceeded",
+                Quota::Instance => "InstanceLimitExceeded",
+                Quota::Vcpu => "VcpuLimitExceeded",
+                Quota::Memory => "InsufficientInstanceCapacity",
+            },
+        ),
         DaemonError::Internal(_) => (Internal, INTERNAL_ERROR),
         DaemonError::Store(e) => match e {
             StoreError::NotFound { resource: Resource::Image, .. } => (NotFound, "InvalidAMIID.NotFound"),

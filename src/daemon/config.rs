@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::quotas::Quotas;
+
 /// A named vCPU and memory preset.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct InstanceType {
@@ -75,6 +77,8 @@ pub struct DaemonConfig {
     pub import_dir: Option<PathBuf>,
     /// The largest file one upload may bring, in bytes.
     pub max_upload_bytes: u64,
+    /// What the host may hold: volume sizes, instances, vCPUs and memory.
+    pub quotas: Quotas,
 }
 
 impl Default for DaemonConfig {
@@ -102,6 +106,7 @@ impl Default for DaemonConfig {
             tcp: None,
             import_dir: None,
             max_upload_bytes: 64 << 30,
+            quotas: Quotas::default(),
         }
     }
 }

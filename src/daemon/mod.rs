@@ -12,6 +12,7 @@ pub mod instances;
 pub mod keypairs;
 pub mod network;
 pub mod process;
+pub mod quotas;
 pub mod tags;
 pub mod volumes;
 pub mod watch;
@@ -89,6 +90,9 @@ pub enum DaemonError {
     /// A limit of the daemon would be exceeded.
     #[error("{0}")]
     LimitExceeded(String),
+    /// A quota of the host would be exceeded.
+    #[error("{1}")]
+    QuotaExceeded(quotas::Quota, String),
     /// Something on the host failed.
     #[error("{0}")]
     Internal(String),

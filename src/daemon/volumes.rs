@@ -9,12 +9,13 @@ use super::config::DaemonConfig;
 use super::describe::Describable;
 use super::process::VmmDisk;
 use super::process::{control_socket, disk_serial, instance_dir};
+use super::quotas::Host;
 use super::{by_ids, failpoint, DaemonError};
 use crate::state::db::{InstanceStore, StateError};
 use crate::state::instance::InstanceState;
 use crate::state::tag::TagStore;
 use crate::store::volume::{Parent, SnapshotRecord, VolumeRecord};
-use crate::store::{LayerSwitch, Store};
+use crate::store::{disk_size, LayerSwitch, Store};
 
 /// The daemon's volume operations.
 #[derive(Clone)]
@@ -77,7 +78,20 @@ impl Volumes {
         if parent == Parent::None && size.is_none() {
             return Err(DaemonError::InvalidParameter("an empty volume needs a size".into()));
         }
-        Ok(self.store.create_volume(parent, size)?)
+        let size = match (&parent, size) {
+            (_, Some(size)) => size,
+            (Parent::Image(id), None) => self.store.image(id)?.size,
+            (Parent::Snapshot(id), None) => self.store.snapshot(id)?.size,
+            (Parent::None, None) => 0,
+        };
+        self.check_quota(&[size], None)?;
+        Ok(self.store.create_volume(parent, Some(size))?)
+    }
+
+    /// Checks volumes of `sizes` (growing `replaced`) against the host's quota.
+    pub(super) fn check_quota(&self, sizes: &[u64], replaced: Option<&str>) -> Result<(), DaemonError> {
+        let host = Host::this(disk_size(self.store.root())?);
+        self.config.quotas.check_volumes(&host, &self.store.volumes()?, sizes, replaced)
     }
 
     /// The volumes named in `ids`, or all when none is named.
@@ -87,6 +101,7 @@ impl Volumes {
 
     /// Grows a volume; the guest sees the new size at its next start.
     pub fn resize(&self, volume_id: &str, size: u64) -> Result<VolumeRecord, DaemonError> {
+        self.check_quota(&[size], Some(volume_id))?;
         Ok(self.store.resize_volume(volume_id, size)?)
     }
 

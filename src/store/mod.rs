@@ -190,6 +190,15 @@ pub(crate) fn remove_if_present(path: &Path) -> Result<bool, StoreError> {
 
 /// Free bytes on the file system holding `path`.
 pub fn free_space(path: &Path) -> Result<u64, StoreError> {
+    statvfs(path).map(|stat| stat.f_bavail.saturating_mul(stat.f_frsize))
+}
+
+/// Bytes of the file system holding `path`.
+pub fn disk_size(path: &Path) -> Result<u64, StoreError> {
+    statvfs(path).map(|stat| stat.f_blocks.saturating_mul(stat.f_frsize))
+}
+
+fn statvfs(path: &Path) -> Result<libc::statvfs, StoreError> {
     let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
         .map_err(|_| StoreError::InvalidParameter("path contains NUL".into()))?;
     // SAFETY: statvfs is plain data; zero is a valid start.
@@ -198,7 +207,7 @@ pub fn free_space(path: &Path) -> Result<u64, StoreError> {
     if unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) } != 0 {
         return Err(io_error(path)(io::Error::last_os_error()));
     }
-    Ok(stat.f_bavail as u64 * stat.f_frsize as u64)
+    Ok(stat)
 }
 
 #[cfg(test)]

@@ -98,6 +98,27 @@ impl Instances {
         })?;
         let image = self.store.image(image_id)?;
         self.check_launch_volumes(&spec.volumes)?;
+        let host = self.host()?;
+        let count_each = (count as usize, count as usize);
+        self.config.quotas.check_instances(
+            &host,
+            &self.db.list()?,
+            count_each,
+            (kind.vcpus, kind.memory_mib),
+        )?;
+        let mut sizes = Vec::new();
+        for _ in 0..count {
+            sizes.push(image.size);
+            for volume in &spec.volumes {
+                let size = match (volume.size, &volume.snapshot_id) {
+                    (Some(size), _) => size,
+                    (None, Some(snapshot)) => self.store.snapshot(snapshot)?.size,
+                    (None, None) => 0,
+                };
+                sizes.push(size);
+            }
+        }
+        self.config.quotas.check_volumes(&host, &self.store.volumes()?, &sizes, None)?;
         (0..count)
             .map(|_| {
                 let record = InstanceRecord {

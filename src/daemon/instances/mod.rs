@@ -31,13 +31,14 @@ use super::cidata;
 use super::config::DaemonConfig;
 use super::events::Events;
 use super::process::{control_socket, instance_dir, tail};
+use super::quotas::Host;
 use super::watch::Watch;
 use super::{failpoint, DaemonError};
 use crate::net::plane::NetworkPlane;
 use crate::state::db::{InstanceStore, StateError};
 use crate::state::instance::{InstanceRecord, InstanceState};
 use crate::state::tag::TagStore;
-use crate::store::Store;
+use crate::store::{disk_size, Store};
 
 use InstanceState::*;
 
@@ -111,6 +112,9 @@ impl Instances {
                 let Some((next, reason)) = Request::Start.moves(previous) else {
                     return Ok(StateChange { id: id.clone(), previous, current: previous });
                 };
+                let record = self.db.get(id)?;
+                let size = (record.vcpus, record.memory_mib);
+                self.config.quotas.check_instances(&self.host()?, &self.db.list()?, (0, 1), size)?;
                 self.transition(id, &Request::Start.moves_from(), next, reason, None)?;
                 let record = self.launch(id)?;
                 Ok(StateChange { id: id.clone(), previous, current: record.state })
@@ -183,6 +187,11 @@ impl Instances {
         self.db.get(id)?;
         let console = instance_dir(&self.config.state_dir, id).join("console.log");
         Ok(Watch::new(self.db.clone(), self.events.subscribe(), id, console, from_start))
+    }
+
+    /// What this host has, as the quotas count it.
+    fn host(&self) -> Result<Host, DaemonError> {
+        Ok(Host::this(disk_size(self.store.root())?))
     }
 
     /// Moves `id` from one of `from` to `next` in the database and publishes the change.
