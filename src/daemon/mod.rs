@@ -139,7 +139,6 @@ impl Daemon {
             netns: network.netns.clone(),
             uplink: network.uplink.clone(),
             address_pool: network.address_pool.clone(),
-            protected_ports: Vec::new(),
         };
         let plane = Arc::new(NetworkPlane::open(&dir.join("network"), plane_config)?);
         let config = Arc::new(config);

@@ -3,7 +3,8 @@
 //! changes, so it never holds a half-applied policy and a restart simply applies it again.
 //!
 //! - subnet egress is masqueraded behind the host's own address;
-//! - instances cannot reach the host's management ports on their bridge;
+//! - instances reach no port of the host itself: from a bridge, the host takes only
+//!   answers to its own connections, ICMP and DHCP (its `input` chain drops the rest);
 //! - traffic between two subnets is dropped;
 //! - an associated Elastic IP's traffic is translated both ways (DNAT in, SNAT out); the
 //!   host holds the address on its uplink (see [`super::link::Links::add_address`]), so
@@ -25,8 +26,6 @@ pub const TABLE: &str = "nuage";
 pub struct Policy {
     /// Each subnet and its bridge.
     pub subnets: Vec<(Ipv4Cidr, String)>,
-    /// TCP ports of the host that instances may not reach (the API).
-    pub protected_ports: Vec<u16>,
     /// Associated Elastic IPs: (public, private).
     pub elastic_ips: Vec<(std::net::Ipv4Addr, std::net::Ipv4Addr)>,
     /// Instances with ingress rules (security groups): routed traffic to them is dropped
@@ -135,14 +134,16 @@ impl Policy {
                 "postrouting",
                 vec![source, name_is("oifname", "!=", bridge), json!({"masquerade": null})],
             ));
-            for port in &self.protected_ports {
-                let dport = json!({"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}},
-                    "right": port}});
-                commands.push(rule(
-                    "input",
-                    vec![name_is("iifname", "==", bridge), dport, json!({"drop": null})],
-                ));
+            // What instances may send the host itself; everything else from the bridge is
+            // dropped (the API, SSH, any service the host runs).
+            let from_bridge = || name_is("iifname", "==", bridge);
+            let answers = json!({"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", "related"]}});
+            let icmp = json!({"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": {"set": ["icmp", "ipv6-icmp"]}}});
+            let dhcp = json!({"match": {"op": "==", "left": {"payload": {"protocol": "udp", "field": "dport"}}, "right": 67}});
+            for allowed in [answers, icmp, dhcp] {
+                commands.push(rule("input", vec![from_bridge(), allowed, json!({"accept": null})]));
             }
+            commands.push(rule("input", vec![from_bridge(), json!({"drop": null})]));
             for (_, other) in self.subnets.iter().filter(|(_, b)| b != bridge) {
                 commands.push(rule(
                     "forward",
@@ -316,19 +317,23 @@ mod tests {
                 ("10.0.7.0/24".parse().unwrap(), "nbr-a".into()),
                 ("10.0.8.0/24".parse().unwrap(), "nbr-b".into()),
             ],
-            protected_ports: vec![8443],
             elastic_ips: Vec::new(),
             ingress: Vec::new(),
         };
         let text = policy.batch().to_string();
         assert!(text.starts_with(r#"{"nftables":[{"add":{"table""#));
         assert_eq!(text.matches("masquerade").count(), 2);
-        assert_eq!(text.matches(r#""right":8443"#).count(), 2);
+        assert_eq!(
+            text.matches(r#""chain":"input""#).count(),
+            8,
+            "three kinds let in, the rest dropped, per bridge"
+        );
         assert_eq!(text.matches(r#""chain":"forward""#).count(), 2, "a to b and b to a");
     }
 
     /// Host, guest and LAN namespaces: the guest reaches the LAN (which has no route back
-    /// to the subnet) only through masquerading, and never the host's API port.
+    /// to the subnet) only through masquerading, and no TCP port of the host (the API's or
+    /// any other), while pings and the host's own connections still get their answers.
     #[test]
     fn subnets_are_masqueraded_and_kept_from_the_api() {
         let net = Topology::new("nat");
@@ -339,7 +344,6 @@ mod tests {
         assert!(!in_ns(&guest, ping_lan), "without NAT the LAN cannot answer");
         let policy = Policy {
             subnets: vec![("10.0.7.0/24".parse().unwrap(), "nbr-fw".into())],
-            protected_ports: vec![8443],
             elastic_ips: Vec::new(),
             ingress: Vec::new(),
         };
@@ -347,17 +351,27 @@ mod tests {
         firewall.apply(&policy).unwrap(); // re-applying replaces, never duplicates
         assert!(in_ns(&guest, ping_lan), "masqueraded egress reaches the LAN");
 
-        // Listeners on the host: the API port is unreachable from the guest, another is not.
+        // Listeners on the host: neither the API's port nor any other is reachable from
+        // the guest, on the bridge's address or the uplink's; the host's own connections to
+        // the guest and pings still work.
         let (api, other) = (serve(&host, 8443, "api"), serve(&host, 8444, "other"));
         std::thread::sleep(std::time::Duration::from_millis(300));
+        for target in ["10.0.7.1/8443", "10.0.7.1/8444", "192.168.50.1/8444"] {
+            let script = format!("timeout 2 bash -c 'echo > /dev/tcp/{target}'");
+            assert!(!in_ns(&guest, &script), "{target} is dropped");
+        }
         assert!(
-            in_ns(&guest, "timeout 4 bash -c 'echo > /dev/tcp/10.0.7.1/8444'"),
-            "an ordinary port answers"
+            in_ns(&guest, "busybox ping -c 1 -W 2 10.0.7.1 >/dev/null 2>&1"),
+            "the gateway answers pings"
         );
-        assert!(
-            !in_ns(&guest, "timeout 2 bash -c 'echo > /dev/tcp/10.0.7.1/8443'"),
-            "the API port is dropped"
+        let service = serve(&guest, 9100, "guest-service");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert_eq!(
+            fetch(&host, "10.0.7.5", 9100),
+            "guest-service",
+            "the host's own connections are answered"
         );
+        stop(service);
         stop(api);
         stop(other);
         let rules = Command::new("ip")
@@ -367,7 +381,7 @@ mod tests {
         let listed: Value = serde_json::from_slice(&rules.stdout).unwrap();
         let count =
             listed["nftables"].as_array().unwrap().iter().filter(|item| item.get("rule").is_some()).count();
-        assert_eq!(count, 2, "one masquerade and one API rule: {listed}");
+        assert_eq!(count, 5, "one masquerade, three input kinds let in, one drop: {listed}");
 
         // An Elastic IP on the uplink reaches the guest's service from the LAN.
         let public: std::net::Ipv4Addr = "192.168.50.10".parse().unwrap();

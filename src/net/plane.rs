@@ -25,8 +25,6 @@ pub struct PlaneConfig {
     pub uplink: Option<String>,
     /// The LAN addresses Elastic IPs are allocated from.
     pub address_pool: Vec<Ipv4Addr>,
-    /// Host TCP ports instances may not reach (the API).
-    pub protected_ports: Vec<u16>,
 }
 
 /// One instance network interface, as the VMM and the guest need it.
@@ -216,7 +214,6 @@ impl NetworkPlane {
         }
         let policy = Policy {
             subnets: self.ipam.subnets()?.into_iter().map(|s| (s.cidr, s.bridge)).collect(),
-            protected_ports: self.config.protected_ports.clone(),
             elastic_ips: elastic_ips.iter().filter_map(|e| Some((e.public_ip, e.private_ip?))).collect(),
             ingress: Vec::new(),
         };
@@ -234,7 +231,6 @@ mod tests {
             netns: Some(ns.0.clone()),
             uplink: Some("uplink".into()),
             address_pool: vec!["192.168.60.10".parse().unwrap()],
-            protected_ports: vec![8443],
         };
         NetworkPlane::open(dir, config).unwrap()
     }
