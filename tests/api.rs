@@ -1735,3 +1735,26 @@ fn quotas_refuse_what_the_host_cannot_hold() {
     assert!(err.starts_with("VolumeLimitExceeded") && (err.contains("4×") || !over_the_disk), "{err}");
     assert_eq!(daemon.volumes(), 0);
 }
+
+/// Calls that change something leave an audit line naming the caller (issue 15): over the
+/// Unix socket, the uid and pid the kernel vouches for; reads leave none.
+#[test]
+fn changes_are_audited_with_the_caller() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path());
+    let image = register(&daemon, "idle", Asm::new().cli_hlt());
+    daemon.ok(&["create-tags", "--resources", &image, "--tags", "Key=Name,Value=audited"]);
+    daemon.ok(&["describe-images"]);
+    let log = daemon.log();
+    // SAFETY: geteuid cannot fail and touches no memory.
+    let uid = unsafe { libc::geteuid() };
+    let audited: Vec<&str> = log.lines().filter(|line| line.contains("nuage::audit")).collect();
+    for method in ["Images/UploadImageFile", "Images/ImportImage", "Tags/CreateTags"] {
+        let line = audited.iter().find(|line| line.contains(&format!("method=/nuage.v1.{method} ")));
+        assert!(
+            line.is_some_and(|line| line.contains(&format!("caller=uid {uid} "))),
+            "{method}: {audited:?}"
+        );
+    }
+    assert!(!audited.iter().any(|line| line.contains("Describe")), "reads are not audited: {audited:?}");
+}

@@ -87,7 +87,8 @@ fn escape(value: &str) -> String {
     value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
-/// Times every API call (a tower layer on the gRPC server).
+/// Times every API call and writes those that change something to the audit trail (a
+/// tower layer on the gRPC server, which every call goes through).
 #[derive(Clone)]
 pub struct TimingLayer(pub Arc<ApiMetrics>);
 
@@ -121,6 +122,7 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let method = request.uri().path().to_owned();
+        super::audit::record(&method, request.extensions());
         let metrics = self.metrics.clone();
         let started = Instant::now();
         let response = self.inner.call(request);

@@ -3,6 +3,7 @@
 //! ([`errors`]).
 
 pub mod addresses;
+pub mod audit;
 pub mod errors;
 pub mod images;
 pub mod instances;

@@ -67,7 +67,13 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt().with_env_filter(args.log_level.as_str()).with_writer(std::io::stderr).init();
+    // Colours only for a terminal: a log file (the usual place) stays plain text.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(args.log_level.as_str())
+        .with_ansi(colour)
+        .with_writer(std::io::stderr)
+        .init();
     let mut config = match &args.config {
         Some(path) => DaemonConfig::from_file(path)?,
         None => DaemonConfig::default(),
