@@ -21,6 +21,13 @@ use super::NetError;
 /// The nftables table nuage owns.
 pub const TABLE: &str = "nuage";
 
+/// IP protocol numbers, given to nft as numbers: a name needs `/etc/protocols`, which a
+/// minimal host (a container, an initramfs) may lack.
+const IPPROTO_ICMP: u8 = 1;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+const IPPROTO_ICMPV6: u8 = 58;
+
 /// What the firewall enforces.
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
@@ -62,12 +69,12 @@ impl Allow {
             json!({"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}},
                 "right": {"prefix": {"addr": self.source.network().to_string(), "len": self.source.prefix()}}}}),
         ];
-        let name = match self.protocol {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-            Protocol::Icmp => "icmp",
+        let number = match self.protocol {
+            Protocol::Tcp => IPPROTO_TCP,
+            Protocol::Udp => IPPROTO_UDP,
+            Protocol::Icmp => IPPROTO_ICMP,
         };
-        expr.push(json!({"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": name}}));
+        expr.push(json!({"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": number}}));
         if let (Some(port), Protocol::Tcp | Protocol::Udp) = (self.port, self.protocol) {
             expr.push(json!({"match": {"op": "==", "left": {"payload": {"protocol": "th", "field": "dport"}}, "right": port}}));
         }
@@ -138,7 +145,8 @@ impl Policy {
             // dropped (the API, SSH, any service the host runs).
             let from_bridge = || name_is("iifname", "==", bridge);
             let answers = json!({"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", "related"]}});
-            let icmp = json!({"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": {"set": ["icmp", "ipv6-icmp"]}}});
+            let icmp = json!({"match": {"op": "==", "left": {"meta": {"key": "l4proto"}},
+                "right": {"set": [IPPROTO_ICMP, IPPROTO_ICMPV6]}}});
             let dhcp = json!({"match": {"op": "==", "left": {"payload": {"protocol": "udp", "field": "dport"}}, "right": 67}});
             for allowed in [answers, icmp, dhcp] {
                 commands.push(rule("input", vec![from_bridge(), allowed, json!({"accept": null})]));
@@ -329,6 +337,14 @@ mod tests {
             "three kinds let in, the rest dropped, per bridge"
         );
         assert_eq!(text.matches(r#""chain":"forward""#).count(), 2, "a to b and b to a");
+        // Protocols by number: a name needs /etc/protocols, which the nested harness's
+        // initramfs (like many minimal hosts) lacks, and nft then refuses the whole batch.
+        let allow = Allow { protocol: Protocol::Tcp, port: Some(22), source: "10.0.0.0/8".parse().unwrap() };
+        let with_ingress = Policy { ingress: vec![("10.0.7.5".parse().unwrap(), vec![allow])], ..policy };
+        let text = with_ingress.batch().to_string();
+        assert!(!text.contains(r#""l4proto"}},"op":"==","right":""#), "no protocol by name: {text}");
+        assert!(text.contains(r#""l4proto"}},"op":"==","right":6}"#), "{text}");
+        assert!(text.contains(r#""l4proto"}},"op":"==","right":{"set":[1,58]}}"#), "{text}");
     }
 
     /// Host, guest and LAN namespaces: the guest reaches the LAN (which has no route back
