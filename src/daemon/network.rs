@@ -11,7 +11,7 @@ use crate::net::addr::Ipv4Cidr;
 use crate::net::ipam::{ElasticIp, Subnet};
 use crate::net::plane::NetworkPlane;
 use crate::state::db::InstanceStore;
-use crate::state::instance::InstanceState;
+use crate::state::instance::{InstanceRecord, InstanceState};
 use crate::state::tag::TagStore;
 
 /// A subnet and how many of its addresses are leased.
@@ -105,7 +105,8 @@ impl Network {
 
     /// Every Elastic IP.
     pub fn describe_addresses(&self) -> Result<Vec<AddressUse>, DaemonError> {
-        self.plane.ipam().elastic_ips()?.into_iter().map(|eip| self.address_use(eip)).collect()
+        let instances = self.db.list()?;
+        Ok(self.plane.ipam().elastic_ips()?.into_iter().map(|eip| address_use(eip, &instances)).collect())
     }
 
     /// Sends Elastic IP `allocation_id`'s traffic to instance `instance_id`'s private
@@ -141,15 +142,14 @@ impl Network {
     }
 
     fn address_use(&self, eip: ElasticIp) -> Result<AddressUse, DaemonError> {
-        let instance_id = match eip.private_ip {
-            None => None,
-            Some(ip) => self
-                .db
-                .list()?
-                .into_iter()
-                .find(|i| i.private_ip == Some(ip) && i.state != InstanceState::Terminated)
-                .map(|i| i.id),
-        };
-        Ok(AddressUse { eip, instance_id })
+        Ok(address_use(eip, &self.db.list()?))
     }
+}
+
+/// `eip` with the live instance among `instances` that holds its private address.
+fn address_use(eip: ElasticIp, instances: &[InstanceRecord]) -> AddressUse {
+    let instance_id = eip.private_ip.and_then(|ip| {
+        instances.iter().find(|i| i.private_ip == Some(ip) && i.state != InstanceState::Terminated)
+    });
+    AddressUse { instance_id: instance_id.map(|i| i.id.clone()), eip }
 }

@@ -163,7 +163,7 @@ impl Tags {
 
     /// The tags of one resource.
     pub fn of(&self, resource: &str) -> Result<Vec<Tag>, DaemonError> {
-        Ok(self.index()?.remove(resource).unwrap_or_default())
+        Ok(self.tags.tags_of(resource)?)
     }
 
     /// The page of `records` matching `filters`, with their tags.

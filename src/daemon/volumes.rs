@@ -78,12 +78,7 @@ impl Volumes {
         if parent == Parent::None && size.is_none() {
             return Err(DaemonError::InvalidParameter("an empty volume needs a size".into()));
         }
-        let size = match (&parent, size) {
-            (_, Some(size)) => size,
-            (Parent::Image(id), None) => self.store.image(id)?.size,
-            (Parent::Snapshot(id), None) => self.store.snapshot(id)?.size,
-            (Parent::None, None) => 0,
-        };
+        let size = self.store.volume_size(&parent, size)?;
         self.check_quota(&[size], None)?;
         Ok(self.store.create_volume(parent, Some(size))?)
     }

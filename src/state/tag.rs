@@ -38,6 +38,8 @@ pub trait TagStore: Send + Sync {
     fn delete_tags(&self, resources: &[String], keys: &[TagKey]) -> Result<(), StateError>;
     /// Every tag, as (resource id, tag), by resource id and key.
     fn all_tags(&self) -> Result<Vec<(String, Tag)>, StateError>;
+    /// The tags of one resource, by key.
+    fn tags_of(&self, resource: &str) -> Result<Vec<Tag>, StateError>;
     /// Removes every tag of a resource that no longer exists.
     fn forget_tags(&self, resource: &str) -> Result<(), StateError>;
 }
@@ -99,6 +101,14 @@ impl TagStore for Database {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    fn tags_of(&self, resource: &str) -> Result<Vec<Tag>, StateError> {
+        let connection = self.connection();
+        let mut statement =
+            connection.prepare("SELECT key, value FROM tags WHERE resource_id = ?1 ORDER BY key")?;
+        let rows = statement.query_map([resource], |row| Ok(Tag { key: row.get(0)?, value: row.get(1)? }))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     fn forget_tags(&self, resource: &str) -> Result<(), StateError> {
         self.connection().execute("DELETE FROM tags WHERE resource_id = ?1", [resource])?;
         Ok(())
@@ -139,6 +149,7 @@ mod tests {
             db.all_tags().unwrap(),
             [("i-1".to_owned(), tag("Name", "api")), ("vol-1".to_owned(), tag("env", "prod"))]
         );
+        assert_eq!(db.tags_of("vol-1").unwrap(), [tag("env", "prod")]);
         let many: Vec<Tag> = (0..MAX_TAGS_PER_RESOURCE).map(|i| tag(&format!("k{i}"), "")).collect();
         let err = db.set_tags(&both, &many).unwrap_err();
         assert!(matches!(err, StateError::TagLimitExceeded(_)), "{err}");

@@ -75,6 +75,19 @@ pub struct SnapshotRecord {
     pub deleting: bool,
 }
 
+/// A volume's size: `size` if given (at least `floor`, the size of what it is made from),
+/// else `floor`; never 0.
+fn sized(size: Option<u64>, floor: u64) -> Result<u64, StoreError> {
+    match (size, floor) {
+        (Some(size), floor) if size < floor => {
+            Err(StoreError::InvalidParameter(format!("size {size} is below the source's {floor}")))
+        }
+        (Some(0), _) | (None, 0) => Err(StoreError::InvalidParameter("a volume needs a size".into())),
+        (Some(size), _) => Ok(size),
+        (None, floor) => Ok(floor),
+    }
+}
+
 impl VolumeRecord {
     /// EC2's volume status: `in-use` when attached, else `available`.
     pub fn status(&self) -> &'static str {
@@ -104,6 +117,13 @@ impl Store {
     }
 
     /// The backing name (relative to `volumes/` or `snapshots/`) and format of `parent`.
+    /// The size a volume made on `parent` with `size` asked for would have (`None`: the
+    /// parent's), checked as [`Store::create_volume`] checks it; for quotas, before it is
+    /// made.
+    pub fn volume_size(&self, parent: &Parent, size: Option<u64>) -> Result<u64, StoreError> {
+        sized(size, self.backing_of(parent)?.map_or(0, |b| b.2))
+    }
+
     fn backing_of(&self, parent: &Parent) -> Result<Option<(String, &'static str, u64)>, StoreError> {
         Ok(match parent {
             Parent::None => None,
@@ -127,19 +147,7 @@ impl Store {
     pub fn create_volume(&self, parent: Parent, size: Option<u64>) -> Result<VolumeRecord, StoreError> {
         let _writing = self.writing();
         let backing = self.backing_of(&parent)?;
-        let floor = backing.as_ref().map_or(0, |b| b.2);
-        let size = match (size, floor) {
-            (Some(size), floor) if size < floor => {
-                return Err(StoreError::InvalidParameter(format!(
-                    "size {size} is below the source's {floor}"
-                )))
-            }
-            (Some(0), _) | (None, 0) => {
-                return Err(StoreError::InvalidParameter("a volume needs a size".into()))
-            }
-            (Some(size), _) => size,
-            (None, floor) => floor,
-        };
+        let size = sized(size, backing.as_ref().map_or(0, |b| b.2))?;
         let id = new_id("vol");
         let tmp = self.dir("volumes").join(format!("{id}.qcow2.tmp"));
         let backing_ref = backing.as_ref().map(|(name, format, _)| (name.as_str(), *format));

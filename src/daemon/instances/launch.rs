@@ -106,18 +106,12 @@ impl Instances {
             count_each,
             (kind.vcpus, kind.memory_mib),
         )?;
-        let mut sizes = Vec::new();
-        for _ in 0..count {
-            sizes.push(image.size);
-            for volume in &spec.volumes {
-                let size = match (volume.size, &volume.snapshot_id) {
-                    (Some(size), _) => size,
-                    (None, Some(snapshot)) => self.store.snapshot(snapshot)?.size,
-                    (None, None) => 0,
-                };
-                sizes.push(size);
-            }
+        let mut each = vec![image.size];
+        for volume in &spec.volumes {
+            let parent = volume.snapshot_id.clone().map_or(Parent::None, Parent::Snapshot);
+            each.push(self.store.volume_size(&parent, volume.size)?);
         }
+        let sizes = each.repeat(count as usize);
         self.config.quotas.check_volumes(&host, &self.store.volumes()?, &sizes, None)?;
         (0..count)
             .map(|_| {
@@ -144,30 +138,26 @@ impl Instances {
                 }
                 // Every volume before the root is recorded: a recorded root means a complete
                 // set, and recovery undoes an incomplete one.
+                // The volumes made, the root first.
                 let launched =
                     self.store.create_volume(Parent::Image(image.id.clone()), None).and_then(|volume| {
                         self.store.attach_volume(&volume.id, &record.id, true)?;
+                        let mut made = vec![volume.id];
                         for wanted in &spec.volumes {
                             let parent = wanted.snapshot_id.clone().map_or(Parent::None, Parent::Snapshot);
                             let data = self.store.create_volume(parent, wanted.size)?;
                             self.store.attach_volume(&data.id, &record.id, !wanted.keep_on_termination)?;
+                            made.push(data.id);
                         }
-                        Ok(volume)
+                        Ok(made)
                     });
                 let launched = launched
                     .map_err(DaemonError::from)
-                    .and_then(|volume| {
+                    .and_then(|made| {
                         if !spec.volume_tags.is_empty() {
-                            let made: Vec<String> = self
-                                .store
-                                .volumes()?
-                                .into_iter()
-                                .filter(|v| v.attached_to.as_deref() == Some(record.id.as_str()))
-                                .map(|v| v.id)
-                                .collect();
                             self.tags.set_tags(&made, &spec.volume_tags)?;
                         }
-                        Ok(self.db.set_root_volume(&record.id, &volume.id)?)
+                        Ok(self.db.set_root_volume(&record.id, &made[0])?)
                     })
                     .and_then(|()| {
                         failpoint("run-after-volume");

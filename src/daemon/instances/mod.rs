@@ -108,11 +108,11 @@ impl Instances {
         self.check_all(ids, Request::Start)?;
         ids.iter()
             .map(|id| {
-                let previous = self.db.get(id)?.state;
+                let record = self.db.get(id)?;
+                let previous = record.state;
                 let Some((next, reason)) = Request::Start.moves(previous) else {
                     return Ok(StateChange { id: id.clone(), previous, current: previous });
                 };
-                let record = self.db.get(id)?;
                 let size = (record.vcpus, record.memory_mib);
                 self.config.quotas.check_instances(&self.host()?, &self.db.list()?, (0, 1), size)?;
                 self.transition(id, &Request::Start.moves_from(), next, reason, None)?;
