@@ -36,6 +36,8 @@ fsck.fat            dosfstools
 mcopy               mtools
 sfdisk              fdisk
 xz                  xz-utils
+zstd                zstd
+gzip                gzip
 g++                 g++
 tar                 tar
 sha256sum           coreutils

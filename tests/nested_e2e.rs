@@ -310,6 +310,11 @@ fn nuaged_instances_boot_the_stock_kernel_and_take_ssh_with_their_key_pair() {
     assert_eq!(ssh.field("address_after"), ssh.field("address"), "stop/start keeps the address");
     assert_eq!(ssh.field("data_kept"), "yes", "stop/start keeps the root volume's data");
     assert!(host.field("image").starts_with("ami-"), "{:?}", host.fields);
+    assert_eq!(
+        host.field("booted_kernel"),
+        "vmlinux",
+        "registration unpacked the stock bzImage, and the instances booted its ELF kernel"
+    );
     assert_eq!(host.field("instances"), "2");
     assert_eq!(host.field("not_terminated"), "0", "terminate-instances ends them all");
     assert_eq!(host.field("taps_left"), "0", "their taps go with them");

@@ -432,7 +432,9 @@ if [ "${1:-}" = daemon-namespace ]; then
     left=$(nuage --output json describe-instances --states pending running stopping stopped | json_values instance_id | wc -l)
     taps=$(ip -br link | grep -c ntap-)
     drives=$(ls "$W"/nuaged/instances/*/cidata.img 2>/dev/null | wc -l)
-    echo "@@ daemon-host image=$image instances=$(echo $ids | wc -w) not_terminated=$left taps_left=$taps drives_left=$drives"
+    # The kernel the image boots: "vmlinux" where registration unpacked the bzImage.
+    booted=$(sed -n 's/.*"kernel": *"\([^"]*\)".*/\1/p' "$W/nuaged/store/images/$image/image.json")
+    echo "@@ daemon-host image=$image instances=$(echo $ids | wc -w) not_terminated=$left taps_left=$taps drives_left=$drives booted_kernel=${booted:-none}"
     stop_nuaged
     exit 0
 fi

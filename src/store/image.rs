@@ -51,7 +51,8 @@ pub struct ImageRecord {
     pub description: String,
     /// Always `x86_64` today.
     pub architecture: String,
-    /// Kernel file name in the image directory.
+    /// The file in the image directory the VMM boots: `vmlinux` where it was unpacked from
+    /// the registered bzImage, `kernel` (the kernel as registered) otherwise.
     pub kernel: String,
     /// Initrd file name in the image directory.
     pub initrd: Option<String>,
@@ -243,7 +244,7 @@ fn version_order(a: &str, b: &str) -> std::cmp::Ordering {
 }
 
 /// Refuses an import of `needed` bytes that the store's file system has no room for.
-fn ensure_space(staging: &Path, needed: u64) -> Result<(), StoreError> {
+pub(super) fn ensure_space(staging: &Path, needed: u64) -> Result<(), StoreError> {
     let free = free_space(staging)?;
     if needed > free {
         return Err(StoreError::NoSpace(format!("{needed} bytes needed, {free} free")));
@@ -425,6 +426,13 @@ impl Store {
         if kernel != staging.join("kernel") {
             copy_into(&kernel, &staging.join("kernel"), &mut |_, _| {})?;
         }
+        let booted_kernel = match super::kernel::unpack(&staging.join("kernel"), &staging.join("vmlinux"))? {
+            Ok(()) => "vmlinux",
+            Err(why) => {
+                tracing::info!(image = id, "the kernel boots as registered: {why}");
+                "kernel"
+            }
+        };
         if let Some(initrd) = &initrd {
             if *initrd != staging.join("initrd") {
                 copy_into(initrd, &staging.join("initrd"), &mut |_, _| {})?;
@@ -436,7 +444,7 @@ impl Store {
             name: spec.name.clone(),
             description: spec.description.clone(),
             architecture: "x86_64".into(),
-            kernel: "kernel".into(),
+            kernel: booted_kernel.into(),
             initrd: initrd.as_ref().map(|_| "initrd".into()),
             cmdline: spec.cmdline.clone(),
             root_device: "/dev/vda".into(),

@@ -1,7 +1,7 @@
 //! The storage store: images (AMIs), volumes (EBS) and snapshots under one directory.
 //!
 //! ```text
-//! ROOT/images/ami-…/       image.json, disk.raw|disk.qcow2, kernel, initrd   (immutable)
+//! ROOT/images/ami-…/       image.json, disk.raw|disk.qcow2, kernel[, vmlinux], initrd (immutable)
 //! ROOT/volumes/vol-….qcow2 + vol-….json                                        (active layer)
 //! ROOT/snapshots/snap-….qcow2 + snap-….json                                    (frozen layers)
 //! ```
@@ -17,6 +17,7 @@
 //! each one forward or back, removes temporary files and reports orphans it cleaned.
 
 pub mod image;
+pub mod kernel;
 pub mod volume;
 
 use std::fs;

@@ -10,7 +10,7 @@ impl Store {
     /// Whether an image's directory holds anything but its files and metadata.
     fn image_dir_has_leftovers(&self, id: &str) -> bool {
         std::fs::read_dir(self.dir("images").join(id)).unwrap().flatten().any(|e| {
-            !["image.json", "kernel", "initrd", "disk.raw", "disk.qcow2"]
+            !["image.json", "kernel", "vmlinux", "initrd", "disk.raw", "disk.qcow2"]
                 .contains(&e.file_name().to_str().unwrap())
         })
     }
