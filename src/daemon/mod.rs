@@ -3,6 +3,7 @@
 //! ([`crate::api`]) on a Unix socket.
 
 pub mod cidata;
+pub mod compute;
 pub mod config;
 pub mod describe;
 pub mod events;
