@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::blocking;
 use super::pb::addresses_server::Addresses;
 use super::pb::{
     Address, AllocateAddressRequest, AllocationId, AssociateAddressRequest, DescribeAddressesRequest,
@@ -76,8 +75,6 @@ impl Addresses for AddressesService {
         request: Request<AllocationId>,
     ) -> Result<Response<ReleaseAddressResponse>, Status> {
         let id = request.into_inner().allocation_id;
-        let daemon = self.0.clone();
-        blocking(move || daemon.network.release_address(&id)).await?;
-        Ok(Response::new(ReleaseAddressResponse {}))
+        resources::done(self.0.clone(), move |daemon| daemon.network.release_address(&id)).await
     }
 }

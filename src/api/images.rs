@@ -173,8 +173,6 @@ impl Images for ImagesService {
         request: Request<DeregisterImageRequest>,
     ) -> Result<Response<DeregisterImageResponse>, Status> {
         let id = request.into_inner().image_id;
-        let daemon = self.0.clone();
-        blocking(move || daemon.images.deregister(&id)).await?;
-        Ok(Response::new(DeregisterImageResponse {}))
+        resources::done(self.0.clone(), move |daemon| daemon.images.deregister(&id)).await
     }
 }

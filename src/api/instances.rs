@@ -81,8 +81,13 @@ fn event(id: &str, event: WatchEvent) -> InstanceEvent {
     InstanceEvent { event: Some(event) }
 }
 
-fn changes(changes: Vec<Change>) -> Response<StateChanges> {
-    let changes = changes
+/// A call that moves instances: `change` does it, and the reply lists each state change.
+async fn moved(
+    daemon: Arc<Daemon>,
+    change: impl FnOnce(&Daemon) -> Result<Vec<Change>, DaemonError> + Send + 'static,
+) -> Result<Response<StateChanges>, Status> {
+    let changes = blocking(move || change(&daemon))
+        .await?
         .into_iter()
         .map(|c| StateChange {
             instance_id: c.id,
@@ -90,7 +95,7 @@ fn changes(changes: Vec<Change>) -> Response<StateChanges> {
             current_state: c.current.as_str().into(),
         })
         .collect();
-    Response::new(StateChanges { changes })
+    Ok(Response::new(StateChanges { changes }))
 }
 
 #[tonic::async_trait]
@@ -164,8 +169,7 @@ impl Instances for InstancesService {
 
     async fn stop_instances(&self, request: Request<InstanceIds>) -> Result<Response<StateChanges>, Status> {
         let InstanceIds { instance_ids, force } = request.into_inner();
-        let daemon = self.0.clone();
-        Ok(changes(blocking(move || daemon.instances.stop(&instance_ids, force)).await?))
+        moved(self.0.clone(), move |daemon| daemon.instances.stop(&instance_ids, force)).await
     }
 
     async fn reboot_instances(
@@ -173,14 +177,12 @@ impl Instances for InstancesService {
         request: Request<InstanceIds>,
     ) -> Result<Response<StateChanges>, Status> {
         let ids = request.into_inner().instance_ids;
-        let daemon = self.0.clone();
-        Ok(changes(blocking(move || daemon.instances.reboot(&ids)).await?))
+        moved(self.0.clone(), move |daemon| daemon.instances.reboot(&ids)).await
     }
 
     async fn start_instances(&self, request: Request<InstanceIds>) -> Result<Response<StateChanges>, Status> {
         let ids = request.into_inner().instance_ids;
-        let daemon = self.0.clone();
-        Ok(changes(blocking(move || daemon.instances.start(&ids)).await?))
+        moved(self.0.clone(), move |daemon| daemon.instances.start(&ids)).await
     }
 
     async fn terminate_instances(
@@ -188,8 +190,7 @@ impl Instances for InstancesService {
         request: Request<InstanceIds>,
     ) -> Result<Response<StateChanges>, Status> {
         let ids = request.into_inner().instance_ids;
-        let daemon = self.0.clone();
-        Ok(changes(blocking(move || daemon.instances.terminate(&ids)).await?))
+        moved(self.0.clone(), move |daemon| daemon.instances.terminate(&ids)).await
     }
 
     type WatchInstanceStream = ReceiverStream<Result<InstanceEvent, Status>>;

@@ -77,8 +77,6 @@ impl KeyPairs for KeyPairsService {
         request: Request<DeleteKeyPairRequest>,
     ) -> Result<Response<DeleteKeyPairResponse>, Status> {
         let name = request.into_inner().key_name;
-        let daemon = self.0.clone();
-        blocking(move || daemon.key_pairs.delete(&name)).await?;
-        Ok(Response::new(DeleteKeyPairResponse {}))
+        resources::done(self.0.clone(), move |daemon| daemon.key_pairs.delete(&name)).await
     }
 }

@@ -107,6 +107,15 @@ where
     Ok(Response::new(changed))
 }
 
+/// A call that only acts (deletes, releases, tags): `act` does it; the reply is empty.
+pub async fn done<R: Default>(
+    daemon: Arc<Daemon>,
+    act: impl FnOnce(&Daemon) -> Result<(), DaemonError> + Send + 'static,
+) -> Result<Response<R>, Status> {
+    blocking(move || act(&daemon)).await?;
+    Ok(Response::new(R::default()))
+}
+
 /// The tags a create call's specifications give resources of kind `wanted`, checked;
 /// a specification for a kind the call does not make (`makes`) is refused.
 pub fn specified(
@@ -149,9 +158,7 @@ impl tags_server::Tags for TagsService {
         request: Request<CreateTagsRequest>,
     ) -> Result<Response<CreateTagsResponse>, Status> {
         let r = request.into_inner();
-        let daemon = self.0.clone();
-        blocking(move || daemon.tags.create(&r.resources, &from_pb(r.tags))).await?;
-        Ok(Response::new(CreateTagsResponse {}))
+        done(self.0.clone(), move |daemon| daemon.tags.create(&r.resources, &from_pb(r.tags))).await
     }
 
     async fn delete_tags(
@@ -160,9 +167,7 @@ impl tags_server::Tags for TagsService {
     ) -> Result<Response<DeleteTagsResponse>, Status> {
         let r = request.into_inner();
         let keys: Vec<TagKey> = r.tags.into_iter().map(|t| TagKey { key: t.key, value: t.value }).collect();
-        let daemon = self.0.clone();
-        blocking(move || daemon.tags.delete(&r.resources, &keys)).await?;
-        Ok(Response::new(DeleteTagsResponse {}))
+        done(self.0.clone(), move |daemon| daemon.tags.delete(&r.resources, &keys)).await
     }
 
     async fn describe_tags(

@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::blocking;
 use super::pb::subnets_server::Subnets;
 use super::pb::{
     CreateSubnetRequest, DeleteSubnetRequest, DeleteSubnetResponse, DescribeSubnetsRequest,
@@ -65,8 +64,6 @@ impl Subnets for SubnetsService {
         request: Request<DeleteSubnetRequest>,
     ) -> Result<Response<DeleteSubnetResponse>, Status> {
         let id = request.into_inner().subnet_id;
-        let daemon = self.0.clone();
-        blocking(move || daemon.network.delete_subnet(&id)).await?;
-        Ok(Response::new(DeleteSubnetResponse {}))
+        resources::done(self.0.clone(), move |daemon| daemon.network.delete_subnet(&id)).await
     }
 }

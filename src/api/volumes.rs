@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::blocking;
 use super::pb::snapshots_server::Snapshots;
 use super::pb::volumes_server::Volumes;
 use super::pb::{
@@ -100,9 +99,7 @@ impl Volumes for VolumesService {
         request: Request<VolumeId>,
     ) -> Result<Response<DeleteVolumeResponse>, Status> {
         let id = request.into_inner().volume_id;
-        let daemon = self.0.clone();
-        blocking(move || daemon.volumes.delete(&id)).await?;
-        Ok(Response::new(DeleteVolumeResponse {}))
+        resources::done(self.0.clone(), move |daemon| daemon.volumes.delete(&id)).await
     }
 
     async fn modify_volume(&self, request: Request<ModifyVolumeRequest>) -> Result<Response<Volume>, Status> {
@@ -140,8 +137,6 @@ impl Snapshots for SnapshotsService {
         request: Request<DeleteSnapshotRequest>,
     ) -> Result<Response<DeleteSnapshotResponse>, Status> {
         let id = request.into_inner().snapshot_id;
-        let daemon = self.0.clone();
-        blocking(move || daemon.volumes.delete_snapshot(&id)).await?;
-        Ok(Response::new(DeleteSnapshotResponse {}))
+        resources::done(self.0.clone(), move |daemon| daemon.volumes.delete_snapshot(&id)).await
     }
 }

@@ -296,18 +296,23 @@ impl Store {
     pub fn delete_volume(&self, id: &str) -> Result<(), StoreError> {
         let _writing = self.writing();
         let mut volume = self.volume(id)?;
-        if let Some(instance) = &volume.attached_to {
-            return Err(StoreError::InUse {
-                resource: Resource::Volume,
-                id: id.to_owned(),
-                by: instance.clone(),
-            });
+        if let Some(by) = volume.attached_to.clone() {
+            return Err(StoreError::InUse { resource: Resource::Volume, id: id.to_owned(), by });
         }
         volume.deleting = true;
-        write_json(&self.volume_json(id), &volume)?;
-        remove_if_present(&self.volume_file(id))?;
-        remove_if_present(&self.volume_json(id))?;
-        sync_dir(&self.dir("volumes"))
+        self.erase_layer("volumes", id, &volume)
+    }
+
+    /// Deletes a layer file of `kind` (`volumes` or `snapshots`), intent first: its record,
+    /// marked deleting, is written before the file goes, so that recovery finishes a
+    /// deletion a crash interrupted.
+    fn erase_layer(&self, kind: &str, id: &str, marked: &impl Serialize) -> Result<(), StoreError> {
+        let dir = self.dir(kind);
+        let record = dir.join(format!("{id}.json"));
+        write_json(&record, marked)?;
+        remove_if_present(&dir.join(format!("{id}.qcow2")))?;
+        remove_if_present(&record)?;
+        sync_dir(&dir)
     }
 
     /// Freezes the volume's current contents as a snapshot, in constant time: its file
@@ -393,18 +398,11 @@ impl Store {
     pub fn delete_snapshot(&self, id: &str) -> Result<(), StoreError> {
         let _writing = self.writing();
         let mut snapshot = self.snapshot(id)?;
-        if let Some(user) = self.users_of(&Parent::Snapshot(id.to_owned()))?.first() {
-            return Err(StoreError::InUse {
-                resource: Resource::Snapshot,
-                id: id.to_owned(),
-                by: user.clone(),
-            });
+        if let Some(by) = self.users_of(&Parent::Snapshot(id.to_owned()))?.into_iter().next() {
+            return Err(StoreError::InUse { resource: Resource::Snapshot, id: id.to_owned(), by });
         }
         snapshot.deleting = true;
-        write_json(&self.snapshot_json(id), &snapshot)?;
-        remove_if_present(&self.snapshot_file(id))?;
-        remove_if_present(&self.snapshot_json(id))?;
-        sync_dir(&self.dir("snapshots"))
+        self.erase_layer("snapshots", id, &snapshot)
     }
 
     pub(super) fn recover_volumes(&self, report: &mut RecoveryReport) -> Result<(), StoreError> {

@@ -105,38 +105,26 @@ impl Instances {
 
     /// Boots stopped instances again.
     pub fn start(&self, ids: &[String]) -> Result<Vec<StateChange>, DaemonError> {
-        self.check_all(ids, Request::Start)?;
-        ids.iter()
-            .map(|id| {
-                let record = self.db.get(id)?;
-                let previous = record.state;
-                let Some((next, reason)) = Request::Start.moves(previous) else {
-                    return Ok(StateChange { id: id.clone(), previous, current: previous });
-                };
-                let size = (record.vcpus, record.memory_mib);
-                self.config.quotas.check_instances(&self.host()?, &self.db.list()?, (0, 1), size)?;
-                self.transition(id, &Request::Start.moves_from(), next, reason, None)?;
-                let record = self.launch(id)?;
-                Ok(StateChange { id: id.clone(), previous, current: record.state })
-            })
-            .collect()
+        let admit = |record: &InstanceRecord| {
+            let size = (record.vcpus, record.memory_mib);
+            self.config.quotas.check_instances(&self.host()?, &self.db.list()?, (0, 1), size)
+        };
+        self.apply(ids, Request::Start, admit, |id| self.launch(id).map(drop))
     }
 
     /// Stops running instances: their guests are asked to shut down (unless `force`), and
     /// their VMMs stopped once they have not in the stop timeout. Returns once each has
     /// stopped.
     pub fn stop(&self, ids: &[String], force: bool) -> Result<Vec<StateChange>, DaemonError> {
-        self.check_all(ids, Request::Stop)?;
-        let mut changes = Vec::new();
-        for id in ids {
-            let previous = self.db.get(id)?.state;
-            if let Some((next, reason)) = Request::Stop.moves(previous) {
-                self.transition(id, &Request::Stop.moves_from(), next, reason, None)?;
+        self.apply(
+            ids,
+            Request::Stop,
+            |_| Ok(()),
+            |id| {
                 self.shut_down(id, !force);
-            }
-            changes.push(StateChange { id: id.clone(), previous, current: self.db.get(id)?.state });
-        }
-        Ok(changes)
+                Ok(())
+            },
+        )
     }
 
     /// Reboots running instances: each guest is asked to shut down as for a stop, and its
@@ -156,22 +144,45 @@ impl Instances {
 
     /// Terminates instances: stops their VMMs and deletes their root volumes.
     pub fn terminate(&self, ids: &[String]) -> Result<Vec<StateChange>, DaemonError> {
-        self.check_all(ids, Request::Terminate)?;
-        let mut changes = Vec::new();
-        for id in ids {
-            let previous = self.db.get(id)?.state;
-            if let Some((next, reason)) = Request::Terminate.moves(previous) {
-                self.transition(id, &Request::Terminate.moves_from(), next, reason, None)?;
+        self.apply(
+            ids,
+            Request::Terminate,
+            |_| Ok(()),
+            |id| {
                 failpoint("terminate-after-record");
                 if self.vmm(id).is_some() {
                     self.shut_down(id, true);
+                    Ok(())
                 } else {
-                    self.finish_termination(id, false)?;
+                    self.finish_termination(id, false)
                 }
-            }
-            changes.push(StateChange { id: id.clone(), previous, current: self.db.get(id)?.state });
-        }
-        Ok(changes)
+            },
+        )
+    }
+
+    /// Checks that every instance in `ids` accepts `request`; then, one by one, each in a
+    /// state the request moves is let through by `admit`, moved (recorded first) and acted
+    /// on by `act`. Reports each instance's state before and after.
+    fn apply(
+        &self,
+        ids: &[String],
+        request: Request,
+        admit: impl Fn(&InstanceRecord) -> Result<(), DaemonError>,
+        act: impl Fn(&str) -> Result<(), DaemonError>,
+    ) -> Result<Vec<StateChange>, DaemonError> {
+        self.check_all(ids, request)?;
+        ids.iter()
+            .map(|id| {
+                let record = self.db.get(id)?;
+                let previous = record.state;
+                if let Some((next, reason)) = request.moves(previous) {
+                    admit(&record)?;
+                    self.transition(id, &request.moves_from(), next, reason, None)?;
+                    act(id)?;
+                }
+                Ok(StateChange { id: id.clone(), previous, current: self.db.get(id)?.state })
+            })
+            .collect()
     }
 
     /// The instance's console output so far (the last 64 KiB).
