@@ -318,7 +318,7 @@ pub const RESERVED_RANGES: [(Ipv4Addr, u8, &str); 5] = [
 
 /// Whether `cidr` overlaps the range `network`/`prefix`: under the shorter of the two
 /// prefixes' masks, both networks are the same.
-fn range_overlaps(network: Ipv4Addr, prefix: u8, cidr: &Ipv4Cidr) -> bool {
+pub(crate) fn range_overlaps(network: Ipv4Addr, prefix: u8, cidr: &Ipv4Cidr) -> bool {
     let shorter = u32::from(prefix.min(cidr.prefix()));
     let mask = u32::MAX.checked_shl(32 - shorter).unwrap_or(0);
     u32::from(network) & mask == u32::from(cidr.network()) & mask

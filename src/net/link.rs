@@ -35,6 +35,24 @@ struct AddrInfo {
 }
 
 #[derive(Deserialize)]
+struct RouteInfo {
+    dst: String,
+    #[serde(default)]
+    dev: Option<String>,
+}
+
+/// A network the host reaches (a route of its main table other than the default one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostRoute {
+    /// The network's address.
+    pub network: std::net::Ipv4Addr,
+    /// Its prefix length (32 for a route to one address).
+    pub prefix: u8,
+    /// The interface it goes through, when it names one.
+    pub dev: Option<String>,
+}
+
+#[derive(Deserialize)]
 struct Addr {
     local: String,
     prefixlen: u8,
@@ -165,6 +183,26 @@ impl Links {
             tracing::warn!(tap = name, "removed a tap nothing claims");
         }
         Ok(stale)
+    }
+
+    /// The IPv4 networks the host routes to (its main table, the default route left out).
+    pub fn routes(&self) -> Result<Vec<HostRoute>, NetError> {
+        let json = self.ip(&["-j", "-4", "route", "show"])?;
+        let routes: Vec<RouteInfo> = serde_json::from_str(&json).map_err(|e| NetError::Command {
+            command: "ip -j -4 route show".into(),
+            stderr: e.to_string(),
+        })?;
+        Ok(routes
+            .into_iter()
+            .filter_map(|route| {
+                let (network, prefix) = route.dst.split_once('/').unwrap_or((&route.dst, "32"));
+                Some(HostRoute {
+                    network: network.parse().ok()?,
+                    prefix: prefix.parse().ok()?,
+                    dev: route.dev,
+                })
+            })
+            .collect())
     }
 
     /// The bridge `name` is attached to, and whether it is up.

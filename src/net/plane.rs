@@ -10,7 +10,7 @@ use std::path::Path;
 
 use super::addr::{kernel_ip_param, Ipv4Cidr};
 use super::firewall::{Firewall, Policy};
-use super::ipam::{ElasticIp, Ipam, Subnet};
+use super::ipam::{range_overlaps, ElasticIp, Ipam, Subnet};
 use super::link::{tap_name, Links};
 use super::{in_netns, NetError};
 use crate::vmm::api::config::MacAddress;
@@ -91,11 +91,32 @@ impl NetworkPlane {
 
     /// Creates a subnet and its bridge.
     pub fn create_subnet(&self, cidr: Ipv4Cidr, gateway: Option<Ipv4Addr>) -> Result<Subnet, NetError> {
+        self.check_host_networks(&cidr)?;
         let subnet = self.ipam.create_subnet(cidr, gateway)?;
         self.links.ensure_bridge(&subnet)?;
         self.firewall.enable_forwarding()?;
         self.sync()?;
         Ok(subnet)
+    }
+
+    /// Refuses a subnet overlapping a network the host already routes to (its LAN, a VPN, a
+    /// container bridge): the bridge's route would take that network's traffic away from
+    /// it. Subnets' own bridges are left to the IPAM's overlap check.
+    fn check_host_networks(&self, cidr: &Ipv4Cidr) -> Result<(), NetError> {
+        let own = self.ipam.subnets()?;
+        let taken = self.links.routes()?.into_iter().find(|route| {
+            let ours = own.iter().any(|s| route.dev.as_deref() == Some(s.bridge.as_str()));
+            !ours && range_overlaps(route.network, route.prefix, cidr)
+        });
+        match taken {
+            Some(route) => Err(NetError::Conflict(format!(
+                "{cidr} overlaps the host's network {}/{} (on {})",
+                route.network,
+                route.prefix,
+                route.dev.as_deref().unwrap_or("no interface")
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// Deletes a subnet no one has an address in, and its bridge.
@@ -241,6 +262,33 @@ mod tests {
             .output()
             .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A subnet may not take a network the host already routes to: its LAN, or a network
+    /// reached through a gateway; the host's own subnets are the IPAM's to refuse.
+    #[test]
+    fn subnets_stay_off_the_hosts_own_networks() {
+        let ns = Netns::new("plane-routes");
+        ns.ip(&["link", "add", "lan", "type", "veth", "peer", "name", "lan-peer"]);
+        ns.ip(&["addr", "add", "192.168.77.1/24", "dev", "lan"]);
+        ns.ip(&["link", "set", "lan", "up"]);
+        ns.ip(&["link", "set", "lan-peer", "up"]);
+        ns.ip(&["route", "add", "10.99.0.0/16", "via", "192.168.77.254"]);
+        ns.ip(&["route", "add", "10.98.7.7", "via", "192.168.77.254"]);
+        let dir = tempfile::tempdir().unwrap();
+        let plane = plane(&ns, dir.path());
+        for (cidr, network) in [
+            ("192.168.77.0/24", "192.168.77.0/24"),
+            ("10.99.5.0/24", "10.99.0.0/16"),
+            ("10.98.0.0/16", "10.98.7.7/32"),
+        ] {
+            let err = plane.create_subnet(cidr.parse().unwrap(), None).unwrap_err();
+            assert!(matches!(&err, NetError::Conflict(why) if why.contains(network)), "{cidr}: {err}");
+        }
+        assert!(plane.ipam().subnets().unwrap().is_empty(), "nothing recorded");
+        let subnet = plane.create_subnet("10.97.0.0/24".parse().unwrap(), None).unwrap();
+        let err = plane.create_subnet("10.97.0.0/25".parse().unwrap(), None).unwrap_err();
+        assert!(matches!(&err, NetError::Conflict(why) if why.contains(&subnet.id)), "{err}");
     }
 
     /// After the host loses its links and rules (a reboot), opening the plane rebuilds
