@@ -12,7 +12,8 @@ use crate::vmm::api::config::MacAddress;
 /// Smallest and largest subnet prefixes: a /30 leaves one instance address.
 pub const SUBNET_PREFIXES: std::ops::RangeInclusive<u8> = 8..=30;
 
-/// An IPv4 network: `10.0.7.0/24`.
+/// An IPv4 network: `10.0.7.0/24`, `0.0.0.0/0` or `192.168.1.5/32` (a subnet's prefix is
+/// bounded by [`SUBNET_PREFIXES`] where subnets are made).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Ipv4Cidr {
@@ -26,8 +27,8 @@ pub enum CidrError {
     /// Not `a.b.c.d/n`.
     #[error("invalid CIDR {0:?}: expected a.b.c.d/prefix")]
     Syntax(String),
-    /// The prefix is outside what a subnet may use.
-    #[error("prefix /{0} out of range: subnets are /8 to /30")]
+    /// The prefix is longer than 32.
+    #[error("prefix /{0} out of range: at most /32")]
     Prefix(u8),
     /// Host bits are set.
     #[error("{given} has host bits set: the network is {network}")]
@@ -86,7 +87,7 @@ impl FromStr for Ipv4Cidr {
         let (ip, prefix) = text.split_once('/').ok_or_else(syntax)?;
         let ip: Ipv4Addr = ip.parse().map_err(|_| syntax())?;
         let prefix: u8 = prefix.parse().map_err(|_| syntax())?;
-        if !SUBNET_PREFIXES.contains(&prefix) {
+        if prefix > 32 {
             return Err(CidrError::Prefix(prefix));
         }
         let cidr = Self { network: ip, prefix };
@@ -163,8 +164,9 @@ mod tests {
             "10.0.7.1/24".parse::<Ipv4Cidr>(),
             Err(CidrError::HostBits { given: "10.0.7.1/24".into(), network: "10.0.7.0/24".into() })
         );
-        assert_eq!("10.0.0.0/31".parse::<Ipv4Cidr>(), Err(CidrError::Prefix(31)));
-        assert_eq!("10.0.0.0/4".parse::<Ipv4Cidr>(), Err(CidrError::Prefix(4)));
+        assert_eq!("10.0.0.0/33".parse::<Ipv4Cidr>(), Err(CidrError::Prefix(33)));
+        assert_eq!("0.0.0.0/0".parse::<Ipv4Cidr>().map(|c| c.to_string()), Ok("0.0.0.0/0".into()));
+        assert!("192.168.1.5/32".parse::<Ipv4Cidr>().unwrap().contains("192.168.1.5".parse().unwrap()));
         for bad in ["10.0.0.0", "10.0.0/24", "10.0.0.0/x", "", "/24", "300.0.0.0/24"] {
             assert!(matches!(bad.parse::<Ipv4Cidr>(), Err(CidrError::Syntax(_))), "{bad}");
         }

@@ -13,6 +13,7 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::addr::Ipv4Cidr;
@@ -40,8 +41,9 @@ pub struct Policy {
     pub ingress: Vec<(std::net::Ipv4Addr, Vec<Allow>)>,
 }
 
-/// Transport protocols an ingress rule names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The protocols an ingress rule names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Protocol {
     /// TCP.
     Tcp,
@@ -49,34 +51,41 @@ pub enum Protocol {
     Udp,
     /// ICMP.
     Icmp,
+    /// Every protocol (EC2's `-1`).
+    All,
 }
 
-/// One ingress rule: `protocol` (to `port`, for TCP and UDP) from `source`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One ingress rule (a security group's permission): `protocol`, to the ports `ports`
+/// (TCP and UDP; `None`: every port), from `source`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Allow {
     /// The protocol.
     pub protocol: Protocol,
-    /// The destination port (TCP, UDP); `None` allows every port.
-    pub port: Option<u16>,
+    /// The first and last destination port allowed (TCP, UDP).
+    pub ports: Option<(u16, u16)>,
     /// Where the traffic may come from.
     pub source: Ipv4Cidr,
 }
 
 impl Allow {
     fn expr(&self, instance: std::net::Ipv4Addr) -> Vec<Value> {
-        let mut expr = vec![
-            address_is("daddr", instance),
-            json!({"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}},
-                "right": {"prefix": {"addr": self.source.network().to_string(), "len": self.source.prefix()}}}}),
-        ];
+        let mut expr = vec![address_is("daddr", instance)];
+        if self.source.prefix() > 0 {
+            expr.push(json!({"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}},
+                "right": {"prefix": {"addr": self.source.network().to_string(), "len": self.source.prefix()}}}}));
+        }
         let number = match self.protocol {
-            Protocol::Tcp => IPPROTO_TCP,
-            Protocol::Udp => IPPROTO_UDP,
-            Protocol::Icmp => IPPROTO_ICMP,
+            Protocol::Tcp => Some(IPPROTO_TCP),
+            Protocol::Udp => Some(IPPROTO_UDP),
+            Protocol::Icmp => Some(IPPROTO_ICMP),
+            Protocol::All => None,
         };
-        expr.push(json!({"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": number}}));
-        if let (Some(port), Protocol::Tcp | Protocol::Udp) = (self.port, self.protocol) {
-            expr.push(json!({"match": {"op": "==", "left": {"payload": {"protocol": "th", "field": "dport"}}, "right": port}}));
+        if let Some(number) = number {
+            expr.push(json!({"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": number}}));
+        }
+        if let (Some((first, last)), Protocol::Tcp | Protocol::Udp) = (self.ports, self.protocol) {
+            let right = if first == last { json!(first) } else { json!({"range": [first, last]}) };
+            expr.push(json!({"match": {"op": "==", "left": {"payload": {"protocol": "th", "field": "dport"}}, "right": right}}));
         }
         expr.push(json!({"accept": null}));
         expr
@@ -339,7 +348,8 @@ mod tests {
         assert_eq!(text.matches(r#""chain":"forward""#).count(), 2, "a to b and b to a");
         // Protocols by number: a name needs /etc/protocols, which the nested harness's
         // initramfs (like many minimal hosts) lacks, and nft then refuses the whole batch.
-        let allow = Allow { protocol: Protocol::Tcp, port: Some(22), source: "10.0.0.0/8".parse().unwrap() };
+        let allow =
+            Allow { protocol: Protocol::Tcp, ports: Some((22, 22)), source: "10.0.0.0/8".parse().unwrap() };
         let with_ingress = Policy { ingress: vec![("10.0.7.5".parse().unwrap(), vec![allow])], ..policy };
         let text = with_ingress.batch().to_string();
         assert!(!text.contains(r#""l4proto"}},"op":"==","right":""#), "no protocol by name: {text}");
@@ -427,13 +437,25 @@ mod tests {
         let firewall = Firewall::new(Some(net.host.clone()));
         firewall.enable_forwarding().unwrap();
         let instance = "10.0.7.5".parse().unwrap();
-        let allow =
-            Allow { protocol: Protocol::Tcp, port: Some(9001), source: "192.168.50.0/24".parse().unwrap() };
-        let policy = Policy { ingress: vec![(instance, vec![allow])], ..Policy::default() };
+        let allow = Allow {
+            protocol: Protocol::Tcp,
+            ports: Some((9001, 9001)),
+            source: "192.168.50.0/24".parse().unwrap(),
+        };
+        let range = Allow {
+            protocol: Protocol::Tcp,
+            ports: Some((9003, 9005)),
+            source: "0.0.0.0/0".parse().unwrap(),
+        };
+        let elsewhere =
+            Allow { protocol: Protocol::All, ports: None, source: "172.16.0.0/12".parse().unwrap() };
+        let policy = Policy { ingress: vec![(instance, vec![allow, range, elsewhere])], ..Policy::default() };
         firewall.apply(&policy).unwrap();
         let (open, closed) = (serve(&net.guest, 9001, "open"), serve(&net.guest, 9002, "closed"));
+        let in_range = serve(&net.guest, 9004, "in range");
         std::thread::sleep(std::time::Duration::from_millis(300));
         assert_eq!(fetch(&net.lan, "10.0.7.5", 9001), "open");
+        assert_eq!(fetch(&net.lan, "10.0.7.5", 9004), "in range");
         assert_eq!(fetch(&net.lan, "10.0.7.5", 9002), "", "not allowed");
         assert!(!in_ns(&net.lan, "busybox ping -c 1 -W 1 10.0.7.5 >/dev/null 2>&1"), "ICMP not allowed");
         assert!(
@@ -442,5 +464,6 @@ mod tests {
         );
         stop(open);
         stop(closed);
+        stop(in_range);
     }
 }

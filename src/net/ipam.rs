@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::addr::{mac_for, Ipv4Cidr};
+use super::addr::{mac_for, Ipv4Cidr, SUBNET_PREFIXES};
 use super::NetError;
 use crate::state::file::{create_private_dir, read_json, write_json};
 use crate::state::id::new_id;
@@ -122,6 +122,13 @@ impl Ipam {
     /// Creates a subnet; refuses one overlapping another or a range reserved for something
     /// else ([`RESERVED_RANGES`]). The gateway defaults to the first host address.
     pub fn create_subnet(&self, cidr: Ipv4Cidr, gateway: Option<Ipv4Addr>) -> Result<Subnet, NetError> {
+        if !SUBNET_PREFIXES.contains(&cidr.prefix()) {
+            return Err(NetError::InvalidParameter(format!(
+                "{cidr}: subnets are /{} to /{}",
+                SUBNET_PREFIXES.start(),
+                SUBNET_PREFIXES.end()
+            )));
+        }
         let reserved =
             RESERVED_RANGES.iter().find(|(network, prefix, _)| range_overlaps(*network, *prefix, &cidr));
         if let Some((network, prefix, what)) = reserved {
@@ -366,6 +373,13 @@ mod tests {
         let subnet = ipam.create_subnet(cidr("10.0.7.0/24"), None).unwrap();
         assert_eq!(subnet.gateway, Ipv4Addr::new(10, 0, 7, 1));
         assert!(subnet.bridge.len() <= 15 && subnet.bridge.starts_with("nbr-"));
+        for size in ["10.1.0.0/31", "10.1.0.0/32", "0.0.0.0/0", "16.0.0.0/4"] {
+            let err = ipam.create_subnet(cidr(size), None).unwrap_err();
+            assert!(
+                matches!(&err, NetError::InvalidParameter(why) if why.contains("/8 to /30")),
+                "{size}: {err}"
+            );
+        }
         let err = ipam.create_subnet(cidr("10.0.0.0/16"), None).unwrap_err();
         assert!(matches!(err, NetError::Conflict(_)), "{err}");
         let err = ipam.create_subnet(cidr("10.0.8.0/24"), Some(Ipv4Addr::new(10, 0, 9, 1))).unwrap_err();
