@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "proto/nuage/v1/volumes.proto",
             "proto/nuage/v1/addresses.proto",
             "proto/nuage/v1/keypairs.proto",
+            "proto/nuage/v1/securitygroups.proto",
             "proto/nuage/v1/resources.proto",
         ];
         for proto in protos {

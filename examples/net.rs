@@ -51,7 +51,7 @@ fn run(args: &[String]) -> Result<String, String> {
         "attach" => {
             // SAFETY: getuid cannot fail and touches no memory.
             let uid = unsafe { libc::getuid() };
-            let interface = plane.attach(&arg(0)?, &arg(1)?, None, uid).map_err(text)?;
+            let interface = plane.attach(&arg(0)?, &arg(1)?, None, uid, &[]).map_err(text)?;
             let net = format!("tap={},mac={},ip={}", interface.tap, interface.mac, interface.ip);
             Ok(format!("{net} {}", interface.kernel_ip_param()))
         }

@@ -797,6 +797,118 @@ fn elastic_ips_follow_their_instance() {
     assert_eq!(daemon.ok(&["describe-addresses"])["Addresses"].as_array().unwrap().len(), 1);
 }
 
+/// Security groups through the API: groups and their rules, instances launched into them
+/// (or into the default group, which lets nothing in), moved between them, and the network
+/// plane's filter following every change; refusals name EC2's errors.
+#[test]
+fn security_groups_decide_what_reaches_an_instance() {
+    let ns = Netns::new("sg");
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start_in_netns(dir.path(), &ns.0);
+    let rules = || {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &ns.0, "nft", "list", "table", "inet", "nuage"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let group_id = |v: Value| v["SecurityGroups"][0]["group_id"].as_str().unwrap().to_owned();
+    let subnet = daemon.ok(&["create-subnet", "--cidr-block", "10.0.23.0/24"])["Subnets"][0]["subnet_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let image = register(&daemon, "idle", Asm::new().cli_hlt());
+
+    let web = group_id(daemon.ok(&[
+        "create-security-group",
+        "--group-name",
+        "web",
+        "--description",
+        "http from anywhere",
+        "--tag-specifications",
+        "ResourceType=security-group,Tags=[{Key=Name,Value=front}]",
+    ]));
+    assert!(web.starts_with("sg-"), "{web}");
+    let authorize = |args: &[&str]| {
+        daemon.nuage(&[&["authorize-security-group-ingress", "--group-id", &web], args].concat())
+    };
+    let shown = authorize(&["--port", "80", "--cidr", "0.0.0.0/0"]).unwrap();
+    let permission = &shown["SecurityGroups"][0]["ip_permissions"][0];
+    assert_eq!(
+        (permission["ip_protocol"].as_str(), permission["from_port"].as_i64()),
+        (Some("tcp"), Some(80))
+    );
+    authorize(&["--port", "8000-8010", "--cidr", "192.168.0.0/16"]).unwrap();
+    let err = authorize(&["--port", "80", "--cidr", "0.0.0.0/0"]).unwrap_err();
+    assert!(err.starts_with("InvalidPermission.Duplicate"), "{err}");
+    let err = authorize(&["--protocol", "gre", "--cidr", "0.0.0.0/0"]).unwrap_err();
+    assert!(err.starts_with("InvalidParameterValue"), "{err}");
+    let err = daemon.err(&["create-security-group", "--group-name", "web"]);
+    assert!(err.starts_with("InvalidGroup.Duplicate"), "{err}");
+
+    let run = |groups: &[&str]| {
+        let mut args = vec!["run-instances", "--image-id", &image, "--subnet-id", &subnet];
+        if !groups.is_empty() {
+            args.push("--security-group-ids");
+            args.extend_from_slice(groups);
+        }
+        daemon.nuage(&args)
+    };
+    let front = run(&[&web]).unwrap()["Instances"][0].clone();
+    assert_eq!(front["security_group_ids"], serde_json::json!([web]));
+    let back = run(&[]).unwrap()["Instances"][0].clone();
+    let default = back["security_group_ids"][0].as_str().unwrap().to_owned();
+    let groups = daemon.ok(&["describe-security-groups"]);
+    let names: Vec<&str> = groups["SecurityGroups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["group_name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 2);
+    assert!(names.contains(&"default") && names.contains(&"web"), "{names:?}");
+    let (front_id, back_id) = (front["instance_id"].as_str().unwrap(), back["instance_id"].as_str().unwrap());
+    let table = rules();
+    assert!(table.contains("ip daddr 10.0.23.2 tcp dport 80 accept"), "{table}");
+    assert!(
+        table.contains("ip daddr 10.0.23.2 ip saddr 192.168.0.0/16 tcp dport 8000-8010 accept"),
+        "{table}"
+    );
+    assert!(
+        table.contains("ip daddr 10.0.23.3 drop") && !table.contains("ip daddr 10.0.23.3 tcp"),
+        "{table}"
+    );
+
+    let err = run(&["sg-0000000000000000"]).unwrap_err();
+    assert!(err.starts_with("InvalidGroup.NotFound"), "{err}");
+    let err = daemon.err(&["run-instances", "--image-id", &image, "--security-group-ids", &web]);
+    assert!(err.contains("security groups need a subnet"), "{err}");
+    let err = daemon.err(&["delete-security-group", "--group-id", &web]);
+    assert!(err.starts_with("DependencyViolation"), "{err}");
+    let err = daemon.err(&["delete-security-group", "--group-id", &default]);
+    assert!(err.starts_with("CannotDelete"), "{err}");
+
+    daemon.ok(&["modify-instance-attribute", "--instance-id", back_id, "--groups", &web, &default]);
+    let described = daemon.ok(&["describe-instances", "--instance-ids", back_id]);
+    let mut now: Vec<String> =
+        serde_json::from_value(described["Instances"][0]["security_group_ids"].clone()).unwrap();
+    now.sort();
+    let mut expected = vec![web.clone(), default.clone()];
+    expected.sort();
+    assert_eq!(now, expected);
+    assert!(rules().contains("ip daddr 10.0.23.3 tcp dport 80 accept"), "{}", rules());
+    daemon
+        .nuage(&["revoke-security-group-ingress", "--group-id", &web, "--port", "80", "--cidr", "0.0.0.0/0"])
+        .unwrap();
+    assert!(!rules().contains("dport 80 "), "{}", rules());
+
+    daemon.ok(&["terminate-instances", "--instance-ids", front_id, back_id]);
+    daemon.wait_for(|| !rules().contains("ip daddr 10.0.23."), "their rules to go with them");
+    daemon.nuage(&["delete-security-group", "--group-id", &web]).unwrap();
+    let left = daemon.ok(&["describe-security-groups"]);
+    assert_eq!(left["SecurityGroups"].as_array().unwrap().len(), 1, "{left}");
+}
+
 /// SIGKILL nuaged at recorded steps of RunInstances and TerminateInstances: the next
 /// nuaged settles every instance (none left pending or shutting down), and VMMs, volumes,
 /// taps and leases match what the instances' states say.

@@ -69,6 +69,16 @@ pub fn classify(error: &DaemonError) -> (Code, &'static str) {
             NetError::DependencyViolation(_) => (FailedPrecondition, "DependencyViolation"),
             NetError::Exhausted(_) => (ResourceExhausted, "InsufficientFreeAddressesInSubnet"),
             NetError::AddressLimitExceeded(_) => (ResourceExhausted, "AddressLimitExceeded"),
+            NetError::GroupNotFound(_) => (NotFound, "InvalidGroup.NotFound"),
+            NetError::GroupDuplicate(_) => (AlreadyExists, "InvalidGroup.Duplicate"),
+            NetError::PermissionDuplicate(_) => (AlreadyExists, "InvalidPermission.Duplicate"),
+            NetError::PermissionNotFound(_) => (NotFound, "InvalidPermission.NotFound"),
+            NetError::GroupLimit(_) => (ResourceExhausted, "SecurityGroupLimitExceeded"),
+            NetError::RulesLimit(_) => (ResourceExhausted, "RulesPerSecurityGroupLimitExceeded"),
+            NetError::GroupsPerInstanceLimit(_) => {
+                (ResourceExhausted, "SecurityGroupsPerInstanceLimitExceeded")
+            }
+            NetError::CannotDelete(_) => (FailedPrecondition, "CannotDelete"),
             NetError::Command { .. } | NetError::Io { .. } => (Internal, INTERNAL_ERROR),
         },
         DaemonError::KeyPair(e) => match e {

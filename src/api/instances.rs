@@ -11,8 +11,8 @@ use super::pb::instance_event::Event;
 use super::pb::instances_server::Instances;
 use super::pb::{
     DescribeInstancesRequest, DescribeInstancesResponse, GetConsoleOutputRequest, GetConsoleOutputResponse,
-    Instance, InstanceEvent, InstanceIds, RunInstancesRequest, RunInstancesResponse, StateChange,
-    StateChanges, WatchInstanceRequest,
+    Instance, InstanceEvent, InstanceIds, ModifyInstanceAttributeRequest, ModifyInstanceAttributeResponse,
+    RunInstancesRequest, RunInstancesResponse, StateChange, StateChanges, WatchInstanceRequest,
 };
 use super::resources::{self, Query};
 use crate::daemon::instances::{LaunchVolume, RunSpec, StateChange as Change};
@@ -66,7 +66,17 @@ fn instance(r: InstanceRecord, tags: Vec<Tag>) -> Instance {
         private_ip_address: r.private_ip.map(|ip| ip.to_string()).unwrap_or_default(),
         key_name: r.key_name,
         tags: resources::to_pb(tags),
+        security_group_ids: Vec::new(),
     }
+}
+
+/// Shows each instance's security groups, which the network plane keeps.
+fn with_groups(daemon: &Daemon, mut instances: Vec<Instance>) -> Result<Vec<Instance>, DaemonError> {
+    let mut groups = daemon.network.instance_groups()?;
+    for instance in &mut instances {
+        instance.security_group_ids = groups.remove(&instance.instance_id).unwrap_or_default();
+    }
+    Ok(instances)
 }
 
 fn event(id: &str, event: WatchEvent) -> InstanceEvent {
@@ -141,9 +151,13 @@ impl Instances for InstancesService {
                     .collect(),
                 tags: instance_tags,
                 volume_tags,
+                security_group_ids: r.security_group_ids,
             };
             let records = daemon.instances.run(&spec)?;
-            Ok(records.into_iter().map(|record| instance(record, spec.tags.clone())).collect())
+            with_groups(
+                &daemon,
+                records.into_iter().map(|record| instance(record, spec.tags.clone())).collect(),
+            )
         })
         .await?;
         Ok(Response::new(RunInstancesResponse { instances }))
@@ -164,7 +178,17 @@ impl Instances for InstancesService {
         let ids = r.instance_ids;
         let find = move |daemon: &Daemon| daemon.instances.describe(&ids, &states);
         let (instances, next_token) = resources::describe(self.0.clone(), query, find, instance).await?;
+        let daemon = self.0.clone();
+        let instances = blocking(move || with_groups(&daemon, instances)).await?;
         Ok(Response::new(DescribeInstancesResponse { instances, next_token }))
+    }
+
+    async fn modify_instance_attribute(
+        &self,
+        request: Request<ModifyInstanceAttributeRequest>,
+    ) -> Result<Response<ModifyInstanceAttributeResponse>, Status> {
+        let ModifyInstanceAttributeRequest { instance_id, groups } = request.into_inner();
+        resources::done(self.0.clone(), move |d| d.network.set_instance_groups(&instance_id, &groups)).await
     }
 
     async fn stop_instances(&self, request: Request<InstanceIds>) -> Result<Response<StateChanges>, Status> {

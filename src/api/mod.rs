@@ -10,6 +10,7 @@ pub mod instances;
 pub mod keypairs;
 pub mod metrics;
 pub mod resources;
+pub mod security_groups;
 pub mod server;
 pub mod subnets;
 pub mod volumes;

@@ -23,11 +23,13 @@ use super::pb::addresses_server::AddressesServer;
 use super::pb::images_server::ImagesServer;
 use super::pb::instances_server::InstancesServer;
 use super::pb::key_pairs_server::KeyPairsServer;
+use super::pb::security_groups_server::SecurityGroupsServer;
 use super::pb::snapshots_server::SnapshotsServer;
 use super::pb::subnets_server::SubnetsServer;
 use super::pb::tags_server::TagsServer;
 use super::pb::volumes_server::VolumesServer;
 use super::resources::TagsService;
+use super::security_groups::SecurityGroupsService;
 use super::subnets::SubnetsService;
 use super::volumes::{SnapshotsService, VolumesService};
 use crate::daemon::Daemon;
@@ -108,6 +110,7 @@ async fn routes(
         .add_service(SnapshotsServer::new(SnapshotsService(daemon.clone())))
         .add_service(AddressesServer::new(AddressesService(daemon.clone())))
         .add_service(KeyPairsServer::new(KeyPairsService(daemon.clone())))
+        .add_service(SecurityGroupsServer::new(SecurityGroupsService(daemon.clone())))
         .add_service(TagsServer::new(TagsService(daemon.clone()))))
 }
 

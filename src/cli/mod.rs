@@ -15,6 +15,7 @@ use crate::api::pb::images_client::ImagesClient;
 use crate::api::pb::instance_event::Event;
 use crate::api::pb::instances_client::InstancesClient;
 use crate::api::pb::key_pairs_client::KeyPairsClient;
+use crate::api::pb::security_groups_client::SecurityGroupsClient;
 use crate::api::pb::snapshots_client::SnapshotsClient;
 use crate::api::pb::subnets_client::SubnetsClient;
 use crate::api::pb::tags_client::TagsClient;
@@ -29,13 +30,14 @@ use crate::api::pb::{
     WatchInstanceRequest,
 };
 use crate::api::pb::{
-    CreateSnapshotRequest, CreateTagsRequest, DeleteTagsRequest, DescribeTagsRequest, Tag, TagKey,
-    TagSpecification,
+    CreateSecurityGroupRequest, CreateSnapshotRequest, CreateTagsRequest, DeleteSecurityGroupRequest,
+    DeleteTagsRequest, DescribeSecurityGroupsRequest, DescribeTagsRequest, IngressRequest, IpPermission,
+    ModifyInstanceAttributeRequest, Tag, TagKey, TagSpecification,
 };
 use crate::api::server::{connect, connect_tls};
 use output::{
     print_addresses, print_changes, print_created_key_pair, print_images, print_instances, print_key_pairs,
-    print_snapshots, print_subnets, print_tags, print_volumes, Format,
+    print_security_groups, print_snapshots, print_subnets, print_tags, print_volumes, Format,
 };
 
 /// Bytes in the GiB that `--size` counts in, as EC2's does.
@@ -147,8 +149,20 @@ enum Command {
         /// keep=true to keep it when the instance is terminated (repeatable).
         #[arg(long = "volume", value_parser = parse_launch_volume)]
         volumes: Vec<LaunchVolume>,
+        /// The security groups of each interface (default: the `default` group).
+        #[arg(long = "security-group-ids", num_args = 1..)]
+        security_group_ids: Vec<String>,
         #[command(flatten)]
         tagging: TagArgs,
+    },
+    /// Puts an instance's interface in exactly these security groups.
+    ModifyInstanceAttribute {
+        /// The instance.
+        #[arg(long)]
+        instance_id: String,
+        /// Its security groups from now on (1 to 5).
+        #[arg(long = "groups", num_args = 1.., required = true)]
+        groups: Vec<String>,
     },
     /// Lists instances.
     DescribeInstances {
@@ -315,6 +329,41 @@ enum Command {
         #[arg(long)]
         allocation_id: String,
     },
+    /// Makes a security group without rules.
+    CreateSecurityGroup {
+        /// Its name, unique on the host.
+        #[arg(long)]
+        group_name: String,
+        /// What it is for.
+        #[arg(long, default_value = "")]
+        description: String,
+        #[command(flatten)]
+        tagging: TagArgs,
+    },
+    /// Lists security groups and their rules.
+    DescribeSecurityGroups {
+        /// Only these.
+        #[arg(long = "group-ids", num_args = 1..)]
+        group_ids: Vec<String>,
+        #[command(flatten)]
+        list: ListArgs,
+    },
+    /// Lets traffic in to a security group's instances.
+    AuthorizeSecurityGroupIngress {
+        #[command(flatten)]
+        rule: RuleArgs,
+    },
+    /// Stops letting traffic in that a rule let in.
+    RevokeSecurityGroupIngress {
+        #[command(flatten)]
+        rule: RuleArgs,
+    },
+    /// Deletes a security group no instance is in.
+    DeleteSecurityGroup {
+        /// The group.
+        #[arg(long)]
+        group_id: String,
+    },
     /// Makes an SSH key pair and prints its private key, which nuage does not keep
     /// (`nuage create-key-pair --key-name k > k.pem`).
     CreateKeyPair {
@@ -453,6 +502,43 @@ fn parse_filter(text: &str) -> Result<Filter, String> {
     let rest = text.strip_prefix("Name=").ok_or_else(bad)?;
     let (name, values) = rest.split_once(",Values=").ok_or_else(bad)?;
     Ok(Filter { name: name.to_owned(), values: values.split(',').map(str::to_owned).collect() })
+}
+
+/// One ingress rule, as `aws ec2 authorize-security-group-ingress` takes it.
+#[derive(Debug, clap::Args)]
+struct RuleArgs {
+    /// The group.
+    #[arg(long)]
+    group_id: String,
+    /// tcp, udp, icmp or -1 (every protocol).
+    #[arg(long, default_value = "tcp", allow_hyphen_values = true)]
+    protocol: String,
+    /// A port or a range (`8000-8010`); default: every port.
+    #[arg(long, value_parser = parse_ports)]
+    port: Option<(i32, i32)>,
+    /// Where the traffic may come from (repeatable).
+    #[arg(long = "cidr", required = true)]
+    cidrs: Vec<String>,
+}
+
+impl RuleArgs {
+    fn request(self) -> IngressRequest {
+        let (from_port, to_port) = self.port.unwrap_or((-1, -1));
+        let permission =
+            IpPermission { ip_protocol: self.protocol, from_port, to_port, ip_ranges: self.cidrs };
+        IngressRequest { group_id: self.group_id, ip_permissions: vec![permission] }
+    }
+}
+
+/// Parses `--port 22` or `--port 8000-8010`.
+fn parse_ports(text: &str) -> Result<(i32, i32), String> {
+    let number = |t: &str| {
+        t.parse::<u16>().map(i32::from).map_err(|_| format!("{text:?}: expected PORT or FIRST-LAST"))
+    };
+    match text.split_once('-') {
+        Some((first, last)) => Ok((number(first)?, number(last)?)),
+        None => number(text).map(|port| (port, port)),
+    }
 }
 
 /// Parses `--volume size=GIB,snapshot-id=snap-…,keep=true` (any of the three).
@@ -602,6 +688,7 @@ impl Cli {
         let mut snapshots = SnapshotsClient::new(channel.clone());
         let mut addresses = AddressesClient::new(channel.clone());
         let mut key_pairs = KeyPairsClient::new(channel.clone());
+        let mut security_groups = SecurityGroupsClient::new(channel.clone());
         let mut tags = TagsClient::new(channel);
         let gib = |size: u64| size.checked_mul(GIB).context("the size is too large");
         let ids = |instance_ids| InstanceIds { instance_ids, force: false };
@@ -657,6 +744,7 @@ impl Cli {
                 key_name,
                 user_data,
                 volumes,
+                security_group_ids,
                 tagging,
             } => {
                 let user_data = user_data.as_deref().map(text_or_file).transpose()?.unwrap_or_default();
@@ -670,8 +758,13 @@ impl Cli {
                     user_data,
                     volumes,
                     tag_specifications: tagging.tag_specifications,
+                    security_group_ids,
                 };
                 print_instances(format, instances.run_instances(request).await?.into_inner().instances, "");
+            }
+            Command::ModifyInstanceAttribute { instance_id, groups } => {
+                let request = ModifyInstanceAttributeRequest { instance_id, groups };
+                instances.modify_instance_attribute(request).await?;
             }
             Command::DescribeInstances { instance_ids, states, list } => {
                 let ListArgs { filters, max_results, next_token } = list;
@@ -775,6 +868,30 @@ impl Cli {
             }
             Command::ReleaseAddress { allocation_id } => {
                 addresses.release_address(AllocationId { allocation_id }).await?;
+            }
+            Command::CreateSecurityGroup { group_name, description, tagging } => {
+                let tag_specifications = tagging.tag_specifications;
+                let request = CreateSecurityGroupRequest { group_name, description, tag_specifications };
+                let group = security_groups.create_security_group(request).await?.into_inner();
+                print_security_groups(format, vec![group], "");
+            }
+            Command::DescribeSecurityGroups { group_ids, list } => {
+                let ListArgs { filters, max_results, next_token } = list;
+                let request = DescribeSecurityGroupsRequest { group_ids, filters, max_results, next_token };
+                let response = security_groups.describe_security_groups(request).await?.into_inner();
+                print_security_groups(format, response.security_groups, &response.next_token);
+            }
+            Command::AuthorizeSecurityGroupIngress { rule } => {
+                let group =
+                    security_groups.authorize_security_group_ingress(rule.request()).await?.into_inner();
+                print_security_groups(format, vec![group], "");
+            }
+            Command::RevokeSecurityGroupIngress { rule } => {
+                let group = security_groups.revoke_security_group_ingress(rule.request()).await?.into_inner();
+                print_security_groups(format, vec![group], "");
+            }
+            Command::DeleteSecurityGroup { group_id } => {
+                security_groups.delete_security_group(DeleteSecurityGroupRequest { group_id }).await?;
             }
             Command::CreateKeyPair { key_name, key_type, tagging } => {
                 let tag_specifications = tagging.tag_specifications;

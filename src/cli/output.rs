@@ -3,8 +3,8 @@
 use serde::Serialize;
 
 use crate::api::pb::{
-    Address, CreateKeyPairResponse, Image, Instance, KeyPair, Snapshot, StateChanges, Subnet, Tag,
-    TagDescription, Volume,
+    Address, CreateKeyPairResponse, Image, Instance, KeyPair, SecurityGroup, Snapshot, StateChanges, Subnet,
+    Tag, TagDescription, Volume,
 };
 
 /// How results are printed.
@@ -87,7 +87,8 @@ pub fn print_images(format: Format, images: Vec<Image>, next_token: &str) {
 
 /// Prints instances.
 pub fn print_instances(format: Format, instances: Vec<Instance>, next_token: &str) {
-    let header = ["INSTANCE ID", "NAME", "IMAGE ID", "TYPE", "STATE", "PRIVATE IP", "ROOT VOLUME", "REASON"];
+    let header =
+        ["INSTANCE ID", "NAME", "IMAGE ID", "TYPE", "STATE", "PRIVATE IP", "GROUPS", "ROOT VOLUME", "REASON"];
     page(format, "Instances", instances, next_token, &header, |i| {
         vec![
             i.instance_id,
@@ -96,6 +97,7 @@ pub fn print_instances(format: Format, instances: Vec<Instance>, next_token: &st
             i.instance_type,
             i.state,
             i.private_ip_address,
+            i.security_group_ids.join(","),
             i.root_volume_id,
             i.state_reason,
         ]
@@ -154,6 +156,26 @@ pub fn print_addresses(format: Format, addresses: Vec<Address>, next_token: &str
     let header = ["ALLOCATION ID", "NAME", "PUBLIC IP", "INSTANCE", "PRIVATE IP"];
     page(format, "Addresses", addresses, next_token, &header, |a| {
         vec![a.allocation_id, name_tag(&a.tags), a.public_ip, a.instance_id, a.private_ip_address]
+    });
+}
+
+/// Prints security groups, a rule a line in the RULES column's text.
+pub fn print_security_groups(format: Format, groups: Vec<SecurityGroup>, next_token: &str) {
+    let header = ["GROUP ID", "NAME", "DESCRIPTION", "RULES"];
+    page(format, "SecurityGroups", groups, next_token, &header, |g| {
+        let rules: Vec<String> = g
+            .ip_permissions
+            .iter()
+            .map(|p| {
+                let ports = match (p.from_port, p.to_port) {
+                    (-1, -1) => "all".to_owned(),
+                    (from, to) if from == to => from.to_string(),
+                    (from, to) => format!("{from}-{to}"),
+                };
+                format!("{} {ports} from {}", p.ip_protocol, p.ip_ranges.join(","))
+            })
+            .collect();
+        vec![g.group_id, g.group_name, g.description, rules.join("; ")]
     });
 }
 

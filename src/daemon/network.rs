@@ -8,8 +8,11 @@ use std::sync::Arc;
 use super::describe::Describable;
 use super::DaemonError;
 use crate::net::addr::Ipv4Cidr;
+use crate::net::firewall::Allow;
 use crate::net::ipam::{ElasticIp, Subnet};
 use crate::net::plane::NetworkPlane;
+use crate::net::security_groups::SecurityGroup;
+use crate::net::NetError;
 use crate::state::db::InstanceStore;
 use crate::state::instance::{InstanceRecord, InstanceState};
 use crate::state::tag::TagStore;
@@ -69,6 +72,22 @@ impl Describable for AddressUse {
             "public-ip" => self.eip.public_ip.to_string(),
             "instance-id" => self.instance_id.clone().unwrap_or_default(),
             _ => self.eip.private_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+        }
+    }
+}
+
+impl Describable for SecurityGroup {
+    const FILTERS: &'static [&'static str] = &["group-id", "group-name", "description"];
+
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn attribute(&self, name: &str) -> String {
+        match name {
+            "group-id" => self.id.clone(),
+            "group-name" => self.name.clone(),
+            _ => self.description.clone(),
         }
     }
 }
@@ -134,6 +153,57 @@ impl Network {
     pub fn release_address(&self, allocation_id: &str) -> Result<(), DaemonError> {
         self.plane.release_address(allocation_id)?;
         Ok(self.tags.forget_tags(allocation_id)?)
+    }
+
+    /// Creates an empty security group.
+    pub fn create_security_group(&self, name: &str, description: &str) -> Result<SecurityGroup, DaemonError> {
+        Ok(self.plane.create_security_group(name, description)?)
+    }
+
+    /// The security groups named in `ids`, or all when none is named.
+    pub fn describe_security_groups(&self, ids: &[String]) -> Result<Vec<SecurityGroup>, DaemonError> {
+        let all = self.plane.security_groups()?;
+        if let Some(unknown) = ids.iter().find(|id| !all.iter().any(|g| &g.id == *id)) {
+            return Err(NetError::GroupNotFound(unknown.clone()).into());
+        }
+        Ok(all.into_iter().filter(|g| ids.is_empty() || ids.contains(&g.id)).collect())
+    }
+
+    /// Deletes a security group no instance is in.
+    pub fn delete_security_group(&self, id: &str) -> Result<(), DaemonError> {
+        self.plane.delete_security_group(id)?;
+        Ok(self.tags.forget_tags(id)?)
+    }
+
+    /// Lets `rules` in to the instances of group `id`.
+    pub fn authorize_ingress(&self, id: &str, rules: &[Allow]) -> Result<SecurityGroup, DaemonError> {
+        Ok(self.plane.authorize_ingress(id, rules)?)
+    }
+
+    /// Stops letting `rules` in to the instances of group `id`.
+    pub fn revoke_ingress(&self, id: &str, rules: &[Allow]) -> Result<SecurityGroup, DaemonError> {
+        Ok(self.plane.revoke_ingress(id, rules)?)
+    }
+
+    /// Puts a live instance with a network interface in exactly the security groups
+    /// `groups` (1 to 5).
+    pub fn set_instance_groups(&self, instance_id: &str, groups: &[String]) -> Result<(), DaemonError> {
+        let instance = self.db.get(instance_id)?;
+        if instance.subnet_id.is_empty() || instance.state == InstanceState::Terminated {
+            return Err(DaemonError::InvalidParameter(format!(
+                "{instance_id} has no network interface to put in security groups"
+            )));
+        }
+        if groups.is_empty() {
+            return Err(DaemonError::InvalidParameter("name at least one security group".into()));
+        }
+        self.describe_security_groups(groups)?;
+        Ok(self.plane.set_security_groups(instance_id, groups)?)
+    }
+
+    /// The security groups of each instance in some group.
+    pub fn instance_groups(&self) -> Result<std::collections::BTreeMap<String, Vec<String>>, DaemonError> {
+        Ok(self.plane.ipam().all_memberships()?)
     }
 
     fn subnet_use(&self, subnet: Subnet) -> Result<SubnetUse, DaemonError> {

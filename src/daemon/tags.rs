@@ -38,10 +38,12 @@ pub enum ResourceType {
     ElasticIp,
     /// `key-…`.
     KeyPair,
+    /// `sg-…`.
+    SecurityGroup,
 }
 
 impl ResourceType {
-    const ALL: [(ResourceType, &'static str, &'static str); 7] = [
+    const ALL: [(ResourceType, &'static str, &'static str); 8] = [
         (ResourceType::Instance, "instance", "i-"),
         (ResourceType::Image, "image", "ami-"),
         (ResourceType::Volume, "volume", "vol-"),
@@ -49,6 +51,7 @@ impl ResourceType {
         (ResourceType::Subnet, "subnet", "subnet-"),
         (ResourceType::ElasticIp, "elastic-ip", "eipalloc-"),
         (ResourceType::KeyPair, "key-pair", "key-"),
+        (ResourceType::SecurityGroup, "security-group", "sg-"),
     ];
 
     /// The kind of the resource with id `id`.
@@ -232,6 +235,11 @@ impl Tags {
                 Some(ResourceType::ElasticIp) => {
                     if !self.plane.ipam().elastic_ips()?.iter().any(|eip| &eip.id == id) {
                         return Err(NetError::AllocationNotFound(id.clone()).into());
+                    }
+                }
+                Some(ResourceType::SecurityGroup) => {
+                    if !self.plane.security_groups()?.iter().any(|group| &group.id == id) {
+                        return Err(NetError::GroupNotFound(id.clone()).into());
                     }
                 }
                 Some(ResourceType::KeyPair) => {

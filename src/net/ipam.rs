@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::addr::{mac_for, Ipv4Cidr, SUBNET_PREFIXES};
+use super::security_groups::SecurityGroup;
 use super::NetError;
 use crate::state::file::{create_private_dir, read_json, write_json};
 use crate::state::id::new_id;
@@ -42,11 +43,16 @@ pub struct Lease {
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
-struct State {
-    subnets: Vec<Subnet>,
-    leases: BTreeMap<String, Vec<Lease>>,
+pub(super) struct State {
+    pub(super) subnets: Vec<Subnet>,
+    pub(super) leases: BTreeMap<String, Vec<Lease>>,
     #[serde(default)]
-    elastic_ips: Vec<ElasticIp>,
+    pub(super) elastic_ips: Vec<ElasticIp>,
+    #[serde(default)]
+    pub(super) security_groups: Vec<SecurityGroup>,
+    /// The security groups of each instance (by owner), as its interface applies them.
+    #[serde(default)]
+    pub(super) memberships: BTreeMap<String, Vec<String>>,
 }
 
 /// An Elastic IP: an address of the host's LAN pool, associated with an instance's
@@ -103,7 +109,10 @@ impl Ipam {
     }
 
     /// Runs `change` on the current state under the lock and saves the result.
-    fn transaction<T>(&self, change: impl FnOnce(&mut State) -> Result<T, NetError>) -> Result<T, NetError> {
+    pub(super) fn transaction<T>(
+        &self,
+        change: impl FnOnce(&mut State) -> Result<T, NetError>,
+    ) -> Result<T, NetError> {
         let _lock = Locked::acquire(&self.lock)?;
         let mut state = self.load()?;
         let result = change(&mut state)?;
@@ -111,7 +120,7 @@ impl Ipam {
         Ok(result)
     }
 
-    fn load(&self) -> Result<State, NetError> {
+    pub(super) fn load(&self) -> Result<State, NetError> {
         if self.state.exists() {
             read_json(&self.state).map_err(NetError::io(&self.state))
         } else {

@@ -8,6 +8,7 @@ pub mod firewall;
 pub mod ipam;
 pub mod link;
 pub mod plane;
+pub mod security_groups;
 #[cfg(test)]
 mod testing;
 
@@ -40,6 +41,30 @@ pub enum NetError {
     /// Something still depends on the resource.
     #[error("{0}")]
     DependencyViolation(String),
+    /// No such security group.
+    #[error("security group {0} not found")]
+    GroupNotFound(String),
+    /// A security group of that name exists.
+    #[error("{0}")]
+    GroupDuplicate(String),
+    /// The group holds that rule already.
+    #[error("{0}")]
+    PermissionDuplicate(String),
+    /// The group has no such rule.
+    #[error("{0}")]
+    PermissionNotFound(String),
+    /// The host holds as many security groups as it may.
+    #[error("{0}")]
+    GroupLimit(String),
+    /// The group holds as many rules as it may.
+    #[error("{0}")]
+    RulesLimit(String),
+    /// More groups for one instance than it may be in.
+    #[error("{0}")]
+    GroupsPerInstanceLimit(String),
+    /// The resource may not be deleted (the default security group).
+    #[error("{0}")]
+    CannotDelete(String),
     /// A network command failed.
     #[error("{command}: {stderr}")]
     Command {

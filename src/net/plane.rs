@@ -9,9 +9,10 @@ use std::os::fd::OwnedFd;
 use std::path::Path;
 
 use super::addr::{kernel_ip_param, Ipv4Cidr};
-use super::firewall::{Firewall, Policy};
+use super::firewall::{Allow, Firewall, Policy};
 use super::ipam::{range_overlaps, ElasticIp, Ipam, Subnet};
 use super::link::{tap_name, Links};
+use super::security_groups::SecurityGroup;
 use super::{in_netns, NetError};
 use crate::vmm::api::config::MacAddress;
 use crate::vmm::devices::virtio::net::tap::Tap;
@@ -127,20 +128,28 @@ impl NetworkPlane {
     }
 
     /// Leases an address on `subnet_id` to `owner` (the requested one or the next free
-    /// one) and makes its tap, owned by `uid`, on the subnet's bridge.
+    /// one), puts it in the security groups `groups` (none: unfiltered) and makes its tap,
+    /// owned by `uid`, on the subnet's bridge.
     pub fn attach(
         &self,
         subnet_id: &str,
         owner: &str,
         requested: Option<Ipv4Addr>,
         uid: u32,
+        groups: &[String],
     ) -> Result<Interface, NetError> {
         let subnet = self.ipam.subnet(subnet_id)?;
         let lease = self.ipam.allocate(subnet_id, owner, requested)?;
         let tap = tap_name(owner);
-        if let Err(e) = self.links.create_tap(&tap, uid, &subnet.bridge) {
+        let made = self
+            .ipam
+            .set_memberships(owner, groups)
+            .and_then(|()| self.sync())
+            .and_then(|()| self.links.create_tap(&tap, uid, &subnet.bridge));
+        if let Err(e) = made {
             // Leave nothing behind: the lease is only worth something with its tap.
             let _ = self.links.delete(&tap);
+            self.ipam.set_memberships(owner, &[])?;
             self.ipam.release(subnet_id, lease.ip)?;
             return Err(e);
         }
@@ -185,7 +194,8 @@ impl NetworkPlane {
             }
             self.ipam.release(subnet_id, lease.ip)?;
         }
-        Ok(())
+        self.ipam.set_memberships(owner, &[])?;
+        self.sync()
     }
 
     /// Removes the taps of owners not in `owners` (instances that no longer exist). A
@@ -222,6 +232,51 @@ impl NetworkPlane {
         self.ipam.release_address(id)
     }
 
+    /// Creates a security group.
+    pub fn create_security_group(&self, name: &str, description: &str) -> Result<SecurityGroup, NetError> {
+        self.ipam.create_security_group(name, description)
+    }
+
+    /// The `default` security group's id (made when first asked for).
+    pub fn default_security_group(&self) -> Result<String, NetError> {
+        self.ipam.default_security_group()
+    }
+
+    /// Deletes a security group no instance is in.
+    pub fn delete_security_group(&self, id: &str) -> Result<(), NetError> {
+        self.ipam.delete_security_group(id)
+    }
+
+    /// Adds ingress rules to a security group and applies them.
+    pub fn authorize_ingress(&self, id: &str, rules: &[Allow]) -> Result<SecurityGroup, NetError> {
+        let group = self.ipam.authorize_ingress(id, rules)?;
+        self.sync()?;
+        Ok(group)
+    }
+
+    /// Removes ingress rules from a security group and applies that.
+    pub fn revoke_ingress(&self, id: &str, rules: &[Allow]) -> Result<SecurityGroup, NetError> {
+        let group = self.ipam.revoke_ingress(id, rules)?;
+        self.sync()?;
+        Ok(group)
+    }
+
+    /// Every security group.
+    pub fn security_groups(&self) -> Result<Vec<SecurityGroup>, NetError> {
+        self.ipam.security_groups()
+    }
+
+    /// Puts instance `owner` in exactly the security groups `groups` and applies that.
+    pub fn set_security_groups(&self, owner: &str, groups: &[String]) -> Result<(), NetError> {
+        self.ipam.set_memberships(owner, groups)?;
+        self.sync()
+    }
+
+    /// The security groups instance `owner` is in.
+    pub fn security_groups_of(&self, owner: &str) -> Result<Vec<String>, NetError> {
+        self.ipam.memberships(owner)
+    }
+
     /// Makes the uplink's Elastic IP addresses and the firewall match the record.
     fn sync(&self) -> Result<(), NetError> {
         let elastic_ips = self.ipam.elastic_ips()?;
@@ -236,7 +291,7 @@ impl NetworkPlane {
         let policy = Policy {
             subnets: self.ipam.subnets()?.into_iter().map(|s| (s.cidr, s.bridge)).collect(),
             elastic_ips: elastic_ips.iter().filter_map(|e| Some((e.public_ip, e.private_ip?))).collect(),
-            ingress: Vec::new(),
+            ingress: self.ipam.ingress()?,
         };
         self.firewall.apply(&policy)
     }
@@ -245,6 +300,7 @@ impl NetworkPlane {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net::firewall::Protocol;
     use crate::net::testing::Netns;
 
     fn plane(ns: &Netns, dir: &Path) -> NetworkPlane {
@@ -300,8 +356,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let plane = plane(&ns, dir.path());
         let subnet = plane.create_subnet("10.0.11.0/24".parse().unwrap(), None).unwrap();
-        let a = plane.attach(&subnet.id, "i-aaaa", None, 0).unwrap();
-        let b = plane.attach(&subnet.id, "i-bbbb", Some("10.0.11.9".parse().unwrap()), 0).unwrap();
+        let web = plane.create_security_group("web", "").unwrap();
+        let http =
+            Allow { protocol: Protocol::Tcp, ports: Some((80, 80)), source: "0.0.0.0/0".parse().unwrap() };
+        plane.authorize_ingress(&web.id, &[http]).unwrap();
+        let a = plane.attach(&subnet.id, "i-aaaa", None, 0, std::slice::from_ref(&web.id)).unwrap();
+        let b = plane.attach(&subnet.id, "i-bbbb", Some("10.0.11.9".parse().unwrap()), 0, &[]).unwrap();
+        assert!(nft_rules(&ns).contains("ip daddr 10.0.11.2 tcp dport 80 accept"), "{}", nft_rules(&ns));
         assert_eq!((a.ip.to_string(), b.ip.to_string()), ("10.0.11.2".into(), "10.0.11.9".into()));
         assert_eq!((a.tap.as_str(), a.mac.to_string()), ("ntap-iaaaa", "02:4e:0a:00:0b:02".to_owned()));
         let eip = plane.allocate_address().unwrap();
@@ -319,6 +380,10 @@ mod tests {
         assert!(ns.ip(&["-br", "link"]).contains(&subnet.bridge), "the bridge is back");
         assert!(ns.ip(&["-br", "addr", "show", "dev", "uplink"]).contains("192.168.60.10/32"));
         assert!(nft_rules(&ns).contains("dnat ip to 10.0.11.2"), "the translation is back");
+        assert!(
+            nft_rules(&ns).contains("ip daddr 10.0.11.2 tcp dport 80 accept"),
+            "the security group is back"
+        );
 
         // Detaching the associated instance takes its Elastic IP off the uplink too.
         plane.detach(&subnet.id, "i-aaaa").unwrap();
@@ -337,10 +402,12 @@ mod tests {
         let plane = plane(&ns, dir.path());
         let subnet = plane.create_subnet("10.0.12.0/24".parse().unwrap(), None).unwrap();
         ns.ip(&["link", "del", &subnet.bridge]);
-        let err = plane.attach(&subnet.id, "i-cccc", None, 0).unwrap_err();
+        let group = plane.default_security_group().unwrap();
+        let err = plane.attach(&subnet.id, "i-cccc", None, 0, &[group]).unwrap_err();
         assert!(err.to_string().contains(&subnet.bridge), "{err}");
         assert!(plane.ipam().leases(&subnet.id).unwrap().is_empty());
         assert!(!ns.ip(&["-br", "link"]).contains("ntap-icccc"));
+        assert!(plane.security_groups_of("i-cccc").unwrap().is_empty(), "nor a group membership");
     }
 
     /// A daemon that never made a subnet leaves the host alone: here the namespace does not

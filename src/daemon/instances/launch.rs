@@ -15,6 +15,8 @@ use crate::daemon::cidata::{self, ConfigDrive};
 use crate::daemon::process::{control_socket, instance_dir, Launch, ProcessHandle};
 use crate::daemon::tags::Tags;
 use crate::daemon::{failpoint, DaemonError};
+use crate::net::security_groups::MAX_GROUPS_PER_INSTANCE;
+use crate::net::NetError;
 use crate::state::id::{new_id, now};
 use crate::state::instance::{InstanceRecord, InstanceState::*};
 use crate::state::keypair::KeyPairRecord;
@@ -60,6 +62,9 @@ pub struct RunSpec {
     pub tags: Vec<Tag>,
     /// Tags its volumes carry, root and data.
     pub volume_tags: Vec<Tag>,
+    /// The security groups of its interface (1 to 5; none: the default group). Only with
+    /// a subnet.
+    pub security_group_ids: Vec<String>,
 }
 
 impl Instances {
@@ -83,6 +88,7 @@ impl Instances {
         if !subnet_id.is_empty() {
             self.plane.ipam().subnet(subnet_id)?;
         }
+        let groups = self.launch_groups(subnet_id, &spec.security_group_ids)?;
         if count > self.config.max_count {
             return Err(DaemonError::InvalidParameter(format!(
                 "count {count} is more than the {} one call may launch",
@@ -163,7 +169,7 @@ impl Instances {
                         failpoint("run-after-volume");
                         let interface = match subnet_id.as_str() {
                             "" => None,
-                            subnet => Some(self.plane.attach(subnet, &record.id, private_ip, 0)?),
+                            subnet => Some(self.plane.attach(subnet, &record.id, private_ip, 0, &groups)?),
                         };
                         if let Some(interface) = &interface {
                             self.db.set_private_ip(&record.id, interface.ip)?;
@@ -180,6 +186,31 @@ impl Instances {
                 launched.inspect_err(|e| self.abandon(&record.id, e))
             })
             .collect()
+    }
+
+    /// The security groups a launch's interfaces go in: those named (which must exist),
+    /// else the default group; none without a subnet, where naming any is refused.
+    fn launch_groups(&self, subnet_id: &str, named: &[String]) -> Result<Vec<String>, DaemonError> {
+        if subnet_id.is_empty() {
+            if !named.is_empty() {
+                return Err(DaemonError::InvalidParameter("security groups need a subnet".into()));
+            }
+            return Ok(Vec::new());
+        }
+        if named.is_empty() {
+            return Ok(vec![self.plane.default_security_group()?]);
+        }
+        if named.len() > MAX_GROUPS_PER_INSTANCE {
+            return Err(NetError::GroupsPerInstanceLimit(format!(
+                "an instance is in at most {MAX_GROUPS_PER_INSTANCE} security groups"
+            ))
+            .into());
+        }
+        let known = self.plane.security_groups()?;
+        if let Some(unknown) = named.iter().find(|id| !known.iter().any(|g| &g.id == *id)) {
+            return Err(NetError::GroupNotFound(unknown.clone()).into());
+        }
+        Ok(named.to_vec())
     }
 
     /// Checks RunInstances' volumes before anything is made.
