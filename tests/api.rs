@@ -1416,6 +1416,47 @@ fn watches_are_capped() {
     });
 }
 
+/// The read-only socket beside the API's (for dashboards and monitoring) serves reads and
+/// refuses every call that would change something before it reaches the daemon, logging
+/// the refusal to the audit trail.
+#[test]
+fn the_read_only_socket_serves_reads_and_refuses_changes() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path());
+    let image = register(&daemon, "idle", Asm::new().cli_hlt());
+    let socket = dir.path().join("api-readonly.sock");
+    assert_eq!(std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777, 0o660);
+    let read_only = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_nuage"))
+            .arg("--endpoint")
+            .arg(&socket)
+            .args(["--output", "json"])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, listed) = read_only(&["describe-images"]);
+    assert!(ok && listed.contains(&image), "{listed}");
+    assert!(read_only(&["describe-instances"]).0);
+    for change in [
+        &["run-instances", "--image-id", &image][..],
+        &["create-subnet", "--cidr-block", "10.0.24.0/24"],
+        &["deregister-image", "--image-id", &image],
+        &["create-tags", "--resources", &image, "--tags", "Key=a,Value=b"],
+    ] {
+        let (ok, said) = read_only(change);
+        assert!(!ok && said.contains("UnauthorizedOperation"), "{change:?}: {said}");
+    }
+    assert_eq!(daemon.ok(&["describe-instances"])["Instances"].as_array().map_or(0, Vec::len), 0);
+    assert_eq!(daemon.ok(&["describe-images"])["Images"][0]["image_id"], image.as_str(), "nothing changed");
+    assert!(daemon.log().contains("refused on the read-only socket"), "{}", daemon.log());
+}
+
 /// The API socket is mode 0660 and given to the configured group; each instance's
 /// directory holds the VMM's command line and, while it runs, its pid.
 #[test]

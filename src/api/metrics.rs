@@ -87,30 +87,37 @@ fn escape(value: &str) -> String {
     value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
-/// Times every API call and writes those that change something to the audit trail (a
-/// tower layer on the gRPC server, which every call goes through).
+/// What every API call goes through (a tower layer on the gRPC server): it is timed into
+/// [`ApiMetrics`], written to the audit trail when it changes something, and refused when
+/// it changes something but came in on a read-only listener.
 #[derive(Clone)]
-pub struct TimingLayer(pub Arc<ApiMetrics>);
+pub struct CallLayer {
+    /// Where calls are timed.
+    pub metrics: Arc<ApiMetrics>,
+    /// Whether only reads (Describe, Get, Watch, health, reflection) are served.
+    pub read_only: bool,
+}
 
-impl<S> tower::Layer<S> for TimingLayer {
-    type Service = Timed<S>;
+impl<S> tower::Layer<S> for CallLayer {
+    type Service = Call<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Timed { inner, metrics: self.0.clone() }
+        Call { inner, layer: self.clone() }
     }
 }
 
-/// A service whose calls are timed into [`ApiMetrics`].
+/// A service wrapped by [`CallLayer`].
 #[derive(Clone)]
-pub struct Timed<S> {
+pub struct Call<S> {
     inner: S,
-    metrics: Arc<ApiMetrics>,
+    layer: CallLayer,
 }
 
-impl<S, B> tower::Service<http::Request<B>> for Timed<S>
+impl<S, B> tower::Service<http::Request<B>> for Call<S>
 where
-    S: tower::Service<http::Request<B>>,
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::BoxBody>>,
     S::Future: Send + 'static,
+    S::Error: Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -122,8 +129,16 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let method = request.uri().path().to_owned();
+        if self.layer.read_only && super::audit::changes_something(&method) {
+            let caller = super::audit::caller(request.extensions());
+            tracing::warn!(target: "nuage::audit", method = %method, caller = %caller, "refused on the read-only socket");
+            let refusal = tonic::Status::permission_denied(format!(
+                "UnauthorizedOperation: {method} changes something; this socket is read-only"
+            ));
+            return Box::pin(std::future::ready(Ok(refusal.into_http())));
+        }
         super::audit::record(&method, request.extensions());
-        let metrics = self.metrics.clone();
+        let metrics = self.layer.metrics.clone();
         let started = Instant::now();
         let response = self.inner.call(request);
         Box::pin(async move {

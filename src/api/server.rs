@@ -18,7 +18,7 @@ use super::addresses::AddressesService;
 use super::images::ImagesService;
 use super::instances::InstancesService;
 use super::keypairs::KeyPairsService;
-use super::metrics::{ApiMetrics, TimingLayer};
+use super::metrics::{ApiMetrics, CallLayer};
 use super::pb::addresses_server::AddressesServer;
 use super::pb::images_server::ImagesServer;
 use super::pb::instances_server::InstancesServer;
@@ -67,23 +67,27 @@ fn group_id(groups: &str, name: &str) -> Option<u32> {
     })
 }
 
-/// Where the API is served: the Unix socket, and optionally TCP with mutual TLS.
+/// Where the API is served: the Unix socket, its read-only twin, and optionally TCP with
+/// mutual TLS.
 pub struct Listeners {
     /// The local socket (its file mode decides who may call).
     pub unix: UnixListener,
+    /// The local socket that serves reads only (for dashboards and monitoring).
+    pub read_only: UnixListener,
     /// The TCP listener and its TLS settings (clients must present a certificate).
     pub tcp: Option<(TcpListener, ServerTlsConfig)>,
 }
 
 /// The layers every API call goes through.
-type Layers = Stack<TimingLayer, Identity>;
+type Layers = Stack<CallLayer, Identity>;
 
 /// Every service on `server`: nuage's own, with the standard gRPC health (each reports
-/// serving) and reflection services beside them.
+/// serving) and reflection services beside them; only the reads when `read_only`.
 async fn routes(
     server: Server,
     daemon: &Arc<Daemon>,
     metrics: &Arc<ApiMetrics>,
+    read_only: bool,
 ) -> anyhow::Result<Router<Layers>> {
     let (mut reporter, health) = tonic_health::server::health_reporter();
     reporter.set_serving::<ImagesServer<ImagesService>>().await;
@@ -93,13 +97,14 @@ async fn routes(
     reporter.set_serving::<SnapshotsServer<SnapshotsService>>().await;
     reporter.set_serving::<AddressesServer<AddressesService>>().await;
     reporter.set_serving::<KeyPairsServer<KeyPairsService>>().await;
+    reporter.set_serving::<SecurityGroupsServer<SecurityGroupsService>>().await;
     reporter.set_serving::<TagsServer<TagsService>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(super::pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("building the reflection service")?;
-    let mut server = server.layer(TimingLayer(metrics.clone()));
+    let mut server = server.layer(CallLayer { metrics: metrics.clone(), read_only });
     Ok(server
         .add_service(health)
         .add_service(reflection)
@@ -125,14 +130,18 @@ pub async fn serve(
     let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|&stop| stop).await;
     };
-    let unix = routes(Server::builder(), &daemon, &metrics).await?.serve_with_incoming_shutdown(
+    let unix = routes(Server::builder(), &daemon, &metrics, false).await?.serve_with_incoming_shutdown(
         UnixListenerStream::new(listeners.unix),
+        until_stopped(stopped.clone()),
+    );
+    let read_only = routes(Server::builder(), &daemon, &metrics, true).await?.serve_with_incoming_shutdown(
+        UnixListenerStream::new(listeners.read_only),
         until_stopped(stopped.clone()),
     );
     let tcp = async {
         let Some((listener, tls)) = listeners.tcp else { return Ok(()) };
         let server = Server::builder().tls_config(tls).context("the TLS settings")?;
-        routes(server, &daemon, &metrics)
+        routes(server, &daemon, &metrics, false)
             .await?
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), until_stopped(stopped.clone()))
             .await
@@ -143,7 +152,12 @@ pub async fn serve(
         let _ = stop.send(true);
         Ok(())
     };
-    tokio::try_join!(async { unix.await.context("serving the API") }, tcp, stopper)?;
+    tokio::try_join!(
+        async { unix.await.context("serving the API") },
+        async { read_only.await.context("serving the read-only API") },
+        tcp,
+        stopper
+    )?;
     Ok(())
 }
 

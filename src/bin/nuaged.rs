@@ -117,6 +117,8 @@ async fn main() -> anyhow::Result<()> {
     }
     let socket = config.socket.clone();
     let socket_group = config.socket_group.clone();
+    let read_only_socket = config.read_only_socket();
+    let read_only_group = config.read_only_socket_group.clone();
     let metrics_address = config.metrics_address;
     // Certificates are read before anything else starts, so a bad one fails fast.
     let tcp = config.tcp.as_ref().map(tls_config).transpose()?;
@@ -134,7 +136,9 @@ async fn main() -> anyhow::Result<()> {
         tokio::spawn(metrics::serve(listener, daemon.clone(), api_metrics.clone()));
     }
     let unix = nuage::api::server::bind(&socket, &socket_group)?;
+    let read_only = nuage::api::server::bind(&read_only_socket, &read_only_group)?;
     info!(socket = %socket.display(), state_dir = %daemon.state_dir().display(), "serving the API");
+    info!(socket = %read_only_socket.display(), "serving the API's reads");
     let tcp = match tcp {
         Some((address, tls)) => {
             let listener =
@@ -152,7 +156,7 @@ async fn main() -> anyhow::Result<()> {
         }
         info!("stopping; instances keep running and are adopted at the next start");
     };
-    nuage::api::server::serve(daemon, Listeners { unix, tcp }, api_metrics, shutdown).await
+    nuage::api::server::serve(daemon, Listeners { unix, read_only, tcp }, api_metrics, shutdown).await
 }
 
 /// The TLS settings of the TCP listener: the daemon's identity, and the CA clients'

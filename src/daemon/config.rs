@@ -56,6 +56,9 @@ pub struct DaemonConfig {
     pub socket: PathBuf,
     /// The group the socket is given to, when it exists: its members may call the API.
     pub socket_group: String,
+    /// The group the read-only socket ([`DaemonConfig::read_only_socket`]) is given to,
+    /// when it exists: its members may call the API's reads (Describe, Get, Watch).
+    pub read_only_socket_group: String,
     /// The `nuage-vmm` binary.
     pub vmm: PathBuf,
     /// The instance types, the first being the default.
@@ -94,6 +97,7 @@ impl Default for DaemonConfig {
             state_dir: PathBuf::from("/var/lib/nuage"),
             socket: PathBuf::from("/run/nuage/nuaged.sock"),
             socket_group: "nuage".into(),
+            read_only_socket_group: "nuage-readonly".into(),
             vmm: sibling_binary("nuage-vmm"),
             instance_types: types
                 .into_iter()
@@ -139,6 +143,12 @@ impl DaemonConfig {
     /// Where RegisterImage takes image files from.
     pub fn import_dir(&self) -> PathBuf {
         self.import_dir.clone().unwrap_or_else(|| self.state_dir.join("imports"))
+    }
+
+    /// The read-only socket, beside the API's: `nuaged.sock` → `nuaged-readonly.sock`.
+    pub fn read_only_socket(&self) -> PathBuf {
+        let stem = self.socket.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        self.socket.with_file_name(format!("{stem}-readonly.sock"))
     }
 
     /// How long a stop waits for the guest before stopping its VMM.
