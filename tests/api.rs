@@ -568,6 +568,15 @@ impl Netns {
         let out = Command::new("ip").args(["-n", &self.0, "-br", "link"]).output().unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
+
+    /// The namespace's nuage table, as `nft list` shows it.
+    fn nft_table(&self) -> String {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.0, "nft", "list", "table", "inet", "nuage"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
 }
 
 impl Drop for Netns {
@@ -750,13 +759,7 @@ fn elastic_ips_follow_their_instance() {
             Command::new("ip").args(["-n", &ns.0, "-br", "addr", "show", "dev", "uplink"]).output().unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    let rules = || {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &ns.0, "nft", "list", "table", "inet", "nuage"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let rules = || ns.nft_table();
 
     let subnet = daemon.ok(&["create-subnet", "--cidr-block", "10.0.22.0/24"])["Subnets"][0]["subnet_id"]
         .as_str()
@@ -805,13 +808,7 @@ fn security_groups_decide_what_reaches_an_instance() {
     let ns = Netns::new("sg");
     let dir = tempfile::tempdir().unwrap();
     let daemon = Daemon::start_in_netns(dir.path(), &ns.0);
-    let rules = || {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &ns.0, "nft", "list", "table", "inet", "nuage"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let rules = || ns.nft_table();
     let group_id = |v: Value| v["SecurityGroups"][0]["group_id"].as_str().unwrap().to_owned();
     let subnet = daemon.ok(&["create-subnet", "--cidr-block", "10.0.23.0/24"])["Subnets"][0]["subnet_id"]
         .as_str()

@@ -74,10 +74,11 @@ fi
 
 log "no hardware virtualization: running nested under QEMU TCG with emulated SVM"
 # KVM, taps, and what the network plane's bridges, veth "LAN" and nftables table need;
-# with iproute2, nft and the ssh client themselves.
+# with iproute2, nft and the ssh client themselves, and the decompressors nuaged unpacks
+# Debian's kernels with (LZ4 for the cloud flavour, XZ for the generic one).
 stage_kernel_modules "$kernel_root/lib/modules/$kver" "$stage/modules" \
     kvm-amd tun bridge veth nft_chain_nat nft_nat nft_masq nft_ct
-stage_programs "$stage" ip nft ssh
+stage_programs "$stage" ip nft ssh lz4 xz
 cp "$(command -v busybox)" "$stage/bin/busybox"
 cp "$NUAGE_ROOT/scripts/nested/l1-init" "$stage/init"
 # Uncompressed: decompressing tens of MB under software emulation costs more than reading them.

@@ -428,8 +428,12 @@ impl Store {
         }
         let booted_kernel = match super::kernel::unpack(&staging.join("kernel"), &staging.join("vmlinux"))? {
             Ok(()) => "vmlinux",
+            Err(super::kernel::KeptAsIs::NotBzImage) => "kernel",
             Err(why) => {
-                tracing::info!(image = id, "the kernel boots as registered: {why}");
+                tracing::warn!(
+                    image = id,
+                    "the kernel boots as registered, decompressing itself on every boot: {why}"
+                );
                 "kernel"
             }
         };
