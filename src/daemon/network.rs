@@ -12,7 +12,6 @@ use crate::net::firewall::Allow;
 use crate::net::ipam::{ElasticIp, Subnet};
 use crate::net::plane::NetworkPlane;
 use crate::net::security_groups::SecurityGroup;
-use crate::net::NetError;
 use crate::state::db::InstanceStore;
 use crate::state::instance::{InstanceRecord, InstanceState};
 use crate::state::tag::TagStore;
@@ -162,11 +161,7 @@ impl Network {
 
     /// The security groups named in `ids`, or all when none is named.
     pub fn describe_security_groups(&self, ids: &[String]) -> Result<Vec<SecurityGroup>, DaemonError> {
-        let all = self.plane.security_groups()?;
-        if let Some(unknown) = ids.iter().find(|id| !all.iter().any(|g| &g.id == *id)) {
-            return Err(NetError::GroupNotFound(unknown.clone()).into());
-        }
-        Ok(all.into_iter().filter(|g| ids.is_empty() || ids.contains(&g.id)).collect())
+        super::by_ids(ids, || self.plane.security_groups(), |id| self.plane.security_group(id))
     }
 
     /// Deletes a security group no instance is in.
@@ -197,7 +192,6 @@ impl Network {
         if groups.is_empty() {
             return Err(DaemonError::InvalidParameter("name at least one security group".into()));
         }
-        self.describe_security_groups(groups)?;
         Ok(self.plane.set_security_groups(instance_id, groups)?)
     }
 

@@ -272,9 +272,15 @@ impl NetworkPlane {
         self.sync()
     }
 
-    /// The security groups instance `owner` is in.
-    pub fn security_groups_of(&self, owner: &str) -> Result<Vec<String>, NetError> {
-        self.ipam.memberships(owner)
+    /// Refuses security groups an instance could not be put in (see
+    /// [`Ipam::set_memberships`]), changing nothing.
+    pub fn check_security_groups(&self, groups: &[String]) -> Result<(), NetError> {
+        self.ipam.check_memberships(groups)
+    }
+
+    /// The security group `id`.
+    pub fn security_group(&self, id: &str) -> Result<SecurityGroup, NetError> {
+        self.ipam.security_group(id)
     }
 
     /// Makes the uplink's Elastic IP addresses and the firewall match the record.
@@ -407,7 +413,7 @@ mod tests {
         assert!(err.to_string().contains(&subnet.bridge), "{err}");
         assert!(plane.ipam().leases(&subnet.id).unwrap().is_empty());
         assert!(!ns.ip(&["-br", "link"]).contains("ntap-icccc"));
-        assert!(plane.security_groups_of("i-cccc").unwrap().is_empty(), "nor a group membership");
+        assert!(plane.ipam().all_memberships().unwrap().is_empty(), "nor a group membership");
     }
 
     /// A daemon that never made a subnet leaves the host alone: here the namespace does not

@@ -51,6 +51,20 @@ fn check_text(value: &str, field: &str, may_be_empty: bool) -> Result<(), NetErr
     Ok(())
 }
 
+/// Whether one instance may be in `groups`: at most [`MAX_GROUPS_PER_INSTANCE`], each of
+/// them existing.
+fn check_memberships(state: &State, groups: &[String]) -> Result<(), NetError> {
+    if groups.len() > MAX_GROUPS_PER_INSTANCE {
+        return Err(NetError::GroupsPerInstanceLimit(format!(
+            "an instance is in at most {MAX_GROUPS_PER_INSTANCE} security groups"
+        )));
+    }
+    match groups.iter().find(|id| !state.security_groups.iter().any(|g| &g.id == *id)) {
+        Some(unknown) => Err(NetError::GroupNotFound(unknown.clone())),
+        None => Ok(()),
+    }
+}
+
 fn group_mut<'a>(state: &'a mut State, id: &str) -> Result<&'a mut SecurityGroup, NetError> {
     state
         .security_groups
@@ -145,20 +159,11 @@ impl Ipam {
         Ok(self.load()?.security_groups)
     }
 
-    /// Puts instance `owner` in exactly `groups` (1 to 5 existing groups); none takes it
+    /// Puts instance `owner` in exactly `groups` (up to 5 existing groups); none takes it
     /// out of every group.
     pub fn set_memberships(&self, owner: &str, groups: &[String]) -> Result<(), NetError> {
-        if groups.len() > MAX_GROUPS_PER_INSTANCE {
-            return Err(NetError::GroupsPerInstanceLimit(format!(
-                "an instance is in at most {MAX_GROUPS_PER_INSTANCE} security groups"
-            )));
-        }
         self.transaction(|state| {
-            if let Some(unknown) =
-                groups.iter().find(|id| !state.security_groups.iter().any(|g| &g.id == *id))
-            {
-                return Err(NetError::GroupNotFound(unknown.clone()));
-            }
+            check_memberships(state, groups)?;
             let mut unique = groups.to_vec();
             unique.sort();
             unique.dedup();
@@ -171,9 +176,16 @@ impl Ipam {
         })
     }
 
-    /// The groups instance `owner` is in.
-    pub fn memberships(&self, owner: &str) -> Result<Vec<String>, NetError> {
-        Ok(self.load()?.memberships.remove(owner).unwrap_or_default())
+    /// Refuses `groups` as [`Ipam::set_memberships`] would, changing nothing (so that a
+    /// launch can check before it makes anything).
+    pub fn check_memberships(&self, groups: &[String]) -> Result<(), NetError> {
+        check_memberships(&self.load()?, groups)
+    }
+
+    /// The group `id`.
+    pub fn security_group(&self, id: &str) -> Result<SecurityGroup, NetError> {
+        let groups = self.load()?.security_groups;
+        groups.into_iter().find(|g| g.id == id).ok_or_else(|| NetError::GroupNotFound(id.to_owned()))
     }
 
     /// The groups of every instance in some group.
@@ -192,9 +204,11 @@ impl Ipam {
                 let groups = state.memberships.get(&lease.owner)?;
                 let mut rules: Vec<Allow> = Vec::new();
                 for group in state.security_groups.iter().filter(|g| groups.contains(&g.id)) {
-                    rules.extend(
-                        group.ingress.iter().filter(|r| !rules.contains(r)).cloned().collect::<Vec<_>>(),
-                    );
+                    for rule in &group.ingress {
+                        if !rules.contains(rule) {
+                            rules.push(rule.clone());
+                        }
+                    }
                 }
                 Some((lease.ip, rules))
             })
@@ -238,7 +252,7 @@ mod tests {
         ipam.revoke_ingress(&web.id, &[tcp(443, "0.0.0.0/0")]).unwrap();
         assert_eq!(ipam.security_groups().unwrap().iter().find(|g| g.id == web.id).unwrap().ingress.len(), 1);
         ipam.set_memberships("i-a", std::slice::from_ref(&ssh.id)).unwrap();
-        assert_eq!(ipam.memberships("i-a").unwrap(), vec![ssh.id.clone()]);
+        assert_eq!(ipam.all_memberships().unwrap()["i-a"], vec![ssh.id.clone()]);
         ipam.delete_security_group(&web.id).unwrap();
     }
 
@@ -280,6 +294,6 @@ mod tests {
         let groups = ipam.security_groups().unwrap();
         assert_eq!(groups.len(), 2);
         assert_eq!(groups.iter().find(|g| g.id == web.id).unwrap().ingress, vec![tcp(80, "0.0.0.0/0")]);
-        assert_eq!(ipam.memberships("i-b").unwrap(), Vec::<String>::new());
+        assert!(!ipam.all_memberships().unwrap().contains_key("i-b"));
     }
 }

@@ -15,8 +15,6 @@ use crate::daemon::cidata::{self, ConfigDrive};
 use crate::daemon::process::{control_socket, instance_dir, Launch, ProcessHandle};
 use crate::daemon::tags::Tags;
 use crate::daemon::{failpoint, DaemonError};
-use crate::net::security_groups::MAX_GROUPS_PER_INSTANCE;
-use crate::net::NetError;
 use crate::state::id::{new_id, now};
 use crate::state::instance::{InstanceRecord, InstanceState::*};
 use crate::state::keypair::KeyPairRecord;
@@ -200,16 +198,7 @@ impl Instances {
         if named.is_empty() {
             return Ok(vec![self.plane.default_security_group()?]);
         }
-        if named.len() > MAX_GROUPS_PER_INSTANCE {
-            return Err(NetError::GroupsPerInstanceLimit(format!(
-                "an instance is in at most {MAX_GROUPS_PER_INSTANCE} security groups"
-            ))
-            .into());
-        }
-        let known = self.plane.security_groups()?;
-        if let Some(unknown) = named.iter().find(|id| !known.iter().any(|g| &g.id == *id)) {
-            return Err(NetError::GroupNotFound(unknown.clone()).into());
-        }
+        self.plane.check_security_groups(named)?;
         Ok(named.to_vec())
     }
 
