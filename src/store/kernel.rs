@@ -177,18 +177,19 @@ fn run_tool(
         let _ = child.wait();
         return Ok(Err(KeptAsIs::Unsupported(format!("{tool}: no pipes"))));
     };
-    let stream = stream.to_vec();
     // The tool's input is written from a thread, so that a tool filling its output pipe
-    // before it has read everything cannot deadlock with us.
-    let feeder = std::thread::spawn(move || {
-        let _ = input.write_all(&stream);
+    // before it has read everything cannot deadlock with us; the thread borrows the
+    // payload and ends (at the latest with a broken pipe) once the tool has.
+    let (copied, status) = std::thread::scope(|scope| {
+        scope.spawn(move || {
+            let _ = input.write_all(stream);
+        });
+        let copied = copy_capped(output, file, size + 1, vmlinux);
+        if !matches!(copied, Ok(Ok(n)) if n <= size) {
+            let _ = child.kill();
+        }
+        (copied, child.wait())
     });
-    let copied = copy_capped(output, file, size + 1, vmlinux);
-    if !matches!(copied, Ok(Ok(n)) if n <= size) {
-        let _ = child.kill();
-    }
-    let status = child.wait();
-    let _ = feeder.join();
     let copied = match copied? {
         Ok(n) => n,
         Err(e) => return Ok(Err(KeptAsIs::Malformed(format!("{tool}: {e}")))),
