@@ -1207,14 +1207,22 @@ fn certificate(dir: &Path, ca: &str, leaf: &str, usage: &str) {
 
 /// Over TCP the API is served with mutual TLS only: a client with a certificate from the
 /// configured CA is served; one with another CA's certificate, or without TLS settings,
-/// is not; and the daemon refuses TCP without the TLS files.
+/// is not; and the daemon refuses TCP without the TLS files. A certificate configured as
+/// read-only (by the fingerprint openssl prints) reads and is refused every change.
 #[test]
 fn the_api_over_tcp_requires_mutual_tls() {
     let dir = tempfile::tempdir().unwrap();
     let pki = dir.path();
     certificate(pki, "ca", "server", "serverAuth");
     certificate(pki, "ca", "client", "clientAuth");
+    certificate(pki, "ca", "monitor", "clientAuth");
     certificate(pki, "rogue-ca", "rogue", "clientAuth");
+    let fingerprint = Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha1", "-in"])
+        .arg(pki.join("monitor.pem"))
+        .output()
+        .unwrap();
+    let monitor_fingerprint = String::from_utf8(fingerprint.stdout).unwrap();
 
     let refused = Command::new(env!("CARGO_BIN_EXE_nuaged"))
         .args([
@@ -1244,6 +1252,8 @@ fn the_api_over_tcp_requires_mutual_tls() {
             &key,
             "--tls-client-ca",
             &ca,
+            "--tls-read-only-client",
+            monitor_fingerprint.trim(),
         ]
         .map(std::ffi::OsStr::new),
     );
@@ -1255,14 +1265,15 @@ fn the_api_over_tcp_requires_mutual_tls() {
         .map(|rest| rest.chars().take_while(char::is_ascii_digit).collect())
         .unwrap_or_else(|| panic!("no TCP address in {log}"));
     let endpoint = format!("https://127.0.0.1:{port}");
-    let remote = |tls: &[&str]| {
+    let call = |tls: &[&str], args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_nuage"))
             .args(["--endpoint", &endpoint, "--output", "json"])
             .args(tls)
-            .arg("describe-key-pairs")
+            .args(args)
             .output()
             .unwrap()
     };
+    let remote = |tls: &[&str]| call(tls, &["describe-key-pairs"]);
     daemon.ok(&["create-key-pair", "--key-name", "k", "--key-type", "ed25519"]);
     let (client, client_key, rogue, rogue_key) =
         (file("client.pem"), file("client.key"), file("rogue.pem"), file("rogue.key"));
@@ -1274,6 +1285,25 @@ fn the_api_over_tcp_requires_mutual_tls() {
     let bare = remote(&[]);
     assert!(!bare.status.success());
     assert!(String::from_utf8_lossy(&bare.stderr).contains("needs --tls-ca"));
+
+    let (monitor, monitor_key) = (file("monitor.pem"), file("monitor.key"));
+    let as_monitor = ["--tls-ca", &ca, "--tls-cert", &monitor, "--tls-key", &monitor_key];
+    let read = call(&as_monitor, &["describe-key-pairs"]);
+    assert!(read.status.success(), "{}", String::from_utf8_lossy(&read.stderr));
+    let change = call(&as_monitor, &["delete-key-pair", "--key-name", "k"]);
+    assert!(!change.status.success());
+    assert!(String::from_utf8_lossy(&change.stderr).contains("UnauthorizedOperation"), "{change:?}");
+    let as_client = ["--tls-ca", &ca, "--tls-cert", &client, "--tls-key", &client_key];
+    let made = call(&as_client, &["create-key-pair", "--key-name", "k2", "--key-type", "ed25519"]);
+    assert!(made.status.success(), "the full client still changes things: {made:?}");
+    let names: Vec<Value> = daemon.ok(&["describe-key-pairs"])["KeyPairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["key_name"].clone())
+        .collect();
+    assert_eq!(names.len(), 2, "the read-only caller deleted nothing: {names:?}");
+    assert!(daemon.log().contains("refused to a read-only caller"), "{}", daemon.log());
 }
 
 /// The standard gRPC health and reflection services answer beside nuage's own, so
@@ -1451,7 +1481,7 @@ fn the_read_only_socket_serves_reads_and_refuses_changes() {
     }
     assert_eq!(daemon.ok(&["describe-instances"])["Instances"].as_array().map_or(0, Vec::len), 0);
     assert_eq!(daemon.ok(&["describe-images"])["Images"][0]["image_id"], image.as_str(), "nothing changed");
-    assert!(daemon.log().contains("refused on the read-only socket"), "{}", daemon.log());
+    assert!(daemon.log().contains("refused to a read-only caller"), "{}", daemon.log());
 }
 
 /// The API socket is mode 0660 and given to the configured group; each instance's

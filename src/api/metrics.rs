@@ -2,7 +2,7 @@
 //! instances by state, each running instance's VMM CPU time and resident memory, and the
 //! API's request counts and latencies by method.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::future::Future;
 use std::pin::Pin;
@@ -87,15 +87,40 @@ fn escape(value: &str) -> String {
     value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
+/// Which callers of a listener may change something; the others may only read
+/// (Describe, Get, Watch, health, reflection).
+#[derive(Clone)]
+pub enum Access {
+    /// Every caller.
+    Full,
+    /// No caller.
+    ReadOnly,
+    /// Every caller but those presenting a client certificate with one of these
+    /// fingerprints (as [`super::audit::parse_fingerprint`] writes them).
+    ReadOnlyCertificates(Arc<BTreeSet<String>>),
+}
+
+impl Access {
+    /// Whether the caller in `extensions` may only read.
+    fn reads_only(&self, extensions: &http::Extensions) -> bool {
+        match self {
+            Access::Full => false,
+            Access::ReadOnly => true,
+            Access::ReadOnlyCertificates(fingerprints) => super::audit::certificate_fingerprint(extensions)
+                .is_some_and(|fingerprint| fingerprints.contains(&fingerprint)),
+        }
+    }
+}
+
 /// What every API call goes through (a tower layer on the gRPC server): it is timed into
 /// [`ApiMetrics`], written to the audit trail when it changes something, and refused when
-/// it changes something but came in on a read-only listener.
+/// it changes something but its caller may only read.
 #[derive(Clone)]
 pub struct CallLayer {
     /// Where calls are timed.
     pub metrics: Arc<ApiMetrics>,
-    /// Whether only reads (Describe, Get, Watch, health, reflection) are served.
-    pub read_only: bool,
+    /// Who may change something.
+    pub access: Access,
 }
 
 impl<S> tower::Layer<S> for CallLayer {
@@ -129,11 +154,11 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let method = request.uri().path().to_owned();
-        if self.layer.read_only && super::audit::changes_something(&method) {
+        if super::audit::changes_something(&method) && self.layer.access.reads_only(request.extensions()) {
             let caller = super::audit::caller(request.extensions());
-            tracing::warn!(target: "nuage::audit", method = %method, caller = %caller, "refused on the read-only socket");
+            tracing::warn!(target: "nuage::audit", method = %method, caller = %caller, "refused to a read-only caller");
             let refusal = tonic::Status::permission_denied(format!(
-                "UnauthorizedOperation: {method} changes something; this socket is read-only"
+                "UnauthorizedOperation: {method} changes something; this caller may only read"
             ));
             return Box::pin(std::future::ready(Ok(refusal.into_http())));
         }

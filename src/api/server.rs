@@ -18,7 +18,7 @@ use super::addresses::AddressesService;
 use super::images::ImagesService;
 use super::instances::InstancesService;
 use super::keypairs::KeyPairsService;
-use super::metrics::{ApiMetrics, CallLayer};
+use super::metrics::{Access, ApiMetrics, CallLayer};
 use super::pb::addresses_server::AddressesServer;
 use super::pb::images_server::ImagesServer;
 use super::pb::instances_server::InstancesServer;
@@ -74,20 +74,21 @@ pub struct Listeners {
     pub unix: UnixListener,
     /// The local socket that serves reads only (for dashboards and monitoring).
     pub read_only: UnixListener,
-    /// The TCP listener and its TLS settings (clients must present a certificate).
-    pub tcp: Option<(TcpListener, ServerTlsConfig)>,
+    /// The TCP listener, its TLS settings (clients must present a certificate) and who
+    /// of its callers may change something.
+    pub tcp: Option<(TcpListener, ServerTlsConfig, Access)>,
 }
 
 /// The layers every API call goes through.
 type Layers = Stack<CallLayer, Identity>;
 
 /// Every service on `server`: nuage's own, with the standard gRPC health (each reports
-/// serving) and reflection services beside them; only the reads when `read_only`.
+/// serving) and reflection services beside them; changes only by callers `access` allows.
 async fn routes(
     server: Server,
     daemon: &Arc<Daemon>,
     metrics: &Arc<ApiMetrics>,
-    read_only: bool,
+    access: Access,
 ) -> anyhow::Result<Router<Layers>> {
     let (mut reporter, health) = tonic_health::server::health_reporter();
     reporter.set_serving::<ImagesServer<ImagesService>>().await;
@@ -104,7 +105,7 @@ async fn routes(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("building the reflection service")?;
-    let mut server = server.layer(CallLayer { metrics: metrics.clone(), read_only });
+    let mut server = server.layer(CallLayer { metrics: metrics.clone(), access });
     Ok(server
         .add_service(health)
         .add_service(reflection)
@@ -130,18 +131,20 @@ pub async fn serve(
     let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|&stop| stop).await;
     };
-    let unix = routes(Server::builder(), &daemon, &metrics, false).await?.serve_with_incoming_shutdown(
-        UnixListenerStream::new(listeners.unix),
-        until_stopped(stopped.clone()),
-    );
-    let read_only = routes(Server::builder(), &daemon, &metrics, true).await?.serve_with_incoming_shutdown(
-        UnixListenerStream::new(listeners.read_only),
-        until_stopped(stopped.clone()),
-    );
+    let unix =
+        routes(Server::builder(), &daemon, &metrics, Access::Full).await?.serve_with_incoming_shutdown(
+            UnixListenerStream::new(listeners.unix),
+            until_stopped(stopped.clone()),
+        );
+    let read_only =
+        routes(Server::builder(), &daemon, &metrics, Access::ReadOnly).await?.serve_with_incoming_shutdown(
+            UnixListenerStream::new(listeners.read_only),
+            until_stopped(stopped.clone()),
+        );
     let tcp = async {
-        let Some((listener, tls)) = listeners.tcp else { return Ok(()) };
+        let Some((listener, tls, access)) = listeners.tcp else { return Ok(()) };
         let server = Server::builder().tls_config(tls).context("the TLS settings")?;
-        routes(server, &daemon, &metrics, false)
+        routes(server, &daemon, &metrics, access)
             .await?
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), until_stopped(stopped.clone()))
             .await

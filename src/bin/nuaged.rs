@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
-use nuage::api::metrics::{self, ApiMetrics};
+use nuage::api::audit::parse_fingerprint;
+use nuage::api::metrics::{self, Access, ApiMetrics};
 use nuage::api::server::Listeners;
 use nuage::daemon::config::DaemonConfig;
 use nuage::daemon::config::TcpConfig;
@@ -56,6 +57,9 @@ struct Args {
     /// The CA (PEM) that signs the certificates clients must present.
     #[arg(long)]
     tls_client_ca: Option<PathBuf>,
+    /// Client certificates (SHA-1 fingerprints, comma-separated) that may only read.
+    #[arg(long, value_delimiter = ',')]
+    tls_read_only_client: Vec<String>,
     /// Serve Prometheus metrics on this address (`GET /metrics`), e.g. 127.0.0.1:9464.
     #[arg(long)]
     metrics_address: Option<std::net::SocketAddr>,
@@ -107,7 +111,8 @@ async fn main() -> anyhow::Result<()> {
                  with mutual TLS only"
             );
         };
-        config.tcp = Some(TcpConfig { address, cert, key, client_ca });
+        config.tcp =
+            Some(TcpConfig { address, cert, key, client_ca, read_only_clients: args.tls_read_only_client });
     }
     if args.metrics_address.is_some() {
         config.metrics_address = args.metrics_address;
@@ -140,11 +145,11 @@ async fn main() -> anyhow::Result<()> {
     info!(socket = %socket.display(), state_dir = %daemon.state_dir().display(), "serving the API");
     info!(socket = %read_only_socket.display(), "serving the API's reads");
     let tcp = match tcp {
-        Some((address, tls)) => {
+        Some((address, tls, access)) => {
             let listener =
                 tokio::net::TcpListener::bind(address).await.with_context(|| format!("binding {address}"))?;
             info!(address = %listener.local_addr()?, "serving the API over TCP with mutual TLS");
-            Some((listener, tls))
+            Some((listener, tls, access))
         }
         None => None,
     };
@@ -159,13 +164,16 @@ async fn main() -> anyhow::Result<()> {
     nuage::api::server::serve(daemon, Listeners { unix, read_only, tcp }, api_metrics, shutdown).await
 }
 
-/// The TLS settings of the TCP listener: the daemon's identity, and the CA clients'
-/// certificates must chain to.
-fn tls_config(tcp: &TcpConfig) -> anyhow::Result<(std::net::SocketAddr, ServerTlsConfig)> {
+/// The TLS settings of the TCP listener: the daemon's identity, the CA clients'
+/// certificates must chain to, and which of those certificates may only read.
+fn tls_config(tcp: &TcpConfig) -> anyhow::Result<(std::net::SocketAddr, ServerTlsConfig, Access)> {
     let read = |path: &PathBuf| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
     let identity = Identity::from_pem(read(&tcp.cert)?, read(&tcp.key)?);
     let tls = ServerTlsConfig::new()
         .identity(identity)
         .client_ca_root(Certificate::from_pem(read(&tcp.client_ca)?));
-    Ok((tcp.address, tls))
+    let read_only =
+        tcp.read_only_clients.iter().map(|text| parse_fingerprint(text)).collect::<Result<_, _>>();
+    let read_only = read_only.map_err(|e| anyhow::anyhow!("tcp.read_only_clients: {e}"))?;
+    Ok((tcp.address, tls, Access::ReadOnlyCertificates(Arc::new(read_only))))
 }

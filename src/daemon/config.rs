@@ -44,6 +44,10 @@ pub struct TcpConfig {
     pub key: PathBuf,
     /// The CA (PEM) whose certificates clients must present.
     pub client_ca: PathBuf,
+    /// Clients whose certificates have these SHA-1 fingerprints (as the audit trail and
+    /// `openssl x509 -fingerprint -sha1` show them) may only read (Describe, Get, Watch).
+    #[serde(default)]
+    pub read_only_clients: Vec<String>,
 }
 
 /// How `nuaged` runs.
