@@ -1916,6 +1916,36 @@ fn quotas_refuse_what_the_host_cannot_hold() {
     assert_eq!(daemon.volumes(), 0);
 }
 
+/// Launches racing for the last room under a quota (issue 15): of ten callers asking at
+/// once for one instance each where three fit, exactly three are told yes, the others
+/// `InstanceLimitExceeded`, and the records agree with every answer.
+#[test]
+fn racing_launches_never_exceed_the_quota() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::write_file(dir.path(), "nuaged.json", br#"{"quotas": {"max_instances": 3}}"#);
+    let daemon = Daemon::spawn(
+        dir.path(),
+        &["--vmm", common::vmm_bin(), "--config", &config].map(std::ffi::OsStr::new),
+    );
+    let image = register(&daemon, "idle", Asm::new().cli_hlt());
+    let answers: Vec<Result<Value, String>> = std::thread::scope(|scope| {
+        let callers: Vec<_> =
+            (0..10).map(|_| scope.spawn(|| daemon.nuage(&["run-instances", "--image-id", &image]))).collect();
+        callers.into_iter().map(|caller| caller.join().unwrap()).collect()
+    });
+    let mut told: Vec<String> =
+        answers.iter().filter_map(|answer| answer.as_ref().ok()).flat_map(ids).collect();
+    for refused in answers.iter().filter_map(|answer| answer.as_ref().err()) {
+        assert!(refused.starts_with("InstanceLimitExceeded"), "{refused}");
+    }
+    assert_eq!(told.len(), 3, "{answers:?}");
+    let mut recorded = ids(&daemon.ok(&["describe-instances"]));
+    told.sort();
+    recorded.sort();
+    assert_eq!(recorded, told, "the records hold exactly the launches callers were told of");
+    assert_eq!(daemon.volumes(), 3, "one root each, nothing from the refused launches");
+}
+
 /// Calls that change something leave an audit line naming the caller (issue 15): over the
 /// Unix socket, the uid and pid the kernel vouches for; reads leave none.
 #[test]

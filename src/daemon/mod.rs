@@ -33,6 +33,7 @@ use imports::Imports;
 use instances::Instances;
 use keypairs::{KeyPairError, KeyPairs};
 use network::Network;
+use quotas::Admissions;
 use tags::Tags;
 use volumes::Volumes;
 
@@ -145,16 +146,18 @@ impl Daemon {
         let config = Arc::new(config);
         let store = Arc::new(store);
         let events = Events::default();
+        let admissions = Arc::new(Admissions::new(config.quotas.clone(), db.clone(), store.clone()));
         let instances = Instances::new(
             db.clone(),
             store.clone(),
             plane.clone(),
             db.clone(),
             config.clone(),
+            admissions.clone(),
             events.clone(),
         );
         actions.extend(instances.recover()?);
-        let volumes = Volumes::new(db.clone(), store.clone(), db.clone(), config.clone());
+        let volumes = Volumes::new(db.clone(), store.clone(), db.clone(), config.clone(), admissions);
         let imports = Imports::open(&config.import_dir())
             .map_err(|e| DaemonError::Internal(format!("{}: {e}", config.import_dir().display())))?;
         let images = Images::new(store.clone(), db.clone(), imports);

@@ -2,13 +2,21 @@
 //! names. Volumes are thin (a qcow2 file grows as the guest writes), so their sizes may
 //! add up to more than the disk, up to an over-commit ratio of the store's file system;
 //! instances that run (or are about to) share the host's CPUs and memory the same way.
+//!
+//! Requests are admitted one at a time ([`Admissions`]): what an admitted request has not
+//! made yet stays reserved, so two racing requests cannot both fit in room for one, and
+//! is released as the record that counts it is written (under the same lock, so nothing
+//! is counted twice or not at all).
+
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::Deserialize;
 
 use super::DaemonError;
+use crate::state::db::InstanceStore;
 use crate::state::instance::{InstanceRecord, InstanceState};
 use crate::store::volume::VolumeRecord;
-
+use crate::store::{disk_size, Store};
 /// The limits, in the daemon's configuration (`quotas`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -78,76 +86,208 @@ fn exceeded(quota: Quota, message: String) -> Result<(), DaemonError> {
     Err(DaemonError::QuotaExceeded(quota, message))
 }
 
-impl Quotas {
-    /// Checks volumes of `new` bytes each, added to `volumes` (less `replaced`, a volume
-    /// being grown, whose old size no longer counts).
-    pub fn check_volumes(
-        &self,
-        host: &Host,
-        volumes: &[VolumeRecord],
-        new: &[u64],
-        replaced: Option<&str>,
-    ) -> Result<(), DaemonError> {
-        if let Some(&too_big) = new.iter().find(|&&size| size > self.max_volume_bytes) {
-            return exceeded(
-                Quota::Volume,
-                format!("{too_big} bytes; a volume may have at most {}", self.max_volume_bytes),
-            );
+/// What a request adds (or has yet to make, once admitted).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Claim {
+    /// Instances not terminated.
+    pub instances: usize,
+    /// vCPUs of instances that will run.
+    pub vcpus: u64,
+    /// MiB of memory of instances that will run.
+    pub memory_mib: u64,
+    /// Bytes of volumes.
+    pub volume_bytes: u64,
+}
+
+impl Claim {
+    /// `count` instances of `vcpus` and `memory_mib` each, all running.
+    pub fn instances(count: usize, (vcpus, memory_mib): (u32, u32)) -> Self {
+        Self {
+            instances: count,
+            vcpus: count as u64 * u64::from(vcpus),
+            memory_mib: count as u64 * u64::from(memory_mib),
+            volume_bytes: 0,
         }
-        let kept: u64 = volumes.iter().filter(|v| Some(v.id.as_str()) != replaced).map(|v| v.size).sum();
-        let total = new.iter().fold(kept, |sum, size| sum.saturating_add(*size));
-        let allowed = (host.disk_bytes as f64 * self.volume_overcommit) as u64;
-        // A file system that reports no size (ramfs) cannot be counted against.
-        if host.disk_bytes > 0 && total > allowed {
+    }
+
+    /// Volumes of `bytes` in all.
+    pub fn volumes(bytes: u64) -> Self {
+        Self { volume_bytes: bytes, ..Self::default() }
+    }
+
+    fn plus(self, other: Claim) -> Self {
+        Self {
+            instances: self.instances.saturating_add(other.instances),
+            vcpus: self.vcpus.saturating_add(other.vcpus),
+            memory_mib: self.memory_mib.saturating_add(other.memory_mib),
+            volume_bytes: self.volume_bytes.saturating_add(other.volume_bytes),
+        }
+    }
+
+    /// The smaller of each count.
+    fn min(self, other: Claim) -> Self {
+        Self {
+            instances: self.instances.min(other.instances),
+            vcpus: self.vcpus.min(other.vcpus),
+            memory_mib: self.memory_mib.min(other.memory_mib),
+            volume_bytes: self.volume_bytes.min(other.volume_bytes),
+        }
+    }
+
+    fn minus(self, other: Claim) -> Self {
+        Self {
+            instances: self.instances.saturating_sub(other.instances),
+            vcpus: self.vcpus.saturating_sub(other.vcpus),
+            memory_mib: self.memory_mib.saturating_sub(other.memory_mib),
+            volume_bytes: self.volume_bytes.saturating_sub(other.volume_bytes),
+        }
+    }
+}
+
+/// What exists, as the quotas count it.
+pub struct Usage<'a> {
+    /// The host.
+    pub host: Host,
+    /// Every instance record.
+    pub instances: &'a [InstanceRecord],
+    /// Every volume record.
+    pub volumes: &'a [VolumeRecord],
+    /// A volume being grown, whose old size no longer counts.
+    pub replaced: Option<&'a str>,
+}
+
+impl Quotas {
+    /// Checks the size of one volume.
+    pub fn check_volume_size(&self, size: u64) -> Result<(), DaemonError> {
+        if size > self.max_volume_bytes {
             return exceeded(
                 Quota::Volume,
-                format!(
-                    "volumes would add up to {total} bytes; this host allows {allowed} ({}× its disk)",
-                    self.volume_overcommit
-                ),
+                format!("{size} bytes; a volume may have at most {}", self.max_volume_bytes),
             );
         }
         Ok(())
     }
 
-    /// Checks `new` more instances and `starting` more running ones (new or stopped
-    /// ones started), of `vcpus` and `memory_mib` each, beside `instances`.
-    pub fn check_instances(
-        &self,
-        host: &Host,
-        instances: &[InstanceRecord],
-        (new, starting): (usize, usize),
-        (vcpus, memory_mib): (u32, u32),
-    ) -> Result<(), DaemonError> {
-        let live = instances.iter().filter(|i| i.state != InstanceState::Terminated).count();
-        if live + new > self.max_instances {
-            return exceeded(
-                Quota::Instance,
-                format!("{live} instances and {new} more; at most {}", self.max_instances),
-            );
+    /// Checks `wanted` beside `usage`; what `wanted` does not add is not checked, so a
+    /// host over one limit (after a configuration change) still takes the others.
+    pub fn check(&self, usage: &Usage<'_>, wanted: &Claim) -> Result<(), DaemonError> {
+        let host = &usage.host;
+        if wanted.instances > 0 {
+            let live = usage.instances.iter().filter(|i| i.state != InstanceState::Terminated).count();
+            if live.saturating_add(wanted.instances) > self.max_instances {
+                return exceeded(
+                    Quota::Instance,
+                    format!("{live} instances and {} more; at most {}", wanted.instances, self.max_instances),
+                );
+            }
         }
-        let running: Vec<&InstanceRecord> = instances
-            .iter()
-            .filter(|i| {
+        let running = || {
+            usage.instances.iter().filter(|i| {
                 matches!(i.state, InstanceState::Pending | InstanceState::Running | InstanceState::Stopping)
             })
-            .collect();
-        let count = starting as u64;
-        let cpus = running.iter().map(|i| u64::from(i.vcpus)).sum::<u64>() + count * u64::from(vcpus);
-        let allowed_cpus = u64::from(host.cpus) * u64::from(self.vcpus_per_cpu);
-        if cpus > allowed_cpus {
-            return exceeded(Quota::Vcpu, format!("{cpus} vCPUs would run; this host allows {allowed_cpus}"));
+        };
+        if wanted.vcpus > 0 {
+            let cpus = running().map(|i| u64::from(i.vcpus)).sum::<u64>().saturating_add(wanted.vcpus);
+            let allowed = u64::from(host.cpus) * u64::from(self.vcpus_per_cpu);
+            if cpus > allowed {
+                return exceeded(Quota::Vcpu, format!("{cpus} vCPUs would run; this host allows {allowed}"));
+            }
         }
-        let mib =
-            running.iter().map(|i| u64::from(i.memory_mib)).sum::<u64>() + count * u64::from(memory_mib);
-        let allowed_mib = ((host.memory_bytes >> 20) as f64 * self.memory_overcommit) as u64;
-        if mib > allowed_mib {
-            return exceeded(
-                Quota::Memory,
-                format!("{mib} MiB of guest memory would run; this host allows {allowed_mib}"),
-            );
+        if wanted.memory_mib > 0 {
+            let mib =
+                running().map(|i| u64::from(i.memory_mib)).sum::<u64>().saturating_add(wanted.memory_mib);
+            let allowed = ((host.memory_bytes >> 20) as f64 * self.memory_overcommit) as u64;
+            if mib > allowed {
+                return exceeded(
+                    Quota::Memory,
+                    format!("{mib} MiB of guest memory would run; this host allows {allowed}"),
+                );
+            }
+        }
+        // A file system that reports no size (ramfs) cannot be counted against.
+        if wanted.volume_bytes > 0 && host.disk_bytes > 0 {
+            let kept: u64 =
+                usage.volumes.iter().filter(|v| Some(v.id.as_str()) != usage.replaced).map(|v| v.size).sum();
+            let total = kept.saturating_add(wanted.volume_bytes);
+            let allowed = (host.disk_bytes as f64 * self.volume_overcommit) as u64;
+            if total > allowed {
+                return exceeded(
+                    Quota::Volume,
+                    format!(
+                        "volumes would add up to {total} bytes; this host allows {allowed} ({}× its disk)",
+                        self.volume_overcommit
+                    ),
+                );
+            }
         }
         Ok(())
+    }
+}
+
+/// Admits requests against the quotas one at a time, keeping what each admitted request
+/// has yet to make reserved until it has made it (its records then count it).
+pub struct Admissions {
+    quotas: Quotas,
+    db: Arc<dyn InstanceStore>,
+    store: Arc<Store>,
+    reserved: Mutex<Claim>,
+}
+
+impl Admissions {
+    /// Admissions against `quotas`, counting the instances in `db` and volumes in `store`.
+    pub fn new(quotas: Quotas, db: Arc<dyn InstanceStore>, store: Arc<Store>) -> Self {
+        Self { quotas, db, store, reserved: Mutex::default() }
+    }
+
+    /// Admits a request for `wanted` (growing volume `replaced`, if any), or says which
+    /// quota it would break; the answer holds `wanted` reserved.
+    pub fn admit(&self, wanted: Claim, replaced: Option<&str>) -> Result<Reservation<'_>, DaemonError> {
+        if wanted == Claim::default() {
+            return Ok(Reservation { admissions: self, held: wanted });
+        }
+        let mut reserved = self.reserved();
+        let usage = Usage {
+            host: Host::this(disk_size(self.store.root())?),
+            instances: &self.db.list()?,
+            volumes: &self.store.volumes()?,
+            replaced,
+        };
+        self.quotas.check(&usage, &reserved.plus(wanted))?;
+        *reserved = reserved.plus(wanted);
+        Ok(Reservation { admissions: self, held: wanted })
+    }
+
+    /// The claims of admitted requests; a panicking holder left them consistent.
+    fn reserved(&self) -> MutexGuard<'_, Claim> {
+        self.reserved.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// What an admitted request has yet to make; released as its records are written, and
+/// in full when dropped.
+#[must_use = "the reservation ends when dropped"]
+pub struct Reservation<'a> {
+    admissions: &'a Admissions,
+    held: Claim,
+}
+
+impl Reservation<'_> {
+    /// Runs `write`, which writes the records that count `made` from now on, and releases
+    /// `made` if it succeeds; admissions wait meanwhile.
+    pub fn make<T, E>(&mut self, made: Claim, write: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+        let mut reserved = self.admissions.reserved();
+        let written = write()?;
+        let made = self.held.min(made);
+        *reserved = reserved.minus(made);
+        self.held = self.held.minus(made);
+        Ok(written)
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        let mut reserved = self.admissions.reserved();
+        *reserved = reserved.minus(self.held);
     }
 }
 
@@ -188,23 +328,33 @@ mod tests {
         }
     }
 
+    fn usage<'a>(
+        host: Host,
+        instances: &'a [InstanceRecord],
+        volumes: &'a [VolumeRecord],
+        replaced: Option<&'a str>,
+    ) -> Usage<'a> {
+        Usage { host, instances, volumes, replaced }
+    }
+
     #[test]
     fn thin_volumes_may_overcommit_the_disk_up_to_the_ratio() {
         let quotas = Quotas { max_volume_bytes: 64 * GIB, volume_overcommit: 2.0, ..Quotas::default() };
         let host = Host { disk_bytes: 72 * GIB, cpus: 2, memory_bytes: 4 * GIB };
         let existing = [volume("vol-1", 100 * GIB)];
-        assert!(quotas.check_volumes(&host, &existing, &[40 * GIB], None).is_ok());
-        let fifty = vec![64 * GIB; 50];
-        let err = quotas.check_volumes(&host, &existing, &fifty, None).unwrap_err();
+        let now = usage(host, &[], &existing, None);
+        assert!(quotas.check(&now, &Claim::volumes(40 * GIB)).is_ok());
+        let err = quotas.check(&now, &Claim::volumes(50 * 64 * GIB)).unwrap_err();
         assert!(matches!(err, DaemonError::QuotaExceeded(Quota::Volume, _)), "{err}");
-        let err = quotas.check_volumes(&host, &[], &[64 << 40], None).unwrap_err();
+        let err = quotas.check_volume_size(64 << 40).unwrap_err();
         assert!(
             matches!(&err, DaemonError::QuotaExceeded(Quota::Volume, m) if m.contains("at most")),
             "{err}"
         );
         // Growing a volume counts its new size instead of its old one.
-        assert!(quotas.check_volumes(&host, &existing, &[144 * GIB], Some("vol-1")).is_err());
-        assert!(quotas.check_volumes(&host, &existing, &[60 * GIB], Some("vol-1")).is_ok());
+        let growing = usage(host, &[], &existing, Some("vol-1"));
+        assert!(quotas.check(&growing, &Claim::volumes(150 * GIB)).is_err());
+        assert!(quotas.check(&growing, &Claim::volumes(60 * GIB)).is_ok());
     }
 
     #[test]
@@ -217,17 +367,41 @@ mod tests {
             instance(InstanceState::Stopped, 4, 4096),
             instance(InstanceState::Terminated, 8, 8192),
         ];
-        assert!(quotas.check_instances(&host, &existing, (1, 1), (2, 1024)).is_ok());
-        assert!(
-            quotas.check_instances(&host, &existing, (0, 1), (2, 1024)).is_ok(),
-            "a start adds no instance"
-        );
-        let quota = |count, size| match quotas.check_instances(&host, &existing, (count, count), size) {
+        let now = usage(host, &existing, &[], None);
+        assert!(quotas.check(&now, &Claim::instances(1, (2, 1024))).is_ok());
+        let start = Claim { instances: 0, ..Claim::instances(1, (2, 1024)) };
+        assert!(quotas.check(&now, &start).is_ok(), "a start adds no instance");
+        let quota = |count, size| match quotas.check(&now, &Claim::instances(count, size)) {
             Err(DaemonError::QuotaExceeded(quota, _)) => Some(quota),
             _ => None,
         };
         assert_eq!(quota(2, (1, 256)), Some(Quota::Instance), "terminated ones do not count");
         assert_eq!(quota(1, (3, 256)), Some(Quota::Vcpu), "stopped ones do not count: 2 + 3 > 4");
         assert_eq!(quota(1, (1, 3 * 1024 + 1)), Some(Quota::Memory));
+        let over = Quotas { max_instances: 1, ..quotas.clone() };
+        assert!(over.check(&now, &Claim::volumes(GIB)).is_ok(), "a volume is not refused for instances");
+    }
+
+    #[test]
+    fn reservations_count_until_released_or_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(crate::state::db::Database::open(&dir.path().join("db")).unwrap());
+        let (store, _) = Store::open(&dir.path().join("store")).unwrap();
+        let quotas = Quotas { max_instances: 3, ..Quotas::default() };
+        let admissions = Admissions::new(quotas, db, Arc::new(store));
+        let mut two = admissions.admit(Claim::instances(2, (1, 64)), None).unwrap();
+        let refused = admissions.admit(Claim::instances(2, (1, 64)), None).err();
+        assert!(matches!(refused, Some(DaemonError::QuotaExceeded(Quota::Instance, _))), "{refused:?}");
+        let one = admissions.admit(Claim::instances(1, (1, 64)), None).unwrap();
+        let failed: Result<(), &str> = two.make(Claim::instances(2, (1, 64)), || Err("no record"));
+        assert!(failed.is_err());
+        assert_eq!(*admissions.reserved(), Claim::instances(3, (1, 64)), "a failed write releases nothing");
+        two.make(Claim::instances(5, (1, 64)), || Ok::<_, ()>(())).unwrap();
+        assert_eq!(two.held, Claim::default(), "no more is released than was held");
+        assert_eq!(*admissions.reserved(), Claim::instances(1, (1, 64)));
+        drop(one);
+        assert_eq!(*admissions.reserved(), Claim::default());
+        drop(two);
+        assert!(admissions.admit(Claim::instances(3, (1, 64)), None).is_ok());
     }
 }

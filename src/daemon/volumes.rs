@@ -9,13 +9,13 @@ use super::config::DaemonConfig;
 use super::describe::Describable;
 use super::process::VmmDisk;
 use super::process::{control_socket, disk_serial, instance_dir};
-use super::quotas::Host;
+use super::quotas::{Admissions, Claim};
 use super::{by_ids, failpoint, DaemonError};
 use crate::state::db::{InstanceStore, StateError};
 use crate::state::instance::InstanceState;
 use crate::state::tag::TagStore;
 use crate::store::volume::{Parent, SnapshotRecord, VolumeRecord};
-use crate::store::{disk_size, LayerSwitch, Store};
+use crate::store::{LayerSwitch, Store};
 
 /// The daemon's volume operations.
 #[derive(Clone)]
@@ -24,6 +24,7 @@ pub struct Volumes {
     store: Arc<Store>,
     tags: Arc<dyn TagStore>,
     config: Arc<DaemonConfig>,
+    admissions: Arc<Admissions>,
 }
 
 impl Describable for VolumeRecord {
@@ -61,15 +62,16 @@ impl Describable for SnapshotRecord {
 }
 
 impl Volumes {
-    /// Volume operations over `store`, checking instances in `db` and forgetting a deleted
-    /// volume's or snapshot's tags in `tags`.
+    /// Volume operations over `store`, checking instances in `db`, forgetting a deleted
+    /// volume's or snapshot's tags in `tags` and admitting sizes through `admissions`.
     pub fn new(
         db: Arc<dyn InstanceStore>,
         store: Arc<Store>,
         tags: Arc<dyn TagStore>,
         config: Arc<DaemonConfig>,
+        admissions: Arc<Admissions>,
     ) -> Self {
-        Self { db, store, tags, config }
+        Self { db, store, tags, config, admissions }
     }
 
     /// Creates a volume: empty (of `size` bytes), or from an image or a snapshot (at
@@ -79,14 +81,9 @@ impl Volumes {
             return Err(DaemonError::InvalidParameter("an empty volume needs a size".into()));
         }
         let size = self.store.volume_size(&parent, size)?;
-        self.check_quota(&[size], None)?;
-        Ok(self.store.create_volume(parent, Some(size))?)
-    }
-
-    /// Checks volumes of `sizes` (growing `replaced`) against the host's quota.
-    pub(super) fn check_quota(&self, sizes: &[u64], replaced: Option<&str>) -> Result<(), DaemonError> {
-        let host = Host::this(disk_size(self.store.root())?);
-        self.config.quotas.check_volumes(&host, &self.store.volumes()?, sizes, replaced)
+        self.config.quotas.check_volume_size(size)?;
+        let mut admitted = self.admissions.admit(Claim::volumes(size), None)?;
+        Ok(admitted.make(Claim::volumes(size), || self.store.create_volume(parent, Some(size)))?)
     }
 
     /// The volumes named in `ids`, or all when none is named.
@@ -96,8 +93,9 @@ impl Volumes {
 
     /// Grows a volume; the guest sees the new size at its next start.
     pub fn resize(&self, volume_id: &str, size: u64) -> Result<VolumeRecord, DaemonError> {
-        self.check_quota(&[size], Some(volume_id))?;
-        Ok(self.store.resize_volume(volume_id, size)?)
+        self.config.quotas.check_volume_size(size)?;
+        let mut admitted = self.admissions.admit(Claim::volumes(size), Some(volume_id))?;
+        Ok(admitted.make(Claim::volumes(size), || self.store.resize_volume(volume_id, size))?)
     }
 
     /// Deletes a volume no instance uses.

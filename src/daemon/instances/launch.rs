@@ -13,6 +13,7 @@ use tracing::{info, warn};
 use super::{internal, Instances};
 use crate::daemon::cidata::{self, ConfigDrive};
 use crate::daemon::process::{control_socket, instance_dir, Launch, ProcessHandle};
+use crate::daemon::quotas::Claim;
 use crate::daemon::tags::Tags;
 use crate::daemon::{failpoint, DaemonError};
 use crate::state::id::{new_id, now};
@@ -102,21 +103,20 @@ impl Instances {
         })?;
         let image = self.store.image(image_id)?;
         self.check_launch_volumes(&spec.volumes)?;
-        let host = self.host()?;
-        let count_each = (count as usize, count as usize);
-        self.config.quotas.check_instances(
-            &host,
-            &self.db.list()?,
-            count_each,
-            (kind.vcpus, kind.memory_mib),
-        )?;
-        let mut each = vec![image.size];
+        let mut sizes = vec![image.size];
         for volume in &spec.volumes {
             let parent = volume.snapshot_id.clone().map_or(Parent::None, Parent::Snapshot);
-            each.push(self.store.volume_size(&parent, volume.size)?);
+            sizes.push(self.store.volume_size(&parent, volume.size)?);
         }
-        let sizes = each.repeat(count as usize);
-        self.config.quotas.check_volumes(&host, &self.store.volumes()?, &sizes, None)?;
+        for &size in &sizes {
+            self.config.quotas.check_volume_size(size)?;
+        }
+        // Reserved for the whole call; each record made releases its part.
+        let wanted = Claim {
+            volume_bytes: sizes.iter().sum::<u64>().saturating_mul(u64::from(count)),
+            ..Claim::instances(count as usize, (kind.vcpus, kind.memory_mib))
+        };
+        let mut admitted = self.admissions.admit(wanted, None)?;
         (0..count)
             .map(|_| {
                 let record = InstanceRecord {
@@ -134,7 +134,8 @@ impl Instances {
                     private_ip: None,
                     key_name: spec.key_pair.as_ref().map(|k| k.name.clone()).unwrap_or_default(),
                 };
-                self.db.insert(&record)?;
+                admitted
+                    .make(Claim::instances(1, (kind.vcpus, kind.memory_mib)), || self.db.insert(&record))?;
                 // Tagged before anything else is made: whoever counts instances by their
                 // tags never sees this one without them.
                 if !spec.tags.is_empty() {
@@ -143,13 +144,17 @@ impl Instances {
                 // Every volume before the root is recorded: a recorded root means a complete
                 // set, and recovery undoes an incomplete one.
                 // The volumes made, the root first.
-                let launched =
-                    self.store.create_volume(Parent::Image(image.id.clone()), None).and_then(|volume| {
+                let root = Claim::volumes(image.size);
+                let launched = admitted
+                    .make(root, || self.store.create_volume(Parent::Image(image.id.clone()), None))
+                    .and_then(|volume| {
                         self.store.attach_volume(&volume.id, &record.id, true)?;
                         let mut made = vec![volume.id];
-                        for wanted in &spec.volumes {
+                        for (wanted, &size) in spec.volumes.iter().zip(&sizes[1..]) {
                             let parent = wanted.snapshot_id.clone().map_or(Parent::None, Parent::Snapshot);
-                            let data = self.store.create_volume(parent, wanted.size)?;
+                            let data = admitted.make(Claim::volumes(size), || {
+                                self.store.create_volume(parent, wanted.size)
+                            })?;
                             self.store.attach_volume(&data.id, &record.id, !wanted.keep_on_termination)?;
                             made.push(data.id);
                         }

@@ -31,14 +31,14 @@ use super::cidata;
 use super::config::DaemonConfig;
 use super::events::Events;
 use super::process::{control_socket, instance_dir, tail};
-use super::quotas::Host;
+use super::quotas::{Admissions, Claim};
 use super::watch::Watch;
 use super::{failpoint, DaemonError};
 use crate::net::plane::NetworkPlane;
 use crate::state::db::{InstanceStore, StateError};
 use crate::state::instance::{InstanceRecord, InstanceState};
 use crate::state::tag::TagStore;
-use crate::store::{disk_size, Store};
+use crate::store::Store;
 
 use InstanceState::*;
 
@@ -62,6 +62,8 @@ pub struct Instances {
     /// Where the tags of volumes deleted with their instance are forgotten.
     tags: Arc<dyn TagStore>,
     config: Arc<DaemonConfig>,
+    /// Where launches and starts are admitted against the quotas.
+    admissions: Arc<Admissions>,
     /// The running VMMs, held by pidfds so that a signal cannot hit a reused pid.
     vmms: Arc<Mutex<HashMap<String, Arc<Vmm>>>>,
     /// Instances being rebooted: when their VMM ends, a new one starts.
@@ -72,16 +74,18 @@ pub struct Instances {
 
 impl Instances {
     /// Instances recorded in `db`, with volumes in `store` and interfaces on `plane`,
-    /// publishing their state changes to `events`.
+    /// admitted through `admissions`, publishing their state changes to `events`.
     pub fn new(
         db: Arc<dyn InstanceStore>,
         store: Arc<Store>,
         plane: Arc<NetworkPlane>,
         tags: Arc<dyn TagStore>,
         config: Arc<DaemonConfig>,
+        admissions: Arc<Admissions>,
         events: Events,
     ) -> Self {
-        Self { db, store, plane, tags, config, vmms: Arc::default(), rebooting: Arc::default(), events }
+        let (vmms, rebooting) = (Arc::default(), Arc::default());
+        Self { db, store, plane, tags, config, admissions, vmms, rebooting, events }
     }
 
     /// Instances named in `ids` (all when empty), in `states` (any when empty).
@@ -105,11 +109,11 @@ impl Instances {
 
     /// Boots stopped instances again.
     pub fn start(&self, ids: &[String]) -> Result<Vec<StateChange>, DaemonError> {
-        let admit = |record: &InstanceRecord| {
-            let size = (record.vcpus, record.memory_mib);
-            self.config.quotas.check_instances(&self.host()?, &self.db.list()?, (0, 1), size)
+        let runs = |record: &InstanceRecord| Claim {
+            instances: 0,
+            ..Claim::instances(1, (record.vcpus, record.memory_mib))
         };
-        self.apply(ids, Request::Start, admit, |id| self.launch(id).map(drop))
+        self.apply(ids, Request::Start, runs, |id| self.launch(id).map(drop))
     }
 
     /// Stops running instances: their guests are asked to shut down (unless `force`), and
@@ -119,7 +123,7 @@ impl Instances {
         self.apply(
             ids,
             Request::Stop,
-            |_| Ok(()),
+            |_| Claim::default(),
             |id| {
                 self.shut_down(id, !force);
                 Ok(())
@@ -147,7 +151,7 @@ impl Instances {
         self.apply(
             ids,
             Request::Terminate,
-            |_| Ok(()),
+            |_| Claim::default(),
             |id| {
                 failpoint("terminate-after-record");
                 if self.vmm(id).is_some() {
@@ -161,13 +165,14 @@ impl Instances {
     }
 
     /// Checks that every instance in `ids` accepts `request`; then, one by one, each in a
-    /// state the request moves is let through by `admit`, moved (recorded first) and acted
-    /// on by `act`. Reports each instance's state before and after.
+    /// state the request moves is admitted with what it `needs` under the quotas, moved
+    /// (recorded first) and acted on by `act`. Reports each instance's state before and
+    /// after.
     fn apply(
         &self,
         ids: &[String],
         request: Request,
-        admit: impl Fn(&InstanceRecord) -> Result<(), DaemonError>,
+        needs: impl Fn(&InstanceRecord) -> Claim,
         act: impl Fn(&str) -> Result<(), DaemonError>,
     ) -> Result<Vec<StateChange>, DaemonError> {
         self.check_all(ids, request)?;
@@ -176,8 +181,11 @@ impl Instances {
                 let record = self.db.get(id)?;
                 let previous = record.state;
                 if let Some((next, reason)) = request.moves(previous) {
-                    admit(&record)?;
-                    self.transition(id, &request.moves_from(), next, reason, None)?;
+                    let needed = needs(&record);
+                    let mut admitted = self.admissions.admit(needed, None)?;
+                    // The new state counts what was needed from then on.
+                    admitted
+                        .make(needed, || self.transition(id, &request.moves_from(), next, reason, None))?;
                     act(id)?;
                 }
                 Ok(StateChange { id: id.clone(), previous, current: self.db.get(id)?.state })
@@ -198,11 +206,6 @@ impl Instances {
         self.db.get(id)?;
         let console = instance_dir(&self.config.state_dir, id).join("console.log");
         Ok(Watch::new(self.db.clone(), self.events.subscribe(), id, console, from_start))
-    }
-
-    /// What this host has, as the quotas count it.
-    fn host(&self) -> Result<Host, DaemonError> {
-        Ok(Host::this(disk_size(self.store.root())?))
     }
 
     /// Moves `id` from one of `from` to `next` in the database and publishes the change.
