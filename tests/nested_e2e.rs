@@ -273,7 +273,9 @@ fn two_guests_on_a_subnet_reach_each_other_and_the_lan_reaches_one_by_its_elasti
 /// the namespace the subnet's bridge is in, SSH with the private key logs in (a key nuage
 /// did not give the instance is refused) and writes a file to the root volume; the stop
 /// is graceful (Ctrl+Alt+Del reaches the guest's init, which powers off), and after it and
-/// a start the instance has the same address and the file. Terminating leaves no
+/// a start the instance has the same address and the file. From inside, the guest pings
+/// its gateway but reaches none of the host's ports there (the API over TCP, the metrics
+/// page, another listener), all of which the host reaches. Terminating leaves no
 /// instance, tap or config drive.
 #[test]
 #[ignore = "needs the real-KVM harness (minutes, root): run scripts/test.sh"]
@@ -309,6 +311,20 @@ fn nuaged_instances_boot_the_stock_kernel_and_take_ssh_with_their_key_pair() {
     assert_eq!(ssh.field("restarted"), "yes", "stop and start boots the guest again");
     assert_eq!(ssh.field("address_after"), ssh.field("address"), "stop/start keeps the address");
     assert_eq!(ssh.field("data_kept"), "yes", "stop/start keeps the root volume's data");
+    let ports: Vec<HashMap<String, String>> =
+        console_log().lines().filter_map(|l| l.strip_prefix("@@ daemon-port ")).map(parse_fields).collect();
+    assert_eq!(ports.len(), 3, "{ports:?}");
+    let reach = scenario("daemon-guest-reach");
+    assert_eq!(reach.field("icmp"), "ok", "the guest reaches its gateway: {:?}", reach.fields);
+    for port in &ports {
+        assert_eq!(port["from_host"], "open", "the host reaches its own listener: {port:?}");
+        assert_eq!(
+            reach.field(&port["port"]),
+            "closed",
+            "no host port is open to a guest: {:?}",
+            reach.fields
+        );
+    }
     assert!(host.field("image").starts_with("ami-"), "{:?}", host.fields);
     assert_eq!(
         host.field("booted_kernel"),

@@ -379,7 +379,9 @@ ssh_to() {
 # default image with the key and user data. Each guest configures its leased address,
 # installs the key from its config drive and serves SSH. Over SSH with the private key,
 # one instance writes a file to its root volume; after a stop and a start it has the same
-# address and the file. Terminating cleans up taps and drives.
+# address and the file. From inside, the guest reaches its gateway with ICMP but none of
+# the host's ports there (the API over TCP, the metrics page, any other listener), which the
+# host itself reaches. Terminating cleans up taps and drives.
 daemon_scenario() {
     selected daemon || return 0
     unshare -n sh "$0" daemon-namespace
@@ -387,7 +389,11 @@ daemon_scenario() {
 
 if [ "${1:-}" = daemon-namespace ]; then
     ip link set lo up
-    start_nuaged --state-dir "$W/nuaged" --socket "$W/nuaged.sock" --vmm "$VMM"
+    start_nuaged --state-dir "$W/nuaged" --socket "$W/nuaged.sock" --vmm "$VMM" \
+        --tcp-listen 0.0.0.0:7443 --tls-cert "$P/tls.pem" --tls-key "$P/tls.key" --tls-client-ca "$P/tls.pem" \
+        --metrics-address 0.0.0.0:9464
+    busybox nc -ll -p 7000 -e true 2>/dev/null &
+    listener=$!
     subnet=$(nuage --output json create-subnet --cidr-block 10.0.31.0/24 | json_values subnet_id)
     nuage create-key-pair --key-name ci --key-type ed25519 >"$W/ci.pem"
     nuage create-key-pair --key-name other --key-type ed25519 >"$W/other.pem"
@@ -413,6 +419,16 @@ if [ "${1:-}" = daemon-namespace ]; then
     stored=fail; echo "$out" | grep -qx stored && stored=ok
     wrong_key=accepted
     ssh_to "$W/other.pem" "$address" true >/dev/null 2>&1 || wrong_key=refused
+    gateway=10.0.31.1
+    probes="ping -c 1 -W 3 $gateway >/dev/null 2>&1 && echo icmp=ok || echo icmp=fail"
+    for port in 7443 9464 7000; do
+        host_side=closed
+        busybox nc -w 3 "$gateway" "$port" </dev/null >/dev/null 2>&1 && host_side=open
+        probes="$probes; nc -w 3 $gateway $port </dev/null >/dev/null 2>&1 && echo $port=open || echo $port=closed"
+        echo "@@ daemon-port port=$port from_host=$host_side"
+    done
+    from_guest=$(ssh_to "$W/ci.pem" "$address" "$probes" 2>&1 | tr -d '\r' | tr '\n' ' ')
+    echo "@@ daemon-guest-reach $from_guest"
     t0=$(now_cs)
     nuage stop-instances --instance-ids "$first"
     stop_s=$(seconds $(( $(now_cs) - t0 )))
@@ -435,6 +451,7 @@ if [ "${1:-}" = daemon-namespace ]; then
     # The kernel the image boots: "vmlinux" where registration unpacked the bzImage.
     booted=$(sed -n 's/.*"kernel": *"\([^"]*\)".*/\1/p' "$W/nuaged/store/images/$image/image.json")
     echo "@@ daemon-host image=$image instances=$(echo $ids | wc -w) not_terminated=$left taps_left=$taps drives_left=$drives booted_kernel=${booted:-none}"
+    kill "$listener" 2>/dev/null
     stop_nuaged
     exit 0
 fi

@@ -49,6 +49,10 @@ mkdir -p "$stage/rootfs/etc"
 echo "nuage-root-$kver" > "$stage/rootfs/etc/nuage-marker"
 mkfs.ext4 -q -F -L nuage-root -d "$stage/rootfs" "$stage/payload/root.ext4" 24M >/dev/null
 rm -rf "$stage/rootfs"
+# A self-signed certificate for the daemon scenario's API over TCP (its own client CA too):
+# the guests there must not reach that port.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=nuaged \
+    -keyout "$stage/payload/tls.key" -out "$stage/payload/tls.pem" 2>/dev/null
 [ -z "$other" ] || cp "$other" "$stage/payload/other-vmm"
 # The boot benchmark also boots Debian's generic flavour (it probes more than the cloud one),
 # with an initramfs carrying that kernel's modules.
