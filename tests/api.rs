@@ -1946,6 +1946,47 @@ fn racing_launches_never_exceed_the_quota() {
     assert_eq!(daemon.volumes(), 3, "one root each, nothing from the refused launches");
 }
 
+/// Starts racing terminations of one stopped instance (issue 15): every terminate is told
+/// yes; a start is told yes only while the instance was not yet being terminated, else
+/// `IncorrectInstanceState`; and whichever order they came in, the instance ends
+/// terminated with no VMM left running and no volume left behind.
+#[test]
+fn racing_start_and_terminate_leave_nothing_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path());
+    let image = register(&daemon, "idle", Asm::new().cli_hlt());
+    for round in 0..4 {
+        let id = ids(&daemon.ok(&["run-instances", "--image-id", &image])).remove(0);
+        daemon.ok(&["stop-instances", "--instance-ids", &id, "--force"]);
+        let answers: Vec<(bool, Result<Value, String>)> = std::thread::scope(|scope| {
+            let callers: Vec<_> = (0..6)
+                .map(|n| {
+                    let (daemon, id) = (&daemon, &id);
+                    scope.spawn(move || {
+                        let verb = if n % 2 == 0 { "start-instances" } else { "terminate-instances" };
+                        (n % 2 == 0, daemon.nuage(&[verb, "--instance-ids", id]))
+                    })
+                })
+                .collect();
+            callers.into_iter().map(|caller| caller.join().unwrap()).collect()
+        });
+        for (start, answer) in &answers {
+            match (start, answer) {
+                (_, Ok(_)) => {}
+                (true, Err(e)) => assert!(e.starts_with("IncorrectInstanceState"), "round {round}: {e}"),
+                (false, Err(e)) => panic!("round {round}: a terminate was refused: {e}"),
+            }
+        }
+        daemon.wait_for(|| daemon.state(&id).0 == "terminated", "the instance to be terminated");
+        assert_eq!(
+            nuage::daemon::process::running_vmms(&dir.path().join("state")).get(&id),
+            None,
+            "round {round}: no VMM outlives its terminated instance"
+        );
+    }
+    assert_eq!(daemon.volumes(), 0, "every root volume went with its instance");
+}
+
 /// Calls that change something leave an audit line naming the caller (issue 15): over the
 /// Unix socket, the uid and pid the kernel vouches for; reads leave none.
 #[test]

@@ -261,15 +261,21 @@ impl ProcessHandle {
 
     /// Blocks until the process exits.
     pub fn wait(&self) {
+        while !self.poll_exit(-1) {}
+    }
+
+    /// Whether the process has exited (it may not be reaped yet).
+    pub fn exited(&self) -> bool {
+        self.poll_exit(0)
+    }
+
+    /// Polls the pidfd for up to `timeout_ms` (-1: for ever); true once the process has
+    /// exited (or the poll fails for good), false on a timeout or an interruption.
+    fn poll_exit(&self, timeout_ms: i32) -> bool {
         let mut poll = libc::pollfd { fd: self.0.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-        loop {
-            // SAFETY: one valid pollfd, for the duration of the call.
-            let rc = unsafe { libc::poll(&mut poll, 1, -1) };
-            if rc > 0 || (rc < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted)
-            {
-                return;
-            }
-        }
+        // SAFETY: one valid pollfd, for the duration of the call.
+        let rc = unsafe { libc::poll(&mut poll, 1, timeout_ms) };
+        rc > 0 || (rc < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted)
     }
 }
 

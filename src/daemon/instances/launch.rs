@@ -1,21 +1,23 @@
 //! Launching: RunInstances checks everything it can first, then records each instance
 //! before making its volumes, address and config drive, and undoes a launch that fails on
 //! the way; every start (run, start, reboot) ends in [`Instances::launch`], which starts
-//! the VMM and waits until it listens.
+//! the VMM, supervises it and waits until it listens, in the instance's turn (a racing
+//! termination finishes before or after, never during).
 
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
-use super::{internal, Instances};
+use super::supervision::Vmm;
+use super::{internal, lock, Instances};
 use crate::daemon::cidata::{self, ConfigDrive};
 use crate::daemon::process::{control_socket, instance_dir, Launch, ProcessHandle};
 use crate::daemon::quotas::Claim;
 use crate::daemon::tags::Tags;
 use crate::daemon::{failpoint, DaemonError};
+use crate::state::db::StateError;
 use crate::state::id::{new_id, now};
 use crate::state::instance::{InstanceRecord, InstanceState::*};
 use crate::state::keypair::KeyPairRecord;
@@ -249,7 +251,13 @@ impl Instances {
 
     /// Starts the VMM of pending instance `id` and watches it.
     pub(super) fn launch(&self, id: &str) -> Result<InstanceRecord, DaemonError> {
+        let turn = self.turn(id);
+        let _turn = lock(&turn);
         let record = self.db.get(id)?;
+        if record.state != Pending {
+            // A racing terminate took its turn first.
+            return Err(StateError::wrong_state(id, &[Pending], record.state).into());
+        }
         let image = self.store.image(&record.image_id)?;
         let network = match record.subnet_id.as_str() {
             "" => None,
@@ -286,13 +294,36 @@ impl Instances {
         };
         failpoint("launch-after-spawn");
         let mut child = child;
-        wait_until_listening(&control_socket(&launch.dir), &mut child);
         let pid = child.id() as i32;
-        let handle = ProcessHandle::open(pid).map_err(internal)?;
-        let record = self.transition(id, &[Pending], Running, "", Some(pid))?;
-        info!(instance = id, pid, "launched");
-        self.supervise(id, handle, Some(child));
-        Ok(record)
+        // Not reaped yet, so the pid is still this child's.
+        let handle = match ProcessHandle::open(pid) {
+            Ok(handle) => handle,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(internal(e));
+            }
+        };
+        // Supervised before it is called running: a stop or terminate racing this launch
+        // finds the VMM to stop, and an early exit is recorded (the instance stops).
+        let vmm = self.supervise(id, handle, Some(child));
+        wait_until_listening(&control_socket(&launch.dir), &vmm);
+        match self.transition(id, &[Pending], Running, "", Some(pid)) {
+            Ok(record) => {
+                info!(instance = id, pid, "launched");
+                Ok(record)
+            }
+            // The VMM ended as it started: its exit stopped the instance, with the reason.
+            Err(StateError::WrongState { actual: Stopped, .. }) => {
+                let reason = self.db.get(id)?.state_reason;
+                Err(DaemonError::Internal(format!("the VMM did not start: {reason}")))
+            }
+            Err(e) => {
+                // Another request moved the instance on meanwhile: this VMM must not run.
+                let _ = vmm.process.signal(libc::SIGKILL);
+                Err(e.into())
+            }
+        }
     }
 }
 
@@ -300,14 +331,14 @@ impl Instances {
 /// called running anyway (its supervisor then reports what became of it).
 const VMM_LISTEN_PATIENCE: Duration = Duration::from_secs(10);
 
-/// Waits until the VMM `child` accepts connections on `socket`, or exits, or
+/// Waits until `vmm` accepts connections on `socket`, or exits, or
 /// [`VMM_LISTEN_PATIENCE`] passes. A running instance is then one whose VMM can be asked
 /// for a snapshot or a shutdown at once: the VMM binds its socket while it builds the VM, a
 /// moment after the process starts.
-fn wait_until_listening(socket: &Path, child: &mut Child) {
+fn wait_until_listening(socket: &Path, vmm: &Vmm) {
     let start = Instant::now();
     while start.elapsed() < VMM_LISTEN_PATIENCE {
-        if control::query_disks(socket).is_ok() || !matches!(child.try_wait(), Ok(None)) {
+        if control::query_disks(socket).is_ok() || vmm.process.exited() {
             return;
         }
         std::thread::sleep(Duration::from_millis(10));

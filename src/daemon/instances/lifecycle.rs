@@ -77,7 +77,8 @@ pub fn after_exit(state: InstanceState, reboot_requested: bool, code: Option<i32
         Running if status == Some(ExitStatus::Reboot) => {
             AfterExit::Relaunch("Client.InstanceInitiatedReboot")
         }
-        Running => AfterExit::Stop(Some(match (status, code) {
+        // A VMM ending while its launch waits for it (pending) failed to start.
+        Running | Pending => AfterExit::Stop(Some(match (status, code) {
             (Some(ExitStatus::PowerOff), _) => {
                 "Client.InstanceInitiatedShutdown: the guest powered off".to_owned()
             }
@@ -86,7 +87,7 @@ pub fn after_exit(state: InstanceState, reboot_requested: bool, code: Option<i32
             }
             (_, None) => "Server.InternalError: nuage-vmm ended".to_owned(),
         })),
-        Pending | Stopped | Terminated => AfterExit::Nothing,
+        Stopped | Terminated => AfterExit::Nothing,
     }
 }
 
@@ -136,7 +137,11 @@ mod tests {
         assert!(stopped(code(ExitStatus::Fatal)).contains("exited with status 1"));
         assert!(stopped(Some(77)).contains("exited with status 77"));
         assert_eq!(stopped(None), "Server.InternalError: nuage-vmm ended");
-        for state in [Pending, Stopped, Terminated] {
+        assert!(
+            matches!(after_exit(Pending, false, Some(1)), AfterExit::Stop(Some(_))),
+            "a failed launch stops"
+        );
+        for state in [Stopped, Terminated] {
             assert_eq!(after_exit(state, true, code(ExitStatus::Reboot)), AfterExit::Nothing);
         }
     }

@@ -68,6 +68,9 @@ pub struct Instances {
     vmms: Arc<Mutex<HashMap<String, Arc<Vmm>>>>,
     /// Instances being rebooted: when their VMM ends, a new one starts.
     rebooting: Arc<Mutex<HashSet<String>>>,
+    /// One lock per instance, held while its VMM is launched or its termination finished,
+    /// so a start and a terminate racing on it take turns.
+    turns: Arc<Mutex<HashMap<String, Arc<Mutex<()>>>>>,
     /// Where every state change is published.
     events: Events,
 }
@@ -84,8 +87,8 @@ impl Instances {
         admissions: Arc<Admissions>,
         events: Events,
     ) -> Self {
-        let (vmms, rebooting) = (Arc::default(), Arc::default());
-        Self { db, store, plane, tags, config, admissions, vmms, rebooting, events }
+        let (vmms, rebooting, turns) = (Arc::default(), Arc::default(), Arc::default());
+        Self { db, store, plane, tags, config, admissions, vmms, rebooting, turns, events }
     }
 
     /// Instances named in `ids` (all when empty), in `states` (any when empty).
@@ -184,9 +187,17 @@ impl Instances {
                     let needed = needs(&record);
                     let mut admitted = self.admissions.admit(needed, None)?;
                     // The new state counts what was needed from then on.
-                    admitted
-                        .make(needed, || self.transition(id, &request.moves_from(), next, reason, None))?;
-                    act(id)?;
+                    let moved = admitted
+                        .make(needed, || self.transition(id, &request.moves_from(), next, reason, None));
+                    match moved {
+                        Ok(_) => act(id)?,
+                        // A racing caller moved it first, to where this request has
+                        // nothing to do (a second terminate): as if this one came after.
+                        Err(StateError::WrongState { actual, .. })
+                            if request.accepted_in().contains(&actual) && request.moves(actual).is_none() => {
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
                 }
                 Ok(StateChange { id: id.clone(), previous, current: self.db.get(id)?.state })
             })
@@ -242,7 +253,12 @@ impl Instances {
     /// `undo_launch` (a launch that failed or was interrupted), every volume attached to it,
     /// all of which the launch made.
     fn finish_termination(&self, id: &str, undo_launch: bool) -> Result<(), DaemonError> {
+        let turn = self.turn(id);
+        let _turn = lock(&turn);
         let record = self.db.get(id)?;
+        if record.state == Terminated {
+            return Ok(()); // a racing caller finished it
+        }
         if !record.subnet_id.is_empty() {
             self.plane.detach(&record.subnet_id, id)?;
         }
@@ -264,7 +280,13 @@ impl Instances {
         let _ = std::fs::remove_file(control_socket(&dir));
         cidata::remove(&dir);
         self.transition(id, &[ShuttingDown], Terminated, &reason, None)?;
+        lock(&self.turns).remove(id);
         Ok(())
+    }
+
+    /// The lock of instance `id`'s launches and termination.
+    fn turn(&self, id: &str) -> Arc<Mutex<()>> {
+        lock(&self.turns).entry(id.to_owned()).or_default().clone()
     }
 }
 

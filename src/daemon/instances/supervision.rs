@@ -22,7 +22,7 @@ const VMM_STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// A supervised VMM: its process, and whether its end has been recorded.
 pub(super) struct Vmm {
-    process: ProcessHandle,
+    pub(super) process: ProcessHandle,
     ended: Mutex<bool>,
     on_end: Condvar,
 }
@@ -54,11 +54,12 @@ impl Vmm {
 impl Instances {
     /// Supervises VMM `process` of instance `id` (with `child`, when this daemon started
     /// it, to learn its exit status) on a thread of its own.
-    pub(super) fn supervise(&self, id: &str, process: ProcessHandle, child: Option<Child>) {
+    pub(super) fn supervise(&self, id: &str, process: ProcessHandle, child: Option<Child>) -> Arc<Vmm> {
         let vmm = Arc::new(Vmm { process, ended: Mutex::new(false), on_end: Condvar::new() });
         lock(&self.vmms).insert(id.to_owned(), vmm.clone());
         let this = self.clone();
         let id = id.to_owned();
+        let supervised = vmm.clone();
         std::thread::spawn(move || {
             let code = match child {
                 Some(mut child) => child.wait().ok().and_then(|status| status.code()),
@@ -81,6 +82,7 @@ impl Instances {
             }
             vmm.mark_ended();
         });
+        supervised
     }
 
     /// The running VMM of `id`, if any.
