@@ -522,6 +522,36 @@ fn a_restarted_daemon_adopts_running_instances() {
     kill_vmms(dir.path());
 }
 
+/// What process `pid`'s descriptors lead to.
+fn open_files_of(pid: u32) -> Vec<PathBuf> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| std::fs::read_link(entry.path()).ok())
+        .collect()
+}
+
+/// A VMM inherits no descriptor but its standard ones and its tap (issue 16), not even one
+/// nuaged itself inherited without close-on-exec (a test shell's, say).
+#[test]
+fn a_vmm_inherits_no_stray_descriptor() {
+    use std::os::fd::AsRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("inherited-by-nuaged");
+    let file = std::fs::File::create(&marker).unwrap();
+    // SAFETY: fcntl on a descriptor this test owns; children of this process inherit it.
+    assert_eq!(unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFD, 0) }, 0);
+    let daemon = Daemon::start(dir.path());
+    drop(file);
+    let image = register(&daemon, "idle", Asm::new().cli_hlt());
+    let id = ids(&daemon.ok(&["run-instances", "--image-id", &image])).remove(0);
+    assert!(open_files_of(daemon.child.id()).contains(&marker), "nuaged inherited the descriptor");
+    let vmm = nuage::daemon::process::running_vmms(&dir.path().join("state"))[&id];
+    let held = open_files_of(vmm as u32);
+    assert!(!held.contains(&marker), "the VMM holds {held:?}");
+    daemon.ok(&["terminate-instances", "--instance-ids", &id]);
+}
+
 /// After a restart the daemon adopts only a process that proves it is the instance's VMM
 /// (issue 15): one that merely names the instance's directory on its command line (here a
 /// shell run by `nobody`) is reported and left alone, and the instance, whose real VMM

@@ -31,6 +31,28 @@ fn boot(kernel: &[u8], extra: &[&str]) -> (i32, String, String) {
     (status, String::from_utf8_lossy(&stdout).into_owned(), stderr)
 }
 
+/// A guest printing without end fills no disk (issue 16): its console log is moved aside
+/// at its limit and begun anew, the latest output in the log itself and the one before in
+/// `console.log.1`, nothing more.
+#[test]
+fn a_console_log_is_bounded_whatever_the_guest_prints() {
+    let dir = tempfile::tempdir().unwrap();
+    let line = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-\n";
+    let code = (0..100).fold(Asm::new(), |asm, _| asm.print(line)).print("last\n").acpi_poweroff().spin();
+    let kernel = write_file(dir.path(), "kernel", &elf_kernel(code.bytes()));
+    let log = dir.path().join("console.log");
+    let args = ["--kernel", &kernel, "--memory", "16", "--console-log", log.to_str().unwrap()];
+    let out = run_vmm(&[&args[..], &["--console-log-limit", "1000"]].concat(), TIMEOUT);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // 6405 bytes in all: six full logs of 1000 bytes, then 405.
+    let latest = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(latest.len(), 405);
+    assert!(latest.ends_with("-\nlast\n"), "{latest}");
+    assert_eq!(std::fs::metadata(dir.path().join("console.log.1")).unwrap().len(), 1000);
+    let files = std::fs::read_dir(dir.path()).unwrap().count();
+    assert_eq!(files, 3, "the kernel, the log and one old log");
+}
+
 #[test]
 fn elf_guest_prints_and_powers_off() {
     let code = Asm::new().print("hello from a tiny guest\n").acpi_poweroff().spin();

@@ -117,6 +117,8 @@ impl Launch<'_> {
             memory_mib: u64::from(self.instance.memory_mib),
             console: ConsoleConfig {
                 log_file: Some(self.dir.join("console.log")),
+                // The VMM's default: at most twice it on disk, whatever the guest prints.
+                log_limit: None,
                 stdout: false,
                 stdin: false,
             },
@@ -130,26 +132,32 @@ impl Launch<'_> {
     }
 
     /// The VMM's command line: its configuration file, and the tap moved to [`TAP_FD`].
+    /// The VMM inherits no other descriptor beside its standard ones, whatever the daemon
+    /// itself inherited or opened without close-on-exec.
     fn command(&self, config_file: &Path) -> Command {
         let mut command = Command::new(self.vmm);
         command.arg("--config").arg(config_file);
-        if let Some((fd, _)) = &self.network {
-            let fd = fd.as_raw_fd();
-            // SAFETY: between fork and exec the closure only calls dup2 and fcntl, which are
-            // async-signal-safe, on descriptors this process owns.
-            unsafe {
-                command.pre_exec(move || {
-                    if fd == TAP_FD {
-                        // dup2 onto itself would keep close-on-exec set.
-                        if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
-                            return Err(std::io::Error::last_os_error());
-                        }
-                    } else if libc::dup2(fd, TAP_FD) < 0 {
+        let tap = self.network.as_ref().map(|(fd, _)| fd.as_raw_fd());
+        // SAFETY: between fork and exec the closure only makes syscalls (close_range, dup2,
+        // fcntl), which are async-signal-safe, on descriptors this process owns.
+        unsafe {
+            command.pre_exec(move || {
+                // Close-on-exec rather than closed: the standard library's own pipe, which
+                // reports a failed exec, must stay open until the exec.
+                if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let Some(fd) = tap else { return Ok(()) };
+                if fd == TAP_FD {
+                    // dup2 onto itself would keep close-on-exec set.
+                    if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
                         return Err(std::io::Error::last_os_error());
                     }
-                    Ok(())
-                });
-            }
+                } else if libc::dup2(fd, TAP_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
         }
         command
     }
@@ -279,19 +287,30 @@ impl ProcessHandle {
     }
 }
 
-/// The last `limit` bytes of file `path` as text (a console log).
-pub fn tail(path: &Path, limit: u64) -> std::io::Result<String> {
+/// The last `limit` bytes of the console log `path` as text, reaching into the log the VMM
+/// moved aside (`<path>.1`) when the current one is shorter.
+pub fn console_tail(path: &Path, limit: u64) -> std::io::Result<String> {
+    let latest = tail(path, limit)?;
+    let mut older = path.to_owned().into_os_string();
+    older.push(".1");
+    let mut bytes = tail(Path::new(&older), limit.saturating_sub(latest.len() as u64))?;
+    bytes.extend(latest);
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// The last `limit` bytes of file `path` (none if there is no such file).
+fn tail(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
     use std::io::{Read, Seek, SeekFrom};
     let mut file = match File::open(path) {
         Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
     let len = file.metadata()?.len();
     file.seek(SeekFrom::Start(len.saturating_sub(limit)))?;
     let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)?;
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
+    file.take(limit).read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// A disk of a running VMM, as the store sees it while snapshotting its volume.
@@ -320,5 +339,22 @@ impl LayerSwitch for VmmDisk {
 
     fn resume(&self) -> Result<(), String> {
         control::call(&self.socket, &control::Request::ResumeDisk { id: self.id.clone() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_console_tail_reaches_into_the_rotated_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("console.log");
+        assert_eq!(console_tail(&log, 8).unwrap(), "", "no log yet");
+        std::fs::write(&log, b"world\n").unwrap();
+        assert_eq!(console_tail(&log, 8).unwrap(), "world\n");
+        std::fs::write(dir.path().join("console.log.1"), b"older hello ").unwrap();
+        assert_eq!(console_tail(&log, 12).unwrap(), "hello world\n");
+        assert_eq!(console_tail(&log, 4).unwrap(), "rld\n", "the current log alone when it holds enough");
     }
 }

@@ -3,16 +3,15 @@
 //! then the boot structures that describe those devices, then the vCPUs.
 
 use std::collections::HashMap;
-use std::fs::OpenOptions;
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::sync::Arc;
 
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::block::{self, OpenError};
-use crate::vmm::api::config::VmConfig;
+use crate::vmm::api::config::{VmConfig, DEFAULT_CONSOLE_LOG_LIMIT};
 use crate::vmm::api::control::ControlTargets;
 use crate::vmm::arch::regs;
 use crate::vmm::boot::{acpi, loader, params, reset_vector};
@@ -20,7 +19,7 @@ use crate::vmm::device_manager::{DeviceManagerError, MmioDeviceManager};
 use crate::vmm::devices::legacy::i8042::{self, I8042, I8042_IRQ, I8042_PORT, I8042_PORT_COUNT};
 use crate::vmm::devices::legacy::rtc::{Rtc, RTC_PORT, RTC_PORT_COUNT};
 use crate::vmm::devices::legacy::serial::{
-    ConsoleSinks, IrqLine, SerialConsole, COM1_IRQ, COM1_PORT, COM1_PORT_COUNT,
+    ConsoleSinks, IrqLine, RotatingLog, SerialConsole, COM1_IRQ, COM1_PORT, COM1_PORT_COUNT,
 };
 use crate::vmm::devices::power::{PowerManagement, POWER_PORT};
 use crate::vmm::devices::virtio::block::{DiskHandle, VirtioBlock};
@@ -286,13 +285,10 @@ fn interfaces(config: &VmConfig, taps: Vec<Tap>) -> Vec<Box<dyn VirtioDevice>> {
 fn console_sinks(config: &VmConfig) -> Result<ConsoleSinks, BuildError> {
     let mut sinks: Vec<Box<dyn Write + Send>> = Vec::new();
     if let Some(path) = &config.console.log_file {
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(path)
+        let limit = config.console.log_limit.unwrap_or(DEFAULT_CONSOLE_LOG_LIMIT);
+        let log = RotatingLog::open(path, limit)
             .map_err(|source| BuildError::ConsoleLog { path: path.clone(), source })?;
-        sinks.push(Box::new(file));
+        sinks.push(Box::new(log));
     }
     if config.console.stdout {
         sinks.push(Box::new(std::io::stdout()));

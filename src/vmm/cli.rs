@@ -48,6 +48,10 @@ pub struct VmmArgs {
     /// Append the serial console output to this file.
     #[arg(long, value_name = "PATH")]
     pub console_log: Option<PathBuf>,
+    /// Bytes the console log holds before it becomes `<file>.1` and is begun anew
+    /// [default: 4 MiB].
+    #[arg(long, value_name = "BYTES")]
+    pub console_log_limit: Option<u64>,
     /// Copy the serial console output to stdout.
     #[arg(long)]
     pub console_stdout: bool,
@@ -99,6 +103,7 @@ impl VmmArgs {
             vcpus: self.vcpus,
             memory_mib: self.memory,
             console_log: self.console_log.clone(),
+            console_log_limit: self.console_log_limit,
             console_stdout: self.console_stdout,
             console_stdin: self.console_stdin,
             disks: self.disk.clone(),

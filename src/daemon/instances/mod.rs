@@ -30,7 +30,7 @@ use supervision::Vmm;
 use super::cidata;
 use super::config::DaemonConfig;
 use super::events::Events;
-use super::process::{control_socket, instance_dir, tail};
+use super::process::{console_tail, control_socket, instance_dir};
 use super::quotas::{Admissions, Claim};
 use super::watch::Watch;
 use super::{failpoint, DaemonError};
@@ -208,7 +208,7 @@ impl Instances {
     pub fn console_output(&self, id: &str) -> Result<String, DaemonError> {
         self.db.get(id)?;
         let path = instance_dir(&self.config.state_dir, id).join("console.log");
-        tail(&path, 64 << 10).map_err(|e| DaemonError::Internal(format!("{}: {e}", path.display())))
+        console_tail(&path, 64 << 10).map_err(|e| DaemonError::Internal(format!("{}: {e}", path.display())))
     }
 
     /// Follows the instance's console and state from now on (or from the last 64 KiB of

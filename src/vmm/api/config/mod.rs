@@ -98,6 +98,9 @@ pub enum ConfigError {
     TooManyDevices(usize),
 }
 
+/// The console log's default size before rotation: 4 MiB.
+pub const DEFAULT_CONSOLE_LOG_LIMIT: u64 = 4 << 20;
+
 /// Where the guest's serial console goes and comes from.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -105,6 +108,10 @@ pub struct ConsoleConfig {
     /// Append console output to this file.
     #[serde(default)]
     pub log_file: Option<PathBuf>,
+    /// Bytes the log file holds before it is moved to `<file>.1` and begun anew (default
+    /// [`DEFAULT_CONSOLE_LOG_LIMIT`]): a guest printing without end fills no disk.
+    #[serde(default)]
+    pub log_limit: Option<u64>,
     /// Copy console output to stdout.
     #[serde(default)]
     pub stdout: bool,
@@ -208,6 +215,8 @@ pub struct Overrides {
     pub memory_mib: Option<u64>,
     /// `--console-log`.
     pub console_log: Option<PathBuf>,
+    /// `--console-log-limit`.
+    pub console_log_limit: Option<u64>,
     /// `--console-stdout`.
     pub console_stdout: bool,
     /// `--console-stdin`.
@@ -246,6 +255,7 @@ impl VmConfig {
             memory_mib: overrides.memory_mib.or(partial.memory_mib).unwrap_or_else(default_memory_mib),
             console: ConsoleConfig {
                 log_file: overrides.console_log.or(partial.console.log_file),
+                log_limit: overrides.console_log_limit.or(partial.console.log_limit),
                 stdout: overrides.console_stdout || partial.console.stdout,
                 stdin: overrides.console_stdin || partial.console.stdin,
             },

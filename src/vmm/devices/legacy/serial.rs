@@ -3,7 +3,10 @@
 //! Output goes to any number of sinks (a log file, stdout); input is queued by the VMM's
 //! main loop from stdin. The interrupt line is an eventfd registered as an irqfd on GSI 4.
 
+use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use vm_superio::serial::NoEvents;
@@ -61,6 +64,55 @@ impl Write for ConsoleSinks {
     }
 }
 
+/// A console log file the guest cannot grow without bound: once it holds `limit` bytes
+/// it becomes `<name>.1` (replacing the one before) and a new file is begun, so at most
+/// twice the limit is on disk and the latest output is always in the file itself.
+pub struct RotatingLog {
+    path: PathBuf,
+    file: File,
+    written: u64,
+    limit: u64,
+}
+
+impl RotatingLog {
+    /// Appends to the log at `path` (made 0600), rotated at `limit` bytes.
+    pub fn open(path: &Path, limit: u64) -> std::io::Result<Self> {
+        let file = Self::create(path)?;
+        let written = file.metadata()?.len();
+        Ok(Self { path: path.to_owned(), file, written, limit: limit.max(1) })
+    }
+
+    fn create(path: &Path) -> std::io::Result<File> {
+        OpenOptions::new().create(true).append(true).mode(0o600).open(path)
+    }
+
+    /// Moves the full log aside and begins a new one.
+    fn rotate(&mut self) -> std::io::Result<()> {
+        let mut old = self.path.clone().into_os_string();
+        old.push(".1");
+        std::fs::rename(&self.path, old)?;
+        self.file = Self::create(&self.path)?;
+        self.written = 0;
+        Ok(())
+    }
+}
+
+impl Write for RotatingLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.written >= self.limit {
+            self.rotate()?;
+        }
+        let room = usize::try_from(self.limit - self.written).unwrap_or(usize::MAX);
+        let written = self.file.write(&buf[..buf.len().min(room)])?;
+        self.written += written as u64;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
 /// The serial port as a bus device.
 pub struct SerialConsole {
     inner: Mutex<Serial<IrqLine, NoEvents, ConsoleSinks>>,
@@ -108,6 +160,22 @@ impl BusDevice for SerialConsole {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_console_log_rotates_at_its_limit_keeping_the_latest_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("console.log");
+        std::fs::write(&path, b"0123").unwrap();
+        let mut log = RotatingLog::open(&path, 10).unwrap();
+        log.write_all(b"456789abcdefghijklmnopqrstuvw").unwrap();
+        log.flush().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"uvw", "the latest output");
+        assert_eq!(std::fs::read(dir.path().join("console.log.1")).unwrap(), b"klmnopqrst", "the log before");
+        let names = std::fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(names, 2, "one old log kept, no more");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    }
     use std::sync::{Arc, Mutex as StdMutex};
     use vmm_sys_util::eventfd::EFD_NONBLOCK;
 
