@@ -552,6 +552,30 @@ fn a_vmm_inherits_no_stray_descriptor() {
     daemon.ok(&["terminate-instances", "--instance-ids", &id]);
 }
 
+/// A guest that reboots as soon as it starts (issue 16) is started again later each time
+/// instead of hundreds of times a second, the instance's state reason says so, and a stop
+/// still takes effect at once.
+#[test]
+fn a_reboot_loop_is_slowed_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path());
+    // The keyboard controller's reset line, at once: the VMM exits with the reboot status.
+    let image = register(&daemon, "resets", Asm::new().outb(0x64, 0xfe).spin());
+    let id = ids(&daemon.ok(&["run-instances", "--image-id", &image])).remove(0);
+    daemon.wait_for(|| daemon.state(&id).1.starts_with("Server.RebootLoop"), "the loop to be reported");
+    let (state, reason) = daemon.state(&id);
+    assert_eq!(state, "running", "{reason}");
+    assert!(reason.contains("times in a row"), "{reason}");
+    std::thread::sleep(Duration::from_secs(3));
+    let starts = daemon.log().lines().filter(|l| l.contains("launched") && l.contains(&id)).count();
+    assert!(starts <= 8, "{starts} starts by 3 s into the loop");
+    let asked = Instant::now();
+    daemon.ok(&["stop-instances", "--instance-ids", &id]);
+    assert_eq!(daemon.state(&id).0, "stopped");
+    assert!(asked.elapsed() < Duration::from_secs(5), "the stop cut the wait short: {:?}", asked.elapsed());
+    daemon.ok(&["terminate-instances", "--instance-ids", &id]);
+}
+
 /// After a restart the daemon adopts only a process that proves it is the instance's VMM
 /// (issue 15): one that merely names the instance's directory on its command line (here a
 /// shell run by `nobody`) is reported and left alone, and the instance, whose real VMM

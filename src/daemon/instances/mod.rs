@@ -68,6 +68,8 @@ pub struct Instances {
     vmms: Arc<Mutex<HashMap<String, Arc<Vmm>>>>,
     /// Instances being rebooted: when their VMM ends, a new one starts.
     rebooting: Arc<Mutex<HashSet<String>>>,
+    /// Quick guest-initiated reboots in a row, per instance (see `supervision`).
+    reboot_loops: Arc<Mutex<HashMap<String, u32>>>,
     /// One lock per instance, held while its VMM is launched or its termination finished,
     /// so a start and a terminate racing on it take turns.
     turns: Arc<Mutex<HashMap<String, Arc<Mutex<()>>>>>,
@@ -87,8 +89,8 @@ impl Instances {
         admissions: Arc<Admissions>,
         events: Events,
     ) -> Self {
-        let (vmms, rebooting, turns) = (Arc::default(), Arc::default(), Arc::default());
-        Self { db, store, plane, tags, config, admissions, vmms, rebooting, turns, events }
+        let (vmms, rebooting, reboot_loops, turns) = Default::default();
+        Self { db, store, plane, tags, config, admissions, vmms, rebooting, reboot_loops, turns, events }
     }
 
     /// Instances named in `ids` (all when empty), in `states` (any when empty).

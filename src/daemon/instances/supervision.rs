@@ -2,6 +2,10 @@
 //! this daemon started, which gives its exit status; on its pidfd for an adopted one),
 //! records what the life cycle says follows, and wakes whoever waits for that exit.
 //! Stopping a VMM asks its guest first, then the VMM, then the kernel.
+//!
+//! A guest that reboots again and again as soon as it starts (a triple fault at boot) is
+//! started again later each time, up to [`MAX_REBOOT_DELAY`], its state reason saying so;
+//! a stop or terminate meanwhile cuts the wait short.
 
 use std::process::Child;
 use std::sync::{Arc, Condvar, Mutex};
@@ -15,16 +19,44 @@ use crate::daemon::process::{control_socket, instance_dir, ProcessHandle, PID_FI
 use crate::daemon::DaemonError;
 use crate::state::instance::InstanceState::*;
 use crate::vmm::api::control;
+use crate::vmm::api::ExitStatus;
 
 /// How long a VMM gets to stop its vCPUs and flush its disks after SIGTERM before it is
 /// killed.
 const VMM_STOP_GRACE: Duration = Duration::from_secs(10);
 
-/// A supervised VMM: its process, and whether its end has been recorded.
+/// A guest-initiated reboot this soon after its VMM started counts towards a reboot loop.
+const QUICK_REBOOT: Duration = Duration::from_secs(30);
+/// Quick reboots in a row that are started again at once.
+const FREE_REBOOTS: u32 = 3;
+/// The first delay once a loop is seen; each quick reboot after doubles it.
+const FIRST_REBOOT_DELAY: Duration = Duration::from_millis(500);
+/// The longest a looping guest waits to be started again.
+const MAX_REBOOT_DELAY: Duration = Duration::from_secs(60);
+
+/// How long to wait before starting a guest again after `quick` quick reboots in a row.
+fn reboot_delay(quick: u32) -> Duration {
+    match quick.checked_sub(FREE_REBOOTS + 1) {
+        None => Duration::ZERO,
+        Some(doublings) => FIRST_REBOOT_DELAY.saturating_mul(1 << doublings.min(16)).min(MAX_REBOOT_DELAY),
+    }
+}
+
+/// A supervised VMM: its process, when it started, and whether its end has been recorded.
 pub(super) struct Vmm {
     pub(super) process: ProcessHandle,
-    ended: Mutex<bool>,
+    started: Instant,
+    ended: Mutex<Ending>,
     on_end: Condvar,
+}
+
+/// How far a VMM's end has got.
+#[derive(Default)]
+struct Ending {
+    /// Recorded: whoever waits may go on.
+    recorded: bool,
+    /// A stop or terminate is waiting: a reboot delay is cut short.
+    hurried: bool,
 }
 
 impl Vmm {
@@ -33,7 +65,7 @@ impl Vmm {
     fn wait_end(&self, timeout: Duration) -> bool {
         let deadline = Instant::now().checked_add(timeout);
         let mut ended = lock(&self.ended);
-        while !*ended {
+        while !ended.recorded {
             ended = match deadline {
                 None => self.on_end.wait(ended).unwrap_or_else(std::sync::PoisonError::into_inner),
                 Some(deadline) => {
@@ -46,7 +78,24 @@ impl Vmm {
     }
 
     fn mark_ended(&self) {
-        *lock(&self.ended) = true;
+        lock(&self.ended).recorded = true;
+        self.on_end.notify_all();
+    }
+
+    /// Waits `delay` before the end is handled, unless a stop or terminate hurries it.
+    fn delay_end(&self, delay: Duration) {
+        let deadline = Instant::now() + delay;
+        let mut ended = lock(&self.ended);
+        while !ended.hurried {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else { return };
+            ended =
+                self.on_end.wait_timeout(ended, left).unwrap_or_else(std::sync::PoisonError::into_inner).0;
+        }
+    }
+
+    /// Cuts a reboot delay short.
+    fn hurry(&self) {
+        lock(&self.ended).hurried = true;
         self.on_end.notify_all();
     }
 }
@@ -55,7 +104,12 @@ impl Instances {
     /// Supervises VMM `process` of instance `id` (with `child`, when this daemon started
     /// it, to learn its exit status) on a thread of its own.
     pub(super) fn supervise(&self, id: &str, process: ProcessHandle, child: Option<Child>) -> Arc<Vmm> {
-        let vmm = Arc::new(Vmm { process, ended: Mutex::new(false), on_end: Condvar::new() });
+        let vmm = Arc::new(Vmm {
+            process,
+            started: Instant::now(),
+            ended: Mutex::default(),
+            on_end: Condvar::new(),
+        });
         lock(&self.vmms).insert(id.to_owned(), vmm.clone());
         let this = self.clone();
         let id = id.to_owned();
@@ -70,6 +124,7 @@ impl Instances {
             };
             // Before the exit is handled: a reboot writes the new VMM's.
             let _ = std::fs::remove_file(instance_dir(&this.config.state_dir, &id).join(PID_FILE));
+            this.slow_reboot_loop(&id, &vmm, code);
             if let Err(e) = this.record_exit(&id, code) {
                 warn!(instance = id, "recording the VMM's exit failed: {e}");
             }
@@ -97,6 +152,7 @@ impl Instances {
     /// flushes its disks and exits. SIGKILL follows if even that hangs.
     pub(super) fn shut_down(&self, id: &str, graceful: bool) {
         let Some(vmm) = self.vmm(id) else { return };
+        vmm.hurry();
         if graceful {
             let socket = control_socket(&instance_dir(&self.config.state_dir, id));
             match control::call(&socket, &control::Request::CtrlAltDel) {
@@ -115,6 +171,39 @@ impl Instances {
             warn!(instance = id, "the VMM did not stop in time: killing it");
             let _ = vmm.process.signal(libc::SIGKILL);
             vmm.wait_end(Duration::MAX);
+        }
+    }
+
+    /// Counts a guest-initiated reboot of running instance `id` that came soon after its
+    /// VMM started, and from the fourth in a row waits before it is handled (reporting the
+    /// loop in the state reason); any other end of the VMM ends the count.
+    fn slow_reboot_loop(&self, id: &str, vmm: &Vmm, code: Option<i32>) {
+        let guest_reboot = code.and_then(ExitStatus::from_code) == Some(ExitStatus::Reboot)
+            && !lock(&self.rebooting).contains(id)
+            && vmm.started.elapsed() < QUICK_REBOOT;
+        let quick = {
+            let mut loops = lock(&self.reboot_loops);
+            if !guest_reboot {
+                loops.remove(id);
+                return;
+            }
+            let quick = loops.entry(id.to_owned()).or_default();
+            *quick += 1;
+            *quick
+        };
+        let delay = reboot_delay(quick);
+        if delay.is_zero() {
+            return;
+        }
+        let reason = format!(
+            "Server.RebootLoop: the guest rebooted {quick} times in a row within {}s of starting; \
+             starting it again in {:.1}s",
+            QUICK_REBOOT.as_secs(),
+            delay.as_secs_f64()
+        );
+        warn!(instance = id, quick, ?delay, "reboot loop: waiting before starting the guest again");
+        if self.transition(id, &[Running], Running, &reason, None).is_ok() {
+            vmm.delay_end(delay);
         }
     }
 
@@ -147,7 +236,34 @@ mod tests {
 
     fn vmm() -> Arc<Vmm> {
         let process = ProcessHandle::open(std::process::id() as i32).expect("a pidfd on this process");
-        Arc::new(Vmm { process, ended: Mutex::new(false), on_end: Condvar::new() })
+        Arc::new(Vmm { process, started: Instant::now(), ended: Mutex::default(), on_end: Condvar::new() })
+    }
+
+    #[test]
+    fn reboot_delays_double_from_the_fourth_quick_reboot_up_to_a_cap() {
+        let delays: Vec<u128> = (1..=6).map(|quick| reboot_delay(quick).as_millis()).collect();
+        assert_eq!(delays, [0, 0, 0, 500, 1000, 2000]);
+        assert_eq!(reboot_delay(40), MAX_REBOOT_DELAY);
+        assert_eq!(reboot_delay(u32::MAX), MAX_REBOOT_DELAY);
+    }
+
+    #[test]
+    fn a_reboot_delay_is_cut_short_by_a_stop() {
+        let vmm = vmm();
+        let started = Instant::now();
+        vmm.delay_end(Duration::from_millis(30));
+        assert!(started.elapsed() >= Duration::from_millis(30));
+        let hurrier = {
+            let vmm = vmm.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                vmm.hurry();
+            })
+        };
+        let waiting = Instant::now();
+        vmm.delay_end(Duration::from_secs(60));
+        assert!(waiting.elapsed() < Duration::from_secs(10), "hurried, not waited out");
+        hurrier.join().expect("the hurrying thread");
     }
 
     #[test]
