@@ -90,7 +90,7 @@ fn exceeded(quota: Quota, message: String) -> Result<(), DaemonError> {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Claim {
     /// Instances not terminated.
-    pub instances: usize,
+    pub instances: u64,
     /// vCPUs of instances that will run.
     pub vcpus: u64,
     /// MiB of memory of instances that will run.
@@ -103,7 +103,7 @@ impl Claim {
     /// `count` instances of `vcpus` and `memory_mib` each, all running.
     pub fn instances(count: usize, (vcpus, memory_mib): (u32, u32)) -> Self {
         Self {
-            instances: count,
+            instances: count as u64,
             vcpus: count as u64 * u64::from(vcpus),
             memory_mib: count as u64 * u64::from(memory_mib),
             volume_bytes: 0,
@@ -115,31 +115,13 @@ impl Claim {
         Self { volume_bytes: bytes, ..Self::default() }
     }
 
-    fn plus(self, other: Claim) -> Self {
+    /// Each count of this claim and `other` combined by `op`.
+    fn each(self, other: Claim, op: fn(u64, u64) -> u64) -> Self {
         Self {
-            instances: self.instances.saturating_add(other.instances),
-            vcpus: self.vcpus.saturating_add(other.vcpus),
-            memory_mib: self.memory_mib.saturating_add(other.memory_mib),
-            volume_bytes: self.volume_bytes.saturating_add(other.volume_bytes),
-        }
-    }
-
-    /// The smaller of each count.
-    fn min(self, other: Claim) -> Self {
-        Self {
-            instances: self.instances.min(other.instances),
-            vcpus: self.vcpus.min(other.vcpus),
-            memory_mib: self.memory_mib.min(other.memory_mib),
-            volume_bytes: self.volume_bytes.min(other.volume_bytes),
-        }
-    }
-
-    fn minus(self, other: Claim) -> Self {
-        Self {
-            instances: self.instances.saturating_sub(other.instances),
-            vcpus: self.vcpus.saturating_sub(other.vcpus),
-            memory_mib: self.memory_mib.saturating_sub(other.memory_mib),
-            volume_bytes: self.volume_bytes.saturating_sub(other.volume_bytes),
+            instances: op(self.instances, other.instances),
+            vcpus: op(self.vcpus, other.vcpus),
+            memory_mib: op(self.memory_mib, other.memory_mib),
+            volume_bytes: op(self.volume_bytes, other.volume_bytes),
         }
     }
 }
@@ -174,7 +156,7 @@ impl Quotas {
         let host = &usage.host;
         if wanted.instances > 0 {
             let live = usage.instances.iter().filter(|i| i.state != InstanceState::Terminated).count();
-            if live.saturating_add(wanted.instances) > self.max_instances {
+            if (live as u64).saturating_add(wanted.instances) > self.max_instances as u64 {
                 return exceeded(
                     Quota::Instance,
                     format!("{live} instances and {} more; at most {}", wanted.instances, self.max_instances),
@@ -252,8 +234,9 @@ impl Admissions {
             volumes: &self.store.volumes()?,
             replaced,
         };
-        self.quotas.check(&usage, &reserved.plus(wanted))?;
-        *reserved = reserved.plus(wanted);
+        let after = reserved.each(wanted, u64::saturating_add);
+        self.quotas.check(&usage, &after)?;
+        *reserved = after;
         Ok(Reservation { admissions: self, held: wanted })
     }
 
@@ -277,9 +260,10 @@ impl Reservation<'_> {
     pub fn make<T, E>(&mut self, made: Claim, write: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
         let mut reserved = self.admissions.reserved();
         let written = write()?;
-        let made = self.held.min(made);
-        *reserved = reserved.minus(made);
-        self.held = self.held.minus(made);
+        // No more than is held, so nothing reserved by others is released.
+        let made = self.held.each(made, std::cmp::min);
+        *reserved = reserved.each(made, u64::saturating_sub);
+        self.held = self.held.each(made, u64::saturating_sub);
         Ok(written)
     }
 }
@@ -287,7 +271,7 @@ impl Reservation<'_> {
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
         let mut reserved = self.admissions.reserved();
-        *reserved = reserved.minus(self.held);
+        *reserved = reserved.each(self.held, u64::saturating_sub);
     }
 }
 
