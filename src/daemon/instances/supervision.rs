@@ -63,14 +63,23 @@ impl Vmm {
     /// Waits up to `timeout` (`Duration::MAX`: for ever) until the VMM's end is recorded;
     /// false if it was not.
     fn wait_end(&self, timeout: Duration) -> bool {
+        self.wait_until(|ending| ending.recorded, timeout)
+    }
+
+    /// Waits up to `timeout` (`Duration::MAX`: for ever) until `done` holds of the VMM's
+    /// ending; false if it did not.
+    fn wait_until(&self, done: impl Fn(&Ending) -> bool, timeout: Duration) -> bool {
         let deadline = Instant::now().checked_add(timeout);
-        let mut ended = lock(&self.ended);
-        while !ended.recorded {
-            ended = match deadline {
-                None => self.on_end.wait(ended).unwrap_or_else(std::sync::PoisonError::into_inner),
+        let mut ending = lock(&self.ended);
+        while !done(&ending) {
+            ending = match deadline {
+                None => self.on_end.wait(ending).unwrap_or_else(std::sync::PoisonError::into_inner),
                 Some(deadline) => {
                     let Some(left) = deadline.checked_duration_since(Instant::now()) else { return false };
-                    self.on_end.wait_timeout(ended, left).unwrap_or_else(std::sync::PoisonError::into_inner).0
+                    self.on_end
+                        .wait_timeout(ending, left)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .0
                 }
             };
         }
@@ -84,13 +93,7 @@ impl Vmm {
 
     /// Waits `delay` before the end is handled, unless a stop or terminate hurries it.
     fn delay_end(&self, delay: Duration) {
-        let deadline = Instant::now() + delay;
-        let mut ended = lock(&self.ended);
-        while !ended.hurried {
-            let Some(left) = deadline.checked_duration_since(Instant::now()) else { return };
-            ended =
-                self.on_end.wait_timeout(ended, left).unwrap_or_else(std::sync::PoisonError::into_inner).0;
-        }
+        self.wait_until(|ending| ending.hurried, delay);
     }
 
     /// Cuts a reboot delay short.
