@@ -18,7 +18,9 @@ use crate::state::file::{create_private_dir, write_atomic, write_json};
 use crate::state::instance::InstanceRecord;
 use crate::store::image::ImageRecord;
 use crate::store::LayerSwitch;
-use crate::vmm::api::config::{ConsoleConfig, DiskConfig, NetConfig, RateLimit, VmConfig};
+use crate::vmm::api::config::{
+    rotated_console_log, ConsoleConfig, DiskConfig, NetConfig, RateLimit, VmConfig,
+};
 use crate::vmm::api::control;
 
 /// Where an instance's files live: `vm.json` (the VMM's configuration), `console.log`,
@@ -291,9 +293,7 @@ impl ProcessHandle {
 /// moved aside (`<path>.1`) when the current one is shorter.
 pub fn console_tail(path: &Path, limit: u64) -> std::io::Result<String> {
     let latest = tail(path, limit)?;
-    let mut older = path.to_owned().into_os_string();
-    older.push(".1");
-    let mut bytes = tail(Path::new(&older), limit.saturating_sub(latest.len() as u64))?;
+    let mut bytes = tail(&rotated_console_log(path), limit.saturating_sub(latest.len() as u64))?;
     bytes.extend(latest);
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }

@@ -101,6 +101,14 @@ pub enum ConfigError {
 /// The console log's default size before rotation: 4 MiB.
 pub const DEFAULT_CONSOLE_LOG_LIMIT: u64 = 4 << 20;
 
+/// Where a console log at `log_file` is moved when it is full (`<file>.1`): the VMM moves
+/// it there, and the daemon reads the console's tail across both.
+pub fn rotated_console_log(log_file: &Path) -> PathBuf {
+    let mut rotated = log_file.to_owned().into_os_string();
+    rotated.push(".1");
+    rotated.into()
+}
+
 /// Where the guest's serial console goes and comes from.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -13,6 +13,7 @@ use vm_superio::serial::NoEvents;
 use vm_superio::{Serial, Trigger};
 use vmm_sys_util::eventfd::EventFd;
 
+use crate::vmm::api::config::rotated_console_log;
 use crate::vmm::devices::{complete_byte_read, BusDevice};
 
 /// COM1's base port.
@@ -88,9 +89,7 @@ impl RotatingLog {
 
     /// Moves the full log aside and begins a new one.
     fn rotate(&mut self) -> std::io::Result<()> {
-        let mut old = self.path.clone().into_os_string();
-        old.push(".1");
-        std::fs::rename(&self.path, old)?;
+        std::fs::rename(&self.path, rotated_console_log(&self.path))?;
         self.file = Self::create(&self.path)?;
         self.written = 0;
         Ok(())
