@@ -58,6 +58,12 @@ pub fn control_socket(dir: &Path) -> PathBuf {
     dir.join("control.sock")
 }
 
+/// The guest's console log in instance directory `dir` (the VMM writes it, the daemon
+/// reads it).
+pub fn console_log(dir: &Path) -> PathBuf {
+    dir.join("console.log")
+}
+
 /// The running VMM's pid, in the instance's directory.
 pub const PID_FILE: &str = "pid";
 
@@ -118,7 +124,7 @@ impl Launch<'_> {
             vcpus: u64::from(self.instance.vcpus),
             memory_mib: u64::from(self.instance.memory_mib),
             console: ConsoleConfig {
-                log_file: Some(self.dir.join("console.log")),
+                log_file: Some(console_log(&self.dir)),
                 // The VMM's default: at most twice it on disk, whatever the guest prints.
                 log_limit: None,
                 stdout: false,

@@ -30,7 +30,7 @@ use supervision::Vmm;
 use super::cidata;
 use super::config::DaemonConfig;
 use super::events::Events;
-use super::process::{console_tail, control_socket, instance_dir};
+use super::process::{console_log, console_tail, control_socket, instance_dir};
 use super::quotas::{Admissions, Claim};
 use super::watch::Watch;
 use super::{failpoint, DaemonError};
@@ -209,7 +209,7 @@ impl Instances {
     /// The instance's console output so far (the last 64 KiB).
     pub fn console_output(&self, id: &str) -> Result<String, DaemonError> {
         self.db.get(id)?;
-        let path = instance_dir(&self.config.state_dir, id).join("console.log");
+        let path = console_log(&instance_dir(&self.config.state_dir, id));
         console_tail(&path, 64 << 10).map_err(|e| DaemonError::Internal(format!("{}: {e}", path.display())))
     }
 
@@ -217,7 +217,7 @@ impl Instances {
     /// console output, with `from_start`).
     pub fn watch(&self, id: &str, from_start: bool) -> Result<Watch, DaemonError> {
         self.db.get(id)?;
-        let console = instance_dir(&self.config.state_dir, id).join("console.log");
+        let console = console_log(&instance_dir(&self.config.state_dir, id));
         Ok(Watch::new(self.db.clone(), self.events.subscribe(), id, console, from_start))
     }
 
