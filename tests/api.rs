@@ -1970,6 +1970,15 @@ fn quotas_refuse_what_the_host_cannot_hold() {
     assert_eq!(daemon.volumes(), 0);
 }
 
+/// The answers of `callers` threads started at once, each calling `call` with its number.
+fn race<T: Send>(callers: usize, call: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    std::thread::scope(|scope| {
+        let call = &call;
+        let threads: Vec<_> = (0..callers).map(|n| scope.spawn(move || call(n))).collect();
+        threads.into_iter().map(|thread| thread.join().unwrap()).collect()
+    })
+}
+
 /// Launches racing for the last room under a quota (issue 15): of ten callers asking at
 /// once for one instance each where three fit, exactly three are told yes, the others
 /// `InstanceLimitExceeded`, and the records agree with every answer.
@@ -1982,11 +1991,7 @@ fn racing_launches_never_exceed_the_quota() {
         &["--vmm", common::vmm_bin(), "--config", &config].map(std::ffi::OsStr::new),
     );
     let image = register(&daemon, "idle", Asm::new().cli_hlt());
-    let answers: Vec<Result<Value, String>> = std::thread::scope(|scope| {
-        let callers: Vec<_> =
-            (0..10).map(|_| scope.spawn(|| daemon.nuage(&["run-instances", "--image-id", &image]))).collect();
-        callers.into_iter().map(|caller| caller.join().unwrap()).collect()
-    });
+    let answers = race(10, |_| daemon.nuage(&["run-instances", "--image-id", &image]));
     let mut told: Vec<String> =
         answers.iter().filter_map(|answer| answer.as_ref().ok()).flat_map(ids).collect();
     for refused in answers.iter().filter_map(|answer| answer.as_ref().err()) {
@@ -2012,17 +2017,9 @@ fn racing_start_and_terminate_leave_nothing_running() {
     for round in 0..4 {
         let id = ids(&daemon.ok(&["run-instances", "--image-id", &image])).remove(0);
         daemon.ok(&["stop-instances", "--instance-ids", &id, "--force"]);
-        let answers: Vec<(bool, Result<Value, String>)> = std::thread::scope(|scope| {
-            let callers: Vec<_> = (0..6)
-                .map(|n| {
-                    let (daemon, id) = (&daemon, &id);
-                    scope.spawn(move || {
-                        let verb = if n % 2 == 0 { "start-instances" } else { "terminate-instances" };
-                        (n % 2 == 0, daemon.nuage(&[verb, "--instance-ids", id]))
-                    })
-                })
-                .collect();
-            callers.into_iter().map(|caller| caller.join().unwrap()).collect()
+        let answers = race(6, |n| {
+            let verb = if n % 2 == 0 { "start-instances" } else { "terminate-instances" };
+            (n % 2 == 0, daemon.nuage(&[verb, "--instance-ids", &id]))
         });
         for (start, answer) in &answers {
             match (start, answer) {
