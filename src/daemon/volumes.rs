@@ -15,7 +15,7 @@ use crate::state::db::{InstanceStore, StateError};
 use crate::state::instance::InstanceState;
 use crate::state::tag::TagStore;
 use crate::store::volume::{Parent, SnapshotRecord, VolumeRecord};
-use crate::store::{LayerSwitch, Store};
+use crate::store::{LayerSwitch, Store, StoreError};
 
 /// The daemon's volume operations.
 #[derive(Clone)]
@@ -81,9 +81,20 @@ impl Volumes {
             return Err(DaemonError::InvalidParameter("an empty volume needs a size".into()));
         }
         let size = self.store.volume_size(&parent, size)?;
+        self.admit_volume(size, None, || self.store.create_volume(parent, Some(size)))
+    }
+
+    /// Writes a volume of `size` bytes (growing `replaced`, if any) with `write`, once the
+    /// quotas admit it.
+    fn admit_volume(
+        &self,
+        size: u64,
+        replaced: Option<&str>,
+        write: impl FnOnce() -> Result<VolumeRecord, StoreError>,
+    ) -> Result<VolumeRecord, DaemonError> {
         self.config.quotas.check_volume_size(size)?;
-        let mut admitted = self.admissions.admit(Claim::volumes(size), None)?;
-        Ok(admitted.make(Claim::volumes(size), || self.store.create_volume(parent, Some(size)))?)
+        let mut admitted = self.admissions.admit(Claim::volumes(size), replaced)?;
+        Ok(admitted.make(Claim::volumes(size), write)?)
     }
 
     /// The volumes named in `ids`, or all when none is named.
@@ -93,9 +104,7 @@ impl Volumes {
 
     /// Grows a volume; the guest sees the new size at its next start.
     pub fn resize(&self, volume_id: &str, size: u64) -> Result<VolumeRecord, DaemonError> {
-        self.config.quotas.check_volume_size(size)?;
-        let mut admitted = self.admissions.admit(Claim::volumes(size), Some(volume_id))?;
-        Ok(admitted.make(Claim::volumes(size), || self.store.resize_volume(volume_id, size))?)
+        self.admit_volume(size, Some(volume_id), || self.store.resize_volume(volume_id, size))
     }
 
     /// Deletes a volume no instance uses.
