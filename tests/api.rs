@@ -50,11 +50,12 @@ impl Daemon {
     }
 
     fn spawn(dir: &Path, extra: &[&std::ffi::OsStr]) -> Self {
-        Self::spawn_with_failpoint(dir, extra, "")
+        Self::spawn_with_env(dir, extra, &[])
     }
 
-    /// A daemon that stops for good at `failpoint` (see `nuage::daemon::failpoint`).
-    fn spawn_with_failpoint(dir: &Path, extra: &[&std::ffi::OsStr], failpoint: &str) -> Self {
+    /// A daemon with these environment variables (`NUAGE_FAILPOINT` stops it for good at a
+    /// step, see `nuage::daemon::failpoint`; its VMMs inherit the rest).
+    fn spawn_with_env(dir: &Path, extra: &[&std::ffi::OsStr], env: &[(&str, &str)]) -> Self {
         let socket = dir.join("api.sock");
         // Tiny guests ignore Ctrl+Alt+Del: unless a test says otherwise, stops give them a
         // second before stopping the VMM.
@@ -67,7 +68,7 @@ impl Daemon {
             .arg(&socket)
             .args(stop_timeout)
             .args(extra)
-            .env("NUAGE_FAILPOINT", failpoint)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stderr(
                 std::fs::OpenOptions::new().create(true).append(true).open(dir.join("nuaged.log")).unwrap(),
@@ -552,6 +553,55 @@ fn a_vmm_inherits_no_stray_descriptor() {
     daemon.ok(&["terminate-instances", "--instance-ids", &id]);
 }
 
+/// Every thread of a VMM runs under its seccomp filter, with no new privileges (issue 16);
+/// a VMM that makes a forbidden call (a test-only trigger in debug builds) is stopped and
+/// its instance says why.
+#[test]
+fn a_vmm_runs_under_seccomp_and_a_forbidden_call_stops_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path());
+    let image = register(&daemon, "idle", Asm::new().print("booted\n").cli_hlt());
+    let id = ids(&daemon.ok(&["run-instances", "--image-id", &image])).remove(0);
+    daemon.wait_for(|| daemon.console(&id).contains("booted"), "the guest to boot");
+    let vmm = nuage::daemon::process::running_vmms(&dir.path().join("state"))[&id];
+    let tasks: Vec<_> =
+        std::fs::read_dir(format!("/proc/{vmm}/task")).unwrap().map(|t| t.unwrap().path()).collect();
+    assert!(tasks.len() >= 3, "main, vCPU and control threads: {tasks:?}");
+    for task in tasks {
+        let status = std::fs::read_to_string(task.join("status")).unwrap();
+        let field = |name: &str| {
+            status.lines().find_map(|l| l.strip_prefix(name)).map(str::trim).unwrap_or("?").to_owned()
+        };
+        let thread = field("Name:");
+        assert_eq!(field("Seccomp:"), "2", "thread {thread} of the VMM is not filtered");
+        assert_eq!(field("NoNewPrivs:"), "1", "thread {thread}");
+    }
+    daemon.ok(&["terminate-instances", "--instance-ids", &id]);
+    drop(daemon);
+
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::spawn_with_env(
+        dir.path(),
+        &["--vmm", common::vmm_bin()].map(std::ffi::OsStr::new),
+        &[("NUAGE_VMM_FORBIDDEN_SYSCALL", "vcpu")],
+    );
+    let image = register(&daemon, "idle", Asm::new().cli_hlt());
+    // The VMM dies as its first vCPU starts: the launch fails, saying why, and the instance
+    // is terminated; or (when the control socket answered first) the running instance stops.
+    if let Err(error) = daemon.nuage(&["run-instances", "--image-id", &image]) {
+        assert!(error.contains("seccomp filter forbids"), "{error}");
+    }
+    let id = ids(&daemon.ok(&["describe-instances"])).remove(0);
+    daemon.wait_for(
+        || ["stopped", "terminated"].contains(&daemon.state(&id).0.as_str()),
+        "the instance to end",
+    );
+    let (_, reason) = daemon.state(&id);
+    assert!(reason.contains("seccomp filter forbids"), "{reason}");
+    let log = daemon.log();
+    assert!(log.contains("code=Some(6)"), "{log}");
+}
+
 /// A guest that reboots as soon as it starts (issue 16) is started again later each time
 /// instead of hundreds of times a second, the instance's state reason says so, and a stop
 /// still takes effect at once.
@@ -990,7 +1040,8 @@ fn a_daemon_killed_mid_operation_leaves_nothing_behind() {
         );
         daemon.kill();
 
-        let daemon = Daemon::spawn_with_failpoint(dir.path(), &Daemon::netns_args(&ns.0), point);
+        let daemon =
+            Daemon::spawn_with_env(dir.path(), &Daemon::netns_args(&ns.0), &[("NUAGE_FAILPOINT", point)]);
         let operation: Vec<&str> = match point.split('-').next() {
             Some("terminate") => vec!["terminate-instances", "--instance-ids", &victim],
             Some("snapshot") => vec!["create-snapshot", "--volume-id", &root],

@@ -53,6 +53,33 @@ fn a_console_log_is_bounded_whatever_the_guest_prints() {
     assert_eq!(files, 3, "the kernel, the log and one old log");
 }
 
+/// A system call outside a thread's seccomp filter stops the VMM with its own status, and
+/// the log names the thread and the call (issue 16); `--no-seccomp` turns the filters off.
+/// The call is made by a trigger compiled only into debug builds.
+#[test]
+fn a_forbidden_system_call_stops_the_vmm_and_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = write_file(dir.path(), "kernel", &elf_kernel(Asm::new().acpi_poweroff().spin().bytes()));
+    for (thread, flags, status) in [("main", &[][..], 6), ("vcpu", &[], 6), ("vcpu", &["--no-seccomp"], 0)] {
+        let child = Command::new(common::vmm_bin())
+            .args(["--kernel", &kernel, "--memory", "16"])
+            .args(flags)
+            .env("NUAGE_VMM_FORBIDDEN_SYSCALL", thread)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = wait_with_timeout(child, TIMEOUT);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(status), "{thread} {flags:?}: {stderr}");
+        if status != 0 {
+            let named = format!("the {thread} thread made system call {}", libc::SYS_mount);
+            assert!(stderr.contains(&named), "{stderr}");
+        }
+    }
+}
+
 #[test]
 fn elf_guest_prints_and_powers_off() {
     let code = Asm::new().print("hello from a tiny guest\n").acpi_poweroff().spin();

@@ -7,6 +7,7 @@ use clap::Parser;
 use crate::vmm::api::config::{DiskConfig, NetConfig, Overrides, VmConfig, VsockConfig};
 use crate::vmm::api::ExitStatus;
 use crate::vmm::exit::{ExitReason, ResetCause};
+use crate::vmm::seccomp::{self, Filters};
 use crate::vmm::{builder, runtime};
 
 const EXIT_STATUS_HELP: &str = "\
@@ -16,7 +17,8 @@ Exit status:
   2  the command line could not be parsed
   3  invalid configuration: bad or missing kernel, initrd, sizes; nothing was started
   4  the guest rebooted (ACPI reset register, i8042 reset, triple fault): restart it
-  5  stopped by SIGTERM or SIGINT from the host";
+  5  stopped by SIGTERM or SIGINT from the host
+  6  a thread made a system call its seccomp filter forbids (the call is in the log)";
 
 /// Boots one KVM microVM from a Linux kernel and runs it until the guest powers off or
 /// reboots, or the host stops it.
@@ -89,6 +91,10 @@ pub struct VmmArgs {
     /// them and a timeline per second) and print the table on stderr at the end.
     #[arg(long)]
     pub stats: bool,
+    /// Run without seccomp filters. For debugging only: a guest that escapes a device model
+    /// then holds every system call of the VMM's user.
+    #[arg(long)]
+    pub no_seccomp: bool,
     /// Log filter for the VMM's own diagnostics on stderr (e.g. info, debug, nuage=trace).
     #[arg(long, value_name = "FILTER", default_value = "warn")]
     pub log_level: String,
@@ -156,6 +162,15 @@ pub fn main() -> ExitStatus {
             return ExitStatus::Config;
         }
     };
+    if args.no_seccomp {
+        tracing::warn!("--no-seccomp: this VMM's threads run without seccomp filters (debugging only)");
+    } else if let Err(e) = Filters::compile()
+        .map_err(|e| e.to_string())
+        .and_then(|filters| seccomp::enable(filters).map_err(|e| e.to_string()))
+    {
+        eprintln!("nuage-vmm: seccomp: {e}");
+        return ExitStatus::Fatal;
+    }
     let vm = match builder::build(&config) {
         Ok(vm) => vm,
         Err(e) => {

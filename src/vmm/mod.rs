@@ -17,5 +17,6 @@ pub mod device_manager;
 pub mod devices;
 pub mod exit;
 pub mod runtime;
+pub mod seccomp;
 pub mod threads;
 pub mod vstate;

@@ -15,6 +15,7 @@ use vmm_sys_util::terminal::Terminal;
 use crate::vmm::builder::MicroVm;
 use crate::vmm::devices::legacy::serial::SerialConsole;
 use crate::vmm::exit::ExitReason;
+use crate::vmm::seccomp::{self, ThreadKind};
 use crate::vmm::vstate::exit_stats::ExitStats;
 
 const TOKEN_EXIT: u64 = 1;
@@ -124,6 +125,9 @@ pub fn run(vm: MicroVm, console_input: bool, stats_since: Option<Instant>) -> Ex
 fn run_inner(vm: MicroVm, console_input: bool, stats_since: Option<Instant>) -> std::io::Result<ExitReason> {
     let MicroVm { vcpus, bus, serial, exit, control, vm: _vm, memory: _memory } = vm;
     let signals = stop_signalfd()?;
+    if seccomp::enabled() {
+        crate::vmm::threads::start_launcher()?;
+    }
     // Spawned after the stop signals are blocked, so they only ever reach the signalfd.
     if let Some((listener, targets)) = control {
         crate::vmm::api::control::spawn(listener, targets)?;
@@ -156,9 +160,13 @@ fn run_inner(vm: MicroVm, console_input: bool, stats_since: Option<Instant>) -> 
         let (bus, exit, stop) = (bus.clone(), exit.clone(), stop.clone());
         let name = format!("vcpu{}", vcpu.index());
         let stats = stats_since.map(ExitStats::new);
-        threads.push(crate::vmm::threads::spawn(name, move || vcpu.run(&bus, &exit, &stop, stats))?);
+        threads.push(crate::vmm::threads::spawn(ThreadKind::Vcpu, name, move || {
+            vcpu.run(&bus, &exit, &stop, stats)
+        })?);
     }
 
+    // Set up: from here the main thread only waits, reads and stops the vCPUs.
+    seccomp::enter(ThreadKind::Main);
     let mut events = vec![EpollEvent::default(); 4];
     let reason = loop {
         if let Some(reason) = exit.reason() {

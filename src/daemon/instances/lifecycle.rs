@@ -82,6 +82,11 @@ pub fn after_exit(state: InstanceState, reboot_requested: bool, code: Option<i32
             (Some(ExitStatus::PowerOff), _) => {
                 "Client.InstanceInitiatedShutdown: the guest powered off".to_owned()
             }
+            (Some(ExitStatus::Seccomp), _) => {
+                "Server.InternalError: nuage-vmm made a system call its seccomp \
+                                                filter forbids and was stopped (see vmm.log)"
+                    .to_owned()
+            }
             (_, Some(code)) => {
                 format!("Server.InternalError: nuage-vmm exited with status {code} (see vmm.log)")
             }
@@ -135,6 +140,7 @@ mod tests {
         };
         assert!(stopped(code(ExitStatus::PowerOff)).starts_with("Client.InstanceInitiatedShutdown"));
         assert!(stopped(code(ExitStatus::Fatal)).contains("exited with status 1"));
+        assert!(stopped(code(ExitStatus::Seccomp)).contains("seccomp filter forbids"));
         assert!(stopped(Some(77)).contains("exited with status 77"));
         assert_eq!(stopped(None), "Server.InternalError: nuage-vmm ended");
         assert!(

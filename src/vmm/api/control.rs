@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::block::{self, DiskFormat};
 use crate::vmm::devices::legacy::i8042::I8042;
 use crate::vmm::devices::virtio::block::DiskHandle;
+use crate::vmm::seccomp::ThreadKind;
 
 /// Longest request accepted.
 const MAX_REQUEST: u64 = 4096;
@@ -149,7 +150,7 @@ fn serve_one(stream: UnixStream, targets: &ControlTargets) {
 
 /// Serves `listener` on a thread of its own for the life of the process.
 pub fn spawn(listener: UnixListener, targets: ControlTargets) -> std::io::Result<()> {
-    crate::vmm::threads::spawn("control".into(), move || {
+    crate::vmm::threads::spawn(ThreadKind::Control, "control".into(), move || {
         for stream in listener.incoming() {
             match stream {
                 Ok(stream) => serve_one(stream, &targets),

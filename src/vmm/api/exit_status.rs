@@ -17,6 +17,9 @@ pub enum ExitStatus {
     Reboot = 4,
     /// The host stopped the VM with SIGTERM or SIGINT.
     Stopped = 5,
+    /// A thread made a system call its seccomp filter forbids: a bug in the VMM, or a
+    /// guest that found one.
+    Seccomp = 6,
 }
 
 impl ExitStatus {
@@ -28,7 +31,7 @@ impl ExitStatus {
     /// The status a VMM process exited with, read back by its supervisor; None for a code
     /// nuage-vmm never uses (a crash shows as a signal, not a code).
     pub fn from_code(code: i32) -> Option<Self> {
-        [Self::PowerOff, Self::Fatal, Self::Usage, Self::Config, Self::Reboot, Self::Stopped]
+        [Self::PowerOff, Self::Fatal, Self::Usage, Self::Config, Self::Reboot, Self::Stopped, Self::Seccomp]
             .into_iter()
             .find(|status| i32::from(status.code()) == code)
     }
@@ -40,10 +43,16 @@ mod tests {
 
     #[test]
     fn codes_read_back_as_statuses() {
-        for status in [ExitStatus::PowerOff, ExitStatus::Reboot, ExitStatus::Stopped, ExitStatus::Config] {
+        for status in [
+            ExitStatus::PowerOff,
+            ExitStatus::Reboot,
+            ExitStatus::Stopped,
+            ExitStatus::Config,
+            ExitStatus::Seccomp,
+        ] {
             assert_eq!(ExitStatus::from_code(i32::from(status.code())), Some(status));
         }
-        assert_eq!(ExitStatus::from_code(6), None);
+        assert_eq!(ExitStatus::from_code(7), None);
         assert_eq!(ExitStatus::from_code(-1), None);
     }
 
@@ -56,6 +65,7 @@ mod tests {
             ExitStatus::Config,
             ExitStatus::Reboot,
             ExitStatus::Stopped,
+            ExitStatus::Seccomp,
         ];
         let mut codes: Vec<u8> = all.iter().map(|s| s.code()).collect();
         codes.dedup();

@@ -7,6 +7,7 @@ use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::ActivateError;
+use crate::vmm::seccomp::ThreadKind;
 
 /// What a device does when the guest notifies one of its queues.
 pub trait QueueHandler: Send + 'static {
@@ -69,7 +70,7 @@ impl QueueWorker {
         }
         epoll.ctl(ControlOperation::Add, stop.as_raw_fd(), EpollEvent::new(EventSet::IN, STOP_TOKEN))?;
         let event_count = queue_events.len() + sources.len() + 1;
-        let thread = crate::vmm::threads::spawn(name, move || {
+        let thread = crate::vmm::threads::spawn(ThreadKind::Worker, name, move || {
             let mut events = vec![EpollEvent::default(); event_count];
             loop {
                 let n = match epoll.wait(-1, &mut events) {

@@ -1,0 +1,281 @@
+//! What each thread kind may call, with the arguments checked where the value says what the
+//! call does (ioctl requests, socket families, memory protections, signals, fcntl commands).
+//!
+//! Every kind shares [`thread_basics`]: memory, locks, time, randomness, its own end, and
+//! `write` for logs and eventfds. Calls that take a path (`openat`, `rename`) cannot be
+//! checked by a filter: the threads allowed them (the vCPUs rotating the console log, the
+//! control server opening a snapshot's new layer) only open what the daemon configured.
+
+use seccompiler::{SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompRule};
+
+use super::ThreadKind;
+
+/// `_IO(KVMIO, 0x80)`: run a vCPU.
+pub const KVM_RUN: u64 = 0xAE80;
+/// `_IO(KVMIO, 0x01)`: create a VM; no thread needs it once the VM exists.
+#[cfg(test)]
+pub const KVM_CREATE_VM: u64 = 0xAE01;
+
+/// One allowed system call: any arguments when `when` is empty, otherwise those that pass
+/// one of its checks.
+#[derive(Debug, Clone)]
+pub struct Allowed {
+    /// The call's name, as strace and the man pages spell it.
+    pub name: &'static str,
+    /// Its number on x86-64.
+    pub number: i64,
+    /// Alternatives, each one check on one argument.
+    pub when: Vec<Check>,
+}
+
+/// A check on one argument of a call, against a named value.
+#[derive(Debug, Clone)]
+pub struct Check {
+    arg: u8,
+    name: &'static str,
+    test: Test,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Test {
+    /// The argument equals the value.
+    Equals(u64),
+    /// The argument has none of the value's bits.
+    Without(u64),
+}
+
+impl Check {
+    /// The check as a seccompiler rule. It compares the argument's low 32 bits: every
+    /// checked argument is an `int` or, for ioctl requests, read by the kernel as one.
+    pub fn rule(&self) -> Result<SeccompRule, seccompiler::Error> {
+        let (operator, value) = match self.test {
+            Test::Equals(value) => (SeccompCmpOp::Eq, value),
+            Test::Without(mask) => (SeccompCmpOp::MaskedEq(mask), 0),
+        };
+        let condition = SeccompCondition::new(self.arg, SeccompCmpArgLen::Dword, operator, value)?;
+        Ok(SeccompRule::new(vec![condition])?)
+    }
+
+    fn describe(&self) -> String {
+        let Check { arg, name, test } = self;
+        match test {
+            Test::Equals(_) => format!("arg{arg} == {name}"),
+            Test::Without(_) => format!("arg{arg} without {name}"),
+        }
+    }
+}
+
+/// `Allowed` for `libc::SYS_<call>`, named `<call>`.
+macro_rules! call {
+    ($sys:ident) => {
+        Allowed { name: &stringify!($sys)[4..], number: libc::$sys, when: Vec::new() }
+    };
+}
+
+impl Allowed {
+    /// Only when argument `arg` is one of `values`.
+    fn if_arg(mut self, arg: u8, values: &[(&'static str, u64)]) -> Self {
+        self.when.extend(values.iter().map(|&(name, value)| Check { arg, name, test: Test::Equals(value) }));
+        self
+    }
+
+    /// Only when argument `arg` has none of `mask`'s bits.
+    fn if_without(mut self, arg: u8, name: &'static str, mask: u64) -> Self {
+        self.when.push(Check { arg, name, test: Test::Without(mask) });
+        self
+    }
+}
+
+/// What any thread needs to live and end: memory (never executable), futexes, time,
+/// randomness (hash maps seed from it), `write` (logs, eventfds), closing what it owns
+/// (debug builds check a descriptor with fcntl first), and `abort`.
+fn thread_basics() -> Vec<Allowed> {
+    let no_exec = |allowed: Allowed| allowed.if_without(2, "PROT_EXEC", libc::PROT_EXEC as u64);
+    vec![
+        call!(SYS_brk),
+        no_exec(call!(SYS_mmap)),
+        no_exec(call!(SYS_mprotect)),
+        call!(SYS_munmap),
+        call!(SYS_mremap),
+        call!(SYS_madvise),
+        call!(SYS_futex),
+        call!(SYS_sched_yield),
+        call!(SYS_clock_gettime),
+        call!(SYS_clock_nanosleep),
+        call!(SYS_nanosleep),
+        call!(SYS_restart_syscall),
+        call!(SYS_getrandom),
+        call!(SYS_write),
+        call!(SYS_close),
+        fcntl(),
+        call!(SYS_rt_sigreturn),
+        call!(SYS_rt_sigprocmask),
+        call!(SYS_sigaltstack),
+        call!(SYS_getpid),
+        call!(SYS_gettid),
+        call!(SYS_tgkill).if_arg(2, &[("SIGABRT", libc::SIGABRT as u64)]),
+        call!(SYS_exit),
+        call!(SYS_exit_group),
+    ]
+}
+
+/// Descriptor flags a thread may read and set, and duplication (eventfd clones).
+fn fcntl() -> Allowed {
+    call!(SYS_fcntl).if_arg(
+        1,
+        &[
+            ("F_GETFD", libc::F_GETFD as u64),
+            ("F_SETFD", libc::F_SETFD as u64),
+            ("F_GETFL", libc::F_GETFL as u64),
+            ("F_SETFL", libc::F_SETFL as u64),
+            ("F_DUPFD_CLOEXEC", libc::F_DUPFD_CLOEXEC as u64),
+        ],
+    )
+}
+
+/// Reads, writes and flushes of disk files, and what answers a file's size.
+fn file_io() -> Vec<Allowed> {
+    vec![
+        call!(SYS_read),
+        call!(SYS_pread64),
+        call!(SYS_pwrite64),
+        call!(SYS_preadv),
+        call!(SYS_pwritev),
+        call!(SYS_lseek),
+        call!(SYS_fsync),
+        call!(SYS_fdatasync),
+        call!(SYS_fstat),
+        call!(SYS_newfstatat),
+        call!(SYS_statx),
+    ]
+}
+
+/// The calls of a device worker: its epoll loop, the guest's disk I/O (with discards and
+/// growing images), its tap, its rate limiter's timer and vsock's Unix sockets.
+fn worker() -> Vec<Allowed> {
+    let mut list = file_io();
+    list.extend([
+        call!(SYS_epoll_wait),
+        call!(SYS_epoll_pwait),
+        call!(SYS_epoll_ctl),
+        call!(SYS_readv),
+        call!(SYS_writev),
+        call!(SYS_fallocate),
+        call!(SYS_ftruncate),
+        call!(SYS_timerfd_settime),
+        call!(SYS_timerfd_gettime),
+        call!(SYS_socket).if_arg(0, &[("AF_UNIX", libc::AF_UNIX as u64)]),
+        call!(SYS_connect),
+        call!(SYS_accept4),
+        call!(SYS_recvfrom),
+        call!(SYS_sendto),
+        call!(SYS_shutdown),
+        call!(SYS_ioctl).if_arg(1, &[("FIONBIO", libc::FIONBIO)]),
+    ]);
+    list
+}
+
+/// The lists of one thread kind: [`thread_basics`] and what its work needs.
+pub fn for_kind(kind: ThreadKind) -> Vec<Allowed> {
+    let mut list = thread_basics();
+    match kind {
+        ThreadKind::Main => list.extend([
+            call!(SYS_epoll_wait),
+            call!(SYS_epoll_pwait),
+            call!(SYS_epoll_ctl),
+            // The signalfd and console input.
+            call!(SYS_read),
+            // Kicking vCPUs out of KVM_RUN.
+            call!(SYS_tgkill).if_arg(2, &[("SIGRTMIN", vmm_sys_util::signal::SIGRTMIN() as u64)]),
+            // Putting a terminal back in canonical mode.
+            call!(SYS_ioctl).if_arg(
+                1,
+                &[
+                    ("TCGETS", libc::TCGETS),
+                    ("TCSETS", libc::TCSETS),
+                    ("TCSETSW", libc::TCSETSW),
+                    ("TCSETSF", libc::TCSETSF),
+                ],
+            ),
+        ]),
+        ThreadKind::Vcpu => list.extend([
+            call!(SYS_ioctl).if_arg(1, &[("KVM_RUN", KVM_RUN)]),
+            // Activating a device: its worker's epoll, stop event, eventfd clones and timer.
+            call!(SYS_epoll_create1),
+            call!(SYS_epoll_ctl),
+            call!(SYS_eventfd2),
+            call!(SYS_timerfd_create),
+            // Rotating the console log.
+            call!(SYS_openat),
+            call!(SYS_rename),
+            call!(SYS_statx),
+            call!(SYS_newfstatat),
+        ]),
+        ThreadKind::Worker => list.extend(worker()),
+        ThreadKind::Control => {
+            list.extend(file_io());
+            list.extend([
+                call!(SYS_accept4),
+                call!(SYS_recvfrom),
+                call!(SYS_sendto),
+                call!(SYS_setsockopt).if_arg(
+                    2,
+                    &[("SO_RCVTIMEO", libc::SO_RCVTIMEO as u64), ("SO_SNDTIMEO", libc::SO_SNDTIMEO as u64)],
+                ),
+                // A snapshot's new layer and its backing chain.
+                call!(SYS_openat),
+                call!(SYS_readlink),
+                call!(SYS_access),
+                call!(SYS_faccessat2),
+            ]);
+        }
+        ThreadKind::Launcher => {
+            // Everything the workers it starts may do (filters stack), and starting them.
+            list.extend(worker());
+            list.extend([
+                call!(SYS_clone),
+                call!(SYS_clone3),
+                call!(SYS_set_robust_list),
+                call!(SYS_rseq),
+                call!(SYS_sched_getaffinity),
+                call!(SYS_prctl).if_arg(
+                    0,
+                    &[
+                        ("PR_SET_NAME", libc::PR_SET_NAME as u64),
+                        ("PR_SET_NO_NEW_PRIVS", libc::PR_SET_NO_NEW_PRIVS as u64),
+                    ],
+                ),
+                call!(SYS_seccomp)
+                    .if_arg(0, &[("SECCOMP_SET_MODE_FILTER", libc::SECCOMP_SET_MODE_FILTER as u64)]),
+            ]);
+        }
+    }
+    list
+}
+
+/// The lists as reviewed text: one line per kind, call and alternative, sorted.
+pub fn render() -> String {
+    let mut text = String::from(
+        "# The seccomp allowlists of nuage-vmm's threads, as src/vmm/seccomp/allowlist.rs builds them.\n\
+         # A test compares this file with the code: a change to either is reviewed here.\n",
+    );
+    for kind in ThreadKind::ALL {
+        let mut lines: Vec<String> = Vec::new();
+        for allowed in for_kind(kind) {
+            if allowed.when.is_empty() {
+                lines.push(format!("{} {}", kind.name(), allowed.name));
+            }
+            for check in &allowed.when {
+                lines.push(format!("{} {} if {}", kind.name(), allowed.name, check.describe()));
+            }
+        }
+        lines.sort();
+        lines.dedup();
+        text.push('\n');
+        for line in lines {
+            text.push_str(&line);
+            text.push('\n');
+        }
+    }
+    text
+}
