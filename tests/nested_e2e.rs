@@ -325,6 +325,22 @@ fn nuaged_instances_boot_the_stock_kernel_and_take_ssh_with_their_key_pair() {
             reach.fields
         );
     }
+    let confined = scenario("daemon-confined");
+    let threads: usize = confined.field("seccomp").strip_prefix("2:").map_or(0, |n| n.parse().unwrap_or(0));
+    assert!(threads >= 3, "every thread of the VMM is filtered (Seccomp: 2): {:?}", confined.fields);
+    assert_eq!(
+        confined.field("in_cgroup"),
+        "yes",
+        "the VMM runs in its instance's cgroup: {:?}",
+        confined.fields
+    );
+    // t.nano: one vCPU, 256 MiB, and the VMM's margin above it.
+    assert_eq!(confined.field("cpu_max"), "100000/100000", "{:?}", confined.fields);
+    let memory_max = (256 + nuage::daemon::cgroup::MEMORY_OVERHEAD_MIB) << 20;
+    assert_eq!(confined.field("memory_max"), memory_max.to_string(), "{:?}", confined.fields);
+    assert_eq!(confined.field("pids_max"), "33", "{:?}", confined.fields);
+    let peak: u64 = confined.field("memory_peak").parse().unwrap_or(u64::MAX);
+    assert!(peak < memory_max, "a booted guest stays below its limit: {:?}", confined.fields);
     assert!(host.field("image").starts_with("ami-"), "{:?}", host.fields);
     assert_eq!(
         host.field("booted_kernel"),

@@ -429,6 +429,12 @@ if [ "${1:-}" = daemon-namespace ]; then
     done
     from_guest=$(ssh_to "$W/ci.pem" "$address" "$probes" 2>&1 | tr -d '\r' | tr '\n' ' ')
     echo "@@ daemon-guest-reach $from_guest"
+    # The VMM runs confined: its threads' seccomp filters and its cgroup's limits (issue 16).
+    pid=$(cat "$W/nuaged/instances/$first/pid")
+    cg=/sys/fs/cgroup/instances/$first
+    in_cgroup=no; grep -qx "$pid" "$cg/cgroup.procs" 2>/dev/null && in_cgroup=yes
+    filtered=$(cat /proc/"$pid"/task/*/status | awk '/^Seccomp:/ {n[$2]++} END {for (s in n) printf "%s:%d,", s, n[s]}')
+    echo "@@ daemon-confined seccomp=${filtered%,} in_cgroup=$in_cgroup cpu_max=$(tr ' ' / < "$cg/cpu.max") memory_max=$(cat "$cg/memory.max") pids_max=$(cat "$cg/pids.max") memory_peak=$(cat "$cg/memory.peak" 2>/dev/null || echo none) memory_now=$(cat "$cg/memory.current")"
     t0=$(now_cs)
     nuage stop-instances --instance-ids "$first"
     stop_s=$(seconds $(( $(now_cs) - t0 )))

@@ -174,20 +174,7 @@ where
     }
 }
 
-/// CPU seconds (user and system) and resident bytes of process `pid`.
-fn process_usage(pid: i32) -> Option<(f64, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // After "pid (comm) ", utime and stime are the 12th and 13th fields.
-    let fields: Vec<&str> = stat.rsplit_once(") ")?.1.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    // SAFETY: sysconf only reads its argument.
-    let (hz, page) = unsafe { (libc::sysconf(libc::_SC_CLK_TCK), libc::sysconf(libc::_SC_PAGESIZE)) };
-    Some((ticks as f64 / hz.max(1) as f64, pages * page.max(1) as u64))
-}
-
-/// The instances' part of the page (it reads the database and /proc: blocking work).
+/// The instances' part of the page (it reads the database, cgroups or /proc: blocking work).
 fn render_instances(daemon: &Daemon) -> String {
     let mut out = String::new();
     let instances = daemon.instances.describe(&[], &[]).unwrap_or_default();
@@ -199,14 +186,14 @@ fn render_instances(daemon: &Daemon) -> String {
     let usage: Vec<(String, f64, u64)> = instances
         .iter()
         .filter(|i| i.state == InstanceState::Running)
-        .filter_map(|i| i.pid.and_then(process_usage).map(|(cpu, rss)| (i.id.clone(), cpu, rss)))
+        .filter_map(|i| daemon.instances.usage(i).map(|u| (i.id.clone(), u.cpu_seconds, u.memory_bytes)))
         .collect();
-    out.push_str("# HELP nuage_instance_cpu_seconds_total CPU time of the instance's VMM (all its vCPUs).\n");
+    out.push_str("# HELP nuage_instance_cpu_seconds_total CPU time of the instance's VMM (all its threads; from its cgroup where it has one).\n");
     out.push_str("# TYPE nuage_instance_cpu_seconds_total counter\n");
     for (id, cpu, _) in &usage {
         let _ = writeln!(out, "nuage_instance_cpu_seconds_total{{instance_id=\"{id}\"}} {cpu}");
     }
-    out.push_str("# HELP nuage_instance_memory_bytes Resident memory of the instance's VMM (guest RAM it touched included).\n");
+    out.push_str("# HELP nuage_instance_memory_bytes Memory of the instance's VMM (guest RAM it touched included): its cgroup's charge, or its resident set.\n");
     out.push_str("# TYPE nuage_instance_memory_bytes gauge\n");
     for (id, _, rss) in &usage {
         let _ = writeln!(out, "nuage_instance_memory_bytes{{instance_id=\"{id}\"}} {rss}");

@@ -47,16 +47,21 @@ pub enum OpenError {
     Qcow2(#[from] qcow2::Qcow2Error),
 }
 
-/// Opens the disk at `path`, stored as `format`. The format is never guessed from the
-/// contents: a guest could write any header into a raw disk.
+/// Opens the disk at `path`, stored as `format`, its qcow2 backing files confined to
+/// `backing_root` when given. The format is never guessed from the contents: a guest could
+/// write any header into a raw disk.
 pub fn open_disk(
     path: &Path,
     format: DiskFormat,
     read_only: bool,
+    backing_root: Option<&Path>,
 ) -> Result<Box<dyn BlockBackend>, OpenError> {
     Ok(match format {
         DiskFormat::Raw => Box::new(raw::RawFile::open(path, read_only)?),
-        DiskFormat::Qcow2 => Box::new(qcow2::Qcow2::open(path, read_only)?),
+        DiskFormat::Qcow2 => {
+            let policy = backing_root.map(qcow2::ChainPolicy::confined_to).unwrap_or_default();
+            Box::new(qcow2::Qcow2::open_with(path, read_only, policy)?)
+        }
     })
 }
 

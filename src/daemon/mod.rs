@@ -2,6 +2,7 @@
 //! database and the instances' VMM processes, and serves them over the gRPC API
 //! ([`crate::api`]) on a Unix socket.
 
+pub mod cgroup;
 pub mod cidata;
 pub mod compute;
 pub mod config;
@@ -147,7 +148,7 @@ impl Daemon {
         let store = Arc::new(store);
         let events = Events::default();
         let admissions = Arc::new(Admissions::new(config.quotas.clone(), db.clone(), store.clone()));
-        let instances = Instances::new(
+        let mut instances = Instances::new(
             db.clone(),
             store.clone(),
             plane.clone(),
@@ -156,6 +157,10 @@ impl Daemon {
             admissions.clone(),
             events.clone(),
         );
+        match cgroup::Cgroups::set_up() {
+            Ok(cgroups) => instances = instances.with_cgroups(Arc::new(cgroups)),
+            Err(why) => tracing::warn!("instances run without cgroup limits: {why}"),
+        }
         actions.extend(instances.recover()?);
         let volumes = Volumes::new(db.clone(), store.clone(), db.clone(), config.clone(), admissions);
         let imports = Imports::open(&config.import_dir())

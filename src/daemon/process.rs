@@ -13,6 +13,7 @@ use std::process::{Child, Command, Stdio};
 
 use super::cidata;
 use crate::block::DiskFormat;
+use crate::daemon::cgroup::Usage;
 use crate::net::plane::Interface;
 use crate::state::file::{create_private_dir, write_atomic, write_json};
 use crate::state::instance::InstanceRecord;
@@ -21,10 +22,10 @@ use crate::store::LayerSwitch;
 use crate::vmm::api::config::{
     rotated_console_log, ConsoleConfig, DiskConfig, NetConfig, RateLimit, VmConfig,
 };
-use crate::vmm::api::control;
+use crate::vmm::api::{control, LOG_LIMIT};
 
 /// Where an instance's files live: `vm.json` (the VMM's configuration), `console.log`,
-/// `vmm.log`, `control.sock`, `cidata.img`, and `pid` (the running VMM's).
+/// `vmm.log` (and `vmm.log.1`, the one before, once it was full), `control.sock`, `cidata.img`, and `pid` (the running VMM's).
 pub fn instance_dir(state_dir: &Path, id: &str) -> PathBuf {
     state_dir.join("instances").join(id)
 }
@@ -43,6 +44,11 @@ pub struct Launch<'a> {
     pub initrd: Option<PathBuf>,
     /// The root volume's qcow2 file.
     pub root_volume: PathBuf,
+    /// The store's directory: every volume's backing chain lies inside it.
+    pub store_root: PathBuf,
+    /// The instance cgroup's `cgroup.procs`, which the VMM writes itself into before it
+    /// runs (see [`crate::daemon::cgroup`]).
+    pub cgroup: Option<File>,
     /// The instance's directory.
     pub dir: PathBuf,
     /// Its network interface: the opened tap, which the VMM inherits, and its addresses.
@@ -66,6 +72,17 @@ pub fn console_log(dir: &Path) -> PathBuf {
 
 /// The running VMM's pid, in the instance's directory.
 pub const PID_FILE: &str = "pid";
+
+/// Opens the VMM's log (its stdout and stderr) in instance directory `dir` for a new run,
+/// first moving a log that reached [`LOG_LIMIT`] to `vmm.log.1`: one run writes at most
+/// that much, so a guest that makes its VMM complain, run after run, keeps two logs at most.
+fn open_vmm_log(dir: &Path) -> std::io::Result<File> {
+    let path = dir.join("vmm.log");
+    if std::fs::metadata(&path).is_ok_and(|m| m.len() >= LOG_LIMIT) {
+        std::fs::rename(&path, dir.join("vmm.log.1"))?;
+    }
+    OpenOptions::new().create(true).append(true).mode(0o600).open(path)
+}
 
 /// The VMM's configuration ([`VmConfig`] as JSON), in the instance's directory.
 const VM_CONFIG_FILE: &str = "vm.json";
@@ -133,6 +150,7 @@ impl Launch<'_> {
             disks,
             nets,
             api_socket: Some(control_socket(&self.dir)),
+            disk_root: Some(self.store_root.clone()),
             vsock: None,
             rng: true,
             virtio_cmdline: true,
@@ -146,14 +164,22 @@ impl Launch<'_> {
         let mut command = Command::new(self.vmm);
         command.arg("--config").arg(config_file);
         let tap = self.network.as_ref().map(|(fd, _)| fd.as_raw_fd());
-        // SAFETY: between fork and exec the closure only makes syscalls (close_range, dup2,
-        // fcntl), which are async-signal-safe, on descriptors this process owns.
+        let cgroup = self.cgroup.as_ref().map(AsRawFd::as_raw_fd);
+        // SAFETY: between fork and exec the closure only makes syscalls (close_range, write,
+        // dup2, fcntl), which are async-signal-safe, on descriptors this process owns.
         unsafe {
             command.pre_exec(move || {
                 // Close-on-exec rather than closed: the standard library's own pipe, which
                 // reports a failed exec, must stay open until the exec.
                 if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) < 0 {
                     return Err(std::io::Error::last_os_error());
+                }
+                // Into the instance's cgroup before the VMM runs anything ("0": this
+                // process), and before the tap's dup2 could take the descriptor's number.
+                if let Some(procs) = cgroup {
+                    if libc::write(procs, b"0".as_ptr().cast(), 1) != 1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
                 }
                 let Some(fd) = tap else { return Ok(()) };
                 if fd == TAP_FD {
@@ -177,7 +203,7 @@ impl Launch<'_> {
         let _ = std::fs::remove_file(control_socket(&self.dir));
         let config_file = self.dir.join(VM_CONFIG_FILE);
         write_json(&config_file, &self.vm_config())?;
-        let log = OpenOptions::new().create(true).append(true).mode(0o600).open(self.dir.join("vmm.log"))?;
+        let log = open_vmm_log(&self.dir)?;
         let child = self
             .command(&config_file)
             .stdin(Stdio::null())
@@ -191,6 +217,19 @@ impl Launch<'_> {
         }
         Ok(child)
     }
+}
+
+/// CPU time and resident memory of process `pid`, where instances have no cgroup.
+pub fn usage(pid: i32) -> Option<Usage> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After "pid (comm) ", utime and stime are the 12th and 13th fields.
+    let fields: Vec<&str> = stat.rsplit_once(") ")?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf only reads its argument.
+    let (hz, page) = unsafe { (libc::sysconf(libc::_SC_CLK_TCK), libc::sysconf(libc::_SC_PAGESIZE)) };
+    Some(Usage { cpu_seconds: ticks as f64 / hz.max(1) as f64, memory_bytes: pages * page.max(1) as u64 })
 }
 
 /// The VMMs running for instances under `state_dir`, by instance id: found by their

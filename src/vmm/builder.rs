@@ -188,7 +188,9 @@ pub fn build(config: &VmConfig) -> Result<MicroVm, BuildError> {
         .register_irqfd(&keyboard_irq, I8042_IRQ)
         .map_err(|e| BuildError::Device(format!("i8042 irqfd: {e}")))?;
     let keyboard = Arc::new(I8042::new(IrqLine(keyboard_irq), exit.clone()));
-    let control = control.map(|listener| (listener, ControlTargets { disks, keyboard: keyboard.clone() }));
+    let control = control.map(|listener| {
+        (listener, ControlTargets { disks, keyboard: keyboard.clone(), disk_root: config.disk_root.clone() })
+    });
     let mut bus = Buses::default();
     bus.pio.insert(COM1_PORT.into(), COM1_PORT_COUNT.into(), serial.clone())?;
     bus.pio.insert(I8042_PORT.into(), I8042_PORT_COUNT.into(), keyboard)?;
@@ -241,7 +243,7 @@ fn open_disks(config: &VmConfig) -> Result<Disks, BuildError> {
     let mut devices: Vec<Box<dyn VirtioDevice>> = Vec::new();
     let mut handles = HashMap::new();
     for (index, disk) in config.disks.iter().enumerate() {
-        let backend = block::open_disk(&disk.path, disk.format, disk.read_only)
+        let backend = block::open_disk(&disk.path, disk.format, disk.read_only, config.disk_root.as_deref())
             .map_err(|source| BuildError::Disk { path: disk.path.clone(), source })?;
         let id = disk.volume_id(index);
         tracing::info!(path = %disk.path.display(), id, read_only = disk.read_only, "disk");

@@ -8,7 +8,7 @@ use crate::vmm::api::config::{DiskConfig, NetConfig, Overrides, VmConfig, VsockC
 use crate::vmm::api::ExitStatus;
 use crate::vmm::exit::{ExitReason, ResetCause};
 use crate::vmm::seccomp::{self, Filters};
-use crate::vmm::{builder, runtime};
+use crate::vmm::{builder, logging, runtime};
 
 const EXIT_STATUS_HELP: &str = "\
 Exit status:
@@ -73,9 +73,14 @@ pub struct VmmArgs {
     pub net: Vec<NetConfig>,
     /// A virtio-vsock device: `cid=N,uds=PATH`. Host processes connect to the Unix socket
     /// PATH and write `CONNECT <port>\n` to reach guest port <port>; guest connections to
-    /// host port P go to the Unix socket PATH_P.
+    /// host port P go to the Unix socket PATH_P. The socket file stays when the VMM ends
+    /// (its threads may not unlink files); the next VMM on PATH replaces it.
     #[arg(long, value_name = "SPEC")]
     pub vsock: Option<VsockConfig>,
+    /// Every backing file of a qcow2 disk (and every layer the control socket switches a
+    /// disk to) must lie inside this directory.
+    #[arg(long, value_name = "DIR")]
+    pub disk_root: Option<PathBuf>,
     /// Listen for control requests on this Unix socket (one JSON request per connection;
     /// used to snapshot volumes of a running VM).
     #[arg(long, value_name = "PATH")]
@@ -118,6 +123,7 @@ impl VmmArgs {
             no_rng: self.no_rng,
             vsock: self.vsock.clone(),
             api_socket: self.api_socket.clone(),
+            disk_root: self.disk_root.clone(),
         }
     }
 }
@@ -149,11 +155,9 @@ pub fn main() -> ExitStatus {
             return if e.use_stderr() { ExitStatus::Usage } else { ExitStatus::PowerOff };
         }
     };
-    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     // SAFETY: isatty only inspects the descriptor.
     let colour = unsafe { libc::isatty(libc::STDERR_FILENO) } == 1;
-    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(colour).with_writer(std::io::stderr).init();
+    let repeats = logging::init(&args.log_level, colour);
 
     let config = match VmConfig::load(args.config.as_deref(), args.overrides()) {
         Ok(config) => config,
@@ -179,6 +183,7 @@ pub fn main() -> ExitStatus {
         }
     };
     let reason = runtime::run(vm, config.console.stdin, args.stats.then_some(started));
+    repeats.flush();
     if let Some(line) = describe(&reason) {
         eprintln!("nuage-vmm: {line}");
     }

@@ -16,6 +16,7 @@ pub mod cli;
 pub mod device_manager;
 pub mod devices;
 pub mod exit;
+pub mod logging;
 pub mod runtime;
 pub mod seccomp;
 pub mod threads;

@@ -108,6 +108,13 @@ impl Asm {
             .raw(&[0x75, 0xee]) // jne back to the start (-18)
     }
 
+    /// `jmp rel32` back (or on) to offset `target` of this code.
+    pub fn jump_to(self, target: usize) -> Self {
+        let from = self.here() as i64 + 5;
+        let rel = i32::try_from(target as i64 - from).expect("jump within 2 GiB");
+        self.raw(&[0xe9]).raw(&rel.to_le_bytes())
+    }
+
     /// `jmp $`: spin forever.
     pub fn spin(self) -> Self {
         self.raw(&[0xeb, 0xfe])

@@ -12,6 +12,7 @@ use tracing::{info, warn};
 
 use super::supervision::Vmm;
 use super::{internal, lock, Instances};
+use crate::daemon::cgroup::Limits;
 use crate::daemon::cidata::{self, ConfigDrive};
 use crate::daemon::process::{control_socket, instance_dir, Launch, ProcessHandle};
 use crate::daemon::quotas::Claim;
@@ -266,13 +267,28 @@ impl Instances {
                 Some((self.plane.open_tap(&interface)?, interface))
             }
         };
+        // A VMM that cannot start leaves its instance stopped, saying why.
+        let not_started = |message: String| {
+            let error = DaemonError::Internal(message);
+            match self.transition(id, &[Pending], Stopped, &error.to_string(), None) {
+                Ok(_) => error,
+                Err(e) => e.into(),
+            }
+        };
+        let limits = Limits { vcpus: record.vcpus, memory_mib: record.memory_mib };
+        let cgroup = match self.cgroups.as_ref().map(|cgroups| cgroups.prepare(id, limits)).transpose() {
+            Ok(cgroup) => cgroup,
+            Err(e) => return Err(not_started(format!("cannot set up the instance's cgroup: {e}"))),
+        };
         let launch = Launch {
             vmm: &self.config.vmm,
+            cgroup,
             instance: &record,
             image: &image,
             kernel: self.store.image_file(&image, &image.kernel),
             initrd: image.initrd.as_ref().map(|name| self.store.image_file(&image, name)),
             root_volume: self.store.volume_path(&record.root_volume_id)?,
+            store_root: self.store.root().to_owned(),
             config_drive: cidata::existing(&instance_dir(&self.config.state_dir, id)),
             dir: instance_dir(&self.config.state_dir, id),
             network,
@@ -286,11 +302,7 @@ impl Instances {
         };
         let child = match launch.spawn() {
             Ok(child) => child,
-            Err(e) => {
-                let error = DaemonError::Internal(format!("cannot start {}: {e}", self.config.vmm.display()));
-                self.transition(id, &[Pending], Stopped, &error.to_string(), None)?;
-                return Err(error);
-            }
+            Err(e) => return Err(not_started(format!("cannot start {}: {e}", self.config.vmm.display()))),
         };
         failpoint("launch-after-spawn");
         let mut child = child;

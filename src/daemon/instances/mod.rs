@@ -27,10 +27,11 @@ pub use launch::{LaunchVolume, RunSpec};
 use lifecycle::Request;
 use supervision::Vmm;
 
+use super::cgroup::{Cgroups, Usage};
 use super::cidata;
 use super::config::DaemonConfig;
 use super::events::Events;
-use super::process::{console_log, console_tail, control_socket, instance_dir};
+use super::process::{self, console_log, console_tail, control_socket, instance_dir};
 use super::quotas::{Admissions, Claim};
 use super::watch::Watch;
 use super::{failpoint, DaemonError};
@@ -75,6 +76,8 @@ pub struct Instances {
     turns: Arc<Mutex<HashMap<String, Arc<Mutex<()>>>>>,
     /// Where every state change is published.
     events: Events,
+    /// The instances' cgroups, where cgroup v2 can hold them.
+    cgroups: Option<Arc<Cgroups>>,
 }
 
 impl Instances {
@@ -90,7 +93,36 @@ impl Instances {
         events: Events,
     ) -> Self {
         let (vmms, rebooting, reboot_loops, turns) = Default::default();
-        Self { db, store, plane, tags, config, admissions, vmms, rebooting, reboot_loops, turns, events }
+        let cgroups = None;
+        Self {
+            db,
+            store,
+            plane,
+            tags,
+            config,
+            admissions,
+            vmms,
+            rebooting,
+            reboot_loops,
+            turns,
+            events,
+            cgroups,
+        }
+    }
+
+    /// Runs every VMM in a cgroup of `cgroups`, limited as its instance type says.
+    pub fn with_cgroups(mut self, cgroups: Arc<Cgroups>) -> Self {
+        self.cgroups = Some(cgroups);
+        self
+    }
+
+    /// What running instance `record`'s VMM uses: from its cgroup, or from `/proc` where
+    /// instances have none.
+    pub fn usage(&self, record: &InstanceRecord) -> Option<Usage> {
+        match &self.cgroups {
+            Some(cgroups) => cgroups.usage(&record.id),
+            None => record.pid.and_then(process::usage),
+        }
     }
 
     /// Instances named in `ids` (all when empty), in `states` (any when empty).

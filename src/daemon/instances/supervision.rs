@@ -213,6 +213,10 @@ impl Instances {
     /// Records the end of instance `id`'s VMM, which exited with `code` (unknown for an
     /// adopted one), as the life cycle says.
     fn record_exit(&self, id: &str, code: Option<i32>) -> Result<(), DaemonError> {
+        // Its cgroup is empty now; a relaunch makes it again.
+        if let Some(cgroups) = &self.cgroups {
+            cgroups.remove(id);
+        }
         let record = self.db.get(id)?;
         let reboot_requested = lock(&self.rebooting).contains(id);
         info!(instance = id, ?code, state = %record.state, "VMM exited");

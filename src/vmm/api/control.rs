@@ -75,6 +75,10 @@ pub struct ControlTargets {
     pub disks: HashMap<String, DiskHandle>,
     /// The keyboard controller.
     pub keyboard: Arc<I8042>,
+    /// Where new layers and their backing files must lie ([`VmConfig::disk_root`]).
+    ///
+    /// [`VmConfig::disk_root`]: crate::vmm::api::config::VmConfig::disk_root
+    pub disk_root: Option<PathBuf>,
 }
 
 /// A control reply.
@@ -100,7 +104,14 @@ pub fn handle(request: Request, targets: &ControlTargets) -> Result<Vec<DiskStat
         }
         Request::SwitchDisk { id, path, format } => {
             let handle = disk(&id)?;
-            let backend = block::open_disk(&path, format, false).map_err(|e| e.to_string())?;
+            let root = targets.disk_root.as_deref();
+            if let Some(root) = root {
+                let inside = path.canonicalize().ok().zip(root.canonicalize().ok());
+                if !inside.is_some_and(|(path, root)| path.starts_with(root)) {
+                    return Err(format!("{} is not inside {}", path.display(), root.display()));
+                }
+            }
+            let backend = block::open_disk(&path, format, false, root).map_err(|e| e.to_string())?;
             handle.switch(backend)?;
             handle.resume();
             tracing::info!(disk = id, path = %path.display(), "disk switched to a new layer");
@@ -216,8 +227,11 @@ mod tests {
         let irq = vmm_sys_util::eventfd::EventFd::new(vmm_sys_util::eventfd::EFD_NONBLOCK).unwrap();
         let irq_line = crate::vmm::devices::legacy::serial::IrqLine(irq.try_clone().unwrap());
         let keyboard = Arc::new(I8042::new(irq_line, crate::vmm::exit::ExitNotifier::new().unwrap()));
-        spawn(UnixListener::bind(&socket).unwrap(), ControlTargets { disks: HashMap::new(), keyboard })
-            .unwrap();
+        spawn(
+            UnixListener::bind(&socket).unwrap(),
+            ControlTargets { disks: HashMap::new(), keyboard, disk_root: None },
+        )
+        .unwrap();
         let err = call(&socket, &Request::PauseDisk { id: "vol-x".into() }).unwrap_err();
         assert!(err.contains("no disk"), "{err}");
         call(&socket, &Request::CtrlAltDel).unwrap();

@@ -7,10 +7,16 @@
 //! - [`control`]: the control socket of a running VMM, its requests and replies, the
 //!   server and the client;
 //! - [`ExitStatus`]: how the process ended, which tells the supervisor whether to restart
-//!   the guest (it rebooted), mark it stopped, or report a failure.
+//!   the guest (it rebooted), mark it stopped, or report a failure;
+//! - [`LOG_LIMIT`]: how much one run writes to its log (stderr), so the supervisor knows
+//!   when to move a log aside.
 
 pub mod config;
 pub mod control;
 mod exit_status;
 
 pub use exit_status::ExitStatus;
+
+/// Most bytes one `nuage-vmm` run writes to its stderr, whatever its guest does; the
+/// supervisor moves a log that reached it aside before the next run.
+pub const LOG_LIMIT: u64 = 1 << 20;

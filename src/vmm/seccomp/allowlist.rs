@@ -9,6 +9,7 @@
 use seccompiler::{SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompRule};
 
 use super::ThreadKind;
+use crate::vmm::devices::virtio::net::tap::TUNSETOFFLOAD;
 
 /// `_IO(KVMIO, 0x80)`: run a vCPU.
 pub const KVM_RUN: u64 = 0xAE80;
@@ -199,8 +200,9 @@ pub fn for_kind(kind: ThreadKind) -> Vec<Allowed> {
             ),
         ]),
         ThreadKind::Vcpu => list.extend([
-            call!(SYS_ioctl).if_arg(1, &[("KVM_RUN", KVM_RUN)]),
-            // Activating a device: its worker's epoll, stop event, eventfd clones and timer.
+            call!(SYS_ioctl).if_arg(1, &[("KVM_RUN", KVM_RUN), ("TUNSETOFFLOAD", TUNSETOFFLOAD)]),
+            // Activating a device: its worker's epoll, stop event, eventfd clones, timer and
+            // (above) its tap's offloads.
             call!(SYS_epoll_create1),
             call!(SYS_epoll_ctl),
             call!(SYS_eventfd2),

@@ -158,6 +158,11 @@ pub struct VmConfig {
     /// Control socket to listen on (see `vmm::api::control`).
     #[serde(default)]
     pub api_socket: Option<PathBuf>,
+    /// Directory every backing file of a qcow2 disk must lie in, also for the layers the
+    /// control socket switches a disk to (the daemon names its store): a qcow2 header is
+    /// data, and must not make the VMM open `/etc/shadow`. None: anywhere.
+    #[serde(default)]
+    pub disk_root: Option<PathBuf>,
     /// A virtio-vsock device (after the disks and interfaces).
     #[serde(default)]
     pub vsock: Option<VsockConfig>,
@@ -206,6 +211,7 @@ struct PartialConfig {
     rng: Option<bool>,
     vsock: Option<VsockConfig>,
     api_socket: Option<PathBuf>,
+    disk_root: Option<PathBuf>,
 }
 
 /// Values given on the command line, overriding the file.
@@ -241,6 +247,8 @@ pub struct Overrides {
     pub vsock: Option<VsockConfig>,
     /// `--api-socket`.
     pub api_socket: Option<PathBuf>,
+    /// `--disk-root`.
+    pub disk_root: Option<PathBuf>,
 }
 
 impl VmConfig {
@@ -273,6 +281,7 @@ impl VmConfig {
             rng: !overrides.no_rng && partial.rng.unwrap_or(true),
             vsock: overrides.vsock.or(partial.vsock),
             api_socket: overrides.api_socket.or(partial.api_socket),
+            disk_root: overrides.disk_root.or(partial.disk_root),
         };
         config.validate()?;
         Ok(config)

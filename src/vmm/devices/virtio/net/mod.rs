@@ -255,7 +255,7 @@ impl NetQueues {
                         bump(&stats.tx_dropped);
                     }
                 },
-                Err(Refusal::SourceMac | Refusal::SourceIp) => {
+                Err(Refusal::SourceMac | Refusal::SourceIp | Refusal::RouterRole) => {
                     let count = bump(&stats.tx_spoofed);
                     if count.is_power_of_two() {
                         tracing::warn!(

@@ -14,7 +14,8 @@ const IFF_VNET_HDR: i16 = 0x4000;
 // _IOW('T', n, int) and _IOR('T', n, unsigned int) from <linux/if_tun.h>.
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 const TUNGETIFF: libc::c_ulong = 0x8004_54d2;
-const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
+/// Sets the offloads a tap may hand over (at activation, from what the guest accepted).
+pub const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
 const TUNSETVNETHDRSZ: libc::c_ulong = 0x4004_54d8;
 
 /// Offloads the host may hand the guest (`TUNSETOFFLOAD` flags).

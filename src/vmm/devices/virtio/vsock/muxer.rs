@@ -545,9 +545,3 @@ impl Muxer {
         None
     }
 }
-
-impl Drop for Muxer {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.uds_path);
-    }
-}
