@@ -553,11 +553,11 @@ fn a_vmm_inherits_no_stray_descriptor() {
     daemon.ok(&["terminate-instances", "--instance-ids", &id]);
 }
 
-/// Every thread of a VMM runs under its seccomp filter, with no new privileges (issue 16);
-/// a VMM that makes a forbidden call (a test-only trigger in debug builds) is stopped and
-/// its instance says why.
+/// Every thread of a VMM runs under its seccomp filter, with no new privileges and no
+/// capability, even as root (issue 16); a VMM that makes a forbidden call (a test-only
+/// trigger in debug builds) is stopped and its instance says why.
 #[test]
-fn a_vmm_runs_under_seccomp_and_a_forbidden_call_stops_it() {
+fn a_vmm_is_confined_and_a_forbidden_call_stops_it() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(dir.path());
     let image = register(&daemon, "idle", Asm::new().print("booted\n").cli_hlt());
@@ -575,6 +575,9 @@ fn a_vmm_runs_under_seccomp_and_a_forbidden_call_stops_it() {
         let thread = field("Name:");
         assert_eq!(field("Seccomp:"), "2", "thread {thread} of the VMM is not filtered");
         assert_eq!(field("NoNewPrivs:"), "1", "thread {thread}");
+        for set in ["CapInh:", "CapPrm:", "CapEff:", "CapBnd:", "CapAmb:"] {
+            assert_eq!(field(set), "0000000000000000", "{set} of thread {thread}");
+        }
     }
     daemon.ok(&["terminate-instances", "--instance-ids", &id]);
     drop(daemon);

@@ -434,7 +434,9 @@ if [ "${1:-}" = daemon-namespace ]; then
     cg=/sys/fs/cgroup/instances/$first
     in_cgroup=no; grep -qx "$pid" "$cg/cgroup.procs" 2>/dev/null && in_cgroup=yes
     filtered=$(cat /proc/"$pid"/task/*/status | awk '/^Seccomp:/ {n[$2]++} END {for (s in n) printf "%s:%d,", s, n[s]}')
-    echo "@@ daemon-confined seccomp=${filtered%,} in_cgroup=$in_cgroup cpu_max=$(tr ' ' / < "$cg/cpu.max") memory_max=$(cat "$cg/memory.max") pids_max=$(cat "$cg/pids.max") memory_peak=$(cat "$cg/memory.peak" 2>/dev/null || echo none) memory_now=$(cat "$cg/memory.current")"
+    cap_eff=$(awk '/^CapEff:/ {print $2}' /proc/"$pid"/status)
+    cap_bnd=$(awk '/^CapBnd:/ {print $2}' /proc/"$pid"/status)
+    echo "@@ daemon-confined seccomp=${filtered%,} cap_eff=$cap_eff cap_bnd=$cap_bnd in_cgroup=$in_cgroup cpu_max=$(tr ' ' / < "$cg/cpu.max") memory_max=$(cat "$cg/memory.max") pids_max=$(cat "$cg/pids.max") memory_peak=$(cat "$cg/memory.peak" 2>/dev/null || echo none) memory_now=$(cat "$cg/memory.current")"
     t0=$(now_cs)
     nuage stop-instances --instance-ids "$first"
     stop_s=$(seconds $(( $(now_cs) - t0 )))

@@ -166,7 +166,8 @@ impl Launch<'_> {
         let tap = self.network.as_ref().map(|(fd, _)| fd.as_raw_fd());
         let cgroup = self.cgroup.as_ref().map(AsRawFd::as_raw_fd);
         // SAFETY: between fork and exec the closure only makes syscalls (close_range, write,
-        // dup2, fcntl), which are async-signal-safe, on descriptors this process owns.
+        // prctl, capset, dup2, fcntl), which are async-signal-safe, on descriptors this
+        // process owns and memory prepared before the fork.
         unsafe {
             command.pre_exec(move || {
                 // Close-on-exec rather than closed: the standard library's own pipe, which
@@ -181,6 +182,7 @@ impl Launch<'_> {
                         return Err(std::io::Error::last_os_error());
                     }
                 }
+                drop_privileges()?;
                 let Some(fd) = tap else { return Ok(()) };
                 if fd == TAP_FD {
                     // dup2 onto itself would keep close-on-exec set.
@@ -217,6 +219,60 @@ impl Launch<'_> {
         }
         Ok(child)
     }
+}
+
+/// `capset(2)`'s header, version 3 (64-bit capability sets, in two halves).
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+/// One half of `capset(2)`'s sets.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+/// Leaves the calling process (a VMM between fork and exec) with no capability it could
+/// keep or regain: the bounding set emptied (so even root gets none at exec), every set
+/// cleared, ambient ones too, and `no_new_privs` (no set-id or file capability gains
+/// anything). KVM, the tap it inherits and the files the daemon made need none.
+/// Only async-signal-safe system calls: it runs between fork and exec.
+fn drop_privileges() -> std::io::Result<()> {
+    let last_os = std::io::Error::last_os_error;
+    for capability in 0..64 {
+        // SAFETY: prctl with integer arguments only.
+        if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, capability, 0, 0, 0) } < 0 {
+            match last_os().raw_os_error() {
+                // Past the kernel's last capability.
+                Some(libc::EINVAL) => break,
+                // Without CAP_SETPCAP the daemon holds no capability to pass on either.
+                Some(libc::EPERM) => break,
+                _ => return Err(last_os()),
+            }
+        }
+    }
+    let header = CapHeader { version: CAPABILITY_VERSION_3, pid: 0 };
+    let none = [CapData { effective: 0, permitted: 0, inheritable: 0 }; 2];
+    // SAFETY: the header and the two data halves are the layout capset(2) reads.
+    if unsafe { libc::syscall(libc::SYS_capset, &header, none.as_ptr()) } < 0 {
+        return Err(last_os());
+    }
+    // SAFETY: prctl with integer arguments only.
+    unsafe {
+        if libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0
+            || libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0
+        {
+            return Err(last_os());
+        }
+    }
+    Ok(())
 }
 
 /// CPU time and resident memory of process `pid`, where instances have no cgroup.
