@@ -328,6 +328,14 @@ fn nuaged_instances_boot_the_stock_kernel_and_take_ssh_with_their_key_pair() {
     let confined = scenario("daemon-confined");
     let threads: usize = confined.field("seccomp").strip_prefix("2:").map_or(0, |n| n.parse().unwrap_or(0));
     assert!(threads >= 3, "every thread of the VMM is filtered (Seccomp: 2): {:?}", confined.fields);
+    for set in ["cap_eff", "cap_bnd"] {
+        assert_eq!(
+            confined.field(set),
+            "0000000000000000",
+            "the VMM holds no capability: {:?}",
+            confined.fields
+        );
+    }
     assert_eq!(
         confined.field("in_cgroup"),
         "yes",
