@@ -25,6 +25,20 @@ fn boot_raw(kernel: &[u8], extra: &[&str]) -> (i32, Vec<u8>, String) {
     (out.status.code().unwrap_or(-1), out.stdout, String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
+/// Runs nuage-vmm with `args` for `running`, then stops it with SIGTERM; returns its output.
+fn run_until_sigterm(args: &[&str], running: Duration) -> std::process::Output {
+    let child = Command::new(common::vmm_bin())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(running);
+    // SAFETY: plain kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    wait_with_timeout(child, Duration::from_secs(10))
+}
+
 /// Boots `kernel` and returns (exit status, console text, stderr).
 fn boot(kernel: &[u8], extra: &[&str]) -> (i32, String, String) {
     let (status, stdout, stderr) = boot_raw(kernel, extra);
@@ -232,16 +246,9 @@ fn a_guest_cannot_flood_the_vmm_log() {
     let dir = tempfile::tempdir().unwrap();
     let kernel = write_file(dir.path(), "kernel", &elf_kernel(code.bytes()));
     let disk = write_file(dir.path(), "disk", &[0u8; 4096]);
-    let child = Command::new(common::vmm_bin())
-        .args(["--kernel", &kernel, "--memory", "16", "--disk", &format!("path={disk}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_secs(2));
-    // SAFETY: plain kill(2) on our own child's pid.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
-    let out = wait_with_timeout(child, Duration::from_secs(10));
+    let disk = format!("path={disk}");
+    let out =
+        run_until_sigterm(&["--kernel", &kernel, "--memory", "16", "--disk", &disk], Duration::from_secs(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(5), "{stderr}");
     assert_eq!(stderr.matches("driver features refused").count(), 3, "{stderr}");
@@ -281,16 +288,8 @@ fn a_backing_file_outside_the_disk_root_is_refused() {
 fn sigterm_stops_a_running_guest() {
     let dir = tempfile::tempdir().unwrap();
     let kernel = write_file(dir.path(), "kernel", &elf_kernel(Asm::new().print("up").spin().bytes()));
-    let child = Command::new(common::vmm_bin())
-        .args(["--kernel", &kernel, "--memory", "16", "--console-stdout"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
-    // SAFETY: plain kill(2) on our own child's pid.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
-    let out = wait_with_timeout(child, Duration::from_secs(10));
+    let args = ["--kernel", &kernel, "--memory", "16", "--console-stdout"];
+    let out = run_until_sigterm(&args, Duration::from_millis(500));
     assert_eq!(out.status.code(), Some(5), "stderr: {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.stdout, b"up");
 }
