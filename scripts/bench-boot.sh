@@ -6,7 +6,8 @@
 # milestones and the largest gaps) and, for nuage-vmm's first boot of each configuration,
 # its exit statistics. With --other-vmm, another VMM binary (for example a Firecracker you
 # built yourself) boots the same ELF kernels and initramfs in the same run, alternating with
-# nuage-vmm, and the two are reported side by side as ratios.
+# nuage-vmm, and the two are reported side by side as ratios. nuage-vmm also boots the ELF
+# kernels with --no-seccomp, alternating, and the report gives what the filters cost.
 #
 # Usage: scripts/bench-boot.sh [--runs N] [--other-vmm PATH] [--flavour cloud|generic]
 set -euo pipefail
@@ -55,7 +56,8 @@ if not runs:
     sys.exit("no benchmark results in " + path)
 def name(key):
     kind, flavour, fmt, vcpus = key
-    return f"{'nuage-vmm' if kind == 'nuage' else 'other VMM'} {flavour} {fmt} {vcpus} vCPU"
+    vmm = {"nuage": "nuage-vmm", "unfiltered": "nuage-vmm --no-seccomp"}.get(kind, "other VMM")
+    return f"{vmm} {flavour} {fmt} {vcpus} vCPU"
 print(f"boot benchmark on {where} ({config}); times from VMM start to the guest's init marker")
 medians = {}
 phase_names = ["smp_up", "acpi_interpreter", "kvm_clock", "rtc", "kernel_done", "run_init", "last"]
@@ -86,6 +88,10 @@ for key, (boot, rss) in sorted(medians.items()):
     kind, flavour, fmt, vcpus = key
     if kind != "nuage":
         continue
+    unfiltered = medians.get(("unfiltered", flavour, "elf", vcpus))
+    if fmt == "elf" and unfiltered:
+        print(f"    {flavour} ELF {vcpus} vCPU: with/without seccomp boot {boot / unfiltered[0]:.2f}x, "
+              f"memory {rss / unfiltered[1]:.2f}x")
     other = medians.get(("other", flavour, "elf", vcpus))
     if fmt == "elf" and other:
         print(f"    {flavour} ELF {vcpus} vCPU: nuage/other boot {boot / other[0]:.2f}x, memory {rss / other[1]:.2f}x")

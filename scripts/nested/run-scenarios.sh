@@ -493,8 +493,10 @@ bench_one() {
     stats=""; [ "$run" = 1 ] && stats=--stats
     t0=$(now_cs)
     case "$kind" in
-        nuage)
-            "$VMM" --kernel "$kernel" --initrd "$initrd" --vcpus "$vcpus" --memory "$mem" $stats \
+        nuage|unfiltered)
+            # "unfiltered": the same VMM without its seccomp filters, to measure what they cost.
+            filters=""; [ "$kind" = unfiltered ] && filters=--no-seccomp && stats=""
+            "$VMM" --kernel "$kernel" --initrd "$initrd" --vcpus "$vcpus" --memory "$mem" $stats $filters \
                 --cmdline "$cmdline" --console-stdout >"$fifo" 2>"$W/bench.stderr" &
             ;;
         other)
@@ -542,6 +544,7 @@ if [ "${NUAGE_MODE:-test}" = bench ]; then
         for flavour in $flavours; do
             for vcpus in 1 2; do
                 bench_one nuage "$flavour" elf "$vcpus" "$r"
+                bench_one unfiltered "$flavour" elf "$vcpus" "$r"
                 [ -x "$P/other-vmm" ] && bench_one other "$flavour" elf "$vcpus" "$r"
                 bench_one nuage "$flavour" bzimage "$vcpus" "$r"
             done
