@@ -7,6 +7,7 @@
 # own. With --other-vmm, another VMM (Firecracker's configuration format) runs the same
 # guest on the same file and tap in the same run, and the report gives nuage/other ratios:
 # under nested emulation, VMM against VMM on the same path is the honest comparison.
+# nuage-vmm also runs the guest without its seccomp filters, for what they cost.
 #
 # Usage: scripts/bench-io.sh [--seconds N] [--other-vmm PATH]   (N per test, default 3)
 set -euo pipefail
@@ -27,7 +28,7 @@ where=$(hardware_kvm && echo "hardware KVM" || echo "nested KVM under QEMU TCG")
 python3 - "$out/console.log" "$where" <<'PY'
 import sys
 path, where = sys.argv[1], sys.argv[2]
-host, guests, tcp = {}, {"nuage": {}, "other": {}}, {}
+host, guests, tcp = {}, {"nuage": {}, "unfiltered": {}, "other": {}}, {}
 for line in open(path, errors="replace"):
     line = line.strip().replace("\r", "")
     fields = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
@@ -37,6 +38,10 @@ for line in open(path, errors="replace"):
         guests["nuage"][fields["test"]] = float(fields["mib_s"])
     elif line.startswith("[iobench-other] NUAGE-BENCH blk"):
         guests["other"][fields["test"]] = float(fields["mib_s"])
+    elif line.startswith("[iobench-unfiltered] NUAGE-BENCH blk"):
+        guests["unfiltered"][fields["test"]] = float(fields["mib_s"])
+    elif line.startswith("@@ iobench-unfiltered-host tcp-recv"):
+        tcp["unfiltered"] = float(fields["mib_s"])
     elif line.startswith("@@ iobench-host tcp-recv"):
         tcp["nuage"] = float(fields["mib_s"])
     elif line.startswith("@@ iobench-other-host tcp-recv"):
@@ -45,21 +50,22 @@ for line in open(path, errors="replace"):
         tcp["loopback"] = float(fields["mib_s"])
 if not host or not guests["nuage"]:
     sys.exit("no benchmark results in " + path)
-other = bool(guests["other"])
-print(f"I/O benchmark on {where}, MiB/s")
+# Beside the host: nuage-vmm without its seccomp filters, and the other VMM, where they ran.
+peers = [kind for kind in ("unfiltered", "other") if guests[kind]]
+print(f"I/O benchmark on {where}, MiB/s ('unfiltered': nuage-vmm --no-seccomp)")
 head = f"  {'test':20} {'host':>9} {'nuage':>9} {'nuage/host':>11}"
-if other:
-    head += f" {'other':>9} {'nuage/other':>12}"
+for kind in peers:
+    head += f" {kind:>10} {'nuage/' + kind:>17}"
 print(head)
-def row(test, h, n, o):
+def row(test, h, n, by_peer):
     cell = lambda v: f"{v:9.1f}" if v is not None else f"{'-':>9}"
     ratio = lambda a, b: f"{a / b:.3f}x" if a is not None and b else "-"
     text = f"  {test:20} {cell(h)} {cell(n)} {ratio(n, h):>11}"
-    if other:
-        text += f" {cell(o)} {ratio(n, o):>12}"
+    for kind in peers:
+        text += f" {cell(by_peer[kind]):>10} {ratio(n, by_peer[kind]):>17}"
     print(text)
 for test, h in host.items():
-    row(test, h, guests["nuage"].get(test), guests["other"].get(test))
-row("tcp guest->namespace", tcp.get("loopback"), tcp.get("nuage"), tcp.get("other"))
+    row(test, h, guests["nuage"].get(test), {kind: guests[kind].get(test) for kind in peers})
+row("tcp guest->namespace", tcp.get("loopback"), tcp.get("nuage"), {kind: tcp.get(kind) for kind in peers})
 print("  (the TCP row's host column is the same stream over the host's loopback)")
 PY
