@@ -25,13 +25,19 @@ pub struct Allowed {
     pub name: &'static str,
     /// Its number on x86-64.
     pub number: i64,
-    /// Alternatives, each one check on one argument.
+    /// Alternatives, each a check on one or more arguments.
     pub when: Vec<Check>,
 }
 
-/// A check on one argument of a call, against a named value.
+/// Conditions on a call's arguments, all of which must hold.
 #[derive(Debug, Clone)]
 pub struct Check {
+    conditions: Vec<Condition>,
+}
+
+/// A condition on one argument of a call, against a named value.
+#[derive(Debug, Clone)]
+struct Condition {
     arg: u8,
     name: &'static str,
     test: Test,
@@ -46,23 +52,30 @@ enum Test {
 }
 
 impl Check {
-    /// The check as a seccompiler rule. It compares the argument's low 32 bits: every
-    /// checked argument is an `int` or, for ioctl requests, read by the kernel as one.
+    fn one(arg: u8, name: &'static str, test: Test) -> Self {
+        Self { conditions: vec![Condition { arg, name, test }] }
+    }
+
+    /// The check as a seccompiler rule. It compares the arguments' low 32 bits: every
+    /// checked argument is an `int` (a pid, a signal, flags) or, for ioctl requests, read
+    /// by the kernel as one.
     pub fn rule(&self) -> Result<SeccompRule, seccompiler::Error> {
-        let (operator, value) = match self.test {
-            Test::Equals(value) => (SeccompCmpOp::Eq, value),
-            Test::Without(mask) => (SeccompCmpOp::MaskedEq(mask), 0),
-        };
-        let condition = SeccompCondition::new(self.arg, SeccompCmpArgLen::Dword, operator, value)?;
-        Ok(SeccompRule::new(vec![condition])?)
+        let conditions = self.conditions.iter().map(|Condition { arg, test, .. }| {
+            let (operator, value) = match *test {
+                Test::Equals(value) => (SeccompCmpOp::Eq, value),
+                Test::Without(mask) => (SeccompCmpOp::MaskedEq(mask), 0),
+            };
+            SeccompCondition::new(*arg, SeccompCmpArgLen::Dword, operator, value)
+        });
+        Ok(SeccompRule::new(conditions.collect::<Result<_, _>>()?)?)
     }
 
     fn describe(&self) -> String {
-        let Check { arg, name, test } = self;
-        match test {
+        let described = self.conditions.iter().map(|Condition { arg, name, test }| match test {
             Test::Equals(_) => format!("arg{arg} == {name}"),
             Test::Without(_) => format!("arg{arg} without {name}"),
-        }
+        });
+        described.collect::<Vec<_>>().join(" and ")
     }
 }
 
@@ -76,20 +89,31 @@ macro_rules! call {
 impl Allowed {
     /// Only when argument `arg` is one of `values`.
     fn if_arg(mut self, arg: u8, values: &[(&'static str, u64)]) -> Self {
-        self.when.extend(values.iter().map(|&(name, value)| Check { arg, name, test: Test::Equals(value) }));
+        self.when.extend(values.iter().map(|&(name, value)| Check::one(arg, name, Test::Equals(value))));
         self
     }
 
     /// Only when argument `arg` has none of `mask`'s bits.
     fn if_without(mut self, arg: u8, name: &'static str, mask: u64) -> Self {
-        self.when.push(Check { arg, name, test: Test::Without(mask) });
+        self.when.push(Check::one(arg, name, Test::Without(mask)));
+        self
+    }
+
+    /// `tgkill` only to threads of this process, with one of `signals`: a VMM may signal
+    /// its own vCPUs and abort, not another process of its user.
+    fn if_signal_to_self(mut self, signals: &[(&'static str, u64)]) -> Self {
+        let own = Condition { arg: 0, name: "own pid", test: Test::Equals(u64::from(std::process::id())) };
+        self.when.extend(signals.iter().map(|&(name, signal)| Check {
+            conditions: vec![own.clone(), Condition { arg: 2, name, test: Test::Equals(signal) }],
+        }));
         self
     }
 }
 
 /// What any thread needs to live and end: memory (never executable), futexes, time,
 /// randomness (hash maps seed from it), `write` (logs, eventfds), closing what it owns
-/// (debug builds check a descriptor with fcntl first), and `abort`.
+/// (debug builds check a descriptor with fcntl first), and `abort` (a signal to itself).
+/// The filters are built in the VMM process itself, which is how they know its pid.
 fn thread_basics() -> Vec<Allowed> {
     let no_exec = |allowed: Allowed| allowed.if_without(2, "PROT_EXEC", libc::PROT_EXEC as u64);
     vec![
@@ -114,7 +138,7 @@ fn thread_basics() -> Vec<Allowed> {
         call!(SYS_sigaltstack),
         call!(SYS_getpid),
         call!(SYS_gettid),
-        call!(SYS_tgkill).if_arg(2, &[("SIGABRT", libc::SIGABRT as u64)]),
+        call!(SYS_tgkill).if_signal_to_self(&[("SIGABRT", libc::SIGABRT as u64)]),
         call!(SYS_exit),
         call!(SYS_exit_group),
     ]
@@ -187,7 +211,7 @@ pub fn for_kind(kind: ThreadKind) -> Vec<Allowed> {
             // The signalfd and console input.
             call!(SYS_read),
             // Kicking vCPUs out of KVM_RUN.
-            call!(SYS_tgkill).if_arg(2, &[("SIGRTMIN", vmm_sys_util::signal::SIGRTMIN() as u64)]),
+            call!(SYS_tgkill).if_signal_to_self(&[("SIGRTMIN", vmm_sys_util::signal::SIGRTMIN() as u64)]),
             // Putting a terminal back in canonical mode.
             call!(SYS_ioctl).if_arg(
                 1,

@@ -304,6 +304,15 @@ mod tests {
             |request: u64| move || i64::from(unsafe { libc::ioctl(libc::STDIN_FILENO, request as _, 0) });
         assert_eq!(in_filtered_child(ThreadKind::Vcpu, ioctl(allowlist::KVM_RUN)).0, Some(1));
         assert_eq!(in_filtered_child(ThreadKind::Vcpu, ioctl(allowlist::KVM_CREATE_VM)).0, seccomp);
+        // Signals go to the VMM's own threads only: not to another process of its user.
+        let mut bystander = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let target = bystander.id() as i32;
+        // SAFETY: tgkill with integer arguments; refused, it signals nothing.
+        let abort_other = move || unsafe { libc::syscall(libc::SYS_tgkill, target, target, libc::SIGABRT) };
+        assert_eq!(in_filtered_child(ThreadKind::Main, abort_other).0, seccomp);
+        assert!(bystander.try_wait().unwrap().is_none(), "the other process was signalled");
+        let _ = bystander.kill();
+        let _ = bystander.wait();
         // Workers reach the host only over Unix sockets.
         // SAFETY: creates and leaks a socket in the child.
         let unix = || i64::from(unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0) });
