@@ -25,7 +25,8 @@ use crate::vmm::api::config::{
 use crate::vmm::api::{control, LOG_LIMIT};
 
 /// Where an instance's files live: `vm.json` (the VMM's configuration), `console.log`,
-/// `vmm.log` (and `vmm.log.1`, the one before, once it was full), `control.sock`, `cidata.img`, and `pid` (the running VMM's).
+/// `vmm.log` (and `vmm.log.1`, the one before, once it was full), `control.sock`,
+/// `cidata.img`, and `pid` (the running VMM's).
 pub fn instance_dir(state_dir: &Path, id: &str) -> PathBuf {
     state_dir.join("instances").join(id)
 }

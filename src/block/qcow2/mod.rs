@@ -86,6 +86,18 @@ impl ChainPolicy {
     pub fn confined_to(dir: &Path) -> Self {
         Self { confine_to: Some(dir.to_owned()), seen: Vec::new() }
     }
+
+    /// Whether the resolved path `resolved` lies where this policy lets files be opened;
+    /// why not otherwise.
+    pub fn check_confined(&self, resolved: &Path) -> Result<(), String> {
+        let Some(root) = &self.confine_to else { return Ok(()) };
+        let root = root.canonicalize().map_err(|e| format!("{}: {e}", root.display()))?;
+        if resolved.starts_with(&root) {
+            Ok(())
+        } else {
+            Err(format!("outside {}", root.display()))
+        }
+    }
 }
 
 /// What a virtual cluster maps to.
@@ -193,12 +205,7 @@ impl Qcow2 {
         let fail = |reason: &str| Qcow2Error::Backing { path: joined.clone(), reason: reason.to_owned() };
         let resolved = joined.canonicalize().map_err(|e| fail(&e.to_string()))?;
         let fail = |reason: &str| Qcow2Error::Backing { path: resolved.clone(), reason: reason.to_owned() };
-        if let Some(root) = &policy.confine_to {
-            let root = root.canonicalize().map_err(|e| fail(&e.to_string()))?;
-            if !resolved.starts_with(&root) {
-                return Err(fail(&format!("outside {}", root.display())));
-            }
-        }
+        policy.check_confined(&resolved).map_err(|reason| fail(&reason))?;
         let own = path.canonicalize().map_err(io_err(path))?;
         if resolved == own || policy.seen.contains(&resolved) {
             return Err(fail("the backing chain loops"));

@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::block::qcow2::ChainPolicy;
 use crate::block::{self, DiskFormat};
 use crate::vmm::devices::legacy::i8042::I8042;
 use crate::vmm::devices::virtio::block::DiskHandle;
@@ -106,10 +107,11 @@ pub fn handle(request: Request, targets: &ControlTargets) -> Result<Vec<DiskStat
             let handle = disk(&id)?;
             let root = targets.disk_root.as_deref();
             if let Some(root) = root {
-                let inside = path.canonicalize().ok().zip(root.canonicalize().ok());
-                if !inside.is_some_and(|(path, root)| path.starts_with(root)) {
-                    return Err(format!("{} is not inside {}", path.display(), root.display()));
-                }
+                // The new layer itself, as its backing files below.
+                let resolved = path.canonicalize().map_err(|e| format!("{}: {e}", path.display()))?;
+                ChainPolicy::confined_to(root)
+                    .check_confined(&resolved)
+                    .map_err(|reason| format!("{}: {reason}", path.display()))?;
             }
             let backend = block::open_disk(&path, format, false, root).map_err(|e| e.to_string())?;
             handle.switch(backend)?;
@@ -242,5 +244,34 @@ mod tests {
         let mut reply = String::new();
         BufReader::new(raw).read_line(&mut reply).unwrap();
         assert!(reply.contains("invalid request"), "{reply}");
+    }
+
+    /// A live snapshot may switch a disk only to a layer inside the disk root, and only to
+    /// one whose backing chain stays there.
+    #[test]
+    fn layers_outside_the_disk_root_are_refused() {
+        use crate::block::qcow2::Qcow2;
+        use crate::vmm::devices::virtio::block::VirtioBlock;
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        std::fs::create_dir(&store).unwrap();
+        let outside = dir.path().join("outside.raw");
+        std::fs::write(&outside, [0u8; 4096]).unwrap();
+        let backend = block::open_disk(&outside, DiskFormat::Raw, false, None).unwrap();
+        let device = VirtioBlock::new(backend, false, "vol-1", Default::default());
+        let irq = vmm_sys_util::eventfd::EventFd::new(vmm_sys_util::eventfd::EFD_NONBLOCK).unwrap();
+        let irq_line = crate::vmm::devices::legacy::serial::IrqLine(irq);
+        let keyboard = Arc::new(I8042::new(irq_line, crate::vmm::exit::ExitNotifier::new().unwrap()));
+        let disks = HashMap::from([("vol-1".to_owned(), device.handle())]);
+        let targets = ControlTargets { disks, keyboard, disk_root: Some(store.clone()) };
+        let switch =
+            |path: &Path, format| Request::SwitchDisk { id: "vol-1".into(), path: path.to_owned(), format };
+        let err = handle(switch(&outside, DiskFormat::Raw), &targets).unwrap_err();
+        assert!(err.contains("outside"), "{err}");
+        let escape = store.join("escape.qcow2");
+        let secret = outside.to_str().unwrap();
+        Qcow2::create(&escape, 4096, Some((secret, "raw"))).unwrap();
+        let err = handle(switch(&escape, DiskFormat::Qcow2), &targets).unwrap_err();
+        assert!(err.contains("outside"), "{err}");
     }
 }
