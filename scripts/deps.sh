@@ -31,6 +31,7 @@ dropbearkey         dropbear-bin
 ssh                 openssh-client
 ssh-keygen          openssh-client
 openssl             openssl
+curl                curl
 mkfs.fat            dosfstools
 fsck.fat            dosfstools
 mcopy               mtools

@@ -7,7 +7,8 @@
 //! - [`net`]: subnets, addresses, bridges and taps, NAT and Elastic IPs;
 //! - [`state`]: persistent records and the daemon's database;
 //! - [`daemon`], [`api`], [`cli`]: `nuaged`, its gRPC API and the `nuage` client (feature
-//!   `daemon`, on by default).
+//!   `daemon`, on by default);
+//! - [`metadata`]: the instance metadata service (IMDSv2) the daemon serves its guests.
 
 #[cfg(feature = "daemon")]
 pub mod api;
@@ -16,6 +17,8 @@ pub mod block;
 pub mod cli;
 #[cfg(feature = "daemon")]
 pub mod daemon;
+#[cfg(feature = "daemon")]
+pub mod metadata;
 pub mod net;
 pub mod state;
 pub mod store;

@@ -2114,3 +2114,289 @@ fn changes_are_audited_with_the_caller() {
     }
     assert!(!audited.iter().any(|line| line.contains("Describe")), "reads are not audited: {audited:?}");
 }
+
+/// A stand-in for a guest on a subnet's bridge: a namespace whose `eth0` is plugged into
+/// the bridge with the instance's address (the tiny guests have no network stack), so
+/// requests reach the metadata service exactly as the guest's would.
+struct FakeGuest {
+    ns: Netns,
+}
+
+impl FakeGuest {
+    fn plug(host: &Netns, bridge: &str, tag: &str, ip: &str, gateway: &str) -> Self {
+        let ns = Netns::new(tag);
+        let port = format!("mdp-{}", &tag[..tag.len().min(8)]);
+        let run =
+            |args: &[&str]| assert!(Command::new("ip").args(args).status().unwrap().success(), "{args:?}");
+        run(&["-n", &host.0, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns.0]);
+        run(&["-n", &host.0, "link", "set", &port, "master", bridge, "up"]);
+        run(&["-n", &ns.0, "addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
+        run(&["-n", &ns.0, "link", "set", "eth0", "up"]);
+        run(&["-n", &ns.0, "link", "set", "lo", "up"]);
+        run(&["-n", &ns.0, "route", "add", "default", "via", gateway]);
+        Self { ns }
+    }
+
+    /// `curl` from inside: (HTTP status, body); status 0 when no answer came.
+    fn curl(&self, method: &str, path: &str, headers: &[&str]) -> (u16, String) {
+        curl_in(&self.ns.0, method, path, headers)
+    }
+
+    /// A token for `ttl` seconds.
+    fn token(&self, ttl: &str) -> String {
+        let (status, token) =
+            self.curl("PUT", "/latest/api/token", &[&format!("X-aws-ec2-metadata-token-ttl-seconds: {ttl}")]);
+        assert_eq!(status, 200, "{token}");
+        token
+    }
+
+    fn get(&self, path: &str, token: &str) -> (u16, String) {
+        self.curl("GET", path, &[&format!("X-aws-ec2-metadata-token: {token}")])
+    }
+}
+
+fn curl_in(ns: &str, method: &str, path: &str, headers: &[&str]) -> (u16, String) {
+    let mut command = Command::new("ip");
+    command.args(["netns", "exec", ns, "curl", "-s", "-m", "3", "-X", method, "-w", "\n%{http_code}"]);
+    for header in headers {
+        command.args(["-H", header]);
+    }
+    let out = command.arg(format!("http://169.254.169.254{path}")).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (status.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+/// Packets from the metadata service that reached namespace `ns` with IP TTL `ttl`, as an
+/// nftables counter there has seen them.
+fn packets_with_ttl(ns: &str, ttl: u8) -> u64 {
+    let nft = |script: &str| {
+        let out = Command::new("ip").args(["netns", "exec", ns, "nft", script]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let listed = Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "list", "table", "ip", "ttls"])
+        .output()
+        .unwrap();
+    if !listed.status.success() {
+        nft("add table ip ttls");
+        nft("add chain ip ttls in { type filter hook input priority 0; }");
+        for t in [1, 3, 64] {
+            nft(&format!("add rule ip ttls in ip saddr 169.254.169.254 ip ttl {t} counter"));
+        }
+    }
+    let listed = Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "list", "table", "ip", "ttls"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&listed.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains(&format!("ip ttl {ttl} counter")))
+        .unwrap_or_else(|| panic!("{text}"));
+    let packets = line.split("packets ").nth(1).and_then(|rest| rest.split(' ').next()).unwrap();
+    packets.parse().unwrap()
+}
+
+/// The metadata service end to end: a real daemon in a namespace, instances on a subnet,
+/// and curl from their addresses on the bridge: IMDSv2 tokens and EC2's statuses, each
+/// instance answered about itself only, values that follow the API (Elastic IP, options),
+/// the hop limit on the token's answer (a container behind the guest gets none), nothing
+/// from the LAN side, and tokens that outlive a daemon restart.
+#[test]
+fn the_metadata_service_answers_each_instance_about_itself() {
+    let ns = Netns::new("imds");
+    let run = |args: &[&str]| assert!(Command::new("ip").args(args).status().unwrap().success(), "{args:?}");
+    run(&["-n", &ns.0, "link", "add", "uplink", "type", "veth", "peer", "name", "lan0"]);
+    run(&["-n", &ns.0, "link", "set", "uplink", "up"]);
+    let dir = tempfile::tempdir().unwrap();
+    let vmm = common::vmm_bin();
+    let args = ["--vmm", vmm, "--netns", &ns.0, "--uplink", "uplink", "--address-pool", "192.168.71.10"];
+    let args = args.map(std::ffi::OsStr::new);
+    let mut daemon = Daemon::spawn(dir.path(), &args);
+    let subnet = daemon.ok(&["create-subnet", "--cidr-block", "10.0.23.0/24"])["Subnets"][0].clone();
+    let (subnet_id, bridge) = (subnet["subnet_id"].as_str().unwrap(), subnet["bridge"].as_str().unwrap());
+    let key = daemon.ok(&["create-key-pair", "--key-name", "me", "--key-type", "ed25519"]);
+    let public_key = key["key_pair"]["public_key"].as_str().unwrap().to_owned();
+    let image = register(&daemon, "idle", Asm::new().cli_hlt());
+    let launch = |extra: &[&str]| {
+        let mut args = vec!["run-instances", "--image-id", &image, "--subnet-id", subnet_id];
+        args.extend_from_slice(extra);
+        daemon.ok(&args)["Instances"][0].clone()
+    };
+    let a = launch(&["--key-name", "me", "--user-data", "#!/bin/sh\necho from-user-data\n"]);
+    let b = launch(&["--metadata-options", "HttpTokens=optional,HttpPutResponseHopLimit=3"]);
+    assert_eq!(a["metadata_options"]["http_tokens"], "required", "{a}");
+    assert_eq!(a["metadata_options"]["http_put_response_hop_limit"], 1);
+    assert_eq!(b["metadata_options"]["http_tokens"], "optional", "{b}");
+    let (a_id, b_id) = (a["instance_id"].as_str().unwrap(), b["instance_id"].as_str().unwrap());
+    let (a_ip, b_ip) = (a["private_ip_address"].as_str().unwrap(), b["private_ip_address"].as_str().unwrap());
+    let guest_a = FakeGuest::plug(&ns, bridge, "imds-a", a_ip, "10.0.23.1");
+    let guest_b = FakeGuest::plug(&ns, bridge, "imds-b", b_ip, "10.0.23.1");
+    daemon.wait_for(|| guest_a.curl("GET", "/", &[]).0 != 0, "the metadata service to listen");
+
+    // IMDSv2 for A: no token, no answer; then its own data only.
+    assert_eq!(guest_a.curl("GET", "/latest/meta-data/instance-id", &[]).0, 401);
+    let token = guest_a.token("60");
+    assert_eq!(guest_a.get("/latest/meta-data/instance-id", &token), (200, a_id.to_owned()));
+    assert_eq!(guest_a.get("/latest/meta-data/local-ipv4", &token), (200, a_ip.to_owned()));
+    assert_eq!(guest_a.get("/latest/meta-data/public-keys/0/openssh-key", &token), (200, public_key.clone()));
+    assert_eq!(guest_a.get("/latest/meta-data/public-keys", &token), (200, "0=me".to_owned()));
+    assert_eq!(
+        guest_a.get("/latest/user-data", &token),
+        (200, "#!/bin/sh\necho from-user-data\n".to_owned())
+    );
+    let (status, listing) = guest_a.get("/latest/meta-data/", &token);
+    assert!(
+        status == 200 && listing.contains("network/\nplacement/") && !listing.contains("public-ipv4"),
+        "{listing}"
+    );
+    let (_, document) = guest_a.get("/latest/dynamic/instance-identity/document", &token);
+    let document: Value = serde_json::from_str(&document).unwrap();
+    assert_eq!(
+        (document["instanceId"].as_str(), document["imageId"].as_str()),
+        (Some(a_id), Some(image.as_str()))
+    );
+    assert_eq!(guest_a.get("/latest/meta-data/nothing-here", &token).0, 404);
+    assert_eq!(guest_a.curl("GET", "/latest/meta-data/", &["X-aws-ec2-metadata-token: forged"]).0, 401);
+    // EC2's refusals of token requests.
+    assert_eq!(guest_a.curl("PUT", "/latest/api/token", &[]).0, 400, "no TTL");
+    assert_eq!(
+        guest_a.curl("PUT", "/latest/api/token", &["X-aws-ec2-metadata-token-ttl-seconds: 21601"]).0,
+        400
+    );
+    let proxied = ["X-aws-ec2-metadata-token-ttl-seconds: 60", "X-Forwarded-For: 10.9.9.9"];
+    assert_eq!(guest_a.curl("PUT", "/latest/api/token", &proxied).0, 403);
+    assert_eq!(guest_a.curl("POST", "/latest/meta-data/", &[]).0, 405);
+
+    // B reads without a token (IMDSv1 allowed for it), but A's token is not B's.
+    assert_eq!(guest_b.curl("GET", "/latest/meta-data/instance-id", &[]), (200, b_id.to_owned()));
+    assert_eq!(guest_b.get("/latest/meta-data/instance-id", &token).0, 401, "A's token");
+    assert_eq!(guest_b.curl("GET", "/latest/user-data", &[]).0, 404, "B has none");
+    assert_eq!(guest_b.curl("GET", "/latest/meta-data/public-keys/", &[]).0, 404, "B has no key");
+
+    // The token's answer leaves with the instance's hop limit, everything else with the
+    // host's default: A's with 1, B's with 3.
+    let before = (packets_with_ttl(&guest_a.ns.0, 1), packets_with_ttl(&guest_b.ns.0, 3));
+    guest_a.token("30");
+    guest_b.token("30");
+    assert!(packets_with_ttl(&guest_a.ns.0, 1) > before.0, "A's token came with TTL 1");
+    assert!(packets_with_ttl(&guest_b.ns.0, 3) > before.1, "B's token came with TTL 3");
+    assert!(packets_with_ttl(&guest_a.ns.0, 64) > 0, "other answers with the default TTL");
+    // A container routed (and masqueraded) through A's guest: it can read a 401, but a
+    // token's answer dies one hop short of it.
+    let container = Netns::new("imds-c");
+    run(&[
+        "-n",
+        &guest_a.ns.0,
+        "link",
+        "add",
+        "veth-c",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        &container.0,
+    ]);
+    run(&["-n", &guest_a.ns.0, "addr", "add", "172.31.9.1/30", "dev", "veth-c"]);
+    run(&["-n", &guest_a.ns.0, "link", "set", "veth-c", "up"]);
+    run(&["-n", &container.0, "addr", "add", "172.31.9.2/30", "dev", "eth0"]);
+    run(&["-n", &container.0, "link", "set", "eth0", "up"]);
+    run(&["-n", &container.0, "route", "add", "default", "via", "172.31.9.1"]);
+    let in_guest = |args: &[&str]| {
+        let ok =
+            Command::new("ip").args(["netns", "exec", &guest_a.ns.0]).args(args).status().unwrap().success();
+        assert!(ok, "{args:?}");
+    };
+    in_guest(&["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]);
+    in_guest(&["nft", "add table ip nat; add chain ip nat post { type nat hook postrouting priority 100; }; add rule ip nat post oifname eth0 masquerade"]);
+    assert_eq!(
+        curl_in(&container.0, "GET", "/latest/meta-data/", &[]).0,
+        401,
+        "the container reaches the service"
+    );
+    let ttl = ["X-aws-ec2-metadata-token-ttl-seconds: 60"];
+    assert_eq!(curl_in(&container.0, "PUT", "/latest/api/token", &ttl).0, 0, "but gets no token");
+
+    // Values follow the API at once: an Elastic IP, the options.
+    let eip = daemon.ok(&["allocate-address"])["Addresses"][0]["allocation_id"].as_str().unwrap().to_owned();
+    daemon.ok(&["associate-address", "--allocation-id", &eip, "--instance-id", a_id]);
+    assert_eq!(guest_a.get("/latest/meta-data/public-ipv4", &token), (200, "192.168.71.10".to_owned()));
+    daemon.ok(&["disassociate-address", "--allocation-id", &eip]);
+    assert_eq!(guest_a.get("/latest/meta-data/public-ipv4", &token).0, 404);
+    let off = daemon.ok(&[
+        "modify-instance-metadata-options",
+        "--instance-id",
+        a_id,
+        "--http-endpoint",
+        "disabled",
+    ]);
+    assert_eq!(
+        off["InstanceMetadataOptions"]["instance_metadata_options"]["http_endpoint"], "disabled",
+        "{off}"
+    );
+    assert_eq!(guest_a.get("/latest/meta-data/instance-id", &token).0, 403);
+    daemon.ok(&[
+        "modify-instance-metadata-options",
+        "--instance-id",
+        a_id,
+        "--http-endpoint",
+        "enabled",
+        "--http-tokens",
+        "optional",
+    ]);
+    assert_eq!(guest_a.curl("GET", "/latest/meta-data/instance-id", &[]), (200, a_id.to_owned()));
+    let shown = daemon.ok(&["describe-instances", "--instance-ids", a_id])["Instances"][0]
+        ["metadata_options"]
+        .clone();
+    assert_eq!(
+        (shown["http_tokens"].as_str(), shown["http_put_response_hop_limit"].as_u64()),
+        (Some("optional"), Some(1))
+    );
+    for bad in [
+        vec!["--http-tokens", "maybe"],
+        vec!["--http-endpoint", "off"],
+        vec!["--http-put-response-hop-limit", "65"],
+    ] {
+        let mut args = vec!["modify-instance-metadata-options", "--instance-id", a_id];
+        args.extend(bad);
+        let err = daemon.err(&args);
+        assert!(err.starts_with("InvalidParameterValue"), "{err}");
+    }
+    let err =
+        daemon.err(&["run-instances", "--image-id", &image, "--metadata-options", "HttpTokens=sometimes"]);
+    assert!(err.starts_with("InvalidParameterValue"), "{err}");
+    let err = daemon.err(&[
+        "modify-instance-metadata-options",
+        "--instance-id",
+        "i-00000000000000000",
+        "--http-tokens",
+        "optional",
+    ]);
+    assert!(err.starts_with("InvalidInstanceID.NotFound"), "{err}");
+    daemon.ok(&["modify-instance-metadata-options", "--instance-id", a_id, "--http-tokens", "required"]);
+
+    // Nothing on the LAN side reaches it, even with a route to the address.
+    let lan = Netns::new("imds-lan");
+    run(&["-n", &ns.0, "link", "set", "lan0", "netns", &lan.0]);
+    run(&["-n", &lan.0, "addr", "add", "192.168.71.2/24", "dev", "lan0"]);
+    run(&["-n", &lan.0, "link", "set", "lan0", "up"]);
+    run(&["-n", &lan.0, "route", "add", "169.254.169.254/32", "dev", "lan0"]);
+    assert_eq!(curl_in(&lan.0, "GET", "/latest/meta-data/instance-id", &[]).0, 0, "from the LAN");
+
+    // A killed and restarted daemon answers again within seconds, the old token still good.
+    daemon.kill();
+    daemon = Daemon::spawn(dir.path(), &args);
+    daemon.wait_for(
+        || guest_a.get("/latest/meta-data/instance-id", &token).0 == 200,
+        "the service after a restart",
+    );
+    assert_eq!(guest_a.get("/latest/meta-data/instance-id", &token).1, a_id);
+
+    // A stopped instance's address answers nobody.
+    daemon.ok(&["stop-instances", "--instance-ids", a_id, "--force"]);
+    assert_eq!(guest_a.get("/latest/meta-data/instance-id", &token).0, 403);
+    daemon.ok(&["terminate-instances", "--instance-ids", a_id, b_id]);
+}

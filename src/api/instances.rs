@@ -11,15 +11,17 @@ use super::pb::instance_event::Event;
 use super::pb::instances_server::Instances;
 use super::pb::{
     DescribeInstancesRequest, DescribeInstancesResponse, GetConsoleOutputRequest, GetConsoleOutputResponse,
-    Instance, InstanceEvent, InstanceIds, ModifyInstanceAttributeRequest, ModifyInstanceAttributeResponse,
-    RunInstancesRequest, RunInstancesResponse, StateChange, StateChanges, WatchInstanceRequest,
+    Instance, InstanceEvent, InstanceIds, MetadataOptions as PbMetadataOptions,
+    ModifyInstanceAttributeRequest, ModifyInstanceAttributeResponse, ModifyInstanceMetadataOptionsRequest,
+    ModifyInstanceMetadataOptionsResponse, RunInstancesRequest, RunInstancesResponse, StateChange,
+    StateChanges, WatchInstanceRequest,
 };
 use super::resources::{self, Query};
 use crate::daemon::instances::{LaunchVolume, RunSpec, StateChange as Change};
 use crate::daemon::tags::ResourceType;
 use crate::daemon::watch::InstanceEvent as WatchEvent;
 use crate::daemon::{Daemon, DaemonError};
-use crate::state::instance::{InstanceRecord, InstanceState};
+use crate::state::instance::{InstanceRecord, InstanceState, MetadataChange, MetadataOptions};
 use crate::state::tag::Tag;
 
 /// How often a watched instance's console and state are looked at.
@@ -67,7 +69,37 @@ fn instance(r: InstanceRecord, tags: Vec<Tag>) -> Instance {
         key_name: r.key_name,
         tags: resources::to_pb(tags),
         security_group_ids: Vec::new(),
+        metadata_options: Some(metadata_options(r.metadata_options)),
     }
+}
+
+fn metadata_options(options: MetadataOptions) -> PbMetadataOptions {
+    PbMetadataOptions {
+        http_tokens: options.http_tokens.as_str().into(),
+        http_endpoint: options.endpoint_str().into(),
+        http_put_response_hop_limit: options.hop_limit.into(),
+    }
+}
+
+/// A MetadataOptions message as a change: each empty field (0 for the hop limit) changes
+/// nothing; a bad value is refused before anything is made.
+fn metadata_change(options: Option<PbMetadataOptions>) -> Result<MetadataChange, DaemonError> {
+    let Some(o) = options else { return Ok(MetadataChange::default()) };
+    let given = |text: &str| (!text.is_empty()).then(|| text.to_owned());
+    Ok(MetadataChange {
+        http_tokens: given(&o.http_tokens)
+            .map(|t| t.parse())
+            .transpose()
+            .map_err(DaemonError::InvalidParameter)?,
+        http_endpoint: given(&o.http_endpoint)
+            .map(|e| MetadataOptions::parse_endpoint(&e))
+            .transpose()
+            .map_err(DaemonError::InvalidParameter)?,
+        hop_limit: (o.http_put_response_hop_limit != 0)
+            .then(|| MetadataOptions::check_hop_limit(o.http_put_response_hop_limit))
+            .transpose()
+            .map_err(DaemonError::InvalidParameter)?,
+    })
 }
 
 /// Shows each instance's security groups, which the network plane keeps.
@@ -132,6 +164,7 @@ impl Instances for InstancesService {
             let volume_tags =
                 resources::specified(r.tag_specifications.clone(), &made, ResourceType::Volume)?;
             let instance_tags = resources::specified(r.tag_specifications, &made, ResourceType::Instance)?;
+            let metadata_options = MetadataOptions::default().changed(&metadata_change(r.metadata_options)?);
             let spec = RunSpec {
                 image_id: r.image_id,
                 instance_type: r.instance_type,
@@ -152,6 +185,7 @@ impl Instances for InstancesService {
                 tags: instance_tags,
                 volume_tags,
                 security_group_ids: r.security_group_ids,
+                metadata_options,
             };
             let records = daemon.instances.run(&spec)?;
             with_groups(
@@ -189,6 +223,21 @@ impl Instances for InstancesService {
     ) -> Result<Response<ModifyInstanceAttributeResponse>, Status> {
         let ModifyInstanceAttributeRequest { instance_id, groups } = request.into_inner();
         resources::done(self.0.clone(), move |d| d.network.set_instance_groups(&instance_id, &groups)).await
+    }
+
+    async fn modify_instance_metadata_options(
+        &self,
+        request: Request<ModifyInstanceMetadataOptionsRequest>,
+    ) -> Result<Response<ModifyInstanceMetadataOptionsResponse>, Status> {
+        let ModifyInstanceMetadataOptionsRequest { instance_id, options } = request.into_inner();
+        let daemon = self.0.clone();
+        let id = instance_id.clone();
+        let now = blocking(move || daemon.instances.modify_metadata_options(&id, &metadata_change(options)?))
+            .await?;
+        Ok(Response::new(ModifyInstanceMetadataOptionsResponse {
+            instance_id,
+            instance_metadata_options: Some(metadata_options(now)),
+        }))
     }
 
     async fn stop_instances(&self, request: Request<InstanceIds>) -> Result<Response<StateChanges>, Status> {

@@ -11,7 +11,9 @@ use nuage::api::metrics::{self, Access, ApiMetrics};
 use nuage::api::server::Listeners;
 use nuage::daemon::config::DaemonConfig;
 use nuage::daemon::config::TcpConfig;
+use nuage::daemon::metadata::MetadataSource;
 use nuage::daemon::Daemon;
+use nuage::metadata::token::TokenKey;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tracing::info;
 
@@ -134,6 +136,9 @@ async fn main() -> anyhow::Result<()> {
         info!("recovery: {action}");
     }
     let daemon = Arc::new(daemon);
+    let key = TokenKey::load_or_create(&daemon.state_dir().join("metadata.key"))
+        .context("the metadata service's token key")?;
+    tokio::spawn(nuage::metadata::server::run(Arc::new(MetadataSource(daemon.clone())), Arc::new(key)));
     let api_metrics = Arc::new(ApiMetrics::default());
     if let Some(address) = metrics_address {
         let listener = metrics::bind(address).await?;

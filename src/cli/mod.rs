@@ -32,12 +32,14 @@ use crate::api::pb::{
 use crate::api::pb::{
     CreateSecurityGroupRequest, CreateSnapshotRequest, CreateTagsRequest, DeleteSecurityGroupRequest,
     DeleteTagsRequest, DescribeSecurityGroupsRequest, DescribeTagsRequest, IngressRequest, IpPermission,
-    ModifyInstanceAttributeRequest, Tag, TagKey, TagSpecification,
+    MetadataOptions, ModifyInstanceAttributeRequest, ModifyInstanceMetadataOptionsRequest, Tag, TagKey,
+    TagSpecification,
 };
 use crate::api::server::{connect, connect_tls};
 use output::{
     print_addresses, print_changes, print_created_key_pair, print_images, print_instances, print_key_pairs,
-    print_security_groups, print_snapshots, print_subnets, print_tags, print_volumes, Format,
+    print_metadata_options, print_security_groups, print_snapshots, print_subnets, print_tags, print_volumes,
+    Format,
 };
 
 /// Bytes in the GiB that `--size` counts in, as EC2's does.
@@ -152,8 +154,28 @@ enum Command {
         /// The security groups of each interface (default: the `default` group).
         #[arg(long = "security-group-ids", num_args = 1..)]
         security_group_ids: Vec<String>,
+        /// How the metadata service at 169.254.169.254 answers them:
+        /// HttpTokens=required|optional,HttpEndpoint=enabled|disabled,HttpPutResponseHopLimit=N
+        /// (any of the three; default required, enabled, 1).
+        #[arg(long, value_parser = parse_metadata_options)]
+        metadata_options: Option<MetadataOptions>,
         #[command(flatten)]
         tagging: TagArgs,
+    },
+    /// Changes how the metadata service answers an instance, at once (also while it runs).
+    ModifyInstanceMetadataOptions {
+        /// The instance.
+        #[arg(long)]
+        instance_id: String,
+        /// required (IMDSv2 only) or optional (token-less reads too).
+        #[arg(long, default_value = "")]
+        http_tokens: String,
+        /// enabled or disabled.
+        #[arg(long, default_value = "")]
+        http_endpoint: String,
+        /// The IP TTL of a token's answer, 1 to 64.
+        #[arg(long, default_value_t = 0)]
+        http_put_response_hop_limit: u32,
     },
     /// Puts an instance's interface in exactly these security groups.
     ModifyInstanceAttribute {
@@ -541,6 +563,26 @@ fn parse_ports(text: &str) -> Result<(i32, i32), String> {
     }
 }
 
+/// Parses `--metadata-options HttpTokens=…,HttpEndpoint=…,HttpPutResponseHopLimit=N` (any
+/// of the three); the daemon checks the values.
+fn parse_metadata_options(text: &str) -> Result<MetadataOptions, String> {
+    let mut options = MetadataOptions::default();
+    for item in text.split(',') {
+        let bad = || {
+            format!("{item:?}: expected HttpTokens=required|optional, HttpEndpoint=enabled|disabled or HttpPutResponseHopLimit=N")
+        };
+        match item.split_once('=').ok_or_else(bad)? {
+            ("HttpTokens", tokens) => options.http_tokens = tokens.to_owned(),
+            ("HttpEndpoint", endpoint) => options.http_endpoint = endpoint.to_owned(),
+            ("HttpPutResponseHopLimit", limit) => {
+                options.http_put_response_hop_limit = limit.parse().map_err(|_| bad())?
+            }
+            _ => return Err(bad()),
+        }
+    }
+    Ok(options)
+}
+
 /// Parses `--volume size=GIB,snapshot-id=snap-…,keep=true` (any of the three).
 fn parse_launch_volume(text: &str) -> Result<LaunchVolume, String> {
     let mut volume = LaunchVolume::default();
@@ -745,6 +787,7 @@ impl Cli {
                 user_data,
                 volumes,
                 security_group_ids,
+                metadata_options,
                 tagging,
             } => {
                 let user_data = user_data.as_deref().map(text_or_file).transpose()?.unwrap_or_default();
@@ -759,12 +802,24 @@ impl Cli {
                     volumes,
                     tag_specifications: tagging.tag_specifications,
                     security_group_ids,
+                    metadata_options,
                 };
                 print_instances(format, instances.run_instances(request).await?.into_inner().instances, "");
             }
             Command::ModifyInstanceAttribute { instance_id, groups } => {
                 let request = ModifyInstanceAttributeRequest { instance_id, groups };
                 instances.modify_instance_attribute(request).await?;
+            }
+            Command::ModifyInstanceMetadataOptions {
+                instance_id,
+                http_tokens,
+                http_endpoint,
+                http_put_response_hop_limit,
+            } => {
+                let options = MetadataOptions { http_tokens, http_endpoint, http_put_response_hop_limit };
+                let request = ModifyInstanceMetadataOptionsRequest { instance_id, options: Some(options) };
+                let response = instances.modify_instance_metadata_options(request).await?.into_inner();
+                print_metadata_options(format, response);
             }
             Command::DescribeInstances { instance_ids, states, list } => {
                 let ListArgs { filters, max_results, next_token } = list;

@@ -3,8 +3,8 @@
 use serde::Serialize;
 
 use crate::api::pb::{
-    Address, CreateKeyPairResponse, Image, Instance, KeyPair, SecurityGroup, Snapshot, StateChanges, Subnet,
-    Tag, TagDescription, Volume,
+    Address, CreateKeyPairResponse, Image, Instance, KeyPair, ModifyInstanceMetadataOptionsResponse,
+    SecurityGroup, Snapshot, StateChanges, Subnet, Tag, TagDescription, Volume,
 };
 
 /// How results are printed.
@@ -102,6 +102,25 @@ pub fn print_instances(format: Format, instances: Vec<Instance>, next_token: &st
             i.state_reason,
         ]
     });
+}
+
+/// Prints an instance's metadata options after a change.
+pub fn print_metadata_options(format: Format, changed: ModifyInstanceMetadataOptionsResponse) {
+    match format {
+        Format::Json => json("InstanceMetadataOptions", changed),
+        Format::Table => {
+            let options = changed.instance_metadata_options.unwrap_or_default();
+            table(
+                &["INSTANCE ID", "HTTP TOKENS", "HTTP ENDPOINT", "HOP LIMIT"],
+                vec![vec![
+                    changed.instance_id,
+                    options.http_tokens,
+                    options.http_endpoint,
+                    options.http_put_response_hop_limit.to_string(),
+                ]],
+            )
+        }
+    }
 }
 
 /// Prints state changes.

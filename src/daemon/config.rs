@@ -86,6 +86,9 @@ pub struct DaemonConfig {
     pub max_upload_bytes: u64,
     /// What the host may hold: volume sizes, instances, vCPUs and memory.
     pub quotas: Quotas,
+    /// The region this host is, as guests read it from the metadata service (its one
+    /// availability zone is the region and `a`).
+    pub region: String,
 }
 
 impl Default for DaemonConfig {
@@ -115,6 +118,7 @@ impl Default for DaemonConfig {
             import_dir: None,
             max_upload_bytes: 64 << 30,
             quotas: Quotas::default(),
+            region: "nuage-1".into(),
         }
     }
 }

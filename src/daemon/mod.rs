@@ -12,6 +12,7 @@ pub mod images;
 pub mod imports;
 pub mod instances;
 pub mod keypairs;
+pub mod metadata;
 pub mod network;
 pub mod process;
 pub mod quotas;

@@ -309,6 +309,7 @@ mod tests {
             subnet_id: String::new(),
             private_ip: None,
             key_name: String::new(),
+            metadata_options: Default::default(),
         }
     }
 

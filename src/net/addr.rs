@@ -122,6 +122,12 @@ impl From<Ipv4Cidr> for String {
     }
 }
 
+/// The metadata service's address, held by every subnet's bridge (EC2's link-local one,
+/// so a guest's route to it is on the link, whatever its subnet).
+pub const METADATA_ADDRESS: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
+/// The metadata service's TCP port.
+pub const METADATA_PORT: u16 = 80;
+
 /// The MAC address of the interface holding `ip`: locally administered, `02:4e` ("N")
 /// then the four address bytes. Subnets never overlap, so addresses, and with them MACs,
 /// are unique on the host, and a restart derives the same ones.

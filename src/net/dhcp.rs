@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 
 use super::NetError;
@@ -148,62 +147,10 @@ fn reply(message: &Message, ip: Ipv4Addr, config: &DhcpConfig) -> Option<Vec<u8>
 /// Opens the responder's socket on `bridge`, inside network namespace `netns` if given
 /// (entered on a short-lived thread, so the caller's namespace is untouched).
 pub fn bind(netns: Option<&str>, bridge: &str) -> Result<UdpSocket, NetError> {
-    let bridge = bridge.to_owned();
-    let bound = super::in_netns(netns, move || -> std::io::Result<UdpSocket> {
-        // SAFETY: plain socket creation; the result is checked.
-        let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-        if raw < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: `raw` is a fresh descriptor nothing else owns.
-        let socket = UdpSocket::from(unsafe { OwnedFd::from_raw_fd(raw) });
-        let name = std::ffi::CString::new(bridge).map_err(std::io::Error::other)?;
-        let one: libc::c_int = 1;
-        // SAFETY: the option values point at live data of the given lengths.
-        let rc = unsafe {
-            libc::setsockopt(
-                raw,
-                libc::SOL_SOCKET,
-                libc::SO_BINDTODEVICE,
-                name.as_ptr().cast(),
-                name.as_bytes_with_nul().len() as u32,
-            ) | libc::setsockopt(
-                raw,
-                libc::SOL_SOCKET,
-                libc::SO_BROADCAST,
-                (&one as *const libc::c_int).cast(),
-                4,
-            ) | libc::setsockopt(
-                raw,
-                libc::SOL_SOCKET,
-                libc::SO_REUSEADDR,
-                (&one as *const libc::c_int).cast(),
-                4,
-            )
-        };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let addr = libc::sockaddr_in {
-            sin_family: libc::AF_INET as u16,
-            sin_port: SERVER_PORT.to_be(),
-            sin_addr: libc::in_addr { s_addr: 0 },
-            sin_zero: [0; 8],
-        };
-        // SAFETY: `addr` is a valid sockaddr_in of the given length.
-        if unsafe {
-            libc::bind(
-                raw,
-                (&addr as *const libc::sockaddr_in).cast(),
-                std::mem::size_of::<libc::sockaddr_in>() as u32,
-            )
-        } != 0
-        {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(socket)
-    });
-    bound.map_err(|e| NetError::Command { command: "DHCP responder bind".into(), stderr: e.to_string() })
+    let addr = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, SERVER_PORT);
+    super::socket::bound_to_device(netns, bridge, libc::SOCK_DGRAM, addr, &[libc::SO_BROADCAST])
+        .map(UdpSocket::from)
+        .map_err(|e| NetError::Command { command: "DHCP responder bind".into(), stderr: e.to_string() })
 }
 
 /// Answers DHCP on `socket` until it fails; run it on a thread of its own.

@@ -4,7 +4,8 @@
 //!
 //! - subnet egress is masqueraded behind the host's own address;
 //! - instances reach no port of the host itself: from a bridge, the host takes only
-//!   answers to its own connections, ICMP and DHCP (its `input` chain drops the rest);
+//!   answers to its own connections, ICMP, DHCP and the metadata service (its `input`
+//!   chain drops the rest);
 //! - traffic between two subnets is dropped;
 //! - an associated Elastic IP's traffic is translated both ways (DNAT in, SNAT out); the
 //!   host holds the address on its uplink (see [`super::link::Links::add_address`]), so
@@ -16,7 +17,7 @@ use std::process::{Command, Stdio};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::addr::Ipv4Cidr;
+use super::addr::{Ipv4Cidr, METADATA_ADDRESS, METADATA_PORT};
 use super::NetError;
 
 /// The nftables table nuage owns.
@@ -157,8 +158,15 @@ impl Policy {
             let icmp = json!({"match": {"op": "==", "left": {"meta": {"key": "l4proto"}},
                 "right": {"set": [IPPROTO_ICMP, IPPROTO_ICMPV6]}}});
             let dhcp = json!({"match": {"op": "==", "left": {"payload": {"protocol": "udp", "field": "dport"}}, "right": 67}});
-            for allowed in [answers, icmp, dhcp] {
-                commands.push(rule("input", vec![from_bridge(), allowed, json!({"accept": null})]));
+            let metadata = [
+                address_is("daddr", METADATA_ADDRESS),
+                json!({"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": METADATA_PORT}}),
+            ];
+            for allowed in [vec![answers], vec![icmp], vec![dhcp], metadata.to_vec()] {
+                let mut expr = vec![from_bridge()];
+                expr.extend(allowed);
+                expr.push(json!({"accept": null}));
+                commands.push(rule("input", expr));
             }
             commands.push(rule("input", vec![from_bridge(), json!({"drop": null})]));
             for (_, other) in self.subnets.iter().filter(|(_, b)| b != bridge) {
@@ -342,8 +350,8 @@ mod tests {
         assert_eq!(text.matches("masquerade").count(), 2);
         assert_eq!(
             text.matches(r#""chain":"input""#).count(),
-            8,
-            "three kinds let in, the rest dropped, per bridge"
+            10,
+            "four kinds let in (answers, ICMP, DHCP, the metadata service), the rest dropped, per bridge"
         );
         assert_eq!(text.matches(r#""chain":"forward""#).count(), 2, "a to b and b to a");
         // Protocols by number: a name needs /etc/protocols, which the nested harness's
@@ -407,7 +415,10 @@ mod tests {
         let listed: Value = serde_json::from_slice(&rules.stdout).unwrap();
         let count =
             listed["nftables"].as_array().unwrap().iter().filter(|item| item.get("rule").is_some()).count();
-        assert_eq!(count, 5, "one masquerade, three input kinds let in, one drop: {listed}");
+        assert_eq!(
+            count, 6,
+            "one masquerade, four input kinds let in (the metadata service too), one drop: {listed}"
+        );
 
         // An Elastic IP on the uplink reaches the guest's service from the LAN.
         let public: std::net::Ipv4Addr = "192.168.50.10".parse().unwrap();

@@ -7,6 +7,7 @@ use std::process::Command;
 
 use serde::Deserialize;
 
+use super::addr::METADATA_ADDRESS;
 use super::ipam::Subnet;
 use super::NetError;
 
@@ -104,8 +105,8 @@ impl Links {
         Ok(self.link(name)?.is_some())
     }
 
-    /// Makes the subnet's bridge exist, hold the gateway address and be up; adopts what is
-    /// already there.
+    /// Makes the subnet's bridge exist, hold the gateway and metadata service addresses and
+    /// be up; adopts what is already there.
     pub fn ensure_bridge(&self, subnet: &Subnet) -> Result<(), NetError> {
         let bridge = subnet.bridge.as_str();
         if !self.exists(bridge)? {
@@ -117,6 +118,7 @@ impl Links {
         if !present {
             self.ip(&["addr", "add", &format!("{gateway}/{}", subnet.cidr.prefix()), "dev", bridge])?;
         }
+        self.add_address(bridge, METADATA_ADDRESS)?;
         self.ip(&["link", "set", bridge, "up"])?;
         Ok(())
     }
@@ -134,7 +136,8 @@ impl Links {
         Ok(())
     }
 
-    /// Puts `ip`/32 on interface `dev` (an Elastic IP on the uplink), if not there yet.
+    /// Puts `ip`/32 on interface `dev` (an Elastic IP on the uplink, the metadata address
+    /// on a bridge), if not there yet.
     pub fn add_address(&self, dev: &str, ip: std::net::Ipv4Addr) -> Result<(), NetError> {
         if !self.has_address(dev, ip)? {
             self.ip(&["addr", "add", &format!("{ip}/32"), "dev", dev])?;

@@ -9,6 +9,7 @@ pub mod ipam;
 pub mod link;
 pub mod plane;
 pub mod security_groups;
+pub mod socket;
 #[cfg(test)]
 mod testing;
 

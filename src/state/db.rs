@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use super::instance::{InstanceRecord, InstanceState};
+use super::instance::{InstanceRecord, InstanceState, LaunchData, MetadataChange, MetadataOptions};
 
 /// Errors of the state database.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +70,19 @@ pub trait InstanceStore: Send + Sync {
     fn set_root_volume(&self, id: &str, volume_id: &str) -> Result<(), StateError>;
     /// Records the instance's private address.
     fn set_private_ip(&self, id: &str, ip: Ipv4Addr) -> Result<(), StateError>;
+    /// Changes how the metadata service answers instance `id`, unless it is terminated, in
+    /// one transaction (two racing changes of different options both hold); returns the
+    /// options now.
+    fn change_metadata_options(
+        &self,
+        id: &str,
+        change: &MetadataChange,
+    ) -> Result<MetadataOptions, StateError>;
+    /// Keeps what the instance was launched with, which its metadata service serves.
+    fn set_launch_data(&self, id: &str, data: &LaunchData) -> Result<(), StateError>;
+    /// What the instance was launched with (empty for instances launched without, or
+    /// before this was kept).
+    fn launch_data(&self, id: &str) -> Result<LaunchData, StateError>;
 }
 
 /// Schema versions, applied in order; the database's `user_version` says how many ran.
@@ -103,6 +116,14 @@ const MIGRATIONS: &[&str] = &[
         key TEXT NOT NULL,
         value TEXT NOT NULL,
         PRIMARY KEY (resource_id, key)
+     )",
+    "ALTER TABLE instances ADD COLUMN http_tokens TEXT NOT NULL DEFAULT 'required';
+     ALTER TABLE instances ADD COLUMN http_endpoint TEXT NOT NULL DEFAULT 'enabled';
+     ALTER TABLE instances ADD COLUMN hop_limit INTEGER NOT NULL DEFAULT 1;
+     CREATE TABLE launch_data (
+        instance_id TEXT PRIMARY KEY,
+        user_data BLOB NOT NULL,
+        public_key TEXT NOT NULL
      )",
 ];
 
@@ -166,7 +187,7 @@ impl Database {
 
 const COLUMNS: &str =
     "id, image_id, instance_type, vcpus, memory_mib, root_volume_id, state, state_reason, pid, \
-     launch_time, subnet_id, private_ip, key_name";
+     launch_time, subnet_id, private_ip, key_name, http_tokens, http_endpoint, hop_limit";
 
 fn record(row: &Row<'_>) -> rusqlite::Result<Result<InstanceRecord, StateError>> {
     let state: String = row.get(6)?;
@@ -182,6 +203,19 @@ fn record(row: &Row<'_>) -> rusqlite::Result<Result<InstanceRecord, StateError>>
             Err(_) => return Ok(Err(StateError::Corrupt(format!("{id}: address {text:?}")))),
         },
     };
+    let http_tokens: String = row.get(13)?;
+    let http_endpoint: String = row.get(14)?;
+    let hop_limit: u32 = row.get(15)?;
+    let metadata_options = match (
+        http_tokens.parse(),
+        MetadataOptions::parse_endpoint(&http_endpoint),
+        MetadataOptions::check_hop_limit(hop_limit),
+    ) {
+        (Ok(http_tokens), Ok(http_endpoint), Ok(hop_limit)) => {
+            MetadataOptions { http_tokens, http_endpoint, hop_limit }
+        }
+        _ => return Ok(Err(StateError::Corrupt(format!("{id}: metadata options")))),
+    };
     Ok(Ok(InstanceRecord {
         id,
         image_id: row.get(1)?,
@@ -196,6 +230,7 @@ fn record(row: &Row<'_>) -> rusqlite::Result<Result<InstanceRecord, StateError>>
         subnet_id: row.get(10)?,
         private_ip,
         key_name: row.get(12)?,
+        metadata_options,
     }))
 }
 
@@ -210,7 +245,7 @@ impl InstanceStore for Database {
     fn insert(&self, r: &InstanceRecord) -> Result<(), StateError> {
         self.connection().execute(
             &format!(
-                "INSERT INTO instances ({COLUMNS}, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13,
+                "INSERT INTO instances ({COLUMNS}, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
                  (SELECT COALESCE(MAX(seq), 0) + 1 FROM instances))"
             ),
             params![
@@ -226,7 +261,10 @@ impl InstanceStore for Database {
                 r.launch_time,
                 r.subnet_id,
                 r.private_ip.map(|ip| ip.to_string()).unwrap_or_default(),
-                r.key_name
+                r.key_name,
+                r.metadata_options.http_tokens.as_str(),
+                r.metadata_options.endpoint_str(),
+                r.metadata_options.hop_limit
             ],
         )?;
         Ok(())
@@ -272,11 +310,51 @@ impl InstanceStore for Database {
     fn set_private_ip(&self, id: &str, ip: Ipv4Addr) -> Result<(), StateError> {
         self.update(id, "private_ip", &ip.to_string())
     }
+
+    fn change_metadata_options(
+        &self,
+        id: &str,
+        change: &MetadataChange,
+    ) -> Result<MetadataOptions, StateError> {
+        let mut connection = self.connection();
+        let tx = connection.transaction()?;
+        let current = get(&tx, id)?;
+        if current.state == InstanceState::Terminated {
+            let live = &InstanceState::ALL[..InstanceState::ALL.len() - 1];
+            return Err(StateError::wrong_state(id, live, current.state));
+        }
+        let options = current.metadata_options.changed(change);
+        tx.execute(
+            "UPDATE instances SET http_tokens = ?2, http_endpoint = ?3, hop_limit = ?4 WHERE id = ?1",
+            params![id, options.http_tokens.as_str(), options.endpoint_str(), options.hop_limit],
+        )?;
+        tx.commit()?;
+        Ok(options)
+    }
+
+    fn set_launch_data(&self, id: &str, data: &LaunchData) -> Result<(), StateError> {
+        self.connection().execute(
+            "INSERT OR REPLACE INTO launch_data (instance_id, user_data, public_key) VALUES (?1, ?2, ?3)",
+            params![id, data.user_data, data.public_key],
+        )?;
+        Ok(())
+    }
+
+    fn launch_data(&self, id: &str) -> Result<LaunchData, StateError> {
+        let data = self
+            .connection()
+            .query_row("SELECT user_data, public_key FROM launch_data WHERE instance_id = ?1", [id], |row| {
+                Ok(LaunchData { user_data: row.get(0)?, public_key: row.get(1)? })
+            })
+            .optional()?;
+        Ok(data.unwrap_or_default())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::instance::HttpTokens;
 
     fn instance(id: &str) -> InstanceRecord {
         InstanceRecord {
@@ -293,7 +371,44 @@ mod tests {
             subnet_id: String::new(),
             private_ip: None,
             key_name: String::new(),
+            metadata_options: MetadataOptions::default(),
         }
+    }
+
+    #[test]
+    fn metadata_options_and_launch_data_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nuage.db");
+        let db = Database::open(&path).unwrap();
+        db.insert(&instance("i-a")).unwrap();
+        db.insert(&instance("i-b")).unwrap();
+        assert_eq!(db.get("i-a").unwrap().metadata_options, MetadataOptions::default());
+        let options =
+            MetadataOptions { http_tokens: HttpTokens::Optional, http_endpoint: false, hop_limit: 3 };
+        // Two changes of different options, one after the other: both hold.
+        let tokens = MetadataChange { http_tokens: Some(HttpTokens::Optional), ..Default::default() };
+        let rest = MetadataChange { http_endpoint: Some(false), hop_limit: Some(3), ..Default::default() };
+        db.change_metadata_options("i-a", &tokens).unwrap();
+        assert_eq!(db.change_metadata_options("i-a", &rest).unwrap(), options);
+        assert!(matches!(db.change_metadata_options("i-zz", &rest), Err(StateError::NotFound(_))));
+        let launched =
+            LaunchData { user_data: b"#!/bin/sh\0binary".to_vec(), public_key: "ssh-ed25519 AAAA".into() };
+        db.set_launch_data("i-a", &launched).unwrap();
+        db.transition("i-b", &[InstanceState::Pending], InstanceState::ShuttingDown, "", None).unwrap();
+        db.transition("i-b", &[InstanceState::ShuttingDown], InstanceState::Terminated, "", None).unwrap();
+        let refused = db.change_metadata_options("i-b", &rest).unwrap_err();
+        assert!(
+            matches!(refused, StateError::WrongState { actual: InstanceState::Terminated, .. }),
+            "{refused}"
+        );
+        assert_eq!(db.get("i-b").unwrap().metadata_options, MetadataOptions::default());
+        drop(db);
+        let db = Database::open(&path).unwrap();
+        assert_eq!(db.get("i-a").unwrap().metadata_options, options);
+        assert_eq!(db.launch_data("i-a").unwrap(), launched);
+        assert_eq!(db.launch_data("i-b").unwrap(), LaunchData::default(), "none given");
+        db.connection().execute("UPDATE instances SET hop_limit = 0 WHERE id = 'i-b'", []).unwrap();
+        assert!(matches!(db.get("i-b"), Err(StateError::Corrupt(_))), "a hop limit outside 1-64");
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::daemon::tags::Tags;
 use crate::daemon::{failpoint, DaemonError};
 use crate::state::db::StateError;
 use crate::state::id::{new_id, now};
-use crate::state::instance::{InstanceRecord, InstanceState::*};
+use crate::state::instance::{InstanceRecord, InstanceState::*, LaunchData, MetadataOptions};
 use crate::state::keypair::KeyPairRecord;
 use crate::state::tag::Tag;
 use crate::store::volume::Parent;
@@ -67,6 +67,8 @@ pub struct RunSpec {
     /// The security groups of its interface (1 to 5; none: the default group). Only with
     /// a subnet.
     pub security_group_ids: Vec<String>,
+    /// How its metadata service answers it.
+    pub metadata_options: MetadataOptions,
 }
 
 impl Instances {
@@ -136,6 +138,7 @@ impl Instances {
                     subnet_id: subnet_id.to_owned(),
                     private_ip: None,
                     key_name: spec.key_pair.as_ref().map(|k| k.name.clone()).unwrap_or_default(),
+                    metadata_options: spec.metadata_options,
                 };
                 admitted
                     .make(Claim::instances(1, (kind.vcpus, kind.memory_mib)), || self.db.insert(&record))?;
@@ -168,6 +171,14 @@ impl Instances {
                     .and_then(|made| {
                         if !spec.volume_tags.is_empty() {
                             self.tags.set_tags(&made, &spec.volume_tags)?;
+                        }
+                        let public_key = spec.key_pair.as_ref().map(|k| k.public_key.clone());
+                        let launch = LaunchData {
+                            user_data: spec.user_data.clone(),
+                            public_key: public_key.unwrap_or_default(),
+                        };
+                        if launch != LaunchData::default() {
+                            self.db.set_launch_data(&record.id, &launch)?;
                         }
                         Ok(self.db.set_root_volume(&record.id, &made[0])?)
                     })

@@ -20,6 +20,7 @@ mod recovery;
 mod supervision;
 
 use std::collections::{HashMap, HashSet};
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -37,7 +38,7 @@ use super::watch::Watch;
 use super::{failpoint, DaemonError};
 use crate::net::plane::NetworkPlane;
 use crate::state::db::{InstanceStore, StateError};
-use crate::state::instance::{InstanceRecord, InstanceState};
+use crate::state::instance::{InstanceRecord, InstanceState, LaunchData, MetadataChange, MetadataOptions};
 use crate::state::tag::TagStore;
 use crate::store::Store;
 
@@ -236,6 +237,38 @@ impl Instances {
                 Ok(StateChange { id: id.clone(), previous, current: self.db.get(id)?.state })
             })
             .collect()
+    }
+
+    /// Changes how the metadata service answers instance `id` (in any state but
+    /// terminated); the service reads the options at every request, so a running guest
+    /// sees the change at once.
+    pub fn modify_metadata_options(
+        &self,
+        id: &str,
+        change: &MetadataChange,
+    ) -> Result<MetadataOptions, DaemonError> {
+        Ok(self.db.change_metadata_options(id, change)?)
+    }
+
+    /// The instance whose VMM may run (pending, running, stopping) holding `ip` on subnet
+    /// `subnet_id`, with what it was launched with.
+    pub fn at_address(
+        &self,
+        subnet_id: &str,
+        ip: Ipv4Addr,
+    ) -> Result<Option<(InstanceRecord, LaunchData)>, DaemonError> {
+        let found = self.db.list()?.into_iter().find(|r| {
+            r.subnet_id == subnet_id
+                && r.private_ip == Some(ip)
+                && matches!(r.state, Pending | Running | Stopping)
+        });
+        match found {
+            Some(record) => {
+                let launch = self.db.launch_data(&record.id)?;
+                Ok(Some((record, launch)))
+            }
+            None => Ok(None),
+        }
     }
 
     /// The instance's console output so far (the last 64 KiB).
