@@ -32,6 +32,7 @@ ssh                 openssh-client
 ssh-keygen          openssh-client
 openssl             openssl
 curl                curl
+mmdebstrap          mmdebstrap
 mkfs.fat            dosfstools
 fsck.fat            dosfstools
 mcopy               mtools

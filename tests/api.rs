@@ -2402,3 +2402,82 @@ fn the_metadata_service_answers_each_instance_about_itself() {
     assert_eq!(guest_a.get("/latest/meta-data/instance-id", &token).0, 403);
     daemon.ok(&["terminate-instances", "--instance-ids", a_id, b_id]);
 }
+
+/// A distribution-style disk: a GPT partition holding an ext4 root whose `/boot` has the
+/// kernel (here a tiny guest) and an initrd, registered without --kernel, raw and qcow2:
+/// instances boot the kernel found there, with root= that partition; a disk without one
+/// is refused with its reason and leaves nothing.
+#[test]
+fn a_disk_with_its_own_boot_directory_boots_as_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path());
+    let root = dir.path().join("rootfs");
+    std::fs::create_dir_all(root.join("boot")).unwrap();
+    std::fs::write(
+        root.join("boot/vmlinuz-6.1.0-10-cloud-amd64"),
+        elf_kernel(Asm::new().print("from-boot\n").acpi_poweroff().bytes()),
+    )
+    .unwrap();
+    std::fs::write(root.join("boot/initrd.img-6.1.0-10-cloud-amd64"), b"initrd").unwrap();
+    let fs = dir.path().join("root.ext4");
+    let made = Command::new("mkfs.ext4").args(["-q", "-d"]).arg(&root).arg(&fs).arg("8M").status().unwrap();
+    assert!(made.success());
+    let raw = dir.path().join("cloud.raw");
+    let mut bytes = vec![0u8; 1 << 20];
+    bytes.extend(std::fs::read(&fs).unwrap());
+    bytes.extend(vec![0u8; 1 << 20]);
+    std::fs::write(&raw, bytes).unwrap();
+    let mut sfdisk = Command::new("sfdisk").arg("--quiet").arg(&raw).stdin(Stdio::piped()).spawn().unwrap();
+    std::io::Write::write_all(
+        &mut sfdisk.stdin.take().unwrap(),
+        b"label: gpt\nstart=2048, size=16384, type=L\n",
+    )
+    .unwrap();
+    assert!(sfdisk.wait().unwrap().success());
+    let qcow2 = dir.path().join("cloud.qcow2");
+    let converted = Command::new("qemu-img")
+        .args(["convert", "-q", "-c", "-f", "raw", "-O", "qcow2"])
+        .arg(&raw)
+        .arg(&qcow2)
+        .status();
+    assert!(converted.unwrap().success());
+
+    for (disk, format) in [(&raw, "raw"), (&qcow2, "qcow2")] {
+        let disk = disk.to_str().unwrap();
+        let image =
+            daemon.ok(&["register-image", "--name", "cloud", "--disk", disk, "--disk-format", format]);
+        let image = &image["Images"][0];
+        assert_eq!(image["kernel_cmdline"], "root=/dev/vda1 ro", "{image}");
+        let image_id = image["image_id"].as_str().unwrap();
+        let id = ids(&daemon.ok(&["run-instances", "--image-id", image_id])).remove(0);
+        daemon.wait_state(&id, "stopped");
+        assert!(
+            daemon.console(&id).contains("from-boot"),
+            "the kernel from /boot ran: {}",
+            daemon.console(&id)
+        );
+        let config = running_vm_config_of(&daemon.dir, &id);
+        assert!(config.contains("root=/dev/vda1 ro"), "{config}");
+        daemon.ok(&["terminate-instances", "--instance-ids", &id]);
+    }
+    let images = daemon.ok(&["describe-images"])["Images"].as_array().unwrap().len();
+    let err = daemon.err(&["register-image", "--disk", fs.to_str().unwrap(), "--initrd", "x"]);
+    assert!(err.contains("--kernel"), "an initrd needs a kernel: {err}");
+    let empty = dir.path().join("empty.ext4");
+    let made = Command::new("mkfs.ext4").args(["-q"]).arg(&empty).arg("8M").status().unwrap();
+    assert!(made.success());
+    let err = daemon.err(&["register-image", "--disk", empty.to_str().unwrap()]);
+    assert!(err.starts_with("InvalidImage") && err.contains("no /boot/vmlinuz"), "{err}");
+    let err = daemon.err(&["register-image", "--disk", raw.to_str().unwrap(), "--disk-format", "qcow2"]);
+    assert!(err.starts_with("InvalidImage"), "{err}");
+    assert_eq!(
+        daemon.ok(&["describe-images"])["Images"].as_array().unwrap().len(),
+        images,
+        "nothing registered"
+    );
+}
+
+/// The kernel command line a stopped instance's last VMM was given.
+fn running_vm_config_of(dir: &Path, id: &str) -> String {
+    std::fs::read_to_string(dir.join("state/instances").join(id).join("vm.json")).unwrap()
+}

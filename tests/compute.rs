@@ -70,7 +70,7 @@ fn a_controller_launches_finds_and_terminates_its_instances_by_tag() {
     let files = ImageFiles {
         disk: "guest.disk".into(),
         format: DiskFormat::Raw,
-        kernel: "guest.kernel".into(),
+        kernel: Some("guest.kernel".into()),
         initrd: None,
     };
     let spec = ImageSpec { name: "guest".into(), description: String::new(), cmdline: String::new() };

@@ -325,6 +325,14 @@ fn nuaged_instances_boot_the_stock_kernel_and_take_ssh_with_their_key_pair() {
             reach.fields
         );
     }
+    let imds = scenario("daemon-imds");
+    assert_eq!(imds.field("token"), "200", "a guest gets a token: {:?}", imds.fields);
+    assert_eq!(imds.field("v1"), "401", "a read without a token is refused: {:?}", imds.fields);
+    assert_eq!(imds.field("id"), imds.field("instance"), "the guest reads its own id: {:?}", imds.fields);
+    assert_eq!(imds.field("ipv4"), ssh.field("address"), "and its own address: {:?}", imds.fields);
+    assert_eq!(imds.field("key"), "same", "the key its config drive gave: {:?}", imds.fields);
+    assert_eq!(imds.field("user_data"), "nuage-user-data", "{:?}", imds.fields);
+    assert_eq!(imds.field("foreign"), "401", "another instance's token is refused: {:?}", imds.fields);
     let confined = scenario("daemon-confined");
     let threads: usize = confined.field("seccomp").strip_prefix("2:").map_or(0, |n| n.parse().unwrap_or(0));
     assert!(threads >= 3, "every thread of the VMM is filtered (Seccomp: 2): {:?}", confined.fields);

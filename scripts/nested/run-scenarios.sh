@@ -433,6 +433,25 @@ if [ "${1:-}" = daemon-namespace ]; then
     done
     from_guest=$(ssh_to "$W/ci.pem" "$address" "$probes" 2>&1 | tr -d '\r' | tr '\n' ' ')
     echo "@@ daemon-guest-reach $from_guest"
+    # The metadata service from inside real guests, in HTTP/1.0 through busybox nc: the
+    # first instance's token opens its own data, a read without one is refused (tokens are
+    # required by default), and the second instance cannot use the first one's token.
+    imds='imds() { { printf "%s %s HTTP/1.0\r\n" "$1" "$2"; [ -n "$3" ] && printf "%s\r\n" "$3"; printf "\r\n"; } | nc -w 5 169.254.169.254 80 | tr -d "\r" > /tmp/imds; code=$(head -1 /tmp/imds | cut -d" " -f2); body=$(sed "1,/^$/d" /tmp/imds); }'
+    mine=$(ssh_to "$W/ci.pem" "$address" "$imds"'
+imds PUT /latest/api/token "X-aws-ec2-metadata-token-ttl-seconds: 60"; t=$body; echo token=$code
+h="X-aws-ec2-metadata-token: $t"
+imds GET /latest/meta-data/instance-id; echo v1=$code
+imds GET /latest/meta-data/instance-id "$h"; echo id=$body
+imds GET /latest/meta-data/local-ipv4 "$h"; echo ipv4=$body
+imds GET /latest/meta-data/public-keys/0/openssh-key "$h"; [ "$body" = "$(cat /root/.ssh/authorized_keys)" ] && echo key=same || echo key=other
+imds GET /latest/user-data "$h"; echo user_data=$body
+echo "$t" > /tmp/imds-token' 2>&1 | tr '\n' ' ')
+    stolen=$(ssh_to "$W/ci.pem" "$address" "cat /tmp/imds-token" 2>/dev/null)
+    second=$(echo $ids | cut -d' ' -f2)
+    second_address=$(nuage --output json describe-instances --instance-ids "$second" | json_values private_ip_address)
+    theirs=$(ssh_to "$W/ci.pem" "$second_address" "$imds"'
+imds GET /latest/meta-data/instance-id "X-aws-ec2-metadata-token: '"$stolen"'"; echo foreign=$code' 2>&1 | tr '\n' ' ')
+    echo "@@ daemon-imds instance=$first $mine $theirs"
     # The VMM runs confined: its threads' seccomp filters and its cgroup's limits (issue 16).
     pid=$(cat "$W/nuaged/instances/$first/pid")
     cg=/sys/fs/cgroup/instances/$first

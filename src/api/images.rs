@@ -55,9 +55,14 @@ fn import_request(r: RegisterImageRequest) -> Result<(ImageSpec, ImageFiles), Da
     let files = ImageFiles {
         disk: required(r.disk_path, "disk_path")?,
         format,
-        kernel: required(r.kernel_path, "kernel_path")?,
+        kernel: (!r.kernel_path.is_empty()).then_some(r.kernel_path),
         initrd: (!r.initrd_path.is_empty()).then_some(r.initrd_path),
     };
+    if files.kernel.is_none() && files.initrd.is_some() {
+        return Err(DaemonError::InvalidParameter(
+            "initrd_path needs kernel_path (without both, the disk's /boot gives them)".into(),
+        ));
+    }
     Ok((spec, files))
 }
 

@@ -92,11 +92,12 @@ enum Command {
         /// raw or qcow2.
         #[arg(long, default_value = "raw")]
         disk_format: String,
-        /// The kernel (bzImage or ELF vmlinux), given as the disk is.
+        /// The kernel (bzImage or ELF vmlinux), given as the disk is. Without one, the
+        /// disk's own /boot gives the kernel and initrd (a distribution's cloud disk).
         #[arg(long)]
-        kernel: PathBuf,
-        /// The initrd, given as the disk is.
-        #[arg(long)]
+        kernel: Option<PathBuf>,
+        /// The initrd, given as the disk is (with --kernel).
+        #[arg(long, requires = "kernel")]
         initrd: Option<PathBuf>,
         /// A name.
         #[arg(long, default_value = "image")]
@@ -104,7 +105,8 @@ enum Command {
         /// What the image is, for people (up to 255 characters).
         #[arg(long, default_value = "")]
         description: String,
-        /// The kernel command line instances boot with.
+        /// The kernel command line instances boot with (without one, a disk with its own
+        /// /boot boots root= the partition holding it).
         #[arg(long, default_value = "")]
         kernel_cmdline: String,
         #[command(flatten)]
@@ -750,7 +752,10 @@ impl Cli {
                     description,
                     disk_path: image_file(&mut images, &disk, "uploading the disk").await?,
                     disk_format,
-                    kernel_path: image_file(&mut images, &kernel, "uploading the kernel").await?,
+                    kernel_path: match &kernel {
+                        Some(kernel) => image_file(&mut images, kernel, "uploading the kernel").await?,
+                        None => String::new(),
+                    },
                     initrd_path: match &initrd {
                         Some(initrd) => image_file(&mut images, initrd, "uploading the initrd").await?,
                         None => String::new(),

@@ -32,15 +32,15 @@ pub struct ImageFiles {
     pub disk: String,
     /// Its format.
     pub format: DiskFormat,
-    /// The kernel.
-    pub kernel: String,
-    /// The initrd, if any.
+    /// The kernel; none: the disk's own `/boot` gives the kernel and initrd.
+    pub kernel: Option<String>,
+    /// The initrd, if any (with a kernel).
     pub initrd: Option<String>,
 }
 
 impl ImageFiles {
     fn names(&self) -> Vec<&str> {
-        [Some(self.disk.as_str()), Some(self.kernel.as_str()), self.initrd.as_deref()]
+        [Some(self.disk.as_str()), self.kernel.as_deref(), self.initrd.as_deref()]
             .into_iter()
             .flatten()
             .collect()
@@ -89,11 +89,19 @@ impl Images {
         report: &mut dyn FnMut(u64, u64),
     ) -> Result<ImageRecord, DaemonError> {
         Self::check(spec)?;
-        let source = ImageSource::Disk {
-            disk: self.imports.resolve(&files.disk, "disk")?,
-            format: files.format,
-            kernel: self.imports.resolve(&files.kernel, "kernel")?,
-            initrd: files.initrd.as_deref().map(|name| self.imports.resolve(name, "initrd")).transpose()?,
+        let disk = self.imports.resolve(&files.disk, "disk")?;
+        let source = match &files.kernel {
+            Some(kernel) => ImageSource::Disk {
+                disk,
+                format: files.format,
+                kernel: self.imports.resolve(kernel, "kernel")?,
+                initrd: files
+                    .initrd
+                    .as_deref()
+                    .map(|name| self.imports.resolve(name, "initrd"))
+                    .transpose()?,
+            },
+            None => ImageSource::DiskWithBoot { disk, format: files.format },
         };
         let record = self.store.import_image(spec, &source, report)?;
         self.imports.consume(&files.names());

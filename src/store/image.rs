@@ -4,7 +4,7 @@
 
 use std::fs;
 use std::io::Read;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -89,12 +89,16 @@ pub enum ImageSource {
         /// The initrd, if any.
         initrd: Option<PathBuf>,
     },
-    /// A raw disk holding an ext2/3/4 file system, whole or in a partition (MBR or GPT),
-    /// whose `/boot` has the kernel (`vmlinuz-*`) and initrd (`initrd.img-*`): the newest
-    /// of each is extracted with `debugfs`, without mounting anything.
+    /// A raw or qcow2 disk holding an ext2/3/4 file system, whole or in a partition (MBR
+    /// or GPT), whose `/boot` has the kernel (`vmlinuz-*`) and initrd (`initrd.img-*`), as
+    /// distributions' cloud disks do: the newest of each is extracted with `debugfs`,
+    /// without mounting anything. A qcow2 disk is kept as raw (converted by `qemu-img`,
+    /// sparse). Without a command line of its own, the image boots `root=` that partition.
     DiskWithBoot {
         /// The disk file.
         disk: PathBuf,
+        /// Its format.
+        format: DiskFormat,
     },
     /// A root file system, a directory or a tar archive (compressed or not), made into an
     /// ext4 disk (`mkfs.ext4 -d`, no mounting).
@@ -154,7 +158,7 @@ fn debugfs(disk: &Path, request: &str) -> Result<String, StoreError> {
 }
 
 /// Byte offsets of the partitions of an MBR or GPT disk, or just 0 for a bare file system.
-fn filesystem_offsets(disk: &Path) -> Result<Vec<u64>, StoreError> {
+fn filesystem_offsets(disk: &Path) -> Result<Vec<(u64, Option<usize>)>, StoreError> {
     const SECTOR: u64 = 512;
     let mut head = vec![0u8; 34 * SECTOR as usize];
     let file = fs::File::open(disk).map_err(io_error(disk))?;
@@ -167,7 +171,7 @@ fn filesystem_offsets(disk: &Path) -> Result<Vec<u64>, StoreError> {
         b.get(at..at + 8).map_or(0, |s| u64::from_le_bytes(s.try_into().unwrap_or_default()))
     };
     if head.get(510..512) != Some(&[0x55, 0xaa]) {
-        return Ok(vec![0]);
+        return Ok(vec![(0, None)]);
     }
     if head.get(512..520) == Some(b"EFI PART") {
         let (table_lba, count, size) = (le64(&head, 512 + 72), le32(&head, 512 + 80), le32(&head, 512 + 84));
@@ -177,28 +181,42 @@ fn filesystem_offsets(disk: &Path) -> Result<Vec<u64>, StoreError> {
         let mut table = vec![0u8; (count * size) as usize];
         std::os::unix::fs::FileExt::read_exact_at(&file, &mut table, table_lba.saturating_mul(SECTOR))
             .map_err(io_error(disk))?;
+        // A partition's number is its entry's place in the table, empty entries counted.
         return Ok(table
             .chunks_exact(size as usize)
-            .filter(|entry| entry[..16].iter().any(|b| *b != 0))
-            .map(|entry| le64(entry, 32).saturating_mul(SECTOR))
+            .enumerate()
+            .filter(|(_, entry)| entry[..16].iter().any(|b| *b != 0))
+            .map(|(i, entry)| (le64(entry, 32).saturating_mul(SECTOR), Some(i + 1)))
             .collect());
     }
     Ok((0..4)
-        .map(|i| 446 + 16 * i)
-        .filter(|&at| head[at + 4] != 0)
-        .map(|at| u64::from(le32(&head, at + 8)) * SECTOR)
+        .map(|i| (i + 1, 446 + 16 * i))
+        .filter(|&(_, at)| head[at + 4] != 0)
+        .map(|(number, at)| (u64::from(le32(&head, at + 8)) * SECTOR, Some(number)))
         .collect())
+}
+
+/// The kernel and initrd found in a disk's `/boot`, and the guest device of the file
+/// system holding them.
+struct BootFiles {
+    kernel: PathBuf,
+    initrd: Option<PathBuf>,
+    root_device: String,
 }
 
 /// Extracts the newest `/boot/vmlinuz-*` and matching `/boot/initrd.img-*` into `staging`,
 /// from the first file system (whole disk or partition) that has them.
-fn extract_boot_files(disk: &Path, staging: &Path) -> Result<(PathBuf, Option<PathBuf>), StoreError> {
+fn extract_boot_files(disk: &Path, staging: &Path) -> Result<BootFiles, StoreError> {
     let mut last_error = None;
-    for offset in filesystem_offsets(disk)? {
+    for (offset, partition) in filesystem_offsets(disk)? {
         // e2fsprogs reads a file system at an offset through the `?offset=` I/O option.
         let source = PathBuf::from(format!("{}?offset={offset}", disk.display()));
         match extract_from(&source, disk, staging) {
-            Ok(found) => return Ok(found),
+            Ok((kernel, initrd)) => {
+                // The image's disk is the guest's first (vda).
+                let root_device = partition.map_or("/dev/vda".into(), |n| format!("/dev/vda{n}"));
+                return Ok(BootFiles { kernel, initrd, root_device });
+            }
             Err(e) => last_error = Some(e),
         }
     }
@@ -233,6 +251,35 @@ fn extract_from(
     let initrd =
         if names.contains(&initrd_name.as_str()) { Some(dump(&initrd_name, "initrd")?) } else { None };
     Ok((kernel_path, initrd))
+}
+
+/// Converts a qcow2 disk into a sparse raw one with `qemu-img`, once `qemu-img check` has
+/// found it sound (a truncated or corrupt one would convert to zeros where data was).
+fn convert_to_raw(qcow2: &Path, raw: &Path) -> Result<(), StoreError> {
+    let qemu_img = |args: &[&str], to: Option<&Path>| {
+        let mut command = Command::new("qemu-img");
+        command.args(args).arg(qcow2);
+        command.args(to);
+        command.output().map_err(io_error(Path::new("qemu-img")))
+    };
+    let refused = |out: &std::process::Output| {
+        let said = [&out.stdout[..], &out.stderr[..]].concat();
+        StoreError::BadImage(format!(
+            "{} is not a qcow2 disk qemu-img can read: {}",
+            qcow2.display(),
+            String::from_utf8_lossy(&said).trim()
+        ))
+    };
+    // Status 3: leaked clusters only, which lose no data.
+    let checked = qemu_img(&["check", "-q", "-f", "qcow2"], None)?;
+    if !matches!(checked.status.code(), Some(0 | 3)) {
+        return Err(refused(&checked));
+    }
+    let converted = qemu_img(&["convert", "-q", "-f", "qcow2", "-O", "raw"], Some(raw))?;
+    if !converted.status.success() {
+        return Err(refused(&converted));
+    }
+    fs::set_permissions(raw, fs::Permissions::from_mode(0o600)).map_err(io_error(raw))
 }
 
 /// Orders `vmlinuz-6.1.0-9` before `vmlinuz-6.1.0-10`: numbers compare as numbers.
@@ -353,19 +400,40 @@ impl Store {
         staging: &Path,
         progress: Progress<'_>,
     ) -> Result<ImageRecord, StoreError> {
-        let (kernel, initrd) = match source {
+        // A disk with its own /boot is read (and kept) as raw: a qcow2 one is converted
+        // first. It gives the kernel, the initrd and the root device.
+        let (kernel, initrd, with_boot) = match source {
             ImageSource::Disk { kernel, initrd, .. } | ImageSource::RootDirectory { kernel, initrd, .. } => {
-                (kernel.clone(), initrd.clone())
+                (kernel.clone(), initrd.clone(), None)
             }
-            ImageSource::DiskWithBoot { disk } => extract_boot_files(disk, staging)?,
+            ImageSource::DiskWithBoot { disk, format } => {
+                let size = disk_size(disk, *format)?;
+                let raw = staging.join("disk.raw");
+                match format {
+                    DiskFormat::Raw => {
+                        ensure_space(staging, fs::metadata(disk).map_err(io_error(disk))?.len())?;
+                        copy_into(disk, &raw, progress)?;
+                    }
+                    DiskFormat::Qcow2 => {
+                        ensure_space(staging, size)?;
+                        convert_to_raw(disk, &raw)?;
+                        progress(size, size);
+                    }
+                }
+                let boot = extract_boot_files(&raw, staging)?;
+                if !super::kernel::is_x86_kernel(&boot.kernel)? {
+                    return Err(StoreError::BadImage(format!(
+                        "the kernel in {}'s /boot is not an x86-64 Linux kernel (a bzImage or an ELF vmlinux)",
+                        disk.display()
+                    )));
+                }
+                (boot.kernel, boot.initrd, Some((boot.root_device, size)))
+            }
         };
         // The disk's virtual size is taken from the source, checked before anything is copied.
         let (disk_name, format, size) = match source {
-            ImageSource::DiskWithBoot { disk } => {
-                let size = disk_size(disk, DiskFormat::Raw)?;
-                ensure_space(staging, fs::metadata(disk).map_err(io_error(disk))?.len())?;
-                copy_into(disk, &staging.join("disk.raw"), progress)?;
-                ("disk.raw", DiskFormat::Raw, size)
+            ImageSource::DiskWithBoot { .. } => {
+                ("disk.raw", DiskFormat::Raw, with_boot.as_ref().map_or(0, |(_, size)| *size))
             }
             ImageSource::Disk { disk, format, .. } => {
                 ensure_space(staging, fs::metadata(disk).map_err(io_error(disk))?.len())?;
@@ -443,6 +511,11 @@ impl Store {
             }
         }
         let disk_path = staging.join(disk_name);
+        let root_device = with_boot.as_ref().map_or("/dev/vda".into(), |(device, _)| device.clone());
+        let cmdline = match &with_boot {
+            Some(_) if spec.cmdline.is_empty() => format!("root={root_device} ro"),
+            _ => spec.cmdline.clone(),
+        };
         let record = ImageRecord {
             id: id.to_owned(),
             name: spec.name.clone(),
@@ -450,8 +523,8 @@ impl Store {
             architecture: "x86_64".into(),
             kernel: booted_kernel.into(),
             initrd: initrd.as_ref().map(|_| "initrd".into()),
-            cmdline: spec.cmdline.clone(),
-            root_device: "/dev/vda".into(),
+            cmdline,
+            root_device,
             disk: disk_name.into(),
             disk_format: format,
             size,

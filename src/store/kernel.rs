@@ -79,6 +79,15 @@ pub fn unpack(kernel: &Path, vmlinux: &Path) -> Result<Result<(), KeptAsIs>, Sto
     }
 }
 
+/// Whether `kernel` is one nuage-vmm can boot: a bzImage (the x86 boot protocol's setup
+/// header) or an x86-64 ELF executable. An arm64 `Image` or a file that is no kernel is not.
+pub fn is_x86_kernel(kernel: &Path) -> Result<bool, StoreError> {
+    let mut head = Vec::new();
+    let file = fs::File::open(kernel).map_err(io_error(kernel))?;
+    file.take(ELF_HEAD_BYTES).read_to_end(&mut head).map_err(io_error(kernel))?;
+    Ok(head.get(HEADER_MAGIC..HEADER_MAGIC + 4) == Some(b"HdrS") || check_elf(&head).is_ok())
+}
+
 /// The file, when it is small enough to be a bzImage.
 fn read_capped(kernel: &Path) -> Result<Option<Vec<u8>>, StoreError> {
     let mut image = Vec::new();

@@ -133,74 +133,131 @@ fn hostname_in(store: &Store, image: &ImageRecord) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-#[test]
-fn kernels_are_found_in_the_disks_boot_directory() {
-    let (_dir, store) = store();
-    let scratch = tempfile::tempdir().unwrap();
-    let root = scratch.path().join("rootfs");
-    std::fs::create_dir_all(root.join("boot")).unwrap();
-    for (name, content) in [
-        ("vmlinuz-6.1.0-9-amd64", "old kernel"),
-        ("vmlinuz-6.1.0-10-amd64", "new kernel"),
-        ("initrd.img-6.1.0-10-amd64", "new initrd"),
-        ("initrd.img-6.1.0-9-amd64", "old initrd"),
-    ] {
-        std::fs::write(root.join("boot").join(name), content).unwrap();
+/// A file shaped like a bzImage (the x86 boot protocol's header magic), ending in `marker`.
+fn fake_bzimage(marker: &str) -> Vec<u8> {
+    let mut image = vec![0u8; 1024];
+    image[0x202..0x206].copy_from_slice(b"HdrS");
+    image.extend_from_slice(marker.as_bytes());
+    image
+}
+
+/// An ext4 file system image of `size` holding `files` (path, contents) under `/`.
+fn ext4_with(scratch: &Path, name: &str, files: &[(&str, Vec<u8>)], size: &str) -> std::path::PathBuf {
+    let root = scratch.join(format!("{name}.root"));
+    for (path, contents) in files {
+        let path = root.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, contents).unwrap();
     }
-    let disk = scratch.path().join("disk.ext4");
+    std::fs::create_dir_all(&root).unwrap();
+    let disk = scratch.join(name);
     let out = std::process::Command::new("mkfs.ext4")
         .args(["-q", "-d"])
         .arg(&root)
         .arg(&disk)
-        .arg("8M")
+        .arg(size)
         .output()
         .unwrap();
-    assert!(out.status.success());
-    let image = store.register_image(&spec(), &ImageSource::DiskWithBoot { disk }).unwrap();
-    assert_eq!(std::fs::read_to_string(store.image_file(&image, "kernel")).unwrap(), "new kernel");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    disk
+}
+
+/// `fs` behind a one-partition table (`gpt` or `dos`) starting at 1 MiB.
+fn partitioned(scratch: &Path, fs: &Path, label: &str) -> std::path::PathBuf {
+    let disk = scratch.join(format!("{label}.raw"));
+    let mut bytes = vec![0u8; MIB as usize];
+    bytes.extend(std::fs::read(fs).unwrap());
+    bytes.extend(vec![0u8; MIB as usize]); // room for the backup GPT
+    std::fs::write(&disk, bytes).unwrap();
+    let mut sfdisk = std::process::Command::new("sfdisk")
+        .arg("--quiet")
+        .arg(&disk)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("sfdisk (util-linux)");
+    use std::io::Write as _;
+    let sectors = std::fs::metadata(fs).unwrap().len() / 512;
+    let table = format!("label: {label}\nstart=2048, size={sectors}, type=L\n");
+    sfdisk.stdin.take().unwrap().write_all(table.as_bytes()).unwrap();
+    assert!(sfdisk.wait().unwrap().success());
+    disk
+}
+
+#[test]
+fn kernels_are_found_in_the_disks_boot_directory() {
+    let (dir, store) = store();
+    let scratch = tempfile::tempdir().unwrap();
+    let files = [
+        ("boot/vmlinuz-6.1.0-9-amd64", fake_bzimage("old kernel")),
+        ("boot/vmlinuz-6.1.0-10-amd64", fake_bzimage("new kernel")),
+        ("boot/initrd.img-6.1.0-10-amd64", b"new initrd".to_vec()),
+        ("boot/initrd.img-6.1.0-9-amd64", b"old initrd".to_vec()),
+    ];
+    let fs = ext4_with(scratch.path(), "disk.ext4", &files, "8M");
+    let raw = |disk: &Path| ImageSource::DiskWithBoot { disk: disk.to_owned(), format: DiskFormat::Raw };
+    let image = store.register_image(&spec(), &raw(&fs)).unwrap();
+    assert_eq!(std::fs::read(store.image_file(&image, "kernel")).unwrap(), fake_bzimage("new kernel"));
     assert_eq!(std::fs::read_to_string(store.image_file(&image, "initrd")).unwrap(), "new initrd");
-    // The same file system inside a partition, of a GPT and of an MBR disk.
+    assert_eq!(image.root_device, "/dev/vda");
+    assert_eq!(image.cmdline, spec().cmdline, "a command line of its own is kept");
+    // The same file system inside a partition, of a GPT and of an MBR disk; as qcow2 too.
+    // Without a command line, the image boots its root from that partition.
+    let bare = ImageSpec { cmdline: String::new(), ..spec() };
     for label in ["gpt", "dos"] {
-        let partitioned = scratch.path().join(format!("{label}.raw"));
-        std::fs::write(&partitioned, vec![0u8; MIB as usize]).unwrap();
-        let mut bytes = std::fs::read(&partitioned).unwrap();
-        bytes.extend(std::fs::read(scratch.path().join("disk.ext4")).unwrap());
-        bytes.extend(vec![0u8; MIB as usize]); // room for the backup GPT
-        std::fs::write(&partitioned, bytes).unwrap();
-        let mut sfdisk = std::process::Command::new("sfdisk")
-            .arg("--quiet")
-            .arg(&partitioned)
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .expect("sfdisk (util-linux)");
-        use std::io::Write as _;
-        let table = format!("label: {label}\nstart=2048, size=16384, type=L\n");
-        sfdisk.stdin.take().unwrap().write_all(table.as_bytes()).unwrap();
-        assert!(sfdisk.wait().unwrap().success());
-        let image = store.register_image(&spec(), &ImageSource::DiskWithBoot { disk: partitioned }).unwrap();
+        let disk = partitioned(scratch.path(), &fs, label);
+        let image = store.register_image(&bare, &raw(&disk)).unwrap();
         assert_eq!(
-            std::fs::read_to_string(store.image_file(&image, "kernel")).unwrap(),
-            "new kernel",
+            std::fs::read(store.image_file(&image, "kernel")).unwrap(),
+            fake_bzimage("new kernel"),
             "{label}"
         );
+        assert_eq!((image.root_device.as_str(), image.cmdline.as_str()), ("/dev/vda1", "root=/dev/vda1 ro"));
     }
-    // A disk without a file system, or without kernels, is refused.
+    let qcow2 = scratch.path().join("gpt.qcow2");
+    let converted = std::process::Command::new("qemu-img")
+        .args(["convert", "-q", "-f", "raw", "-O", "qcow2"])
+        .arg(scratch.path().join("gpt.raw"))
+        .arg(&qcow2)
+        .status()
+        .unwrap();
+    assert!(converted.success());
+    let image = store
+        .register_image(&bare, &ImageSource::DiskWithBoot { disk: qcow2.clone(), format: DiskFormat::Qcow2 })
+        .unwrap();
+    assert_eq!((image.disk.as_str(), image.disk_format), ("disk.raw", DiskFormat::Raw), "kept as raw");
+    assert_eq!(image.size, std::fs::metadata(scratch.path().join("gpt.raw")).unwrap().len());
+    assert_eq!(std::fs::read(store.image_file(&image, "kernel")).unwrap(), fake_bzimage("new kernel"));
+    assert_eq!(image.cmdline, "root=/dev/vda1 ro");
+    let registered = store.images().unwrap().len();
+
+    // Refused, each with its reason, leaving nothing behind: no file system, no kernel in
+    // /boot, a kernel that is not x86's, a truncated qcow2, a raw disk said to be qcow2.
     let blank = scratch.path().join("blank.raw");
     std::fs::write(&blank, vec![0u8; MIB as usize]).unwrap();
-    let err = store.register_image(&spec(), &ImageSource::DiskWithBoot { disk: blank }).unwrap_err();
-    assert!(err.to_string().contains("no ext2/3/4 file system"), "{err}");
-    let empty_root = scratch.path().join("empty");
-    std::fs::create_dir_all(empty_root.join("boot")).unwrap();
-    let no_kernel = scratch.path().join("nokernel.ext4");
-    std::process::Command::new("mkfs.ext4")
-        .args(["-q", "-d"])
-        .arg(&empty_root)
-        .arg(&no_kernel)
-        .arg("8M")
-        .output()
-        .unwrap();
-    let err = store.register_image(&spec(), &ImageSource::DiskWithBoot { disk: no_kernel }).unwrap_err();
-    assert!(err.to_string().contains("no /boot/vmlinuz"), "{err}");
+    let no_kernel = ext4_with(scratch.path(), "nokernel.ext4", &[("etc/hostname", b"x".to_vec())], "8M");
+    let mut arm64 = vec![0u8; 4096];
+    arm64[0x38..0x3c].copy_from_slice(b"ARM\x64");
+    let arm = ext4_with(scratch.path(), "arm.ext4", &[("boot/vmlinuz-6.1.0-10-arm64", arm64)], "8M");
+    let whole = std::fs::read(&qcow2).unwrap();
+    let truncated = scratch.path().join("truncated.qcow2");
+    std::fs::write(&truncated, &whole[..whole.len() / 2]).unwrap();
+    let cases = [
+        (blank, DiskFormat::Raw, "no ext2/3/4 file system"),
+        (no_kernel, DiskFormat::Raw, "no /boot/vmlinuz"),
+        (arm, DiskFormat::Raw, "not an x86-64 Linux kernel"),
+        (truncated, DiskFormat::Qcow2, "not a qcow2 disk qemu-img can read"),
+        (scratch.path().join("gpt.raw"), DiskFormat::Qcow2, "not a qcow2 image"),
+    ];
+    for (disk, format, expected) in cases {
+        let err = store.register_image(&bare, &ImageSource::DiskWithBoot { disk, format }).unwrap_err();
+        assert!(err.to_string().contains(expected), "{expected}: {err}");
+    }
+    assert_eq!(store.images().unwrap().len(), registered);
+    let staging = std::fs::read_dir(dir.path().join("images")).unwrap().flatten();
+    assert!(
+        staging.filter(|e| e.file_name().to_string_lossy().ends_with(".tmp")).count() == 0,
+        "no staging left"
+    );
 }
 
 #[test]
