@@ -2269,6 +2269,24 @@ fn the_metadata_service_answers_each_instance_about_itself() {
     let proxied = ["X-aws-ec2-metadata-token-ttl-seconds: 60", "X-Forwarded-For: 10.9.9.9"];
     assert_eq!(guest_a.curl("PUT", "/latest/api/token", &proxied).0, 403);
     assert_eq!(guest_a.curl("POST", "/latest/meta-data/", &[]).0, 405);
+    // HTTP/1.0 as busybox nc speaks it (small guests have no curl): a token, then a read.
+    let raw = |request: &str| {
+        let mut nc = Command::new("ip")
+            .args(["netns", "exec", &guest_a.ns.0, "busybox", "nc", "-w", "3", "169.254.169.254", "80"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut nc.stdin.take().unwrap(), request.as_bytes()).unwrap();
+        String::from_utf8_lossy(&nc.wait_with_output().unwrap().stdout).replace('\r', "")
+    };
+    let answer = raw("PUT /latest/api/token HTTP/1.0\r\nX-aws-ec2-metadata-token-ttl-seconds: 60\r\n\r\n");
+    let (head, old_style) = answer.split_once("\n\n").unwrap_or((&answer, ""));
+    assert!(head.starts_with("HTTP/1.0 200"), "{answer:?}");
+    let read = raw(&format!(
+        "GET /latest/meta-data/instance-id HTTP/1.0\r\nX-aws-ec2-metadata-token: {old_style}\r\n\r\n"
+    ));
+    assert!(read.ends_with(&format!("\n\n{a_id}")), "{read:?}");
 
     // B reads without a token (IMDSv1 allowed for it), but A's token is not B's.
     assert_eq!(guest_b.curl("GET", "/latest/meta-data/instance-id", &[]), (200, b_id.to_owned()));

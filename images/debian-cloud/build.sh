@@ -35,11 +35,11 @@ if [ ! -s "$cache/disk.qcow2" ]; then
     trap 'rm -rf "$work"' EXIT
     rootfs=$work/rootfs
     mmdebstrap --quiet --variant=apt --include="$packages" \
-        --dpkg-opt='path-exclude=/usr/share/doc/*' \
-        --dpkg-opt='path-include=/usr/share/doc/*/copyright' \
-        --dpkg-opt='path-exclude=/usr/share/man/*' \
-        --dpkg-opt='path-exclude=/usr/share/locale/*' \
-        --dpkg-opt='path-exclude=/usr/share/info/*' \
+        --dpkgopt='path-exclude=/usr/share/doc/*' \
+        --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+        --dpkgopt='path-exclude=/usr/share/man/*' \
+        --dpkgopt='path-exclude=/usr/share/locale/*' \
+        --dpkgopt='path-exclude=/usr/share/info/*' \
         --customize-hook='echo "UUID='"$fs_uuid"' / ext4 rw,discard,errors=remount-ro 0 1" > "$1/etc/fstab"' \
         --customize-hook='rm -f "$1"/etc/ssh/ssh_host_*' \
         --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin' \

@@ -372,11 +372,89 @@ wait_console() {
     done
 }
 
-# ssh_to KEY ADDRESS COMMAND: runs COMMAND as root on ADDRESS, authenticated by KEY only.
+# ssh_to KEY ADDRESS COMMAND: runs COMMAND as $SSH_USER (default root) on ADDRESS,
+# authenticated by KEY only.
 ssh_to() {
     ssh -i "$1" -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=no \
-        -o UserKnownHostsFile=/dev/null -o ConnectTimeout=30 -o LogLevel=ERROR "root@$2" "$3"
+        -o UserKnownHostsFile=/dev/null -o ConnectTimeout=30 -o LogLevel=ERROR "${SSH_USER:-root}@$2" "$3"
 }
+
+# The metadata service through busybox nc in HTTP/1.0, for guests without curl: defines
+# imds METHOD PATH [HEADER], which sets $code and $body.
+IMDS_NC='imds() { { printf "%s %s HTTP/1.0\r\n" "$1" "$2"; [ -n "$3" ] && printf "%s\r\n" "$3"; printf "\r\n"; } | nc -w 5 169.254.169.254 80 | tr -d "\r" > /root/imds; code=$(head -1 /root/imds | cut -d" " -f2); body=$(sed "1,/^$/d" /root/imds); }'
+
+
+# A distribution's cloud disk as users get it (images/debian-cloud: Debian 12, systemd,
+# stock cloud-init, openssh-server), registered as it is (its /boot gives kernel and
+# initrd), in a network namespace of its own with a LAN for an Elastic IP: cloud-init
+# configures the guest from its config drive (hostname, the key pair for user debian, a
+# #! user-data script, the static address), SSH works as debian, and inside the guest curl
+# reads the metadata service with a token (instance-id, local-ipv4, public-ipv4 once an
+# Elastic IP is associated); a token of another instance (a busybox guest's) is refused.
+cloud_scenario() {
+    selected cloud || return 0
+    [ -f "$P/debian.qcow2" ] || { echo "@@ cloud-guest skipped=no-image"; return 0; }
+    unshare -n sh "$0" cloud-namespace
+}
+
+if [ "${1:-}" = cloud-namespace ]; then
+    ip link set lo up
+    ip link add uplink type veth peer name lan0
+    ip link set uplink up && ip link set lan0 up
+    start_nuaged --state-dir "$W/cloud" --socket "$W/cloud.sock" --vmm "$VMM" \
+        --uplink uplink --address-pool 192.168.99.10
+    subnet=$(nuage --output json create-subnet --cidr-block 10.0.32.0/24 | json_values subnet_id)
+    nuage create-key-pair --key-name ci --key-type ed25519 >"$W/cloud.pem"
+    chmod 600 "$W/cloud.pem"
+    t0=$(now_cs)
+    image=$(nuage --output json register-image --name debian-12 --disk "$P/debian.qcow2" --disk-format qcow2 \
+        | json_values image_id)
+    register_s=$(seconds $(( $(now_cs) - t0 )))
+    cmdline=$(nuage --output json describe-images --image-ids "$image" | json_values kernel_cmdline)
+    printf '#!/bin/sh\necho "user data ran as $(id -un)" > /var/tmp/nuage-user-data\n' >"$W/cloud-user-data"
+    t0=$(now_cs)
+    id=$(nuage --output json run-instances --image-id "$image" --instance-type t.micro --subnet-id "$subnet" \
+        --key-name ci --user-data "file://$W/cloud-user-data" | json_values instance_id)
+    address=$(nuage --output json describe-instances --instance-ids "$id" | json_values private_ip_address)
+    # RunInstances to a shell as the default user: cloud-init has made the user, put the key
+    # there and generated the host keys by then.
+    ssh_ready=no i=0
+    while [ "$i" -lt "$GUEST_TIMEOUT" ]; do
+        SSH_USER=debian ssh_to "$W/cloud.pem" "$address" true >/dev/null 2>&1 && { ssh_ready=yes; break; }
+        sleep 5
+        i=$((i + 5))
+    done
+    ssh_s=$(seconds $(( $(now_cs) - t0 )))
+    as_debian() { SSH_USER=debian ssh_to "$W/cloud.pem" "$address" "$1" 2>&1 | tr -d '\r'; }
+    status=$(as_debian "cloud-init status --wait" | sed -n 's/^status: //p' | tail -1)
+    cloud_init_s=$(seconds $(( $(now_cs) - t0 )))
+    hostname=$(as_debian hostname)
+    user_data=$(as_debian "cat /var/tmp/nuage-user-data" | tr ' ' _)
+    datasource=$(as_debian "cloud-init query platform" | tr ' ' _)
+    pid1=$(as_debian "cat /proc/1/comm")
+    allocation=$(nuage --output json allocate-address | json_values allocation_id)
+    nuage associate-address --allocation-id "$allocation" --instance-id "$id" >/dev/null
+    # A busybox instance beside it, whose token the Debian guest then tries.
+    other_image=$(register_default_image ssh)
+    other=$(nuage --output json run-instances --image-id "$other_image" --subnet-id "$subnet" --key-name ci \
+        | json_values instance_id)
+    other_address=$(nuage --output json describe-instances --instance-ids "$other" | json_values private_ip_address)
+    wait_console "$other" NUAGE-SSH-READY 1
+    foreign_token=$(ssh_to "$W/cloud.pem" "$other_address" "$IMDS_NC"'
+imds PUT /latest/api/token "X-aws-ec2-metadata-token-ttl-seconds: 60"; echo "$body"' 2>/dev/null | tr -d '\r')
+    imds=$(as_debian '
+body() { curl -s -H "X-aws-ec2-metadata-token: $1" "http://169.254.169.254/latest/meta-data/$2"; }
+code() { curl -s -o /dev/null -w %{http_code} -H "X-aws-ec2-metadata-token: $1" "http://169.254.169.254/latest/meta-data/$2"; }
+t=$(curl -s -X PUT -H "X-aws-ec2-metadata-token-ttl-seconds: 60" http://169.254.169.254/latest/api/token)
+echo "id=$(body "$t" instance-id) ipv4=$(body "$t" local-ipv4) public=$(body "$t" public-ipv4)"
+echo "v1=$(curl -s -o /dev/null -w %{http_code} http://169.254.169.254/latest/meta-data/instance-id)"
+echo "foreign=$(code '"$foreign_token"' instance-id)"' | tr '\n' ' ')
+    echo "@@ cloud-guest instance=$id address=$address cmdline=$(echo "$cmdline" | tr ' ' ,) register_s=$register_s ssh_ready=$ssh_ready ssh_s=$ssh_s cloud_init=${status:-none} cloud_init_s=$cloud_init_s hostname=$hostname user_data=${user_data:-none} platform=${datasource:-none} pid1=$pid1 $imds"
+    nuage get-console-output --instance-id "$id" | tail -n 40 | sed "s/^/[$id] /"
+    nuage terminate-instances --instance-ids "$id" "$other" >/dev/null
+    stop_nuaged
+    exit 0
+fi
 
 # The daemon end to end, in a network namespace of its own (the "LAN" the SSH client is
 # on): nuaged makes a subnet and an ed25519 key pair and launches two instances of the
@@ -436,7 +514,7 @@ if [ "${1:-}" = daemon-namespace ]; then
     # The metadata service from inside real guests, in HTTP/1.0 through busybox nc: the
     # first instance's token opens its own data, a read without one is refused (tokens are
     # required by default), and the second instance cannot use the first one's token.
-    imds='imds() { { printf "%s %s HTTP/1.0\r\n" "$1" "$2"; [ -n "$3" ] && printf "%s\r\n" "$3"; printf "\r\n"; } | nc -w 5 169.254.169.254 80 | tr -d "\r" > /tmp/imds; code=$(head -1 /tmp/imds | cut -d" " -f2); body=$(sed "1,/^$/d" /tmp/imds); }'
+    imds=$IMDS_NC
     mine=$(ssh_to "$W/ci.pem" "$address" "$imds"'
 imds PUT /latest/api/token "X-aws-ec2-metadata-token-ttl-seconds: 60"; t=$body; echo token=$code
 h="X-aws-ec2-metadata-token: $t"
@@ -445,8 +523,8 @@ imds GET /latest/meta-data/instance-id "$h"; echo id=$body
 imds GET /latest/meta-data/local-ipv4 "$h"; echo ipv4=$body
 imds GET /latest/meta-data/public-keys/0/openssh-key "$h"; [ "$body" = "$(cat /root/.ssh/authorized_keys)" ] && echo key=same || echo key=other
 imds GET /latest/user-data "$h"; echo user_data=$body
-echo "$t" > /tmp/imds-token' 2>&1 | tr '\n' ' ')
-    stolen=$(ssh_to "$W/ci.pem" "$address" "cat /tmp/imds-token" 2>/dev/null)
+echo "$t" > /root/imds-token' 2>&1 | tr '\n' ' ')
+    stolen=$(ssh_to "$W/ci.pem" "$address" "cat /root/imds-token" 2>/dev/null)
     second=$(echo $ids | cut -d' ' -f2)
     second_address=$(nuage --output json describe-instances --instance-ids "$second" | json_values private_ip_address)
     theirs=$(ssh_to "$W/ci.pem" "$second_address" "$imds"'
@@ -591,5 +669,6 @@ else
     vsock_scenario
     store_scenario
     daemon_scenario
+    cloud_scenario
 fi
 echo "@@ scenarios-done"

@@ -140,7 +140,10 @@ impl Bridge {
                     let bridge = bridge.clone();
                     async move { Ok::<_, Infallible>(bridge.serve(caller, socket, request).await) }
                 });
+                // Half-closed connections are answered: simple clients (busybox nc, some
+                // HTTP/1.0 ones) shut their side down once the request is sent.
                 let connection = http1::Builder::new()
+                    .half_close(true)
                     .timer(TokioTimer::new())
                     .header_read_timeout(HEADER_TIMEOUT)
                     .max_buf_size(MAX_HEAD_BYTES)
