@@ -434,3 +434,32 @@ fn a_running_guests_volume_is_snapshotted_without_stopping_it() {
     let volume = scenario("store-check-volume");
     assert_eq!(volume.console_line("NUAGE-LIVE before="), "NUAGE-LIVE before=before after=after");
 }
+
+/// A Debian 12 cloud disk (images/debian-cloud: stock kernel and initrd in its /boot,
+/// systemd, cloud-init, openssh-server), registered as it is and run by nuaged with a key
+/// pair and a `#!` user-data script: stock cloud-init configures it from the config drive,
+/// SSH works as `debian`, the script ran, and curl inside reads the metadata service with
+/// a token (its id, address and, once associated, its Elastic IP), while a read without a
+/// token and another instance's token are refused.
+#[test]
+#[ignore = "needs the real-KVM harness (minutes, root): run scripts/test.sh"]
+fn a_debian_cloud_disk_boots_with_cloud_init_and_takes_ssh() {
+    let guest = scenario("cloud-guest");
+    let id = guest.field("instance");
+    assert_eq!(
+        guest.field("cmdline"),
+        "root=/dev/vda1,ro",
+        "root= the partition with /boot: {:?}",
+        guest.fields
+    );
+    assert_eq!(guest.field("ssh_ready"), "yes", "SSH as debian with the key pair: {:?}", guest.fields);
+    assert_eq!(guest.field("pid1"), "systemd", "{:?}", guest.fields);
+    assert_eq!(guest.field("cloud_init"), "done", "cloud-init finished without errors: {:?}", guest.fields);
+    assert_eq!(guest.field("hostname"), id, "cloud-init set the hostname: {:?}", guest.fields);
+    assert_eq!(guest.field("user_data"), "user_data_ran_as_root", "the #! script ran: {:?}", guest.fields);
+    assert_eq!(guest.field("id"), id, "the metadata service's instance-id: {:?}", guest.fields);
+    assert_eq!(guest.field("ipv4"), guest.field("address"), "{:?}", guest.fields);
+    assert_eq!(guest.field("public"), "192.168.99.10", "the associated Elastic IP: {:?}", guest.fields);
+    assert_eq!(guest.field("v1"), "401", "tokens are required: {:?}", guest.fields);
+    assert_eq!(guest.field("foreign"), "401", "another instance's token is refused: {:?}", guest.fields);
+}

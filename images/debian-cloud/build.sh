@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
 # Builds a Debian 12 (bookworm) cloud disk as users get one from the distribution, from
-# Debian's package archive with mmdebstrap: a GPT disk whose one partition is an ext4 root
-# with /boot holding the stock linux-image-cloud-amd64 kernel and its initrd, systemd,
-# cloud-init, openssh-server, ifupdown, sudo and curl, all unmodified. nuage boots it as it
-# is: `nuage register-image --disk debian-12.qcow2 --disk-format qcow2` finds the kernel and
-# initrd in its /boot, and stock cloud-init configures it from the instance's NoCloud config
-# drive (hostname, the key pair for user `debian`, user data, the static address).
-# Trimmed of documentation, manual pages and translations (no program is left out), so the
-# nested CI harness can carry it.
+# Debian's package archive (main, updates, security) with mmdebstrap: a GPT disk whose one
+# partition is an ext4 root with /boot holding the stock linux-image-cloud-amd64 kernel and
+# its initrd, systemd, cloud-init, openssh-server, ifupdown, sudo and curl, all unmodified.
+# nuage boots it as it is: `nuage register-image --disk debian-12.qcow2 --disk-format
+# qcow2` finds the kernel and initrd in its /boot, and stock cloud-init configures it from
+# the instance's NoCloud config drive (hostname, the key pair for user `debian`, user data,
+# the static address). Trimmed of documentation, manual pages and translations (no program
+# is left out), so the nested CI harness can carry it.
 #
 # Usage: images/debian-cloud/build.sh OUTPUT.qcow2
-# The result is cached in $NUAGE_CACHE/debian-cloud/, keyed by this recipe and the day's
-# package lists (a security update makes a new disk).
+# The result is cached in $NUAGE_CACHE/debian-cloud/, keyed by this recipe and the
+# day (a later day's build takes that day's security updates).
 set -euo pipefail
 source "$(dirname "$0")/../../scripts/lib/common.sh"
 out=${1:?usage: build.sh OUTPUT.qcow2}
@@ -19,6 +19,7 @@ need_deps
 
 suite=bookworm
 mirror=${NUAGE_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+security=${NUAGE_DEBIAN_SECURITY:-http://deb.debian.org/debian-security}
 packages=linux-image-cloud-amd64,systemd-sysv,udev,cloud-init,openssh-server,ifupdown,sudo,curl,e2fsprogs,netbase,iproute2,ca-certificates
 # The root file system's UUID and the partition's, fixed so that the disk is reproducible
 # up to its packages.
@@ -43,7 +44,8 @@ if [ ! -s "$cache/disk.qcow2" ]; then
         --customize-hook='echo "UUID='"$fs_uuid"' / ext4 rw,discard,errors=remount-ro 0 1" > "$1/etc/fstab"' \
         --customize-hook='rm -f "$1"/etc/ssh/ssh_host_*' \
         --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin' \
-        "$suite" "$rootfs" "$mirror" >&2
+        "$suite" "$rootfs" "deb $mirror $suite main" "deb $mirror $suite-updates main" \
+        "deb $security $suite-security main" >&2
     [ -n "$(ls "$rootfs"/boot/vmlinuz-* 2>/dev/null)" ] || die "the root file system has no /boot/vmlinuz-*"
     [ -n "$(ls "$rootfs"/boot/initrd.img-* 2>/dev/null)" ] || die "the root file system has no /boot/initrd.img-*"
     # One partition from 1 MiB to 1 MiB before the end (the backup GPT's room).

@@ -254,8 +254,9 @@ fn extract_from(
 }
 
 /// Converts a qcow2 disk into a sparse raw one with `qemu-img`, once `qemu-img check` has
-/// found it sound (a truncated or corrupt one would convert to zeros where data was).
-fn convert_to_raw(qcow2: &Path, raw: &Path) -> Result<(), StoreError> {
+/// found it sound (a truncated or corrupt one would convert to zeros where data was) and
+/// the staging directory has room for the data it holds (`qemu-img map`).
+fn convert_to_raw(qcow2: &Path, raw: &Path, staging: &Path) -> Result<(), StoreError> {
     let qemu_img = |args: &[&str], to: Option<&Path>| {
         let mut command = Command::new("qemu-img");
         command.args(args).arg(qcow2);
@@ -275,6 +276,17 @@ fn convert_to_raw(qcow2: &Path, raw: &Path) -> Result<(), StoreError> {
     if !matches!(checked.status.code(), Some(0 | 3)) {
         return Err(refused(&checked));
     }
+    #[derive(Deserialize)]
+    struct Extent {
+        length: u64,
+        data: bool,
+    }
+    let mapped = qemu_img(&["map", "--output=json", "-f", "qcow2"], None)?;
+    let extents: Vec<Extent> = match serde_json::from_slice(&mapped.stdout) {
+        Ok(extents) if mapped.status.success() => extents,
+        _ => return Err(refused(&mapped)),
+    };
+    ensure_space(staging, extents.iter().filter(|e| e.data).map(|e| e.length).sum())?;
     let converted = qemu_img(&["convert", "-q", "-f", "qcow2", "-O", "raw"], Some(raw))?;
     if !converted.status.success() {
         return Err(refused(&converted));
@@ -415,8 +427,7 @@ impl Store {
                         copy_into(disk, &raw, progress)?;
                     }
                     DiskFormat::Qcow2 => {
-                        ensure_space(staging, size)?;
-                        convert_to_raw(disk, &raw)?;
+                        convert_to_raw(disk, &raw, staging)?;
                         progress(size, size);
                     }
                 }
