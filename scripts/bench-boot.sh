@@ -8,24 +8,62 @@
 # built yourself) boots the same ELF kernels and initramfs in the same run, alternating with
 # nuage-vmm, and the two are reported side by side as ratios. nuage-vmm also boots the ELF
 # kernels with --no-seccomp, alternating, and the report gives what the filters cost.
+# With --ssh, the benchmark is time to SSH instead: nuaged's RunInstances to the guest's SSH
+# banner for the Debian 12 cloud disk (images/debian-cloud, systemd and cloud-init), beside
+# the busybox test image's (and its time to the init marker), alternating.
 #
-# Usage: scripts/bench-boot.sh [--runs N] [--other-vmm PATH] [--flavour cloud|generic]
+# Usage: scripts/bench-boot.sh [--runs N] [--other-vmm PATH] [--flavour cloud|generic] [--ssh]
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
-runs=7 other=() only=()
+runs=7 other=() only=() mode=--bench
 while [ $# -gt 0 ]; do
     case "$1" in
         --runs) runs=$2; shift 2 ;;
         --other-vmm) other=(--other-vmm "$2"); shift 2 ;;
         --flavour) only=(--only "$2"); shift 2 ;;
+        --ssh) mode=--sshbench; shift ;;
         -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
         *) die "unknown argument $1" ;;
     esac
 done
 out=$NUAGE_ROOT/target/bench-boot
+where=$(hardware_kvm && echo "hardware KVM" || echo "nested KVM under QEMU TCG")
+if [ "$mode" = --sshbench ]; then
+    out=$NUAGE_ROOT/target/bench-ssh
+    "$NUAGE_ROOT/scripts/nested/run.sh" --sshbench "$runs" "$out" > "$out.log" 2>&1 \
+        || die "benchmark run failed, see $out.log"
+    python3 - "$out/console.log" "$where" <<'PY'
+import statistics, sys
+path, where = sys.argv[1], sys.argv[2]
+runs = {}
+for line in open(path, errors="replace"):
+    line = line.strip()
+    if line.startswith("@@ sshbench "):
+        f = dict(kv.split("=", 1) for kv in line[len("@@ sshbench "):].split() if "=" in kv)
+        runs.setdefault(f["image"], []).append(f)
+if not runs:
+    sys.exit("no benchmark results in " + path)
+print(f"time to SSH on {where}: nuaged's RunInstances to the guest's SSH banner (t.micro, 512 MiB)")
+medians = {}
+for image, results in sorted(runs.items()):
+    ok = [r for r in results if "ssh_s" in r]
+    print(f"  {image}: boots={len(ok)} failed={len(results) - len(ok)}")
+    if not ok:
+        continue
+    ssh = sorted(float(r["ssh_s"]) for r in ok)
+    medians[image] = statistics.median(ssh)
+    line = f"    RunInstances -> SSH banner: median {medians[image]:.1f} s (min {ssh[0]:.1f}, max {ssh[-1]:.1f})"
+    init = sorted(float(r["init_s"]) for r in ok if "init_s" in r)
+    if init:
+        line += f"; -> init marker: median {statistics.median(init):.1f} s"
+    print(line)
+if "debian" in medians and "busybox" in medians:
+    print(f"  debian/busybox: {medians['debian'] / medians['busybox']:.1f}x")
+PY
+    exit 0
+fi
 "$NUAGE_ROOT/scripts/nested/run.sh" --bench "$runs" "${other[@]}" "${only[@]}" "$out" > "$out.log" 2>&1 \
     || die "benchmark run failed, see $out.log"
-where=$(hardware_kvm && echo "hardware KVM" || echo "nested KVM under QEMU TCG")
 python3 - "$out/console.log" "$where" <<'PY'
 import re, statistics, sys
 path, where = sys.argv[1], sys.argv[2]

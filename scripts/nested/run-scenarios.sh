@@ -449,9 +449,58 @@ t=$(curl -s -X PUT -H "X-aws-ec2-metadata-token-ttl-seconds: 60" http://169.254.
 echo "id=$(body "$t" instance-id) ipv4=$(body "$t" local-ipv4) public=$(body "$t" public-ipv4)"
 echo "v1=$(curl -s -o /dev/null -w %{http_code} http://169.254.169.254/latest/meta-data/instance-id)"
 echo "foreign=$(code '"$foreign_token"' instance-id)"' | tr '\n' ' ')
+    # What cloud-init did, and the guest's routes, for whoever reads a failure.
+    as_debian "cloud-init status --long; ip route; sudo grep -E 'WARNING|ERROR|Traceback' /var/log/cloud-init.log | head -n 20" \
+        | sed "s/^/[cloud-init] /"
     echo "@@ cloud-guest instance=$id address=$address cmdline=$(echo "$cmdline" | tr ' ' ,) register_s=$register_s ssh_ready=$ssh_ready ssh_s=$ssh_s cloud_init=${status:-none} cloud_init_s=$cloud_init_s hostname=$hostname user_data=${user_data:-none} platform=${datasource:-none} pid1=$pid1 $imds"
     nuage get-console-output --instance-id "$id" | tail -n 40 | sed "s/^/[$id] /"
     nuage terminate-instances --instance-ids "$id" "$other" >/dev/null
+    stop_nuaged
+    exit 0
+fi
+
+# wait_banner ADDRESS: waits until ADDRESS:22 sends an SSH banner (up to GUEST_TIMEOUT s).
+wait_banner() {
+    i=0
+    while [ "$i" -lt "$((GUEST_TIMEOUT * 2))" ]; do
+        case "$(nc -w 2 "$1" 22 </dev/null 2>/dev/null | head -c 4)" in SSH-) return 0 ;; esac
+        sleep 0.5
+        i=$((i + 1))
+    done
+    return 1
+}
+
+# Time to SSH: RunInstances to the guest's SSH banner, for the Debian cloud disk and for
+# the busybox test image (with its time to the init marker), alternating, NUAGE_RUNS times.
+if [ "${1:-}" = sshbench-namespace ]; then
+    ip link set lo up
+    start_nuaged --state-dir "$W/sshbench" --socket "$W/sshbench.sock" --vmm "$VMM"
+    subnet=$(nuage --output json create-subnet --cidr-block 10.0.33.0/24 | json_values subnet_id)
+    nuage create-key-pair --key-name ci --key-type ed25519 >/dev/null
+    debian=$(nuage --output json register-image --name debian-12 --disk "$P/debian.qcow2" --disk-format qcow2 \
+        | json_values image_id)
+    busybox=$(register_default_image ssh)
+    echo "@@ sshbench-config runs=${NUAGE_RUNS:-5}"
+    r=1
+    while [ "$r" -le "${NUAGE_RUNS:-5}" ]; do
+        for kind in debian busybox; do
+            eval image=\$$kind
+            t0=$(now_cs)
+            id=$(nuage --output json run-instances --image-id "$image" --instance-type t.micro --subnet-id "$subnet" \
+                --key-name ci | json_values instance_id)
+            launched=$(( $(now_cs) - t0 ))
+            address=$(nuage --output json describe-instances --instance-ids "$id" | json_values private_ip_address)
+            init=""
+            if [ "$kind" = busybox ] && wait_console "$id" NUAGE-INIT-MARKER 1; then
+                init="init_s=$(seconds $(( $(now_cs) - t0 )))"
+            fi
+            result=failed
+            wait_banner "$address" && result="ssh_s=$(seconds $(( $(now_cs) - t0 )))"
+            echo "@@ sshbench image=$kind run=$r run_instances_s=$(seconds "$launched") $result $init"
+            nuage terminate-instances --instance-ids "$id" >/dev/null
+        done
+        r=$((r + 1))
+    done
     stop_nuaged
     exit 0
 fi
@@ -652,6 +701,8 @@ if [ "${NUAGE_MODE:-test}" = bench ]; then
         done
         r=$((r + 1))
     done
+elif [ "${NUAGE_MODE:-test}" = sshbench ]; then
+    unshare -n sh "$0" sshbench-namespace
 elif [ "${NUAGE_MODE:-test}" = iobench ]; then
     unshare -n sh "$0" iobench-namespace
 elif [ "${NUAGE_MODE:-test}" = demo ]; then

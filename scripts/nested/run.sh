@@ -4,7 +4,8 @@
 # otherwise inside an L1 that QEMU emulates (TCG) with AMD SVM, whose own stock kernel
 # loads kvm_amd: real KVM semantics on a host without VT-x/AMD-V.
 #
-# Usage: scripts/nested/run.sh [--demo | --bench RUNS [--other-vmm PATH] | --iobench SECONDS]
+# Usage: scripts/nested/run.sh [--demo | --bench RUNS [--other-vmm PATH] | --iobench SECONDS |
+#                              --sshbench RUNS]
 #                              [--only SCENARIO] [--vmm-log FILTER] OUTDIR
 # Writes OUTDIR/console.log (everything printed, result lines start with "@@ ").
 set -euo pipefail
@@ -16,6 +17,7 @@ while [ $# -gt 0 ]; do
         --bench) mode=bench runs=$2; shift 2 ;;
         --demo) mode=demo; shift ;;
         --iobench) mode=iobench runs=$2; shift 2 ;;
+        --sshbench) mode=sshbench runs=$2; shift 2 ;;
         --other-vmm) other=$(realpath "$2"); shift 2 ;;
         --only) only=$2; shift 2 ;;
         --vmm-log) vmmlog=$2; shift 2 ;;
@@ -50,7 +52,7 @@ echo "nuage-root-$kver" > "$stage/rootfs/etc/nuage-marker"
 mkfs.ext4 -q -F -L nuage-root -d "$stage/rootfs" "$stage/payload/root.ext4" 24M >/dev/null
 rm -rf "$stage/rootfs"
 # The cloud scenario's Debian disk, as the distribution ships its packages (cached).
-if [ "$mode" = test ] && { [ -z "$only" ] || [ "$only" = cloud ]; }; then
+if [ "$mode" = sshbench ] || { [ "$mode" = test ] && { [ -z "$only" ] || [ "$only" = cloud ]; }; }; then
     "$NUAGE_ROOT/images/debian-cloud/build.sh" "$stage/payload/debian.qcow2"
 fi
 # A self-signed certificate for the daemon scenario's API over TCP (its own client CA too):
@@ -82,11 +84,12 @@ fi
 
 log "no hardware virtualization: running nested under QEMU TCG with emulated SVM"
 # KVM, taps, and what the network plane's bridges, veth "LAN" and nftables table need;
-# with iproute2, nft and the ssh client themselves, and the decompressors nuaged unpacks
-# Debian's kernels with (LZ4 for the cloud flavour, XZ for the generic one).
+# with iproute2, nft and the ssh client themselves, the decompressors nuaged unpacks
+# Debian's kernels with (LZ4 for the cloud flavour, XZ for the generic one), qemu-img (a
+# qcow2 cloud disk is checked and converted) and debugfs (its /boot is read).
 stage_kernel_modules "$kernel_root/lib/modules/$kver" "$stage/modules" \
     kvm-amd tun bridge veth nft_chain_nat nft_nat nft_masq nft_ct
-stage_programs "$stage" ip nft ssh lz4 xz
+stage_programs "$stage" ip nft ssh lz4 xz qemu-img debugfs
 cp "$(command -v busybox)" "$stage/bin/busybox"
 cp "$NUAGE_ROOT/scripts/nested/l1-init" "$stage/init"
 # Uncompressed: decompressing tens of MB under software emulation costs more than reading them.

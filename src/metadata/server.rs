@@ -243,3 +243,49 @@ impl Socket {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metadata::InstanceMetadata;
+
+    /// A source with no subnet and no instance: the rate limit needs neither.
+    struct Nothing;
+
+    impl Source for Nothing {
+        fn subnets(&self) -> Result<Vec<Listening>, String> {
+            Ok(Vec::new())
+        }
+        fn listen(&self, _: &str) -> std::io::Result<std::net::TcpListener> {
+            Err(std::io::Error::other("no bridges here"))
+        }
+        fn instance_at(&self, _: &str, _: Ipv4Addr) -> Result<Option<InstanceMetadata>, String> {
+            Ok(None)
+        }
+    }
+
+    #[test]
+    fn each_caller_gets_its_requests_per_second_and_no_more() {
+        let bridge = Bridge::new("subnet-1".into(), Arc::new(Nothing), Arc::new(TokenKey::random().unwrap()));
+        let (busy, quiet) = (Ipv4Addr::new(10, 0, 7, 5), Ipv4Addr::new(10, 0, 7, 6));
+        let admitted = (0..MAX_REQUESTS_PER_SECOND + 50).filter(|_| bridge.admit(busy)).count();
+        assert_eq!(admitted, MAX_REQUESTS_PER_SECOND as usize, "the rest are answered 429");
+        assert!(bridge.admit(quiet), "another caller is not held back");
+        std::thread::sleep(Duration::from_millis(1100));
+        assert!(bridge.admit(busy), "a new second, new requests");
+    }
+
+    #[test]
+    fn the_callers_tracked_are_capped() {
+        let bridge = Bridge::new("subnet-1".into(), Arc::new(Nothing), Arc::new(TokenKey::random().unwrap()));
+        for n in 0..MAX_TRACKED_CALLERS as u32 {
+            assert!(bridge.admit(Ipv4Addr::from(0x0a00_0000 + n)));
+        }
+        // All seen within this second: one more caller is refused rather than tracked.
+        assert!(!bridge.admit(Ipv4Addr::new(10, 200, 0, 1)));
+        assert_eq!(bridge.rates.lock().unwrap().len(), MAX_TRACKED_CALLERS);
+        std::thread::sleep(Duration::from_millis(1100));
+        assert!(bridge.admit(Ipv4Addr::new(10, 200, 0, 1)), "old entries make room once their second is over");
+        assert_eq!(bridge.rates.lock().unwrap().len(), 1);
+    }
+}

@@ -44,12 +44,14 @@ impl ConfigDrive<'_> {
         text
     }
 
-    /// Netplan-style version 2, matched by MAC so the guest's name for the device does
-    /// not matter.
+    /// cloud-init's own version 1, matched by MAC so the guest's name for the device does
+    /// not matter. Version 1's `gateway` is what every renderer writes natively: Debian's
+    /// (ifupdown) renders a version 2 default *route* as a `route` command from net-tools,
+    /// which its cloud images lack, and the guest then has no default route.
     fn network_config(interface: &Interface) -> String {
         format!(
-            "version: 2\nethernets:\n  eth0:\n    match:\n      macaddress: {mac}\n    set-name: eth0\n    \
-             addresses: [{ip}/{prefix}]\n    routes:\n      - to: 0.0.0.0/0\n        via: {gateway}\n",
+            "version: 1\nconfig:\n  - type: physical\n    name: eth0\n    mac_address: {mac}\n    subnets:\n      \
+             - type: static\n        address: {ip}/{prefix}\n        gateway: {gateway}\n",
             mac = quoted(&interface.mac.to_string()),
             ip = interface.ip,
             prefix = interface.subnet.cidr.prefix(),
@@ -126,5 +128,23 @@ mod tests {
         );
         remove(dir.path());
         assert_eq!(existing(dir.path()), None);
+    }
+
+    #[test]
+    fn network_config_gives_the_address_and_gateway_by_mac() {
+        let subnet = crate::net::ipam::Subnet {
+            id: "subnet-1".into(),
+            cidr: "10.0.7.0/24".parse().unwrap(),
+            gateway: "10.0.7.1".parse().unwrap(),
+            bridge: "nbr-1".into(),
+        };
+        let ip = "10.0.7.5".parse().unwrap();
+        let interface =
+            Interface { subnet, ip, mac: crate::net::addr::mac_for(ip), tap: "ntap-1".into() };
+        assert_eq!(
+            ConfigDrive::network_config(&interface),
+            "version: 1\nconfig:\n  - type: physical\n    name: eth0\n    mac_address: \"02:4e:0a:00:07:05\"\n    \
+             subnets:\n      - type: static\n        address: 10.0.7.5/24\n        gateway: 10.0.7.1\n"
+        );
     }
 }
