@@ -20,7 +20,7 @@ need_deps
 suite=bookworm
 mirror=${NUAGE_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 security=${NUAGE_DEBIAN_SECURITY:-http://deb.debian.org/debian-security}
-packages=linux-image-cloud-amd64,systemd-sysv,udev,cloud-init,openssh-server,ifupdown,sudo,curl,e2fsprogs,netbase,iproute2,ca-certificates
+packages=linux-image-cloud-amd64,systemd-sysv,udev,cloud-init,openssh-server,ifupdown,sudo,curl,e2fsprogs,netbase,iproute2,ca-certificates,locales
 # The root file system's UUID and the partition's, fixed so that the disk is reproducible
 # up to its packages.
 fs_uuid=6e756167-6500-4000-8000-000000000001
@@ -43,6 +43,8 @@ if [ ! -s "$cache/disk.qcow2" ]; then
         --dpkgopt='path-exclude=/usr/share/info/*' \
         --customize-hook='echo "UUID='"$fs_uuid"' / ext4 rw,discard,errors=remount-ro 0 1" > "$1/etc/fstab"' \
         --customize-hook='rm -f "$1"/etc/ssh/ssh_host_*' \
+        `# cloud-init sets LANG=en_US.UTF-8, which update-locale accepts only once generated` \
+        --customize-hook='echo "en_US.UTF-8 UTF-8" > "$1/etc/locale.gen" && chroot "$1" locale-gen' \
         --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin' \
         "$suite" "$rootfs" "deb $mirror $suite main" "deb $mirror $suite-updates main" \
         "deb $security $suite-security main" >&2

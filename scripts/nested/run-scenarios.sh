@@ -450,7 +450,7 @@ echo "id=$(body "$t" instance-id) ipv4=$(body "$t" local-ipv4) public=$(body "$t
 echo "v1=$(curl -s -o /dev/null -w %{http_code} http://169.254.169.254/latest/meta-data/instance-id)"
 echo "foreign=$(code '"$foreign_token"' instance-id)"' | tr '\n' ' ')
     # What cloud-init did, and the guest's routes, for whoever reads a failure.
-    as_debian "cloud-init status --long; ip route; sudo grep -E 'WARNING|ERROR|Traceback' /var/log/cloud-init.log | head -n 20" \
+    as_debian "cloud-init status --long; ip route; sudo ls /var/lib/cloud/instance/scripts; sudo head -c 120 /var/lib/cloud/instance/user-data.txt; echo; sudo grep -E 'WARNING|ERROR|Traceback|scripts.user|part-001' /var/log/cloud-init.log | head -n 20" \
         | sed "s/^/[cloud-init] /"
     echo "@@ cloud-guest instance=$id address=$address cmdline=$(echo "$cmdline" | tr ' ' ,) register_s=$register_s ssh_ready=$ssh_ready ssh_s=$ssh_s cloud_init=${status:-none} cloud_init_s=$cloud_init_s hostname=$hostname user_data=${user_data:-none} platform=${datasource:-none} pid1=$pid1 $imds"
     nuage get-console-output --instance-id "$id" | tail -n 40 | sed "s/^/[$id] /"

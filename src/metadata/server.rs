@@ -51,8 +51,8 @@ pub async fn run(source: Arc<dyn Source>, key: Arc<TokenKey>) {
             let source = source.clone();
             tokio::task::spawn_blocking(move || source.subnets()).await
         };
-        match wanted {
-            Ok(Ok(wanted)) => {
+        match wanted.map_err(|e| e.to_string()).and_then(|listed| listed) {
+            Ok(wanted) => {
                 serving.retain(|listening, task| {
                     let keep = wanted.contains(listening) && !task.is_finished();
                     if !keep {
@@ -81,7 +81,6 @@ pub async fn run(source: Arc<dyn Source>, key: Arc<TokenKey>) {
                     }
                 }
             }
-            Ok(Err(why)) => warn!("metadata service: listing subnets: {why}"),
             Err(why) => warn!("metadata service: listing subnets: {why}"),
         }
         tokio::time::sleep(RECONCILE_INTERVAL).await;
