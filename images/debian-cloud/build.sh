@@ -27,7 +27,7 @@ fs_uuid=6e756167-6500-4000-8000-000000000001
 part_uuid=6e756167-6500-4000-8000-000000000002
 disk_mib=2048
 
-key=$(cat "$0" | sha256sum | cut -c1-16)-$(date -u +%Y%m%d)
+key=$(sha256sum < "$0" | cut -c1-16)-$(date -u +%Y%m%d)
 cache=$NUAGE_CACHE/debian-cloud/$key
 if [ ! -s "$cache/disk.qcow2" ]; then
     log "building the Debian $suite cloud disk (mmdebstrap, $mirror)"
@@ -35,6 +35,9 @@ if [ ! -s "$cache/disk.qcow2" ]; then
     work=$(mktemp -d)
     trap 'rm -rf "$work"' EXIT
     rootfs=$work/rootfs
+    # Hooks: the root's fstab entry; no SSH host keys (cloud-init makes each instance its
+    # own); en_US.UTF-8 generated, which cloud-init's locale module sets and update-locale
+    # accepts only once generated; no package lists.
     mmdebstrap --quiet --variant=apt --include="$packages" \
         --dpkgopt='path-exclude=/usr/share/doc/*' \
         --dpkgopt='path-include=/usr/share/doc/*/copyright' \
@@ -43,7 +46,6 @@ if [ ! -s "$cache/disk.qcow2" ]; then
         --dpkgopt='path-exclude=/usr/share/info/*' \
         --customize-hook='echo "UUID='"$fs_uuid"' / ext4 rw,discard,errors=remount-ro 0 1" > "$1/etc/fstab"' \
         --customize-hook='rm -f "$1"/etc/ssh/ssh_host_*' \
-        `# cloud-init sets LANG=en_US.UTF-8, which update-locale accepts only once generated` \
         --customize-hook='echo "en_US.UTF-8 UTF-8" > "$1/etc/locale.gen" && chroot "$1" locale-gen' \
         --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin' \
         "$suite" "$rootfs" "deb $mirror $suite main" "deb $mirror $suite-updates main" \

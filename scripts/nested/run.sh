@@ -51,8 +51,9 @@ mkdir -p "$stage/rootfs/etc"
 echo "nuage-root-$kver" > "$stage/rootfs/etc/nuage-marker"
 mkfs.ext4 -q -F -L nuage-root -d "$stage/rootfs" "$stage/payload/root.ext4" 24M >/dev/null
 rm -rf "$stage/rootfs"
-# The cloud scenario's Debian disk, as the distribution ships its packages (cached).
-if [ "$mode" = sshbench ] || { [ "$mode" = test ] && { [ -z "$only" ] || [ "$only" = cloud ]; }; }; then
+# The cloud scenario's Debian disk, as the distribution ships its packages (cached); that
+# scenario runs only when asked for alone (--only cloud).
+if [ "$mode" = sshbench ] || { [ "$mode" = test ] && [ "$only" = cloud ]; }; then
     "$NUAGE_ROOT/images/debian-cloud/build.sh" "$stage/payload/debian.qcow2"
 fi
 # A self-signed certificate for the daemon scenario's API over TCP (its own client CA too):

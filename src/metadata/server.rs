@@ -284,7 +284,10 @@ mod tests {
         assert!(!bridge.admit(Ipv4Addr::new(10, 200, 0, 1)));
         assert_eq!(bridge.rates.lock().unwrap().len(), MAX_TRACKED_CALLERS);
         std::thread::sleep(Duration::from_millis(1100));
-        assert!(bridge.admit(Ipv4Addr::new(10, 200, 0, 1)), "old entries make room once their second is over");
+        assert!(
+            bridge.admit(Ipv4Addr::new(10, 200, 0, 1)),
+            "old entries make room once their second is over"
+        );
         assert_eq!(bridge.rates.lock().unwrap().len(), 1);
     }
 }

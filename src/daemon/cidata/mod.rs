@@ -139,8 +139,7 @@ mod tests {
             bridge: "nbr-1".into(),
         };
         let ip = "10.0.7.5".parse().unwrap();
-        let interface =
-            Interface { subnet, ip, mac: crate::net::addr::mac_for(ip), tap: "ntap-1".into() };
+        let interface = Interface { subnet, ip, mac: crate::net::addr::mac_for(ip), tap: "ntap-1".into() };
         assert_eq!(
             ConfigDrive::network_config(&interface),
             "version: 1\nconfig:\n  - type: physical\n    name: eth0\n    mac_address: \"02:4e:0a:00:07:05\"\n    \
