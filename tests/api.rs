@@ -2260,6 +2260,10 @@ fn the_metadata_service_answers_each_instance_about_itself() {
     );
     assert_eq!(guest_a.get("/latest/meta-data/nothing-here", &token).0, 404);
     assert_eq!(guest_a.curl("GET", "/latest/meta-data/", &["X-aws-ec2-metadata-token: forged"]).0, 401);
+    let short = guest_a.token("1");
+    std::thread::sleep(Duration::from_millis(2100));
+    let (status, why) = guest_a.get("/latest/meta-data/instance-id", &short);
+    assert_eq!((status, why.trim()), (401, "Unauthorized: expired token"), "its TTL is over");
     // EC2's refusals of token requests.
     assert_eq!(guest_a.curl("PUT", "/latest/api/token", &[]).0, 400, "no TTL");
     assert_eq!(

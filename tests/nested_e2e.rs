@@ -478,6 +478,12 @@ fn a_debian_cloud_disk_boots_with_cloud_init_and_takes_ssh() {
     assert_eq!(guest.field("cloud_init"), "done", "cloud-init finished without errors: {:?}", guest.fields);
     assert_eq!(guest.field("hostname"), id, "cloud-init set the hostname: {:?}", guest.fields);
     assert_eq!(guest.field("user_data"), "user_data_ran_as_root", "the #! script ran: {:?}", guest.fields);
+    assert_eq!(
+        guest.field("cloud_config"),
+        "cloud-config_applied",
+        "the #cloud-config part too: {:?}",
+        guest.fields
+    );
     assert_eq!(guest.field("id"), id, "the metadata service's instance-id: {:?}", guest.fields);
     assert_eq!(guest.field("ipv4"), guest.field("address"), "{:?}", guest.fields);
     assert_eq!(guest.field("public"), "192.168.99.10", "the associated Elastic IP: {:?}", guest.fields);

@@ -413,7 +413,11 @@ if [ "${1:-}" = cloud-namespace ]; then
         | json_values image_id)
     register_s=$(seconds $(( $(now_cs) - t0 )))
     cmdline=$(nuage --output json describe-images --image-ids "$image" | json_values kernel_cmdline)
-    printf '#!/bin/sh\necho "user data ran as $(id -un)" > /var/tmp/nuage-user-data\n' >"$W/cloud-user-data"
+    # User data as users combine a #cloud-config and a #! script: MIME multipart.
+    printf '%s\n' 'Content-Type: multipart/mixed; boundary="nuage"' 'MIME-Version: 1.0' '' '--nuage' \
+        'Content-Type: text/cloud-config' '' '#cloud-config' 'write_files:' '  - path: /var/tmp/nuage-cloud-config' \
+        '    content: "cloud-config applied"' '--nuage' 'Content-Type: text/x-shellscript' '' '#!/bin/sh' \
+        'echo "user data ran as $(id -un)" > /var/tmp/nuage-user-data' '--nuage--' >"$W/cloud-user-data"
     t0=$(now_cs)
     id=$(nuage --output json run-instances --image-id "$image" --instance-type t.micro --subnet-id "$subnet" \
         --key-name ci --user-data "file://$W/cloud-user-data" | json_values instance_id)
@@ -432,6 +436,7 @@ if [ "${1:-}" = cloud-namespace ]; then
     cloud_init_s=$(seconds $(( $(now_cs) - t0 )))
     hostname=$(as_debian hostname)
     user_data=$(as_debian "cat /var/tmp/nuage-user-data" | tr ' ' _)
+    cloud_config=$(as_debian "cat /var/tmp/nuage-cloud-config" | tr ' ' _)
     datasource=$(as_debian "cloud-init query platform" | tr ' ' _)
     pid1=$(as_debian "cat /proc/1/comm")
     allocation=$(nuage --output json allocate-address | json_values allocation_id)
@@ -454,7 +459,7 @@ echo "foreign=$(code '"$foreign_token"' instance-id)"' | tr '\n' ' ')
     # What cloud-init did, and the guest's routes, for whoever reads a failure.
     as_debian "cloud-init status --long; ip route; sudo ls /var/lib/cloud/instance/scripts; sudo head -c 120 /var/lib/cloud/instance/user-data.txt; echo; sudo grep -E 'WARNING|ERROR|Traceback|scripts.user|part-001' /var/log/cloud-init.log | head -n 20" \
         | sed "s/^/[cloud-init] /"
-    echo "@@ cloud-guest instance=$id address=$address cmdline=$(echo "$cmdline" | tr ' ' ,) register_s=$register_s ssh_ready=$ssh_ready ssh_s=$ssh_s cloud_init=${status:-none} cloud_init_s=$cloud_init_s hostname=$hostname user_data=${user_data:-none} platform=${datasource:-none} pid1=$pid1 $imds"
+    echo "@@ cloud-guest instance=$id address=$address cmdline=$(echo "$cmdline" | tr ' ' ,) register_s=$register_s ssh_ready=$ssh_ready ssh_s=$ssh_s cloud_init=${status:-none} cloud_init_s=$cloud_init_s hostname=$hostname user_data=${user_data:-none} cloud_config=${cloud_config:-none} platform=${datasource:-none} pid1=$pid1 $imds"
     nuage get-console-output --instance-id "$id" | tail -n 40 | sed "s/^/[$id] /"
     nuage terminate-instances --instance-ids "$id" "$other" >/dev/null
     stop_nuaged

@@ -117,6 +117,11 @@ impl Reply {
     pub(crate) fn status(status: u16, why: &str) -> Self {
         Self { status, body: format!("{why}\n").into_bytes(), token_ttl: None, hop_limit: None }
     }
+
+    /// A 200 with `body`.
+    fn ok(body: Vec<u8>) -> Self {
+        Self { status: 200, body, token_ttl: None, hop_limit: None }
+    }
 }
 
 /// Answers `ask` from the instance `caller` (`None`: no live instance holds the
@@ -147,10 +152,9 @@ pub fn answer(ask: &Ask<'_>, caller: Option<&InstanceMetadata>, key: &TokenKey, 
                 );
             };
             Reply {
-                status: 200,
-                body: key.issue(&caller.instance_id, ttl, now).into_bytes(),
                 token_ttl: Some(ttl),
                 hop_limit: Some(caller.options.hop_limit),
+                ..Reply::ok(key.issue(&caller.instance_id, ttl, now).into_bytes())
             }
         }
         "GET" | "HEAD" => {
@@ -166,13 +170,8 @@ pub fn answer(ask: &Ask<'_>, caller: Option<&InstanceMetadata>, key: &TokenKey, 
                 None => {}
             }
             match tree::lookup(caller, ask.path) {
-                Some(Node::Dir(entries)) => Reply {
-                    status: 200,
-                    body: entries.join("\n").into_bytes(),
-                    token_ttl: None,
-                    hop_limit: None,
-                },
-                Some(Node::Value(body)) => Reply { status: 200, body, token_ttl: None, hop_limit: None },
+                Some(Node::Dir(entries)) => Reply::ok(entries.join("\n").into_bytes()),
+                Some(Node::Value(body)) => Reply::ok(body),
                 None => Reply::status(404, "Not Found"),
             }
         }
