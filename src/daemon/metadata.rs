@@ -16,11 +16,8 @@ pub struct MetadataSource(pub Arc<Daemon>);
 
 impl Source for MetadataSource {
     fn subnets(&self) -> Result<Vec<Listening>, String> {
-        let subnets = self.0.network.describe_subnets().map_err(|e| e.to_string())?;
-        Ok(subnets
-            .into_iter()
-            .map(|s| Listening { subnet_id: s.subnet.id, bridge: s.subnet.bridge })
-            .collect())
+        let subnets = self.0.network.subnets().map_err(|e| e.to_string())?;
+        Ok(subnets.into_iter().map(|s| Listening { subnet_id: s.id, bridge: s.bridge }).collect())
     }
 
     fn listen(&self, bridge: &str) -> std::io::Result<std::net::TcpListener> {
@@ -34,10 +31,9 @@ impl Source for MetadataSource {
         let Some((record, launch)) = daemon.instances.at_address(subnet_id, ip).map_err(text)? else {
             return Ok(None);
         };
-        let subnets = daemon.network.describe_subnets().map_err(text)?;
-        let Some(subnet) = subnets.into_iter().find(|s| s.subnet.id == subnet_id) else { return Ok(None) };
-        let addresses = daemon.network.describe_addresses().map_err(text)?;
-        let public_ip = addresses.into_iter().find(|a| a.eip.private_ip == Some(ip)).map(|a| a.eip.public_ip);
+        let subnets = daemon.network.subnets().map_err(text)?;
+        let Some(subnet) = subnets.into_iter().find(|s| s.id == subnet_id) else { return Ok(None) };
+        let public_ip = daemon.network.public_ip_of(ip).map_err(text)?;
         let key = (!record.key_name.is_empty() && !launch.public_key.is_empty())
             .then(|| (record.key_name.clone(), launch.public_key));
         let region = daemon.config.region.clone();
@@ -48,8 +44,8 @@ impl Source for MetadataSource {
             key,
             private_ip: ip,
             mac: mac_for(ip).to_string(),
-            subnet_id: subnet.subnet.id,
-            subnet_cidr: subnet.subnet.cidr.to_string(),
+            subnet_id: subnet.id,
+            subnet_cidr: subnet.cidr.to_string(),
             public_ip,
             user_data: launch.user_data,
             availability_zone: format!("{region}a"),

@@ -109,6 +109,19 @@ impl Network {
         self.plane.ipam().subnets()?.into_iter().map(|subnet| self.subnet_use(subnet)).collect()
     }
 
+    /// Every subnet, without counting its leases: what the metadata service reads every
+    /// second and at every request.
+    pub fn subnets(&self) -> Result<Vec<Subnet>, DaemonError> {
+        Ok(self.plane.ipam().subnets()?)
+    }
+
+    /// The Elastic IP associated with private address `ip`, if any, without looking up
+    /// the instances that hold addresses (as `describe_addresses` does).
+    pub fn public_ip_of(&self, ip: Ipv4Addr) -> Result<Option<Ipv4Addr>, DaemonError> {
+        let eips = self.plane.ipam().elastic_ips()?;
+        Ok(eips.into_iter().find(|eip| eip.private_ip == Some(ip)).map(|eip| eip.public_ip))
+    }
+
     /// Deletes a subnet no instance uses.
     pub fn delete_subnet(&self, id: &str) -> Result<(), DaemonError> {
         self.plane.delete_subnet(id)?;
