@@ -97,11 +97,10 @@ cp "$NUAGE_ROOT/scripts/nested/l1-init" "$stage/init"
 (cd "$stage" && find . | cpio -o -H newc --quiet) > "$out/l1.cpio"
 
 # run_l1 LOG: boots the L1, which runs the scenarios, streaming its console to LOG and to
-# stdout. The L1 prints a heartbeat every 30 s, but its one vCPU can spend minutes in a
-# booting guest without running it (a Debian guest with systemd went silent for over
-# 120 s and finished); one silent for NUAGE_L1_STALL seconds (180) has wedged (nested SVM
-# under TCG: its vCPU spins, nothing is printed) and is stopped, rather than holding the
-# run until the overall NUAGE_L1_TIMEOUT.
+# stdout. The L1 prints a heartbeat every 30 s; one silent for NUAGE_L1_STALL seconds (180)
+# has wedged (nested SVM under TCG: its vCPU spins, nothing is printed) and is stopped,
+# rather than holding the run until the overall NUAGE_L1_TIMEOUT. (At 120 s, five L1s in a
+# row were stopped as a Debian guest booted; whether some would have gone on is not known.)
 run_l1() {
     local log=$1 stall=${NUAGE_L1_STALL:-180} quiet=0 size last=-1
     timeout "${NUAGE_L1_TIMEOUT:-1500}" qemu-system-x86_64 \
