@@ -8,15 +8,22 @@
 //! - [`state`]: persistent records and the daemon's database;
 //! - [`daemon`], [`api`], [`cli`]: `nuaged`, its gRPC API and the `nuage` client (feature
 //!   `daemon`, on by default);
-//! - [`metadata`]: the instance metadata service (IMDSv2) the daemon serves its guests.
+//! - [`balancer`]: Elastic Load Balancing, the controller that keeps each load balancer's
+//!   `nuage-lb` serving what the API asked;
+//! - [`metadata`]: the instance metadata service (IMDSv2) the daemon serves its guests;
+//! - [`lb`]: `nuage-lb`, the load balancers' data plane, one process per load balancer.
 
 #[cfg(feature = "daemon")]
 pub mod api;
+#[cfg(feature = "daemon")]
+pub mod balancer;
 pub mod block;
 #[cfg(feature = "daemon")]
 pub mod cli;
 #[cfg(feature = "daemon")]
 pub mod daemon;
+#[cfg(feature = "daemon")]
+pub mod lb;
 #[cfg(feature = "daemon")]
 pub mod metadata;
 pub mod net;

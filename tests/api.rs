@@ -171,6 +171,10 @@ impl Drop for Daemon {
         let _ = self.child.wait();
         if !self.keep_instances {
             kill_vmms(&self.dir);
+            for pid in running_balancers(&self.dir).into_values() {
+                // SAFETY: kill only sends a signal.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
         }
     }
 }
@@ -2502,4 +2506,329 @@ fn a_disk_with_its_own_boot_directory_boots_as_it_is() {
 /// The kernel command line a stopped instance's last VMM was given.
 fn running_vm_config_of(dir: &Path, id: &str) -> String {
     std::fs::read_to_string(dir.join("state/instances").join(id).join("vm.json")).unwrap()
+}
+
+/// An HTTP server in namespace `ns` (busybox httpd on port 80) whose every page is `body`.
+struct Backend {
+    child: Child,
+    _root: tempfile::TempDir,
+}
+
+impl Backend {
+    fn serve(ns: &str, body: &str) -> Self {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join("index.html"), body).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, "busybox", "httpd", "-f", "-p", "80", "-h"])
+            .arg(root.path())
+            .spawn()
+            .unwrap();
+        Self { child, _root: root }
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `GET url` from namespace `ns`: the body, or `None` when no 200 came.
+fn http_get(ns: &str, url: &str) -> Option<String> {
+    let out =
+        Command::new("ip").args(["netns", "exec", ns, "curl", "-s", "-f", "-m", "3", url]).output().unwrap();
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The balancer processes running for this test's state directory, by load balancer.
+fn running_balancers(dir: &Path) -> std::collections::HashMap<String, i32> {
+    nuage::daemon::process::running_under(&dir.join("state/balancers"))
+}
+
+/// Load balancing end to end: a real daemon in a namespace with a LAN beside it, two
+/// instances on a subnet whose addresses serve HTTP (namespaces on the bridge, as the
+/// metadata test's), an application load balancer in front of them reached from the LAN.
+/// Health checks take a dead backend out and bring it back; a stopped instance leaves the
+/// rotation at once; a deregistered target drains without a failed request; a SIGKILLed
+/// daemon drops no request and the next one adopts the balancer; bad requests change
+/// nothing.
+#[test]
+fn a_load_balancer_sends_requests_to_healthy_instances_only() {
+    let ns = Netns::new("elb");
+    let lan = Netns::new("elb-lan");
+    let run = |args: &[&str]| assert!(Command::new("ip").args(args).status().unwrap().success(), "{args:?}");
+    run(&["-n", &ns.0, "link", "add", "uplink", "type", "veth", "peer", "name", "lan0", "netns", &lan.0]);
+    run(&["-n", &ns.0, "addr", "add", "192.168.72.1/24", "dev", "uplink"]);
+    run(&["-n", &ns.0, "link", "set", "uplink", "up"]);
+    run(&["-n", &lan.0, "addr", "add", "192.168.72.2/24", "dev", "lan0"]);
+    run(&["-n", &lan.0, "link", "set", "lan0", "up"]);
+    let dir = tempfile::tempdir().unwrap();
+    let vmm = common::vmm_bin();
+    let args = ["--vmm", vmm, "--netns", &ns.0, "--uplink", "uplink", "--address-pool", "192.168.72.10"];
+    let args = args.map(std::ffi::OsStr::new);
+    let mut daemon = Daemon::spawn(dir.path(), &args);
+    let subnet = daemon.ok(&["create-subnet", "--cidr-block", "10.0.24.0/24"])["Subnets"][0].clone();
+    let (subnet_id, bridge) = (subnet["subnet_id"].as_str().unwrap(), subnet["bridge"].as_str().unwrap());
+    let image = register(&daemon, "idle", Asm::new().cli_hlt());
+    let run_instances =
+        daemon.ok(&["run-instances", "--image-id", &image, "--subnet-id", subnet_id, "--count", "2"]);
+    let instances: Vec<(String, String)> = run_instances["Instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["instance_id"].as_str().unwrap().to_owned(),
+                i["private_ip_address"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let [(a, a_ip), (b, b_ip)] = [instances[0].clone(), instances[1].clone()];
+    let unplugged = ids(&daemon.ok(&["run-instances", "--image-id", &image])).remove(0);
+    let guest_a = FakeGuest::plug(&ns, bridge, "elb-a", &a_ip, "10.0.24.1");
+    let guest_b = FakeGuest::plug(&ns, bridge, "elb-b", &b_ip, "10.0.24.1");
+    let mut backend_a = Some(Backend::serve(&guest_a.ns.0, &a));
+    let _backend_b = Backend::serve(&guest_b.ns.0, &b);
+
+    let elb = |args: &[&str]| daemon.ok(&[&["elbv2"], args].concat());
+    let lb = elb(&["create-load-balancer", "--name", "web"])["LoadBalancers"][0]["load_balancer_arn"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let tg = elb(&[
+        "create-target-group",
+        "--name",
+        "web-80",
+        "--protocol",
+        "HTTP",
+        "--port",
+        "80",
+        "--health-check-interval-seconds",
+        "5",
+        "--health-check-timeout-seconds",
+        "2",
+        "--healthy-threshold-count",
+        "2",
+        "--unhealthy-threshold-count",
+        "2",
+        "--matcher",
+        "HttpCode=200",
+    ])["TargetGroups"][0]["target_group_arn"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    elb(&[
+        "register-targets",
+        "--target-group-arn",
+        &tg,
+        "--targets",
+        &format!("Id={a}"),
+        &format!("Id={b},Port=80"),
+    ]);
+    let forward = format!("Type=forward,TargetGroupArn={tg}");
+    let listener = elb(&[
+        "create-listener",
+        "--load-balancer-arn",
+        &lb,
+        "--protocol",
+        "HTTP",
+        "--port",
+        "8080",
+        "--default-actions",
+        &forward,
+    ]);
+    assert_eq!(listener["Listeners"][0]["port"], 8080, "{listener}");
+
+    // Bad requests: one clear error each, nothing changed.
+    let elb_err = |args: &[&str]| daemon.err(&[&["elbv2"], args].concat());
+    let (id_a, id_unplugged) = (format!("Id={a}"), format!("Id={unplugged}"));
+    let refusals = [
+        (
+            vec!["register-targets", "--target-group-arn", &tg, "--targets", "Id=i-00000000000000000"],
+            "InvalidTarget",
+        ),
+        (vec!["register-targets", "--target-group-arn", &tg, "--targets", &id_unplugged], "InvalidTarget"),
+        (
+            vec!["register-targets", "--target-group-arn", "arn:nope", "--targets", &id_a],
+            "TargetGroupNotFound",
+        ),
+        (
+            vec![
+                "create-listener",
+                "--load-balancer-arn",
+                &lb,
+                "--protocol",
+                "HTTP",
+                "--port",
+                "8080",
+                "--default-actions",
+                &forward,
+            ],
+            "DuplicateListener",
+        ),
+        (
+            vec![
+                "create-listener",
+                "--load-balancer-arn",
+                &lb,
+                "--protocol",
+                "TCP",
+                "--port",
+                "8081",
+                "--default-actions",
+                &forward,
+            ],
+            "IncompatibleProtocols",
+        ),
+        (
+            vec![
+                "create-listener",
+                "--load-balancer-arn",
+                "arn:nope",
+                "--protocol",
+                "HTTP",
+                "--port",
+                "8081",
+                "--default-actions",
+                &forward,
+            ],
+            "LoadBalancerNotFound",
+        ),
+        (vec!["create-load-balancer", "--name", "web"], "DuplicateLoadBalancerName"),
+        (vec!["create-load-balancer", "--name", "bad_name"], "ValidationError"),
+        (vec!["create-target-group", "--name", "x", "--protocol", "UDP", "--port", "80"], "ValidationError"),
+        (
+            vec![
+                "create-target-group",
+                "--name",
+                "x",
+                "--protocol",
+                "HTTP",
+                "--port",
+                "80",
+                "--health-check-interval-seconds",
+                "1",
+            ],
+            "ValidationError",
+        ),
+        (vec!["delete-target-group", "--target-group-arn", &tg], "ResourceInUse"),
+        (
+            vec![
+                "modify-target-group-attributes",
+                "--target-group-arn",
+                &tg,
+                "--attributes",
+                "Key=deregistration_delay.timeout_seconds,Value=9999",
+            ],
+            "ValidationError",
+        ),
+    ];
+    let before =
+        (elb(&["describe-target-groups"]), elb(&["describe-listeners"]), elb(&["describe-load-balancers"]));
+    for (args, name) in refusals {
+        let err = elb_err(&args);
+        assert!(err.starts_with(name), "{args:?}: {err}");
+    }
+    assert_eq!(
+        before,
+        (elb(&["describe-target-groups"]), elb(&["describe-listeners"]), elb(&["describe-load-balancers"]))
+    );
+
+    // Both become healthy and share the requests from the LAN.
+    let health = |id: &str| -> (String, String) {
+        let all = elb(&["describe-target-health", "--target-group-arn", &tg]);
+        let found = all["TargetHealthDescriptions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["target"]["id"] == id)
+            .cloned();
+        let state = found.map(|d| d["target_health"].clone()).unwrap_or_default();
+        (state["state"].as_str().unwrap_or("").to_owned(), state["reason"].as_str().unwrap_or("").to_owned())
+    };
+    let log = dir.path().join("nuaged.log");
+    let wait = |what: &str, seconds: u64, done: &dyn Fn() -> bool| {
+        let start = Instant::now();
+        while !done() {
+            let log = std::fs::read_to_string(&log).unwrap_or_default();
+            assert!(start.elapsed() < Duration::from_secs(seconds), "timed out waiting for {what}\n{log}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    wait("both targets healthy", 20, &|| health(&a).0 == "healthy" && health(&b).0 == "healthy");
+    let url = "http://192.168.72.1:8080/";
+    let served = |n: usize| -> Vec<Option<String>> { (0..n).map(|_| http_get(&lan.0, url)).collect() };
+    let answers = served(10);
+    assert!(answers.iter().all(Option::is_some), "{answers:?}");
+    assert!(answers.contains(&Some(a.clone())) && answers.contains(&Some(b.clone())), "{answers:?}");
+
+    // A dead backend leaves after the unhealthy threshold; back after the healthy one.
+    drop(backend_a.take());
+    wait("A unhealthy", 20, &|| health(&a).0 == "unhealthy");
+    assert_eq!(health(&a).1, "Target.FailedHealthChecks");
+    assert!(served(6).iter().all(|body| body.as_deref() == Some(b.as_str())), "only B answers");
+    backend_a.replace(Backend::serve(&guest_a.ns.0, &a));
+    wait("A healthy again", 20, &|| health(&a).0 == "healthy");
+    assert!(served(10).contains(&Some(a.clone())));
+
+    // A stopped instance leaves the rotation at once (its address still answers here).
+    daemon.ok(&["stop-instances", "--instance-ids", &a, "--force"]);
+    assert_eq!(health(&a), ("unused".to_owned(), "Target.InvalidState".to_owned()));
+    wait("the balancer to drop A", 5, &|| served(4).iter().all(|body| body.as_deref() == Some(b.as_str())));
+    daemon.ok(&["start-instances", "--instance-ids", &a]);
+    wait("A back in rotation", 20, &|| health(&a).0 == "healthy");
+
+    // A client loop while the daemon is SIGKILLed and restarted: no failed request, and
+    // the new daemon adopts the running balancer.
+    let pid = running_balancers(dir.path()).values().copied().next().unwrap();
+    let client = std::thread::spawn({
+        let lan = lan.0.clone();
+        move || (0..40).filter(|_| http_get(&lan, url).is_none()).count()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    daemon.kill();
+    daemon = Daemon::spawn(dir.path(), &args);
+    assert_eq!(client.join().unwrap(), 0, "requests failed while the daemon was down");
+    daemon.wait_for(|| daemon.log().contains("adopted the running balancer process"), "adoption");
+    assert_eq!(
+        running_balancers(dir.path()).values().copied().collect::<Vec<_>>(),
+        [pid],
+        "the same process"
+    );
+
+    // Deregistration with a delay: B drains, no request fails, then only A answers.
+    let elb = |args: &[&str]| daemon.ok(&[&["elbv2"], args].concat());
+    elb(&[
+        "modify-target-group-attributes",
+        "--target-group-arn",
+        &tg,
+        "--attributes",
+        "Key=deregistration_delay.timeout_seconds,Value=3",
+    ]);
+    let client = std::thread::spawn({
+        let lan = lan.0.clone();
+        move || (0..30).map(|_| http_get(&lan, url)).collect::<Vec<_>>()
+    });
+    elb(&["deregister-targets", "--target-group-arn", &tg, "--targets", &format!("Id={b}")]);
+    let during = client.join().unwrap();
+    assert!(during.iter().all(Option::is_some), "a request failed while B drained: {during:?}");
+    let drained = || {
+        elb(&["describe-target-health", "--target-group-arn", &tg])["TargetHealthDescriptions"]
+            .as_array()
+            .unwrap()
+            .len()
+            == 1
+    };
+    wait("B drained and gone", 10, &drained);
+    assert!(served(6).iter().all(|body| body.as_deref() == Some(a.as_str())), "only A answers");
+
+    // The metrics page counts what went where.
+    drop(backend_a);
+    elb(&["delete-listener", "--listener-arn", listener["Listeners"][0]["listener_arn"].as_str().unwrap()]);
+    elb(&["delete-load-balancer", "--load-balancer-arn", &lb]);
+    wait("the balancer to stop", 10, &|| running_balancers(dir.path()).is_empty());
+    assert_eq!(http_get(&lan.0, url), None, "nothing listens any more");
+    elb(&["delete-target-group", "--target-group-arn", &tg]);
+    daemon.ok(&["terminate-instances", "--instance-ids", &a, &b, &unplugged]);
 }

@@ -6,6 +6,7 @@
 
 use tonic::{Code, Status};
 
+use crate::balancer::{BalancerError, Cap};
 use crate::daemon::keypairs::KeyPairError;
 use crate::daemon::quotas::Quota;
 use crate::daemon::DaemonError;
@@ -86,6 +87,42 @@ pub fn classify(error: &DaemonError) -> (Code, &'static str) {
             KeyPairError::Duplicate(_) => (AlreadyExists, "InvalidKeyPair.Duplicate"),
             KeyPairError::Format(_) => (InvalidArgument, "InvalidKey.Format"),
         },
+    }
+}
+
+/// The gRPC code and ELB error name of a load balancing `error`.
+pub fn classify_balancer(error: &BalancerError) -> (Code, &'static str) {
+    use Code::*;
+    match error {
+        BalancerError::Validation(_) => (InvalidArgument, "ValidationError"),
+        BalancerError::LoadBalancerNotFound(_) => (NotFound, "LoadBalancerNotFound"),
+        BalancerError::TargetGroupNotFound(_) => (NotFound, "TargetGroupNotFound"),
+        BalancerError::ListenerNotFound(_) => (NotFound, "ListenerNotFound"),
+        BalancerError::DuplicateLoadBalancerName(_) => (AlreadyExists, "DuplicateLoadBalancerName"),
+        BalancerError::DuplicateTargetGroupName(_) => (AlreadyExists, "DuplicateTargetGroupName"),
+        BalancerError::DuplicateListener(_) => (AlreadyExists, "DuplicateListener"),
+        BalancerError::IncompatibleProtocols(_) => (InvalidArgument, "IncompatibleProtocols"),
+        BalancerError::TargetGroupAssociationLimit(_) => (FailedPrecondition, "TargetGroupAssociationLimit"),
+        BalancerError::InvalidTarget(_) => (InvalidArgument, "InvalidTarget"),
+        BalancerError::ResourceInUse(_) => (FailedPrecondition, "ResourceInUse"),
+        BalancerError::TooMany(cap, _) => (
+            ResourceExhausted,
+            match cap {
+                Cap::LoadBalancers => "TooManyLoadBalancers",
+                Cap::TargetGroups => "TooManyTargetGroups",
+                Cap::Listeners => "TooManyListeners",
+                Cap::Targets => "TooManyTargets",
+            },
+        ),
+        BalancerError::Daemon(e) => classify(e),
+        BalancerError::State(_) => (Internal, INTERNAL_ERROR),
+    }
+}
+
+impl From<BalancerError> for Status {
+    fn from(error: BalancerError) -> Self {
+        let (code, name) = classify_balancer(&error);
+        Status::new(code, format!("{name}: {error}"))
     }
 }
 

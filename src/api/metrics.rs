@@ -15,7 +15,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tonic::codegen::http;
 
+use crate::balancer::Balancers;
 use crate::daemon::Daemon;
+use crate::lb::config::{TargetHealth, LATENCY_BUCKETS};
 use crate::state::instance::InstanceState;
 
 /// Upper bounds of the latency histogram's buckets, in seconds.
@@ -201,13 +203,115 @@ fn render_instances(daemon: &Daemon) -> String {
     out
 }
 
+/// The load balancers' part of the page: what each balancer process last reported, per
+/// target group and target.
+fn render_balancers(balancers: &Balancers) -> String {
+    let statuses = balancers.statuses();
+    let mut groups = Vec::new();
+    let mut targets = Vec::new();
+    for (lb, status) in &statuses {
+        for group in &status.target_groups {
+            let labels = format!("load_balancer=\"{}\",target_group=\"{}\"", lb.name, group.id);
+            for target in &group.targets {
+                targets.push((
+                    format!("{labels},target=\"{}\",address=\"{}\"", target.id, target.address),
+                    target,
+                ));
+            }
+            groups.push((labels, group.unrouted));
+        }
+    }
+    let mut out = String::new();
+    let mut family = |name: &str, kind: &str, help: &str, lines: &dyn Fn(&mut String)| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        lines(&mut out);
+    };
+    family(
+        "nuage_lb_unrouted_total",
+        "counter",
+        "Requests or connections no target could take (503s).",
+        &|out| {
+            for (labels, unrouted) in &groups {
+                let _ = writeln!(out, "nuage_lb_unrouted_total{{{labels}}} {unrouted}");
+            }
+        },
+    );
+    family(
+        "nuage_lb_target_requests_total",
+        "counter",
+        "HTTP requests (or TCP connections) sent to the target.",
+        &|out| {
+            for (labels, t) in &targets {
+                let _ = writeln!(out, "nuage_lb_target_requests_total{{{labels}}} {}", t.counters.requests);
+            }
+        },
+    );
+    family("nuage_lb_target_active", "gauge", "Requests (or connections) in flight to the target.", &|out| {
+        for (labels, t) in &targets {
+            let _ = writeln!(out, "nuage_lb_target_active{{{labels}}} {}", t.counters.active);
+        }
+    });
+    family("nuage_lb_target_responses_total", "counter", "The target's HTTP answers, by class.", &|out| {
+        for (labels, t) in &targets {
+            let c = &t.counters;
+            for (class, count) in [("2xx", c.http_2xx), ("4xx", c.http_4xx), ("5xx", c.http_5xx)] {
+                let _ = writeln!(out, "nuage_lb_target_responses_total{{{labels},code=\"{class}\"}} {count}");
+            }
+        }
+    });
+    let errors = "Requests or connections that failed on the way to the target (the balancer's 502 and 504).";
+    family("nuage_lb_target_errors_total", "counter", errors, &|out| {
+        for (labels, t) in &targets {
+            let _ = writeln!(out, "nuage_lb_target_errors_total{{{labels}}} {}", t.counters.errors);
+        }
+    });
+    family(
+        "nuage_lb_target_healthy",
+        "gauge",
+        "1 while the target passes its health checks, by its state.",
+        &|out| {
+            for (labels, t) in &targets {
+                let healthy = u8::from(t.health == TargetHealth::Healthy);
+                let _ = writeln!(
+                    out,
+                    "nuage_lb_target_healthy{{{labels},state=\"{}\"}} {healthy}",
+                    t.health.as_str()
+                );
+            }
+        },
+    );
+    let latency = "Time to the target's answer (HTTP) or connection (TCP).";
+    family("nuage_lb_target_response_seconds", "histogram", latency, &|out| {
+        for (labels, t) in &targets {
+            let mut cumulative = 0;
+            for (i, count) in t.counters.latency_buckets.iter().enumerate() {
+                cumulative += count;
+                let le = LATENCY_BUCKETS.get(i).map_or_else(|| "+Inf".to_owned(), |bound| bound.to_string());
+                let _ = writeln!(
+                    out,
+                    "nuage_lb_target_response_seconds_bucket{{{labels},le=\"{le}\"}} {cumulative}"
+                );
+            }
+            let sum = t.counters.latency_seconds;
+            let _ = writeln!(out, "nuage_lb_target_response_seconds_sum{{{labels}}} {sum}");
+            let _ = writeln!(out, "nuage_lb_target_response_seconds_count{{{labels}}} {cumulative}");
+        }
+    });
+    out
+}
+
 /// Serves `GET /metrics` on `listener` for ever.
-pub async fn serve(listener: TcpListener, daemon: Arc<Daemon>, api: Arc<ApiMetrics>) {
+pub async fn serve(
+    listener: TcpListener,
+    daemon: Arc<Daemon>,
+    balancers: Arc<Balancers>,
+    api: Arc<ApiMetrics>,
+) {
     loop {
         let Ok((stream, _)) = listener.accept().await else { continue };
-        let (daemon, api) = (daemon.clone(), api.clone());
+        let (daemon, balancers, api) = (daemon.clone(), balancers.clone(), api.clone());
         tokio::spawn(async move {
-            if let Err(e) = answer(stream, &daemon, &api).await {
+            if let Err(e) = answer(stream, &daemon, &balancers, &api).await {
                 tracing::debug!(error = %e, "metrics request failed");
             }
         });
@@ -220,7 +324,12 @@ pub async fn bind(address: std::net::SocketAddr) -> anyhow::Result<TcpListener> 
 }
 
 /// Reads one request head (bounded in size and time) and answers it.
-async fn answer(mut stream: TcpStream, daemon: &Arc<Daemon>, api: &ApiMetrics) -> anyhow::Result<()> {
+async fn answer(
+    mut stream: TcpStream,
+    daemon: &Arc<Daemon>,
+    balancers: &Arc<Balancers>,
+    api: &ApiMetrics,
+) -> anyhow::Result<()> {
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
     let read_head = async {
@@ -238,8 +347,10 @@ async fn answer(mut stream: TcpStream, daemon: &Arc<Daemon>, api: &ApiMetrics) -
         .context("the request head took too long")??;
     let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
     let (status, body) = if line.starts_with(b"GET /metrics ") || line == b"GET /metrics" {
-        let daemon = daemon.clone();
-        let mut page = tokio::task::spawn_blocking(move || render_instances(&daemon)).await?;
+        let (daemon, balancers) = (daemon.clone(), balancers.clone());
+        let mut page =
+            tokio::task::spawn_blocking(move || render_instances(&daemon) + &render_balancers(&balancers))
+                .await?;
         api.render(&mut page);
         ("200 OK", page)
     } else {

@@ -15,6 +15,7 @@ use tonic::transport::{
 use tower::layer::util::{Identity, Stack};
 
 use super::addresses::AddressesService;
+use super::balancing::LoadBalancingService;
 use super::images::ImagesService;
 use super::instances::InstancesService;
 use super::keypairs::KeyPairsService;
@@ -23,6 +24,7 @@ use super::pb::addresses_server::AddressesServer;
 use super::pb::images_server::ImagesServer;
 use super::pb::instances_server::InstancesServer;
 use super::pb::key_pairs_server::KeyPairsServer;
+use super::pb::load_balancing_server::LoadBalancingServer;
 use super::pb::security_groups_server::SecurityGroupsServer;
 use super::pb::snapshots_server::SnapshotsServer;
 use super::pb::subnets_server::SubnetsServer;
@@ -32,6 +34,7 @@ use super::resources::TagsService;
 use super::security_groups::SecurityGroupsService;
 use super::subnets::SubnetsService;
 use super::volumes::{SnapshotsService, VolumesService};
+use crate::balancer::Balancers;
 use crate::daemon::Daemon;
 
 /// Binds the API socket at `path` (mode 0660: the owner and its group may call the API),
@@ -87,6 +90,7 @@ type Layers = Stack<CallLayer, Identity>;
 async fn routes(
     server: Server,
     daemon: &Arc<Daemon>,
+    balancers: &Arc<Balancers>,
     metrics: &Arc<ApiMetrics>,
     access: Access,
 ) -> anyhow::Result<Router<Layers>> {
@@ -100,6 +104,7 @@ async fn routes(
     reporter.set_serving::<KeyPairsServer<KeyPairsService>>().await;
     reporter.set_serving::<SecurityGroupsServer<SecurityGroupsService>>().await;
     reporter.set_serving::<TagsServer<TagsService>>().await;
+    reporter.set_serving::<LoadBalancingServer<LoadBalancingService>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(super::pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -117,12 +122,14 @@ async fn routes(
         .add_service(AddressesServer::new(AddressesService(daemon.clone())))
         .add_service(KeyPairsServer::new(KeyPairsService(daemon.clone())))
         .add_service(SecurityGroupsServer::new(SecurityGroupsService(daemon.clone())))
-        .add_service(TagsServer::new(TagsService(daemon.clone()))))
+        .add_service(TagsServer::new(TagsService(daemon.clone())))
+        .add_service(LoadBalancingServer::new(LoadBalancingService(balancers.clone()))))
 }
 
 /// Serves the API on `listeners` until `shutdown` resolves.
 pub async fn serve(
     daemon: Arc<Daemon>,
+    balancers: Arc<Balancers>,
     listeners: Listeners,
     metrics: Arc<ApiMetrics>,
     shutdown: impl std::future::Future<Output = ()>,
@@ -131,20 +138,22 @@ pub async fn serve(
     let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|&stop| stop).await;
     };
-    let unix =
-        routes(Server::builder(), &daemon, &metrics, Access::Full).await?.serve_with_incoming_shutdown(
+    let unix = routes(Server::builder(), &daemon, &balancers, &metrics, Access::Full)
+        .await?
+        .serve_with_incoming_shutdown(
             UnixListenerStream::new(listeners.unix),
             until_stopped(stopped.clone()),
         );
-    let read_only =
-        routes(Server::builder(), &daemon, &metrics, Access::ReadOnly).await?.serve_with_incoming_shutdown(
+    let read_only = routes(Server::builder(), &daemon, &balancers, &metrics, Access::ReadOnly)
+        .await?
+        .serve_with_incoming_shutdown(
             UnixListenerStream::new(listeners.read_only),
             until_stopped(stopped.clone()),
         );
     let tcp = async {
         let Some((listener, tls, access)) = listeners.tcp else { return Ok(()) };
         let server = Server::builder().tls_config(tls).context("the TLS settings")?;
-        routes(server, &daemon, &metrics, access)
+        routes(server, &daemon, &balancers, &metrics, access)
             .await?
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), until_stopped(stopped.clone()))
             .await

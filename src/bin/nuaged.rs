@@ -9,6 +9,7 @@ use clap::Parser;
 use nuage::api::audit::parse_fingerprint;
 use nuage::api::metrics::{self, Access, ApiMetrics};
 use nuage::api::server::Listeners;
+use nuage::balancer::Balancers;
 use nuage::daemon::config::DaemonConfig;
 use nuage::daemon::config::TcpConfig;
 use nuage::daemon::metadata::MetadataSource;
@@ -35,6 +36,9 @@ struct Args {
     /// The nuage-vmm binary.
     #[arg(long)]
     vmm: Option<PathBuf>,
+    /// The nuage-lb binary (load balancers).
+    #[arg(long)]
+    balancer: Option<PathBuf>,
     /// Run the network plane (bridges, taps, firewall) in this named network namespace.
     #[arg(long)]
     netns: Option<String>,
@@ -96,6 +100,9 @@ async fn main() -> anyhow::Result<()> {
     if let Some(vmm) = args.vmm {
         config.vmm = vmm;
     }
+    if let Some(balancer) = args.balancer {
+        config.balancer = balancer;
+    }
     if let Some(netns) = args.netns {
         config.network.netns = Some(netns);
     }
@@ -136,6 +143,8 @@ async fn main() -> anyhow::Result<()> {
         info!("recovery: {action}");
     }
     let daemon = Arc::new(daemon);
+    let balancers = Arc::new(Balancers::new(daemon.documents.clone(), daemon.clone(), &daemon.config));
+    balancers.start().context("starting the load balancers' controller")?;
     let key = TokenKey::load_or_create(&daemon.state_dir().join("metadata.key"))
         .context("the metadata service's token key")?;
     tokio::spawn(nuage::metadata::server::run(Arc::new(MetadataSource(daemon.clone())), Arc::new(key)));
@@ -143,7 +152,7 @@ async fn main() -> anyhow::Result<()> {
     if let Some(address) = metrics_address {
         let listener = metrics::bind(address).await?;
         info!(address = %listener.local_addr()?, "serving metrics");
-        tokio::spawn(metrics::serve(listener, daemon.clone(), api_metrics.clone()));
+        tokio::spawn(metrics::serve(listener, daemon.clone(), balancers.clone(), api_metrics.clone()));
     }
     let unix = nuage::api::server::bind(&socket, &socket_group)?;
     let read_only = nuage::api::server::bind(&read_only_socket, &read_only_group)?;
@@ -166,7 +175,8 @@ async fn main() -> anyhow::Result<()> {
         }
         info!("stopping; instances keep running and are adopted at the next start");
     };
-    nuage::api::server::serve(daemon, Listeners { unix, read_only, tcp }, api_metrics, shutdown).await
+    nuage::api::server::serve(daemon, balancers, Listeners { unix, read_only, tcp }, api_metrics, shutdown)
+        .await
 }
 
 /// The TLS settings of the TCP listener: the daemon's identity, the CA clients'

@@ -2,6 +2,7 @@
 //! users know; output is a table for people or JSON (`--output json`) for scripts.
 
 mod doctor;
+mod elbv2;
 mod output;
 
 use std::io::Write as _;
@@ -76,6 +77,11 @@ enum OutputFormat {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Load balancers, target groups, targets and listeners (`aws elbv2`).
+    Elbv2 {
+        #[command(subcommand)]
+        command: elbv2::Elbv2,
+    },
     /// Checks this host: KVM (and whether it is hardware-backed), tun, bridge, iproute2,
     /// nftables, free disk, the daemon. Exits 1 if something nuage needs is missing.
     Doctor {
@@ -725,6 +731,9 @@ impl Cli {
             OutputFormat::Table => Format::Table,
             OutputFormat::Json => Format::Json,
         };
+        if let Command::Elbv2 { command } = self.command {
+            return elbv2::run(command, channel, format).await;
+        }
         let mut images = ImagesClient::new(channel.clone());
         let mut instances = InstancesClient::new(channel.clone());
         let mut subnets = SubnetsClient::new(channel.clone());
@@ -989,7 +998,9 @@ impl Cli {
                 let response = response.into_inner();
                 print_tags(format, response.tags, &response.next_token);
             }
-            Command::Doctor { .. } | Command::Completions { .. } => unreachable!("handled before connecting"),
+            Command::Doctor { .. } | Command::Completions { .. } | Command::Elbv2 { .. } => {
+                unreachable!("handled before")
+            }
             Command::GetConsoleOutput { instance_id, follow: true } => {
                 let request = WatchInstanceRequest { instance_id, from_start: true };
                 let mut events = instances.watch_instance(request).await?.into_inner();

@@ -17,7 +17,7 @@ pub enum Format {
 }
 
 /// Prints rows under `header`, each column as wide as its widest cell.
-fn table(header: &[&str], rows: Vec<Vec<String>>) {
+pub(super) fn table(header: &[&str], rows: Vec<Vec<String>>) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -34,7 +34,7 @@ fn table(header: &[&str], rows: Vec<Vec<String>>) {
     }
 }
 
-fn json<T: Serialize>(key: &str, value: T) {
+pub(super) fn json<T: Serialize>(key: &str, value: T) {
     json_page(key, value, "");
 }
 

@@ -19,6 +19,8 @@ pub trait Compute: Send + Sync {
     fn run_instances(&self, spec: &RunSpec) -> Result<Vec<InstanceRecord>, DaemonError>;
     /// Terminates instances as TerminateInstances does.
     fn terminate_instances(&self, ids: &[String]) -> Result<Vec<StateChange>, DaemonError>;
+    /// Every instance not terminated.
+    fn live_instances(&self) -> Result<Vec<InstanceRecord>, DaemonError>;
     /// The instances not terminated that carry tag `key` with exactly `value`, with all
     /// their tags.
     fn instances_tagged(&self, key: &str, value: &str) -> Result<Vec<Tagged<InstanceRecord>>, DaemonError>;
@@ -36,13 +38,16 @@ impl Compute for Daemon {
         self.instances.terminate(ids)
     }
 
-    fn instances_tagged(&self, key: &str, value: &str) -> Result<Vec<Tagged<InstanceRecord>>, DaemonError> {
+    fn live_instances(&self) -> Result<Vec<InstanceRecord>, DaemonError> {
         let live: Vec<InstanceState> =
             InstanceState::ALL.into_iter().filter(|s| *s != InstanceState::Terminated).collect();
+        self.instances.describe(&[], &live)
+    }
+
+    fn instances_tagged(&self, key: &str, value: &str) -> Result<Vec<Tagged<InstanceRecord>>, DaemonError> {
         let mut index = self.tags.index()?;
         Ok(self
-            .instances
-            .describe(&[], &live)?
+            .live_instances()?
             .into_iter()
             .map(|record| Tagged { tags: index.remove(&record.id).unwrap_or_default(), record })
             .filter(|item| item.tags.iter().any(|tag| tag.key == key && tag.value == value))

@@ -65,6 +65,8 @@ pub struct DaemonConfig {
     pub read_only_socket_group: String,
     /// The `nuage-vmm` binary.
     pub vmm: PathBuf,
+    /// The `nuage-lb` binary, which serves each load balancer.
+    pub balancer: PathBuf,
     /// The instance types, the first being the default.
     pub instance_types: Vec<InstanceType>,
     /// The most instances one RunInstances call may launch.
@@ -106,6 +108,7 @@ impl Default for DaemonConfig {
             socket_group: "nuage".into(),
             read_only_socket_group: "nuage-readonly".into(),
             vmm: sibling_binary("nuage-vmm"),
+            balancer: sibling_binary("nuage-lb"),
             instance_types: types
                 .into_iter()
                 .map(|(name, vcpus, memory_mib)| InstanceType { name: name.into(), vcpus, memory_mib })

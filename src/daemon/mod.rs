@@ -26,6 +26,7 @@ use std::sync::Arc;
 use crate::net::plane::{NetworkPlane, PlaneConfig};
 use crate::net::NetError;
 use crate::state::db::{Database, StateError};
+use crate::state::document::DocumentStore;
 use crate::state::file::{create_private_dir, make_private};
 use crate::store::{Store, StoreError};
 use config::DaemonConfig;
@@ -121,6 +122,8 @@ pub struct Daemon {
     pub key_pairs: KeyPairs,
     /// Tags on every resource, and the shared Describe.
     pub tags: Tags,
+    /// Where the controllers keep their desired state, in the daemon's database.
+    pub documents: Arc<dyn DocumentStore>,
 }
 
 impl Daemon {
@@ -169,8 +172,12 @@ impl Daemon {
         let images = Images::new(store.clone(), db.clone(), imports);
         let network = Network::new(plane.clone(), db.clone(), db.clone());
         let key_pairs = KeyPairs::new(db.clone(), db.clone());
+        let documents: Arc<dyn DocumentStore> = db.clone();
         let tags = Tags::new(db.clone(), db.clone(), db, store, plane);
-        Ok((Self { config, images, network, instances, events, volumes, key_pairs, tags }, actions))
+        Ok((
+            Self { config, images, network, instances, events, volumes, key_pairs, tags, documents },
+            actions,
+        ))
     }
 
     /// The state directory.

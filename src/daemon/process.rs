@@ -1,7 +1,8 @@
-//! The instances' `nuage-vmm` processes: launching one in its own process group (so a
-//! signal to the daemon's group, or the daemon's death, never reaches it), finding the
-//! ones running after a daemon restart, and waiting for processes the daemon did not
-//! start.
+//! The processes the daemon starts and that outlive it, the instances' `nuage-vmm`s (and,
+//! through the same helpers, the load balancers' `nuage-lb`s): launching one in its own
+//! process group (so a signal to the daemon's group, or the daemon's death, never reaches
+//! it) with nothing inherited and no capability it does not need, finding the ones running
+//! after a daemon restart, and waiting for processes the daemon did not start.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -74,13 +75,15 @@ pub fn console_log(dir: &Path) -> PathBuf {
 /// The running VMM's pid, in the instance's directory.
 pub const PID_FILE: &str = "pid";
 
-/// Opens the VMM's log (its stdout and stderr) in instance directory `dir` for a new run,
-/// first moving a log that reached [`LOG_LIMIT`] to `vmm.log.1`: one run writes at most
-/// that much, so a guest that makes its VMM complain, run after run, keeps two logs at most.
-fn open_vmm_log(dir: &Path) -> std::io::Result<File> {
-    let path = dir.join("vmm.log");
-    if std::fs::metadata(&path).is_ok_and(|m| m.len() >= LOG_LIMIT) {
-        std::fs::rename(&path, dir.join("vmm.log.1"))?;
+/// Opens the log `path` of a helper process (a VMM's or a balancer's stdout and stderr)
+/// for a new run, first moving a log that reached [`LOG_LIMIT`] to `<path>.1`: one run
+/// writes at most that much, so a guest that makes its VMM complain, run after run,
+/// keeps two logs at most.
+pub fn open_log(path: &Path) -> std::io::Result<File> {
+    if std::fs::metadata(path).is_ok_and(|m| m.len() >= LOG_LIMIT) {
+        let mut rotated = path.as_os_str().to_owned();
+        rotated.push(".1");
+        std::fs::rename(path, rotated)?;
     }
     OpenOptions::new().create(true).append(true).mode(0o600).open(path)
 }
@@ -171,11 +174,7 @@ impl Launch<'_> {
         // process owns and memory prepared before the fork.
         unsafe {
             command.pre_exec(move || {
-                // Close-on-exec rather than closed: the standard library's own pipe, which
-                // reports a failed exec, must stay open until the exec.
-                if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
+                inherit_nothing()?;
                 // Into the instance's cgroup before the VMM runs anything ("0": this
                 // process), and before the tap's dup2 could take the descriptor's number.
                 if let Some(procs) = cgroup {
@@ -183,7 +182,7 @@ impl Launch<'_> {
                         return Err(std::io::Error::last_os_error());
                     }
                 }
-                drop_privileges()?;
+                drop_privileges(&[])?;
                 let Some(fd) = tap else { return Ok(()) };
                 if fd == TAP_FD {
                     // dup2 onto itself would keep close-on-exec set.
@@ -206,7 +205,7 @@ impl Launch<'_> {
         let _ = std::fs::remove_file(control_socket(&self.dir));
         let config_file = self.dir.join(VM_CONFIG_FILE);
         write_json(&config_file, &self.vm_config())?;
-        let log = open_vmm_log(&self.dir)?;
+        let log = open_log(&self.dir.join("vmm.log"))?;
         let child = self
             .command(&config_file)
             .stdin(Stdio::null())
@@ -240,14 +239,30 @@ struct CapData {
 
 const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 
-/// Leaves the calling process (a VMM between fork and exec) with no capability it could
-/// keep or regain: the bounding set emptied (so even root gets none at exec), every set
-/// cleared, ambient ones too, and `no_new_privs` (no set-id or file capability gains
-/// anything). KVM, the tap it inherits and the files the daemon made need none.
+/// Marks every descriptor from 3 up close-on-exec in a child between fork and exec, so
+/// the program it runs inherits none of the daemon's. Marked rather than closed: the
+/// standard library's own pipe, which reports a failed exec, must stay open until the exec.
+/// Async-signal-safe.
+pub(crate) fn inherit_nothing() -> std::io::Result<()> {
+    // SAFETY: close_range with integer arguments only.
+    if unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The capability to bind ports below 1024, which a balancer keeps.
+pub(crate) const CAP_NET_BIND_SERVICE: u32 = 10;
+
+/// Leaves the calling process (a helper between fork and exec) with no capability but
+/// those in `keep` that it could keep or regain: the bounding set emptied of the rest (so
+/// even root gets no other at exec), every set holding `keep` only, ambient ones cleared,
+/// and `no_new_privs` (no set-id or file capability gains anything). A VMM keeps none:
+/// KVM, the tap it inherits and the files the daemon made need none.
 /// Only async-signal-safe system calls: it runs between fork and exec.
-fn drop_privileges() -> std::io::Result<()> {
+pub(crate) fn drop_privileges(keep: &[u32]) -> std::io::Result<()> {
     let last_os = std::io::Error::last_os_error;
-    for capability in 0..64 {
+    for capability in (0..64).filter(|c| !keep.contains(c)) {
         // SAFETY: prctl with integer arguments only.
         if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, capability, 0, 0, 0) } < 0 {
             match last_os().raw_os_error() {
@@ -260,9 +275,14 @@ fn drop_privileges() -> std::io::Result<()> {
         }
     }
     let header = CapHeader { version: CAPABILITY_VERSION_3, pid: 0 };
-    let none = [CapData { effective: 0, permitted: 0, inheritable: 0 }; 2];
+    let mut sets = [CapData { effective: 0, permitted: 0, inheritable: 0 }; 2];
+    for &capability in keep {
+        let half = &mut sets[(capability / 32) as usize % 2];
+        half.effective |= 1 << (capability % 32);
+        half.permitted |= 1 << (capability % 32);
+    }
     // SAFETY: the header and the two data halves are the layout capset(2) reads.
-    if unsafe { libc::syscall(libc::SYS_capset, &header, none.as_ptr()) } < 0 {
+    if unsafe { libc::syscall(libc::SYS_capset, &header, sets.as_ptr()) } < 0 {
         return Err(last_os());
     }
     // SAFETY: prctl with integer arguments only.
@@ -289,12 +309,17 @@ pub fn usage(pid: i32) -> Option<Usage> {
     Some(Usage { cpu_seconds: ticks as f64 / hz.max(1) as f64, memory_bytes: pages * page.max(1) as u64 })
 }
 
-/// The VMMs running for instances under `state_dir`, by instance id: found by their
-/// command lines, which name the instance's directory, so a VMM whose pid never reached
-/// the database (a crash right after launching it) is found too.
+/// The VMMs running for instances under `state_dir`, by instance id.
 pub fn running_vmms(state_dir: &Path) -> HashMap<String, i32> {
-    let marker = state_dir.join("instances");
-    let marker = marker.as_os_str().as_encoded_bytes();
+    running_under(&state_dir.join("instances"))
+}
+
+/// The processes whose command lines name a path under `dir/<name>/`, by that name: a
+/// helper the daemon started (a VMM for an instance's directory, a balancer for its own)
+/// is found so, also one whose pid never reached the daemon's records (a crash right
+/// after starting it).
+pub fn running_under(dir: &Path) -> HashMap<String, i32> {
+    let marker = dir.as_os_str().as_encoded_bytes();
     let mut found = HashMap::new();
     let Ok(entries) = std::fs::read_dir("/proc") else { return found };
     for entry in entries.flatten() {
@@ -314,14 +339,14 @@ pub fn running_vmms(state_dir: &Path) -> HashMap<String, i32> {
     found
 }
 
-/// Whether process `pid` is a VMM this daemon would have started: it runs the configured
-/// `vmm` binary (or that file before an upgrade replaced it) as the daemon's own user.
-/// Says why not otherwise.
-pub fn proves_vmm(pid: i32, vmm: &Path) -> Result<(), String> {
+/// Whether process `pid` is one this daemon would have started: it runs the configured
+/// `binary` (`nuage-vmm`, `nuage-lb`; or that file before an upgrade replaced it) as the
+/// daemon's own user. Says why not otherwise.
+pub fn proves_own(pid: i32, binary: &Path) -> Result<(), String> {
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).map_err(|e| format!("its executable: {e}"))?;
     let exe = exe.to_string_lossy();
     let exe = Path::new(exe.strip_suffix(" (deleted)").unwrap_or(&exe));
-    let wanted = std::fs::canonicalize(vmm).unwrap_or_else(|_| vmm.to_owned());
+    let wanted = std::fs::canonicalize(binary).unwrap_or_else(|_| binary.to_owned());
     if exe != wanted {
         return Err(format!("it runs {}, not {}", exe.display(), wanted.display()));
     }

@@ -125,6 +125,10 @@ const MIGRATIONS: &[&str] = &[
         user_data BLOB NOT NULL,
         public_key TEXT NOT NULL
      )",
+    "CREATE TABLE documents (
+        name TEXT PRIMARY KEY,
+        body TEXT NOT NULL
+     )",
 ];
 
 /// The SQLite database.

@@ -3,6 +3,8 @@
 
 #[cfg(feature = "daemon")]
 pub mod db;
+#[cfg(feature = "daemon")]
+pub mod document;
 pub mod file;
 pub mod id;
 pub mod instance;

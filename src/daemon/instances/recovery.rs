@@ -7,7 +7,7 @@ use tracing::warn;
 
 use super::{internal, Instances};
 use crate::daemon::process::{
-    control_socket, disk_serial, instance_dir, proves_vmm, running_vmms, ProcessHandle, VmmDisk,
+    control_socket, disk_serial, instance_dir, proves_own, running_vmms, ProcessHandle, VmmDisk,
 };
 use crate::daemon::DaemonError;
 use crate::state::instance::InstanceState::*;
@@ -39,7 +39,7 @@ impl Instances {
             let vmm = match running.get(id) {
                 None => None,
                 Some(&pid) => match ProcessHandle::open(pid).and_then(|handle| {
-                    proves_vmm(pid, &self.config.vmm).map_err(std::io::Error::other)?;
+                    proves_own(pid, &self.config.vmm).map_err(std::io::Error::other)?;
                     Ok(handle)
                 }) {
                     Ok(handle) => Some((pid, handle)),

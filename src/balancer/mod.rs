@@ -1,0 +1,426 @@
+//! Elastic Load Balancing: the controller beside the daemon. The API changes the desired
+//! state (load balancers, target groups, targets, listeners: [`model::Balancing`], one
+//! document in the daemon's database, changed by compare and set); a reconcile loop
+//! ([`supervisor`]) makes each load balancer's `nuage-lb` process ([`crate::lb`]) serve
+//! it, woken by every change and every instance event, and once a second regardless
+//! (level-triggered: whatever was missed is caught up on the next pass).
+//!
+//! It reads instances only through [`Compute`], the seam every controller uses, and never
+//! touches the store or the network plane: targets are reached at the addresses the
+//! instances were given, from the network plane's namespace.
+
+pub mod model;
+pub mod supervisor;
+
+use std::collections::HashMap;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+use crate::daemon::compute::Compute;
+use crate::daemon::config::DaemonConfig;
+use crate::daemon::DaemonError;
+use crate::lb::config::{BalancerStatus, Protocol, TargetHealth};
+use crate::state::db::StateError;
+use crate::state::document::DocumentStore;
+use crate::state::id::now;
+use crate::state::instance::InstanceState;
+use model::{
+    AttributesChange, Balancing, HealthCheckChange, Listener, LoadBalancer, LoadBalancerType, TargetGroup,
+    TargetGroupAttributes,
+};
+use supervisor::Supervisor;
+
+/// The document the resources are kept in.
+const DOCUMENT: &str = "elasticloadbalancing";
+
+/// How stale a balancer's status may be before its targets' health is unknown.
+const STATUS_STALE_SECONDS: u64 = 10;
+
+/// Why a load balancing request was refused or failed. The API maps each to ELB's error
+/// name (`api::errors`).
+#[derive(Debug, thiserror::Error)]
+pub enum BalancerError {
+    /// A malformed request.
+    #[error("{0}")]
+    Validation(String),
+    /// No such load balancer.
+    #[error("load balancer {0} does not exist")]
+    LoadBalancerNotFound(String),
+    /// No such target group.
+    #[error("target group {0} does not exist")]
+    TargetGroupNotFound(String),
+    /// No such listener.
+    #[error("listener {0} does not exist")]
+    ListenerNotFound(String),
+    /// The name is taken.
+    #[error("a load balancer named {0} exists")]
+    DuplicateLoadBalancerName(String),
+    /// The name is taken.
+    #[error("a target group named {0} exists")]
+    DuplicateTargetGroupName(String),
+    /// The port is taken.
+    #[error("{0}")]
+    DuplicateListener(String),
+    /// A listener and what it forwards to, or a load balancer and its listener, differ.
+    #[error("{0}")]
+    IncompatibleProtocols(String),
+    /// The target group already serves another load balancer.
+    #[error("{0}")]
+    TargetGroupAssociationLimit(String),
+    /// A target is not an instance that can be one.
+    #[error("{0}")]
+    InvalidTarget(String),
+    /// The resource is in use.
+    #[error("{0}")]
+    ResourceInUse(String),
+    /// A cap would be passed.
+    #[error("{1}")]
+    TooMany(Cap, String),
+    /// The daemon failed to answer about instances.
+    #[error(transparent)]
+    Daemon(#[from] DaemonError),
+    /// The database failed.
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// What there would be too many of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cap {
+    /// Load balancers on the host.
+    LoadBalancers,
+    /// Target groups on the host.
+    TargetGroups,
+    /// Listeners of a load balancer.
+    Listeners,
+    /// Targets of a target group.
+    Targets,
+}
+
+/// One target's health as `describe-target-health` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetHealthView {
+    /// The instance.
+    pub instance_id: String,
+    /// Its port.
+    pub port: u16,
+    /// Its state.
+    pub state: TargetHealth,
+    /// ELB's reason code, where not healthy.
+    pub reason: Option<String>,
+    /// The reason in words.
+    pub description: String,
+}
+
+/// The load balancing service: the API's entry point, and the reconcile loop's owner.
+pub struct Balancers {
+    documents: Arc<dyn DocumentStore>,
+    compute: Arc<dyn Compute>,
+    region: String,
+    supervisor: Supervisor,
+    wake: Mutex<mpsc::Sender<()>>,
+    woken: Mutex<Option<mpsc::Receiver<()>>>,
+}
+
+impl Balancers {
+    /// The service over the daemon's `documents` and `compute`, with each load balancer's
+    /// process under `config.state_dir/balancers`.
+    pub fn new(documents: Arc<dyn DocumentStore>, compute: Arc<dyn Compute>, config: &DaemonConfig) -> Self {
+        let (wake, woken) = mpsc::channel();
+        Self {
+            documents,
+            compute,
+            region: config.region.clone(),
+            supervisor: Supervisor::new(config),
+            wake: Mutex::new(wake),
+            woken: Mutex::new(Some(woken)),
+        }
+    }
+
+    /// Every resource as recorded.
+    pub fn read(&self) -> Result<Balancing, BalancerError> {
+        Ok(parse(self.documents.document(DOCUMENT)?.as_deref())?)
+    }
+
+    /// Applies `change` to the record and keeps the result, rereading and trying again if
+    /// another caller changed it meanwhile; wakes the reconcile loop.
+    fn change<T>(
+        &self,
+        mut change: impl FnMut(&mut Balancing) -> Result<T, BalancerError>,
+    ) -> Result<T, BalancerError> {
+        loop {
+            let current = self.documents.document(DOCUMENT)?;
+            let mut balancing = parse(current.as_deref())?;
+            let result = change(&mut balancing)?;
+            let body = serde_json::to_string(&balancing).map_err(|e| StateError::Corrupt(e.to_string()))?;
+            if self.documents.replace_document(DOCUMENT, current.as_deref(), &body)? {
+                self.wake();
+                return Ok(result);
+            }
+        }
+    }
+
+    fn wake(&self) {
+        let _ = self.wake.lock().unwrap_or_else(std::sync::PoisonError::into_inner).send(());
+    }
+
+    /// `create-load-balancer`.
+    pub fn create_load_balancer(
+        &self,
+        name: &str,
+        kind: LoadBalancerType,
+    ) -> Result<LoadBalancer, BalancerError> {
+        self.change(|b| b.create_load_balancer(&self.region, name, kind, now()))
+    }
+
+    /// `delete-load-balancer`: its process stops on the next pass.
+    pub fn delete_load_balancer(&self, arn: &str) -> Result<(), BalancerError> {
+        self.change(|b| b.delete_load_balancer(arn))
+    }
+
+    /// `create-target-group`.
+    pub fn create_target_group(
+        &self,
+        name: &str,
+        protocol: Protocol,
+        port: u16,
+        health_check: &HealthCheckChange,
+    ) -> Result<TargetGroup, BalancerError> {
+        self.change(|b| b.create_target_group(&self.region, name, protocol, port, health_check, now()))
+    }
+
+    /// `modify-target-group`.
+    pub fn modify_target_group(
+        &self,
+        arn: &str,
+        change: &HealthCheckChange,
+    ) -> Result<TargetGroup, BalancerError> {
+        self.change(|b| b.modify_target_group(arn, change))
+    }
+
+    /// `modify-target-group-attributes`.
+    pub fn modify_attributes(
+        &self,
+        arn: &str,
+        change: &AttributesChange,
+    ) -> Result<TargetGroupAttributes, BalancerError> {
+        self.change(|b| b.modify_attributes(arn, change))
+    }
+
+    /// `delete-target-group`.
+    pub fn delete_target_group(&self, arn: &str) -> Result<(), BalancerError> {
+        self.change(|b| b.delete_target_group(arn))
+    }
+
+    /// `create-listener`.
+    pub fn create_listener(
+        &self,
+        lb_arn: &str,
+        protocol: Protocol,
+        port: u16,
+        tg_arn: &str,
+    ) -> Result<Listener, BalancerError> {
+        self.change(|b| b.create_listener(lb_arn, protocol, port, tg_arn))
+    }
+
+    /// `delete-listener`.
+    pub fn delete_listener(&self, arn: &str) -> Result<(), BalancerError> {
+        self.change(|b| b.delete_listener(arn))
+    }
+
+    /// `register-targets`: each must be an instance, not terminated, with an address on a
+    /// subnet (where the balancer reaches it).
+    pub fn register_targets(
+        &self,
+        arn: &str,
+        targets: &[(String, Option<u16>)],
+    ) -> Result<(), BalancerError> {
+        let instances = self.compute.live_instances()?;
+        for (id, _) in targets {
+            match instances.iter().find(|i| &i.id == id) {
+                None => {
+                    return Err(BalancerError::InvalidTarget(format!(
+                        "instance {id} does not exist or is terminated"
+                    )))
+                }
+                Some(i) if i.private_ip.is_none() => {
+                    return Err(BalancerError::InvalidTarget(format!(
+                        "instance {id} is on no subnet: nothing can reach it"
+                    )))
+                }
+                Some(_) => {}
+            }
+        }
+        self.change(|b| b.register_targets(arn, targets))
+    }
+
+    /// `deregister-targets`: each drains for the group's deregistration delay.
+    pub fn deregister_targets(
+        &self,
+        arn: &str,
+        targets: &[(String, Option<u16>)],
+    ) -> Result<(), BalancerError> {
+        self.change(|b| b.deregister_targets(arn, targets, now()))
+    }
+
+    /// `describe-target-health`: what the group's balancer sees, or why it routes nothing
+    /// to a target.
+    pub fn target_health(&self, arn: &str) -> Result<Vec<TargetHealthView>, BalancerError> {
+        let balancing = self.read()?;
+        let group = balancing.target_group(arn)?;
+        let states: HashMap<String, InstanceState> =
+            self.compute.live_instances()?.into_iter().map(|i| (i.id, i.state)).collect();
+        let balancer =
+            balancing.load_balancers_of(arn).first().and_then(|lb| balancing.load_balancer(lb).ok().cloned());
+        let status = balancer.as_ref().and_then(|lb| self.supervisor.status(lb.id()));
+        let now = now();
+        Ok(group
+            .targets
+            .iter()
+            .map(|target| {
+                let view = |state, reason: &str, description: &str| TargetHealthView {
+                    instance_id: target.instance_id.clone(),
+                    port: target.port,
+                    state,
+                    reason: Some(reason.into()),
+                    description: description.into(),
+                };
+                let instance_state =
+                    states.get(&target.instance_id).copied().unwrap_or(InstanceState::Terminated);
+                if target.deregistered_at.is_some() {
+                    return view(
+                        TargetHealth::Draining,
+                        "Target.DeregistrationInProgress",
+                        "Target deregistration is in progress",
+                    );
+                }
+                if instance_state != InstanceState::Running {
+                    return view(
+                        TargetHealth::Unused,
+                        "Target.InvalidState",
+                        &format!("Target is in the {instance_state} state"),
+                    );
+                }
+                if balancer.is_none() {
+                    return view(
+                        TargetHealth::Unused,
+                        "Target.NotInUse",
+                        "Target group is not configured to receive traffic from the load balancer",
+                    );
+                }
+                let Some(status) =
+                    status.as_ref().filter(|s| now.saturating_sub(s.written_at) <= STATUS_STALE_SECONDS)
+                else {
+                    return view(
+                        TargetHealth::Unavailable,
+                        "Elb.InternalError",
+                        "The load balancer is not running",
+                    );
+                };
+                let seen = status.target_groups.iter().find(|g| g.id == arn).and_then(|g| {
+                    g.targets.iter().find(|t| t.id == target.instance_id && t.address.port() == target.port)
+                });
+                match seen {
+                    Some(seen) => TargetHealthView {
+                        instance_id: target.instance_id.clone(),
+                        port: target.port,
+                        state: seen.health,
+                        reason: seen.reason.clone(),
+                        description: seen.description.clone(),
+                    },
+                    None => view(
+                        TargetHealth::Initial,
+                        "Elb.RegistrationInProgress",
+                        "Target registration is in progress",
+                    ),
+                }
+            })
+            .collect())
+    }
+
+    /// Each load balancer with what its process last reported, for the metrics page.
+    pub fn statuses(&self) -> Vec<(LoadBalancer, BalancerStatus)> {
+        let Ok(balancing) = self.read() else { return Vec::new() };
+        balancing
+            .load_balancers
+            .into_iter()
+            .filter_map(|lb| {
+                let status = self.supervisor.status(lb.id())?;
+                Some((lb, status))
+            })
+            .collect()
+    }
+
+    /// Starts the reconcile loop (and the thread that wakes it on instance events); the
+    /// balancers a previous daemon started are adopted on its first pass.
+    pub fn start(self: &Arc<Self>) -> std::io::Result<()> {
+        let Some(woken) = self.woken.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() else {
+            return Ok(());
+        };
+        let mut events = self.compute.instance_events();
+        let wake = self.wake.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        std::thread::Builder::new().name("elb-events".into()).spawn(move || loop {
+            match events.blocking_recv() {
+                // A lagging receiver missed events: a pass rereads everything anyway.
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    if wake.send(()).is_err() {
+                        return;
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        })?;
+        let this = self.clone();
+        std::thread::Builder::new()
+            .name("elb-reconcile".into())
+            .spawn(move || this.reconcile_forever(&woken))?;
+        Ok(())
+    }
+
+    fn reconcile_forever(&self, woken: &mpsc::Receiver<()>) {
+        loop {
+            if let Err(e) = self.reconcile() {
+                tracing::warn!("load balancers: {e}");
+            }
+            match woken.recv_timeout(supervisor::PASS_INTERVAL) {
+                Ok(()) => while woken.try_recv().is_ok() {},
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    }
+
+    /// One pass: drained and orphaned targets forgotten, then every balancer process made
+    /// to serve its part of the record.
+    pub fn reconcile(&self) -> Result<(), BalancerError> {
+        let instances = self.compute.live_instances()?;
+        let exists = |id: &str| instances.iter().any(|i| i.id == id);
+        let now = now();
+        if self.read()?.expire(now, exists) {
+            self.change(|b| {
+                b.expire(now, exists);
+                Ok(())
+            })?;
+        }
+        let balancing = self.read()?;
+        let running: HashMap<String, std::net::Ipv4Addr> = instances
+            .iter()
+            .filter(|i| i.state == InstanceState::Running)
+            .filter_map(|i| Some((i.id.clone(), i.private_ip?)))
+            .collect();
+        let wanted: Vec<(String, crate::lb::config::BalancerConfig)> = balancing
+            .load_balancers
+            .iter()
+            .map(|lb| (lb.id().to_owned(), balancing.balancer_config(lb, &running)))
+            .collect();
+        self.supervisor.converge(&wanted);
+        Ok(())
+    }
+}
+
+fn parse(body: Option<&str>) -> Result<Balancing, StateError> {
+    match body {
+        None => Ok(Balancing::default()),
+        Some(body) => serde_json::from_str(body).map_err(|e| StateError::Corrupt(format!("{DOCUMENT}: {e}"))),
+    }
+}

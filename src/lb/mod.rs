@@ -1,0 +1,479 @@
+//! `nuage-lb`: the load balancers' data plane, one process per load balancer, started and
+//! supervised by the daemon's balancer controller (`crate::balancer`) as VMMs are, so a
+//! daemon that dies or restarts drops no connection.
+//!
+//! It serves the listeners of its [`config::BalancerConfig`] (`lb.json`, reread on
+//! SIGHUP without dropping anything that stays), checks every target's health, sends each
+//! request (HTTP) or connection (TCP) to the target [`pick`] chooses, and writes what it
+//! sees to `status.json` every second.
+//!
+//! ```text
+//! client ──▶ listener (in the network plane's namespace) ──▶ group.choose() ──▶ target
+//!            http: hyper, HTTP/1.1 + h2c in,            least outstanding     address on
+//!                  pooled HTTP/1.1 keep-alive out        or round robin        a bridge → tap
+//!            tcp:  copy_bidirectional                    (healthy, or all)      → guest
+//! ```
+
+pub mod config;
+pub mod health;
+mod http;
+pub mod pick;
+mod tcp;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use config::{
+    Algorithm, BalancerConfig, BalancerStatus, HealthCheck, ListenerStatus, Protocol, TargetConfig,
+    TargetCounters, TargetGroupConfig, TargetGroupStatus, TargetHealth, TargetStatus, LATENCY_BUCKETS,
+};
+use health::HealthState;
+use pick::Candidate;
+
+/// Connections one listener holds at once; more are closed as they come.
+const MAX_CONNECTIONS: usize = 10_000;
+/// How often the status file is written (and listeners that failed to bind retried).
+const STATUS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Why a balancer cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum LbError {
+    /// Its configuration file cannot be read or is not one it can serve.
+    #[error("{path}: {why}")]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// A signal handler cannot be set up.
+    #[error("signals: {0}")]
+    Signals(std::io::Error),
+}
+
+/// Reads and checks the configuration file `path`.
+pub fn read_config(path: &Path) -> Result<BalancerConfig, LbError> {
+    let config: BalancerConfig = crate::state::file::read_json(path)
+        .map_err(|e| LbError::Config { path: path.to_owned(), why: e.to_string() })?;
+    config.check().map_err(|why| LbError::Config { path: path.to_owned(), why })?;
+    Ok(config)
+}
+
+/// Serves `config_path` until SIGTERM or SIGINT, rereading it on SIGHUP and writing
+/// `status_path` every second.
+pub async fn run(config_path: PathBuf, status_path: PathBuf) -> Result<(), LbError> {
+    let mut hangup = signal(SignalKind::hangup()).map_err(LbError::Signals)?;
+    let mut terminate = signal(SignalKind::terminate()).map_err(LbError::Signals)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(LbError::Signals)?;
+    // The status is replaced through a file beside it, wherever the process runs from.
+    let status_path = std::path::absolute(&status_path).unwrap_or(status_path);
+    let balancer = Arc::new(Balancer::new());
+    let config = read_config(&config_path)?;
+    info!(name = %config.name, listeners = config.listeners.len(), "serving");
+    balancer.apply(&config).await;
+    let mut tick = tokio::time::interval(STATUS_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => match read_config(&config_path) {
+                Ok(config) => {
+                    balancer.apply(&config).await;
+                    write_status(&balancer, &status_path);
+                }
+                // The old configuration keeps serving.
+                Err(why) => warn!("configuration not reloaded: {why}"),
+            },
+            _ = tick.tick() => {
+                balancer.retry_listeners().await;
+                write_status(&balancer, &status_path);
+            }
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+        }
+    }
+    info!("stopping");
+    Ok(())
+}
+
+fn write_status(balancer: &Balancer, path: &Path) {
+    if let Err(e) = crate::state::file::write_json(path, &balancer.status()) {
+        warn!(path = %path.display(), "cannot write the status: {e}");
+    }
+}
+
+/// One target while the balancer routes to it.
+struct Target {
+    config: TargetConfig,
+    draining: std::sync::atomic::AtomicBool,
+    health: Mutex<HealthState>,
+    /// Requests or connections in flight, which the picker compares.
+    outstanding: AtomicU64,
+    counters: Mutex<TargetCounters>,
+    /// Set once the target leaves the configuration: its work in flight is cut.
+    gone: watch::Sender<bool>,
+}
+
+impl Target {
+    fn new(config: TargetConfig) -> Arc<Self> {
+        Arc::new(Self {
+            draining: config.draining.into(),
+            config,
+            health: Mutex::default(),
+            outstanding: AtomicU64::new(0),
+            counters: Mutex::new(TargetCounters {
+                latency_buckets: vec![0; LATENCY_BUCKETS.len() + 1],
+                ..TargetCounters::default()
+            }),
+            gone: watch::channel(false).0,
+        })
+    }
+
+    fn counters(&self) -> std::sync::MutexGuard<'_, TargetCounters> {
+        self.counters.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn health(&self) -> std::sync::MutexGuard<'_, HealthState> {
+        self.health.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Counts one request (or connection) whose answer (or connection) took `seconds`.
+    fn record_latency(&self, seconds: f64) {
+        let mut counters = self.counters();
+        let bucket =
+            LATENCY_BUCKETS.iter().position(|&bound| seconds <= bound).unwrap_or(LATENCY_BUCKETS.len());
+        if let Some(count) = counters.latency_buckets.get_mut(bucket) {
+            *count += 1;
+        }
+        counters.latency_seconds += seconds;
+    }
+
+    fn status(&self) -> TargetStatus {
+        let health = self.health().clone();
+        let (state, (reason, description)) = if self.draining.load(Ordering::Relaxed) {
+            (
+                TargetHealth::Draining,
+                (
+                    Some("Target.DeregistrationInProgress".into()),
+                    "Target deregistration is in progress".into(),
+                ),
+            )
+        } else {
+            (health.state, health.reason())
+        };
+        let mut counters = self.counters().clone();
+        counters.active = self.outstanding.load(Ordering::Relaxed);
+        TargetStatus {
+            id: self.config.id.clone(),
+            address: self.config.address,
+            health: state,
+            reason,
+            description,
+            counters,
+        }
+    }
+}
+
+/// A request or connection in flight to a target: counted as outstanding until dropped.
+struct InFlight(Arc<Target>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.outstanding.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One target group while the balancer routes to it.
+struct Group {
+    id: String,
+    settings: Mutex<(Algorithm, HealthCheck)>,
+    targets: RwLock<Vec<Arc<Target>>>,
+    /// The rotation, held while a pick is made so that picks made at once see each
+    /// other's counts.
+    cursor: Mutex<usize>,
+    unrouted: AtomicU64,
+}
+
+impl Group {
+    fn health_check(&self) -> HealthCheck {
+        self.settings.lock().unwrap_or_else(std::sync::PoisonError::into_inner).1.clone()
+    }
+
+    /// The target for the next request or connection, counted in flight; `None` when no
+    /// target may take it.
+    fn choose(&self) -> Option<InFlight> {
+        let algorithm = self.settings.lock().unwrap_or_else(std::sync::PoisonError::into_inner).0;
+        let targets = self.targets.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut cursor = self.cursor.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let candidates: Vec<Candidate> = targets
+            .iter()
+            .map(|t| Candidate {
+                healthy: t.health().state == TargetHealth::Healthy,
+                draining: t.draining.load(Ordering::Relaxed),
+                outstanding: t.outstanding.load(Ordering::Relaxed),
+            })
+            .collect();
+        let Some(chosen) = pick::pick(&candidates, algorithm, &mut cursor) else {
+            self.unrouted.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
+        let target = targets[chosen].clone();
+        target.outstanding.fetch_add(1, Ordering::Relaxed);
+        target.counters().requests += 1;
+        Some(InFlight(target))
+    }
+
+    fn status(&self) -> TargetGroupStatus {
+        let targets = self.targets.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        TargetGroupStatus {
+            id: self.id.clone(),
+            unrouted: self.unrouted.load(Ordering::Relaxed),
+            targets: targets.iter().map(|t| t.status()).collect(),
+        }
+    }
+}
+
+/// Checks `target` for as long as it is in `group`.
+async fn check_health(group: Arc<Group>, target: Arc<Target>) {
+    let mut gone = target.gone.subscribe();
+    loop {
+        let check = group.health_check();
+        let result = tokio::select! {
+            result = health::probe(target.config.address, &check) => result,
+            _ = gone.wait_for(|gone| *gone) => return,
+        };
+        if let Err(failure) = &result {
+            tracing::debug!(group = %group.id, target = %target.config.id, "health check failed: {failure:?}");
+        }
+        {
+            let mut health = target.health();
+            if health.record(result, &check) {
+                let (reason, description) = health.reason();
+                info!(
+                    group = %group.id, target = %target.config.id, state = health.state.as_str(),
+                    reason = reason.unwrap_or_default(),
+                    "{}", if description.is_empty() { "passes its health checks" } else { &description }
+                );
+            }
+        }
+        let wait = Duration::from_secs(u64::from(check.interval_seconds));
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = gone.wait_for(|gone| *gone) => return,
+        }
+    }
+}
+
+/// A listener: its accept loop, and what the balancer knows of it.
+struct Listener {
+    protocol: Protocol,
+    /// The target group it forwards to (changed in place by a reload).
+    group: Arc<Mutex<String>>,
+    connections: Arc<AtomicU64>,
+    serving: Result<JoinHandle<()>, String>,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Ok(task) = &self.serving {
+            task.abort();
+        }
+    }
+}
+
+/// What the accept loops share: the routing table and the client to targets.
+pub(crate) struct Balancer {
+    groups: RwLock<HashMap<String, Arc<Group>>>,
+    listeners: tokio::sync::Mutex<HashMap<SocketAddr, Listener>>,
+    client: http::Client,
+}
+
+impl Balancer {
+    fn new() -> Self {
+        Self { groups: RwLock::default(), listeners: tokio::sync::Mutex::default(), client: http::client() }
+    }
+
+    fn group(&self, id: &str) -> Option<Arc<Group>> {
+        self.groups.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(id).cloned()
+    }
+
+    /// Makes the balancer serve `config`, keeping the targets (with their counters, health
+    /// and work in flight) and listeners that stay.
+    async fn apply(self: &Arc<Self>, config: &BalancerConfig) {
+        self.apply_groups(&config.target_groups);
+        let mut listeners = self.listeners.lock().await;
+        listeners.retain(|address, listener| {
+            config.listeners.iter().any(|l| l.address == *address && l.protocol == listener.protocol)
+        });
+        for wanted in &config.listeners {
+            if let Some(listener) = listeners.get(&wanted.address) {
+                *listener.group.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                    wanted.target_group.clone();
+                continue;
+            }
+            let listener = Listener {
+                protocol: wanted.protocol,
+                group: Arc::new(Mutex::new(wanted.target_group.clone())),
+                connections: Arc::new(AtomicU64::new(0)),
+                serving: Err("not bound yet".into()),
+            };
+            listeners.insert(wanted.address, listener);
+        }
+        drop(listeners);
+        self.retry_listeners().await;
+    }
+
+    fn apply_groups(&self, wanted: &[TargetGroupConfig]) {
+        let mut groups = self.groups.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        groups.retain(|id, group| {
+            let keep = wanted.iter().any(|g| g.id == *id);
+            if !keep {
+                for target in group.targets.read().unwrap_or_else(std::sync::PoisonError::into_inner).iter() {
+                    target.gone.send_replace(true);
+                }
+            }
+            keep
+        });
+        for config in wanted {
+            let group = groups
+                .entry(config.id.clone())
+                .or_insert_with(|| {
+                    Arc::new(Group {
+                        id: config.id.clone(),
+                        settings: Mutex::new((config.algorithm, config.health_check.clone())),
+                        targets: RwLock::default(),
+                        cursor: Mutex::new(0),
+                        unrouted: AtomicU64::new(0),
+                    })
+                })
+                .clone();
+            *group.settings.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                (config.algorithm, config.health_check.clone());
+            let mut targets = group.targets.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut kept = Vec::with_capacity(config.targets.len());
+            for wanted in &config.targets {
+                let existing = targets
+                    .iter()
+                    .find(|t| t.config.id == wanted.id && t.config.address == wanted.address)
+                    .cloned();
+                let target = existing.unwrap_or_else(|| {
+                    let target = Target::new(wanted.clone());
+                    tokio::spawn(check_health(group.clone(), target.clone()));
+                    target
+                });
+                target.draining.store(wanted.draining, Ordering::Relaxed);
+                kept.push(target);
+            }
+            for old in targets.iter() {
+                if !kept.iter().any(|t| Arc::ptr_eq(t, old)) {
+                    old.gone.send_replace(true);
+                }
+            }
+            *targets = kept;
+        }
+    }
+
+    /// Binds every listener that is not listening yet.
+    async fn retry_listeners(self: &Arc<Self>) {
+        let mut listeners = self.listeners.lock().await;
+        for (address, listener) in listeners.iter_mut() {
+            if listener.serving.is_ok() {
+                continue;
+            }
+            match TcpListener::bind(address).await {
+                Ok(socket) => {
+                    info!(%address, "listening");
+                    let serve = Serve {
+                        balancer: self.clone(),
+                        group: listener.group.clone(),
+                        connections: listener.connections.clone(),
+                        slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+                        port: address.port(),
+                    };
+                    listener.serving = Ok(match listener.protocol {
+                        Protocol::Http => tokio::spawn(http::serve(socket, serve)),
+                        Protocol::Tcp => tokio::spawn(tcp::serve(socket, serve)),
+                    });
+                }
+                Err(e) => {
+                    let why = e.to_string();
+                    if listener.serving.as_ref().err() != Some(&why) {
+                        warn!(%address, "cannot listen: {why}");
+                    }
+                    listener.serving = Err(why);
+                }
+            }
+        }
+    }
+
+    fn status(&self) -> BalancerStatus {
+        let mut target_groups: Vec<TargetGroupStatus> = self
+            .groups
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .map(|g| g.status())
+            .collect();
+        target_groups.sort_by(|a, b| a.id.cmp(&b.id));
+        let listeners = self.listeners.try_lock().map_or_else(
+            |_| Vec::new(),
+            |listeners| {
+                let mut listed: Vec<ListenerStatus> = listeners
+                    .iter()
+                    .map(|(address, l)| ListenerStatus {
+                        address: *address,
+                        connections: l.connections.load(Ordering::Relaxed),
+                        error: l.serving.as_ref().err().cloned(),
+                    })
+                    .collect();
+                listed.sort_by_key(|l| l.address);
+                listed
+            },
+        );
+        BalancerStatus { written_at: crate::state::id::now(), listeners, target_groups }
+    }
+}
+
+/// What one listener's accept loop needs.
+struct Serve {
+    balancer: Arc<Balancer>,
+    group: Arc<Mutex<String>>,
+    connections: Arc<AtomicU64>,
+    slots: Arc<Semaphore>,
+    port: u16,
+}
+
+impl Serve {
+    /// The group the listener forwards to now.
+    fn group(&self) -> Option<Arc<Group>> {
+        let id = self.group.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        self.balancer.group(&id)
+    }
+
+    /// A slot for one more connection, counted open until dropped; `None` at the cap.
+    fn admit(&self) -> Option<Open> {
+        let permit = self.slots.clone().try_acquire_owned().ok()?;
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        Some(Open { _permit: permit, connections: self.connections.clone() })
+    }
+}
+
+/// An accepted connection, counted until dropped.
+struct Open {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    connections: Arc<AtomicU64>,
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,62 @@
+//! The TCP listener, as a network load balancer: each connection goes to the target its
+//! group chooses (by default the one with the fewest open connections) and its bytes are
+//! copied both ways until either side closes, or the target leaves the group.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{debug, warn};
+
+use super::Serve;
+
+/// How long a connection to a target may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepts TCP clients on `listener` until the task is aborted.
+pub(super) async fn serve(listener: TcpListener, serve: Serve) {
+    let serve = Arc::new(serve);
+    loop {
+        let (mut client, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                warn!("accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Some(open) = serve.admit() else { continue };
+        let Some(flight) = serve.group().and_then(|group| group.choose()) else { continue };
+        tokio::spawn(async move {
+            let _open = open;
+            let target = flight.0.clone();
+            let started = Instant::now();
+            let connected =
+                tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(target.config.address)).await;
+            let mut upstream = match connected {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    target.counters().errors += 1;
+                    debug!(%peer, target = %target.config.address, "connect: {e}");
+                    return;
+                }
+                Err(_) => {
+                    target.counters().errors += 1;
+                    return;
+                }
+            };
+            target.record_latency(started.elapsed().as_secs_f64());
+            let _ = (client.set_nodelay(true), upstream.set_nodelay(true));
+            let mut gone = target.gone.subscribe();
+            tokio::select! {
+                copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+                    if let Err(e) = copied {
+                        debug!(%peer, "connection: {e}");
+                    }
+                }
+                _ = gone.wait_for(|gone| *gone) => {}
+            }
+            drop(flight);
+        });
+    }
+}
