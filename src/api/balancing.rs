@@ -157,14 +157,15 @@ fn attributes_change(given: Vec<Attribute>) -> Result<AttributesChange, Balancer
                 )
             }
             ALGORITHM_KEY => {
-                change.algorithm =
-                    Some(match value.as_str() {
-                        "least_outstanding_requests" => Algorithm::LeastOutstandingRequests,
-                        "round_robin" => Algorithm::RoundRobin,
-                        _ => return Err(invalid(format!(
+                change.algorithm = Some(match value.as_str() {
+                    "least_outstanding_requests" => Algorithm::LeastOutstandingRequests,
+                    "round_robin" => Algorithm::RoundRobin,
+                    _ => {
+                        return Err(invalid(format!(
                             "{ALGORITHM_KEY} {value:?} is not one of round_robin, least_outstanding_requests"
-                        ))),
-                    })
+                        )))
+                    }
+                })
             }
             _ => {
                 return Err(invalid(format!("attribute {key:?} is not one of {DELAY_KEY}, {ALGORITHM_KEY}")))

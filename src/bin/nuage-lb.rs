@@ -26,7 +26,9 @@ const BAD_CONFIG: u8 = 3;
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt().with_env_filter(args.log_level.as_str()).with_ansi(false).init();
+    // The VMMs' bounded log: a message repeated from one place is counted, not written
+    // again and again, and one run writes at most `LOG_LIMIT`.
+    let repeats = nuage::vmm::logging::init(&args.log_level, false);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -34,7 +36,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(nuage::lb::run(args.config, args.status)) {
+    let served = runtime.block_on(nuage::lb::run(args.config, args.status));
+    repeats.flush();
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e @ nuage::lb::LbError::Config { .. }) => {
             eprintln!("nuage-lb: {e}");
