@@ -179,6 +179,25 @@ impl Drop for Daemon {
     }
 }
 
+/// `GET path` from the metrics listener of `daemon` (started with `--metrics-address
+/// 127.0.0.1:0`; the address is the last one its log names).
+fn metrics_page(daemon: &Daemon, path: &str) -> String {
+    use std::io::{Read, Write};
+    let log = daemon.log();
+    let port: String = log
+        .lines()
+        .filter(|l| l.contains("serving metrics"))
+        .filter_map(|l| l.split("127.0.0.1:").nth(1))
+        .last()
+        .map(|rest| rest.chars().take_while(char::is_ascii_digit).collect())
+        .unwrap_or_else(|| panic!("no metrics address in {log}"));
+    let mut stream = std::net::TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: nuaged\r\n\r\n").unwrap();
+    let mut page = String::new();
+    stream.read_to_string(&mut page).unwrap();
+    page
+}
+
 /// Registers an image whose kernel prints `text` and then does `end`.
 fn register(daemon: &Daemon, name: &str, guest: Asm) -> String {
     let kernel = common::write_file(&daemon.dir, &format!("{name}.kernel"), &elf_kernel(guest.bytes()));
@@ -1195,22 +1214,7 @@ fn metrics_report_instances_and_api_calls() {
         dir.path(),
         &["--vmm".as_ref(), common::vmm_bin().as_ref(), "--metrics-address".as_ref(), "127.0.0.1:0".as_ref()],
     );
-    let log = daemon.log();
-    let port: String = log
-        .lines()
-        .filter(|l| l.contains("serving metrics"))
-        .find_map(|l| l.split("127.0.0.1:").nth(1))
-        .map(|rest| rest.chars().take_while(char::is_ascii_digit).collect())
-        .unwrap_or_else(|| panic!("no metrics address in {log}"));
-    let address = format!("127.0.0.1:{port}");
-    let get = |path: &str| {
-        use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(&address).unwrap();
-        write!(stream, "GET {path} HTTP/1.1\r\nHost: nuaged\r\n\r\n").unwrap();
-        let mut page = String::new();
-        stream.read_to_string(&mut page).unwrap();
-        page
-    };
+    let get = |path: &str| metrics_page(&daemon, path);
     let image = register(&daemon, "idle", Asm::new().print("booted\n").cli_hlt());
     let id = ids(&daemon.ok(&["run-instances", "--image-id", &image])).remove(0);
     daemon.ok(&["describe-instances"]);
@@ -2565,7 +2569,18 @@ fn a_load_balancer_sends_requests_to_healthy_instances_only() {
     run(&["-n", &lan.0, "link", "set", "lan0", "up"]);
     let dir = tempfile::tempdir().unwrap();
     let vmm = common::vmm_bin();
-    let args = ["--vmm", vmm, "--netns", &ns.0, "--uplink", "uplink", "--address-pool", "192.168.72.10"];
+    let args = [
+        "--vmm",
+        vmm,
+        "--netns",
+        &ns.0,
+        "--uplink",
+        "uplink",
+        "--address-pool",
+        "192.168.72.10",
+        "--metrics-address",
+        "127.0.0.1:0",
+    ];
     let args = args.map(std::ffi::OsStr::new);
     let mut daemon = Daemon::spawn(dir.path(), &args);
     let subnet = daemon.ok(&["create-subnet", "--cidr-block", "10.0.24.0/24"])["Subnets"][0].clone();
@@ -2762,6 +2777,62 @@ fn a_load_balancer_sends_requests_to_healthy_instances_only() {
     let answers = served(10);
     assert!(answers.iter().all(Option::is_some), "{answers:?}");
     assert!(answers.contains(&Some(a.clone())) && answers.contains(&Some(b.clone())), "{answers:?}");
+    // HTTP/2 from the client (cleartext, prior knowledge), HTTP/1.1 to the instance.
+    let h2 = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lan.0,
+            "curl",
+            "-s",
+            "-f",
+            "-m",
+            "3",
+            "--http2-prior-knowledge",
+            "-w",
+            " %{http_version}",
+            url,
+        ])
+        .output()
+        .unwrap();
+    let h2 = String::from_utf8_lossy(&h2.stdout).into_owned();
+    assert!(h2 == format!("{a} 2") || h2 == format!("{b} 2"), "{h2:?}");
+
+    // A network load balancer passes TCP streams through to the same instances.
+    let nlb = elb(&["create-load-balancer", "--name", "tcp", "--type", "network"])["LoadBalancers"][0]
+        ["load_balancer_arn"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let tcp_tg = elb(&["create-target-group", "--name", "tcp-80", "--protocol", "TCP", "--port", "80"])
+        ["TargetGroups"][0]["target_group_arn"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        elb(&["describe-target-groups", "--target-group-arns", &tcp_tg])["TargetGroups"][0]["health_check"]
+            ["protocol"],
+        "TCP",
+        "a TCP group checks by TCP"
+    );
+    elb(&["register-targets", "--target-group-arn", &tcp_tg, "--targets", &id_a]);
+    let tcp_forward = format!("Type=forward,TargetGroupArn={tcp_tg}");
+    elb(&[
+        "create-listener",
+        "--load-balancer-arn",
+        &nlb,
+        "--protocol",
+        "TCP",
+        "--port",
+        "8082",
+        "--default-actions",
+        &tcp_forward,
+    ]);
+    wait("the TCP listener", 10, &|| {
+        http_get(&lan.0, "http://192.168.72.1:8082/").as_deref() == Some(a.as_str())
+    });
+    elb(&["delete-load-balancer", "--load-balancer-arn", &nlb]);
+    elb(&["delete-target-group", "--target-group-arn", &tcp_tg]);
 
     // A dead backend leaves after the unhealthy threshold; back after the healthy one.
     drop(backend_a.take());
@@ -2824,6 +2895,16 @@ fn a_load_balancer_sends_requests_to_healthy_instances_only() {
     assert!(served(6).iter().all(|body| body.as_deref() == Some(a.as_str())), "only A answers");
 
     // The metrics page counts what went where.
+    let page = metrics_page(&daemon, "/metrics");
+    let line = |prefix: &str| -> u64 {
+        page.lines()
+            .find(|l| l.starts_with(prefix) && l.contains(&format!("target=\"{a}\"")))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix} for {a}: {page}"))
+    };
+    assert!(line("nuage_lb_target_requests_total{load_balancer=\"web\"") > 10, "{page}");
+    assert_eq!(line("nuage_lb_target_healthy{load_balancer=\"web\""), 1, "{page}");
+    assert!(line("nuage_lb_target_response_seconds_count{load_balancer=\"web\"") > 10, "{page}");
     drop(backend_a);
     elb(&["delete-listener", "--listener-arn", listener["Listeners"][0]["listener_arn"].as_str().unwrap()]);
     elb(&["delete-load-balancer", "--load-balancer-arn", &lb]);
