@@ -186,9 +186,9 @@ fn metrics_page(daemon: &Daemon, path: &str) -> String {
     let log = daemon.log();
     let port: String = log
         .lines()
+        .rev()
         .filter(|l| l.contains("serving metrics"))
-        .filter_map(|l| l.split("127.0.0.1:").nth(1))
-        .last()
+        .find_map(|l| l.split("127.0.0.1:").nth(1))
         .map(|rest| rest.chars().take_while(char::is_ascii_digit).collect())
         .unwrap_or_else(|| panic!("no metrics address in {log}"));
     let mut stream = std::net::TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();

@@ -424,3 +424,146 @@ fn parse(body: Option<&str>) -> Result<Balancing, StateError> {
         Some(body) => serde_json::from_str(body).map_err(|e| StateError::Corrupt(format!("{DOCUMENT}: {e}"))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::daemon::compute::fake::FakeCompute;
+    use crate::daemon::instances::RunSpec;
+    use crate::lb::config::{TargetGroupStatus, TargetStatus};
+    use crate::state::db::Database;
+
+    /// The service over a real database and a fake Compute; its balancer binary does not
+    /// exist, so no process starts (the supervisor says so and carries on).
+    fn service(dir: &Path) -> (Arc<FakeCompute>, Balancers) {
+        let db = Arc::new(Database::open(&dir.join("nuage.db")).unwrap());
+        let compute = Arc::new(FakeCompute::default());
+        let config = DaemonConfig {
+            state_dir: dir.to_owned(),
+            balancer: dir.join("no-nuage-lb"),
+            ..DaemonConfig::default()
+        };
+        (compute.clone(), Balancers::new(db, compute, &config))
+    }
+
+    fn launch(compute: &FakeCompute, subnet: &str) -> String {
+        let spec = RunSpec { subnet_id: subnet.into(), ..RunSpec::default() };
+        compute.run_instances(&spec).unwrap().remove(0).id
+    }
+
+    fn states(balancers: &Balancers, tg: &str) -> Vec<(String, TargetHealth, String)> {
+        let health = balancers.target_health(tg).unwrap();
+        health.into_iter().map(|h| (h.instance_id, h.state, h.reason.unwrap_or_default())).collect()
+    }
+
+    #[test]
+    fn targets_are_instances_on_a_subnet_and_their_health_says_why_nothing_reaches_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (compute, balancers) = service(dir.path());
+        let (a, b, unplugged) =
+            (launch(&compute, "subnet-1"), launch(&compute, "subnet-1"), launch(&compute, ""));
+        let lb = balancers.create_load_balancer("web", LoadBalancerType::Application).unwrap();
+        let tg =
+            balancers.create_target_group("web", Protocol::Http, 80, &HealthCheckChange::default()).unwrap();
+        let before = balancers.read().unwrap();
+        for (id, why) in [(unplugged.as_str(), "on no subnet"), ("i-00000000000000000", "does not exist")] {
+            let err = balancers.register_targets(&tg.arn, &[(id.to_owned(), None)]).unwrap_err();
+            assert!(matches!(&err, BalancerError::InvalidTarget(m) if m.contains(why)), "{err}");
+        }
+        assert_eq!(balancers.read().unwrap(), before, "refusals change nothing");
+        balancers.register_targets(&tg.arn, &[(a.clone(), None), (b.clone(), None)]).unwrap();
+        let unused = |id: &str, reason: &str| (id.to_owned(), TargetHealth::Unused, reason.to_owned());
+        assert_eq!(
+            states(&balancers, &tg.arn),
+            [unused(&a, "Target.NotInUse"), unused(&b, "Target.NotInUse")]
+        );
+
+        balancers.create_listener(&lb.arn, Protocol::Http, 80, &tg.arn).unwrap();
+        compute.set_state(&b, InstanceState::Stopped);
+        let unavailable = (a.clone(), TargetHealth::Unavailable, "Elb.InternalError".to_owned());
+        assert_eq!(states(&balancers, &tg.arn), [unavailable, unused(&b, "Target.InvalidState")]);
+        // What the balancer process reports is what the caller sees.
+        let seen = |health, reason: Option<&str>| TargetStatus {
+            id: a.clone(),
+            address: "10.0.0.2:80".parse().unwrap(),
+            health,
+            reason: reason.map(str::to_owned),
+            description: String::new(),
+            counters: Default::default(),
+        };
+        let status = BalancerStatus {
+            written_at: now(),
+            listeners: vec![],
+            target_groups: vec![TargetGroupStatus {
+                id: tg.arn.clone(),
+                unrouted: 0,
+                targets: vec![seen(TargetHealth::Unhealthy, Some("Target.Timeout"))],
+            }],
+        };
+        let status_file = dir.path().join("balancers").join(lb.id()).join("status.json");
+        std::fs::create_dir_all(status_file.parent().unwrap()).unwrap();
+        crate::state::file::write_json(&status_file, &status).unwrap();
+        assert_eq!(
+            states(&balancers, &tg.arn)[0],
+            (a.clone(), TargetHealth::Unhealthy, "Target.Timeout".to_owned())
+        );
+        let stale = BalancerStatus { written_at: now() - 60, ..status };
+        crate::state::file::write_json(&status_file, &stale).unwrap();
+        assert_eq!(
+            states(&balancers, &tg.arn)[0].1,
+            TargetHealth::Unavailable,
+            "a stale report is not believed"
+        );
+    }
+
+    #[test]
+    fn a_pass_serves_running_instances_and_forgets_drained_and_terminated_targets() {
+        let dir = tempfile::tempdir().unwrap();
+        let (compute, balancers) = service(dir.path());
+        let (a, b, c) = (launch(&compute, "s"), launch(&compute, "s"), launch(&compute, "s"));
+        let lb = balancers.create_load_balancer("web", LoadBalancerType::Application).unwrap();
+        let tg =
+            balancers.create_target_group("web", Protocol::Http, 80, &HealthCheckChange::default()).unwrap();
+        balancers.create_listener(&lb.arn, Protocol::Http, 8080, &tg.arn).unwrap();
+        let targets: Vec<(String, Option<u16>)> =
+            [&a, &b, &c].iter().map(|id| ((*id).clone(), None)).collect();
+        balancers.register_targets(&tg.arn, &targets).unwrap();
+        let zero = AttributesChange { deregistration_delay_seconds: Some(0), ..AttributesChange::default() };
+        balancers.modify_attributes(&tg.arn, &zero).unwrap();
+        balancers.deregister_targets(&tg.arn, &[(b.clone(), None)]).unwrap();
+        compute.terminate_instances(std::slice::from_ref(&c)).unwrap();
+        balancers.reconcile().unwrap();
+        let left: Vec<String> = balancers.read().unwrap().target_groups[0]
+            .targets
+            .iter()
+            .map(|t| t.instance_id.clone())
+            .collect();
+        assert_eq!(left, std::slice::from_ref(&a), "B drained (no delay), C's instance is gone");
+        let written: crate::lb::config::BalancerConfig =
+            crate::state::file::read_json(&dir.path().join("balancers").join(lb.id()).join("lb.json"))
+                .unwrap();
+        assert_eq!(written.listeners[0].address.port(), 8080);
+        assert_eq!(written.target_groups[0].targets.len(), 1);
+        assert_eq!(written.target_groups[0].targets[0].id, a);
+        balancers.delete_load_balancer(&lb.arn).unwrap();
+        balancers.reconcile().unwrap();
+        assert!(!dir.path().join("balancers").join(lb.id()).exists(), "a deleted balancer's files go");
+    }
+
+    #[test]
+    fn racing_callers_lose_no_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, balancers) = service(dir.path());
+        std::thread::scope(|s| {
+            for i in 0..8 {
+                let balancers = &balancers;
+                s.spawn(move || {
+                    balancers.create_load_balancer(&format!("lb-{i}"), LoadBalancerType::Network).unwrap()
+                });
+            }
+        });
+        assert_eq!(balancers.read().unwrap().load_balancers.len(), 8);
+    }
+}

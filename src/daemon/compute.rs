@@ -58,3 +58,108 @@ impl Compute for Daemon {
         self.events.subscribe()
     }
 }
+
+/// An in-memory [`Compute`] for controllers' unit tests: instances are records in a list,
+/// launched running with the next address of 10.0.0.0/24, and moved by the test.
+#[cfg(test)]
+pub(crate) mod fake {
+    use std::net::Ipv4Addr;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::daemon::events::Events;
+    use crate::state::instance::MetadataOptions;
+    use crate::state::tag::Tag;
+
+    /// The fake.
+    #[derive(Default)]
+    pub(crate) struct FakeCompute {
+        instances: Mutex<Vec<Tagged<InstanceRecord>>>,
+        events: Events,
+    }
+
+    impl FakeCompute {
+        fn instances(&self) -> std::sync::MutexGuard<'_, Vec<Tagged<InstanceRecord>>> {
+            self.instances.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        }
+
+        /// Moves instance `id` to `state`, as the daemon would, and says so.
+        pub(crate) fn set_state(&self, id: &str, state: InstanceState) {
+            if let Some(item) = self.instances().iter_mut().find(|i| i.record.id == id) {
+                item.record.state = state;
+            }
+            self.events.publish(id, state);
+        }
+    }
+
+    impl Compute for FakeCompute {
+        fn run_instances(&self, spec: &RunSpec) -> Result<Vec<InstanceRecord>, DaemonError> {
+            let mut instances = self.instances();
+            let mut made = Vec::new();
+            for _ in 0..spec.count.max(1) {
+                let n = u8::try_from(instances.len() + 2)
+                    .map_err(|_| DaemonError::LimitExceeded("full".into()))?;
+                let record = InstanceRecord {
+                    id: crate::state::id::new_id("i"),
+                    image_id: spec.image_id.clone(),
+                    instance_type: spec.instance_type.clone(),
+                    vcpus: 1,
+                    memory_mib: 256,
+                    root_volume_id: String::new(),
+                    state: InstanceState::Running,
+                    state_reason: String::new(),
+                    pid: None,
+                    launch_time: 0,
+                    subnet_id: spec.subnet_id.clone(),
+                    private_ip: (!spec.subnet_id.is_empty()).then_some(Ipv4Addr::new(10, 0, 0, n)),
+                    key_name: String::new(),
+                    metadata_options: MetadataOptions::default(),
+                };
+                instances.push(Tagged { record: record.clone(), tags: spec.tags.clone() });
+                self.events.publish(&record.id, record.state);
+                made.push(record);
+            }
+            Ok(made)
+        }
+
+        fn terminate_instances(&self, ids: &[String]) -> Result<Vec<StateChange>, DaemonError> {
+            let mut changes = Vec::new();
+            for id in ids {
+                let previous =
+                    self.instances().iter().find(|i| &i.record.id == id).map(|i| i.record.state).ok_or_else(
+                        || DaemonError::State(crate::state::db::StateError::NotFound(id.clone())),
+                    )?;
+                self.set_state(id, InstanceState::Terminated);
+                changes.push(StateChange { id: id.clone(), previous, current: InstanceState::Terminated });
+            }
+            Ok(changes)
+        }
+
+        fn live_instances(&self) -> Result<Vec<InstanceRecord>, DaemonError> {
+            Ok(self
+                .instances()
+                .iter()
+                .filter(|i| i.record.state != InstanceState::Terminated)
+                .map(|i| i.record.clone())
+                .collect())
+        }
+
+        fn instances_tagged(
+            &self,
+            key: &str,
+            value: &str,
+        ) -> Result<Vec<Tagged<InstanceRecord>>, DaemonError> {
+            let wanted = |tags: &[Tag]| tags.iter().any(|t| t.key == key && t.value == value);
+            Ok(self
+                .instances()
+                .iter()
+                .filter(|i| i.record.state != InstanceState::Terminated && wanted(&i.tags))
+                .map(|i| Tagged { record: i.record.clone(), tags: i.tags.clone() })
+                .collect())
+        }
+
+        fn instance_events(&self) -> broadcast::Receiver<StateEvent> {
+            self.events.subscribe()
+        }
+    }
+}
