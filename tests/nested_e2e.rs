@@ -354,6 +354,20 @@ fn nuaged_instances_boot_the_stock_kernel_and_take_ssh_with_their_key_pair() {
     assert_eq!(imds.field("key"), "same", "the key its config drive gave: {:?}", imds.fields);
     assert_eq!(imds.field("user_data"), "nuage-user-data", "{:?}", imds.fields);
     assert_eq!(imds.field("foreign"), "401", "another instance's token is refused: {:?}", imds.fields);
+    let elb = scenario("daemon-elb");
+    let (first, second) = (imds.field("instance"), elb.field("second"));
+    let mut both = [first, second];
+    both.sort_unstable();
+    let both = format!("{},{},", both[0], both[1]);
+    assert_eq!(elb.field("both"), both, "the load balancer sends requests to both guests: {:?}", elb.fields);
+    assert_eq!(
+        elb.field("after_stop"),
+        format!("{second},"),
+        "a stopped instance leaves the rotation at once: {:?}",
+        elb.fields
+    );
+    assert_eq!(elb.field("back"), both, "started again, it is back in rotation: {:?}", elb.fields);
+    assert_eq!(elb.field("lb_left"), "0", "deleting the load balancer stops its process");
     let confined = scenario("daemon-confined");
     let threads: usize = confined.field("seccomp").strip_prefix("2:").map_or(0, |n| n.parse().unwrap_or(0));
     assert!(threads >= 3, "every thread of the VMM is filtered (Seccomp: 2): {:?}", confined.fields);

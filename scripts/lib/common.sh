@@ -79,12 +79,12 @@ test_guest_tool() {
     echo "$out"
 }
 
-# Builds statically linked nuage-vmm, nuaged, nuage and the store and net tools
+# Builds statically linked nuage-vmm, nuaged, nuage, nuage-lb and the store and net tools
 # (examples/), which run inside a bare initramfs, and prints the directory holding them.
 build_static_binaries() {
     (cd "$NUAGE_ROOT" && RUSTFLAGS="-C target-feature=+crt-static" \
         cargo build --release --locked --quiet --target "$NUAGE_TARGET" \
-            --bin nuage-vmm --bin nuaged --bin nuage --example store --example net) >&2 \
+            --bin nuage-vmm --bin nuaged --bin nuage --bin nuage-lb --example store --example net) >&2 \
         || die "building static binaries failed"
     local out="$NUAGE_ROOT/target/$NUAGE_TARGET/release"
     ln -f "$out/examples/store" "$out/store"

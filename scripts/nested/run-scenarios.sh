@@ -594,15 +594,60 @@ imds GET /latest/meta-data/instance-id "X-aws-ec2-metadata-token: '"$stolen"'"; 
     cap_eff=$(awk '/^CapEff:/ {print $2}' /proc/"$pid"/status)
     cap_bnd=$(awk '/^CapBnd:/ {print $2}' /proc/"$pid"/status)
     echo "@@ daemon-confined seccomp=${filtered%,} cap_eff=$cap_eff cap_bnd=$cap_bnd in_cgroup=$in_cgroup cpu_max=$(tr ' ' / < "$cg/cpu.max") memory_max=$(cat "$cg/memory.max") pids_max=$(cat "$cg/pids.max") memory_peak=$(cat "$cg/memory.peak" 2>/dev/null || echo none) memory_now=$(cat "$cg/memory.current")"
+    # A load balancer in front of both instances (issue 18): each guest serves its own id
+    # (its hostname) with busybox httpd; requests from this namespace, the LAN side, reach
+    # both; with the first instance stopped, all reach the second at once; started and
+    # serving again, it is back in rotation once its health checks pass.
+    serve_id() {
+        ssh_to "$W/ci.pem" "$1" "mkdir -p /www && hostname > /www/index.html && busybox httpd -p 80 -h /www" \
+            >/dev/null 2>&1
+    }
+    serve_id "$address"
+    serve_id "$second_address"
+    lb=$(nuage --output json elbv2 create-load-balancer --name web | json_values load_balancer_arn)
+    tg=$(nuage --output json elbv2 create-target-group --name web-80 --protocol HTTP --port 80 \
+        --health-check-interval-seconds 5 --health-check-timeout-seconds 2 --healthy-threshold-count 2 \
+        | json_values target_group_arn)
+    nuage elbv2 register-targets --target-group-arn "$tg" --targets "Id=$first" "Id=$second"
+    nuage elbv2 create-listener --load-balancer-arn "$lb" --protocol HTTP --port 8080 \
+        --default-actions "Type=forward,TargetGroupArn=$tg" >/dev/null
+    # answers N: the distinct bodies of N requests through the balancer, sorted.
+    answers() {
+        n=0
+        while [ "$n" -lt "$1" ]; do
+            body=$(busybox wget -q -T 3 -O - http://127.0.0.1:8080/ 2>/dev/null | tr -d '\r\n')
+            echo "${body:-failed}"
+            n=$((n + 1))
+        done | sort -u | tr '\n' ,
+    }
+    wait_healthy() {
+        n=0
+        while [ "$(nuage --output json elbv2 describe-target-health --target-group-arn "$tg" | json_values state \
+            | grep -c '^healthy$')" != "$1" ] && [ "$n" -lt 120 ]; do
+            sleep 0.5
+            n=$((n + 1))
+        done
+    }
+    wait_healthy 2
+    lb_both=$(answers 10)
     t0=$(now_cs)
     nuage stop-instances --instance-ids "$first"
     stop_s=$(seconds $(( $(now_cs) - t0 )))
+    lb_after_stop=$(answers 6)
     graceful=no
     nuage get-console-output --instance-id "$first" | grep -q NUAGE-CTRL-ALT-DEL && graceful=yes
     nuage start-instances --instance-ids "$first"
     restarted=no
     wait_console "$first" NUAGE-SSH-READY 2 && restarted=yes
     after=$(nuage --output json describe-instances --instance-ids "$first" | json_values private_ip_address)
+    serve_id "$after"
+    wait_healthy 2
+    lb_back=$(answers 10)
+    nuage elbv2 delete-load-balancer --load-balancer-arn "$lb"
+    n=0
+    while busybox pgrep -x nuage-lb >/dev/null && [ "$n" -lt 50 ]; do sleep 0.2; n=$((n + 1)); done
+    echo "@@ daemon-elb second=$second both=$lb_both after_stop=$lb_after_stop back=$lb_back lb_left=$(busybox pgrep -x nuage-lb | wc -l)"
+    nuage elbv2 delete-target-group --target-group-arn "$tg"
     kept=$(ssh_to "$W/ci.pem" "$after" "mount -t ext4 -o ro /dev/vda /mnt && cat /mnt/ssh-data; umount /mnt" 2>&1)
     echo "$kept" | sed 's/^/[ssh] /'
     data_kept=no; [ "$kept" = "$token" ] && data_kept=yes

@@ -38,7 +38,7 @@ kver=${vmlinuz##*/vmlinuz-}
 stage=$out/stage
 rm -rf "$stage" && mkdir -p "$stage/payload" "$stage/modules" "$stage/bin"
 static=$(build_static_binaries)
-cp "$static/nuage-vmm" "$static/nuaged" "$static/nuage" "$static/store" "$static/net" "$stage/payload/"
+cp "$static/nuage-vmm" "$static/nuaged" "$static/nuage" "$static/nuage-lb" "$static/store" "$static/net" "$stage/payload/"
 cp "$vmlinuz" "$stage/payload/vmlinuz"
 extract_vmlinux "$vmlinuz" "$NUAGE_CACHE/kernel/vmlinux-$kver"
 cp "$NUAGE_CACHE/kernel/vmlinux-$kver" "$stage/payload/vmlinux"

@@ -22,9 +22,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
-use tracing::{debug, warn};
+use tracing::debug;
 
-use super::{InFlight, Serve};
+use super::{next_connection, InFlight, Serve};
 
 /// How long a connection to a target may take (ELB's 10 s).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -61,15 +61,7 @@ pub(super) fn client() -> Client {
 pub(super) async fn serve(listener: TcpListener, serve: Serve) {
     let serve = Arc::new(serve);
     loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // Out of descriptors, most likely: wait rather than spin.
-                warn!("accept: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+        let (stream, peer) = next_connection(&listener).await;
         let Some(open) = serve.admit() else { continue };
         let _ = stream.set_nodelay(true);
         let serve = serve.clone();

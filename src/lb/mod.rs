@@ -442,6 +442,20 @@ impl Balancer {
     }
 }
 
+/// The next connection on `listener`. An accept that fails (out of descriptors, most
+/// likely) is retried after a pause rather than in a spin.
+async fn next_connection(listener: &TcpListener) -> (tokio::net::TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(accepted) => return accepted,
+            Err(e) => {
+                warn!("accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
 /// What one listener's accept loop needs.
 struct Serve {
     balancer: Arc<Balancer>,

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
-use tracing::{debug, warn};
+use tracing::debug;
 
-use super::Serve;
+use super::{next_connection, Serve};
 
 /// How long a connection to a target may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -17,14 +17,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub(super) async fn serve(listener: TcpListener, serve: Serve) {
     let serve = Arc::new(serve);
     loop {
-        let (mut client, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                warn!("accept: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+        let (mut client, peer) = next_connection(&listener).await;
         let Some(open) = serve.admit() else { continue };
         let Some(flight) = serve.group().and_then(|group| group.choose()) else { continue };
         tokio::spawn(async move {
