@@ -2777,6 +2777,20 @@ fn a_load_balancer_sends_requests_to_healthy_instances_only() {
     let answers = served(10);
     assert!(answers.iter().all(Option::is_some), "{answers:?}");
     assert!(answers.contains(&Some(a.clone())) && answers.contains(&Some(b.clone())), "{answers:?}");
+    // HTTP/1.0 from a client that shuts down its side once the request is out.
+    let mut nc = Command::new("ip")
+        .args(["netns", "exec", &lan.0, "busybox", "nc", "-w", "3", "192.168.72.1", "8080"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut nc.stdin.take().unwrap(), b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let old_style = String::from_utf8_lossy(&nc.wait_with_output().unwrap().stdout).replace('\r', "");
+    assert!(old_style.starts_with("HTTP/1.0 200"), "{old_style:?}");
+    assert!(
+        old_style.ends_with(&format!("\n\n{a}")) || old_style.ends_with(&format!("\n\n{b}")),
+        "{old_style:?}"
+    );
     // HTTP/2 from the client (cleartext, prior knowledge), HTTP/1.1 to the instance.
     let h2 = Command::new("ip")
         .args([

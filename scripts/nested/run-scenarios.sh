@@ -615,7 +615,8 @@ imds GET /latest/meta-data/instance-id "X-aws-ec2-metadata-token: '"$stolen"'"; 
     answers() {
         n=0
         while [ "$n" -lt "$1" ]; do
-            body=$(busybox wget -q -T 3 -O - http://127.0.0.1:8080/ 2>/dev/null | tr -d '\r\n')
+            # (busybox 1.35's wget crashes with -T: timeout bounds it instead.)
+            body=$(busybox timeout 5 busybox wget -q -O - http://127.0.0.1:8080/ 2>/dev/null | tr -d '\r\n')
             echo "${body:-failed}"
             n=$((n + 1))
         done | sort -u | tr '\n' ,
@@ -630,6 +631,12 @@ imds GET /latest/meta-data/instance-id "X-aws-ec2-metadata-token: '"$stolen"'"; 
     }
     wait_healthy 2
     lb_both=$(answers 10)
+    # For whoever reads a failure: what the balancer saw and said.
+    nuage elbv2 describe-target-health --target-group-arn "$tg" | sed 's/^/[elb] /'
+    busybox timeout 5 busybox wget -S -O - http://127.0.0.1:8080/ 2>&1 | head -n 8 | sed 's/^/[elb] /'
+    cat "$W"/nuaged/balancers/*/lb.log 2>&1 | tail -n 20 | sed 's/^/[nuage-lb] /'
+    ls -l "$P/nuage-lb" 2>&1 | sed 's/^/[elb] /'
+    tail -n 5 "$W/nuaged.log" | sed 's/^/[nuaged] /'
     t0=$(now_cs)
     nuage stop-instances --instance-ids "$first"
     stop_s=$(seconds $(( $(now_cs) - t0 )))
@@ -643,10 +650,12 @@ imds GET /latest/meta-data/instance-id "X-aws-ec2-metadata-token: '"$stolen"'"; 
     serve_id "$after"
     wait_healthy 2
     lb_back=$(answers 10)
+    lb_pid=$(cat "$W"/nuaged/balancers/*/pid)
     nuage elbv2 delete-load-balancer --load-balancer-arn "$lb"
     n=0
-    while busybox pgrep -x nuage-lb >/dev/null && [ "$n" -lt 50 ]; do sleep 0.2; n=$((n + 1)); done
-    echo "@@ daemon-elb second=$second both=$lb_both after_stop=$lb_after_stop back=$lb_back lb_left=$(busybox pgrep -x nuage-lb | wc -l)"
+    while [ -d "/proc/$lb_pid" ] && [ "$n" -lt 50 ]; do sleep 0.2; n=$((n + 1)); done
+    lb_left=0; [ -d "/proc/$lb_pid" ] && lb_left=1
+    echo "@@ daemon-elb second=$second both=$lb_both after_stop=$lb_after_stop back=$lb_back lb_pid=${lb_pid:-none} lb_left=$lb_left"
     nuage elbv2 delete-target-group --target-group-arn "$tg"
     kept=$(ssh_to "$W/ci.pem" "$after" "mount -t ext4 -o ro /dev/vda /mnt && cat /mnt/ssh-data; umount /mnt" 2>&1)
     echo "$kept" | sed 's/^/[ssh] /'

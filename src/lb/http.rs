@@ -72,8 +72,11 @@ pub(super) async fn serve(listener: TcpListener, serve: Serve) {
                 async move { Ok::<_, Infallible>(forward(&serve, request, peer).await) }
             });
             let mut builder = auto::Builder::new(TokioExecutor::new());
+            // A client may shut down its sending side once its request is out (busybox nc
+            // does): it still gets its answer.
             builder
                 .http1()
+                .half_close(true)
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
                 .max_buf_size(MAX_HEAD_BYTES);
