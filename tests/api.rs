@@ -2777,6 +2777,12 @@ fn a_load_balancer_sends_requests_to_healthy_instances_only() {
     let answers = served(10);
     assert!(answers.iter().all(Option::is_some), "{answers:?}");
     assert!(answers.contains(&Some(a.clone())) && answers.contains(&Some(b.clone())), "{answers:?}");
+    // Guests do not reach the listener: the host's ports are closed to bridges.
+    let from_guest = Command::new("ip")
+        .args(["netns", "exec", &guest_a.ns.0, "curl", "-s", "-m", "2", "http://10.0.24.1:8080/"])
+        .output()
+        .unwrap();
+    assert!(!from_guest.status.success(), "a guest reached the balancer: {from_guest:?}");
     // HTTP/1.0 from a client that shuts down its side once the request is out.
     let mut nc = Command::new("ip")
         .args(["netns", "exec", &lan.0, "busybox", "nc", "-w", "3", "192.168.72.1", "8080"])
