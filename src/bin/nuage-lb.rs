@@ -29,7 +29,9 @@ fn main() -> ExitCode {
     // The VMMs' bounded log: a message repeated from one place is counted, not written
     // again and again, and one run writes at most `LOG_LIMIT`.
     let repeats = nuage::vmm::logging::init(&args.log_level, false);
-    let runtime = match tokio::runtime::Runtime::new() {
+    // The control side (signals, reloads, health checks, status); clients are served by
+    // the balancer's own worker threads.
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("nuage-lb: {e}");

@@ -115,7 +115,7 @@ async fn forward(serve: &Serve, mut request: Request<Incoming>, peer: SocketAddr
     let started = Instant::now();
     let mut gone = target.gone.subscribe();
     let answered = tokio::select! {
-        answered = tokio::time::timeout(IDLE_TIMEOUT, serve.balancer.client.request(request)) => answered,
+        answered = tokio::time::timeout(IDLE_TIMEOUT, serve.client.request(request)) => answered,
         _ = gone.wait_for(|gone| *gone) => {
             target.counters().errors += 1;
             return page(StatusCode::BAD_GATEWAY);

@@ -59,6 +59,9 @@ pub enum LbError {
     /// A signal handler cannot be set up.
     #[error("signals: {0}")]
     Signals(std::io::Error),
+    /// The worker threads cannot be started.
+    #[error("worker threads: {0}")]
+    Workers(std::io::Error),
 }
 
 /// Reads and checks the configuration file `path`.
@@ -77,7 +80,7 @@ pub async fn run(config_path: PathBuf, status_path: PathBuf) -> Result<(), LbErr
     let mut interrupt = signal(SignalKind::interrupt()).map_err(LbError::Signals)?;
     // The status is replaced through a file beside it, wherever the process runs from.
     let status_path = std::path::absolute(&status_path).unwrap_or(status_path);
-    let balancer = Arc::new(Balancer::new());
+    let balancer = Arc::new(Balancer::new().map_err(LbError::Workers)?);
     let config = read_config(&config_path)?;
     info!(name = %config.name, listeners = config.listeners.len(), "serving");
     balancer.apply(&config).await;
@@ -278,27 +281,50 @@ struct Listener {
     /// The target group it forwards to (changed in place by a reload).
     group: Arc<Mutex<String>>,
     connections: Arc<AtomicU64>,
-    serving: Result<JoinHandle<()>, String>,
+    /// One accept loop per worker, or why it is not listening.
+    serving: Result<Vec<JoinHandle<()>>, String>,
 }
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        if let Ok(task) = &self.serving {
+        for task in self.serving.iter().flatten() {
             task.abort();
         }
     }
 }
 
-/// What the accept loops share: the routing table and the client to targets.
+/// What the accept loops share: the routing table, and the workers that serve clients.
 pub(crate) struct Balancer {
     groups: RwLock<HashMap<String, Arc<Group>>>,
     listeners: tokio::sync::Mutex<HashMap<SocketAddr, Listener>>,
-    client: http::Client,
+    /// One single-threaded runtime per core, each accepting on every listener and
+    /// serving the connections it accepted with its own pool to the targets: a request
+    /// and its target's answer are handled on one thread, without hand-offs between them.
+    workers: Vec<tokio::runtime::Handle>,
+}
+
+/// Starts one worker thread per core, each running a single-threaded runtime for ever.
+fn start_workers() -> std::io::Result<Vec<tokio::runtime::Handle>> {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    (0..cores)
+        .map(|i| {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let handle = runtime.handle().clone();
+            std::thread::Builder::new()
+                .name(format!("lb-worker-{i}"))
+                .spawn(move || runtime.block_on(std::future::pending::<()>()))?;
+            Ok(handle)
+        })
+        .collect()
 }
 
 impl Balancer {
-    fn new() -> Self {
-        Self { groups: RwLock::default(), listeners: tokio::sync::Mutex::default(), client: http::client() }
+    fn new() -> std::io::Result<Self> {
+        Ok(Self {
+            groups: RwLock::default(),
+            listeners: tokio::sync::Mutex::default(),
+            workers: start_workers()?,
+        })
     }
 
     fn group(&self, id: &str) -> Option<Arc<Group>> {
@@ -388,20 +414,10 @@ impl Balancer {
             if listener.serving.is_ok() {
                 continue;
             }
-            match TcpListener::bind(address).await {
-                Ok(socket) => {
+            match self.listen(*address, listener).await {
+                Ok(tasks) => {
                     info!(%address, "listening");
-                    let serve = Serve {
-                        balancer: self.clone(),
-                        group: listener.group.clone(),
-                        connections: listener.connections.clone(),
-                        slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
-                        port: address.port(),
-                    };
-                    listener.serving = Ok(match listener.protocol {
-                        Protocol::Http => tokio::spawn(http::serve(socket, serve)),
-                        Protocol::Tcp => tokio::spawn(tcp::serve(socket, serve)),
-                    });
+                    listener.serving = Ok(tasks);
                 }
                 Err(e) => {
                     let why = e.to_string();
@@ -412,6 +428,36 @@ impl Balancer {
                 }
             }
         }
+    }
+
+    /// Binds `address` and starts an accept loop on it in every worker.
+    async fn listen(
+        self: &Arc<Self>,
+        address: SocketAddr,
+        listener: &Listener,
+    ) -> std::io::Result<Vec<JoinHandle<()>>> {
+        let socket = TcpListener::bind(address).await?.into_std()?;
+        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let mut tasks = Vec::with_capacity(self.workers.len());
+        for worker in &self.workers {
+            let shared = socket.try_clone()?;
+            // Registered with the worker's own reactor.
+            let _inside = worker.enter();
+            let socket = TcpListener::from_std(shared)?;
+            let serve = Serve {
+                balancer: self.clone(),
+                group: listener.group.clone(),
+                connections: listener.connections.clone(),
+                slots: slots.clone(),
+                port: address.port(),
+                client: http::client(),
+            };
+            tasks.push(match listener.protocol {
+                Protocol::Http => worker.spawn(http::serve(socket, serve)),
+                Protocol::Tcp => worker.spawn(tcp::serve(socket, serve)),
+            });
+        }
+        Ok(tasks)
     }
 
     fn status(&self) -> BalancerStatus {
@@ -463,6 +509,8 @@ struct Serve {
     connections: Arc<AtomicU64>,
     slots: Arc<Semaphore>,
     port: u16,
+    /// This worker's pool of connections to the targets.
+    client: http::Client,
 }
 
 impl Serve {
