@@ -103,6 +103,8 @@ cp "$NUAGE_ROOT/scripts/nested/l1-init" "$stage/init"
 # row were stopped as a Debian guest booted; whether some would have gone on is not known.)
 run_l1() {
     local log=$1 stall=${NUAGE_L1_STALL:-180} quiet=0 size last=-1
+    # Made before the tailer starts: the L1's own redirection opens it only once it runs.
+    : >"$log"
     timeout "${NUAGE_L1_TIMEOUT:-1500}" qemu-system-x86_64 \
         -accel tcg,thread=multi -cpu EPYC,+svm -smp "${NUAGE_L1_CPUS:-1}" -m 3072 \
         -nographic -no-reboot -monitor none \
