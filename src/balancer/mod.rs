@@ -118,7 +118,7 @@ pub struct Balancers {
     compute: Arc<dyn Compute>,
     region: String,
     supervisor: Supervisor,
-    wake: Mutex<mpsc::Sender<()>>,
+    wake: mpsc::Sender<()>,
     woken: Mutex<Option<mpsc::Receiver<()>>>,
 }
 
@@ -132,7 +132,7 @@ impl Balancers {
             compute,
             region: config.region.clone(),
             supervisor: Supervisor::new(config),
-            wake: Mutex::new(wake),
+            wake,
             woken: Mutex::new(Some(woken)),
         }
     }
@@ -161,7 +161,7 @@ impl Balancers {
     }
 
     fn wake(&self) {
-        let _ = self.wake.lock().unwrap_or_else(std::sync::PoisonError::into_inner).send(());
+        let _ = self.wake.send(());
     }
 
     /// `create-load-balancer`.
@@ -358,7 +358,7 @@ impl Balancers {
             return Ok(());
         };
         let mut events = self.compute.instance_events();
-        let wake = self.wake.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let wake = self.wake.clone();
         std::thread::Builder::new().name("elb-events".into()).spawn(move || loop {
             match events.blocking_recv() {
                 // A lagging receiver missed events: a pass rereads everything anyway.

@@ -64,6 +64,20 @@ pub enum LbError {
     Workers(std::io::Error),
 }
 
+// A thread that panicked while holding one of the balancer's locks left counters, health
+// or the routing table at worst a step behind: serving goes on with them as they are.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Reads and checks the configuration file `path`.
 pub fn read_config(path: &Path) -> Result<BalancerConfig, LbError> {
     let config: BalancerConfig = crate::state::file::read_json(path)
@@ -141,11 +155,11 @@ impl Target {
     }
 
     fn counters(&self) -> std::sync::MutexGuard<'_, TargetCounters> {
-        self.counters.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.counters)
     }
 
     fn health(&self) -> std::sync::MutexGuard<'_, HealthState> {
-        self.health.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.health)
     }
 
     /// Counts one request (or connection) whose answer (or connection) took `seconds`.
@@ -207,15 +221,15 @@ struct Group {
 
 impl Group {
     fn health_check(&self) -> HealthCheck {
-        self.settings.lock().unwrap_or_else(std::sync::PoisonError::into_inner).1.clone()
+        lock(&self.settings).1.clone()
     }
 
     /// The target for the next request or connection, counted in flight; `None` when no
     /// target may take it.
     fn choose(&self) -> Option<InFlight> {
-        let algorithm = self.settings.lock().unwrap_or_else(std::sync::PoisonError::into_inner).0;
-        let targets = self.targets.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut cursor = self.cursor.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let algorithm = lock(&self.settings).0;
+        let targets = read(&self.targets);
+        let mut cursor = lock(&self.cursor);
         let candidates: Vec<Candidate> = targets
             .iter()
             .map(|t| Candidate {
@@ -235,7 +249,7 @@ impl Group {
     }
 
     fn status(&self) -> TargetGroupStatus {
-        let targets = self.targets.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let targets = read(&self.targets);
         TargetGroupStatus {
             id: self.id.clone(),
             unrouted: self.unrouted.load(Ordering::Relaxed),
@@ -328,7 +342,7 @@ impl Balancer {
     }
 
     fn group(&self, id: &str) -> Option<Arc<Group>> {
-        self.groups.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(id).cloned()
+        read(&self.groups).get(id).cloned()
     }
 
     /// Makes the balancer serve `config`, keeping the targets (with their counters, health
@@ -341,8 +355,7 @@ impl Balancer {
         });
         for wanted in &config.listeners {
             if let Some(listener) = listeners.get(&wanted.address) {
-                *listener.group.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
-                    wanted.target_group.clone();
+                *lock(&listener.group) = wanted.target_group.clone();
                 continue;
             }
             let listener = Listener {
@@ -358,11 +371,11 @@ impl Balancer {
     }
 
     fn apply_groups(&self, wanted: &[TargetGroupConfig]) {
-        let mut groups = self.groups.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut groups = write(&self.groups);
         groups.retain(|id, group| {
             let keep = wanted.iter().any(|g| g.id == *id);
             if !keep {
-                for target in group.targets.read().unwrap_or_else(std::sync::PoisonError::into_inner).iter() {
+                for target in read(&group.targets).iter() {
                     target.gone.send_replace(true);
                 }
             }
@@ -381,9 +394,8 @@ impl Balancer {
                     })
                 })
                 .clone();
-            *group.settings.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
-                (config.algorithm, config.health_check.clone());
-            let mut targets = group.targets.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            *lock(&group.settings) = (config.algorithm, config.health_check.clone());
+            let mut targets = write(&group.targets);
             let mut kept = Vec::with_capacity(config.targets.len());
             for wanted in &config.targets {
                 let existing = targets
@@ -461,13 +473,8 @@ impl Balancer {
     }
 
     fn status(&self) -> BalancerStatus {
-        let mut target_groups: Vec<TargetGroupStatus> = self
-            .groups
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .values()
-            .map(|g| g.status())
-            .collect();
+        let mut target_groups: Vec<TargetGroupStatus> =
+            read(&self.groups).values().map(|g| g.status()).collect();
         target_groups.sort_by(|a, b| a.id.cmp(&b.id));
         let listeners = self.listeners.try_lock().map_or_else(
             |_| Vec::new(),
@@ -516,7 +523,7 @@ struct Serve {
 impl Serve {
     /// The group the listener forwards to now.
     fn group(&self) -> Option<Arc<Group>> {
-        let id = self.group.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let id = lock(&self.group).clone();
         self.balancer.group(&id)
     }
 
