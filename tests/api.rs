@@ -2818,12 +2818,59 @@ fn a_load_balancer_sends_requests_to_healthy_instances_only() {
     let h2 = String::from_utf8_lossy(&h2.stdout).into_owned();
     assert!(h2 == format!("{a} 2") || h2 == format!("{b} 2"), "{h2:?}");
 
-    // A network load balancer passes TCP streams through to the same instances.
-    let nlb = elb(&["create-load-balancer", "--name", "tcp", "--type", "network"])["LoadBalancers"][0]
-        ["load_balancer_arn"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    // A network load balancer on an Elastic IP passes TCP streams through to the same
+    // instances. The address is the balancer's until it is deleted: no instance, other
+    // balancer or release takes it.
+    let allocation =
+        daemon.ok(&["allocate-address"])["Addresses"][0]["allocation_id"].as_str().unwrap().to_owned();
+    let on_eip = format!("AllocationId={allocation}");
+    let created =
+        elb(&["create-load-balancer", "--name", "tcp", "--type", "network", "--subnet-mappings", &on_eip]);
+    let nlb = created["LoadBalancers"][0]["load_balancer_arn"].as_str().unwrap().to_owned();
+    let address = &created["LoadBalancers"][0]["load_balancer_addresses"][0];
+    assert_eq!(
+        (address["ip_address"].as_str(), address["allocation_id"].as_str()),
+        (Some("192.168.72.10"), Some(allocation.as_str()))
+    );
+    let described = daemon.ok(&["describe-addresses"])["Addresses"][0].clone();
+    assert_eq!(described["load_balancer_arn"], nlb.as_str(), "{described}");
+    let addresses_before = daemon.ok(&["describe-addresses"]);
+    for (args, name) in [
+        (
+            vec!["associate-address", "--allocation-id", &allocation, "--instance-id", &a],
+            "InvalidIPAddress.InUse",
+        ),
+        (vec!["release-address", "--allocation-id", &allocation], "InvalidIPAddress.InUse"),
+        (
+            vec![
+                "elbv2",
+                "create-load-balancer",
+                "--name",
+                "tcp2",
+                "--type",
+                "network",
+                "--subnet-mappings",
+                &on_eip,
+            ],
+            "InvalidConfigurationRequest",
+        ),
+        (
+            vec![
+                "elbv2",
+                "create-load-balancer",
+                "--name",
+                "tcp2",
+                "--subnet-mappings",
+                "AllocationId=eipalloc-0000000000",
+            ],
+            "AllocationIdNotFound",
+        ),
+    ] {
+        let err = daemon.err(&args);
+        assert!(err.starts_with(name), "{args:?}: {err}");
+    }
+    assert_eq!(daemon.ok(&["describe-addresses"]), addresses_before);
+    assert_eq!(elb(&["describe-load-balancers"])["LoadBalancers"].as_array().unwrap().len(), 2);
     let tcp_tg = elb(&["create-target-group", "--name", "tcp-80", "--protocol", "TCP", "--port", "80"])
         ["TargetGroups"][0]["target_group_arn"]
         .as_str()
@@ -2849,10 +2896,16 @@ fn a_load_balancer_sends_requests_to_healthy_instances_only() {
         &tcp_forward,
     ]);
     wait("the TCP listener", 10, &|| {
-        http_get(&lan.0, "http://192.168.72.1:8082/").as_deref() == Some(a.as_str())
+        http_get(&lan.0, "http://192.168.72.10:8082/").as_deref() == Some(a.as_str())
     });
+    assert_eq!(http_get(&lan.0, "http://192.168.72.1:8082/"), None, "only the Elastic IP listens");
     elb(&["delete-load-balancer", "--load-balancer-arn", &nlb]);
     elb(&["delete-target-group", "--target-group-arn", &tcp_tg]);
+    assert_eq!(daemon.ok(&["describe-addresses"])["Addresses"][0]["load_balancer_arn"], "");
+    let uplink =
+        Command::new("ip").args(["-n", &ns.0, "-br", "addr", "show", "dev", "uplink"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&uplink.stdout).contains("192.168.72.10"), "{uplink:?}");
+    daemon.ok(&["release-address", "--allocation-id", &allocation]);
 
     // A dead backend leaves after the unhealthy threshold; back after the healthy one.
     drop(backend_a.take());

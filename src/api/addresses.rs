@@ -25,6 +25,7 @@ fn address(AddressUse { eip, instance_id }: AddressUse, tags: Vec<Tag>) -> Addre
         public_ip: eip.public_ip.to_string(),
         instance_id: instance_id.unwrap_or_default(),
         private_ip_address: eip.private_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+        load_balancer_arn: eip.holder.unwrap_or_default(),
         tags: resources::to_pb(tags),
     }
 }

@@ -107,6 +107,22 @@ fn load_balancer(lb: LoadBalancer) -> pb::LoadBalancer {
         r#type: lb.kind.as_str().into(),
         state: "active".into(),
         created_time: i64::try_from(lb.created).unwrap_or(i64::MAX),
+        load_balancer_addresses: lb
+            .address
+            .into_iter()
+            .map(|a| pb::LoadBalancerAddress { ip_address: a.ip.to_string(), allocation_id: a.allocation_id })
+            .collect(),
+    }
+}
+
+/// The one Elastic IP `mappings` name, if any.
+fn allocation_id(mappings: &[pb::SubnetMapping]) -> Result<Option<String>, BalancerError> {
+    let mut named = mappings.iter().map(|m| m.allocation_id.as_str()).filter(|id| !id.is_empty());
+    match (named.next(), named.next()) {
+        (_, Some(_)) => {
+            Err(BalancerError::Validation("a load balancer listens on at most one Elastic IP".into()))
+        }
+        (first, None) => Ok(first.map(str::to_owned)),
     }
 }
 
@@ -217,7 +233,11 @@ impl LoadBalancing for LoadBalancingService {
     ) -> Result<Response<pb::LoadBalancer>, Status> {
         let r = request.into_inner();
         let balancers = self.0.clone();
-        let lb = blocking(move || balancers.create_load_balancer(&r.name, r.r#type.parse()?)).await?;
+        let lb = blocking(move || {
+            let allocation_id = allocation_id(&r.subnet_mappings)?;
+            balancers.create_load_balancer(&r.name, r.r#type.parse()?, allocation_id.as_deref())
+        })
+        .await?;
         Ok(Response::new(load_balancer(lb)))
     }
 

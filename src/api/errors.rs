@@ -105,6 +105,8 @@ pub fn classify_balancer(error: &BalancerError) -> (Code, &'static str) {
         BalancerError::TargetGroupAssociationLimit(_) => (FailedPrecondition, "TargetGroupAssociationLimit"),
         BalancerError::InvalidTarget(_) => (InvalidArgument, "InvalidTarget"),
         BalancerError::ResourceInUse(_) => (FailedPrecondition, "ResourceInUse"),
+        BalancerError::AllocationIdNotFound(_) => (NotFound, "AllocationIdNotFound"),
+        BalancerError::InvalidConfigurationRequest(_) => (FailedPrecondition, "InvalidConfigurationRequest"),
         BalancerError::TooMany(cap, _) => (
             ResourceExhausted,
             match cap {

@@ -20,13 +20,14 @@ use crate::daemon::compute::Compute;
 use crate::daemon::config::DaemonConfig;
 use crate::daemon::DaemonError;
 use crate::lb::config::{BalancerStatus, Protocol, TargetHealth};
+use crate::net::NetError;
 use crate::state::db::StateError;
 use crate::state::document::DocumentStore;
 use crate::state::id::now;
 use crate::state::instance::InstanceState;
 use model::{
-    AttributesChange, Balancing, HealthCheckChange, Listener, LoadBalancer, LoadBalancerType, TargetGroup,
-    TargetGroupAttributes,
+    AttributesChange, Balancing, ElasticAddress, HealthCheckChange, Listener, LoadBalancer, LoadBalancerType,
+    TargetGroup, TargetGroupAttributes,
 };
 use supervisor::Supervisor;
 
@@ -73,6 +74,12 @@ pub enum BalancerError {
     /// The resource is in use.
     #[error("{0}")]
     ResourceInUse(String),
+    /// No such Elastic IP.
+    #[error("Elastic IP {0} does not exist")]
+    AllocationIdNotFound(String),
+    /// The Elastic IP is someone else's.
+    #[error("{0}")]
+    InvalidConfigurationRequest(String),
     /// A cap would be passed.
     #[error("{1}")]
     TooMany(Cap, String),
@@ -120,6 +127,9 @@ pub struct Balancers {
     supervisor: Supervisor,
     wake: mpsc::Sender<()>,
     woken: Mutex<Option<mpsc::Receiver<()>>>,
+    /// Held while Elastic IP holds and the record are changed together, so the reconcile
+    /// loop never lets go of an address a create has held and not yet recorded.
+    addresses: Mutex<()>,
 }
 
 impl Balancers {
@@ -134,6 +144,7 @@ impl Balancers {
             supervisor: Supervisor::new(config),
             wake,
             woken: Mutex::new(Some(woken)),
+            addresses: Mutex::new(()),
         }
     }
 
@@ -164,18 +175,42 @@ impl Balancers {
         let _ = self.wake.send(());
     }
 
-    /// `create-load-balancer`.
+    /// `create-load-balancer`: on Elastic IP `allocation_id` when one is named (held for
+    /// it until it is deleted), else on every address of the network plane's namespace.
     pub fn create_load_balancer(
         &self,
         name: &str,
         kind: LoadBalancerType,
+        allocation_id: Option<&str>,
     ) -> Result<LoadBalancer, BalancerError> {
-        self.change(|b| b.create_load_balancer(&self.region, name, kind, now()))
+        let mut lb = LoadBalancer::new(&self.region, name, kind, now());
+        let Some(allocation_id) = allocation_id else {
+            return self.change(|b| b.create_load_balancer(lb.clone()));
+        };
+        let _addresses = lock(&self.addresses);
+        self.read()?.check_new_load_balancer(&lb)?;
+        let ip = self.compute.hold_address(allocation_id, &lb.arn).map_err(address_error)?;
+        lb.address = Some(ElasticAddress { allocation_id: allocation_id.into(), ip });
+        self.change(|b| b.create_load_balancer(lb.clone()))
+            .inspect_err(|_| self.let_go(allocation_id, &lb.arn))
     }
 
-    /// `delete-load-balancer`: its process stops on the next pass.
+    /// `delete-load-balancer`: its Elastic IP is let go at once, its process stops on the
+    /// next pass.
     pub fn delete_load_balancer(&self, arn: &str) -> Result<(), BalancerError> {
-        self.change(|b| b.delete_load_balancer(arn))
+        let _addresses = lock(&self.addresses);
+        let lb = self.change(|b| b.delete_load_balancer(arn))?;
+        if let Some(address) = lb.address {
+            self.let_go(&address.allocation_id, &lb.arn);
+        }
+        Ok(())
+    }
+
+    /// Ends a hold, leaving a failure to the reconcile loop's next pass.
+    fn let_go(&self, allocation_id: &str, holder: &str) {
+        if let Err(e) = self.compute.unhold_address(allocation_id, holder) {
+            tracing::warn!("load balancers: letting go of {allocation_id}: {e}");
+        }
     }
 
     /// `create-target-group`.
@@ -402,6 +437,7 @@ impl Balancers {
                 Ok(())
             })?;
         }
+        self.converge_addresses()?;
         let balancing = self.read()?;
         let running: HashMap<String, std::net::Ipv4Addr> = instances
             .iter()
@@ -415,6 +451,51 @@ impl Balancers {
             .collect();
         self.supervisor.converge(&wanted);
         Ok(())
+    }
+
+    /// Makes the Elastic IP holds match the record: each balancer's address held for it,
+    /// and no other held by a balancer (a create or delete cut short by a crash leaves one).
+    fn converge_addresses(&self) -> Result<(), BalancerError> {
+        let _addresses = lock(&self.addresses);
+        let balancing = self.read()?;
+        let held = self.compute.held_addresses()?;
+        let wanted = |allocation_id: &str, holder: &str| {
+            balancing.load_balancers.iter().any(|lb| {
+                lb.arn == holder && lb.address.as_ref().is_some_and(|a| a.allocation_id == allocation_id)
+            })
+        };
+        for (allocation_id, holder) in &held {
+            if holder.starts_with(model::ARN_PREFIX) && !wanted(allocation_id, holder) {
+                tracing::info!(
+                    "load balancers: letting go of {allocation_id}, which {holder} no longer holds"
+                );
+                self.compute.unhold_address(allocation_id, holder)?;
+            }
+        }
+        for lb in &balancing.load_balancers {
+            let Some(address) = &lb.address else { continue };
+            if !held.iter().any(|(id, holder)| *id == address.allocation_id && *holder == lb.arn) {
+                if let Err(e) = self.compute.hold_address(&address.allocation_id, &lb.arn) {
+                    tracing::warn!("load balancers: {} cannot hold {}: {e}", lb.arn, address.allocation_id);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn lock(mutex: &Mutex<()>) -> std::sync::MutexGuard<'_, ()> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// An Elastic IP refusal in ELB's words.
+fn address_error(error: DaemonError) -> BalancerError {
+    match error {
+        DaemonError::Net(NetError::AllocationNotFound(id)) => BalancerError::AllocationIdNotFound(id),
+        DaemonError::Net(NetError::AddressInUse(what)) => {
+            BalancerError::InvalidConfigurationRequest(format!("the Elastic IP is in use: {what}"))
+        }
+        other => BalancerError::Daemon(other),
     }
 }
 
@@ -458,13 +539,54 @@ mod tests {
         health.into_iter().map(|h| (h.instance_id, h.state, h.reason.unwrap_or_default())).collect()
     }
 
+    /// A balancer on an Elastic IP holds it from creation to deletion; a refused create
+    /// holds nothing, and a pass lets go of holds the record does not know (a create cut
+    /// short) and takes back one the record wants.
+    #[test]
+    fn a_balancer_holds_its_elastic_ip_exactly_while_it_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let (compute, balancers) = service(dir.path());
+        let (first, second) = (compute.allocate_address(), compute.allocate_address());
+        let lb = balancers.create_load_balancer("web", LoadBalancerType::Network, Some(&first)).unwrap();
+        assert_eq!(lb.address.as_ref().map(|a| a.allocation_id.as_str()), Some(first.as_str()));
+        assert_eq!(compute.held_addresses().unwrap(), [(first.clone(), lb.arn.clone())]);
+        let before = (balancers.read().unwrap(), compute.held_addresses().unwrap());
+        let refused = [
+            (balancers.create_load_balancer("other", LoadBalancerType::Network, Some(&first)), "held"),
+            (
+                balancers.create_load_balancer("other", LoadBalancerType::Network, Some("eipalloc-0")),
+                "unknown",
+            ),
+            (balancers.create_load_balancer("web", LoadBalancerType::Network, Some(&second)), "name"),
+        ];
+        for (result, what) in refused {
+            let err = result.unwrap_err();
+            let expected = match what {
+                "held" => matches!(err, BalancerError::InvalidConfigurationRequest(_)),
+                "unknown" => matches!(err, BalancerError::AllocationIdNotFound(_)),
+                _ => matches!(err, BalancerError::DuplicateLoadBalancerName(_)),
+            };
+            assert!(expected, "{what}: {err}");
+        }
+        assert_eq!((balancers.read().unwrap(), compute.held_addresses().unwrap()), before);
+
+        let orphan = format!("{}r:000000000000:loadbalancer/net/gone/0123456789abcdef", model::ARN_PREFIX);
+        compute.hold_address(&second, &orphan).unwrap();
+        compute.unhold_address(&first, &lb.arn).unwrap();
+        balancers.reconcile().unwrap();
+        assert_eq!(compute.held_addresses().unwrap(), [(first.clone(), lb.arn.clone())]);
+
+        balancers.delete_load_balancer(&lb.arn).unwrap();
+        assert!(compute.held_addresses().unwrap().is_empty());
+    }
+
     #[test]
     fn targets_are_instances_on_a_subnet_and_their_health_says_why_nothing_reaches_them() {
         let dir = tempfile::tempdir().unwrap();
         let (compute, balancers) = service(dir.path());
         let (a, b, unplugged) =
             (launch(&compute, "subnet-1"), launch(&compute, "subnet-1"), launch(&compute, ""));
-        let lb = balancers.create_load_balancer("web", LoadBalancerType::Application).unwrap();
+        let lb = balancers.create_load_balancer("web", LoadBalancerType::Application, None).unwrap();
         let tg =
             balancers.create_target_group("web", Protocol::Http, 80, &HealthCheckChange::default()).unwrap();
         let before = balancers.read().unwrap();
@@ -523,7 +645,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (compute, balancers) = service(dir.path());
         let (a, b, c) = (launch(&compute, "s"), launch(&compute, "s"), launch(&compute, "s"));
-        let lb = balancers.create_load_balancer("web", LoadBalancerType::Application).unwrap();
+        let lb = balancers.create_load_balancer("web", LoadBalancerType::Application, None).unwrap();
         let tg =
             balancers.create_target_group("web", Protocol::Http, 80, &HealthCheckChange::default()).unwrap();
         balancers.create_listener(&lb.arn, Protocol::Http, 8080, &tg.arn).unwrap();
@@ -560,7 +682,9 @@ mod tests {
             for i in 0..8 {
                 let balancers = &balancers;
                 s.spawn(move || {
-                    balancers.create_load_balancer(&format!("lb-{i}"), LoadBalancerType::Network).unwrap()
+                    balancers
+                        .create_load_balancer(&format!("lb-{i}"), LoadBalancerType::Network, None)
+                        .unwrap()
                 });
             }
         });

@@ -93,9 +93,33 @@ pub struct LoadBalancer {
     pub kind: LoadBalancerType,
     /// Seconds since the epoch.
     pub created: u64,
+    /// The Elastic IP it listens on; `None`: every address of the network plane's
+    /// namespace (host ports on the uplink).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<ElasticAddress>,
+}
+
+/// An Elastic IP a load balancer holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ElasticAddress {
+    /// `eipalloc-…`.
+    pub allocation_id: String,
+    /// The address.
+    pub ip: Ipv4Addr,
 }
 
 impl LoadBalancer {
+    /// A load balancer not yet recorded, with a new ARN in ELB's form.
+    pub fn new(region: &str, name: &str, kind: LoadBalancerType, now: u64) -> Self {
+        let arn = new_arn(region, &format!("loadbalancer/{}/{name}", kind.arn_part()));
+        Self { arn, name: name.into(), kind, created: now, address: None }
+    }
+
+    /// The address its listeners bind.
+    fn bind_ip(&self) -> Ipv4Addr {
+        self.address.as_ref().map_or(Ipv4Addr::UNSPECIFIED, |a| a.ip)
+    }
+
     /// The short id that names its directory and process (the ARN's last part).
     pub fn id(&self) -> &str {
         self.arn.rsplit('/').next().unwrap_or(&self.arn)
@@ -245,9 +269,12 @@ fn random_hex16() -> String {
     crate::state::id::new_id("x")[2..18].to_owned()
 }
 
+/// How every load balancing ARN begins.
+pub const ARN_PREFIX: &str = "arn:nuage:elasticloadbalancing:";
+
 /// A new ARN of `resource` under `region`.
 fn new_arn(region: &str, resource: &str) -> String {
-    format!("arn:nuage:elasticloadbalancing:{region}:000000000000:{resource}/{}", random_hex16())
+    format!("{ARN_PREFIX}{region}:000000000000:{resource}/{}", random_hex16())
 }
 
 impl Balancing {
@@ -286,17 +313,12 @@ impl Balancing {
         arns
     }
 
-    /// Adds a load balancer.
-    pub fn create_load_balancer(
-        &mut self,
-        region: &str,
-        name: &str,
-        kind: LoadBalancerType,
-        now: u64,
-    ) -> Result<LoadBalancer, BalancerError> {
-        check_name("load balancer", name)?;
-        if self.load_balancers.iter().any(|lb| lb.name == name) {
-            return Err(BalancerError::DuplicateLoadBalancerName(name.into()));
+    /// Refuses a load balancer that could not be added: a bad or taken name, one too many,
+    /// or an Elastic IP another one holds.
+    pub fn check_new_load_balancer(&self, lb: &LoadBalancer) -> Result<(), BalancerError> {
+        check_name("load balancer", &lb.name)?;
+        if self.load_balancers.iter().any(|other| other.name == lb.name) {
+            return Err(BalancerError::DuplicateLoadBalancerName(lb.name.clone()));
         }
         if self.load_balancers.len() >= MAX_LOAD_BALANCERS {
             return Err(BalancerError::TooMany(
@@ -304,18 +326,31 @@ impl Balancing {
                 format!("at most {MAX_LOAD_BALANCERS} load balancers"),
             ));
         }
-        let arn = new_arn(region, &format!("loadbalancer/{}/{name}", kind.arn_part()));
-        let lb = LoadBalancer { arn, name: name.into(), kind, created: now };
+        if let Some(address) = &lb.address {
+            let holder = self.load_balancers.iter().find(|other| other.address.as_ref() == Some(address));
+            if let Some(holder) = holder {
+                return Err(BalancerError::InvalidConfigurationRequest(format!(
+                    "{} is held by load balancer {}",
+                    address.allocation_id, holder.arn
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds load balancer `lb` (made by [`LoadBalancer::new`]).
+    pub fn create_load_balancer(&mut self, lb: LoadBalancer) -> Result<LoadBalancer, BalancerError> {
+        self.check_new_load_balancer(&lb)?;
         self.load_balancers.push(lb.clone());
         Ok(lb)
     }
 
-    /// Removes a load balancer and its listeners.
-    pub fn delete_load_balancer(&mut self, arn: &str) -> Result<(), BalancerError> {
-        self.load_balancer(arn)?;
+    /// Removes a load balancer and its listeners; returns what it was.
+    pub fn delete_load_balancer(&mut self, arn: &str) -> Result<LoadBalancer, BalancerError> {
+        let lb = self.load_balancer(arn)?.clone();
         self.load_balancers.retain(|lb| lb.arn != arn);
         self.listeners.retain(|l| l.load_balancer_arn != arn);
-        Ok(())
+        Ok(lb)
     }
 
     /// Adds a target group.
@@ -405,7 +440,8 @@ impl Balancing {
     }
 
     /// Adds a listener on `port` of load balancer `lb_arn`, forwarding to `tg_arn`. Every
-    /// balancer listens in the network plane's namespace, so a port is taken once per host.
+    /// balancer listens in the network plane's namespace, so a port is taken once per
+    /// address, and a balancer on every address takes it from all the others.
     pub fn create_listener(
         &mut self,
         lb_arn: &str,
@@ -436,7 +472,13 @@ impl Balancing {
                 "target group {tg_arn} already receives traffic from load balancer {other}"
             )));
         }
-        if let Some(taken) = self.listeners.iter().find(|l| l.port == port) {
+        let clashes = |other: &Listener| {
+            let other_ip =
+                self.load_balancer(&other.load_balancer_arn).map_or(Ipv4Addr::UNSPECIFIED, |o| o.bind_ip());
+            let ip = lb.bind_ip();
+            other.port == port && (ip.is_unspecified() || other_ip.is_unspecified() || ip == other_ip)
+        };
+        if let Some(taken) = self.listeners.iter().find(|l| clashes(l)) {
             return Err(BalancerError::DuplicateListener(format!(
                 "port {port} is taken by listener {}",
                 taken.arn
@@ -555,7 +597,7 @@ impl Balancing {
             listeners: listeners
                 .iter()
                 .map(|l| ListenerConfig {
-                    address: SocketAddr::from(([0, 0, 0, 0], l.port)),
+                    address: SocketAddr::from((lb.bind_ip(), l.port)),
                     protocol: l.protocol,
                     target_group: l.target_group_arn.clone(),
                 })
@@ -591,7 +633,8 @@ mod tests {
 
     fn setup() -> (Balancing, LoadBalancer, TargetGroup) {
         let mut b = Balancing::default();
-        let lb = b.create_load_balancer("r", "web", LoadBalancerType::Application, 1).unwrap();
+        let lb =
+            b.create_load_balancer(LoadBalancer::new("r", "web", LoadBalancerType::Application, 1)).unwrap();
         let tg = b
             .create_target_group("r", "web-80", Protocol::Http, 80, &HealthCheckChange::default(), 1)
             .unwrap();
@@ -611,7 +654,7 @@ mod tests {
         for bad in ["", "-web", "web-", "internal-web", "a_b", &"x".repeat(33)] {
             assert!(
                 matches!(
-                    b.create_load_balancer("r", bad, LoadBalancerType::Network, 1),
+                    b.create_load_balancer(LoadBalancer::new("r", bad, LoadBalancerType::Network, 1)),
                     Err(BalancerError::Validation(_))
                 ),
                 "{bad:?}"
@@ -619,7 +662,7 @@ mod tests {
         }
         let before = b.clone();
         assert!(matches!(
-            b.create_load_balancer("r", "web", LoadBalancerType::Network, 1),
+            b.create_load_balancer(LoadBalancer::new("r", "web", LoadBalancerType::Network, 1)),
             Err(BalancerError::DuplicateLoadBalancerName(_))
         ));
         assert!(matches!(
@@ -662,7 +705,9 @@ mod tests {
             b.create_listener(&lb.arn, Protocol::Http, 81, "arn:nope"),
             Err(BalancerError::TargetGroupNotFound(_))
         ));
-        let other = b.create_load_balancer("r", "other", LoadBalancerType::Application, 1).unwrap();
+        let other = b
+            .create_load_balancer(LoadBalancer::new("r", "other", LoadBalancerType::Application, 1))
+            .unwrap();
         assert!(matches!(
             b.create_listener(&other.arn, Protocol::Http, 81, &tg.arn),
             Err(BalancerError::TargetGroupAssociationLimit(_))
@@ -673,6 +718,44 @@ mod tests {
         b.delete_load_balancer(&lb.arn).unwrap();
         assert!(b.listeners.is_empty(), "its listeners go with it");
         b.delete_target_group(&tg.arn).unwrap();
+    }
+
+    /// Balancers on Elastic IPs share a port; one on every address takes it from all.
+    #[test]
+    fn a_port_is_taken_per_address() {
+        let (mut b, _, tg) = setup();
+        let on = |b: &mut Balancing, name: &str, last: u8| {
+            let mut lb = LoadBalancer::new("r", name, LoadBalancerType::Application, 1);
+            let ip = Ipv4Addr::new(192, 168, 0, last);
+            lb.address = Some(ElasticAddress { allocation_id: format!("eipalloc-{last}"), ip });
+            b.create_load_balancer(lb)
+        };
+        let (a, c) = (on(&mut b, "a", 10).unwrap(), on(&mut b, "c", 11).unwrap());
+        let group = |b: &mut Balancing, name: &str| {
+            b.create_target_group("r", name, Protocol::Http, 80, &HealthCheckChange::default(), 1)
+                .unwrap()
+                .arn
+        };
+        let (tg_a, tg_c) = (group(&mut b, "ga"), group(&mut b, "gc"));
+        b.create_listener(&a.arn, Protocol::Http, 80, &tg_a).unwrap();
+        b.create_listener(&c.arn, Protocol::Http, 80, &tg_c).unwrap();
+        let before = b.clone();
+        assert!(matches!(on(&mut b, "again", 10), Err(BalancerError::InvalidConfigurationRequest(_))));
+        let everywhere = b.load_balancers[0].arn.clone();
+        assert!(matches!(
+            b.create_listener(&everywhere, Protocol::Http, 80, &tg.arn),
+            Err(BalancerError::DuplicateListener(_))
+        ));
+        assert_eq!(b, before);
+        b.create_listener(&everywhere, Protocol::Http, 81, &tg.arn).unwrap();
+        assert!(matches!(
+            b.create_listener(&a.arn, Protocol::Http, 81, &tg_a),
+            Err(BalancerError::DuplicateListener(_))
+        ));
+        let config = b.balancer_config(&a, &HashMap::new());
+        assert_eq!(config.listeners[0].address, "192.168.0.10:80".parse().unwrap());
+        let config = b.balancer_config(&b.load_balancers[0], &HashMap::new());
+        assert_eq!(config.listeners[0].address, "0.0.0.0:81".parse().unwrap());
     }
 
     #[test]

@@ -12,8 +12,8 @@ use crate::api::pb::{
     DeleteListenerRequest, DeleteLoadBalancerRequest, DeleteTargetGroupRequest, DeregisterTargetsRequest,
     DescribeListenersRequest, DescribeLoadBalancersRequest, DescribeTargetGroupAttributesRequest,
     DescribeTargetGroupsRequest, DescribeTargetHealthRequest, HealthCheck, Listener, LoadBalancer,
-    ModifyTargetGroupAttributesRequest, ModifyTargetGroupRequest, RegisterTargetsRequest, TargetDescription,
-    TargetGroup,
+    ModifyTargetGroupAttributesRequest, ModifyTargetGroupRequest, RegisterTargetsRequest, SubnetMapping,
+    TargetDescription, TargetGroup,
 };
 
 /// A health check's settings, as `create-target-group` and `modify-target-group` take them.
@@ -63,8 +63,9 @@ impl HealthCheckArgs {
 /// `aws elbv2` commands.
 #[derive(Debug, Subcommand)]
 pub enum Elbv2 {
-    /// Makes a load balancer; it listens on host ports in the network plane's namespace
-    /// (reachable from the LAN side) once it has listeners.
+    /// Makes a load balancer; once it has listeners it listens on an Elastic IP (given by
+    /// --subnet-mappings) or on host ports of every address of the network plane's
+    /// namespace, reachable from the LAN side either way.
     CreateLoadBalancer {
         /// Its name (1-32 letters, digits, hyphens).
         #[arg(long)]
@@ -72,6 +73,10 @@ pub enum Elbv2 {
         /// application (HTTP) or network (TCP).
         #[arg(long = "type", default_value = "application")]
         kind: String,
+        /// AllocationId=eipalloc-… (the Elastic IP to listen on); a SubnetId= beside it is
+        /// taken as aws writes it and not used.
+        #[arg(long, num_args = 1.., value_parser = parse_subnet_mapping)]
+        subnet_mappings: Vec<SubnetMapping>,
     },
     /// Lists load balancers.
     DescribeLoadBalancers {
@@ -231,6 +236,17 @@ fn parse_target(text: &str) -> Result<TargetDescription, String> {
     Ok(target)
 }
 
+fn parse_subnet_mapping(text: &str) -> Result<SubnetMapping, String> {
+    let mut mapping = SubnetMapping::default();
+    for (key, value) in shorthand(text, &["SubnetId", "AllocationId"])? {
+        match key {
+            "SubnetId" => mapping.subnet_id = value.to_owned(),
+            _ => mapping.allocation_id = value.to_owned(),
+        }
+    }
+    Ok(mapping)
+}
+
 fn parse_attribute(text: &str) -> Result<Attribute, String> {
     let mut attribute = Attribute::default();
     for (key, value) in shorthand(text, &["Key", "Value"])? {
@@ -266,9 +282,13 @@ fn print_load_balancers(format: Format, lbs: Vec<LoadBalancer>) {
     match format {
         Format::Json => json("LoadBalancers", lbs),
         Format::Table => table(
-            &["NAME", "TYPE", "STATE", "ARN"],
+            &["NAME", "TYPE", "STATE", "ADDRESS", "ARN"],
             lbs.into_iter()
-                .map(|lb| vec![lb.load_balancer_name, lb.r#type, lb.state, lb.load_balancer_arn])
+                .map(|lb| {
+                    let address = lb.load_balancer_addresses.first().map(|a| a.ip_address.clone());
+                    let address = address.unwrap_or_else(|| "every address".into());
+                    vec![lb.load_balancer_name, lb.r#type, lb.state, address, lb.load_balancer_arn]
+                })
                 .collect(),
         ),
     }
@@ -313,8 +333,9 @@ fn print_listeners(format: Format, listeners: Vec<Listener>) {
 pub async fn run(command: Elbv2, channel: Channel, format: Format) -> anyhow::Result<()> {
     let mut client = LoadBalancingClient::new(channel);
     match command {
-        Elbv2::CreateLoadBalancer { name, kind } => {
-            let lb = client.create_load_balancer(CreateLoadBalancerRequest { name, r#type: kind }).await?;
+        Elbv2::CreateLoadBalancer { name, kind, subnet_mappings } => {
+            let request = CreateLoadBalancerRequest { name, r#type: kind, subnet_mappings };
+            let lb = client.create_load_balancer(request).await?;
             print_load_balancers(format, vec![lb.into_inner()]);
         }
         Elbv2::DescribeLoadBalancers { load_balancer_arns, names } => {
@@ -436,6 +457,9 @@ mod tests {
         assert_eq!((target.id.as_str(), target.port), ("i-0abc", 8080));
         assert_eq!(parse_target("Id=i-1").unwrap().port, 0, "the group's port");
         assert!(parse_target("Port=80").is_err() && parse_target("Id=i-1,Port=x").is_err());
+        let mapping = parse_subnet_mapping("SubnetId=subnet-1,AllocationId=eipalloc-2").unwrap();
+        assert_eq!((mapping.subnet_id.as_str(), mapping.allocation_id.as_str()), ("subnet-1", "eipalloc-2"));
+        assert!(parse_subnet_mapping("PrivateIPv4Address=10.0.0.1").is_err());
         assert!(parse_target("Name=web").is_err());
         assert_eq!(parse_forward("Type=forward,TargetGroupArn=arn:x").unwrap(), "arn:x");
         assert!(parse_forward("Type=redirect,TargetGroupArn=arn:x").is_err());

@@ -5,6 +5,8 @@
 //! instances in memory. Controllers mark what they launch with tags, as AWS does, and find
 //! their instances again by them, so the database stays the one record of what exists.
 
+use std::net::Ipv4Addr;
+
 use tokio::sync::broadcast;
 
 use super::describe::Tagged;
@@ -13,7 +15,7 @@ use super::instances::{RunSpec, StateChange};
 use super::{Daemon, DaemonError};
 use crate::state::instance::{InstanceRecord, InstanceState};
 
-/// What a controller may do with instances.
+/// What a controller may do with instances and Elastic IPs.
 pub trait Compute: Send + Sync {
     /// Launches instances as RunInstances does, each carrying `spec.tags` from the start.
     fn run_instances(&self, spec: &RunSpec) -> Result<Vec<InstanceRecord>, DaemonError>;
@@ -27,6 +29,13 @@ pub trait Compute: Send + Sync {
     /// Instance state changes from now on (a controller still rereads the state: events
     /// only say when to look).
     fn instance_events(&self) -> broadcast::Receiver<StateEvent>;
+    /// Holds Elastic IP `allocation_id` for `holder` (a load balancer's ARN) and puts it
+    /// on the uplink; returns the address. Holding it again for the same holder is a no-op.
+    fn hold_address(&self, allocation_id: &str, holder: &str) -> Result<Ipv4Addr, DaemonError>;
+    /// Ends `holder`'s hold on Elastic IP `allocation_id` (none: nothing happens).
+    fn unhold_address(&self, allocation_id: &str, holder: &str) -> Result<(), DaemonError>;
+    /// Every held Elastic IP, as (allocation id, holder).
+    fn held_addresses(&self) -> Result<Vec<(String, String)>, DaemonError>;
 }
 
 impl Compute for Daemon {
@@ -57,17 +66,30 @@ impl Compute for Daemon {
     fn instance_events(&self) -> broadcast::Receiver<StateEvent> {
         self.events.subscribe()
     }
+
+    fn hold_address(&self, allocation_id: &str, holder: &str) -> Result<Ipv4Addr, DaemonError> {
+        self.network.hold_address(allocation_id, holder)
+    }
+
+    fn unhold_address(&self, allocation_id: &str, holder: &str) -> Result<(), DaemonError> {
+        self.network.unhold_address(allocation_id, holder)
+    }
+
+    fn held_addresses(&self) -> Result<Vec<(String, String)>, DaemonError> {
+        self.network.held_addresses()
+    }
 }
 
 /// An in-memory [`Compute`] for controllers' unit tests: instances are records in a list,
 /// launched running with the next address of 10.0.0.0/24, and moved by the test.
 #[cfg(test)]
 pub(crate) mod fake {
-    use std::net::Ipv4Addr;
     use std::sync::Mutex;
 
     use super::*;
     use crate::daemon::events::Events;
+    use crate::net::ipam::ElasticIp;
+    use crate::net::NetError;
     use crate::state::instance::MetadataOptions;
     use crate::state::tag::Tag;
 
@@ -75,12 +97,31 @@ pub(crate) mod fake {
     #[derive(Default)]
     pub(crate) struct FakeCompute {
         instances: Mutex<Vec<Tagged<InstanceRecord>>>,
+        addresses: Mutex<Vec<ElasticIp>>,
         events: Events,
     }
 
     impl FakeCompute {
         fn instances(&self) -> std::sync::MutexGuard<'_, Vec<Tagged<InstanceRecord>>> {
             self.instances.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        }
+
+        fn addresses(&self) -> std::sync::MutexGuard<'_, Vec<ElasticIp>> {
+            self.addresses.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        }
+
+        /// Allocates an Elastic IP (the next of 192.168.0.0/24) and returns its id.
+        pub(crate) fn allocate_address(&self) -> String {
+            let mut addresses = self.addresses();
+            let n = u8::try_from(addresses.len() + 10).unwrap_or(u8::MAX);
+            let id = crate::state::id::new_id("eipalloc");
+            addresses.push(ElasticIp {
+                id: id.clone(),
+                public_ip: Ipv4Addr::new(192, 168, 0, n),
+                private_ip: None,
+                holder: None,
+            });
+            id
         }
 
         /// Moves instance `id` to `state`, as the daemon would, and says so.
@@ -160,6 +201,37 @@ pub(crate) mod fake {
 
         fn instance_events(&self) -> broadcast::Receiver<StateEvent> {
             self.events.subscribe()
+        }
+
+        fn hold_address(&self, allocation_id: &str, holder: &str) -> Result<Ipv4Addr, DaemonError> {
+            let mut addresses = self.addresses();
+            let address = addresses
+                .iter_mut()
+                .find(|a| a.id == allocation_id)
+                .ok_or_else(|| NetError::AllocationNotFound(allocation_id.into()))?;
+            match &address.holder {
+                Some(other) if other != holder => {
+                    Err(NetError::AddressInUse(format!("held by {other}")).into())
+                }
+                _ => {
+                    address.holder = Some(holder.into());
+                    Ok(address.public_ip)
+                }
+            }
+        }
+
+        fn unhold_address(&self, allocation_id: &str, holder: &str) -> Result<(), DaemonError> {
+            let mut addresses = self.addresses();
+            if let Some(address) =
+                addresses.iter_mut().find(|a| a.id == allocation_id && a.holder.as_deref() == Some(holder))
+            {
+                address.holder = None;
+            }
+            Ok(())
+        }
+
+        fn held_addresses(&self) -> Result<Vec<(String, String)>, DaemonError> {
+            Ok(self.addresses().iter().filter_map(|a| Some((a.id.clone(), a.holder.clone()?))).collect())
         }
     }
 }

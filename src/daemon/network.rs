@@ -161,6 +161,23 @@ impl Network {
         self.address_use(eip)
     }
 
+    /// Holds Elastic IP `allocation_id` for load balancer `holder`, which listens on its
+    /// address; returns the address.
+    pub fn hold_address(&self, allocation_id: &str, holder: &str) -> Result<Ipv4Addr, DaemonError> {
+        Ok(self.plane.hold_address(allocation_id, holder)?.public_ip)
+    }
+
+    /// Ends `holder`'s hold on Elastic IP `allocation_id`.
+    pub fn unhold_address(&self, allocation_id: &str, holder: &str) -> Result<(), DaemonError> {
+        Ok(self.plane.unhold_address(allocation_id, holder)?)
+    }
+
+    /// The Elastic IPs held by load balancers, as (allocation id, holder).
+    pub fn held_addresses(&self) -> Result<Vec<(String, String)>, DaemonError> {
+        let eips = self.plane.ipam().elastic_ips()?;
+        Ok(eips.into_iter().filter_map(|eip| Some((eip.id, eip.holder?))).collect())
+    }
+
     /// Gives an Elastic IP back to the pool.
     pub fn release_address(&self, allocation_id: &str) -> Result<(), DaemonError> {
         self.plane.release_address(allocation_id)?;

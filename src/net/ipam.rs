@@ -56,7 +56,7 @@ pub(super) struct State {
 }
 
 /// An Elastic IP: an address of the host's LAN pool, associated with an instance's
-/// private address or not.
+/// private address, held by a load balancer that listens on it, or free.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ElasticIp {
     /// `eipalloc-` and hex digits.
@@ -65,6 +65,24 @@ pub struct ElasticIp {
     pub public_ip: Ipv4Addr,
     /// The private address it forwards to, when associated.
     pub private_ip: Option<Ipv4Addr>,
+    /// Who listens on it, when a load balancer holds it (its ARN): the address sits on the
+    /// uplink for the balancer's own sockets and forwards nowhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<String>,
+}
+
+impl ElasticIp {
+    /// Whether the address belongs on the uplink: something answers for it.
+    pub fn in_use(&self) -> bool {
+        self.private_ip.is_some() || self.holder.is_some()
+    }
+
+    fn refuse_if_held(&self) -> Result<(), NetError> {
+        match &self.holder {
+            Some(holder) => Err(NetError::AddressInUse(format!("{} (held by {holder})", self.public_ip))),
+            None => Ok(()),
+        }
+    }
 }
 
 /// The address manager over one state directory.
@@ -253,7 +271,7 @@ impl Ipam {
             let public_ip = free.ok_or_else(|| {
                 NetError::AddressLimitExceeded(format!("all {} pool addresses are allocated", pool.len()))
             })?;
-            let eip = ElasticIp { id: new_id("eipalloc"), public_ip, private_ip: None };
+            let eip = ElasticIp { id: new_id("eipalloc"), public_ip, private_ip: None, holder: None };
             state.elastic_ips.push(eip.clone());
             Ok(eip)
         })
@@ -262,9 +280,7 @@ impl Ipam {
     /// Associates Elastic IP `id` with `private_ip`, which must be leased in some subnet.
     pub fn associate_address(&self, id: &str, private_ip: Ipv4Addr) -> Result<ElasticIp, NetError> {
         self.transaction(|state| {
-            if !state.elastic_ips.iter().any(|e| e.id == id) {
-                return Err(NetError::AllocationNotFound(id.to_owned()));
-            }
+            find(state, id)?.refuse_if_held()?;
             if !state.leases.values().flatten().any(|l| l.ip == private_ip) {
                 return Err(NetError::InvalidParameter(format!("{private_ip} is not an instance address")));
             }
@@ -273,11 +289,7 @@ impl Ipam {
             {
                 return Err(NetError::AddressInUse(format!("{private_ip} (associated with {})", other.id)));
             }
-            let eip = state
-                .elastic_ips
-                .iter_mut()
-                .find(|e| e.id == id)
-                .ok_or_else(|| NetError::AllocationNotFound(id.to_owned()))?;
+            let eip = find(state, id)?;
             eip.private_ip = Some(private_ip);
             Ok(eip.clone())
         })
@@ -286,13 +298,43 @@ impl Ipam {
     /// Ends Elastic IP `id`'s association.
     pub fn disassociate_address(&self, id: &str) -> Result<ElasticIp, NetError> {
         self.transaction(|state| {
-            let eip = state
-                .elastic_ips
-                .iter_mut()
-                .find(|e| e.id == id)
-                .ok_or_else(|| NetError::AllocationNotFound(id.to_owned()))?;
+            let eip = find(state, id)?;
+            eip.refuse_if_held()?;
             eip.private_ip = None;
             Ok(eip.clone())
+        })
+    }
+
+    /// Holds Elastic IP `id` for `holder` (a load balancer listening on it). Holding it
+    /// again for the same holder changes nothing; an associated address, or one another
+    /// holder has, is refused.
+    pub fn hold_address(&self, id: &str, holder: &str) -> Result<ElasticIp, NetError> {
+        self.transaction(|state| {
+            let eip = find(state, id)?;
+            if eip.holder.as_deref() != Some(holder) {
+                eip.refuse_if_held()?;
+            }
+            if let Some(private_ip) = eip.private_ip {
+                return Err(NetError::AddressInUse(format!(
+                    "{} (associated with {private_ip})",
+                    eip.public_ip
+                )));
+            }
+            eip.holder = Some(holder.to_owned());
+            Ok(eip.clone())
+        })
+    }
+
+    /// Ends `holder`'s hold on Elastic IP `id`; an address it does not hold (or that is
+    /// gone) is left as it is.
+    pub fn unhold_address(&self, id: &str, holder: &str) -> Result<(), NetError> {
+        self.transaction(|state| {
+            if let Some(eip) =
+                state.elastic_ips.iter_mut().find(|e| e.id == id && e.holder.as_deref() == Some(holder))
+            {
+                eip.holder = None;
+            }
+            Ok(())
         })
     }
 
@@ -309,6 +351,7 @@ impl Ipam {
                     "{id} is associated: disassociate it first"
                 )));
             }
+            state.elastic_ips[index].refuse_if_held()?;
             state.elastic_ips.remove(index);
             Ok(())
         })
@@ -318,6 +361,15 @@ impl Ipam {
     pub fn elastic_ips(&self) -> Result<Vec<ElasticIp>, NetError> {
         Ok(self.load()?.elastic_ips)
     }
+}
+
+/// Elastic IP `id` in `state`.
+fn find<'a>(state: &'a mut State, id: &str) -> Result<&'a mut ElasticIp, NetError> {
+    state
+        .elastic_ips
+        .iter_mut()
+        .find(|e| e.id == id)
+        .ok_or_else(|| NetError::AllocationNotFound(id.to_owned()))
 }
 
 /// Address ranges no subnet may touch, as (network, prefix length, what it is for): a bridge
@@ -461,6 +513,39 @@ mod tests {
             pool[0],
             "released addresses return to the pool"
         );
+    }
+
+    /// A load balancer's hold keeps an address from instances, other balancers and the
+    /// pool until it ends; a hold is a record a restart finds.
+    #[test]
+    fn a_held_address_is_nobody_elses_until_let_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let ipam = Ipam::open(dir.path()).unwrap();
+        let subnet = ipam.create_subnet(cidr("10.0.8.0/24"), None).unwrap();
+        let lease = ipam.allocate(&subnet.id, "i-1", None).unwrap();
+        let pool = [Ipv4Addr::new(192, 168, 51, 10), Ipv4Addr::new(192, 168, 51, 11)];
+        let (held, associated) =
+            (ipam.allocate_address(&pool).unwrap(), ipam.allocate_address(&pool).unwrap());
+        ipam.associate_address(&associated.id, lease.ip).unwrap();
+        let in_use = |r: Result<ElasticIp, NetError>| matches!(r, Err(NetError::AddressInUse(_)));
+        assert!(in_use(ipam.hold_address(&associated.id, "lb-a")), "an associated address");
+        assert!(ipam.hold_address(&held.id, "lb-a").unwrap().in_use());
+        assert_eq!(ipam.hold_address(&held.id, "lb-a").unwrap().holder.as_deref(), Some("lb-a"), "again");
+        assert!(in_use(ipam.hold_address(&held.id, "lb-b")), "another holder");
+        ipam.disassociate_address(&associated.id).unwrap();
+        assert!(in_use(ipam.associate_address(&held.id, lease.ip)));
+        assert!(in_use(ipam.disassociate_address(&held.id)));
+        assert!(matches!(ipam.release_address(&held.id), Err(NetError::AddressInUse(_))));
+        assert!(matches!(
+            ipam.hold_address("eipalloc-0000000000", "lb-a"),
+            Err(NetError::AllocationNotFound(_))
+        ));
+        let before = ipam.elastic_ips().unwrap();
+        ipam.unhold_address(&held.id, "lb-b").unwrap();
+        assert_eq!(Ipam::open(dir.path()).unwrap().elastic_ips().unwrap(), before, "only its holder lets go");
+        ipam.unhold_address(&held.id, "lb-a").unwrap();
+        assert!(!ipam.elastic_ips().unwrap().iter().any(ElasticIp::in_use));
+        ipam.release_address(&held.id).unwrap();
     }
 
     #[test]

@@ -227,6 +227,20 @@ impl NetworkPlane {
         Ok(eip)
     }
 
+    /// Holds Elastic IP `id` for load balancer `holder` and puts it on the uplink, where
+    /// the balancer listens on it.
+    pub fn hold_address(&self, id: &str, holder: &str) -> Result<ElasticIp, NetError> {
+        let eip = self.ipam.hold_address(id, holder)?;
+        self.sync()?;
+        Ok(eip)
+    }
+
+    /// Ends `holder`'s hold on Elastic IP `id`, taking it off the uplink.
+    pub fn unhold_address(&self, id: &str, holder: &str) -> Result<(), NetError> {
+        self.ipam.unhold_address(id, holder)?;
+        self.sync()
+    }
+
     /// Returns Elastic IP `id` to the pool.
     pub fn release_address(&self, id: &str) -> Result<(), NetError> {
         self.ipam.release_address(id)
@@ -288,9 +302,9 @@ impl NetworkPlane {
         let elastic_ips = self.ipam.elastic_ips()?;
         if let Some(uplink) = &self.config.uplink {
             for eip in &elastic_ips {
-                match eip.private_ip {
-                    Some(_) => self.links.add_address(uplink, eip.public_ip)?,
-                    None => self.links.remove_address(uplink, eip.public_ip)?,
+                match eip.in_use() {
+                    true => self.links.add_address(uplink, eip.public_ip)?,
+                    false => self.links.remove_address(uplink, eip.public_ip)?,
                 }
             }
         }
