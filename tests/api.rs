@@ -2907,14 +2907,26 @@ fn a_load_balancer_sends_requests_to_healthy_instances_only() {
     assert!(!String::from_utf8_lossy(&uplink.stdout).contains("192.168.72.10"), "{uplink:?}");
     daemon.ok(&["release-address", "--allocation-id", &allocation]);
 
-    // A dead backend leaves after the unhealthy threshold; back after the healthy one.
+    // A dead backend leaves after the unhealthy threshold; back after the healthy one,
+    // ramping up over the group's slow start: with a minute of it, A takes a small share
+    // at first (an equal one is 10 of these 20), and its full share once slow start is off.
     drop(backend_a.take());
     wait("A unhealthy", 20, &|| health(&a).0 == "unhealthy");
     assert_eq!(health(&a).1, "Target.FailedHealthChecks");
     assert!(served(6).iter().all(|body| body.as_deref() == Some(b.as_str())), "only B answers");
+    let slow_start = |seconds: &str| {
+        let attribute = format!("Key=slow_start.duration_seconds,Value={seconds}");
+        elb(&["modify-target-group-attributes", "--target-group-arn", &tg, "--attributes", &attribute])
+    };
+    slow_start("60");
     backend_a.replace(Backend::serve(&guest_a.ns.0, &a));
     wait("A healthy again", 20, &|| health(&a).0 == "healthy");
-    assert!(served(10).contains(&Some(a.clone())));
+    let to_a = served(20).iter().filter(|body| body.as_deref() == Some(a.as_str())).count();
+    assert!(to_a <= 6, "A is in slow start, yet took {to_a} of 20 requests");
+    slow_start("0");
+    wait("A at its full share", 10, &|| {
+        served(10).iter().filter(|body| body.as_deref() == Some(a.as_str())).count() >= 4
+    });
 
     // A stopped instance leaves the rotation at once (its address still answers here).
     daemon.ok(&["stop-instances", "--instance-ids", &a, "--force"]);

@@ -37,6 +37,7 @@ where
 
 const DELAY_KEY: &str = "deregistration_delay.timeout_seconds";
 const ALGORITHM_KEY: &str = "load_balancing.algorithm.type";
+const SLOW_START_KEY: &str = "slow_start.duration_seconds";
 
 fn invalid(message: String) -> BalancerError {
     BalancerError::Validation(message)
@@ -157,6 +158,7 @@ fn attributes(a: &Attributes) -> TargetGroupAttributes {
         attributes: vec![
             Attribute { key: DELAY_KEY.into(), value: a.deregistration_delay_seconds.to_string() },
             Attribute { key: ALGORITHM_KEY.into(), value: algorithm.into() },
+            Attribute { key: SLOW_START_KEY.into(), value: a.slow_start_seconds.to_string() },
         ],
     }
 }
@@ -164,14 +166,12 @@ fn attributes(a: &Attributes) -> TargetGroupAttributes {
 fn attributes_change(given: Vec<Attribute>) -> Result<AttributesChange, BalancerError> {
     let mut change = AttributesChange::default();
     for Attribute { key, value } in given {
+        let seconds = |key: &str| {
+            value.parse().map_err(|_| invalid(format!("{key} {value:?} is not a number of seconds")))
+        };
         match key.as_str() {
-            DELAY_KEY => {
-                change.deregistration_delay_seconds = Some(
-                    value
-                        .parse()
-                        .map_err(|_| invalid(format!("{DELAY_KEY} {value:?} is not a number of seconds")))?,
-                )
-            }
+            DELAY_KEY => change.deregistration_delay_seconds = Some(seconds(DELAY_KEY)?),
+            SLOW_START_KEY => change.slow_start_seconds = Some(seconds(SLOW_START_KEY)?),
             ALGORITHM_KEY => {
                 change.algorithm = Some(match value.as_str() {
                     "least_outstanding_requests" => Algorithm::LeastOutstandingRequests,
@@ -184,7 +184,9 @@ fn attributes_change(given: Vec<Attribute>) -> Result<AttributesChange, Balancer
                 })
             }
             _ => {
-                return Err(invalid(format!("attribute {key:?} is not one of {DELAY_KEY}, {ALGORITHM_KEY}")))
+                return Err(invalid(format!(
+                    "attribute {key:?} is not one of {DELAY_KEY}, {ALGORITHM_KEY}, {SLOW_START_KEY}"
+                )))
             }
         }
     }
@@ -494,13 +496,19 @@ mod tests {
         let change = attributes_change(vec![
             Attribute { key: DELAY_KEY.into(), value: "30".into() },
             Attribute { key: ALGORITHM_KEY.into(), value: "round_robin".into() },
+            Attribute { key: SLOW_START_KEY.into(), value: "60".into() },
         ])
         .unwrap();
         assert_eq!(
-            (change.deregistration_delay_seconds, change.algorithm),
-            (Some(30), Some(Algorithm::RoundRobin))
+            (change.deregistration_delay_seconds, change.algorithm, change.slow_start_seconds),
+            (Some(30), Some(Algorithm::RoundRobin), Some(60))
         );
-        for bad in [(DELAY_KEY, "soon"), (ALGORITHM_KEY, "random"), ("stickiness.enabled", "true")] {
+        for bad in [
+            (DELAY_KEY, "soon"),
+            (ALGORITHM_KEY, "random"),
+            (SLOW_START_KEY, "-1"),
+            ("stickiness.enabled", "true"),
+        ] {
             let given = vec![Attribute { key: bad.0.into(), value: bad.1.into() }];
             assert!(attributes_change(given).is_err(), "{bad:?}");
         }

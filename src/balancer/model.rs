@@ -22,6 +22,8 @@ pub const MAX_LISTENERS: usize = crate::lb::config::MAX_LISTENERS;
 pub const MAX_TARGETS: usize = crate::lb::config::MAX_TARGETS;
 /// The longest deregistration delay ELB takes, in seconds.
 pub const MAX_DEREGISTRATION_DELAY: u32 = 3600;
+/// The slow start durations ELB takes, in seconds (0 turns it off).
+pub const SLOW_START_SECONDS: std::ops::RangeInclusive<u32> = 30..=900;
 
 /// Every load balancing resource.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -133,11 +135,15 @@ pub struct TargetGroupAttributes {
     pub deregistration_delay_seconds: u32,
     /// How a target is picked.
     pub algorithm: Algorithm,
+    /// Seconds over which a target that became healthy ramps up to its full share of new
+    /// work (0: off, the default; else 30–900).
+    #[serde(default)]
+    pub slow_start_seconds: u32,
 }
 
 impl Default for TargetGroupAttributes {
     fn default() -> Self {
-        Self { deregistration_delay_seconds: 300, algorithm: Algorithm::default() }
+        Self { deregistration_delay_seconds: 300, algorithm: Algorithm::default(), slow_start_seconds: 0 }
     }
 }
 
@@ -245,6 +251,8 @@ pub struct AttributesChange {
     pub deregistration_delay_seconds: Option<u32>,
     /// `load_balancing.algorithm.type`.
     pub algorithm: Option<Algorithm>,
+    /// `slow_start.duration_seconds`.
+    pub slow_start_seconds: Option<u32>,
 }
 
 /// ELB's rule for load balancer and target group names: 1–32 letters, digits and
@@ -420,9 +428,19 @@ impl Balancing {
                 )));
             }
         }
+        if let Some(seconds) = change.slow_start_seconds {
+            if seconds != 0 && !SLOW_START_SECONDS.contains(&seconds) {
+                return Err(BalancerError::Validation(format!(
+                    "slow_start.duration_seconds must be 0 (off) or from {} to {}",
+                    SLOW_START_SECONDS.start(),
+                    SLOW_START_SECONDS.end()
+                )));
+            }
+        }
         let group = self.target_group_mut(arn)?;
         set(&mut group.attributes.deregistration_delay_seconds, change.deregistration_delay_seconds);
         set(&mut group.attributes.algorithm, change.algorithm);
+        set(&mut group.attributes.slow_start_seconds, change.slow_start_seconds);
         Ok(group.attributes.clone())
     }
 
@@ -608,6 +626,7 @@ impl Balancing {
                     id: g.arn.clone(),
                     protocol: g.protocol,
                     algorithm: g.attributes.algorithm,
+                    slow_start_seconds: g.attributes.slow_start_seconds,
                     health_check: g.health_check.clone(),
                     targets: g
                         .targets
@@ -794,13 +813,23 @@ mod tests {
         b.deregister_targets(&tg.arn, &[("i-a".into(), None)], 200).unwrap();
         b.register_targets(&tg.arn, &[("i-a".into(), None)]).unwrap();
         assert_eq!(b.target_group(&tg.arn).unwrap().targets[0].deregistered_at, None, "back in rotation");
-        assert!(matches!(
-            b.modify_attributes(
-                &tg.arn,
-                &AttributesChange { deregistration_delay_seconds: Some(3601), ..Default::default() }
-            ),
-            Err(BalancerError::Validation(_))
-        ));
+        let before = b.clone();
+        for bad in [
+            AttributesChange { deregistration_delay_seconds: Some(3601), ..Default::default() },
+            AttributesChange { slow_start_seconds: Some(29), ..Default::default() },
+            AttributesChange { slow_start_seconds: Some(901), ..Default::default() },
+        ] {
+            assert!(
+                matches!(b.modify_attributes(&tg.arn, &bad), Err(BalancerError::Validation(_))),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(b, before);
+        for (seconds, kept) in [(30, 30), (0, 0), (900, 900)] {
+            let change = AttributesChange { slow_start_seconds: Some(seconds), ..Default::default() };
+            assert_eq!(b.modify_attributes(&tg.arn, &change).unwrap().slow_start_seconds, kept);
+        }
+        assert_eq!(b.balancer_config(&lb, &running).target_groups[0].slow_start_seconds, 900);
     }
 
     #[test]

@@ -131,7 +131,8 @@ pub enum Elbv2 {
         health: HealthCheckArgs,
     },
     /// Changes a target group's attributes: deregistration_delay.timeout_seconds,
-    /// load_balancing.algorithm.type (least_outstanding_requests or round_robin).
+    /// load_balancing.algorithm.type (least_outstanding_requests or round_robin),
+    /// slow_start.duration_seconds (0: off, or 30-900).
     ModifyTargetGroupAttributes {
         /// The target group.
         #[arg(long)]

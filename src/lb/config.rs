@@ -70,6 +70,10 @@ pub struct TargetGroupConfig {
     pub protocol: Protocol,
     /// How it picks a target.
     pub algorithm: Algorithm,
+    /// Seconds a target that became healthy takes to ramp up to its full share (0: at
+    /// once).
+    #[serde(default)]
+    pub slow_start_seconds: u32,
     /// How it checks its targets.
     pub health_check: HealthCheck,
     /// Its targets.
@@ -385,6 +389,7 @@ mod tests {
             id: id.into(),
             protocol,
             algorithm: Algorithm::default(),
+            slow_start_seconds: 0,
             health_check: HealthCheck::defaults(protocol),
             targets: vec![],
         };

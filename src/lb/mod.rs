@@ -24,8 +24,8 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
@@ -38,7 +38,7 @@ use config::{
     TargetCounters, TargetGroupConfig, TargetGroupStatus, TargetHealth, TargetStatus, LATENCY_BUCKETS,
 };
 use health::HealthState;
-use pick::Candidate;
+use pick::{Candidate, Rotation, FULL_RAMP};
 
 /// Connections one listener holds at once; more are closed as they come.
 const MAX_CONNECTIONS: usize = 10_000;
@@ -127,11 +127,28 @@ fn write_status(balancer: &Balancer, path: &Path) {
     }
 }
 
+/// Milliseconds since the process started: the clock slow start ramps by.
+fn uptime_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    u64::try_from(START.get_or_init(Instant::now).elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// [`Target::healthy_since`] of a target that is not healthy.
+const NOT_HEALTHY: u64 = 0;
+/// [`Target::healthy_since`] of a healthy target not in slow start: it became healthy
+/// while its group had none (AWS's rule: turning slow start on slows no target already
+/// serving).
+const FULL_SHARE: u64 = u64::MAX;
+
 /// One target while the balancer routes to it.
 struct Target {
     config: TargetConfig,
     draining: std::sync::atomic::AtomicBool,
     health: Mutex<HealthState>,
+    /// [`NOT_HEALTHY`], [`FULL_SHARE`] (healthy and not in slow start), or [`uptime_ms`]
+    /// + 1 when it became healthy with its group in slow start. The picker reads this, not
+    /// `health`, so a pick takes no lock per target.
+    healthy_since: AtomicU64,
     /// Requests or connections in flight, which the picker compares.
     outstanding: AtomicU64,
     counters: Mutex<TargetCounters>,
@@ -145,6 +162,7 @@ impl Target {
             draining: config.draining.into(),
             config,
             health: Mutex::default(),
+            healthy_since: AtomicU64::new(NOT_HEALTHY),
             outstanding: AtomicU64::new(0),
             counters: Mutex::new(TargetCounters {
                 latency_buckets: vec![0; LATENCY_BUCKETS.len() + 1],
@@ -208,37 +226,72 @@ impl Drop for InFlight {
     }
 }
 
+/// How a group picks and checks, as its configuration says.
+struct GroupSettings {
+    algorithm: Algorithm,
+    slow_start_ms: u64,
+    health_check: HealthCheck,
+}
+
+impl From<&TargetGroupConfig> for GroupSettings {
+    fn from(config: &TargetGroupConfig) -> Self {
+        Self {
+            algorithm: config.algorithm,
+            slow_start_ms: u64::from(config.slow_start_seconds) * 1000,
+            health_check: config.health_check.clone(),
+        }
+    }
+}
+
 /// One target group while the balancer routes to it.
 struct Group {
     id: String,
-    settings: Mutex<(Algorithm, HealthCheck)>,
+    settings: Mutex<GroupSettings>,
     targets: RwLock<Vec<Arc<Target>>>,
     /// The rotation, held while a pick is made so that picks made at once see each
     /// other's counts.
-    cursor: Mutex<usize>,
+    rotation: Mutex<Rotation>,
     unrouted: AtomicU64,
+}
+
+/// The share of picks a target healthy since `since` (as [`Target::healthy_since`]) takes
+/// at `now`, per mille, under a slow start of `slow_start_ms` (0: none).
+fn ramp(since: u64, now: u64, slow_start_ms: u64) -> u16 {
+    let elapsed = now.saturating_sub(since.saturating_sub(1));
+    if slow_start_ms == 0 || since == NOT_HEALTHY || since == FULL_SHARE || elapsed >= slow_start_ms {
+        return FULL_RAMP;
+    }
+    u16::try_from(elapsed * u64::from(FULL_RAMP) / slow_start_ms).unwrap_or(FULL_RAMP)
 }
 
 impl Group {
     fn health_check(&self) -> HealthCheck {
-        lock(&self.settings).1.clone()
+        lock(&self.settings).health_check.clone()
     }
 
     /// The target for the next request or connection, counted in flight; `None` when no
     /// target may take it.
     fn choose(&self) -> Option<InFlight> {
-        let algorithm = lock(&self.settings).0;
+        let (algorithm, slow_start_ms) = {
+            let settings = lock(&self.settings);
+            (settings.algorithm, settings.slow_start_ms)
+        };
+        let now = if slow_start_ms == 0 { 0 } else { uptime_ms() };
         let targets = read(&self.targets);
-        let mut cursor = lock(&self.cursor);
+        let mut rotation = lock(&self.rotation);
         let candidates: Vec<Candidate> = targets
             .iter()
-            .map(|t| Candidate {
-                healthy: t.health().state == TargetHealth::Healthy,
-                draining: t.draining.load(Ordering::Relaxed),
-                outstanding: t.outstanding.load(Ordering::Relaxed),
+            .map(|t| {
+                let since = t.healthy_since.load(Ordering::Relaxed);
+                Candidate {
+                    healthy: since != NOT_HEALTHY,
+                    draining: t.draining.load(Ordering::Relaxed),
+                    outstanding: t.outstanding.load(Ordering::Relaxed),
+                    ramp: ramp(since, now, slow_start_ms),
+                }
             })
             .collect();
-        let Some(chosen) = pick::pick(&candidates, algorithm, &mut cursor) else {
+        let Some(chosen) = pick::pick(&candidates, algorithm, &mut rotation) else {
             self.unrouted.fetch_add(1, Ordering::Relaxed);
             return None;
         };
@@ -273,6 +326,13 @@ async fn check_health(group: Arc<Group>, target: Arc<Target>) {
         {
             let mut health = target.health();
             if health.record(result, &check) {
+                let slow_start = lock(&group.settings).slow_start_ms > 0;
+                let since = match health.state {
+                    TargetHealth::Healthy if slow_start => uptime_ms() + 1,
+                    TargetHealth::Healthy => FULL_SHARE,
+                    _ => NOT_HEALTHY,
+                };
+                target.healthy_since.store(since, Ordering::Relaxed);
                 let (reason, description) = health.reason();
                 info!(
                     group = %group.id, target = %target.config.id, state = health.state.as_str(),
@@ -387,14 +447,14 @@ impl Balancer {
                 .or_insert_with(|| {
                     Arc::new(Group {
                         id: config.id.clone(),
-                        settings: Mutex::new((config.algorithm, config.health_check.clone())),
+                        settings: Mutex::new(config.into()),
                         targets: RwLock::default(),
-                        cursor: Mutex::new(0),
+                        rotation: Mutex::default(),
                         unrouted: AtomicU64::new(0),
                     })
                 })
                 .clone();
-            *lock(&group.settings) = (config.algorithm, config.health_check.clone());
+            *lock(&group.settings) = config.into();
             let mut targets = write(&group.targets);
             let mut kept = Vec::with_capacity(config.targets.len());
             for wanted in &config.targets {
@@ -544,5 +604,26 @@ struct Open {
 impl Drop for Open {
     fn drop(&mut self) {
         self.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_target_ramps_linearly_over_the_slow_start_and_not_without_one() {
+        // Healthy since uptime 1000 ms (stored as 1001), slow start 10 s.
+        assert_eq!(ramp(1001, 1000, 10_000), 0);
+        assert_eq!(ramp(1001, 3500, 10_000), 250);
+        assert_eq!(ramp(1001, 10_999, 10_000), 999);
+        assert_eq!(ramp(1001, 11_000, 10_000), FULL_RAMP);
+        assert_eq!(ramp(1001, 1000, 0), FULL_RAMP, "no slow start");
+        assert_eq!(
+            ramp(NOT_HEALTHY, 1000, 10_000),
+            FULL_RAMP,
+            "not healthy: the picker's health rules apply"
+        );
+        assert_eq!(ramp(FULL_SHARE, 1000, 10_000), FULL_RAMP, "healthy before slow start was on");
     }
 }
