@@ -145,9 +145,9 @@ struct Target {
     config: TargetConfig,
     draining: std::sync::atomic::AtomicBool,
     health: Mutex<HealthState>,
-    /// [`NOT_HEALTHY`], [`FULL_SHARE`] (healthy and not in slow start), or [`uptime_ms`]
-    /// + 1 when it became healthy with its group in slow start. The picker reads this, not
-    /// `health`, so a pick takes no lock per target.
+    /// [`NOT_HEALTHY`], [`FULL_SHARE`] (healthy and not in slow start), or one more than
+    /// the [`uptime_ms`] at which it became healthy with its group in slow start. The
+    /// picker reads this, not `health`, so a pick takes no lock per target.
     healthy_since: AtomicU64,
     /// Requests or connections in flight, which the picker compares.
     outstanding: AtomicU64,
