@@ -21,6 +21,9 @@ struct Args {
     log_level: String,
 }
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit status for a configuration it cannot serve, as `nuage-vmm`'s.
 const BAD_CONFIG: u8 = 3;
 

@@ -16,6 +16,7 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{HeaderMap, HeaderName, HeaderValue, HOST};
+use hyper::http::uri;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode, Uri, Version};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -93,10 +94,12 @@ async fn forward(serve: &Serve, mut request: Request<Incoming>, peer: SocketAddr
     let Some(group) = serve.group() else { return page(StatusCode::SERVICE_UNAVAILABLE) };
     let Some(flight) = group.choose() else { return page(StatusCode::SERVICE_UNAVAILABLE) };
     let target = flight.0.clone();
-    let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
-    let Ok(uri) = format!("http://{}{path}", target.config.address).parse::<Uri>() else {
-        return page(StatusCode::BAD_REQUEST);
-    };
+    let mut parts = uri::Parts::default();
+    parts.scheme = Some(uri::Scheme::HTTP);
+    parts.authority = Some(target.authority.clone());
+    parts.path_and_query =
+        Some(request.uri().path_and_query().cloned().unwrap_or_else(|| uri::PathAndQuery::from_static("/")));
+    let Ok(uri) = Uri::from_parts(parts) else { return page(StatusCode::BAD_REQUEST) };
     // HTTP/2 names the host in the URI's authority, HTTP/1.1 in Host.
     let host = request
         .headers()
@@ -117,41 +120,49 @@ async fn forward(serve: &Serve, mut request: Request<Incoming>, peer: SocketAddr
     let answered = tokio::select! {
         answered = tokio::time::timeout(IDLE_TIMEOUT, serve.client.request(request)) => answered,
         _ = gone.wait_for(|gone| *gone) => {
-            target.counters().errors += 1;
+            target.counters.failed();
             return page(StatusCode::BAD_GATEWAY);
         }
     };
     match answered {
         Ok(Ok(mut response)) => {
-            target.record_latency(started.elapsed().as_secs_f64());
-            {
-                let mut counters = target.counters();
-                match response.status().as_u16() {
-                    200..=299 => counters.http_2xx += 1,
-                    400..=499 => counters.http_4xx += 1,
-                    500..=599 => counters.http_5xx += 1,
-                    _ => {}
-                }
-            }
+            target.record_latency(started.elapsed());
+            target.counters.answered(response.status().as_u16());
             remove_hop_by_hop(response.headers_mut());
             // The request stays outstanding until its body is through.
             response.map(|body| Tracked { body, _flight: flight }.boxed())
         }
         Ok(Err(e)) => {
-            target.counters().errors += 1;
+            target.counters.failed();
             debug!(target = %target.config.address, "request failed: {e}");
             page(StatusCode::BAD_GATEWAY)
         }
         Err(_) => {
-            target.counters().errors += 1;
+            target.counters.failed();
             page(StatusCode::GATEWAY_TIMEOUT)
         }
     }
 }
 
-/// The headers that describe one hop, never passed on (RFC 9110 §7.6.1), with those the
-/// Connection header names.
+/// The headers that describe one hop (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// The headers that describe one hop, never passed on, with those the Connection header
+/// names. Most messages have none: one pass over their names says so.
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(&name.as_str())) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(hyper::header::CONNECTION)
         .iter()
@@ -162,17 +173,7 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name);
     }
-    for name in [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    ] {
+    for name in HOP_BY_HOP {
         headers.remove(name);
     }
 }

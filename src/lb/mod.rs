@@ -143,6 +143,8 @@ const FULL_SHARE: u64 = u64::MAX;
 /// One target while the balancer routes to it.
 struct Target {
     config: TargetConfig,
+    /// Its address as a URI's authority, made once for every request to it.
+    authority: hyper::http::uri::Authority,
     draining: std::sync::atomic::AtomicBool,
     health: Mutex<HealthState>,
     /// [`NOT_HEALTHY`], [`FULL_SHARE`] (healthy and not in slow start), or one more than
@@ -151,7 +153,7 @@ struct Target {
     healthy_since: AtomicU64,
     /// Requests or connections in flight, which the picker compares.
     outstanding: AtomicU64,
-    counters: Mutex<TargetCounters>,
+    counters: LiveCounters,
     /// Set once the target leaves the configuration: its work in flight is cut.
     gone: watch::Sender<bool>,
 }
@@ -160,35 +162,31 @@ impl Target {
     fn new(config: TargetConfig) -> Arc<Self> {
         Arc::new(Self {
             draining: config.draining.into(),
+            authority: hyper::http::uri::Authority::try_from(config.address.to_string().as_str())
+                .unwrap_or_else(|_| hyper::http::uri::Authority::from_static("invalid")),
             config,
             health: Mutex::default(),
             healthy_since: AtomicU64::new(NOT_HEALTHY),
             outstanding: AtomicU64::new(0),
-            counters: Mutex::new(TargetCounters {
-                latency_buckets: vec![0; LATENCY_BUCKETS.len() + 1],
-                ..TargetCounters::default()
-            }),
+            counters: LiveCounters::default(),
             gone: watch::channel(false).0,
         })
-    }
-
-    fn counters(&self) -> std::sync::MutexGuard<'_, TargetCounters> {
-        lock(&self.counters)
     }
 
     fn health(&self) -> std::sync::MutexGuard<'_, HealthState> {
         lock(&self.health)
     }
 
-    /// Counts one request (or connection) whose answer (or connection) took `seconds`.
-    fn record_latency(&self, seconds: f64) {
-        let mut counters = self.counters();
+    /// Counts one request (or connection) whose answer (or connection) took `elapsed`.
+    fn record_latency(&self, elapsed: Duration) {
+        let seconds = elapsed.as_secs_f64();
         let bucket =
             LATENCY_BUCKETS.iter().position(|&bound| seconds <= bound).unwrap_or(LATENCY_BUCKETS.len());
-        if let Some(count) = counters.latency_buckets.get_mut(bucket) {
-            *count += 1;
+        if let Some(count) = self.counters.latency_buckets.get(bucket) {
+            count.fetch_add(1, Ordering::Relaxed);
         }
-        counters.latency_seconds += seconds;
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        self.counters.latency_micros.fetch_add(micros, Ordering::Relaxed);
     }
 
     fn status(&self) -> TargetStatus {
@@ -204,8 +202,7 @@ impl Target {
         } else {
             (health.state, health.reason())
         };
-        let mut counters = self.counters().clone();
-        counters.active = self.outstanding.load(Ordering::Relaxed);
+        let counters = self.counters.snapshot(self.outstanding.load(Ordering::Relaxed));
         TargetStatus {
             id: self.config.id.clone(),
             address: self.config.address,
@@ -213,6 +210,59 @@ impl Target {
             reason,
             description,
             counters,
+        }
+    }
+}
+
+/// A target's counters while it serves, counted without a lock by every worker thread.
+#[derive(Default)]
+struct LiveCounters {
+    requests: AtomicU64,
+    http_2xx: AtomicU64,
+    http_4xx: AtomicU64,
+    http_5xx: AtomicU64,
+    errors: AtomicU64,
+    latency_buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    latency_micros: AtomicU64,
+}
+
+impl LiveCounters {
+    fn count(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a request sent (or a connection made).
+    fn sent(&self) {
+        Self::count(&self.requests);
+    }
+
+    /// Counts a request or connection that failed on the way (a 502 or 504).
+    fn failed(&self) {
+        Self::count(&self.errors);
+    }
+
+    /// Counts an answer by its status's class.
+    fn answered(&self, status: u16) {
+        match status {
+            200..=299 => Self::count(&self.http_2xx),
+            400..=499 => Self::count(&self.http_4xx),
+            500..=599 => Self::count(&self.http_5xx),
+            _ => {}
+        }
+    }
+
+    /// The counts now, as the status file writes them, with `active` in flight.
+    fn snapshot(&self, active: u64) -> TargetCounters {
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        TargetCounters {
+            requests: get(&self.requests),
+            active,
+            http_2xx: get(&self.http_2xx),
+            http_4xx: get(&self.http_4xx),
+            http_5xx: get(&self.http_5xx),
+            errors: get(&self.errors),
+            latency_buckets: self.latency_buckets.iter().map(get).collect(),
+            latency_seconds: get(&self.latency_micros) as f64 / 1e6,
         }
     }
 }
@@ -297,7 +347,7 @@ impl Group {
         };
         let target = targets[chosen].clone();
         target.outstanding.fetch_add(1, Ordering::Relaxed);
-        target.counters().requests += 1;
+        target.counters.sent();
         Some(InFlight(target))
     }
 

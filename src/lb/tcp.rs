@@ -29,16 +29,16 @@ pub(super) async fn serve(listener: TcpListener, serve: Serve) {
             let mut upstream = match connected {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(e)) => {
-                    target.counters().errors += 1;
+                    target.counters.failed();
                     debug!(%peer, target = %target.config.address, "connect: {e}");
                     return;
                 }
                 Err(_) => {
-                    target.counters().errors += 1;
+                    target.counters.failed();
                     return;
                 }
             };
-            target.record_latency(started.elapsed().as_secs_f64());
+            target.record_latency(started.elapsed());
             let _ = (client.set_nodelay(true), upstream.set_nodelay(true));
             let mut gone = target.gone.subscribe();
             tokio::select! {
