@@ -19,50 +19,39 @@ use hyper::header::{HeaderMap, HeaderName, HeaderValue, HOST};
 use hyper::http::uri;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode, Uri, Version};
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tracing::debug;
 
+use super::pool::Lease;
 use super::{next_connection, InFlight, Serve};
 
-/// How long a connection to a target may take (ELB's 10 s).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a target may take to answer, and an idle pooled connection is kept (ELB's
-/// idle timeout, 60 s).
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Idle connections kept per target.
-const MAX_IDLE_PER_TARGET: usize = 256;
+/// How long a target may take to answer (ELB's idle timeout, 60 s).
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often idle connections to targets are looked over.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 /// How long a client may take to send a request's head, and its largest size.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// HTTP/2 streams one client connection may have open.
 const MAX_STREAMS: u32 = 128;
 
-/// The pooled client to targets.
-pub(super) type Client = hyper_util::client::legacy::Client<HttpConnector, Incoming>;
-
 /// What the balancer answers: a target's body, or its own page.
 type Answer = Response<BoxBody<Bytes, hyper::Error>>;
-
-pub(super) fn client() -> Client {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-    connector.set_nodelay(true);
-    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(IDLE_TIMEOUT)
-        .pool_max_idle_per_host(MAX_IDLE_PER_TARGET)
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .build(connector)
-}
 
 /// Accepts HTTP clients on `listener` until the task is aborted.
 pub(super) async fn serve(listener: TcpListener, serve: Serve) {
     let serve = Arc::new(serve);
+    let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
     loop {
-        let (stream, peer) = next_connection(&listener).await;
+        let (stream, peer) = tokio::select! {
+            accepted = next_connection(&listener) => accepted,
+            _ = sweep.tick() => {
+                serve.pool.sweep();
+                continue;
+            }
+        };
         let Some(open) = serve.admit() else { continue };
         let _ = stream.set_nodelay(true);
         let serve = serve.clone();
@@ -94,22 +83,20 @@ async fn forward(serve: &Serve, mut request: Request<Incoming>, peer: SocketAddr
     let Some(group) = serve.group() else { return page(StatusCode::SERVICE_UNAVAILABLE) };
     let Some(flight) = group.choose() else { return page(StatusCode::SERVICE_UNAVAILABLE) };
     let target = flight.0.clone();
-    let mut parts = uri::Parts::default();
-    parts.scheme = Some(uri::Scheme::HTTP);
-    parts.authority = Some(target.authority.clone());
-    parts.path_and_query =
-        Some(request.uri().path_and_query().cloned().unwrap_or_else(|| uri::PathAndQuery::from_static("/")));
-    let Ok(uri) = Uri::from_parts(parts) else { return page(StatusCode::BAD_REQUEST) };
+    // To the target in origin form: the path and query, the host in Host.
+    let path = request.uri().path_and_query().cloned().unwrap_or_else(|| uri::PathAndQuery::from_static("/"));
     // HTTP/2 names the host in the URI's authority, HTTP/1.1 in Host.
     let host = request
         .headers()
         .get(HOST)
         .cloned()
         .or_else(|| request.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
-    *request.uri_mut() = uri;
+    *request.uri_mut() = Uri::from(path);
     *request.version_mut() = Version::HTTP_11;
     let headers = request.headers_mut();
     remove_hop_by_hop(headers);
+    // HTTP/1.1 needs a Host: an HTTP/1.0 client's request without one names the target.
+    let host = host.or_else(|| HeaderValue::from_str(&target.config.address.to_string()).ok());
     if let Some(host) = host {
         headers.insert(HOST, host);
     }
@@ -118,19 +105,19 @@ async fn forward(serve: &Serve, mut request: Request<Incoming>, peer: SocketAddr
     let started = Instant::now();
     let mut gone = target.gone.subscribe();
     let answered = tokio::select! {
-        answered = tokio::time::timeout(IDLE_TIMEOUT, serve.client.request(request)) => answered,
+        answered = tokio::time::timeout(ANSWER_TIMEOUT, serve.pool.send(target.config.address, request)) => answered,
         _ = gone.wait_for(|gone| *gone) => {
             target.counters.failed();
             return page(StatusCode::BAD_GATEWAY);
         }
     };
     match answered {
-        Ok(Ok(mut response)) => {
+        Ok(Ok((mut response, lease))) => {
             target.record_latency(started.elapsed());
             target.counters.answered(response.status().as_u16());
             remove_hop_by_hop(response.headers_mut());
             // The request stays outstanding until its body is through.
-            response.map(|body| Tracked { body, _flight: flight }.boxed())
+            response.map(|body| Tracked { body, lease, _flight: flight }.boxed())
         }
         Ok(Err(e)) => {
             target.counters.failed();
@@ -207,10 +194,21 @@ fn page(status: StatusCode) -> Answer {
     response
 }
 
-/// A target's answer body, which holds its request in flight until it is through.
+/// A target's answer body, which holds its request in flight, and its connection, until it
+/// is through.
 struct Tracked {
     body: Incoming,
+    lease: Lease<Incoming>,
     _flight: InFlight,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        // Read to its end: the connection can serve the next request.
+        if self.body.is_end_stream() {
+            self.lease.reusable = true;
+        }
+    }
 }
 
 impl Body for Tracked {
@@ -221,7 +219,11 @@ impl Body for Tracked {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            self.lease.reusable = true;
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

@@ -18,6 +18,7 @@ pub mod config;
 pub mod health;
 mod http;
 pub mod pick;
+mod pool;
 mod tcp;
 
 use std::collections::HashMap;
@@ -143,8 +144,6 @@ const FULL_SHARE: u64 = u64::MAX;
 /// One target while the balancer routes to it.
 struct Target {
     config: TargetConfig,
-    /// Its address as a URI's authority, made once for every request to it.
-    authority: hyper::http::uri::Authority,
     draining: std::sync::atomic::AtomicBool,
     health: Mutex<HealthState>,
     /// [`NOT_HEALTHY`], [`FULL_SHARE`] (healthy and not in slow start), or one more than
@@ -162,8 +161,6 @@ impl Target {
     fn new(config: TargetConfig) -> Arc<Self> {
         Arc::new(Self {
             draining: config.draining.into(),
-            authority: hyper::http::uri::Authority::try_from(config.address.to_string().as_str())
-                .unwrap_or_else(|_| hyper::http::uri::Authority::from_static("invalid")),
             config,
             health: Mutex::default(),
             healthy_since: AtomicU64::new(NOT_HEALTHY),
@@ -572,7 +569,7 @@ impl Balancer {
                 connections: listener.connections.clone(),
                 slots: slots.clone(),
                 port: address.port(),
-                client: http::client(),
+                pool: Arc::default(),
             };
             tasks.push(match listener.protocol {
                 Protocol::Http => worker.spawn(http::serve(socket, serve)),
@@ -626,8 +623,8 @@ struct Serve {
     connections: Arc<AtomicU64>,
     slots: Arc<Semaphore>,
     port: u16,
-    /// This worker's pool of connections to the targets.
-    client: http::Client,
+    /// This worker's connections to the targets.
+    pool: Arc<pool::Pool<hyper::body::Incoming>>,
 }
 
 impl Serve {
