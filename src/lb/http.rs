@@ -21,16 +21,14 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
+use tokio::net::TcpStream;
 use tracing::debug;
 
 use super::pool::Lease;
-use super::{next_connection, InFlight, Serve};
+use super::{InFlight, Open, Serve};
 
 /// How long a target may take to answer (ELB's idle timeout, 60 s).
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
-/// How often idle connections to targets are looked over.
-const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 /// How long a client may take to send a request's head, and its largest size.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -40,41 +38,26 @@ const MAX_STREAMS: u32 = 128;
 /// What the balancer answers: a target's body, or its own page.
 type Answer = Response<BoxBody<Bytes, hyper::Error>>;
 
-/// Accepts HTTP clients on `listener` until the task is aborted.
-pub(super) async fn serve(listener: TcpListener, serve: Serve) {
-    let serve = Arc::new(serve);
-    let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = next_connection(&listener) => accepted,
-            _ = sweep.tick() => {
-                serve.pool.sweep();
-                continue;
-            }
-        };
-        let Some(open) = serve.admit() else { continue };
-        let _ = stream.set_nodelay(true);
+/// Serves one HTTP client connection (on a worker, until it closes).
+pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, serve: Arc<Serve>, open: Open) {
+    let _open = open;
+    let _ = stream.set_nodelay(true);
+    let service = service_fn(|request| {
         let serve = serve.clone();
-        tokio::spawn(async move {
-            let _open = open;
-            let service = service_fn(|request| {
-                let serve = serve.clone();
-                async move { Ok::<_, Infallible>(forward(&serve, request, peer).await) }
-            });
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            // A client may shut down its sending side once its request is out (busybox nc
-            // does): it still gets its answer.
-            builder
-                .http1()
-                .half_close(true)
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .max_buf_size(MAX_HEAD_BYTES);
-            builder.http2().timer(TokioTimer::new()).max_concurrent_streams(MAX_STREAMS);
-            if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
-                debug!(%peer, "connection: {e}");
-            }
-        });
+        async move { Ok::<_, Infallible>(forward(&serve, request, peer).await) }
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // A client may shut down its sending side once its request is out (busybox nc does):
+    // it still gets its answer.
+    builder
+        .http1()
+        .half_close(true)
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(MAX_HEAD_BYTES);
+    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(MAX_STREAMS);
+    if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
+        debug!(%peer, "connection: {e}");
     }
 }
 

@@ -402,13 +402,13 @@ struct Listener {
     /// The target group it forwards to (changed in place by a reload).
     group: Arc<Mutex<String>>,
     connections: Arc<AtomicU64>,
-    /// One accept loop per worker, or why it is not listening.
-    serving: Result<Vec<JoinHandle<()>>, String>,
+    /// Its accept loop, or why it is not listening.
+    serving: Result<JoinHandle<()>, String>,
 }
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        for task in self.serving.iter().flatten() {
+        if let Ok(task) = &self.serving {
             task.abort();
         }
     }
@@ -418,14 +418,20 @@ impl Drop for Listener {
 pub(crate) struct Balancer {
     groups: RwLock<HashMap<String, Arc<Group>>>,
     listeners: tokio::sync::Mutex<HashMap<SocketAddr, Listener>>,
-    /// One single-threaded runtime per core, each accepting on every listener and
-    /// serving the connections it accepted with its own pool to the targets: a request
-    /// and its target's answer are handled on one thread, without hand-offs between them.
-    workers: Vec<tokio::runtime::Handle>,
+    /// One single-threaded runtime per core, each serving the client connections handed
+    /// to it with its own pool to the targets: a request and its target's answer are
+    /// handled on one thread, without hand-offs between them.
+    workers: Vec<Worker>,
+}
+
+/// A worker thread's runtime, and how many client connections it serves now.
+struct Worker {
+    runtime: tokio::runtime::Handle,
+    serving: Arc<AtomicU64>,
 }
 
 /// Starts one worker thread per core, each running a single-threaded runtime for ever.
-fn start_workers() -> std::io::Result<Vec<tokio::runtime::Handle>> {
+fn start_workers() -> std::io::Result<Vec<Worker>> {
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     (0..cores)
         .map(|i| {
@@ -434,7 +440,7 @@ fn start_workers() -> std::io::Result<Vec<tokio::runtime::Handle>> {
             std::thread::Builder::new()
                 .name(format!("lb-worker-{i}"))
                 .spawn(move || runtime.block_on(std::future::pending::<()>()))?;
-            Ok(handle)
+            Ok(Worker { runtime: handle, serving: Arc::default() })
         })
         .collect()
 }
@@ -549,34 +555,70 @@ impl Balancer {
         }
     }
 
-    /// Binds `address` and starts an accept loop on it in every worker.
+    /// Binds `address` and starts its accept loop (on the control runtime), which hands
+    /// each connection to the worker serving the fewest.
     async fn listen(
         self: &Arc<Self>,
         address: SocketAddr,
         listener: &Listener,
-    ) -> std::io::Result<Vec<JoinHandle<()>>> {
-        let socket = TcpListener::bind(address).await?.into_std()?;
+    ) -> std::io::Result<JoinHandle<()>> {
+        let socket = TcpListener::bind(address).await?;
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-        let mut tasks = Vec::with_capacity(self.workers.len());
-        for worker in &self.workers {
-            let shared = socket.try_clone()?;
-            // Registered with the worker's own reactor.
-            let _inside = worker.enter();
-            let socket = TcpListener::from_std(shared)?;
-            let serve = Serve {
-                balancer: self.clone(),
-                group: listener.group.clone(),
-                connections: listener.connections.clone(),
-                slots: slots.clone(),
-                port: address.port(),
-                pool: Arc::default(),
+        let serves: Vec<Arc<Serve>> = self
+            .workers
+            .iter()
+            .map(|_| {
+                Arc::new(Serve {
+                    balancer: self.clone(),
+                    group: listener.group.clone(),
+                    connections: listener.connections.clone(),
+                    slots: slots.clone(),
+                    port: address.port(),
+                    pool: Arc::default(),
+                })
+            })
+            .collect();
+        let this = self.clone();
+        Ok(match listener.protocol {
+            Protocol::Http => tokio::spawn(async move { this.accept(socket, serves, http::serve).await }),
+            Protocol::Tcp => tokio::spawn(async move { this.accept(socket, serves, tcp::serve).await }),
+        })
+    }
+
+    /// Accepts on `listener` until aborted, handing each connection, with the `Serve` of
+    /// the worker serving the fewest (`serves`, one per worker), to `serve` on that
+    /// worker; every [`SWEEP_INTERVAL`] each worker's idle connections to targets are
+    /// looked over. One acceptor keeps the workers even: workers accepting on one socket
+    /// each took what they could, and one of two served all 16 connections of a
+    /// benchmark run while the other idled.
+    async fn accept<F, Fut>(&self, listener: TcpListener, serves: Vec<Arc<Serve>>, serve: F)
+    where
+        F: Fn(tokio::net::TcpStream, SocketAddr, Arc<Serve>, Open) -> Fut + Copy + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = next_connection(&listener) => accepted,
+                _ = sweep.tick() => {
+                    serves.iter().for_each(|s| s.pool.sweep());
+                    continue;
+                }
             };
-            tasks.push(match listener.protocol {
-                Protocol::Http => worker.spawn(http::serve(socket, serve)),
-                Protocol::Tcp => worker.spawn(tcp::serve(socket, serve)),
+            let least_busy =
+                self.workers.iter().zip(&serves).min_by_key(|(w, _)| w.serving.load(Ordering::Relaxed));
+            let Some((worker, worker_serve)) = least_busy else { continue };
+            let Some(open) = worker_serve.admit(worker.serving.clone()) else { continue };
+            // Registered with the worker's reactor once there.
+            let Ok(stream) = stream.into_std() else { continue };
+            let worker_serve = worker_serve.clone();
+            worker.runtime.spawn(async move {
+                match tokio::net::TcpStream::from_std(stream) {
+                    Ok(stream) => serve(stream, peer, worker_serve, open).await,
+                    Err(e) => warn!(%peer, "cannot serve the connection: {e}"),
+                }
             });
         }
-        Ok(tasks)
     }
 
     fn status(&self) -> BalancerStatus {
@@ -601,6 +643,9 @@ impl Balancer {
         BalancerStatus { written_at: crate::state::id::now(), listeners, target_groups }
     }
 }
+
+/// How often idle connections to targets are looked over.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The next connection on `listener`. An accept that fails (out of descriptors, most
 /// likely) is retried after a pause rather than in a spin.
@@ -634,11 +679,13 @@ impl Serve {
         self.balancer.group(&id)
     }
 
-    /// A slot for one more connection, counted open until dropped; `None` at the cap.
-    fn admit(&self) -> Option<Open> {
+    /// A slot for one more connection, counted open (by the listener and by the worker's
+    /// `serving`) until dropped; `None` at the cap.
+    fn admit(&self, serving: Arc<AtomicU64>) -> Option<Open> {
         let permit = self.slots.clone().try_acquire_owned().ok()?;
         self.connections.fetch_add(1, Ordering::Relaxed);
-        Some(Open { _permit: permit, connections: self.connections.clone() })
+        serving.fetch_add(1, Ordering::Relaxed);
+        Some(Open { _permit: permit, connections: self.connections.clone(), serving })
     }
 }
 
@@ -646,11 +693,13 @@ impl Serve {
 struct Open {
     _permit: tokio::sync::OwnedSemaphorePermit,
     connections: Arc<AtomicU64>,
+    serving: Arc<AtomicU64>,
 }
 
 impl Drop for Open {
     fn drop(&mut self) {
         self.connections.fetch_sub(1, Ordering::Relaxed);
+        self.serving.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
