@@ -328,6 +328,20 @@ mod tests {
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
+    /// What TCP `addr` `port` answers from inside `ns` once it answers `expected`, trying
+    /// for up to 5 s: a listener just started may not listen yet on a busy host (a refused
+    /// try leaves it waiting).
+    fn fetch_until(ns: &str, addr: &str, port: u16, expected: &str) -> String {
+        let start = std::time::Instant::now();
+        loop {
+            let got = fetch(ns, addr, port);
+            if got == expected || start.elapsed() > std::time::Duration::from_secs(5) {
+                return got;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
     fn stop(mut child: std::process::Child) {
         // SIGTERM reaches `timeout`, which passes it on to the listener.
         // SAFETY: kill only sends a signal to our own child.
@@ -401,7 +415,7 @@ mod tests {
         let service = serve(&guest, 9100, "guest-service");
         std::thread::sleep(std::time::Duration::from_millis(300));
         assert_eq!(
-            fetch(&host, "10.0.7.5", 9100),
+            fetch_until(&host, "10.0.7.5", 9100, "guest-service"),
             "guest-service",
             "the host's own connections are answered"
         );
@@ -429,7 +443,11 @@ mod tests {
         firewall.apply(&with_eip).unwrap();
         let server = serve(&guest, 9000, "from-guest");
         std::thread::sleep(std::time::Duration::from_millis(300));
-        assert_eq!(fetch(&lan, "192.168.50.10", 9000), "from-guest", "the Elastic IP leads to the guest");
+        assert_eq!(
+            fetch_until(&lan, "192.168.50.10", 9000, "from-guest"),
+            "from-guest",
+            "the Elastic IP leads to the guest"
+        );
         stop(server);
         firewall.apply(&policy).unwrap();
         links.remove_address("uplink", public).unwrap();
@@ -465,8 +483,8 @@ mod tests {
         let (open, closed) = (serve(&net.guest, 9001, "open"), serve(&net.guest, 9002, "closed"));
         let in_range = serve(&net.guest, 9004, "in range");
         std::thread::sleep(std::time::Duration::from_millis(300));
-        assert_eq!(fetch(&net.lan, "10.0.7.5", 9001), "open");
-        assert_eq!(fetch(&net.lan, "10.0.7.5", 9004), "in range");
+        assert_eq!(fetch_until(&net.lan, "10.0.7.5", 9001, "open"), "open");
+        assert_eq!(fetch_until(&net.lan, "10.0.7.5", 9004, "in range"), "in range");
         assert_eq!(fetch(&net.lan, "10.0.7.5", 9002), "", "not allowed");
         assert!(!in_ns(&net.lan, "busybox ping -c 1 -W 1 10.0.7.5 >/dev/null 2>&1"), "ICMP not allowed");
         assert!(
