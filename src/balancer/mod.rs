@@ -188,6 +188,8 @@ impl Balancers {
             return self.change(|b| b.create_load_balancer(lb.clone()));
         };
         let _addresses = lock(&self.addresses);
+        // Refused before the address is touched; the change below checks again on the
+        // record it writes.
         self.read()?.check_new_load_balancer(&lb)?;
         let ip = self.compute.hold_address(allocation_id, &lb.arn).map_err(address_error)?;
         lb.address = Some(ElasticAddress { allocation_id: allocation_id.into(), ip });

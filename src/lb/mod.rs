@@ -644,6 +644,18 @@ impl Balancer {
     }
 }
 
+/// How long a connection to a target may take (ELB's 10 s).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A connection to a target within [`CONNECT_TIMEOUT`], with Nagle's algorithm off; the
+/// HTTP pool and the TCP listener both connect through it.
+async fn connect_target(address: SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
+    let connecting = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(address));
+    let stream = connecting.await.map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
 /// How often idle connections to targets are looked over.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 

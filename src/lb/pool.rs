@@ -6,7 +6,7 @@
 //! per request beside the request itself: no task waits for the connection to become
 //! ready again, since a connection only comes back once its answer is read to the end. A
 //! request that a reused connection dropped before sending it (the target closed the
-//! connection as it went idle) is sent once more on a new one, as browsers and ELB do.
+//! connection as it went idle) is sent once more on a new one.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -17,11 +17,8 @@ use hyper::body::{Body, Incoming};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 use tracing::debug;
 
-/// How long a connection to a target may take (ELB's 10 s).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an idle connection is kept (ELB's idle timeout, 60 s).
 pub(super) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Idle connections kept per target.
@@ -120,12 +117,7 @@ where
 
     /// A new connection to `address`, served by a task of its own until it closes.
     async fn connect(address: SocketAddr) -> Result<SendRequest<B>, SendError> {
-        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address)).await {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(e)) => return Err(SendError::Connect(e)),
-            Err(_) => return Err(SendError::Connect(std::io::ErrorKind::TimedOut.into())),
-        };
-        let _ = stream.set_nodelay(true);
+        let stream = super::connect_target(address).await.map_err(SendError::Connect)?;
         let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
