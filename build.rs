@@ -14,6 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "proto/nuage/v1/securitygroups.proto",
             "proto/nuage/v1/resources.proto",
             "proto/nuage/v1/elbv2.proto",
+            "proto/nuage/v1/launchtemplates.proto",
         ];
         for proto in protos {
             println!("cargo:rerun-if-changed={proto}");

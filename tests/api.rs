@@ -2998,3 +2998,135 @@ fn a_load_balancer_sends_requests_to_healthy_instances_only() {
     elb(&["delete-target-group", "--target-group-arn", &tg]);
     daemon.ok(&["terminate-instances", "--instance-ids", &a, &b, &unplugged]);
 }
+
+/// Launch templates keep RunInstances' parameters as immutable versions: run-instances
+/// launches a version (request options replacing its values), tags the instance with the
+/// template and version as EC2 does (tags callers can neither add nor remove), and bad
+/// requests change nothing.
+#[test]
+fn instances_launch_from_template_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path());
+    let first = register(&daemon, "one", Asm::new().print("first\n").cli_hlt());
+    let second = register(&daemon, "two", Asm::new().print("second\n").cli_hlt());
+    let data = |image: &str| {
+        format!(
+            r#"{{"ImageId":"{image}","InstanceType":"t.nano","UserData":"aGk=",
+                "TagSpecifications":[{{"ResourceType":"instance","Tags":[{{"Key":"role","Value":"web"}}]}}]}}"#
+        )
+    };
+    let made = daemon.ok(&[
+        "create-launch-template",
+        "--launch-template-name",
+        "web",
+        "--launch-template-data",
+        &data(&first),
+    ]);
+    let id = made["LaunchTemplates"][0]["launch_template_id"].as_str().unwrap().to_owned();
+    let v2 = daemon.ok(&[
+        "create-launch-template-version",
+        "--launch-template-id",
+        &id,
+        "--source-version",
+        "1",
+        "--version-description",
+        "new image",
+        "--launch-template-data",
+        &format!(r#"{{"ImageId":"{second}"}}"#),
+    ]);
+    let v2 = &v2["LaunchTemplateVersions"][0];
+    assert_eq!(v2["version_number"], 2);
+    assert_eq!(v2["launch_template_data"]["instance_type"], "t.nano", "kept from the source");
+
+    let before = daemon.ok(&["describe-launch-template-versions", "--launch-template-id", &id]);
+    let bad_version = format!("LaunchTemplateId={id},Version=x");
+    let bad = [
+        (
+            vec!["create-launch-template", "--launch-template-name", "web", "--launch-template-data", "{}"],
+            "InvalidLaunchTemplateName.AlreadyExistsException",
+        ),
+        (
+            vec!["create-launch-template", "--launch-template-name", "x!", "--launch-template-data", "{}"],
+            "InvalidParameterValue",
+        ),
+        (
+            vec![
+                "create-launch-template-version",
+                "--launch-template-name",
+                "nope",
+                "--launch-template-data",
+                "{}",
+            ],
+            "InvalidLaunchTemplateName.NotFoundException",
+        ),
+        (
+            vec![
+                "create-launch-template-version",
+                "--launch-template-id",
+                &id,
+                "--source-version",
+                "7",
+                "--launch-template-data",
+                "{}",
+            ],
+            "InvalidLaunchTemplateId.VersionNotFound",
+        ),
+        (
+            vec!["modify-launch-template", "--launch-template-id", &id, "--default-version", "9"],
+            "InvalidLaunchTemplateId.VersionNotFound",
+        ),
+        (
+            vec!["run-instances", "--launch-template", "LaunchTemplateId=lt-00000000000000000"],
+            "InvalidLaunchTemplateId.NotFound",
+        ),
+        (vec!["run-instances", "--launch-template", &bad_version], "InvalidParameterValue"),
+    ];
+    for (args, expected) in bad {
+        let err = daemon.err(&args);
+        assert!(err.starts_with(expected), "{args:?}: {err}");
+    }
+    assert_eq!(daemon.ok(&["describe-launch-template-versions", "--launch-template-id", &id]), before);
+    assert!(ids(&daemon.ok(&["describe-instances"])).is_empty(), "no refused launch made an instance");
+
+    // $Default is version 1 until it is changed; $Latest is 2.
+    let launch = |version: &str, extra: &[&str]| {
+        let spec = format!("LaunchTemplateName=web,Version={version}");
+        let run = daemon.ok(&[&["run-instances", "--launch-template", &spec][..], extra].concat());
+        run["Instances"][0].clone()
+    };
+    let by_default = launch("$Default", &[]);
+    assert_eq!(by_default["image_id"], first.as_str());
+    assert_eq!(by_default["instance_type"], "t.nano");
+    let tag = |instance: &Value, key: &str| {
+        instance["tags"].as_array().unwrap().iter().find(|t| t["key"] == key).map(|t| t["value"].clone())
+    };
+    assert_eq!(tag(&by_default, "role"), Some("web".into()));
+    assert_eq!(tag(&by_default, "aws:ec2launchtemplate:id"), Some(id.as_str().into()));
+    assert_eq!(tag(&by_default, "aws:ec2launchtemplate:version"), Some("1".into()));
+    let latest = launch("$Latest", &["--instance-type", "t.micro"]);
+    assert_eq!(
+        (latest["image_id"].as_str(), latest["instance_type"].as_str()),
+        (Some(second.as_str()), Some("t.micro"))
+    );
+    daemon.wait_for(
+        || daemon.console(latest["instance_id"].as_str().unwrap()).contains("second"),
+        "version 2's image",
+    );
+    daemon.ok(&["modify-launch-template", "--launch-template-id", &id, "--default-version", "$Latest"]);
+    assert_eq!(launch("", &[])["image_id"], second.as_str(), "the default is version 2 now");
+
+    let instance = by_default["instance_id"].as_str().unwrap();
+    for args in [
+        ["create-tags", "--resources", instance, "--tags", "Key=aws:ec2launchtemplate:id,Value=lt-x"],
+        ["delete-tags", "--resources", instance, "--tags", "Key=aws:ec2launchtemplate:id"],
+    ] {
+        let err = daemon.err(&args);
+        assert!(err.starts_with("InvalidParameterValue") && err.contains("reserved"), "{args:?}: {err}");
+    }
+    let filter = format!("Name=tag:aws:ec2launchtemplate:id,Values={id}");
+    assert_eq!(ids(&daemon.ok(&["describe-instances", "--filters", &filter])).len(), 3);
+
+    daemon.ok(&["delete-launch-template", "--launch-template-name", "web"]);
+    assert_eq!(daemon.ok(&["describe-launch-templates"])["LaunchTemplates"].as_array().unwrap().len(), 0);
+    assert_eq!(daemon.state(instance).0, "running", "instances outlive their template");
+}

@@ -9,6 +9,7 @@ use tonic::{Code, Status};
 use crate::balancer::{BalancerError, Cap};
 use crate::daemon::keypairs::KeyPairError;
 use crate::daemon::quotas::Quota;
+use crate::daemon::templates::TemplateError;
 use crate::daemon::DaemonError;
 use crate::net::NetError;
 use crate::state::db::StateError;
@@ -86,6 +87,14 @@ pub fn classify(error: &DaemonError) -> (Code, &'static str) {
             KeyPairError::NotFound(_) => (NotFound, "InvalidKeyPair.NotFound"),
             KeyPairError::Duplicate(_) => (AlreadyExists, "InvalidKeyPair.Duplicate"),
             KeyPairError::Format(_) => (InvalidArgument, "InvalidKey.Format"),
+        },
+        DaemonError::Template(e) => match e {
+            TemplateError::IdNotFound(_) => (NotFound, "InvalidLaunchTemplateId.NotFound"),
+            TemplateError::NameNotFound(_) => (NotFound, "InvalidLaunchTemplateName.NotFoundException"),
+            TemplateError::Duplicate(_) => {
+                (AlreadyExists, "InvalidLaunchTemplateName.AlreadyExistsException")
+            }
+            TemplateError::VersionNotFound(..) => (NotFound, "InvalidLaunchTemplateId.VersionNotFound"),
         },
     }
 }

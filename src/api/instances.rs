@@ -7,18 +7,19 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::blocking;
+use super::launch_templates::launch_data;
 use super::pb::instance_event::Event;
 use super::pb::instances_server::Instances;
 use super::pb::{
     DescribeInstancesRequest, DescribeInstancesResponse, GetConsoleOutputRequest, GetConsoleOutputResponse,
     Instance, InstanceEvent, InstanceIds, MetadataOptions as PbMetadataOptions,
     ModifyInstanceAttributeRequest, ModifyInstanceAttributeResponse, ModifyInstanceMetadataOptionsRequest,
-    ModifyInstanceMetadataOptionsResponse, RunInstancesRequest, RunInstancesResponse, StateChange,
-    StateChanges, WatchInstanceRequest,
+    ModifyInstanceMetadataOptionsResponse, RequestLaunchTemplateData, RunInstancesRequest,
+    RunInstancesResponse, StateChange, StateChanges, WatchInstanceRequest,
 };
 use super::resources::{self, Query};
-use crate::daemon::instances::{LaunchVolume, RunSpec, StateChange as Change};
-use crate::daemon::tags::ResourceType;
+use crate::daemon::instances::{RunSpec, StateChange as Change};
+use crate::daemon::templates::{self, Which};
 use crate::daemon::watch::InstanceEvent as WatchEvent;
 use crate::daemon::{Daemon, DaemonError};
 use crate::state::instance::{InstanceRecord, InstanceState, MetadataChange, MetadataOptions};
@@ -81,9 +82,17 @@ fn metadata_options(options: MetadataOptions) -> PbMetadataOptions {
     }
 }
 
+/// The tags EC2 puts on an instance launched from version `version` of template `id`.
+pub fn template_tags(id: &str, version: u32) -> Vec<Tag> {
+    vec![
+        Tag { key: "aws:ec2launchtemplate:id".into(), value: id.into() },
+        Tag { key: "aws:ec2launchtemplate:version".into(), value: version.to_string() },
+    ]
+}
+
 /// A MetadataOptions message as a change: each empty field (0 for the hop limit) changes
 /// nothing; a bad value is refused before anything is made.
-fn metadata_change(options: Option<PbMetadataOptions>) -> Result<MetadataChange, DaemonError> {
+pub(super) fn metadata_change(options: Option<PbMetadataOptions>) -> Result<MetadataChange, DaemonError> {
     let Some(o) = options else { return Ok(MetadataChange::default()) };
     let given = |text: &str| (!text.is_empty()).then(|| text.to_owned());
     Ok(MetadataChange {
@@ -156,42 +165,34 @@ impl Instances for InstancesService {
                         .map_err(|e| DaemonError::InvalidParameter(format!("address {text:?}: {e}")))?,
                 ),
             };
-            let key_pair = match r.key_name.as_str() {
-                "" => None,
-                name => Some(daemon.key_pairs.get(name)?),
-            };
-            let made = [ResourceType::Instance, ResourceType::Volume];
-            let volume_tags =
-                resources::specified(r.tag_specifications.clone(), &made, ResourceType::Volume)?;
-            let instance_tags = resources::specified(r.tag_specifications, &made, ResourceType::Instance)?;
-            let metadata_options = MetadataOptions::default().changed(&metadata_change(r.metadata_options)?);
-            let spec = RunSpec {
+            let given = launch_data(RequestLaunchTemplateData {
                 image_id: r.image_id,
                 instance_type: r.instance_type,
-                count: r.count,
+                key_name: r.key_name,
                 subnet_id: r.subnet_id,
-                private_ip,
-                key_pair,
                 user_data: r.user_data,
-                volumes: r
-                    .volumes
-                    .into_iter()
-                    .map(|v| LaunchVolume {
-                        size: (v.size_bytes > 0).then_some(v.size_bytes),
-                        snapshot_id: (!v.snapshot_id.is_empty()).then_some(v.snapshot_id),
-                        keep_on_termination: v.keep_on_termination,
-                    })
-                    .collect(),
-                tags: instance_tags,
-                volume_tags,
+                volumes: r.volumes,
                 security_group_ids: r.security_group_ids,
-                metadata_options,
+                metadata_options: r.metadata_options,
+                tag_specifications: r.tag_specifications,
+            })?;
+            let (data, reserved_tags) = match r.launch_template {
+                None => (given, Vec::new()),
+                Some(t) => {
+                    let which = Which::new(&t.launch_template_id, &t.launch_template_name)?;
+                    let (template, version) = daemon.templates.version(&which, t.version.parse()?)?;
+                    (version.data.overlaid(given), template_tags(&template.id, version.number))
+                }
+            };
+            let spec = RunSpec {
+                count: r.count,
+                private_ip,
+                reserved_tags,
+                ..templates::run_spec(data, &daemon.key_pairs)?
             };
             let records = daemon.instances.run(&spec)?;
-            with_groups(
-                &daemon,
-                records.into_iter().map(|record| instance(record, spec.tags.clone())).collect(),
-            )
+            let tags: Vec<Tag> = spec.tags.iter().chain(&spec.reserved_tags).cloned().collect();
+            with_groups(&daemon, records.into_iter().map(|record| instance(record, tags.clone())).collect())
         })
         .await?;
         Ok(Response::new(RunInstancesResponse { instances }))

@@ -9,6 +9,7 @@ pub mod errors;
 pub mod images;
 pub mod instances;
 pub mod keypairs;
+pub mod launch_templates;
 pub mod metrics;
 pub mod resources;
 pub mod security_groups;

@@ -19,11 +19,13 @@ use super::balancing::LoadBalancingService;
 use super::images::ImagesService;
 use super::instances::InstancesService;
 use super::keypairs::KeyPairsService;
+use super::launch_templates::LaunchTemplatesService;
 use super::metrics::{Access, ApiMetrics, CallLayer};
 use super::pb::addresses_server::AddressesServer;
 use super::pb::images_server::ImagesServer;
 use super::pb::instances_server::InstancesServer;
 use super::pb::key_pairs_server::KeyPairsServer;
+use super::pb::launch_templates_server::LaunchTemplatesServer;
 use super::pb::load_balancing_server::LoadBalancingServer;
 use super::pb::security_groups_server::SecurityGroupsServer;
 use super::pb::snapshots_server::SnapshotsServer;
@@ -102,6 +104,7 @@ async fn routes(
     reporter.set_serving::<SnapshotsServer<SnapshotsService>>().await;
     reporter.set_serving::<AddressesServer<AddressesService>>().await;
     reporter.set_serving::<KeyPairsServer<KeyPairsService>>().await;
+    reporter.set_serving::<LaunchTemplatesServer<LaunchTemplatesService>>().await;
     reporter.set_serving::<SecurityGroupsServer<SecurityGroupsService>>().await;
     reporter.set_serving::<TagsServer<TagsService>>().await;
     reporter.set_serving::<LoadBalancingServer<LoadBalancingService>>().await;
@@ -121,6 +124,7 @@ async fn routes(
         .add_service(SnapshotsServer::new(SnapshotsService(daemon.clone())))
         .add_service(AddressesServer::new(AddressesService(daemon.clone())))
         .add_service(KeyPairsServer::new(KeyPairsService(daemon.clone())))
+        .add_service(LaunchTemplatesServer::new(LaunchTemplatesService(daemon.clone())))
         .add_service(SecurityGroupsServer::new(SecurityGroupsService(daemon.clone())))
         .add_service(TagsServer::new(TagsService(daemon.clone())))
         .add_service(LoadBalancingServer::new(LoadBalancingService(balancers.clone()))))

@@ -22,7 +22,7 @@ use crate::daemon::DaemonError;
 use crate::lb::config::{BalancerStatus, Protocol, TargetHealth};
 use crate::net::NetError;
 use crate::state::db::StateError;
-use crate::state::document::DocumentStore;
+use crate::state::document::{self, DocumentStore};
 use crate::state::id::now;
 use crate::state::instance::InstanceState;
 use model::{
@@ -150,25 +150,18 @@ impl Balancers {
 
     /// Every resource as recorded.
     pub fn read(&self) -> Result<Balancing, BalancerError> {
-        Ok(parse(self.documents.document(DOCUMENT)?.as_deref())?)
+        Ok(document::read(self.documents.as_ref(), DOCUMENT)?)
     }
 
-    /// Applies `change` to the record and keeps the result, rereading and trying again if
-    /// another caller changed it meanwhile; wakes the reconcile loop.
+    /// Applies `change` to the record and keeps the result (see [`document::change`]);
+    /// wakes the reconcile loop.
     fn change<T>(
         &self,
-        mut change: impl FnMut(&mut Balancing) -> Result<T, BalancerError>,
+        change: impl FnMut(&mut Balancing) -> Result<T, BalancerError>,
     ) -> Result<T, BalancerError> {
-        loop {
-            let current = self.documents.document(DOCUMENT)?;
-            let mut balancing = parse(current.as_deref())?;
-            let result = change(&mut balancing)?;
-            let body = serde_json::to_string(&balancing).map_err(|e| StateError::Corrupt(e.to_string()))?;
-            if self.documents.replace_document(DOCUMENT, current.as_deref(), &body)? {
-                self.wake();
-                return Ok(result);
-            }
-        }
+        let result = document::change(self.documents.as_ref(), DOCUMENT, change)?;
+        self.wake();
+        Ok(result)
     }
 
     fn wake(&self) {
@@ -498,13 +491,6 @@ fn address_error(error: DaemonError) -> BalancerError {
             BalancerError::InvalidConfigurationRequest(format!("the Elastic IP is in use: {what}"))
         }
         other => BalancerError::Daemon(other),
-    }
-}
-
-fn parse(body: Option<&str>) -> Result<Balancing, StateError> {
-    match body {
-        None => Ok(Balancing::default()),
-        Some(body) => serde_json::from_str(body).map_err(|e| StateError::Corrupt(format!("{DOCUMENT}: {e}"))),
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod doctor;
 mod elbv2;
+mod launch_templates;
 mod output;
 
 use std::io::Write as _;
@@ -44,7 +45,7 @@ use output::{
 };
 
 /// Bytes in the GiB that `--size` counts in, as EC2's does.
-const GIB: u64 = 1 << 30;
+pub(crate) const GIB: u64 = 1 << 30;
 
 /// The nuage command-line client.
 #[derive(Debug, Parser)]
@@ -82,6 +83,8 @@ enum Command {
         #[command(subcommand)]
         command: elbv2::Elbv2,
     },
+    #[command(flatten)]
+    LaunchTemplates(launch_templates::LaunchTemplates),
     /// Checks this host: KVM (and whether it is hardware-backed), tun, bridge, iproute2,
     /// nftables, free disk, the daemon. Exits 1 if something nuage needs is missing.
     Doctor {
@@ -134,9 +137,13 @@ enum Command {
     },
     /// Launches instances of an image.
     RunInstances {
-        /// The image.
-        #[arg(long)]
+        /// The image (or the launch template's).
+        #[arg(long, default_value = "", required_unless_present = "launch_template")]
         image_id: String,
+        /// LaunchTemplateId=lt-…|LaunchTemplateName=NAME[,Version=N|$Latest|$Default]: launch
+        /// what the template says; the other options given replace its values.
+        #[arg(long, value_parser = launch_templates::parse_specification)]
+        launch_template: Option<crate::api::pb::LaunchTemplateSpecification>,
         /// The instance type (default: the daemon's first).
         #[arg(long, default_value = "")]
         instance_type: String,
@@ -649,7 +656,7 @@ impl ProgressBar {
 
 /// The text of an argument given as text or as `file://PATH` (`fileb://` too, as the aws
 /// CLI spells binary files); `~/` at the start of PATH is the home directory.
-fn text_or_file(value: &str) -> anyhow::Result<Vec<u8>> {
+pub(crate) fn text_or_file(value: &str) -> anyhow::Result<Vec<u8>> {
     let Some(path) = value.strip_prefix("file://").or_else(|| value.strip_prefix("fileb://")) else {
         return Ok(value.as_bytes().to_vec());
     };
@@ -731,9 +738,13 @@ impl Cli {
             OutputFormat::Table => Format::Table,
             OutputFormat::Json => Format::Json,
         };
-        if let Command::Elbv2 { command } = self.command {
-            return elbv2::run(command, channel, format).await;
-        }
+        let command = match self.command {
+            Command::Elbv2 { command } => return elbv2::run(command, channel, format).await,
+            Command::LaunchTemplates(command) => {
+                return launch_templates::run(command, channel, format).await
+            }
+            command => command,
+        };
         let mut images = ImagesClient::new(channel.clone());
         let mut instances = InstancesClient::new(channel.clone());
         let mut subnets = SubnetsClient::new(channel.clone());
@@ -745,7 +756,7 @@ impl Cli {
         let mut tags = TagsClient::new(channel);
         let gib = |size: u64| size.checked_mul(GIB).context("the size is too large");
         let ids = |instance_ids| InstanceIds { instance_ids, force: false };
-        match self.command {
+        match command {
             Command::RegisterImage {
                 disk,
                 disk_format,
@@ -802,6 +813,7 @@ impl Cli {
                 volumes,
                 security_group_ids,
                 metadata_options,
+                launch_template,
                 tagging,
             } => {
                 let user_data = user_data.as_deref().map(text_or_file).transpose()?.unwrap_or_default();
@@ -817,6 +829,7 @@ impl Cli {
                     tag_specifications: tagging.tag_specifications,
                     security_group_ids,
                     metadata_options,
+                    launch_template,
                 };
                 print_instances(format, instances.run_instances(request).await?.into_inner().instances, "");
             }
@@ -998,7 +1011,10 @@ impl Cli {
                 let response = response.into_inner();
                 print_tags(format, response.tags, &response.next_token);
             }
-            Command::Doctor { .. } | Command::Completions { .. } | Command::Elbv2 { .. } => {
+            Command::Doctor { .. }
+            | Command::Completions { .. }
+            | Command::Elbv2 { .. }
+            | Command::LaunchTemplates(_) => {
                 unreachable!("handled before")
             }
             Command::GetConsoleOutput { instance_id, follow: true } => {

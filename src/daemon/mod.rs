@@ -17,6 +17,7 @@ pub mod network;
 pub mod process;
 pub mod quotas;
 pub mod tags;
+pub mod templates;
 pub mod volumes;
 pub mod watch;
 
@@ -38,6 +39,7 @@ use keypairs::{KeyPairError, KeyPairs};
 use network::Network;
 use quotas::Admissions;
 use tags::Tags;
+use templates::LaunchTemplates;
 use volumes::Volumes;
 
 /// Crash-test hook: when the environment variable `NUAGE_FAILPOINT` names `point`, the
@@ -83,6 +85,9 @@ pub enum DaemonError {
     /// From the key pairs.
     #[error(transparent)]
     KeyPair(#[from] KeyPairError),
+    /// From the launch templates.
+    #[error(transparent)]
+    Template(#[from] templates::TemplateError),
     /// A malformed request.
     #[error("{0}")]
     InvalidParameter(String),
@@ -122,6 +127,8 @@ pub struct Daemon {
     pub key_pairs: KeyPairs,
     /// Tags on every resource, and the shared Describe.
     pub tags: Tags,
+    /// Launch templates.
+    pub templates: LaunchTemplates,
     /// Where the controllers keep their desired state, in the daemon's database.
     pub documents: Arc<dyn DocumentStore>,
 }
@@ -174,8 +181,20 @@ impl Daemon {
         let key_pairs = KeyPairs::new(db.clone(), db.clone());
         let documents: Arc<dyn DocumentStore> = db.clone();
         let tags = Tags::new(db.clone(), db.clone(), db, store, plane);
+        let templates = LaunchTemplates::new(documents.clone(), config.clone());
         Ok((
-            Self { config, images, network, instances, events, volumes, key_pairs, tags, documents },
+            Self {
+                config,
+                images,
+                network,
+                instances,
+                events,
+                volumes,
+                key_pairs,
+                tags,
+                templates,
+                documents,
+            },
             actions,
         ))
     }

@@ -136,6 +136,12 @@ impl Tags {
                 "at most {MAX_TAGS_PER_RESOURCE} tags per call"
             )));
         }
+        if let Some(key) = keys.iter().find(|k| is_reserved(&k.key)) {
+            return Err(DaemonError::InvalidParameter(format!(
+                "tag key {:?}: the aws: prefix is reserved",
+                key.key
+            )));
+        }
         self.check_resources(resources)?;
         Ok(self.tags.delete_tags(resources, keys)?)
     }
@@ -182,6 +188,15 @@ impl Tags {
     /// Checks tags against EC2's limits: 1 to 50 per call, keys 1 to 128 characters and
     /// not `aws:…` (reserved), values up to 256, no control characters, no key twice.
     pub fn check(tags: &[Tag]) -> Result<(), DaemonError> {
+        Self::check_keys(tags, false)
+    }
+
+    /// Checks the tags nuage itself puts on what it makes: EC2's limits, every key `aws:…`.
+    pub fn check_reserved(tags: &[Tag]) -> Result<(), DaemonError> {
+        Self::check_keys(tags, true)
+    }
+
+    fn check_keys(tags: &[Tag], reserved: bool) -> Result<(), DaemonError> {
         let invalid = |why: String| Err(DaemonError::InvalidParameter(why));
         if tags.len() > MAX_TAGS_PER_RESOURCE {
             return invalid(format!("{} tags; at most {MAX_TAGS_PER_RESOURCE}", tags.len()));
@@ -192,7 +207,7 @@ impl Tags {
             if key_chars == 0 || key_chars > MAX_KEY_CHARS {
                 return invalid(format!("tag key {:?} must be 1 to {MAX_KEY_CHARS} characters", tag.key));
             }
-            if tag.key.to_ascii_lowercase().starts_with("aws:") {
+            if is_reserved(&tag.key) != reserved {
                 return invalid(format!("tag key {:?}: the aws: prefix is reserved", tag.key));
             }
             if tag.value.chars().count() > MAX_VALUE_CHARS {
@@ -251,4 +266,9 @@ impl Tags {
         }
         Ok(())
     }
+}
+
+/// Whether `key` is one of the `aws:` keys nuage keeps for itself.
+fn is_reserved(key: &str) -> bool {
+    key.get(..4).is_some_and(|prefix| prefix.eq_ignore_ascii_case("aws:"))
 }

@@ -49,6 +49,44 @@ impl DocumentStore for Database {
     }
 }
 
+/// Document `name` read as a `D` (none yet: `D::default()`).
+pub fn read<D>(store: &dyn DocumentStore, name: &str) -> Result<D, StateError>
+where
+    D: serde::de::DeserializeOwned + Default,
+{
+    parse(name, store.document(name)?.as_deref())
+}
+
+/// Applies `change` to document `name` and keeps the result, rereading and trying again
+/// while other writers get in first; a refusal (`Err` from `change`) keeps nothing.
+pub fn change<D, T, E>(
+    store: &dyn DocumentStore,
+    name: &str,
+    mut change: impl FnMut(&mut D) -> Result<T, E>,
+) -> Result<T, E>
+where
+    D: serde::Serialize + serde::de::DeserializeOwned + Default,
+    E: From<StateError>,
+{
+    loop {
+        let current = store.document(name)?;
+        let mut document: D = parse(name, current.as_deref())?;
+        let result = change(&mut document)?;
+        let body =
+            serde_json::to_string(&document).map_err(|e| StateError::Corrupt(format!("{name}: {e}")))?;
+        if store.replace_document(name, current.as_deref(), &body)? {
+            return Ok(result);
+        }
+    }
+}
+
+fn parse<D: serde::de::DeserializeOwned + Default>(name: &str, body: Option<&str>) -> Result<D, StateError> {
+    match body {
+        None => Ok(D::default()),
+        Some(body) => serde_json::from_str(body).map_err(|e| StateError::Corrupt(format!("{name}: {e}"))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -118,7 +118,8 @@ pub struct LaunchData {
 }
 
 /// Whether the metadata service asks for a session token (EC2's `HttpTokens`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum HttpTokens {
     /// Every read carries a token (IMDSv2 only): a server-side request forgery in the guest
     /// cannot read credentials with a plain GET.
@@ -194,7 +195,7 @@ impl MetadataOptions {
 }
 
 /// A change to [`MetadataOptions`]: each field given replaces the option's value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct MetadataChange {
     /// New `HttpTokens`.
     pub http_tokens: Option<HttpTokens>,

@@ -11,7 +11,7 @@ use super::db::{Database, StateError};
 pub const MAX_TAGS_PER_RESOURCE: usize = 50;
 
 /// One tag.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct Tag {
     /// The key, unique on its resource.
     pub key: String,

@@ -31,7 +31,7 @@ use crate::vmm::api::control;
 const MAX_LAUNCH_VOLUMES: usize = 8;
 
 /// A data volume RunInstances makes for each instance.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LaunchVolume {
     /// Its size in bytes (default: the snapshot's).
     pub size: Option<u64>,
@@ -62,6 +62,9 @@ pub struct RunSpec {
     pub volumes: Vec<LaunchVolume>,
     /// Tags each instance carries from the start (a group's instances are counted by them).
     pub tags: Vec<Tag>,
+    /// `aws:` tags the daemon or a controller puts on each instance beside `tags`
+    /// (`aws:autoscaling:groupName`); callers can neither set nor remove them.
+    pub reserved_tags: Vec<Tag>,
     /// Tags its volumes carry, root and data.
     pub volume_tags: Vec<Tag>,
     /// The security groups of its interface (1 to 5; none: the default group). Only with
@@ -80,7 +83,16 @@ impl Instances {
         let count = spec.count.max(1);
         cidata::check_user_data(&spec.user_data)?;
         Tags::check(&spec.tags)?;
+        Tags::check_reserved(&spec.reserved_tags)?;
         Tags::check(&spec.volume_tags)?;
+        let instance_tags: Vec<Tag> = spec.tags.iter().chain(&spec.reserved_tags).cloned().collect();
+        if instance_tags.len() > crate::state::tag::MAX_TAGS_PER_RESOURCE {
+            return Err(DaemonError::InvalidParameter(format!(
+                "{} tags with those nuage adds; at most {}",
+                instance_tags.len(),
+                crate::state::tag::MAX_TAGS_PER_RESOURCE
+            )));
+        }
         if subnet_id.is_empty() && private_ip.is_some() {
             return Err(DaemonError::InvalidParameter("a private address needs a subnet".into()));
         }
@@ -144,8 +156,8 @@ impl Instances {
                     .make(Claim::instances(1, (kind.vcpus, kind.memory_mib)), || self.db.insert(&record))?;
                 // Tagged before anything else is made: whoever counts instances by their
                 // tags never sees this one without them.
-                if !spec.tags.is_empty() {
-                    self.tags.set_tags(std::slice::from_ref(&record.id), &spec.tags)?;
+                if !instance_tags.is_empty() {
+                    self.tags.set_tags(std::slice::from_ref(&record.id), &instance_tags)?;
                 }
                 // Every volume before the root is recorded: a recorded root means a complete
                 // set, and recovery undoes an incomplete one.
