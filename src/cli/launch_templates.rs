@@ -29,7 +29,7 @@ pub struct TemplateArgs {
 
 /// Launch template commands (`aws ec2 …-launch-template…`).
 #[derive(Debug, Subcommand)]
-pub enum LaunchTemplates {
+pub enum TemplateCommand {
     /// Makes a launch template; its version 1 is the default.
     CreateLaunchTemplate {
         /// 3 to 128 letters, digits and ( ) . / _ -.
@@ -282,10 +282,10 @@ fn print_versions(format: Format, versions: Vec<LaunchTemplateVersion>) {
 }
 
 /// Runs `command` against the daemon on `channel`.
-pub async fn run(command: LaunchTemplates, channel: Channel, format: Format) -> anyhow::Result<()> {
+pub async fn run(command: TemplateCommand, channel: Channel, format: Format) -> anyhow::Result<()> {
     let mut client = LaunchTemplatesClient::new(channel);
     match command {
-        LaunchTemplates::CreateLaunchTemplate {
+        TemplateCommand::CreateLaunchTemplate {
             launch_template_name,
             version_description,
             launch_template_data,
@@ -297,7 +297,7 @@ pub async fn run(command: LaunchTemplates, channel: Channel, format: Format) -> 
             };
             print_templates(format, vec![client.create_launch_template(request).await?.into_inner()]);
         }
-        LaunchTemplates::CreateLaunchTemplateVersion {
+        TemplateCommand::CreateLaunchTemplateVersion {
             template,
             source_version,
             version_description,
@@ -312,7 +312,7 @@ pub async fn run(command: LaunchTemplates, channel: Channel, format: Format) -> 
             };
             print_versions(format, vec![client.create_launch_template_version(request).await?.into_inner()]);
         }
-        LaunchTemplates::ModifyLaunchTemplate { template, default_version } => {
+        TemplateCommand::ModifyLaunchTemplate { template, default_version } => {
             let request = ModifyLaunchTemplateRequest {
                 launch_template_id: template.launch_template_id,
                 launch_template_name: template.launch_template_name,
@@ -320,14 +320,14 @@ pub async fn run(command: LaunchTemplates, channel: Channel, format: Format) -> 
             };
             print_templates(format, vec![client.modify_launch_template(request).await?.into_inner()]);
         }
-        LaunchTemplates::DescribeLaunchTemplates { launch_template_ids, launch_template_names } => {
+        TemplateCommand::DescribeLaunchTemplates { launch_template_ids, launch_template_names } => {
             let request = DescribeLaunchTemplatesRequest { launch_template_ids, launch_template_names };
             print_templates(
                 format,
                 client.describe_launch_templates(request).await?.into_inner().launch_templates,
             );
         }
-        LaunchTemplates::DescribeLaunchTemplateVersions { template, versions } => {
+        TemplateCommand::DescribeLaunchTemplateVersions { template, versions } => {
             let request = DescribeLaunchTemplateVersionsRequest {
                 launch_template_id: template.launch_template_id,
                 launch_template_name: template.launch_template_name,
@@ -336,7 +336,7 @@ pub async fn run(command: LaunchTemplates, channel: Channel, format: Format) -> 
             let found = client.describe_launch_template_versions(request).await?.into_inner();
             print_versions(format, found.launch_template_versions);
         }
-        LaunchTemplates::DeleteLaunchTemplate { template } => {
+        TemplateCommand::DeleteLaunchTemplate { template } => {
             let request = DeleteLaunchTemplateRequest {
                 launch_template_id: template.launch_template_id,
                 launch_template_name: template.launch_template_name,

@@ -84,7 +84,7 @@ enum Command {
         command: elbv2::Elbv2,
     },
     #[command(flatten)]
-    LaunchTemplates(launch_templates::LaunchTemplates),
+    LaunchTemplates(launch_templates::TemplateCommand),
     /// Checks this host: KVM (and whether it is hardware-backed), tun, bridge, iproute2,
     /// nftables, free disk, the daemon. Exits 1 if something nuage needs is missing.
     Doctor {
