@@ -16,6 +16,8 @@
 #[cfg(feature = "daemon")]
 pub mod api;
 #[cfg(feature = "daemon")]
+pub mod autoscaling;
+#[cfg(feature = "daemon")]
 pub mod balancer;
 pub mod block;
 #[cfg(feature = "daemon")]

@@ -13,10 +13,9 @@ pub mod model;
 pub mod supervisor;
 
 use std::collections::HashMap;
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
-use crate::daemon::compute::Compute;
+use crate::daemon::compute::{Compute, Reconciler};
 use crate::daemon::config::DaemonConfig;
 use crate::daemon::DaemonError;
 use crate::lb::config::{BalancerStatus, Protocol, TargetHealth};
@@ -125,8 +124,7 @@ pub struct Balancers {
     compute: Arc<dyn Compute>,
     region: String,
     supervisor: Supervisor,
-    wake: mpsc::Sender<()>,
-    woken: Mutex<Option<mpsc::Receiver<()>>>,
+    reconciler: Reconciler,
     /// Held while Elastic IP holds and the record are changed together, so the reconcile
     /// loop never lets go of an address a create has held and not yet recorded.
     addresses: Mutex<()>,
@@ -136,14 +134,12 @@ impl Balancers {
     /// The service over the daemon's `documents` and `compute`, with each load balancer's
     /// process under `config.state_dir/balancers`.
     pub fn new(documents: Arc<dyn DocumentStore>, compute: Arc<dyn Compute>, config: &DaemonConfig) -> Self {
-        let (wake, woken) = mpsc::channel();
         Self {
             documents,
             compute,
             region: config.region.clone(),
             supervisor: Supervisor::new(config),
-            wake,
-            woken: Mutex::new(Some(woken)),
+            reconciler: Reconciler::default(),
             addresses: Mutex::new(()),
         }
     }
@@ -160,12 +156,8 @@ impl Balancers {
         change: impl FnMut(&mut Balancing) -> Result<T, BalancerError>,
     ) -> Result<T, BalancerError> {
         let result = document::change(self.documents.as_ref(), DOCUMENT, change)?;
-        self.wake();
+        self.reconciler.wake();
         Ok(result)
-    }
-
-    fn wake(&self) {
-        let _ = self.wake.send(());
     }
 
     /// `create-load-balancer`: on Elastic IP `allocation_id` when one is named (held for
@@ -381,43 +373,21 @@ impl Balancers {
             .collect()
     }
 
-    /// Starts the reconcile loop (and the thread that wakes it on instance events); the
-    /// balancers a previous daemon started are adopted on its first pass.
+    /// Starts the reconcile loop; the balancers a previous daemon started are adopted on
+    /// its first pass.
     pub fn start(self: &Arc<Self>) -> std::io::Result<()> {
-        let Some(woken) = self.woken.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() else {
-            return Ok(());
-        };
-        let mut events = self.compute.instance_events();
-        let wake = self.wake.clone();
-        std::thread::Builder::new().name("elb-events".into()).spawn(move || loop {
-            match events.blocking_recv() {
-                // A lagging receiver missed events: a pass rereads everything anyway.
-                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    if wake.send(()).is_err() {
-                        return;
-                    }
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-            }
-        })?;
-        let this = self.clone();
-        std::thread::Builder::new()
-            .name("elb-reconcile".into())
-            .spawn(move || this.reconcile_forever(&woken))?;
-        Ok(())
-    }
-
-    fn reconcile_forever(&self, woken: &mpsc::Receiver<()>) {
-        loop {
-            if let Err(e) = self.reconcile() {
+        let pass = |this: &Self| {
+            if let Err(e) = this.reconcile() {
                 tracing::warn!("load balancers: {e}");
             }
-            match woken.recv_timeout(supervisor::PASS_INTERVAL) {
-                Ok(()) => while woken.try_recv().is_ok() {},
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => return,
-            }
-        }
+        };
+        self.reconciler.start(
+            "elb",
+            self.clone(),
+            self.compute.instance_events(),
+            supervisor::PASS_INTERVAL,
+            pass,
+        )
     }
 
     /// One pass: drained and orphaned targets forgotten, then every balancer process made

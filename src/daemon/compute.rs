@@ -6,17 +6,35 @@
 //! their instances again by them, so the database stays the one record of what exists.
 
 use std::net::Ipv4Addr;
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use tokio::sync::broadcast;
 
 use super::describe::Tagged;
 use super::events::StateEvent;
 use super::instances::{RunSpec, StateChange};
+use super::templates::{self, VersionSpec, Which};
 use super::{Daemon, DaemonError};
 use crate::state::instance::{InstanceRecord, InstanceState};
 
-/// What a controller may do with instances and Elastic IPs.
+/// A launch template's version, ready to launch.
+#[derive(Debug, Clone)]
+pub struct TemplateLaunch {
+    /// The template's id.
+    pub template_id: String,
+    /// Its name.
+    pub template_name: String,
+    /// The version's number.
+    pub version: u32,
+    /// What it launches.
+    pub spec: RunSpec,
+}
+
+/// What a controller may do with instances, launch templates and Elastic IPs.
 pub trait Compute: Send + Sync {
+    /// Version `version` of launch template `which`, as RunInstances would launch it.
+    fn launch_template(&self, which: &Which, version: VersionSpec) -> Result<TemplateLaunch, DaemonError>;
     /// Launches instances as RunInstances does, each carrying `spec.tags` from the start.
     fn run_instances(&self, spec: &RunSpec) -> Result<Vec<InstanceRecord>, DaemonError>;
     /// Terminates instances as TerminateInstances does.
@@ -39,6 +57,16 @@ pub trait Compute: Send + Sync {
 }
 
 impl Compute for Daemon {
+    fn launch_template(&self, which: &Which, version: VersionSpec) -> Result<TemplateLaunch, DaemonError> {
+        let (template, chosen) = self.templates.version(which, version)?;
+        Ok(TemplateLaunch {
+            template_id: template.id,
+            template_name: template.name,
+            version: chosen.number,
+            spec: templates::run_spec(chosen.data, &self.key_pairs)?,
+        })
+    }
+
     fn run_instances(&self, spec: &RunSpec) -> Result<Vec<InstanceRecord>, DaemonError> {
         self.instances.run(spec)
     }
@@ -80,6 +108,66 @@ impl Compute for Daemon {
     }
 }
 
+/// A controller's reconcile loop: one thread making passes, woken by every change the
+/// controller makes ([`Reconciler::wake`]), by every instance event, and once an
+/// `interval` regardless (level-triggered: whatever was missed is caught up on the next
+/// pass).
+pub struct Reconciler {
+    wake: mpsc::Sender<()>,
+    woken: Mutex<Option<mpsc::Receiver<()>>>,
+}
+
+impl Default for Reconciler {
+    fn default() -> Self {
+        let (wake, woken) = mpsc::channel();
+        Self { wake, woken: Mutex::new(Some(woken)) }
+    }
+}
+
+impl Reconciler {
+    /// Asks for a pass soon.
+    pub fn wake(&self) {
+        let _ = self.wake.send(());
+    }
+
+    /// Starts the loop (once; later calls do nothing) on threads named after `name`,
+    /// making `pass` on `controller` until the process ends.
+    pub fn start<C: Send + Sync + 'static>(
+        &self,
+        name: &str,
+        controller: Arc<C>,
+        events: broadcast::Receiver<StateEvent>,
+        interval: Duration,
+        pass: fn(&C),
+    ) -> std::io::Result<()> {
+        let Some(woken) = self.woken.lock().unwrap_or_else(PoisonError::into_inner).take() else {
+            return Ok(());
+        };
+        let wake = self.wake.clone();
+        let mut events = events;
+        std::thread::Builder::new().name(format!("{name}-events")).spawn(move || loop {
+            match events.blocking_recv() {
+                // A lagging receiver missed events: a pass rereads everything anyway.
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                    if wake.send(()).is_err() {
+                        return;
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        })?;
+        std::thread::Builder::new().name(format!("{name}-reconcile")).spawn(move || loop {
+            pass(&controller);
+            match woken.recv_timeout(interval) {
+                Ok(()) => while woken.try_recv().is_ok() {},
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+        })?;
+        Ok(())
+    }
+}
+
 /// An in-memory [`Compute`] for controllers' unit tests: instances are records in a list,
 /// launched running with the next address of 10.0.0.0/24, and moved by the test.
 #[cfg(test)]
@@ -97,6 +185,8 @@ pub(crate) mod fake {
     #[derive(Default)]
     pub(crate) struct FakeCompute {
         instances: Mutex<Vec<Tagged<InstanceRecord>>>,
+        /// Templates as (id, name, the image of each version from 1).
+        templates: Mutex<Vec<(String, String, Vec<String>)>>,
         addresses: Mutex<Vec<ElasticIp>>,
         events: Events,
     }
@@ -108,6 +198,18 @@ pub(crate) mod fake {
 
         fn addresses(&self) -> std::sync::MutexGuard<'_, Vec<ElasticIp>> {
             self.addresses.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        }
+
+        /// Makes a launch template whose versions launch `images`, one each; returns its id.
+        pub(crate) fn add_template(&self, name: &str, images: &[&str]) -> String {
+            let id = crate::state::id::new_id("lt");
+            let images = images.iter().map(|i| (*i).to_owned()).collect();
+            self.templates.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((
+                id.clone(),
+                name.into(),
+                images,
+            ));
+            id
         }
 
         /// Allocates an Elastic IP (the next of 192.168.0.0/24) and returns its id.
@@ -134,6 +236,37 @@ pub(crate) mod fake {
     }
 
     impl Compute for FakeCompute {
+        fn launch_template(
+            &self,
+            which: &Which,
+            version: VersionSpec,
+        ) -> Result<TemplateLaunch, DaemonError> {
+            let templates = self.templates.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let (id, name, images) = templates
+                .iter()
+                .find(|(id, name, _)| match which {
+                    Which::Id(wanted) => id == wanted,
+                    Which::Name(wanted) => name == wanted,
+                })
+                .ok_or_else(|| templates::TemplateError::NameNotFound(format!("{which:?}")))?;
+            let latest = u32::try_from(images.len()).unwrap_or(u32::MAX);
+            let number = match version {
+                VersionSpec::Latest => latest,
+                VersionSpec::Default => 1,
+                VersionSpec::Number(n) => n,
+            };
+            let image = (number >= 1)
+                .then(|| images.get(number as usize - 1))
+                .flatten()
+                .ok_or_else(|| templates::TemplateError::VersionNotFound(id.clone(), version.to_string()))?;
+            Ok(TemplateLaunch {
+                template_id: id.clone(),
+                template_name: name.clone(),
+                version: number,
+                spec: RunSpec { image_id: image.clone(), ..RunSpec::default() },
+            })
+        }
+
         fn run_instances(&self, spec: &RunSpec) -> Result<Vec<InstanceRecord>, DaemonError> {
             let mut instances = self.instances();
             let mut made = Vec::new();
@@ -150,13 +283,14 @@ pub(crate) mod fake {
                     state: InstanceState::Running,
                     state_reason: String::new(),
                     pid: None,
-                    launch_time: 0,
+                    launch_time: i64::from(n),
                     subnet_id: spec.subnet_id.clone(),
                     private_ip: (!spec.subnet_id.is_empty()).then_some(Ipv4Addr::new(10, 0, 0, n)),
                     key_name: String::new(),
                     metadata_options: MetadataOptions::default(),
                 };
-                instances.push(Tagged { record: record.clone(), tags: spec.tags.clone() });
+                let tags = spec.tags.iter().chain(&spec.reserved_tags).cloned().collect();
+                instances.push(Tagged { record: record.clone(), tags });
                 self.events.publish(&record.id, record.state);
                 made.push(record);
             }

@@ -1,0 +1,593 @@
+//! The groups' desired state, as one document: each change is a pure function that either
+//! does what was asked or refuses and changes nothing, so the API and the reconcile loop
+//! can race on it through compare and set.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use super::AutoScalingError;
+use crate::daemon::templates::VersionSpec;
+
+/// The start of every group's ARN.
+pub const ARN_PREFIX: &str = "arn:nuage:autoscaling:";
+/// Groups on the host.
+pub const MAX_GROUPS: usize = 50;
+/// The largest max size (a single host runs no more instances for one group).
+pub const MAX_GROUP_SIZE: u32 = 100;
+/// Target groups per group.
+pub const MAX_TARGET_GROUPS: usize = 10;
+/// Subnets per group.
+pub const MAX_SUBNETS: usize = 16;
+/// Activities kept per group (the oldest go first).
+pub const MAX_ACTIVITIES: usize = 100;
+/// The longest health check grace period, in seconds (AWS allows up to 7200).
+pub const MAX_GRACE_SECONDS: u32 = 7200;
+
+/// Which health a group replaces instances on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum HealthCheckType {
+    /// The instance is pending or running.
+    #[default]
+    Ec2,
+    /// That, and no target group of the group says it is unhealthy once its grace period
+    /// is over.
+    Elb,
+}
+
+impl HealthCheckType {
+    /// AWS's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ec2 => "EC2",
+            Self::Elb => "ELB",
+        }
+    }
+}
+
+impl std::str::FromStr for HealthCheckType {
+    type Err = AutoScalingError;
+
+    fn from_str(text: &str) -> Result<Self, AutoScalingError> {
+        match text {
+            "" | "EC2" => Ok(Self::Ec2),
+            "ELB" => Ok(Self::Elb),
+            _ => Err(AutoScalingError::Validation(format!("health check type {text:?}: EC2 or ELB"))),
+        }
+    }
+}
+
+/// The launch template version a group launches: the id is fixed when the group is made,
+/// the version (`$Latest`, `$Default` or a number) is resolved at each launch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TemplateRef {
+    /// `lt-…`.
+    pub id: String,
+    /// Its name, for display.
+    pub name: String,
+    /// Which version.
+    pub version: VersionSpec,
+}
+
+/// An instance the group is letting go of: deregistered first, terminated once drained.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Leaving {
+    /// The instance.
+    pub instance_id: String,
+    /// Since when (seconds since the epoch).
+    pub since: u64,
+    /// Why, in words (the activity's cause).
+    pub cause: String,
+    /// It leaves because it failed a health check.
+    #[serde(default)]
+    pub unhealthy: bool,
+}
+
+/// One Auto Scaling group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Group {
+    /// Unique on the host.
+    pub name: String,
+    /// `arn:nuage:autoscaling:<region>:000000000000:autoScalingGroup:<id>:autoScalingGroupName/<name>`.
+    pub arn: String,
+    /// When it was made.
+    pub created: u64,
+    /// What it launches.
+    pub template: TemplateRef,
+    /// Never fewer instances.
+    pub min_size: u32,
+    /// Never more.
+    pub max_size: u32,
+    /// How many it keeps.
+    pub desired_capacity: u32,
+    /// Where its instances go, spread evenly (none: the template's subnet).
+    pub subnets: Vec<String>,
+    /// Where its running instances are registered.
+    pub target_group_arns: Vec<String>,
+    /// Which health replaces instances.
+    pub health_check_type: HealthCheckType,
+    /// Seconds after launch before ELB health counts.
+    pub health_check_grace_seconds: u32,
+    /// Seconds a new instance takes to count in scaling metrics (none: the policies' own).
+    pub default_instance_warmup: Option<u32>,
+    /// Whether instances it launches are protected from scale-in.
+    pub new_instances_protected_from_scale_in: bool,
+    /// Instances protected from scale-in.
+    pub protected: BTreeSet<String>,
+    /// Instances on their way out.
+    pub leaving: Vec<Leaving>,
+    /// Deleted with --force-delete: everything goes, then the group.
+    pub deleting: bool,
+}
+
+impl Group {
+    /// Whether `id` is on its way out.
+    pub fn is_leaving(&self, id: &str) -> bool {
+        self.leaving.iter().any(|l| l.instance_id == id)
+    }
+
+    fn check(&self) -> Result<(), AutoScalingError> {
+        let invalid = |why: String| Err(AutoScalingError::Validation(why));
+        let (min, max, desired) = (self.min_size, self.max_size, self.desired_capacity);
+        if min > max {
+            return invalid(format!("the min size {min} is more than the max size {max}"));
+        }
+        if max > MAX_GROUP_SIZE {
+            return invalid(format!("the max size {max} is more than {MAX_GROUP_SIZE}"));
+        }
+        if !(min..=max).contains(&desired) {
+            return invalid(format!(
+                "the desired capacity {desired} is not between the min size {min} and the max size {max}"
+            ));
+        }
+        if self.subnets.len() > MAX_SUBNETS {
+            return invalid(format!("at most {MAX_SUBNETS} subnets"));
+        }
+        if self.target_group_arns.len() > MAX_TARGET_GROUPS {
+            return invalid(format!("at most {MAX_TARGET_GROUPS} target groups"));
+        }
+        if self.health_check_grace_seconds > MAX_GRACE_SECONDS {
+            return invalid(format!("the health check grace period is at most {MAX_GRACE_SECONDS} seconds"));
+        }
+        let unique = |items: &[String]| items.iter().collect::<BTreeSet<_>>().len() == items.len();
+        if !unique(&self.subnets) || !unique(&self.target_group_arns) {
+            return invalid("a subnet or target group is named twice".into());
+        }
+        Ok(())
+    }
+}
+
+/// How an activity ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ActivityStatus {
+    /// It did what it said.
+    Successful,
+    /// It failed; the message says why.
+    Failed,
+}
+
+impl ActivityStatus {
+    /// AWS's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Successful => "Successful",
+            Self::Failed => "Failed",
+        }
+    }
+}
+
+/// One thing a group did, as `describe-scaling-activities` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Activity {
+    /// Unique.
+    pub id: String,
+    /// The group's name.
+    pub group: String,
+    /// What was done ("Launching a new EC2 instance: i-…").
+    pub description: String,
+    /// Why, in words.
+    pub cause: String,
+    /// How it ended.
+    pub status: ActivityStatus,
+    /// More on a failure.
+    pub status_message: String,
+    /// When it started.
+    pub start: u64,
+    /// When it ended.
+    pub end: u64,
+}
+
+/// What `create-auto-scaling-group` asks for.
+#[derive(Debug, Clone, Default)]
+pub struct GroupSpec {
+    /// The name.
+    pub name: String,
+    /// Min, max and desired (none: the min).
+    pub min_size: u32,
+    /// The max.
+    pub max_size: u32,
+    /// The desired capacity.
+    pub desired_capacity: Option<u32>,
+    /// Subnets.
+    pub subnets: Vec<String>,
+    /// Target groups.
+    pub target_group_arns: Vec<String>,
+    /// Health check type.
+    pub health_check_type: HealthCheckType,
+    /// Grace period.
+    pub health_check_grace_seconds: u32,
+    /// Default instance warmup.
+    pub default_instance_warmup: Option<u32>,
+    /// Scale-in protection for new instances.
+    pub new_instances_protected_from_scale_in: bool,
+}
+
+/// What `update-auto-scaling-group` changes: each field given replaces the group's.
+#[derive(Debug, Clone, Default)]
+pub struct GroupUpdate {
+    /// New template version.
+    pub template: Option<TemplateRef>,
+    /// New min.
+    pub min_size: Option<u32>,
+    /// New max.
+    pub max_size: Option<u32>,
+    /// New desired capacity.
+    pub desired_capacity: Option<u32>,
+    /// New subnets.
+    pub subnets: Option<Vec<String>>,
+    /// New health check type.
+    pub health_check_type: Option<HealthCheckType>,
+    /// New grace period.
+    pub health_check_grace_seconds: Option<u32>,
+    /// New default warmup.
+    pub default_instance_warmup: Option<u32>,
+    /// New scale-in protection for new instances.
+    pub new_instances_protected_from_scale_in: Option<bool>,
+}
+
+/// Every group and what they did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AutoScaling {
+    /// The groups, in the order made.
+    pub groups: Vec<Group>,
+    /// Their activities, oldest first, at most [`MAX_ACTIVITIES`] per group.
+    pub activities: Vec<Activity>,
+}
+
+fn check_name(name: &str) -> Result<(), AutoScalingError> {
+    if name.is_empty() || name.chars().count() > 255 || name.chars().any(|c| c.is_control() || c == ':') {
+        return Err(AutoScalingError::Validation(format!(
+            "group name {name:?}: 1 to 255 characters, no colon or control character"
+        )));
+    }
+    Ok(())
+}
+
+impl AutoScaling {
+    /// Group `name`.
+    pub fn group(&self, name: &str) -> Result<&Group, AutoScalingError> {
+        self.groups
+            .iter()
+            .find(|g| g.name == name)
+            .ok_or_else(|| AutoScalingError::GroupNotFound(name.into()))
+    }
+
+    fn group_mut(&mut self, name: &str) -> Result<&mut Group, AutoScalingError> {
+        self.groups
+            .iter_mut()
+            .find(|g| g.name == name)
+            .ok_or_else(|| AutoScalingError::GroupNotFound(name.into()))
+    }
+
+    /// `create-auto-scaling-group`.
+    pub fn create_group(
+        &mut self,
+        region: &str,
+        spec: &GroupSpec,
+        template: TemplateRef,
+        now: u64,
+    ) -> Result<Group, AutoScalingError> {
+        check_name(&spec.name)?;
+        if self.groups.iter().any(|g| g.name == spec.name) {
+            return Err(AutoScalingError::AlreadyExists(spec.name.clone()));
+        }
+        if self.groups.len() >= MAX_GROUPS {
+            return Err(AutoScalingError::LimitExceeded(format!("at most {MAX_GROUPS} Auto Scaling groups")));
+        }
+        let id = crate::state::id::new_id("asg");
+        let group = Group {
+            name: spec.name.clone(),
+            arn: format!(
+                "{ARN_PREFIX}{region}:000000000000:autoScalingGroup:{}:autoScalingGroupName/{}",
+                id.trim_start_matches("asg-"),
+                spec.name
+            ),
+            created: now,
+            template,
+            min_size: spec.min_size,
+            max_size: spec.max_size,
+            desired_capacity: spec.desired_capacity.unwrap_or(spec.min_size),
+            subnets: spec.subnets.clone(),
+            target_group_arns: spec.target_group_arns.clone(),
+            health_check_type: spec.health_check_type,
+            health_check_grace_seconds: spec.health_check_grace_seconds,
+            default_instance_warmup: spec.default_instance_warmup,
+            new_instances_protected_from_scale_in: spec.new_instances_protected_from_scale_in,
+            protected: BTreeSet::new(),
+            leaving: Vec::new(),
+            deleting: false,
+        };
+        group.check()?;
+        self.groups.push(group.clone());
+        Ok(group)
+    }
+
+    /// `update-auto-scaling-group`: a desired capacity outside a new min or max follows
+    /// it, as on AWS, unless one is given.
+    pub fn update_group(&mut self, name: &str, update: &GroupUpdate) -> Result<Group, AutoScalingError> {
+        let group = self.group_mut(name)?;
+        let mut next = group.clone();
+        check_alive(&next)?;
+        if let Some(template) = &update.template {
+            next.template = template.clone();
+        }
+        next.min_size = update.min_size.unwrap_or(next.min_size);
+        next.max_size = update.max_size.unwrap_or(next.max_size);
+        next.desired_capacity = match update.desired_capacity {
+            Some(desired) => desired,
+            None => next.desired_capacity.clamp(next.min_size, next.max_size.max(next.min_size)),
+        };
+        if let Some(subnets) = &update.subnets {
+            next.subnets = subnets.clone();
+        }
+        next.health_check_type = update.health_check_type.unwrap_or(next.health_check_type);
+        next.health_check_grace_seconds =
+            update.health_check_grace_seconds.unwrap_or(next.health_check_grace_seconds);
+        if update.default_instance_warmup.is_some() {
+            next.default_instance_warmup = update.default_instance_warmup;
+        }
+        next.new_instances_protected_from_scale_in = update
+            .new_instances_protected_from_scale_in
+            .unwrap_or(next.new_instances_protected_from_scale_in);
+        next.check()?;
+        *group = next.clone();
+        Ok(next)
+    }
+
+    /// `set-desired-capacity`.
+    pub fn set_desired_capacity(&mut self, name: &str, desired: u32) -> Result<(), AutoScalingError> {
+        let group = self.group_mut(name)?;
+        check_alive(group)?;
+        if desired > group.max_size || desired < group.min_size {
+            return Err(AutoScalingError::Validation(format!(
+                "the desired capacity {desired} is not between the min size {} and the max size {}",
+                group.min_size, group.max_size
+            )));
+        }
+        group.desired_capacity = desired;
+        Ok(())
+    }
+
+    /// `delete-auto-scaling-group`: at once when it has no instances; with `force` its
+    /// instances go first (the reconcile loop removes it once they have); otherwise
+    /// refused while it has any.
+    pub fn delete_group(
+        &mut self,
+        name: &str,
+        force: bool,
+        has_instances: bool,
+    ) -> Result<(), AutoScalingError> {
+        let group = self.group_mut(name)?;
+        match (has_instances, force) {
+            (false, _) => {
+                self.groups.retain(|g| g.name != name);
+                self.activities.retain(|a| a.group != name);
+            }
+            (true, true) => {
+                group.deleting = true;
+                (group.min_size, group.desired_capacity) = (0, 0);
+            }
+            (true, false) => {
+                return Err(AutoScalingError::ResourceInUse(format!(
+                    "group {name} still has instances: delete them first, or delete it with --force-delete"
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    /// `set-instance-protection` on members `ids` of group `name`.
+    pub fn set_protection(
+        &mut self,
+        name: &str,
+        ids: &[String],
+        protected: bool,
+    ) -> Result<(), AutoScalingError> {
+        let group = self.group_mut(name)?;
+        check_alive(group)?;
+        for id in ids {
+            if protected {
+                group.protected.insert(id.clone());
+            } else {
+                group.protected.remove(id);
+            }
+        }
+        Ok(())
+    }
+
+    /// `terminate-instance-in-auto-scaling-group`: member `id` leaves, replaced unless
+    /// `decrement` lowers the desired capacity (never below the min).
+    pub fn terminate_instance(
+        &mut self,
+        name: &str,
+        id: &str,
+        decrement: bool,
+        now: u64,
+    ) -> Result<(), AutoScalingError> {
+        let group = self.group_mut(name)?;
+        check_alive(group)?;
+        if group.is_leaving(id) {
+            return Ok(());
+        }
+        let cause = if decrement {
+            if group.desired_capacity <= group.min_size {
+                return Err(AutoScalingError::Validation(format!(
+                    "the desired capacity {} is at the min size: it cannot be decremented",
+                    group.desired_capacity
+                )));
+            }
+            group.desired_capacity -= 1;
+            format!(
+                "An instance was taken out of service in response to a user request, shrinking the capacity from {} to {}.",
+                group.desired_capacity + 1,
+                group.desired_capacity
+            )
+        } else {
+            "An instance was taken out of service in response to a user request.".to_owned()
+        };
+        group.leaving.push(Leaving { instance_id: id.to_owned(), since: now, cause, unhealthy: false });
+        Ok(())
+    }
+
+    /// Marks members of group `name` as leaving (the reconcile loop's scale-in and
+    /// replacement decisions), recorded before anything is done to them.
+    pub fn start_leaving(&mut self, name: &str, leaving: &[Leaving]) -> Result<(), AutoScalingError> {
+        let group = self.group_mut(name)?;
+        for l in leaving {
+            if !group.is_leaving(&l.instance_id) {
+                group.leaving.push(l.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets instances of group `name` that are gone: no longer leaving, protected or
+    /// anything; a group being deleted that has nothing left goes too.
+    pub fn forget(&mut self, name: &str, gone: &[String], empty: bool) -> Result<(), AutoScalingError> {
+        let group = self.group_mut(name)?;
+        group.leaving.retain(|l| !gone.contains(&l.instance_id));
+        group.protected.retain(|id| !gone.contains(id));
+        if group.deleting && empty && group.leaving.is_empty() {
+            self.groups.retain(|g| g.name != name);
+            self.activities.retain(|a| a.group != name);
+        }
+        Ok(())
+    }
+
+    /// Records `activity`, keeping its group's newest [`MAX_ACTIVITIES`].
+    pub fn record(&mut self, activity: Activity) {
+        let group = activity.group.clone();
+        self.activities.push(activity);
+        let count = self.activities.iter().filter(|a| a.group == group).count();
+        let mut extra = count.saturating_sub(MAX_ACTIVITIES);
+        self.activities.retain(|a| {
+            let drop = extra > 0 && a.group == group;
+            extra -= usize::from(drop);
+            !drop
+        });
+    }
+}
+
+/// Refuses a change to a group being deleted.
+fn check_alive(group: &Group) -> Result<(), AutoScalingError> {
+    if group.deleting {
+        return Err(AutoScalingError::ScalingActivityInProgress(format!(
+            "group {} is being deleted",
+            group.name
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn template() -> TemplateRef {
+        TemplateRef { id: "lt-1".into(), name: "web".into(), version: VersionSpec::Latest }
+    }
+
+    fn spec(name: &str, min: u32, max: u32, desired: Option<u32>) -> GroupSpec {
+        GroupSpec {
+            name: name.into(),
+            min_size: min,
+            max_size: max,
+            desired_capacity: desired,
+            ..GroupSpec::default()
+        }
+    }
+
+    #[test]
+    fn sizes_are_checked_and_refusals_change_nothing() {
+        let mut state = AutoScaling::default();
+        let group = state.create_group("r", &spec("web", 1, 3, None), template(), 0).unwrap();
+        assert_eq!(group.desired_capacity, 1, "desired defaults to the min");
+        assert!(group.arn.starts_with(ARN_PREFIX) && group.arn.ends_with("autoScalingGroupName/web"));
+        let before = state.clone();
+        let refused = [
+            state.create_group("r", &spec("web", 1, 3, None), template(), 0).map(|_| ()),
+            state.create_group("r", &spec("big", 3, 1, None), template(), 0).map(|_| ()),
+            state.create_group("r", &spec("out", 1, 3, Some(4)), template(), 0).map(|_| ()),
+            state.create_group("r", &spec("huge", 0, MAX_GROUP_SIZE + 1, None), template(), 0).map(|_| ()),
+            state.create_group("r", &spec("a:b", 0, 1, None), template(), 0).map(|_| ()),
+            state.set_desired_capacity("web", 4),
+            state.set_desired_capacity("nope", 1),
+            state
+                .update_group("web", &GroupUpdate { min_size: Some(5), ..GroupUpdate::default() })
+                .map(|_| ()),
+            state
+                .update_group("web", &GroupUpdate { desired_capacity: Some(0), ..GroupUpdate::default() })
+                .map(|_| ()),
+            state.terminate_instance("web", "i-1", true, 0),
+            state.delete_group("web", false, true),
+        ];
+        for result in refused {
+            assert!(result.is_err());
+        }
+        assert_eq!(state, before);
+        let raised = GroupUpdate { min_size: Some(2), ..GroupUpdate::default() };
+        assert_eq!(
+            state.update_group("web", &raised).unwrap().desired_capacity,
+            2,
+            "desired follows the min"
+        );
+    }
+
+    #[test]
+    fn a_forced_delete_empties_the_group_before_it_goes() {
+        let mut state = AutoScaling::default();
+        state.create_group("r", &spec("web", 2, 3, None), template(), 0).unwrap();
+        state.delete_group("web", true, true).unwrap();
+        let group = state.group("web").unwrap();
+        assert!(group.deleting && group.desired_capacity == 0 && group.min_size == 0);
+        assert!(state.set_desired_capacity("web", 1).is_err(), "a group being deleted takes no change");
+        state.forget("web", &[], false).unwrap();
+        assert!(state.group("web").is_ok(), "it still has instances");
+        state.forget("web", &[], true).unwrap();
+        assert!(state.group("web").is_err());
+    }
+
+    #[test]
+    fn each_group_keeps_its_newest_activities() {
+        let mut state = AutoScaling::default();
+        let activity = |group: &str, n: usize| Activity {
+            id: n.to_string(),
+            group: group.into(),
+            description: String::new(),
+            cause: String::new(),
+            status: ActivityStatus::Successful,
+            status_message: String::new(),
+            start: 0,
+            end: 0,
+        };
+        state.record(activity("other", 0));
+        for n in 1..=MAX_ACTIVITIES + 5 {
+            state.record(activity("web", n));
+        }
+        let web: Vec<&str> =
+            state.activities.iter().filter(|a| a.group == "web").map(|a| a.id.as_str()).collect();
+        assert_eq!(web.len(), MAX_ACTIVITIES);
+        assert_eq!(web[0], "6");
+        assert!(state.activities.iter().any(|a| a.group == "other"), "another group's are kept");
+    }
+}

@@ -1,0 +1,281 @@
+//! The controller over a real database, with fakes of the instances and the target groups.
+
+use std::path::Path;
+
+use super::model::HealthCheckType;
+use super::targets::fake::FakeTargetGroups;
+use super::*;
+use crate::daemon::compute::fake::FakeCompute;
+use crate::state::db::Database;
+
+const TG: &str = "arn:tg";
+
+struct World {
+    compute: Arc<FakeCompute>,
+    targets: Arc<FakeTargetGroups>,
+    groups: AutoScalingGroups,
+    template: String,
+    db: Arc<Database>,
+}
+
+impl World {
+    fn new(dir: &Path) -> Self {
+        let db = Arc::new(Database::open(&dir.join("nuage.db")).unwrap());
+        let compute = Arc::new(FakeCompute::default());
+        let targets = Arc::new(FakeTargetGroups::default());
+        targets.add(TG);
+        let template = compute.add_template("web", &["ami-1", "ami-2"]);
+        let groups = AutoScalingGroups::new(db.clone(), compute.clone(), targets.clone(), "r");
+        Self { compute, targets, groups, template, db }
+    }
+
+    /// The same database and instances seen by a new service, as after a restart.
+    fn restarted(&self) -> AutoScalingGroups {
+        AutoScalingGroups::new(self.db.clone(), self.compute.clone(), self.targets.clone(), "r")
+    }
+
+    fn create(&self, min: u32, max: u32, desired: u32, version: VersionSpec) -> Group {
+        let spec = GroupSpec {
+            name: "web".into(),
+            min_size: min,
+            max_size: max,
+            desired_capacity: Some(desired),
+            subnets: vec!["subnet-a".into(), "subnet-b".into()],
+            target_group_arns: vec![TG.into()],
+            health_check_type: HealthCheckType::Elb,
+            ..GroupSpec::default()
+        };
+        self.groups.create_group(&spec, &Which::Id(self.template.clone()), version).unwrap()
+    }
+
+    fn members(&self) -> Vec<Tagged<InstanceRecord>> {
+        self.compute.instances_tagged(GROUP_TAG, "web").unwrap()
+    }
+
+    fn ids(&self) -> Vec<String> {
+        self.members().into_iter().map(|m| m.record.id).collect()
+    }
+
+    fn passes(&self, n: usize) {
+        for _ in 0..n {
+            self.groups.reconcile().unwrap();
+        }
+    }
+
+    fn descriptions(&self) -> Vec<String> {
+        let mut found: Vec<String> =
+            self.groups.activities(Some("web")).unwrap().into_iter().map(|a| a.description).collect();
+        found.reverse();
+        found
+    }
+}
+
+#[test]
+fn a_group_launches_its_desired_capacity_tagged_and_registers_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = World::new(dir.path());
+    world.create(1, 4, 3, VersionSpec::Latest);
+    world.passes(2);
+    let members = world.members();
+    assert_eq!(members.len(), 3);
+    for member in &members {
+        let tag = |key: &str| member.tags.iter().find(|t| t.key == key).map(|t| t.value.clone());
+        assert_eq!(tag(GROUP_TAG).as_deref(), Some("web"));
+        assert_eq!(tag(VERSION_TAG).as_deref(), Some("2"), "$Latest");
+        assert_eq!(member.record.image_id, "ami-2");
+    }
+    let subnets: Vec<&str> = members.iter().map(|m| m.record.subnet_id.as_str()).collect();
+    assert_eq!(subnets, ["subnet-a", "subnet-b", "subnet-a"], "spread over the subnets");
+    let mut registered = world.targets.registered(TG);
+    registered.sort();
+    let mut ids = world.ids();
+    ids.sort();
+    assert_eq!(registered, ids);
+    assert_eq!(world.descriptions().len(), 3);
+    assert!(world.descriptions().iter().all(|d| d.starts_with("Launching a new EC2 instance: i-")));
+
+    world.passes(3);
+    assert_eq!(world.members().len(), 3, "a level-triggered loop launches nothing more");
+    // A service started afresh on the same record counts the same instances.
+    world.restarted().reconcile().unwrap();
+    assert_eq!(world.members().len(), 3, "nothing is launched twice");
+}
+
+#[test]
+fn stopped_and_unhealthy_instances_are_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = World::new(dir.path());
+    world.create(2, 4, 2, VersionSpec::Latest);
+    world.passes(2);
+    let ids = world.ids();
+    world.compute.set_state(&ids[0], InstanceState::Stopped);
+    world.targets.set_health(TG, &ids[1], TargetHealth::Unhealthy);
+    world.passes(1);
+    let live = world.ids();
+    assert!(!live.contains(&ids[0]), "the stopped one is terminated at once");
+    assert!(live.contains(&ids[1]), "the unhealthy one drains first");
+    assert_eq!(live.len(), 3, "both replaced; one still draining");
+    let view = world.groups.describe(&[]).unwrap().remove(0);
+    let states: Vec<(&str, &str)> = view
+        .instances
+        .iter()
+        .filter(|i| i.instance_id == ids[1])
+        .map(|i| (i.lifecycle_state, i.health_status))
+        .collect();
+    assert_eq!(states, [("Terminating", "Unhealthy")]);
+
+    world.targets.finish_draining();
+    world.passes(2);
+    let live = world.ids();
+    assert_eq!(live.len(), 2);
+    assert!(!live.contains(&ids[1]));
+    assert!(world.groups.read().unwrap().groups[0].leaving.is_empty(), "gone instances are forgotten");
+    let activities = world.groups.activities(Some("web")).unwrap();
+    let causes: Vec<&str> = activities.iter().map(|a| a.cause.as_str()).collect();
+    assert!(causes.iter().any(|c| c.contains("EC2 health check")), "{causes:?}");
+    assert!(causes.iter().any(|c| c.contains("ELB system health check")), "{causes:?}");
+}
+
+#[test]
+fn scale_in_lets_the_oldest_version_go_after_draining() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = World::new(dir.path());
+    world.create(0, 4, 1, VersionSpec::Number(1));
+    world.passes(2);
+    let old = world.ids().remove(0);
+    let newer = Some((Which::Name("web".into()), VersionSpec::Latest));
+    world
+        .groups
+        .update_group("web", newer, GroupUpdate { desired_capacity: Some(2), ..GroupUpdate::default() })
+        .unwrap();
+    world.passes(2);
+    assert_eq!(world.ids().len(), 2);
+    world.groups.set_desired_capacity("web", 1).unwrap();
+    world.passes(1);
+    assert!(world.targets.registered(TG).iter().all(|id| *id != old), "deregistered first");
+    assert!(world.ids().contains(&old), "still draining");
+    world.targets.finish_draining();
+    world.passes(1);
+    let left = world.ids();
+    assert_eq!(left.len(), 1);
+    assert_ne!(left[0], old, "version 1 went, version 2 stays");
+}
+
+#[test]
+fn a_crash_after_deciding_to_let_go_finishes_the_job_without_launching_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = World::new(dir.path());
+    world.create(0, 4, 2, VersionSpec::Latest);
+    world.passes(2);
+    let ids = world.ids();
+    // As if a daemon recorded the decision and died before acting on it.
+    let leaving = [model::Leaving {
+        instance_id: ids[0].clone(),
+        since: now(),
+        cause: "scale in".into(),
+        unhealthy: false,
+    }];
+    world
+        .groups
+        .change(|a| a.set_desired_capacity("web", 1).and_then(|()| a.start_leaving("web", &leaving)))
+        .unwrap();
+    let restarted = world.restarted();
+    restarted.reconcile().unwrap();
+    world.targets.finish_draining();
+    restarted.reconcile().unwrap();
+    restarted.reconcile().unwrap();
+    assert_eq!(world.ids(), [ids[1].clone()]);
+}
+
+#[test]
+fn terminating_an_instance_replaces_it_unless_the_capacity_shrinks() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = World::new(dir.path());
+    world.create(1, 4, 2, VersionSpec::Latest);
+    world.passes(2);
+    let ids = world.ids();
+    assert_eq!(world.groups.terminate_instance(&ids[0], false).unwrap(), "web");
+    world.passes(1);
+    world.targets.finish_draining();
+    world.passes(2);
+    assert_eq!(world.ids().len(), 2, "replaced");
+    assert!(!world.ids().contains(&ids[0]));
+    world.groups.terminate_instance(&ids[1], true).unwrap();
+    world.passes(1);
+    world.targets.finish_draining();
+    world.passes(2);
+    assert_eq!(world.ids().len(), 1);
+    assert_eq!(world.groups.read().unwrap().groups[0].desired_capacity, 1);
+    let last = world.ids().remove(0);
+    let err = world.groups.terminate_instance(&last, true).unwrap_err();
+    assert!(matches!(err, AutoScalingError::Validation(_)), "at the min: {err}");
+    let err = world.groups.terminate_instance("i-00000000000000000", false).unwrap_err();
+    assert!(err.to_string().contains("not in an Auto Scaling group"), "{err}");
+}
+
+#[test]
+fn protected_instances_survive_scale_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = World::new(dir.path());
+    world.create(0, 4, 2, VersionSpec::Latest);
+    world.passes(2);
+    let ids = world.ids();
+    world.groups.set_protection("web", &ids, true).unwrap();
+    let err = world.groups.set_protection("web", &["i-00000000000000000".into()], true).unwrap_err();
+    assert!(err.to_string().contains("not in Auto Scaling group"), "{err}");
+    world.groups.set_desired_capacity("web", 0).unwrap();
+    world.passes(2);
+    assert_eq!(world.ids().len(), 2, "both protected");
+    world.groups.set_protection("web", &ids[..1], false).unwrap();
+    world.passes(1);
+    world.targets.finish_draining();
+    world.passes(1);
+    assert_eq!(world.ids(), [ids[1].clone()]);
+}
+
+#[test]
+fn a_group_with_instances_is_deleted_only_by_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = World::new(dir.path());
+    world.create(1, 2, 2, VersionSpec::Latest);
+    world.passes(2);
+    let err = world.groups.delete_group("web", false).unwrap_err();
+    assert!(matches!(err, AutoScalingError::ResourceInUse(_)), "{err}");
+    assert_eq!(world.groups.read().unwrap().groups.len(), 1);
+    world.groups.delete_group("web", true).unwrap();
+    world.passes(1);
+    world.targets.finish_draining();
+    world.passes(2);
+    assert!(world.ids().is_empty());
+    assert!(world.groups.read().unwrap().groups.is_empty(), "the group goes once its instances have");
+    let err = world.groups.set_desired_capacity("web", 1).unwrap_err();
+    assert!(matches!(err, AutoScalingError::GroupNotFound(_)), "{err}");
+}
+
+#[test]
+fn bad_requests_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = World::new(dir.path());
+    let spec = |min, max, desired, tgs: &[&str]| GroupSpec {
+        name: "web".into(),
+        min_size: min,
+        max_size: max,
+        desired_capacity: desired,
+        target_group_arns: tgs.iter().map(|t| (*t).to_owned()).collect(),
+        ..GroupSpec::default()
+    };
+    let template = Which::Id(world.template.clone());
+    let refused = [
+        world.groups.create_group(&spec(2, 1, None, &[]), &template, VersionSpec::Latest),
+        world.groups.create_group(&spec(0, 2, Some(3), &[]), &template, VersionSpec::Latest),
+        world.groups.create_group(&spec(0, 2, None, &["arn:nope"]), &template, VersionSpec::Latest),
+        world.groups.create_group(&spec(0, 2, None, &[]), &Which::Name("nope".into()), VersionSpec::Latest),
+        world.groups.create_group(&spec(0, 2, None, &[]), &template, VersionSpec::Number(3)),
+    ];
+    for result in refused {
+        assert!(matches!(result, Err(AutoScalingError::Validation(_))), "{result:?}");
+    }
+    assert_eq!(world.groups.read().unwrap(), AutoScaling::default());
+    world.passes(1);
+    assert!(world.compute.live_instances().unwrap().is_empty());
+}
