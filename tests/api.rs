@@ -3130,3 +3130,182 @@ fn instances_launch_from_template_versions() {
     assert_eq!(daemon.ok(&["describe-launch-templates"])["LaunchTemplates"].as_array().unwrap().len(), 0);
     assert_eq!(daemon.state(instance).0, "running", "instances outlive their template");
 }
+
+/// The live (not terminated) instances of group `name`, as (id, state).
+fn group_members(daemon: &Daemon, name: &str) -> Vec<(String, String)> {
+    let filter = format!("Name=tag:aws:autoscaling:groupName,Values={name}");
+    let found = daemon.ok(&["describe-instances", "--filters", &filter]);
+    found["Instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["instance_id"].as_str().unwrap().to_owned(), i["state"].as_str().unwrap().to_owned()))
+        .filter(|(_, state)| state != "terminated")
+        .collect()
+}
+
+/// Waits until group `name` has exactly `count` instances, all running, and every live
+/// instance on the host is one of them; then checks it stays so for a few passes.
+fn wait_for_capacity(daemon: &Daemon, name: &str, count: usize) -> Vec<String> {
+    let settled = || {
+        let members = group_members(daemon, name);
+        let live =
+            daemon.ok(&["describe-instances", "--states", "pending", "running", "stopping", "stopped"]);
+        members.len() == count
+            && members.iter().all(|(_, state)| state == "running")
+            && live["Instances"].as_array().unwrap().len() == count
+    };
+    let start = Instant::now();
+    while !settled() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "group {name} never settled at {count}: {:?}\n{}",
+            group_members(daemon, name),
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(settled(), "group {name} left {count}: {:?}", group_members(daemon, name));
+    group_members(daemon, name).into_iter().map(|(id, _)| id).collect()
+}
+
+/// An Auto Scaling group of tiny guests through the real daemon: bad requests change
+/// nothing; it launches its desired capacity, replaces an instance whose VMM is killed,
+/// and `nuaged` SIGKILLed mid scale-out, mid scale-in and mid replacement ends, once
+/// restarted, with exactly the desired instances: none orphaned, none launched twice.
+#[test]
+fn an_auto_scaling_group_keeps_its_capacity_through_failures_and_crashes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::start(dir.path());
+    let image = register(&daemon, "idle", Asm::new().print("booted\n").cli_hlt());
+    let data = format!(r#"{{"ImageId":"{image}","InstanceType":"t.nano"}}"#);
+    daemon.ok(&["create-launch-template", "--launch-template-name", "web", "--launch-template-data", &data]);
+    fn create<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+        let base = ["autoscaling", "create-auto-scaling-group", "--auto-scaling-group-name", "web"];
+        [&base[..], &["--launch-template", "LaunchTemplateName=web,Version=$Latest"], extra].concat()
+    }
+    for (extra, expected) in [
+        (vec!["--min-size", "3", "--max-size", "1"], "ValidationError"),
+        (vec!["--min-size", "1", "--max-size", "3", "--desired-capacity", "5"], "ValidationError"),
+        (vec!["--min-size", "1", "--max-size", "3", "--health-check-type", "PING"], "ValidationError"),
+        (vec!["--min-size", "1", "--max-size", "3", "--target-group-arns", "arn:nope"], "ValidationError"),
+    ] {
+        let err = daemon.err(&create(&extra));
+        assert!(err.starts_with(expected), "{extra:?}: {err}");
+    }
+    let unknown = daemon.err(&[
+        "autoscaling",
+        "create-auto-scaling-group",
+        "--auto-scaling-group-name",
+        "web",
+        "--launch-template",
+        "LaunchTemplateName=nope",
+        "--min-size",
+        "1",
+        "--max-size",
+        "1",
+    ]);
+    assert!(unknown.starts_with("ValidationError") && unknown.contains("nope"), "{unknown}");
+    let none = daemon.ok(&["autoscaling", "describe-auto-scaling-groups"]);
+    assert_eq!(none["AutoScalingGroups"].as_array().unwrap().len(), 0, "refusals made nothing");
+    assert!(group_members(&daemon, "web").is_empty());
+
+    daemon.ok(&create(&["--min-size", "1", "--max-size", "4", "--desired-capacity", "2"]));
+    let err = daemon.err(&create(&["--min-size", "1", "--max-size", "4"]));
+    assert!(err.starts_with("AlreadyExists"), "{err}");
+    let members = wait_for_capacity(&daemon, "web", 2);
+    for (args, expected) in [
+        (
+            vec!["set-desired-capacity", "--auto-scaling-group-name", "web", "--desired-capacity", "5"],
+            "ValidationError",
+        ),
+        (
+            vec!["set-desired-capacity", "--auto-scaling-group-name", "nope", "--desired-capacity", "1"],
+            "ValidationError",
+        ),
+        (vec!["delete-auto-scaling-group", "--auto-scaling-group-name", "web"], "ResourceInUse"),
+    ] {
+        let err = daemon.err(&[&["autoscaling"][..], &args].concat());
+        assert!(err.starts_with(expected), "{args:?}: {err}");
+    }
+    let group =
+        daemon.ok(&["autoscaling", "describe-auto-scaling-groups", "--auto-scaling-group-names", "web"]);
+    assert_eq!(group["AutoScalingGroups"][0]["desired_capacity"], 2);
+    assert_eq!(group["AutoScalingGroups"][0]["instances"].as_array().unwrap().len(), 2);
+
+    // A VMM killed: its instance stops, and the group replaces it.
+    let pid = nuage::daemon::process::running_vmms(&dir.path().join("state"))[&members[0]];
+    // SAFETY: kill only sends a signal.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    daemon.wait_for(|| daemon.state(&members[0]).0 == "terminated", "the dead instance to be terminated");
+    let now = wait_for_capacity(&daemon, "web", 2);
+    assert!(now.contains(&members[1]) && !now.contains(&members[0]));
+    let activities =
+        daemon.ok(&["autoscaling", "describe-scaling-activities", "--auto-scaling-group-name", "web"]);
+    let activities = activities["Activities"].as_array().unwrap().clone();
+    assert!(
+        activities.iter().any(|a| a["cause"].as_str().unwrap().contains("EC2 health check")
+            && a["description"].as_str().unwrap().contains(&members[0])),
+        "{activities:?}"
+    );
+    assert!(activities.iter().all(|a| a["status_code"] == "Successful"), "{activities:?}");
+
+    // nuaged SIGKILLed at each step, then restarted without the failpoint.
+    let kill_a_vmm = |daemon: &Daemon| {
+        let id = &group_members(daemon, "web")[0].0;
+        let pid = nuage::daemon::process::running_vmms(&dir.path().join("state"))[id];
+        // SAFETY: kill only sends a signal.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    };
+    let desired = |n: &'static str| {
+        move |daemon: &Daemon| {
+            daemon.ok(&[
+                "autoscaling",
+                "set-desired-capacity",
+                "--auto-scaling-group-name",
+                "web",
+                "--desired-capacity",
+                n,
+            ]);
+        }
+    };
+    let steps: [(&str, Box<dyn Fn(&Daemon)>, usize); 5] = [
+        ("run-after-volume", Box::new(desired("3")), 3),
+        ("asg-after-launch", Box::new(desired("4")), 4),
+        ("asg-after-leave", Box::new(desired("2")), 2),
+        ("terminate-after-record", Box::new(kill_a_vmm), 2),
+        ("terminate-after-record", Box::new(desired("1")), 1),
+    ];
+    for (point, act, expected) in steps {
+        daemon.kill();
+        let crashing = Daemon::spawn_with_env(
+            dir.path(),
+            &["--vmm".as_ref(), common::vmm_bin().as_ref()],
+            &[("NUAGE_FAILPOINT", point)],
+        );
+        act(&crashing);
+        crashing.wait_for(|| crashing.log().contains("failpoint reached"), point);
+        crashing.kill();
+        daemon = Daemon::start(dir.path());
+        wait_for_capacity(&daemon, "web", expected);
+    }
+
+    daemon.ok(&[
+        "autoscaling",
+        "delete-auto-scaling-group",
+        "--auto-scaling-group-name",
+        "web",
+        "--force-delete",
+    ]);
+    daemon.wait_for(
+        || {
+            daemon.ok(&["autoscaling", "describe-auto-scaling-groups"])["AutoScalingGroups"]
+                .as_array()
+                .unwrap()
+                .is_empty()
+        },
+        "the group to go",
+    );
+    assert!(group_members(&daemon, "web").is_empty());
+}

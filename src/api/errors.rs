@@ -6,6 +6,7 @@
 
 use tonic::{Code, Status};
 
+use crate::autoscaling::AutoScalingError;
 use crate::balancer::{BalancerError, Cap};
 use crate::daemon::keypairs::KeyPairError;
 use crate::daemon::quotas::Quota;
@@ -127,6 +128,31 @@ pub fn classify_balancer(error: &BalancerError) -> (Code, &'static str) {
         ),
         BalancerError::Daemon(e) => classify(e),
         BalancerError::State(_) => (Internal, INTERNAL_ERROR),
+    }
+}
+
+/// The gRPC code and Auto Scaling error name of a group `error`.
+pub fn classify_autoscaling(error: &AutoScalingError) -> (Code, &'static str) {
+    use Code::*;
+    match error {
+        AutoScalingError::Validation(_) | AutoScalingError::Daemon(DaemonError::InvalidParameter(_)) => {
+            (InvalidArgument, "ValidationError")
+        }
+        // AWS answers an unknown group with a ValidationError too.
+        AutoScalingError::GroupNotFound(_) => (NotFound, "ValidationError"),
+        AutoScalingError::AlreadyExists(_) => (AlreadyExists, "AlreadyExists"),
+        AutoScalingError::ResourceInUse(_) => (FailedPrecondition, "ResourceInUse"),
+        AutoScalingError::ScalingActivityInProgress(_) => (FailedPrecondition, "ScalingActivityInProgress"),
+        AutoScalingError::LimitExceeded(_) => (ResourceExhausted, "LimitExceeded"),
+        AutoScalingError::Daemon(e) => classify(e),
+        AutoScalingError::State(_) => (Internal, INTERNAL_ERROR),
+    }
+}
+
+impl From<AutoScalingError> for Status {
+    fn from(error: AutoScalingError) -> Self {
+        let (code, name) = classify_autoscaling(&error);
+        Status::new(code, format!("{name}: {error}"))
     }
 }
 

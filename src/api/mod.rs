@@ -4,6 +4,7 @@
 
 pub mod addresses;
 pub mod audit;
+pub mod autoscaling;
 pub mod balancing;
 pub mod errors;
 pub mod images;

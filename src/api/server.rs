@@ -15,6 +15,7 @@ use tonic::transport::{
 use tower::layer::util::{Identity, Stack};
 
 use super::addresses::AddressesService;
+use super::autoscaling::AutoScalingService;
 use super::balancing::LoadBalancingService;
 use super::images::ImagesService;
 use super::instances::InstancesService;
@@ -22,6 +23,7 @@ use super::keypairs::KeyPairsService;
 use super::launch_templates::LaunchTemplatesService;
 use super::metrics::{Access, ApiMetrics, CallLayer};
 use super::pb::addresses_server::AddressesServer;
+use super::pb::auto_scaling_server::AutoScalingServer;
 use super::pb::images_server::ImagesServer;
 use super::pb::instances_server::InstancesServer;
 use super::pb::key_pairs_server::KeyPairsServer;
@@ -36,6 +38,7 @@ use super::resources::TagsService;
 use super::security_groups::SecurityGroupsService;
 use super::subnets::SubnetsService;
 use super::volumes::{SnapshotsService, VolumesService};
+use crate::autoscaling::AutoScalingGroups;
 use crate::balancer::Balancers;
 use crate::daemon::Daemon;
 
@@ -84,6 +87,15 @@ pub struct Listeners {
     pub tcp: Option<(TcpListener, ServerTlsConfig, Access)>,
 }
 
+/// The controllers beside the daemon whose services the API serves too.
+#[derive(Clone)]
+pub struct Controllers {
+    /// Elastic Load Balancing.
+    pub balancers: Arc<Balancers>,
+    /// Auto Scaling groups.
+    pub groups: Arc<AutoScalingGroups>,
+}
+
 /// The layers every API call goes through.
 type Layers = Stack<CallLayer, Identity>;
 
@@ -92,7 +104,7 @@ type Layers = Stack<CallLayer, Identity>;
 async fn routes(
     server: Server,
     daemon: &Arc<Daemon>,
-    balancers: &Arc<Balancers>,
+    controllers: &Controllers,
     metrics: &Arc<ApiMetrics>,
     access: Access,
 ) -> anyhow::Result<Router<Layers>> {
@@ -108,6 +120,7 @@ async fn routes(
     reporter.set_serving::<SecurityGroupsServer<SecurityGroupsService>>().await;
     reporter.set_serving::<TagsServer<TagsService>>().await;
     reporter.set_serving::<LoadBalancingServer<LoadBalancingService>>().await;
+    reporter.set_serving::<AutoScalingServer<AutoScalingService>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(super::pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -127,13 +140,14 @@ async fn routes(
         .add_service(LaunchTemplatesServer::new(LaunchTemplatesService(daemon.clone())))
         .add_service(SecurityGroupsServer::new(SecurityGroupsService(daemon.clone())))
         .add_service(TagsServer::new(TagsService(daemon.clone())))
-        .add_service(LoadBalancingServer::new(LoadBalancingService(balancers.clone()))))
+        .add_service(LoadBalancingServer::new(LoadBalancingService(controllers.balancers.clone())))
+        .add_service(AutoScalingServer::new(AutoScalingService(controllers.groups.clone()))))
 }
 
 /// Serves the API on `listeners` until `shutdown` resolves.
 pub async fn serve(
     daemon: Arc<Daemon>,
-    balancers: Arc<Balancers>,
+    controllers: Controllers,
     listeners: Listeners,
     metrics: Arc<ApiMetrics>,
     shutdown: impl std::future::Future<Output = ()>,
@@ -142,13 +156,13 @@ pub async fn serve(
     let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|&stop| stop).await;
     };
-    let unix = routes(Server::builder(), &daemon, &balancers, &metrics, Access::Full)
+    let unix = routes(Server::builder(), &daemon, &controllers, &metrics, Access::Full)
         .await?
         .serve_with_incoming_shutdown(
             UnixListenerStream::new(listeners.unix),
             until_stopped(stopped.clone()),
         );
-    let read_only = routes(Server::builder(), &daemon, &balancers, &metrics, Access::ReadOnly)
+    let read_only = routes(Server::builder(), &daemon, &controllers, &metrics, Access::ReadOnly)
         .await?
         .serve_with_incoming_shutdown(
             UnixListenerStream::new(listeners.read_only),
@@ -157,7 +171,7 @@ pub async fn serve(
     let tcp = async {
         let Some((listener, tls, access)) = listeners.tcp else { return Ok(()) };
         let server = Server::builder().tls_config(tls).context("the TLS settings")?;
-        routes(server, &daemon, &balancers, &metrics, access)
+        routes(server, &daemon, &controllers, &metrics, access)
             .await?
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), until_stopped(stopped.clone()))
             .await

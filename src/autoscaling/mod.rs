@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use crate::daemon::compute::{Compute, Reconciler};
 use crate::daemon::describe::Tagged;
 use crate::daemon::templates::{VersionSpec, Which};
-use crate::daemon::DaemonError;
+use crate::daemon::{failpoint, DaemonError};
 use crate::lb::config::TargetHealth;
 use crate::state::db::StateError;
 use crate::state::document::{self, DocumentStore};
@@ -367,6 +367,7 @@ impl AutoScalingGroups {
         // What leaves is recorded before anything is done to it.
         if !plan.leave.is_empty() {
             self.change(|a| a.start_leaving(&group.name, &plan.leave))?;
+            failpoint("asg-after-leave");
         }
         let mut activities = Vec::new();
         if !plan.deregister.is_empty() {
@@ -442,6 +443,7 @@ impl AutoScalingGroups {
             });
             match result {
                 Ok(records) => {
+                    failpoint("asg-after-launch");
                     for record in records {
                         let what = format!("Launching a new EC2 instance: {}", record.id);
                         activities.push(activity(group, &what, &cause, now, None));

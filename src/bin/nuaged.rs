@@ -8,7 +8,8 @@ use anyhow::Context;
 use clap::Parser;
 use nuage::api::audit::parse_fingerprint;
 use nuage::api::metrics::{self, Access, ApiMetrics};
-use nuage::api::server::Listeners;
+use nuage::api::server::{Controllers, Listeners};
+use nuage::autoscaling::AutoScalingGroups;
 use nuage::balancer::Balancers;
 use nuage::daemon::config::DaemonConfig;
 use nuage::daemon::config::TcpConfig;
@@ -145,6 +146,13 @@ async fn main() -> anyhow::Result<()> {
     let daemon = Arc::new(daemon);
     let balancers = Arc::new(Balancers::new(daemon.documents.clone(), daemon.clone(), &daemon.config));
     balancers.start().context("starting the load balancers' controller")?;
+    let groups = Arc::new(AutoScalingGroups::new(
+        daemon.documents.clone(),
+        daemon.clone(),
+        balancers.clone(),
+        &daemon.config.region,
+    ));
+    groups.start().context("starting the Auto Scaling groups' controller")?;
     let key = TokenKey::load_or_create(&daemon.state_dir().join("metadata.key"))
         .context("the metadata service's token key")?;
     tokio::spawn(nuage::metadata::server::run(Arc::new(MetadataSource(daemon.clone())), Arc::new(key)));
@@ -175,7 +183,8 @@ async fn main() -> anyhow::Result<()> {
         }
         info!("stopping; instances keep running and are adopted at the next start");
     };
-    nuage::api::server::serve(daemon, balancers, Listeners { unix, read_only, tcp }, api_metrics, shutdown)
+    let controllers = Controllers { balancers, groups };
+    nuage::api::server::serve(daemon, controllers, Listeners { unix, read_only, tcp }, api_metrics, shutdown)
         .await
 }
 

@@ -1,6 +1,7 @@
 //! `nuage`: the command-line client. Subcommands mirror the API with the names `aws ec2`
 //! users know; output is a table for people or JSON (`--output json`) for scripts.
 
+mod autoscaling;
 mod doctor;
 mod elbv2;
 mod launch_templates;
@@ -78,6 +79,11 @@ enum OutputFormat {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Auto Scaling groups and their activities (`aws autoscaling`).
+    Autoscaling {
+        #[command(subcommand)]
+        command: autoscaling::AutoScaling,
+    },
     /// Load balancers, target groups, targets and listeners (`aws elbv2`).
     Elbv2 {
         #[command(subcommand)]
@@ -740,6 +746,7 @@ impl Cli {
         };
         let command = match self.command {
             Command::Elbv2 { command } => return elbv2::run(command, channel, format).await,
+            Command::Autoscaling { command } => return autoscaling::run(command, channel, format).await,
             Command::LaunchTemplates(command) => {
                 return launch_templates::run(command, channel, format).await
             }
@@ -1014,6 +1021,7 @@ impl Cli {
             Command::Doctor { .. }
             | Command::Completions { .. }
             | Command::Elbv2 { .. }
+            | Command::Autoscaling { .. }
             | Command::LaunchTemplates(_) => {
                 unreachable!("handled before")
             }
