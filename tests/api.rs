@@ -3270,7 +3270,9 @@ fn an_auto_scaling_group_keeps_its_capacity_through_failures_and_crashes() {
             ]);
         }
     };
-    let steps: [(&str, Box<dyn Fn(&Daemon)>, usize); 5] = [
+    /// A failpoint, what makes the daemon reach it, and the capacity it must end with.
+    type Step<'a> = (&'a str, Box<dyn Fn(&Daemon) + 'a>, usize);
+    let steps: [Step; 5] = [
         ("run-after-volume", Box::new(desired("3")), 3),
         ("asg-after-launch", Box::new(desired("4")), 4),
         ("asg-after-leave", Box::new(desired("2")), 2),
