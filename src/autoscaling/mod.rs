@@ -14,6 +14,7 @@
 
 pub mod model;
 pub mod plan;
+pub mod policy;
 pub mod targets;
 
 use std::collections::HashMap;
@@ -30,7 +31,9 @@ use crate::state::document::{self, DocumentStore};
 use crate::state::id::now;
 use crate::state::instance::{InstanceRecord, InstanceState};
 use crate::state::tag::Tag;
-use model::{Activity, ActivityStatus, AutoScaling, Group, GroupSpec, GroupUpdate, TemplateRef};
+use model::{
+    Activity, ActivityStatus, AutoScaling, Group, GroupSpec, GroupUpdate, Metric, ScalingPolicy, TemplateRef,
+};
 use plan::{Member, Plan};
 pub use targets::TargetGroups;
 
@@ -117,6 +120,8 @@ pub struct AutoScalingGroups {
     region: String,
     reconciler: Reconciler,
     backoff: Mutex<HashMap<String, Backoff>>,
+    /// Each group's metrics.
+    samplers: Mutex<HashMap<String, policy::Sampler>>,
     /// One pass at a time (the loop's, or a test's).
     passing: Mutex<()>,
 }
@@ -136,6 +141,7 @@ impl AutoScalingGroups {
             region: region.to_owned(),
             reconciler: Reconciler::default(),
             backoff: Mutex::new(HashMap::new()),
+            samplers: Mutex::new(HashMap::new()),
             passing: Mutex::new(()),
         }
     }
@@ -313,9 +319,14 @@ impl AutoScalingGroups {
 
     /// One pass over every group.
     pub fn reconcile(&self) -> Result<(), AutoScalingError> {
+        self.reconcile_at(Instant::now())
+    }
+
+    /// One pass, its metrics sampled as at `at` (tests move time on).
+    fn reconcile_at(&self, at: Instant) -> Result<(), AutoScalingError> {
         let _passing = self.passing.lock().unwrap_or_else(PoisonError::into_inner);
         for group in self.read()?.groups {
-            if let Err(e) = self.reconcile_group(&group) {
+            if let Err(e) = self.reconcile_group(&group, at) {
                 tracing::warn!("auto scaling group {}: {e}", group.name);
             }
         }
@@ -341,12 +352,15 @@ impl AutoScalingGroups {
             .into_iter()
             .map(|Tagged { record, tags }| {
                 let health = seen.remove(&record.id).unwrap_or_default();
+                let cpu_seconds = self.compute.cpu_seconds(&record);
                 let registered = health.iter().filter(|h| **h != TargetHealth::Draining).count();
                 Member {
                     version: tags.iter().find(|t| t.key == VERSION_TAG).and_then(|t| t.value.parse().ok()),
                     state: record.state,
                     launch_time: u64::try_from(record.launch_time).unwrap_or(0),
                     subnet: record.subnet_id,
+                    vcpus: record.vcpus,
+                    cpu_seconds,
                     registered_in_all: registered >= groups,
                     registered_in_any: registered > 0,
                     draining: health.contains(&TargetHealth::Draining),
@@ -357,9 +371,13 @@ impl AutoScalingGroups {
             .collect())
     }
 
-    fn reconcile_group(&self, group: &Group) -> Result<(), AutoScalingError> {
+    fn reconcile_group(&self, group: &Group, at: Instant) -> Result<(), AutoScalingError> {
         let now = now();
         let members = self.observe(group)?;
+        if self.scale(group, &members, now, at)? {
+            // The change wakes the loop: the next pass plans with the new capacity.
+            return Ok(());
+        }
         let plan = plan::plan(group, &members, now);
         if plan == Plan::default() {
             return Ok(());
@@ -411,6 +429,127 @@ impl AutoScalingGroups {
             })?;
         }
         Ok(())
+    }
+
+    /// Samples the group's metrics and, when its policies agree on a new capacity, sets
+    /// it; returns whether it did.
+    fn scale(
+        &self,
+        group: &Group,
+        members: &[Member],
+        now: u64,
+        at: Instant,
+    ) -> Result<bool, AutoScalingError> {
+        if group.policies.is_empty() || group.deleting {
+            return Ok(false);
+        }
+        let mut samplers = self.samplers.lock().unwrap_or_else(PoisonError::into_inner);
+        let sampler = samplers.entry(group.name.clone()).or_default();
+        let in_service: Vec<&Member> = members
+            .iter()
+            .filter(|m| !group.is_leaving(&m.id) && m.state == InstanceState::Running)
+            .collect();
+        for member in &in_service {
+            if let Some(seconds) = member.cpu_seconds {
+                sampler.add_cpu(&member.id, at, seconds);
+            }
+        }
+        sampler.retain_instances(&members.iter().map(|m| m.id.as_str()).collect::<Vec<_>>());
+        let mut read = Vec::new();
+        for policy in &group.policies {
+            if let Metric::RequestCountPerTarget(arn) = &policy.metric {
+                if !read.contains(arn) {
+                    match self.targets.request_counts(arn) {
+                        Ok(counts) => sampler.add_requests(arn, at, &counts),
+                        Err(e) => tracing::warn!("auto scaling group {}: requests of {arn}: {e}", group.name),
+                    }
+                    read.push(arn.clone());
+                }
+            }
+        }
+        let current = group.desired_capacity;
+        let mut proposals = Vec::new();
+        let mut readings = Vec::new();
+        for policy in &group.policies {
+            let warmup = policy
+                .estimated_instance_warmup
+                .or(group.default_instance_warmup)
+                .unwrap_or(policy::DEFAULT_WARMUP);
+            let reading = match &policy.metric {
+                Metric::AverageCpuUtilization => {
+                    let warm: Vec<f64> = in_service
+                        .iter()
+                        .filter(|m| m.launch_time.saturating_add(u64::from(warmup)) <= now)
+                        .filter_map(|m| sampler.cpu_percent(&m.id, m.vcpus))
+                        .collect();
+                    let counted = u32::try_from(warm.len()).unwrap_or(u32::MAX);
+                    (counted > 0).then(|| (counted, warm.iter().sum::<f64>() / f64::from(counted)))
+                }
+                Metric::RequestCountPerTarget(arn) => sampler.requests_per_minute(arn).map(|per_minute| {
+                    let targets = u32::try_from(in_service.len().max(1)).unwrap_or(u32::MAX);
+                    (targets, per_minute / f64::from(targets))
+                }),
+            };
+            // No reading yet: the policy holds the capacity as it is.
+            let Some((counted, value)) = reading else {
+                proposals.push(policy::Proposal {
+                    policy: policy.name.clone(),
+                    capacity: current,
+                    may_scale_in: false,
+                });
+                continue;
+            };
+            let capacity = policy::capacity_for(counted, value, policy.target_value);
+            let cooldown = Duration::from_secs(u64::from(policy.scale_in_cooldown));
+            let cooled = sampler.below_for(&policy.name, capacity < current, at, cooldown);
+            proposals.push(policy::Proposal {
+                policy: policy.name.clone(),
+                capacity,
+                may_scale_in: cooled && !policy.disable_scale_in,
+            });
+            readings.push(format!(
+                "policy {} found {} at {value:.1} (target {}) and asked for {capacity}",
+                policy.name,
+                policy.metric.name(),
+                policy.target_value
+            ));
+        }
+        let Some(next) = policy::combine(current, &proposals, group.min_size, group.max_size) else {
+            return Ok(false);
+        };
+        sampler.restart_cooldowns();
+        drop(samplers);
+        let cause = format!(
+            "A target tracking policy changed the desired capacity from {current} to {next}: {}.",
+            readings.join("; ")
+        );
+        let what = format!("Setting the desired capacity to {next}");
+        let change = activity(group, &what, &cause, now, None);
+        self.change(|a| {
+            a.set_desired_capacity(&group.name, next)?;
+            a.record(change.clone());
+            Ok(())
+        })?;
+        tracing::info!("auto scaling group {}: {cause}", group.name);
+        Ok(true)
+    }
+
+    /// `put-scaling-policy` (target tracking).
+    pub fn put_policy(&self, group: &str, policy: ScalingPolicy) -> Result<ScalingPolicy, AutoScalingError> {
+        let arn = format!(
+            "{}{}:000000000000:scalingPolicy:{}:autoScalingGroupName/{group}:policyName/{}",
+            model::ARN_PREFIX,
+            self.region,
+            uuid(),
+            policy.name
+        );
+        let policy = ScalingPolicy { arn, ..policy };
+        self.change(|a| a.put_policy(group, policy.clone()))
+    }
+
+    /// `delete-policy`.
+    pub fn delete_policy(&self, group: &str, policy: &str) -> Result<(), AutoScalingError> {
+        self.change(|a| a.delete_policy(group, policy))
     }
 
     /// Launches what `plan` asks for, one instance at a time (each tagged from the start,

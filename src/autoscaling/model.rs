@@ -21,6 +21,8 @@ pub const MAX_TARGET_GROUPS: usize = 10;
 pub const MAX_SUBNETS: usize = 16;
 /// Activities kept per group (the oldest go first).
 pub const MAX_ACTIVITIES: usize = 100;
+/// Scaling policies per group.
+pub const MAX_POLICIES: usize = 10;
 /// The longest health check grace period, in seconds (AWS allows up to 7200).
 pub const MAX_GRACE_SECONDS: u32 = 7200;
 
@@ -84,7 +86,7 @@ pub struct Leaving {
 }
 
 /// One Auto Scaling group.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Group {
     /// Unique on the host.
     pub name: String,
@@ -118,6 +120,49 @@ pub struct Group {
     pub leaving: Vec<Leaving>,
     /// Deleted with --force-delete: everything goes, then the group.
     pub deleting: bool,
+    /// Its scaling policies.
+    #[serde(default)]
+    pub policies: Vec<ScalingPolicy>,
+}
+
+/// What a target tracking policy keeps at its target.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Metric {
+    /// The average CPU use of the group's instances, in percent of their vCPUs.
+    AverageCpuUtilization,
+    /// Requests per minute per target of this target group (one of the group's).
+    RequestCountPerTarget(String),
+}
+
+impl Metric {
+    /// AWS's name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::AverageCpuUtilization => "ASGAverageCPUUtilization",
+            Self::RequestCountPerTarget(_) => "ALBRequestCountPerTarget",
+        }
+    }
+}
+
+/// A target tracking scaling policy: the group grows at once when the metric is above
+/// its target, and shrinks only after it has been below for the cooldown.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScalingPolicy {
+    /// Unique in its group.
+    pub name: String,
+    /// Its ARN.
+    pub arn: String,
+    /// The metric.
+    pub metric: Metric,
+    /// The value the metric is kept at.
+    pub target_value: f64,
+    /// This policy never shrinks the group.
+    pub disable_scale_in: bool,
+    /// Seconds a new instance takes before its metrics count (none: the group's default
+    /// warmup, else 300).
+    pub estimated_instance_warmup: Option<u32>,
+    /// Seconds the metric must stay below the target before the group shrinks.
+    pub scale_in_cooldown: u32,
 }
 
 impl Group {
@@ -246,7 +291,7 @@ pub struct GroupUpdate {
 }
 
 /// Every group and what they did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AutoScaling {
     /// The groups, in the order made.
     pub groups: Vec<Group>,
@@ -316,6 +361,7 @@ impl AutoScaling {
             protected: BTreeSet::new(),
             leaving: Vec::new(),
             deleting: false,
+            policies: Vec::new(),
         };
         group.check()?;
         self.groups.push(group.clone());
@@ -471,6 +517,61 @@ impl AutoScaling {
             self.groups.retain(|g| g.name != name);
             self.activities.retain(|a| a.group != name);
         }
+        Ok(())
+    }
+
+    /// `put-scaling-policy`: adds `policy` to group `name`, or replaces its namesake.
+    pub fn put_policy(
+        &mut self,
+        name: &str,
+        policy: ScalingPolicy,
+    ) -> Result<ScalingPolicy, AutoScalingError> {
+        let group = self.group_mut(name)?;
+        check_alive(group)?;
+        let mut policy = policy;
+        if let Metric::RequestCountPerTarget(label) = &policy.metric {
+            // A target group's ARN, or ELB's resource label ending in targetgroup/NAME/ID.
+            let wanted = label.find("targetgroup/").map_or(label.as_str(), |at| &label[at..]);
+            let arn = group
+                .target_group_arns
+                .iter()
+                .find(|arn| *arn == label || arn.ends_with(&format!(":{wanted}")))
+                .ok_or_else(|| {
+                    AutoScalingError::Validation(format!(
+                        "{label} is not one of group {name}'s target groups"
+                    ))
+                })?;
+            policy.metric = Metric::RequestCountPerTarget(arn.clone());
+        }
+        if !(policy.target_value.is_finite() && policy.target_value > 0.0) {
+            return Err(AutoScalingError::Validation(format!(
+                "the target value {} must be a number above 0",
+                policy.target_value
+            )));
+        }
+        let count = group.policies.len();
+        match group.policies.iter_mut().find(|p| p.name == policy.name) {
+            Some(existing) => {
+                policy.arn.clone_from(&existing.arn);
+                *existing = policy.clone();
+            }
+            None if count >= MAX_POLICIES => {
+                return Err(AutoScalingError::LimitExceeded(format!(
+                    "at most {MAX_POLICIES} policies per group"
+                )))
+            }
+            None => group.policies.push(policy.clone()),
+        }
+        Ok(policy)
+    }
+
+    /// `delete-policy`.
+    pub fn delete_policy(&mut self, name: &str, policy: &str) -> Result<(), AutoScalingError> {
+        let group = self.group_mut(name)?;
+        if !group.policies.iter().any(|p| p.name == policy) {
+            return Err(AutoScalingError::Validation(format!("group {name} has no policy {policy}")));
+        }
+        group.policies.retain(|p| p.name != policy);
         Ok(())
     }
 

@@ -10,7 +10,7 @@ use crate::state::instance::InstanceState;
 pub const MAX_LAUNCHES_PER_PASS: usize = 10;
 
 /// A group's instance as the reconcile loop sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Member {
     /// The instance.
     pub id: String,
@@ -22,6 +22,10 @@ pub struct Member {
     pub version: Option<u32>,
     /// Its subnet.
     pub subnet: String,
+    /// Its vCPUs.
+    pub vcpus: u32,
+    /// The CPU seconds its VMM has used (none: unknown).
+    pub cpu_seconds: Option<f64>,
     /// Registered (not draining) in each of the group's target groups.
     pub registered_in_all: bool,
     /// Registered (not draining) in at least one.
@@ -33,7 +37,7 @@ pub struct Member {
 }
 
 /// What to do for one group.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Plan {
     /// Members to start letting go of, recorded before anything is done to them.
     pub leave: Vec<Leaving>,
@@ -212,6 +216,7 @@ mod tests {
             protected: BTreeSet::new(),
             leaving: Vec::new(),
             deleting: false,
+            policies: Vec::new(),
         }
     }
 
@@ -222,6 +227,8 @@ mod tests {
             launch_time: launched,
             version: Some(version),
             subnet: subnet.into(),
+            vcpus: 1,
+            cpu_seconds: None,
             registered_in_all: true,
             registered_in_any: true,
             draining: false,

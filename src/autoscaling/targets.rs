@@ -12,6 +12,9 @@ pub trait TargetGroups: Send + Sync {
     fn check(&self, arns: &[String]) -> Result<(), AutoScalingError>;
     /// Each target of group `arn`, as (instance id, health).
     fn targets(&self, arn: &str) -> Result<Vec<(String, TargetHealth)>, AutoScalingError>;
+    /// The requests each target of group `arn` was sent, by instance, counting up since
+    /// its balancer started (none: no balancer serves the group).
+    fn request_counts(&self, arn: &str) -> Result<Vec<(String, u64)>, AutoScalingError>;
     /// Registers instances `ids` on the group's port.
     fn register(&self, arn: &str, ids: &[String]) -> Result<(), AutoScalingError>;
     /// Deregisters them: each drains for the group's deregistration delay.
@@ -44,6 +47,17 @@ impl TargetGroups for Balancers {
         Ok(health.into_iter().map(|h| (h.instance_id, h.state)).collect())
     }
 
+    fn request_counts(&self, arn: &str) -> Result<Vec<(String, u64)>, AutoScalingError> {
+        Ok(self
+            .statuses()
+            .into_iter()
+            .flat_map(|(_, status)| status.target_groups)
+            .filter(|group| group.id == arn)
+            .flat_map(|group| group.targets)
+            .map(|target| (target.id, target.counters.requests))
+            .collect())
+    }
+
     fn register(&self, arn: &str, ids: &[String]) -> Result<(), AutoScalingError> {
         self.register_targets(arn, &on_group_port(ids)).map_err(refused)
     }
@@ -67,6 +81,7 @@ pub(crate) mod fake {
     #[derive(Default)]
     pub(crate) struct FakeTargetGroups {
         groups: Mutex<BTreeMap<String, Vec<(String, TargetHealth)>>>,
+        requests: Mutex<BTreeMap<String, Vec<(String, u64)>>>,
     }
 
     impl FakeTargetGroups {
@@ -84,6 +99,15 @@ pub(crate) mod fake {
             if let Some(target) = self.groups().get_mut(arn).and_then(|g| g.iter_mut().find(|t| t.0 == id)) {
                 target.1 = health;
             }
+        }
+
+        /// Sets the request counters group `arn` reports.
+        pub(crate) fn set_requests(&self, arn: &str, counts: &[(&str, u64)]) {
+            let counts = counts.iter().map(|(id, n)| ((*id).to_owned(), *n)).collect();
+            self.requests
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(arn.into(), counts);
         }
 
         /// Ends every draining target's draining.
@@ -111,6 +135,11 @@ pub(crate) mod fake {
 
         fn targets(&self, arn: &str) -> Result<Vec<(String, TargetHealth)>, AutoScalingError> {
             Ok(self.groups().get(arn).cloned().unwrap_or_default())
+        }
+
+        fn request_counts(&self, arn: &str) -> Result<Vec<(String, u64)>, AutoScalingError> {
+            let requests = self.requests.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            Ok(requests.get(arn).cloned().unwrap_or_default())
         }
 
         fn register(&self, arn: &str, ids: &[String]) -> Result<(), AutoScalingError> {

@@ -1,8 +1,9 @@
 //! The controller over a real database, with fakes of the instances and the target groups.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
-use super::model::HealthCheckType;
+use super::model::{HealthCheckType, Metric, ScalingPolicy};
 use super::targets::fake::FakeTargetGroups;
 use super::*;
 use crate::daemon::compute::fake::FakeCompute;
@@ -278,4 +279,88 @@ fn bad_requests_change_nothing() {
     assert_eq!(world.groups.read().unwrap(), AutoScaling::default());
     world.passes(1);
     assert!(world.compute.live_instances().unwrap().is_empty());
+}
+
+fn requests_policy(name: &str, target: f64, cooldown: u32) -> ScalingPolicy {
+    ScalingPolicy {
+        name: name.into(),
+        arn: String::new(),
+        metric: Metric::RequestCountPerTarget(TG.into()),
+        target_value: target,
+        disable_scale_in: false,
+        estimated_instance_warmup: Some(0),
+        scale_in_cooldown: cooldown,
+    }
+}
+
+#[test]
+fn target_tracking_scales_out_at_once_and_in_after_the_cooldown_when_all_policies_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = World::new(dir.path());
+    world.create(1, 4, 1, VersionSpec::Latest);
+    world.passes(2);
+    let first = world.ids().remove(0);
+    world.groups.put_policy("web", requests_policy("requests", 60.0, 30)).unwrap();
+    let cpu = ScalingPolicy { metric: Metric::AverageCpuUtilization, ..requests_policy("cpu", 50.0, 30) };
+    world.groups.put_policy("web", cpu).unwrap();
+    let desired = || world.groups.read().unwrap().groups[0].desired_capacity;
+    let start = Instant::now();
+    let at = |s: u64| start + Duration::from_secs(s);
+    world.targets.set_requests(TG, &[(&first, 0)]);
+    world.groups.reconcile_at(at(0)).unwrap();
+    world.targets.set_requests(TG, &[(&first, 100)]);
+    world.groups.reconcile_at(at(5)).unwrap();
+    assert_eq!(desired(), 1, "5 s of samples are too few to act on");
+    world.groups.reconcile_at(at(10)).unwrap();
+    assert_eq!(desired(), 4, "600 requests a minute at 60 per target: as many as the max allows");
+    let last = world.groups.activities(Some("web")).unwrap().remove(0);
+    assert_eq!(last.description, "Setting the desired capacity to 4");
+    assert!(
+        last.cause.contains("ALBRequestCountPerTarget at 600.0 (target 60) and asked for 10"),
+        "{}",
+        last.cause
+    );
+    for s in 11..14 {
+        world.groups.reconcile_at(at(s)).unwrap();
+    }
+    assert_eq!(world.ids().len(), 4);
+
+    // The load stops: the requests policy asks for less once the old requests leave the
+    // window, but the CPU policy (no reading: no CPU figures) holds.
+    for s in 14..120 {
+        world.groups.reconcile_at(at(s)).unwrap();
+    }
+    assert_eq!(desired(), 4, "one policy holds");
+    world.groups.delete_policy("web", "cpu").unwrap();
+    world.groups.reconcile_at(at(120)).unwrap();
+    assert_eq!(desired(), 1, "below its target for longer than the cooldown: down to the min");
+
+    let err = world.groups.put_policy("web", requests_policy("bad", 0.0, 30)).unwrap_err();
+    assert!(matches!(err, AutoScalingError::Validation(_)), "{err}");
+    let elsewhere = ScalingPolicy {
+        metric: Metric::RequestCountPerTarget("arn:other".into()),
+        ..requests_policy("x", 1.0, 0)
+    };
+    assert!(world.groups.put_policy("web", elsewhere).is_err(), "not one of the group's target groups");
+    assert_eq!(world.groups.read().unwrap().groups[0].policies.len(), 1);
+}
+
+#[test]
+fn cpu_tracking_counts_only_warm_instances() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = World::new(dir.path());
+    world.create(1, 6, 2, VersionSpec::Latest);
+    world.passes(2);
+    let ids = world.ids();
+    let cpu = ScalingPolicy { metric: Metric::AverageCpuUtilization, ..requests_policy("cpu", 50.0, 30) };
+    world.groups.put_policy("web", cpu).unwrap();
+    let start = Instant::now();
+    for (s, seconds) in [(0, 0.0), (10, 9.0)] {
+        for id in &ids {
+            world.compute.set_cpu_seconds(id, seconds);
+        }
+        world.groups.reconcile_at(start + Duration::from_secs(s)).unwrap();
+    }
+    // 90 % on each of 2 warm instances at a 50 % target: 4.
+    assert_eq!(world.groups.read().unwrap().groups[0].desired_capacity, 4);
 }

@@ -44,6 +44,8 @@ pub trait Compute: Send + Sync {
     /// The instances not terminated that carry tag `key` with exactly `value`, with all
     /// their tags.
     fn instances_tagged(&self, key: &str, value: &str) -> Result<Vec<Tagged<InstanceRecord>>, DaemonError>;
+    /// The CPU seconds instance `record`'s VMM has used (none: not running, or unknown).
+    fn cpu_seconds(&self, record: &InstanceRecord) -> Option<f64>;
     /// Instance state changes from now on (a controller still rereads the state: events
     /// only say when to look).
     fn instance_events(&self) -> broadcast::Receiver<StateEvent>;
@@ -89,6 +91,10 @@ impl Compute for Daemon {
             .map(|record| Tagged { tags: index.remove(&record.id).unwrap_or_default(), record })
             .filter(|item| item.tags.iter().any(|tag| tag.key == key && tag.value == value))
             .collect())
+    }
+
+    fn cpu_seconds(&self, record: &InstanceRecord) -> Option<f64> {
+        self.instances.usage(record).map(|usage| usage.cpu_seconds)
     }
 
     fn instance_events(&self) -> broadcast::Receiver<StateEvent> {
@@ -185,6 +191,8 @@ pub(crate) mod fake {
     #[derive(Default)]
     pub(crate) struct FakeCompute {
         instances: Mutex<Vec<Tagged<InstanceRecord>>>,
+        /// CPU seconds by instance, as the test sets them.
+        cpu: Mutex<std::collections::HashMap<String, f64>>,
         /// Templates as (id, name, the image of each version from 1).
         templates: Mutex<Vec<(String, String, Vec<String>)>>,
         addresses: Mutex<Vec<ElasticIp>>,
@@ -224,6 +232,11 @@ pub(crate) mod fake {
                 holder: None,
             });
             id
+        }
+
+        /// Sets the CPU seconds instance `id` has used.
+        pub(crate) fn set_cpu_seconds(&self, id: &str, seconds: f64) {
+            self.cpu.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id.into(), seconds);
         }
 
         /// Moves instance `id` to `state`, as the daemon would, and says so.
@@ -331,6 +344,10 @@ pub(crate) mod fake {
                 .filter(|i| i.record.state != InstanceState::Terminated && wanted(&i.tags))
                 .map(|i| Tagged { record: i.record.clone(), tags: i.tags.clone() })
                 .collect())
+        }
+
+        fn cpu_seconds(&self, record: &InstanceRecord) -> Option<f64> {
+            self.cpu.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&record.id).copied()
         }
 
         fn instance_events(&self) -> broadcast::Receiver<StateEvent> {
