@@ -3234,6 +3234,35 @@ fn an_auto_scaling_group_keeps_its_capacity_through_failures_and_crashes() {
     assert_eq!(group["AutoScalingGroups"][0]["desired_capacity"], 2);
     assert_eq!(group["AutoScalingGroups"][0]["instances"].as_array().unwrap().len(), 2);
 
+    let policy = |metric: &str, label: &str| {
+        let config = format!(
+            r#"{{"PredefinedMetricSpecification":{{"PredefinedMetricType":"{metric}","ResourceLabel":"{label}"}},"TargetValue":50}}"#
+        );
+        let base =
+            ["autoscaling", "put-scaling-policy", "--auto-scaling-group-name", "web", "--policy-name", "p"];
+        [&base[..], &["--target-tracking-configuration", &config]]
+            .concat()
+            .iter()
+            .map(|a| (*a).to_owned())
+            .collect::<Vec<String>>()
+    };
+    for (metric, label) in [("ALBRequestCountPerTarget", "app/x/1/targetgroup/tg/2"), ("Memory", "")] {
+        let args = policy(metric, label);
+        let err = daemon.err(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(err.starts_with("ValidationError"), "{metric}: {err}");
+    }
+    let args = policy("ASGAverageCPUUtilization", "");
+    let arn = daemon.ok(&args.iter().map(String::as_str).collect::<Vec<_>>())["PolicyARN"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(arn.contains(":scalingPolicy:") && arn.ends_with("policyName/p"), "{arn}");
+    let policies = daemon.ok(&["autoscaling", "describe-policies", "--auto-scaling-group-name", "web"]);
+    assert_eq!(policies["ScalingPolicies"][0]["cooldown"], 300, "{policies}");
+    daemon.ok(&["autoscaling", "delete-policy", "--auto-scaling-group-name", "web", "--policy-name", "p"]);
+    let policies = daemon.ok(&["autoscaling", "describe-policies"]);
+    assert!(policies["ScalingPolicies"].as_array().unwrap().is_empty());
+
     // A VMM killed: its instance stops, and the group replaces it.
     let pid = nuage::daemon::process::running_vmms(&dir.path().join("state"))[&members[0]];
     // SAFETY: kill only sends a signal.

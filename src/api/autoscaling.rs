@@ -8,15 +8,20 @@ use tonic::{Request, Response, Status};
 use super::pb::auto_scaling_server::AutoScaling;
 use super::pb::{
     self, CreateAutoScalingGroupRequest, DeleteAutoScalingGroupRequest, DeleteAutoScalingGroupResponse,
-    DescribeAutoScalingGroupsRequest, DescribeAutoScalingGroupsResponse, DescribeScalingActivitiesRequest,
-    DescribeScalingActivitiesResponse, LaunchTemplateSpecification, SetDesiredCapacityRequest,
-    SetDesiredCapacityResponse, SetInstanceProtectionRequest, SetInstanceProtectionResponse,
-    TerminateInstanceInAutoScalingGroupRequest, TerminateInstanceInAutoScalingGroupResponse,
-    UpdateAutoScalingGroupRequest,
+    DeletePolicyRequest, DeletePolicyResponse, DescribeAutoScalingGroupsRequest,
+    DescribeAutoScalingGroupsResponse, DescribePoliciesRequest, DescribePoliciesResponse,
+    DescribeScalingActivitiesRequest, DescribeScalingActivitiesResponse, LaunchTemplateSpecification,
+    PutScalingPolicyRequest, PutScalingPolicyResponse, SetDesiredCapacityRequest, SetDesiredCapacityResponse,
+    SetInstanceProtectionRequest, SetInstanceProtectionResponse, TerminateInstanceInAutoScalingGroupRequest,
+    TerminateInstanceInAutoScalingGroupResponse, UpdateAutoScalingGroupRequest,
 };
-use crate::autoscaling::model::{Activity, GroupSpec, GroupUpdate, HealthCheckType};
+use crate::autoscaling::model::{Activity, GroupSpec, GroupUpdate, HealthCheckType, Metric, ScalingPolicy};
 use crate::autoscaling::{AutoScalingError, AutoScalingGroups, GroupView};
 use crate::daemon::templates::{VersionSpec, Which};
+
+/// Seconds a policy's metric stays below its target before the group shrinks, unless
+/// `--cooldown` says otherwise (AWS's default cooldown).
+const DEFAULT_SCALE_IN_COOLDOWN: u32 = 300;
 
 /// Serves the Auto Scaling groups.
 pub struct AutoScalingService(pub Arc<AutoScalingGroups>);
@@ -93,6 +98,27 @@ fn activity(a: Activity) -> pb::Activity {
         start_time: seconds(a.start),
         end_time: seconds(a.end),
         progress: 100,
+    }
+}
+
+fn policy(group: &str, p: ScalingPolicy) -> pb::ScalingPolicy {
+    let (predefined_metric_type, resource_label) = match p.metric {
+        Metric::AverageCpuUtilization => ("ASGAverageCPUUtilization".to_owned(), String::new()),
+        Metric::RequestCountPerTarget(arn) => ("ALBRequestCountPerTarget".to_owned(), arn),
+    };
+    pb::ScalingPolicy {
+        auto_scaling_group_name: group.to_owned(),
+        policy_name: p.name,
+        policy_arn: p.arn,
+        policy_type: "TargetTrackingScaling".into(),
+        target_tracking_configuration: Some(pb::TargetTrackingConfiguration {
+            predefined_metric_type,
+            resource_label,
+            target_value: p.target_value,
+            disable_scale_in: p.disable_scale_in,
+        }),
+        estimated_instance_warmup: p.estimated_instance_warmup,
+        cooldown: p.scale_in_cooldown,
     }
 }
 
@@ -219,6 +245,83 @@ impl AutoScaling for AutoScalingService {
             blocking(move || groups.terminate_instance(&r.instance_id, r.should_decrement_desired_capacity))
                 .await?;
         Ok(Response::new(TerminateInstanceInAutoScalingGroupResponse { auto_scaling_group_name }))
+    }
+
+    async fn put_scaling_policy(
+        &self,
+        request: Request<PutScalingPolicyRequest>,
+    ) -> Result<Response<PutScalingPolicyResponse>, Status> {
+        let r = request.into_inner();
+        let groups = self.0.clone();
+        let made = blocking(move || {
+            if !matches!(r.policy_type.as_str(), "" | "TargetTrackingScaling") {
+                return Err(AutoScalingError::Validation(format!(
+                    "policy type {:?}: only TargetTrackingScaling",
+                    r.policy_type
+                )));
+            }
+            let config = r.target_tracking_configuration.ok_or_else(|| {
+                AutoScalingError::Validation("a target tracking policy needs its configuration".into())
+            })?;
+            let metric = match config.predefined_metric_type.as_str() {
+                "ASGAverageCPUUtilization" => Metric::AverageCpuUtilization,
+                "ALBRequestCountPerTarget" => Metric::RequestCountPerTarget(config.resource_label),
+                other => {
+                    return Err(AutoScalingError::Validation(format!(
+                        "metric {other:?}: ASGAverageCPUUtilization or ALBRequestCountPerTarget"
+                    )))
+                }
+            };
+            if r.policy_name.is_empty() || r.policy_name.chars().count() > 255 {
+                return Err(AutoScalingError::Validation("a policy name is 1 to 255 characters".into()));
+            }
+            let policy = ScalingPolicy {
+                name: r.policy_name,
+                arn: String::new(),
+                metric,
+                target_value: config.target_value,
+                disable_scale_in: config.disable_scale_in,
+                estimated_instance_warmup: r.estimated_instance_warmup,
+                scale_in_cooldown: r.cooldown.unwrap_or(DEFAULT_SCALE_IN_COOLDOWN),
+            };
+            groups.put_policy(&r.auto_scaling_group_name, policy)
+        })
+        .await?;
+        Ok(Response::new(PutScalingPolicyResponse { policy_arn: made.arn }))
+    }
+
+    async fn describe_policies(
+        &self,
+        request: Request<DescribePoliciesRequest>,
+    ) -> Result<Response<DescribePoliciesResponse>, Status> {
+        let name = request.into_inner().auto_scaling_group_name;
+        let groups = self.0.clone();
+        let state = blocking(move || {
+            let state = groups.read()?;
+            if !name.is_empty() {
+                state.group(&name)?;
+            }
+            Ok(state.groups.into_iter().filter(|g| name.is_empty() || g.name == name).collect::<Vec<_>>())
+        })
+        .await?;
+        let scaling_policies = state
+            .into_iter()
+            .flat_map(|g| {
+                let group = g.name.clone();
+                g.policies.into_iter().map(move |p| policy(&group, p))
+            })
+            .collect();
+        Ok(Response::new(DescribePoliciesResponse { scaling_policies }))
+    }
+
+    async fn delete_policy(
+        &self,
+        request: Request<DeletePolicyRequest>,
+    ) -> Result<Response<DeletePolicyResponse>, Status> {
+        let r = request.into_inner();
+        let groups = self.0.clone();
+        blocking(move || groups.delete_policy(&r.auto_scaling_group_name, &r.policy_name)).await?;
+        Ok(Response::new(DeletePolicyResponse {}))
     }
 
     async fn describe_scaling_activities(

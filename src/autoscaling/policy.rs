@@ -135,14 +135,11 @@ pub fn capacity_for(counted: u32, value: f64, target: f64) -> u32 {
 /// less and may scale in; else none (no change).
 pub fn combine(current: u32, proposals: &[Proposal], min: u32, max: u32) -> Option<u32> {
     let largest = proposals.iter().map(|p| p.capacity).max()?;
-    let next = if largest > current {
-        largest
-    } else if proposals.iter().all(|p| p.capacity < current && p.may_scale_in) {
-        largest
-    } else {
+    let grows = largest > current;
+    if !grows && !proposals.iter().all(|p| p.capacity < current && p.may_scale_in) {
         return None;
-    };
-    let next = next.clamp(min, max.max(min));
+    }
+    let next = largest.clamp(min, max.max(min));
     (next != current).then_some(next)
 }
 

@@ -2,17 +2,20 @@
 //! autoscaling`'s (`--launch-template LaunchTemplateName=web,Version='$Latest'`,
 //! `--vpc-zone-identifier subnet-a,subnet-b`).
 
+use anyhow::Context;
 use clap::Subcommand;
 use tonic::transport::Channel;
 
 use super::launch_templates::parse_specification;
 use super::output::{json, table, Format};
+use super::text_or_file;
 use crate::api::pb::auto_scaling_client::AutoScalingClient;
 use crate::api::pb::{
     Activity, AutoScalingGroup, CreateAutoScalingGroupRequest, DeleteAutoScalingGroupRequest,
-    DescribeAutoScalingGroupsRequest, DescribeScalingActivitiesRequest, LaunchTemplateSpecification,
-    SetDesiredCapacityRequest, SetInstanceProtectionRequest, TerminateInstanceInAutoScalingGroupRequest,
-    UpdateAutoScalingGroupRequest,
+    DeletePolicyRequest, DescribeAutoScalingGroupsRequest, DescribePoliciesRequest,
+    DescribeScalingActivitiesRequest, LaunchTemplateSpecification, PutScalingPolicyRequest,
+    SetDesiredCapacityRequest, SetInstanceProtectionRequest, TargetTrackingConfiguration,
+    TerminateInstanceInAutoScalingGroupRequest, UpdateAutoScalingGroupRequest,
 };
 
 /// `aws autoscaling` commands.
@@ -140,6 +143,44 @@ pub enum AutoScaling {
         #[arg(long)]
         no_should_decrement_desired_capacity: bool,
     },
+    /// Adds or replaces a target tracking policy.
+    PutScalingPolicy {
+        /// The group.
+        #[arg(long)]
+        auto_scaling_group_name: String,
+        /// The policy's name.
+        #[arg(long)]
+        policy_name: String,
+        /// TargetTrackingScaling (the only kind).
+        #[arg(long, default_value = "TargetTrackingScaling")]
+        policy_type: String,
+        /// The aws CLI's JSON: {"PredefinedMetricSpecification":{"PredefinedMetricType":
+        /// "ASGAverageCPUUtilization"|"ALBRequestCountPerTarget","ResourceLabel":"…"},
+        /// "TargetValue":N,"DisableScaleIn":false}. Text or file://PATH.
+        #[arg(long)]
+        target_tracking_configuration: String,
+        /// Seconds a new instance needs before its metrics count.
+        #[arg(long)]
+        estimated_instance_warmup: Option<u32>,
+        /// Seconds the metric must stay below the target before the group shrinks (300).
+        #[arg(long)]
+        cooldown: Option<u32>,
+    },
+    /// Lists scaling policies.
+    DescribePolicies {
+        /// Only this group's.
+        #[arg(long, default_value = "")]
+        auto_scaling_group_name: String,
+    },
+    /// Deletes a scaling policy.
+    DeletePolicy {
+        /// The group.
+        #[arg(long)]
+        auto_scaling_group_name: String,
+        /// The policy.
+        #[arg(long)]
+        policy_name: String,
+    },
     /// What groups did and why, newest first.
     DescribeScalingActivities {
         /// Only this group's.
@@ -149,6 +190,35 @@ pub enum AutoScaling {
         #[arg(long, default_value_t = 0)]
         max_records: u32,
     },
+}
+
+/// `--target-tracking-configuration` as the aws CLI writes it.
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct Tracking {
+    predefined_metric_specification: PredefinedMetric,
+    target_value: f64,
+    #[serde(default)]
+    disable_scale_in: bool,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct PredefinedMetric {
+    predefined_metric_type: String,
+    #[serde(default)]
+    resource_label: String,
+}
+
+fn tracking(text: &str) -> anyhow::Result<TargetTrackingConfiguration> {
+    let text = text_or_file(text)?;
+    let t: Tracking = serde_json::from_slice(&text).context("--target-tracking-configuration")?;
+    Ok(TargetTrackingConfiguration {
+        predefined_metric_type: t.predefined_metric_specification.predefined_metric_type,
+        resource_label: t.predefined_metric_specification.resource_label,
+        target_value: t.target_value,
+        disable_scale_in: t.disable_scale_in,
+    })
 }
 
 fn print_groups(format: Format, groups: Vec<AutoScalingGroup>) {
@@ -297,6 +367,59 @@ pub async fn run(command: AutoScaling, channel: Channel, format: Format) -> anyh
                 Format::Json => json("AutoScalingGroupName", group.auto_scaling_group_name),
                 Format::Table => println!("{}", group.auto_scaling_group_name),
             }
+        }
+        AutoScaling::PutScalingPolicy {
+            auto_scaling_group_name,
+            policy_name,
+            policy_type,
+            target_tracking_configuration,
+            estimated_instance_warmup,
+            cooldown,
+        } => {
+            let request = PutScalingPolicyRequest {
+                auto_scaling_group_name,
+                policy_name,
+                policy_type,
+                target_tracking_configuration: Some(tracking(&target_tracking_configuration)?),
+                estimated_instance_warmup,
+                cooldown,
+            };
+            let made = client.put_scaling_policy(request).await?.into_inner();
+            match format {
+                Format::Json => json("PolicyARN", made.policy_arn),
+                Format::Table => println!("{}", made.policy_arn),
+            }
+        }
+        AutoScaling::DescribePolicies { auto_scaling_group_name } => {
+            let request = DescribePoliciesRequest { auto_scaling_group_name };
+            let policies = client.describe_policies(request).await?.into_inner().scaling_policies;
+            match format {
+                Format::Json => json("ScalingPolicies", policies),
+                Format::Table => table(
+                    &["GROUP", "POLICY", "METRIC", "TARGET", "SCALE-IN"],
+                    policies
+                        .into_iter()
+                        .map(|p| {
+                            let c = p.target_tracking_configuration.unwrap_or_default();
+                            let scale_in = if c.disable_scale_in {
+                                "off".to_owned()
+                            } else {
+                                format!("after {}s", p.cooldown)
+                            };
+                            vec![
+                                p.auto_scaling_group_name,
+                                p.policy_name,
+                                c.predefined_metric_type,
+                                c.target_value.to_string(),
+                                scale_in,
+                            ]
+                        })
+                        .collect(),
+                ),
+            }
+        }
+        AutoScaling::DeletePolicy { auto_scaling_group_name, policy_name } => {
+            client.delete_policy(DeletePolicyRequest { auto_scaling_group_name, policy_name }).await?;
         }
         AutoScaling::DescribeScalingActivities { auto_scaling_group_name, max_records } => {
             let request = DescribeScalingActivitiesRequest { auto_scaling_group_name, max_records };
