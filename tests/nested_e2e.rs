@@ -368,6 +368,17 @@ fn nuaged_instances_boot_the_stock_kernel_and_take_ssh_with_their_key_pair() {
     );
     assert_eq!(elb.field("back"), both, "started again, it is back in rotation: {:?}", elb.fields);
     assert_eq!(elb.field("lb_left"), "0", "deleting the load balancer stops its process");
+    let asg = scenario("daemon-asg");
+    let members = |field: &str| -> Vec<String> {
+        asg.field(field).split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect()
+    };
+    let (first, after) = (members("first"), members("after"));
+    assert_eq!(first.len(), 2, "the group launched its two instances: {:?}", asg.fields);
+    assert_eq!(asg.field("both"), asg.field("first"), "both serve behind the balancer: {:?}", asg.fields);
+    let victim = asg.field("victim").to_owned();
+    assert!(after.len() == 2 && !after.contains(&victim), "the killed one was replaced: {:?}", asg.fields);
+    assert_eq!(asg.field("back"), asg.field("after"), "the replacement is in rotation: {:?}", asg.fields);
+    assert_eq!(asg.field("left"), "0", "a forced delete terminates the group's instances: {:?}", asg.fields);
     let confined = scenario("daemon-confined");
     let threads: usize = confined.field("seccomp").strip_prefix("2:").map_or(0, |n| n.parse().unwrap_or(0));
     assert!(threads >= 3, "every thread of the VMM is filtered (Seccomp: 2): {:?}", confined.fields);

@@ -611,20 +611,22 @@ imds GET /latest/meta-data/instance-id "X-aws-ec2-metadata-token: '"$stolen"'"; 
     nuage elbv2 register-targets --target-group-arn "$tg" --targets "Id=$first" "Id=$second"
     nuage elbv2 create-listener --load-balancer-arn "$lb" --protocol HTTP --port 8080 \
         --default-actions "Type=forward,TargetGroupArn=$tg" >/dev/null
-    # answers N: the distinct bodies of N requests through the balancer, sorted.
+    # answers N [PORT]: the distinct bodies of N requests through the balancer's listener
+    # on PORT (default 8080), sorted.
     answers() {
         n=0
         while [ "$n" -lt "$1" ]; do
             # (busybox 1.35's wget crashes with -T: timeout bounds it instead.)
-            body=$(busybox timeout 5 busybox wget -q -O - http://127.0.0.1:8080/ 2>/dev/null | tr -d '\r\n')
+            body=$(busybox timeout 5 busybox wget -q -O - "http://127.0.0.1:${2:-8080}/" 2>/dev/null | tr -d '\r\n')
             echo "${body:-failed}"
             n=$((n + 1))
         done | sort -u | tr '\n' ,
     }
+    # wait_healthy N [TG]: waits (up to a minute) until N targets of TG (default $tg) are healthy.
     wait_healthy() {
         n=0
-        while [ "$(nuage --output json elbv2 describe-target-health --target-group-arn "$tg" | json_values state \
-            | grep -c '^healthy$')" != "$1" ] && [ "$n" -lt 120 ]; do
+        while [ "$(nuage --output json elbv2 describe-target-health --target-group-arn "${2:-$tg}" \
+            | json_values state | grep -c '^healthy$')" != "$1" ] && [ "$n" -lt 120 ]; do
             sleep 0.5
             n=$((n + 1))
         done
@@ -650,6 +652,57 @@ imds GET /latest/meta-data/instance-id "X-aws-ec2-metadata-token: '"$stolen"'"; 
     serve_id "$after"
     wait_healthy 2
     lb_back=$(answers 10)
+    # An Auto Scaling group (issue 19) behind the same balancer, on port 8081: two
+    # instances of a launch template, registered by the group once running; one's VMM
+    # killed, the group replaces it and the replacement is back in rotation.
+    asg_tg=$(nuage --output json elbv2 create-target-group --name asg-80 --protocol HTTP --port 80 \
+        --health-check-interval-seconds 5 --health-check-timeout-seconds 2 --healthy-threshold-count 2 \
+        | json_values target_group_arn)
+    nuage elbv2 modify-target-group-attributes --target-group-arn "$asg_tg" \
+        --attributes Key=deregistration_delay.timeout_seconds,Value=0 >/dev/null
+    nuage elbv2 create-listener --load-balancer-arn "$lb" --protocol HTTP --port 8081 \
+        --default-actions "Type=forward,TargetGroupArn=$asg_tg" >/dev/null
+    nuage create-launch-template --launch-template-name asg \
+        --launch-template-data "{\"ImageId\":\"$image\",\"SubnetId\":\"$subnet\",\"KeyName\":\"ci\"}" >/dev/null
+    # ELB health only after 10 minutes: the guests' web servers are started over SSH.
+    nuage autoscaling create-auto-scaling-group --auto-scaling-group-name asg \
+        --launch-template 'LaunchTemplateName=asg,Version=$Latest' --min-size 2 --max-size 2 \
+        --target-group-arns "$asg_tg" --health-check-type ELB --health-check-grace-period 600 >/dev/null
+    members() {
+        nuage --output json describe-instances --filters Name=tag:aws:autoscaling:groupName,Values=asg \
+            --states pending running | json_values instance_id | sort
+    }
+    # serve_members: every running member serves its id once it is up.
+    serve_members() {
+        for m in $(members); do
+            wait_console "$m" NUAGE-SSH-READY 1
+            serve_id "$(nuage --output json describe-instances --instance-ids "$m" | json_values private_ip_address)"
+        done
+    }
+    n=0
+    while [ "$(members | wc -l)" != 2 ] && [ "$n" -lt 60 ]; do sleep 1; n=$((n + 1)); done
+    serve_members
+    wait_healthy 2 "$asg_tg"
+    asg_first=$(members | tr '\n' ,)
+    asg_both=$(answers 10 8081)
+    victim=$(members | head -n 1)
+    t0=$(now_cs)
+    kill -9 "$(cat "$W/nuaged/instances/$victim/pid")"
+    n=0
+    while members | grep -qx "$victim" && [ "$n" -lt 120 ]; do sleep 0.5; n=$((n + 1)); done
+    n=0
+    while [ "$(members | wc -l)" != 2 ] && [ "$n" -lt 120 ]; do sleep 0.5; n=$((n + 1)); done
+    serve_members
+    wait_healthy 2 "$asg_tg"
+    replaced_s=$(seconds $(( $(now_cs) - t0 )))
+    asg_after=$(members | tr '\n' ,)
+    asg_back=$(answers 10 8081)
+    nuage autoscaling describe-scaling-activities --auto-scaling-group-name asg | sed 's/^/[asg] /'
+    nuage autoscaling delete-auto-scaling-group --auto-scaling-group-name asg --force-delete
+    n=0
+    while [ -n "$(members)" ] && [ "$n" -lt 120 ]; do sleep 0.5; n=$((n + 1)); done
+    asg_left=$(members | wc -l)
+    echo "@@ daemon-asg first=$asg_first both=$asg_both victim=$victim after=$asg_after back=$asg_back replaced_s=$replaced_s left=$asg_left"
     lb_pid=$(cat "$W"/nuaged/balancers/*/pid)
     nuage elbv2 delete-load-balancer --load-balancer-arn "$lb"
     n=0
@@ -657,6 +710,7 @@ imds GET /latest/meta-data/instance-id "X-aws-ec2-metadata-token: '"$stolen"'"; 
     lb_left=0; [ -d "/proc/$lb_pid" ] && lb_left=1
     echo "@@ daemon-elb second=$second both=$lb_both after_stop=$lb_after_stop back=$lb_back lb_pid=${lb_pid:-none} lb_left=$lb_left"
     nuage elbv2 delete-target-group --target-group-arn "$tg"
+    nuage elbv2 delete-target-group --target-group-arn "$asg_tg"
     kept=$(ssh_to "$W/ci.pem" "$after" "mount -t ext4 -o ro /dev/vda /mnt && cat /mnt/ssh-data; umount /mnt" 2>&1)
     echo "$kept" | sed 's/^/[ssh] /'
     data_kept=no; [ "$kept" = "$token" ] && data_kept=yes
