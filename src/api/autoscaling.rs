@@ -32,7 +32,7 @@ where
     F: FnOnce() -> Result<T, AutoScalingError> + Send + 'static,
     T: Send + 'static,
 {
-    tokio::task::spawn_blocking(work).await.map_err(|e| super::errors::internal(&e))?.map_err(Status::from)
+    super::off_runtime(work).await
 }
 
 /// The template version a request names.

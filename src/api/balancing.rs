@@ -32,7 +32,7 @@ where
     F: FnOnce() -> Result<T, BalancerError> + Send + 'static,
     T: Send + 'static,
 {
-    tokio::task::spawn_blocking(work).await.map_err(|e| super::errors::internal(&e))?.map_err(Status::from)
+    super::off_runtime(work).await
 }
 
 const DELAY_KEY: &str = "deregistration_delay.timeout_seconds";

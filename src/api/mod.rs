@@ -37,5 +37,17 @@ where
     F: FnOnce() -> Result<T, DaemonError> + Send + 'static,
     T: Send + 'static,
 {
+    off_runtime(work).await
+}
+
+/// Runs blocking work whose error maps to a status (the daemon's, a controller's) off the
+/// async runtime; each service's `blocking` fixes the error type.
+pub(crate) async fn off_runtime<T, E, F>(work: F) -> Result<T, Status>
+where
+    F: FnOnce() -> Result<T, E> + Send + 'static,
+    T: Send + 'static,
+    E: Send + 'static,
+    Status: From<E>,
+{
     tokio::task::spawn_blocking(work).await.map_err(|e| errors::internal(&e))?.map_err(Status::from)
 }
