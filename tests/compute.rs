@@ -28,7 +28,7 @@ fn tag(key: &str, value: &str) -> Tag {
 /// The ids of the instances carrying `key`=`value`, sorted.
 fn tagged(compute: &dyn Compute, key: &str, value: &str) -> Vec<String> {
     let mut ids: Vec<String> =
-        compute.instances_tagged(key, value).unwrap().into_iter().map(|i| i.record.id).collect();
+        compute.instances_tagged(key, Some(value)).unwrap().into_iter().map(|i| i.record.id).collect();
     ids.sort();
     ids
 }
@@ -92,7 +92,7 @@ fn a_controller_launches_finds_and_terminates_its_instances_by_tag() {
     assert_eq!(tagged(compute, "group", "web"), web);
     assert_eq!(tagged(compute, "group", "db"), db);
     assert_eq!(tagged(compute, "group", "w*"), Vec::<String>::new(), "values match exactly, not as patterns");
-    let found = compute.instances_tagged("group", "web").unwrap();
+    let found = compute.instances_tagged("group", Some("web")).unwrap();
     assert!(found.iter().all(|i| i.tags.contains(&tag("Name", "from-a-controller"))), "{found:?}");
 
     compute.terminate_instances(&web).unwrap();

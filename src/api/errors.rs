@@ -144,6 +144,9 @@ pub fn classify_autoscaling(error: &AutoScalingError) -> (Code, &'static str) {
         AutoScalingError::ResourceInUse(_) => (FailedPrecondition, "ResourceInUse"),
         AutoScalingError::ScalingActivityInProgress(_) => (FailedPrecondition, "ScalingActivityInProgress"),
         AutoScalingError::LimitExceeded(_) => (ResourceExhausted, "LimitExceeded"),
+        AutoScalingError::RefreshInProgress(_) => (FailedPrecondition, "InstanceRefreshInProgress"),
+        AutoScalingError::NoActiveRefresh(_) => (FailedPrecondition, "ActiveInstanceRefreshNotFound"),
+        AutoScalingError::Irreversible(_) => (FailedPrecondition, "IrreversibleInstanceRefresh"),
         AutoScalingError::Daemon(e) => classify(e),
         AutoScalingError::State(_) => (Internal, INTERNAL_ERROR),
     }

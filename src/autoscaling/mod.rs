@@ -15,6 +15,8 @@
 pub mod model;
 pub mod plan;
 pub mod policy;
+pub mod refresh;
+pub mod schedule;
 pub mod targets;
 
 use std::collections::HashMap;
@@ -35,12 +37,16 @@ use model::{
     Activity, ActivityStatus, AutoScaling, Group, GroupSpec, GroupUpdate, Metric, ScalingPolicy, TemplateRef,
 };
 use plan::{Member, Plan};
+use refresh::{InstanceRefresh, Outcome, Preferences, RefreshStatus};
+use schedule::ScheduledAction;
 pub use targets::TargetGroups;
 
 /// The document the groups are kept in.
 const DOCUMENT: &str = "autoscaling";
 /// The tag every instance of a group carries, its value the group's name.
 pub const GROUP_TAG: &str = "aws:autoscaling:groupName";
+/// The tag giving the launch template an instance was launched from.
+const TEMPLATE_TAG: &str = "aws:ec2launchtemplate:id";
 /// The tag giving the launch template version an instance was launched from.
 const VERSION_TAG: &str = "aws:ec2launchtemplate:version";
 /// How often a pass runs when nothing wakes it.
@@ -71,6 +77,15 @@ pub enum AutoScalingError {
     /// A cap would be passed.
     #[error("{0}")]
     LimitExceeded(String),
+    /// The group has an instance refresh in progress.
+    #[error("{0}")]
+    RefreshInProgress(String),
+    /// The group has no instance refresh in progress.
+    #[error("{0}")]
+    NoActiveRefresh(String),
+    /// The refresh cannot be rolled back.
+    #[error("{0}")]
+    Irreversible(String),
     /// The daemon failed or refused.
     #[error(transparent)]
     Daemon(#[from] DaemonError),
@@ -222,16 +237,16 @@ impl AutoScalingGroups {
         self.change(|a| a.set_protection(name, ids, protected))
     }
 
-    /// `terminate-instance-in-auto-scaling-group`: the group the instance is in lets it go.
+    /// `terminate-instance-in-auto-scaling-group`: the group the instance is in (its tag
+    /// says which) lets it go.
     pub fn terminate_instance(&self, id: &str, decrement: bool) -> Result<String, AutoScalingError> {
         let group = self
             .compute
-            .live_instances()?
-            .iter()
-            .any(|i| i.id == id)
-            .then(|| self.group_of(id))
-            .transpose()?
-            .flatten()
+            .instances_tagged(GROUP_TAG, None)?
+            .into_iter()
+            .find(|m| m.record.id == id)
+            .and_then(|m| m.tags.into_iter().find(|t| t.key == GROUP_TAG))
+            .map(|t| t.value)
             .ok_or_else(|| {
                 AutoScalingError::Validation(format!("instance {id} is not in an Auto Scaling group"))
             })?;
@@ -239,18 +254,8 @@ impl AutoScalingGroups {
         Ok(group)
     }
 
-    /// The group instance `id` is in, if any.
-    fn group_of(&self, id: &str) -> Result<Option<String>, AutoScalingError> {
-        for group in self.read()?.groups {
-            if self.members_of(&group.name)?.iter().any(|m| m.record.id == id) {
-                return Ok(Some(group.name));
-            }
-        }
-        Ok(None)
-    }
-
     fn members_of(&self, name: &str) -> Result<Vec<Tagged<InstanceRecord>>, AutoScalingError> {
-        Ok(self.compute.instances_tagged(GROUP_TAG, name)?)
+        Ok(self.compute.instances_tagged(GROUP_TAG, Some(name))?)
     }
 
     /// `describe-auto-scaling-groups`: those named (none: all), with their instances.
@@ -264,7 +269,7 @@ impl AutoScalingGroups {
         groups
             .into_iter()
             .map(|group| {
-                let members = self.observe(&group)?;
+                let members = self.observe(&group, false)?;
                 let now = now();
                 let instances = members
                     .iter()
@@ -325,16 +330,18 @@ impl AutoScalingGroups {
     /// One pass, its metrics sampled as at `at` (tests move time on).
     fn reconcile_at(&self, at: Instant) -> Result<(), AutoScalingError> {
         let _passing = self.passing.lock().unwrap_or_else(PoisonError::into_inner);
-        for group in self.read()?.groups {
-            if let Err(e) = self.reconcile_group(&group, at) {
+        let state = self.read()?;
+        for group in &state.groups {
+            if let Err(e) = self.reconcile_group(&state, group, at) {
                 tracing::warn!("auto scaling group {}: {e}", group.name);
             }
         }
         Ok(())
     }
 
-    /// The group's live instances as the planner sees them.
-    fn observe(&self, group: &Group) -> Result<Vec<Member>, AutoScalingError> {
+    /// The group's live instances as the planner sees them, with the CPU time each has
+    /// used when `metrics` asks for it.
+    fn observe(&self, group: &Group, metrics: bool) -> Result<Vec<Member>, AutoScalingError> {
         let mut seen: HashMap<String, Vec<TargetHealth>> = HashMap::new();
         for arn in &group.target_group_arns {
             match self.targets.targets(arn) {
@@ -352,10 +359,13 @@ impl AutoScalingGroups {
             .into_iter()
             .map(|Tagged { record, tags }| {
                 let health = seen.remove(&record.id).unwrap_or_default();
-                let cpu_seconds = self.compute.cpu_seconds(&record);
+                let cpu_seconds = if metrics { self.compute.cpu_seconds(&record) } else { None };
                 let registered = health.iter().filter(|h| **h != TargetHealth::Draining).count();
+                let healthy = health.iter().filter(|h| **h == TargetHealth::Healthy).count();
+                let tag = |key: &str| tags.iter().find(|t| t.key == key).map(|t| t.value.clone());
                 Member {
-                    version: tags.iter().find(|t| t.key == VERSION_TAG).and_then(|t| t.value.parse().ok()),
+                    template_id: tag(TEMPLATE_TAG),
+                    version: tag(VERSION_TAG).and_then(|v| v.parse().ok()),
                     state: record.state,
                     launch_time: u64::try_from(record.launch_time).unwrap_or(0),
                     subnet: record.subnet_id,
@@ -363,6 +373,7 @@ impl AutoScalingGroups {
                     cpu_seconds,
                     registered_in_all: registered >= groups,
                     registered_in_any: registered > 0,
+                    healthy_in_all: healthy >= groups,
                     draining: health.contains(&TargetHealth::Draining),
                     elb_unhealthy: health.contains(&TargetHealth::Unhealthy),
                     id: record.id,
@@ -371,20 +382,45 @@ impl AutoScalingGroups {
             .collect())
     }
 
-    fn reconcile_group(&self, group: &Group, at: Instant) -> Result<(), AutoScalingError> {
+    fn reconcile_group(
+        &self,
+        state: &AutoScaling,
+        group: &Group,
+        at: Instant,
+    ) -> Result<(), AutoScalingError> {
         let now = now();
-        let members = self.observe(group)?;
+        // Each change below wakes the loop: the next pass plans with what it changed.
+        if group.scheduled.iter().any(|a| a.due(now)) {
+            return self.run_scheduled(group, now);
+        }
+        let members = self.observe(group, !group.policies.is_empty())?;
         if self.scale(group, &members, now, at)? {
-            // The change wakes the loop: the next pass plans with the new capacity.
             return Ok(());
         }
-        let plan = plan::plan(group, &members, now);
+        let mut plan = plan::plan(group, &members, now);
+        let refresh = state.active_refresh(&group.name);
+        let mut remaining = None;
+        if let Some(refresh) = refresh {
+            let step = refresh::step(group, refresh, &members, &plan.leave, now);
+            match step.outcome {
+                Some(outcome) => return self.end_refresh(group, refresh, &members, outcome, now),
+                None => {
+                    plan.leave.extend(step.leave);
+                    remaining = Some(step.remaining).filter(|n| *n != refresh.remaining);
+                }
+            }
+        }
         if plan == Plan::default() {
             return Ok(());
         }
         // What leaves is recorded before anything is done to it.
-        if !plan.leave.is_empty() {
-            self.change(|a| a.start_leaving(&group.name, &plan.leave))?;
+        if !plan.leave.is_empty() || remaining.is_some() {
+            self.change(|a| {
+                if let (Some(refresh), Some(remaining)) = (refresh, remaining) {
+                    a.set_refresh_remaining(&refresh.id, remaining);
+                }
+                a.start_leaving(&group.name, &plan.leave)
+            })?;
             failpoint("asg-after-leave");
         }
         let mut activities = Vec::new();
@@ -407,10 +443,11 @@ impl AutoScalingGroups {
                 &format!("Terminating EC2 instance: {id}"),
                 cause,
                 now,
-                result.err(),
+                result.err().map(|e| e.to_string()),
             ));
         }
-        let launched = self.launch(group, &plan, now, &mut activities);
+        let launching = refresh.map_or(&group.template, |r| &r.target);
+        let (launched, failure) = self.launch(group, launching, &plan, now, &mut activities);
         if !plan.register.is_empty() {
             for arn in &group.target_group_arns {
                 self.targets.register(arn, &plan.register)?;
@@ -427,6 +464,68 @@ impl AutoScalingGroups {
                 }
                 a.forget(&group.name, &plan.gone, plan.empty && plan.launch.is_empty())
             })?;
+        }
+        // The new version failing to launch fails the refresh.
+        if let (Some(refresh), Some(why)) = (refresh, failure) {
+            let why = format!("an instance of the new version failed to launch: {why}");
+            self.end_refresh(group, refresh, &members, Outcome::Failed(why), now)?;
+        }
+        Ok(())
+    }
+
+    /// Applies group `group`'s scheduled actions due at `now`, each recorded as an activity.
+    fn run_scheduled(&self, group: &Group, now: u64) -> Result<(), AutoScalingError> {
+        let ran = self.change(|a| {
+            let ran = a.run_scheduled(&group.name, now)?;
+            for r in &ran {
+                let what = format!("Executing scheduled action {}", r.action);
+                a.record(activity(group, &what, &r.cause, now, r.refused.clone()));
+            }
+            Ok(ran)
+        })?;
+        for r in ran {
+            tracing::info!("auto scaling group {}: scheduled action {}: {}", group.name, r.action, r.cause);
+        }
+        Ok(())
+    }
+
+    /// Ends `refresh` as `outcome` says: done, or failed and then rolled back when it asked
+    /// for that and has a version to go back to.
+    fn end_refresh(
+        &self,
+        group: &Group,
+        refresh: &InstanceRefresh,
+        members: &[Member],
+        outcome: Outcome,
+        now: u64,
+    ) -> Result<(), AutoScalingError> {
+        let rolling_back = refresh.status == RefreshStatus::RollbackInProgress;
+        match outcome {
+            Outcome::Done => {
+                let (status, reason) = if rolling_back {
+                    (RefreshStatus::RollbackSuccessful, refresh.status_reason.clone())
+                } else {
+                    (RefreshStatus::Successful, String::new())
+                };
+                self.change(|a| {
+                    a.end_refresh(&refresh.id, status, &reason, now);
+                    Ok(())
+                })?;
+            }
+            Outcome::Failed(why) => {
+                tracing::warn!("auto scaling group {}: instance refresh {}: {why}", group.name, refresh.id);
+                let reason = format!("The instance refresh failed: {why}.");
+                let back = refresh.preferences.auto_rollback && !rolling_back && refresh.previous.is_some();
+                let total = rollback_total(group, refresh, members, now);
+                self.change(|a| {
+                    if back {
+                        a.roll_back(&group.name, &reason, total)?;
+                    } else {
+                        a.end_refresh(&refresh.id, RefreshStatus::Failed, &reason, now);
+                    }
+                    Ok(())
+                })?;
+            }
         }
         Ok(())
     }
@@ -552,52 +651,195 @@ impl AutoScalingGroups {
         self.change(|a| a.delete_policy(group, policy))
     }
 
-    /// Launches what `plan` asks for, one instance at a time (each tagged from the start,
-    /// so a crash between two leaves the first counted); returns the ids launched. After a
-    /// failure the group waits, longer each time, before it tries again.
-    fn launch(&self, group: &Group, plan: &Plan, now: u64, activities: &mut Vec<Activity>) -> Vec<String> {
+    /// `put-scheduled-update-group-action`: `action` checked, its first run set.
+    pub fn put_scheduled_action(&self, group: &str, action: ScheduledAction) -> Result<(), AutoScalingError> {
+        let arn = format!(
+            "{}{}:000000000000:scheduledUpdateGroupAction:{}:autoScalingGroupName/{group}:scheduledActionName/{}",
+            model::ARN_PREFIX,
+            self.region,
+            uuid(),
+            action.name
+        );
+        let action = ScheduledAction { arn, ..action }.checked(now())?;
+        self.change(|a| a.put_scheduled_action(group, action.clone()))
+    }
+
+    /// `delete-scheduled-action`.
+    pub fn delete_scheduled_action(&self, group: &str, action: &str) -> Result<(), AutoScalingError> {
+        self.change(|a| a.delete_scheduled_action(group, action))
+    }
+
+    /// `describe-scheduled-actions`: a group's (none named: every group's), as (group,
+    /// action).
+    pub fn scheduled_actions(
+        &self,
+        name: Option<&str>,
+    ) -> Result<Vec<(String, ScheduledAction)>, AutoScalingError> {
+        let state = self.read()?;
+        if let Some(name) = name {
+            state.group(name)?;
+        }
+        Ok(state
+            .groups
+            .into_iter()
+            .filter(|g| name.is_none_or(|n| n == g.name))
+            .flat_map(|g| {
+                let group = g.name;
+                g.scheduled.into_iter().map(move |a| (group.clone(), a))
+            })
+            .collect())
+    }
+
+    /// `start-instance-refresh`: group `name` rolled onto `desired` (none: its own
+    /// template, every instance replaced unless `skip_matching`); returns the refresh's id.
+    pub fn start_refresh(
+        &self,
+        name: &str,
+        preferences: Preferences,
+        desired: Option<(Which, VersionSpec)>,
+    ) -> Result<String, AutoScalingError> {
+        if preferences.min_healthy_percentage > 100 {
+            return Err(AutoScalingError::Validation("the minimum healthy percentage is 0 to 100".into()));
+        }
+        if preferences.instance_warmup.is_some_and(|w| w > model::MAX_GRACE_SECONDS) {
+            return Err(AutoScalingError::Validation(format!(
+                "the instance warmup is at most {} seconds",
+                model::MAX_GRACE_SECONDS
+            )));
+        }
+        let group = self.read()?.group(name)?.clone();
+        let desired = desired.map(|(which, version)| self.template(&which, version)).transpose()?;
+        let by_number = |t: &TemplateRef| -> Result<TemplateRef, AutoScalingError> {
+            let found = self.compute.launch_template(&Which::Id(t.id.clone()), t.version)?;
+            Ok(TemplateRef { version: VersionSpec::Number(found.version), ..t.clone() })
+        };
+        let target = by_number(desired.as_ref().unwrap_or(&group.template))?;
+        let previous = desired.as_ref().map(|_| by_number(&group.template)).transpose()?;
+        let members = self.observe(&group, false)?;
+        let now = now();
+        let replace = if preferences.skip_matching {
+            Vec::new()
+        } else {
+            members.iter().filter(|m| !group.is_leaving(&m.id)).map(|m| m.id.clone()).collect()
+        };
+        let mut refresh = InstanceRefresh {
+            id: uuid(),
+            group: name.to_owned(),
+            status: RefreshStatus::InProgress,
+            status_reason: String::new(),
+            start: now,
+            end: None,
+            preferences,
+            target,
+            desired,
+            previous,
+            replace,
+            total: 0,
+            remaining: 0,
+        };
+        let total = u32::try_from(refresh.outdated_members(&group, &members, now).len()).unwrap_or(u32::MAX);
+        (refresh.total, refresh.remaining) = (total, total);
+        self.change(|a| a.start_refresh(refresh.clone()))?;
+        tracing::info!(
+            "auto scaling group {name}: instance refresh {} started, {total} to replace",
+            refresh.id
+        );
+        Ok(refresh.id)
+    }
+
+    /// `describe-instance-refreshes`: group `name`'s, newest first (those in `ids`, if any).
+    pub fn refreshes(&self, name: &str, ids: &[String]) -> Result<Vec<InstanceRefresh>, AutoScalingError> {
+        let state = self.read()?;
+        state.group(name)?;
+        let mut found: Vec<InstanceRefresh> = state
+            .refreshes
+            .into_iter()
+            .filter(|r| r.group == name && (ids.is_empty() || ids.contains(&r.id)))
+            .collect();
+        found.reverse();
+        Ok(found)
+    }
+
+    /// `cancel-instance-refresh`: returns the refresh's id.
+    pub fn cancel_refresh(&self, name: &str) -> Result<String, AutoScalingError> {
+        self.change(|a| a.cancel_refresh(name, now()))
+    }
+
+    /// `rollback-instance-refresh`: back to the version the group had; returns the id.
+    pub fn rollback_refresh(&self, name: &str) -> Result<String, AutoScalingError> {
+        let state = self.read()?;
+        let group = state.group(name)?;
+        let total = match state.active_refresh(name) {
+            Some(refresh) => rollback_total(group, refresh, &self.observe(group, false)?, now()),
+            None => 0,
+        };
+        self.change(|a| a.roll_back(name, "Rolled back by a user request.", total))
+    }
+
+    /// Launches what `plan` asks for from `template`, one instance at a time (each tagged
+    /// from the start, so a crash between two leaves the first counted); returns the ids
+    /// launched and, if one failed, why. After a failure the group waits, longer each
+    /// time, before it tries again.
+    fn launch(
+        &self,
+        group: &Group,
+        template: &TemplateRef,
+        plan: &Plan,
+        now: u64,
+        activities: &mut Vec<Activity>,
+    ) -> (Vec<String>, Option<String>) {
         let mut launched = Vec::new();
         if plan.launch.is_empty() || self.backing_off(&group.name) {
-            return launched;
+            return (launched, None);
         }
-        let which = Which::Id(group.template.id.clone());
-        for (n, subnet) in plan.launch.iter().enumerate() {
-            let from = plan.launch_from + u32::try_from(n).unwrap_or(u32::MAX);
-            let cause = format!(
+        let cause = |from: u32| {
+            format!(
                 "An instance was started in response to a difference between desired and actual capacity, increasing the capacity from {from} to {}.",
                 from + 1
-            );
-            let result = self.compute.launch_template(&which, group.template.version).and_then(|template| {
-                let mut spec = template.spec;
+            )
+        };
+        let resolved = self.compute.launch_template(&Which::Id(template.id.clone()), template.version);
+        let mut failure = None;
+        for (n, subnet) in plan.launch.iter().enumerate() {
+            let from = plan.launch_from + u32::try_from(n).unwrap_or(u32::MAX);
+            let result = resolved.as_ref().map_err(|e| e.to_string()).and_then(|template| {
+                let mut spec = template.spec.clone();
                 spec.count = 1;
                 if !subnet.is_empty() {
                     spec.subnet_id.clone_from(subnet);
                 }
                 spec.reserved_tags = vec![
                     Tag { key: GROUP_TAG.into(), value: group.name.clone() },
-                    Tag { key: "aws:ec2launchtemplate:id".into(), value: template.template_id },
+                    Tag { key: TEMPLATE_TAG.into(), value: template.template_id.clone() },
                     Tag { key: VERSION_TAG.into(), value: template.version.to_string() },
                 ];
-                self.compute.run_instances(&spec)
+                self.compute.run_instances(&spec).map_err(|e| e.to_string())
             });
             match result {
                 Ok(records) => {
                     failpoint("asg-after-launch");
                     for record in records {
                         let what = format!("Launching a new EC2 instance: {}", record.id);
-                        activities.push(activity(group, &what, &cause, now, None));
+                        activities.push(activity(group, &what, &cause(from), now, None));
                         launched.push(record.id);
                     }
                     self.lock_backoff().remove(&group.name);
                 }
                 Err(e) => {
-                    activities.push(activity(group, "Launching a new EC2 instance", &cause, now, Some(e)));
+                    activities.push(activity(
+                        group,
+                        "Launching a new EC2 instance",
+                        &cause(from),
+                        now,
+                        Some(e.clone()),
+                    ));
                     self.back_off(&group.name);
+                    failure = Some(e);
                     break;
                 }
             }
         }
-        launched
+        (launched, failure)
     }
 
     fn lock_backoff(&self) -> std::sync::MutexGuard<'_, HashMap<String, Backoff>> {
@@ -615,15 +857,24 @@ impl AutoScalingGroups {
     }
 }
 
-/// An activity of `group` that started and ended `now`, failed if `error` says so.
-fn activity(group: &Group, description: &str, cause: &str, now: u64, error: Option<DaemonError>) -> Activity {
+/// Instances a rollback of `refresh` has to replace: those not on the version the group had.
+fn rollback_total(group: &Group, refresh: &InstanceRefresh, members: &[Member], now: u64) -> u32 {
+    let Some(previous) = &refresh.previous else {
+        return 0;
+    };
+    let back = InstanceRefresh { target: previous.clone(), replace: Vec::new(), ..refresh.clone() };
+    u32::try_from(back.outdated_members(group, members, now).len()).unwrap_or(u32::MAX)
+}
+
+/// An activity of `group` that started and ended `now`, failed if `error` says why.
+fn activity(group: &Group, description: &str, cause: &str, now: u64, error: Option<String>) -> Activity {
     Activity {
         id: uuid(),
         group: group.name.clone(),
         description: description.to_owned(),
         cause: cause.to_owned(),
         status: if error.is_some() { ActivityStatus::Failed } else { ActivityStatus::Successful },
-        status_message: error.map(|e| e.to_string()).unwrap_or_default(),
+        status_message: error.unwrap_or_default(),
         start: now,
         end: now,
     }

@@ -6,6 +6,8 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
+use super::refresh::{InstanceRefresh, RefreshStatus, MAX_REFRESHES};
+use super::schedule::{ScheduledAction, MAX_SCHEDULED_ACTIONS};
 use super::AutoScalingError;
 use crate::daemon::templates::VersionSpec;
 
@@ -123,6 +125,9 @@ pub struct Group {
     /// Its scaling policies.
     #[serde(default)]
     pub policies: Vec<ScalingPolicy>,
+    /// Its scheduled actions.
+    #[serde(default)]
+    pub scheduled: Vec<ScheduledAction>,
 }
 
 /// What a target tracking policy keeps at its target.
@@ -297,6 +302,9 @@ pub struct AutoScaling {
     pub groups: Vec<Group>,
     /// Their activities, oldest first, at most [`MAX_ACTIVITIES`] per group.
     pub activities: Vec<Activity>,
+    /// Their instance refreshes, oldest first, at most [`MAX_REFRESHES`] per group.
+    #[serde(default)]
+    pub refreshes: Vec<InstanceRefresh>,
 }
 
 fn check_name(name: &str) -> Result<(), AutoScalingError> {
@@ -362,6 +370,7 @@ impl AutoScaling {
             leaving: Vec::new(),
             deleting: false,
             policies: Vec::new(),
+            scheduled: Vec::new(),
         };
         group.check()?;
         self.groups.push(group.clone());
@@ -372,32 +381,9 @@ impl AutoScaling {
     /// it, as on AWS, unless one is given.
     pub fn update_group(&mut self, name: &str, update: &GroupUpdate) -> Result<Group, AutoScalingError> {
         let group = self.group_mut(name)?;
-        let mut next = group.clone();
-        check_alive(&next)?;
-        if let Some(template) = &update.template {
-            next.template = template.clone();
-        }
-        next.min_size = update.min_size.unwrap_or(next.min_size);
-        next.max_size = update.max_size.unwrap_or(next.max_size);
-        next.desired_capacity = match update.desired_capacity {
-            Some(desired) => desired,
-            None => next.desired_capacity.clamp(next.min_size, next.max_size.max(next.min_size)),
-        };
-        if let Some(subnets) = &update.subnets {
-            next.subnets = subnets.clone();
-        }
-        next.health_check_type = update.health_check_type.unwrap_or(next.health_check_type);
-        next.health_check_grace_seconds =
-            update.health_check_grace_seconds.unwrap_or(next.health_check_grace_seconds);
-        if update.default_instance_warmup.is_some() {
-            next.default_instance_warmup = update.default_instance_warmup;
-        }
-        next.new_instances_protected_from_scale_in = update
-            .new_instances_protected_from_scale_in
-            .unwrap_or(next.new_instances_protected_from_scale_in);
-        next.check()?;
-        *group = next.clone();
-        Ok(next)
+        check_alive(group)?;
+        apply_update(group, update)?;
+        Ok(group.clone())
     }
 
     /// `set-desired-capacity`.
@@ -425,13 +411,14 @@ impl AutoScaling {
     ) -> Result<(), AutoScalingError> {
         let group = self.group_mut(name)?;
         match (has_instances, force) {
-            (false, _) => {
-                self.groups.retain(|g| g.name != name);
-                self.activities.retain(|a| a.group != name);
-            }
+            (false, _) => self.remove(name),
             (true, true) => {
                 group.deleting = true;
                 (group.min_size, group.desired_capacity) = (0, 0);
+                for refresh in self.refreshes.iter_mut().filter(|r| r.group == name && r.status.is_active()) {
+                    refresh.status = RefreshStatus::Cancelled;
+                    refresh.status_reason = "The group is being deleted.".into();
+                }
             }
             (true, false) => {
                 return Err(AutoScalingError::ResourceInUse(format!(
@@ -514,10 +501,190 @@ impl AutoScaling {
         group.leaving.retain(|l| !gone.contains(&l.instance_id));
         group.protected.retain(|id| !gone.contains(id));
         if group.deleting && empty && group.leaving.is_empty() {
-            self.groups.retain(|g| g.name != name);
-            self.activities.retain(|a| a.group != name);
+            self.remove(name);
         }
         Ok(())
+    }
+
+    /// Group `name` and everything it did go.
+    fn remove(&mut self, name: &str) {
+        self.groups.retain(|g| g.name != name);
+        self.activities.retain(|a| a.group != name);
+        self.refreshes.retain(|r| r.group != name);
+    }
+
+    /// `put-scheduled-update-group-action`: adds `action` (checked) to group `name`, or
+    /// replaces its namesake.
+    pub fn put_scheduled_action(
+        &mut self,
+        name: &str,
+        action: ScheduledAction,
+    ) -> Result<(), AutoScalingError> {
+        let group = self.group_mut(name)?;
+        check_alive(group)?;
+        let count = group.scheduled.len();
+        match group.scheduled.iter_mut().find(|a| a.name == action.name) {
+            Some(existing) => *existing = ScheduledAction { arn: existing.arn.clone(), ..action },
+            None if count >= MAX_SCHEDULED_ACTIONS => {
+                return Err(AutoScalingError::LimitExceeded(format!(
+                    "at most {MAX_SCHEDULED_ACTIONS} scheduled actions per group"
+                )))
+            }
+            None => group.scheduled.push(action),
+        }
+        Ok(())
+    }
+
+    /// `delete-scheduled-action`.
+    pub fn delete_scheduled_action(&mut self, name: &str, action: &str) -> Result<(), AutoScalingError> {
+        let group = self.group_mut(name)?;
+        if !group.scheduled.iter().any(|a| a.name == action) {
+            return Err(AutoScalingError::Validation(format!(
+                "group {name} has no scheduled action {action}"
+            )));
+        }
+        group.scheduled.retain(|a| a.name != action);
+        Ok(())
+    }
+
+    /// Applies group `name`'s scheduled actions due at `now` and moves each on (those that
+    /// fire no more go); returns, for each, what it did and whether the sizes it set were
+    /// refused (then nothing of it applies).
+    pub fn run_scheduled(&mut self, name: &str, now: u64) -> Result<Vec<Scheduled>, AutoScalingError> {
+        let group = self.group_mut(name)?;
+        if group.deleting {
+            return Ok(Vec::new());
+        }
+        let mut ran = Vec::new();
+        for n in 0..group.scheduled.len() {
+            let action = group.scheduled[n].clone();
+            if !action.due(now) {
+                continue;
+            }
+            let update = GroupUpdate {
+                min_size: action.min_size,
+                max_size: action.max_size,
+                desired_capacity: action.desired_capacity,
+                ..GroupUpdate::default()
+            };
+            let before = group.desired_capacity;
+            let result = apply_update(group, &update);
+            let sizes = format!(
+                "min: {}, max: {}, desired: {}",
+                group.min_size, group.max_size, group.desired_capacity
+            );
+            ran.push(Scheduled {
+                action: action.name.clone(),
+                cause: format!(
+                    "At {} a scheduled action update of AutoScalingGroup constraints to {sizes} changing the desired capacity from {before} to {}.",
+                    crate::state::clock::format_utc(action.next_run.unwrap_or(now)),
+                    group.desired_capacity
+                ),
+                refused: result.err().map(|e| e.to_string()),
+            });
+            group.scheduled[n].advance(now);
+        }
+        group.scheduled.retain(|a| a.next_run.is_some());
+        Ok(ran)
+    }
+
+    /// Group `name`'s refresh in progress, if any.
+    pub fn active_refresh(&self, name: &str) -> Option<&InstanceRefresh> {
+        self.refreshes.iter().find(|r| r.group == name && r.status.is_active())
+    }
+
+    fn active_refresh_mut(&mut self, name: &str) -> Result<&mut InstanceRefresh, AutoScalingError> {
+        self.refreshes.iter_mut().find(|r| r.group == name && r.status.is_active()).ok_or_else(|| {
+            AutoScalingError::NoActiveRefresh(format!("group {name} has no instance refresh in progress"))
+        })
+    }
+
+    /// `start-instance-refresh`: one at a time per group.
+    pub fn start_refresh(&mut self, refresh: InstanceRefresh) -> Result<(), AutoScalingError> {
+        let group = self.group(&refresh.group)?;
+        check_alive(group)?;
+        if let Some(active) = self.active_refresh(&refresh.group) {
+            return Err(AutoScalingError::RefreshInProgress(format!(
+                "instance refresh {} of group {} is in progress",
+                active.id, refresh.group
+            )));
+        }
+        let group = refresh.group.clone();
+        self.refreshes.push(refresh);
+        let count = self.refreshes.iter().filter(|r| r.group == group).count();
+        let mut extra = count.saturating_sub(MAX_REFRESHES);
+        self.refreshes.retain(|r| {
+            let drop = extra > 0 && r.group == group && !r.status.is_active();
+            extra -= usize::from(drop);
+            !drop
+        });
+        Ok(())
+    }
+
+    /// `cancel-instance-refresh`: what was replaced stays; returns the refresh's id.
+    pub fn cancel_refresh(&mut self, name: &str, now: u64) -> Result<String, AutoScalingError> {
+        self.group(name)?;
+        let refresh = self.active_refresh_mut(name)?;
+        if refresh.status == RefreshStatus::RollbackInProgress {
+            return Err(AutoScalingError::NoActiveRefresh(format!(
+                "instance refresh {} is rolling back: it cannot be cancelled",
+                refresh.id
+            )));
+        }
+        refresh.status = RefreshStatus::Cancelled;
+        refresh.status_reason = "Cancelled by a user request.".into();
+        refresh.end = Some(now);
+        Ok(refresh.id.clone())
+    }
+
+    /// Turns group `name`'s refresh in progress back to the version the group had, for
+    /// `reason`, with `total` instances to replace; returns its id.
+    pub fn roll_back(&mut self, name: &str, reason: &str, total: u32) -> Result<String, AutoScalingError> {
+        self.group(name)?;
+        let refresh = self.active_refresh_mut(name)?;
+        let previous = match (&refresh.status, &refresh.previous) {
+            (RefreshStatus::InProgress, Some(previous)) => previous.clone(),
+            (RefreshStatus::RollbackInProgress, _) => {
+                return Err(AutoScalingError::Irreversible(format!("instance refresh {} is already rolling back", refresh.id)))
+            }
+            _ => {
+                return Err(AutoScalingError::Irreversible(format!(
+                    "instance refresh {} was started without a desired configuration: there is no earlier one to go back to",
+                    refresh.id
+                )))
+            }
+        };
+        refresh.status = RefreshStatus::RollbackInProgress;
+        refresh.status_reason = reason.to_owned();
+        refresh.target = previous;
+        refresh.replace.clear();
+        (refresh.total, refresh.remaining) = (total, total);
+        Ok(refresh.id.clone())
+    }
+
+    /// Records how many instances refresh `id` has left.
+    pub fn set_refresh_remaining(&mut self, id: &str, remaining: u32) {
+        if let Some(refresh) = self.refreshes.iter_mut().find(|r| r.id == id && r.status.is_active()) {
+            refresh.remaining = remaining;
+        }
+    }
+
+    /// Ends refresh `id` in `status` for `reason`; a refresh done with a desired
+    /// configuration makes it the group's.
+    pub fn end_refresh(&mut self, id: &str, status: RefreshStatus, reason: &str, now: u64) {
+        let Some(refresh) = self.refreshes.iter_mut().find(|r| r.id == id && r.status.is_active()) else {
+            return;
+        };
+        refresh.status = status;
+        refresh.status_reason = reason.to_owned();
+        refresh.end = Some(now);
+        refresh.remaining = 0;
+        let (group, desired) = (refresh.group.clone(), refresh.desired.clone());
+        if let (RefreshStatus::Successful, Some(desired)) = (status, desired) {
+            if let Ok(group) = self.group_mut(&group) {
+                group.template = desired;
+            }
+        }
     }
 
     /// `put-scaling-policy`: adds `policy` to group `name`, or replaces its namesake.
@@ -587,6 +754,46 @@ impl AutoScaling {
             !drop
         });
     }
+}
+
+/// What a scheduled action did when it fired.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scheduled {
+    /// The action.
+    pub action: String,
+    /// What it set, in words.
+    pub cause: String,
+    /// Why the sizes were refused, if they were.
+    pub refused: Option<String>,
+}
+
+/// Applies `update` to `group`, or refuses it and changes nothing: a desired capacity
+/// outside a new min or max follows it, as on AWS, unless one is given.
+fn apply_update(group: &mut Group, update: &GroupUpdate) -> Result<(), AutoScalingError> {
+    let mut next = group.clone();
+    if let Some(template) = &update.template {
+        next.template = template.clone();
+    }
+    next.min_size = update.min_size.unwrap_or(next.min_size);
+    next.max_size = update.max_size.unwrap_or(next.max_size);
+    next.desired_capacity = match update.desired_capacity {
+        Some(desired) => desired,
+        None => next.desired_capacity.clamp(next.min_size, next.max_size.max(next.min_size)),
+    };
+    if let Some(subnets) = &update.subnets {
+        next.subnets = subnets.clone();
+    }
+    next.health_check_type = update.health_check_type.unwrap_or(next.health_check_type);
+    next.health_check_grace_seconds =
+        update.health_check_grace_seconds.unwrap_or(next.health_check_grace_seconds);
+    if update.default_instance_warmup.is_some() {
+        next.default_instance_warmup = update.default_instance_warmup;
+    }
+    next.new_instances_protected_from_scale_in =
+        update.new_instances_protected_from_scale_in.unwrap_or(next.new_instances_protected_from_scale_in);
+    next.check()?;
+    *group = next;
+    Ok(())
 }
 
 /// Refuses a change to a group being deleted.

@@ -18,6 +18,8 @@ pub struct Member {
     pub state: InstanceState,
     /// When it was launched (seconds since the epoch).
     pub launch_time: u64,
+    /// The launch template it was launched from (none: not known).
+    pub template_id: Option<String>,
     /// The launch template version it was launched from (none: not known).
     pub version: Option<u32>,
     /// Its subnet.
@@ -30,6 +32,8 @@ pub struct Member {
     pub registered_in_all: bool,
     /// Registered (not draining) in at least one.
     pub registered_in_any: bool,
+    /// Healthy in each of the group's target groups.
+    pub healthy_in_all: bool,
     /// Draining in at least one.
     pub draining: bool,
     /// A target group says it is unhealthy.
@@ -69,7 +73,7 @@ pub fn unhealthy(group: &Group, member: &Member, now: u64) -> Option<&'static st
 
 /// The order scale-in takes members in: unprotected only (unless the group is being
 /// deleted), the oldest launch template version first, then the oldest instance.
-fn scale_in_order<'a>(group: &Group, members: &[&'a Member]) -> Vec<&'a Member> {
+pub(super) fn scale_in_order<'a>(group: &Group, members: &[&'a Member]) -> Vec<&'a Member> {
     let mut candidates: Vec<&Member> =
         members.iter().copied().filter(|m| group.deleting || !group.protected.contains(&m.id)).collect();
     candidates.sort_by_key(|m| (m.version.unwrap_or(0), m.launch_time, m.id.clone()));
@@ -217,6 +221,7 @@ mod tests {
             leaving: Vec::new(),
             deleting: false,
             policies: Vec::new(),
+            scheduled: Vec::new(),
         }
     }
 
@@ -225,12 +230,14 @@ mod tests {
             id: id.into(),
             state: InstanceState::Running,
             launch_time: launched,
+            template_id: Some("lt-1".into()),
             version: Some(version),
             subnet: subnet.into(),
             vcpus: 1,
             cpu_seconds: None,
             registered_in_all: true,
             registered_in_any: true,
+            healthy_in_all: true,
             draining: false,
             elb_unhealthy: false,
         }

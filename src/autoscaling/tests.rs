@@ -50,7 +50,7 @@ impl World {
     }
 
     fn members(&self) -> Vec<Tagged<InstanceRecord>> {
-        self.compute.instances_tagged(GROUP_TAG, "web").unwrap()
+        self.compute.instances_tagged(GROUP_TAG, Some("web")).unwrap()
     }
 
     fn ids(&self) -> Vec<String> {

@@ -41,9 +41,13 @@ pub trait Compute: Send + Sync {
     fn terminate_instances(&self, ids: &[String]) -> Result<Vec<StateChange>, DaemonError>;
     /// Every instance not terminated.
     fn live_instances(&self) -> Result<Vec<InstanceRecord>, DaemonError>;
-    /// The instances not terminated that carry tag `key` with exactly `value`, with all
-    /// their tags.
-    fn instances_tagged(&self, key: &str, value: &str) -> Result<Vec<Tagged<InstanceRecord>>, DaemonError>;
+    /// The instances not terminated that carry tag `key` (with exactly `value`, when one
+    /// is given), with all their tags.
+    fn instances_tagged(
+        &self,
+        key: &str,
+        value: Option<&str>,
+    ) -> Result<Vec<Tagged<InstanceRecord>>, DaemonError>;
     /// The CPU seconds instance `record`'s VMM has used (none: not running, or unknown).
     fn cpu_seconds(&self, record: &InstanceRecord) -> Option<f64>;
     /// Instance state changes from now on (a controller still rereads the state: events
@@ -83,13 +87,17 @@ impl Compute for Daemon {
         self.instances.describe(&[], &live)
     }
 
-    fn instances_tagged(&self, key: &str, value: &str) -> Result<Vec<Tagged<InstanceRecord>>, DaemonError> {
+    fn instances_tagged(
+        &self,
+        key: &str,
+        value: Option<&str>,
+    ) -> Result<Vec<Tagged<InstanceRecord>>, DaemonError> {
         let mut index = self.tags.index()?;
         Ok(self
             .live_instances()?
             .into_iter()
             .map(|record| Tagged { tags: index.remove(&record.id).unwrap_or_default(), record })
-            .filter(|item| item.tags.iter().any(|tag| tag.key == key && tag.value == value))
+            .filter(|item| item.tags.iter().any(|tag| tag.key == key && value.is_none_or(|v| tag.value == v)))
             .collect())
     }
 
@@ -335,9 +343,10 @@ pub(crate) mod fake {
         fn instances_tagged(
             &self,
             key: &str,
-            value: &str,
+            value: Option<&str>,
         ) -> Result<Vec<Tagged<InstanceRecord>>, DaemonError> {
-            let wanted = |tags: &[Tag]| tags.iter().any(|t| t.key == key && t.value == value);
+            let wanted =
+                |tags: &[Tag]| tags.iter().any(|t| t.key == key && value.is_none_or(|v| t.value == v));
             Ok(self
                 .instances()
                 .iter()

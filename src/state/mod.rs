@@ -1,6 +1,7 @@
 //! Persistent state: resource ids, small JSON records replaced atomically (the store and
 //! the network plane), and the daemon's embedded database of instances.
 
+pub mod clock;
 #[cfg(feature = "daemon")]
 pub mod db;
 #[cfg(feature = "daemon")]
