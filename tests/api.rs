@@ -3340,3 +3340,215 @@ fn an_auto_scaling_group_keeps_its_capacity_through_failures_and_crashes() {
     );
     assert!(group_members(&daemon, "web").is_empty());
 }
+
+/// The image each of group `name`'s live instances runs, sorted.
+fn group_images(daemon: &Daemon, name: &str) -> Vec<String> {
+    let filter = format!("Name=tag:aws:autoscaling:groupName,Values={name}");
+    let found = daemon.ok(&["describe-instances", "--filters", &filter, "--states", "pending", "running"]);
+    let mut images: Vec<String> = found["Instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["image_id"].as_str().unwrap().to_owned())
+        .collect();
+    images.sort();
+    images
+}
+
+/// Scheduled actions and an instance refresh through the real daemon: bad requests are
+/// refused with AWS's names and change nothing; a one-off action grows the group once; a
+/// refresh to a new version, with nuaged SIGKILLed after it took the first instance out of
+/// service, ends with every instance on the new version and the group on it.
+#[test]
+fn scheduled_actions_and_an_instance_refresh_through_the_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::start(dir.path());
+    let first = register(&daemon, "one", Asm::new().print("first\n").cli_hlt());
+    let second = register(&daemon, "two", Asm::new().print("second\n").cli_hlt());
+    let data = format!(r#"{{"ImageId":"{first}","InstanceType":"t.nano"}}"#);
+    daemon.ok(&["create-launch-template", "--launch-template-name", "web", "--launch-template-data", &data]);
+    let data = format!(r#"{{"ImageId":"{second}"}}"#);
+    daemon.ok(&[
+        "create-launch-template-version",
+        "--launch-template-name",
+        "web",
+        "--launch-template-data",
+        &data,
+    ]);
+    daemon.ok(&[
+        "autoscaling",
+        "create-auto-scaling-group",
+        "--auto-scaling-group-name",
+        "web",
+        "--launch-template",
+        "LaunchTemplateName=web,Version=1",
+        "--min-size",
+        "1",
+        "--max-size",
+        "3",
+        "--desired-capacity",
+        "2",
+    ]);
+    wait_for_capacity(&daemon, "web", 2);
+
+    let put = |extra: &[&str]| -> Vec<String> {
+        let base = ["autoscaling", "put-scheduled-update-group-action", "--scheduled-action-name", "grow"];
+        [&base[..], extra].concat().iter().map(|a| (*a).to_owned()).collect()
+    };
+    let soon = nuage::state::clock::format_utc(nuage::state::id::now() + 2);
+    let group = ["--auto-scaling-group-name", "web"];
+    for (extra, expected) in [
+        (
+            vec![
+                "--auto-scaling-group-name",
+                "web",
+                "--start-time",
+                "2020-01-01T00:00:00Z",
+                "--desired-capacity",
+                "3",
+            ],
+            "ValidationError",
+        ),
+        (
+            vec!["--auto-scaling-group-name", "web", "--recurrence", "every day", "--desired-capacity", "3"],
+            "ValidationError",
+        ),
+        (
+            vec![
+                "--auto-scaling-group-name",
+                "web",
+                "--recurrence",
+                "0 3 * * *",
+                "--time-zone",
+                "Europe/Paris",
+                "--desired-capacity",
+                "3",
+            ],
+            "ValidationError",
+        ),
+        (vec!["--auto-scaling-group-name", "web", "--start-time", &soon], "ValidationError"),
+        (
+            vec!["--auto-scaling-group-name", "nope", "--start-time", &soon, "--desired-capacity", "3"],
+            "ValidationError",
+        ),
+    ] {
+        let args = put(&extra);
+        let err = daemon.err(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(err.starts_with(expected), "{extra:?}: {err}");
+    }
+    let none = daemon.ok(&["autoscaling", "describe-scheduled-actions"]);
+    assert!(none["ScheduledUpdateGroupActions"].as_array().unwrap().is_empty(), "refusals made nothing");
+    let args = put(&[&group[..], &["--start-time", &soon, "--desired-capacity", "3"]].concat());
+    daemon.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let nightly = [&group[..], &["--recurrence", "0 3 * * *", "--min-size", "1"]].concat();
+    let mut args = put(&nightly);
+    args[3] = "nightly".into();
+    daemon.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let listed = daemon.ok(&[&["autoscaling", "describe-scheduled-actions"][..], &group].concat());
+    assert_eq!(listed["ScheduledUpdateGroupActions"].as_array().unwrap().len(), 2, "{listed}");
+    wait_for_capacity(&daemon, "web", 3);
+    let listed = daemon.ok(&[&["autoscaling", "describe-scheduled-actions"][..], &group].concat());
+    let listed = listed["ScheduledUpdateGroupActions"].as_array().unwrap().clone();
+    assert_eq!(listed.len(), 1, "the one-off action went once it ran: {listed:?}");
+    assert_eq!(listed[0]["next_run_time"].as_i64().unwrap() % 86_400, 3 * 3600, "{listed:?}");
+    daemon.ok(&[
+        &["autoscaling", "delete-scheduled-action", "--scheduled-action-name", "nightly"][..],
+        &group,
+    ]
+    .concat());
+    let activities = daemon.ok(&[&["autoscaling", "describe-scaling-activities"][..], &group].concat());
+    let executed = activities["Activities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["description"] == "Executing scheduled action grow")
+        .count();
+    assert_eq!(executed, 1);
+
+    let refresh = |extra: &[&str]| -> Vec<String> {
+        let base = ["autoscaling", "start-instance-refresh", "--auto-scaling-group-name", "web"];
+        [&base[..], extra].concat().iter().map(|a| (*a).to_owned()).collect()
+    };
+    let to_2 = r#"{"LaunchTemplate":{"LaunchTemplateName":"web","Version":"2"}}"#;
+    for (args, expected) in [
+        (refresh(&["--preferences", r#"{"MinHealthyPercentage":150}"#]), "ValidationError"),
+        (
+            refresh(&["--desired-configuration", r#"{"LaunchTemplate":{"LaunchTemplateName":"nope"}}"#]),
+            "ValidationError",
+        ),
+        (refresh(&["--strategy", "Replace"]), "ValidationError"),
+        (
+            ["autoscaling", "cancel-instance-refresh", "--auto-scaling-group-name", "web"]
+                .map(String::from)
+                .to_vec(),
+            "ActiveInstanceRefreshNotFound",
+        ),
+        (
+            ["autoscaling", "rollback-instance-refresh", "--auto-scaling-group-name", "web"]
+                .map(String::from)
+                .to_vec(),
+            "ActiveInstanceRefreshNotFound",
+        ),
+    ] {
+        let err = daemon.err(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(err.starts_with(expected), "{args:?}: {err}");
+    }
+    let described = |daemon: &Daemon| {
+        daemon.ok(&[&["autoscaling", "describe-instance-refreshes"][..], &group].concat())
+            ["InstanceRefreshes"]
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    assert!(described(&daemon).is_empty(), "refusals made nothing");
+    assert_eq!(group_images(&daemon, "web"), [first.clone(), first.clone(), first.clone()]);
+
+    // nuaged SIGKILLed once the refresh took its first instance out of service.
+    daemon.kill();
+    let crashing = Daemon::spawn_with_env(
+        dir.path(),
+        &["--vmm".as_ref(), common::vmm_bin().as_ref()],
+        &[("NUAGE_FAILPOINT", "asg-after-leave")],
+    );
+    let args = refresh(&[
+        "--preferences",
+        r#"{"MinHealthyPercentage":60,"InstanceWarmup":0}"#,
+        "--desired-configuration",
+        to_2,
+    ]);
+    let id = crashing.ok(&args.iter().map(String::as_str).collect::<Vec<_>>())["InstanceRefreshId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let err = crashing.err(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(err.starts_with("InstanceRefreshInProgress"), "{err}");
+    crashing.wait_for(|| crashing.log().contains("failpoint reached"), "asg-after-leave");
+    crashing.kill();
+    daemon = Daemon::start(dir.path());
+    let start = Instant::now();
+    while described(&daemon)[0]["status"] != "Successful" {
+        assert!(start.elapsed() < Duration::from_secs(90), "{:?}\n{}", described(&daemon), daemon.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let done = &described(&daemon)[0];
+    assert_eq!(
+        (done["instance_refresh_id"].as_str().unwrap(), done["percentage_complete"].as_u64()),
+        (id.as_str(), Some(100))
+    );
+    wait_for_capacity(&daemon, "web", 3);
+    assert_eq!(group_images(&daemon, "web"), [second.clone(), second.clone(), second.clone()]);
+    let group = daemon.ok(&["autoscaling", "describe-auto-scaling-groups"]);
+    assert_eq!(
+        group["AutoScalingGroups"][0]["launch_template"]["version"], "2",
+        "the group is on version 2 now"
+    );
+    let launched =
+        daemon.ok(&["autoscaling", "describe-scaling-activities", "--auto-scaling-group-name", "web"]);
+    let launched = launched["Activities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["description"].as_str().unwrap().starts_with("Launching a new EC2 instance: "))
+        .count();
+    assert_eq!(launched, 2 + 1 + 3, "2 at first, 1 scheduled, 3 replacements: none twice");
+}

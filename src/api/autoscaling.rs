@@ -7,15 +7,22 @@ use tonic::{Request, Response, Status};
 
 use super::pb::auto_scaling_server::AutoScaling;
 use super::pb::{
-    self, CreateAutoScalingGroupRequest, DeleteAutoScalingGroupRequest, DeleteAutoScalingGroupResponse,
-    DeletePolicyRequest, DeletePolicyResponse, DescribeAutoScalingGroupsRequest,
-    DescribeAutoScalingGroupsResponse, DescribePoliciesRequest, DescribePoliciesResponse,
-    DescribeScalingActivitiesRequest, DescribeScalingActivitiesResponse, LaunchTemplateSpecification,
-    PutScalingPolicyRequest, PutScalingPolicyResponse, SetDesiredCapacityRequest, SetDesiredCapacityResponse,
-    SetInstanceProtectionRequest, SetInstanceProtectionResponse, TerminateInstanceInAutoScalingGroupRequest,
+    self, CancelInstanceRefreshRequest, CreateAutoScalingGroupRequest, DeleteAutoScalingGroupRequest,
+    DeleteAutoScalingGroupResponse, DeletePolicyRequest, DeletePolicyResponse, DeleteScheduledActionRequest,
+    DeleteScheduledActionResponse, DescribeAutoScalingGroupsRequest, DescribeAutoScalingGroupsResponse,
+    DescribeInstanceRefreshesRequest, DescribeInstanceRefreshesResponse, DescribePoliciesRequest,
+    DescribePoliciesResponse, DescribeScalingActivitiesRequest, DescribeScalingActivitiesResponse,
+    DescribeScheduledActionsRequest, DescribeScheduledActionsResponse, InstanceRefreshIdResponse,
+    LaunchTemplateSpecification, PutScalingPolicyRequest, PutScalingPolicyResponse,
+    PutScheduledUpdateGroupActionRequest, PutScheduledUpdateGroupActionResponse,
+    RollbackInstanceRefreshRequest, SetDesiredCapacityRequest, SetDesiredCapacityResponse,
+    SetInstanceProtectionRequest, SetInstanceProtectionResponse, StartInstanceRefreshRequest,
+    StartInstanceRefreshResponse, TerminateInstanceInAutoScalingGroupRequest,
     TerminateInstanceInAutoScalingGroupResponse, UpdateAutoScalingGroupRequest,
 };
 use crate::autoscaling::model::{Activity, GroupSpec, GroupUpdate, HealthCheckType, Metric, ScalingPolicy};
+use crate::autoscaling::refresh::{InstanceRefresh, Preferences, DEFAULT_MIN_HEALTHY_PERCENTAGE};
+use crate::autoscaling::schedule::ScheduledAction;
 use crate::autoscaling::{AutoScalingError, AutoScalingGroups, GroupView};
 use crate::daemon::templates::{VersionSpec, Which};
 
@@ -49,6 +56,54 @@ fn subnets(text: &str) -> Vec<String> {
 
 fn seconds(time: u64) -> i64 {
     i64::try_from(time).unwrap_or(i64::MAX)
+}
+
+/// A time in a request: seconds since the epoch, not before it.
+fn time(field: &str, seconds: Option<i64>) -> Result<Option<u64>, AutoScalingError> {
+    seconds
+        .map(|s| {
+            u64::try_from(s).map_err(|_| AutoScalingError::Validation(format!("the {field} is before 1970")))
+        })
+        .transpose()
+}
+
+fn scheduled_action(group: String, a: ScheduledAction) -> pb::ScheduledUpdateGroupAction {
+    pb::ScheduledUpdateGroupAction {
+        auto_scaling_group_name: group,
+        scheduled_action_name: a.name,
+        scheduled_action_arn: a.arn,
+        start_time: a.start_time.map(seconds),
+        end_time: a.end_time.map(seconds),
+        recurrence: a.recurrence.unwrap_or_default(),
+        min_size: a.min_size,
+        max_size: a.max_size,
+        desired_capacity: a.desired_capacity,
+        next_run_time: a.next_run.map(seconds),
+    }
+}
+
+fn refresh(r: InstanceRefresh) -> pb::InstanceRefresh {
+    pb::InstanceRefresh {
+        percentage_complete: r.percentage_complete(),
+        instance_refresh_id: r.id,
+        auto_scaling_group_name: r.group,
+        status: r.status.as_str().into(),
+        status_reason: r.status_reason,
+        start_time: seconds(r.start),
+        end_time: r.end.map(seconds),
+        instances_to_update: r.remaining,
+        preferences: Some(pb::RefreshPreferences {
+            min_healthy_percentage: Some(r.preferences.min_healthy_percentage),
+            instance_warmup: r.preferences.instance_warmup,
+            skip_matching: r.preferences.skip_matching,
+            auto_rollback: r.preferences.auto_rollback,
+        }),
+        desired_configuration: r.desired.map(|t| LaunchTemplateSpecification {
+            launch_template_id: t.id,
+            launch_template_name: t.name,
+            version: t.version.to_string(),
+        }),
+    }
 }
 
 fn group(view: GroupView) -> pb::AutoScalingGroup {
@@ -341,5 +396,118 @@ impl AutoScaling for AutoScalingService {
         Ok(Response::new(DescribeScalingActivitiesResponse {
             activities: found.into_iter().map(activity).collect(),
         }))
+    }
+
+    async fn put_scheduled_update_group_action(
+        &self,
+        request: Request<PutScheduledUpdateGroupActionRequest>,
+    ) -> Result<Response<PutScheduledUpdateGroupActionResponse>, Status> {
+        let r = request.into_inner();
+        let groups = self.0.clone();
+        blocking(move || {
+            if !matches!(r.time_zone.as_str(), "" | "UTC" | "Etc/UTC") {
+                return Err(AutoScalingError::Validation(format!(
+                    "time zone {:?}: schedules run in UTC",
+                    r.time_zone
+                )));
+            }
+            let action = ScheduledAction {
+                name: r.scheduled_action_name,
+                arn: String::new(),
+                start_time: time("start time", r.start_time)?,
+                end_time: time("end time", r.end_time)?,
+                recurrence: Some(r.recurrence).filter(|c| !c.is_empty()),
+                min_size: r.min_size,
+                max_size: r.max_size,
+                desired_capacity: r.desired_capacity,
+                next_run: None,
+            };
+            groups.put_scheduled_action(&r.auto_scaling_group_name, action)
+        })
+        .await?;
+        Ok(Response::new(PutScheduledUpdateGroupActionResponse {}))
+    }
+
+    async fn describe_scheduled_actions(
+        &self,
+        request: Request<DescribeScheduledActionsRequest>,
+    ) -> Result<Response<DescribeScheduledActionsResponse>, Status> {
+        let name = request.into_inner().auto_scaling_group_name;
+        let groups = self.0.clone();
+        let found =
+            blocking(move || groups.scheduled_actions(Some(name.as_str()).filter(|n| !n.is_empty()))).await?;
+        Ok(Response::new(DescribeScheduledActionsResponse {
+            scheduled_update_group_actions: found.into_iter().map(|(g, a)| scheduled_action(g, a)).collect(),
+        }))
+    }
+
+    async fn delete_scheduled_action(
+        &self,
+        request: Request<DeleteScheduledActionRequest>,
+    ) -> Result<Response<DeleteScheduledActionResponse>, Status> {
+        let r = request.into_inner();
+        let groups = self.0.clone();
+        blocking(move || {
+            groups.delete_scheduled_action(&r.auto_scaling_group_name, &r.scheduled_action_name)
+        })
+        .await?;
+        Ok(Response::new(DeleteScheduledActionResponse {}))
+    }
+
+    async fn start_instance_refresh(
+        &self,
+        request: Request<StartInstanceRefreshRequest>,
+    ) -> Result<Response<StartInstanceRefreshResponse>, Status> {
+        let r = request.into_inner();
+        let groups = self.0.clone();
+        let instance_refresh_id = blocking(move || {
+            if !matches!(r.strategy.as_str(), "" | "Rolling") {
+                return Err(AutoScalingError::Validation(format!("strategy {:?}: only Rolling", r.strategy)));
+            }
+            let p = r.preferences.unwrap_or_default();
+            let preferences = Preferences {
+                min_healthy_percentage: p.min_healthy_percentage.unwrap_or(DEFAULT_MIN_HEALTHY_PERCENTAGE),
+                instance_warmup: p.instance_warmup,
+                skip_matching: p.skip_matching,
+                auto_rollback: p.auto_rollback,
+            };
+            let desired = r.desired_configuration.map(template).transpose()?;
+            groups.start_refresh(&r.auto_scaling_group_name, preferences, desired)
+        })
+        .await?;
+        Ok(Response::new(StartInstanceRefreshResponse { instance_refresh_id }))
+    }
+
+    async fn describe_instance_refreshes(
+        &self,
+        request: Request<DescribeInstanceRefreshesRequest>,
+    ) -> Result<Response<DescribeInstanceRefreshesResponse>, Status> {
+        let r = request.into_inner();
+        let groups = self.0.clone();
+        let found =
+            blocking(move || groups.refreshes(&r.auto_scaling_group_name, &r.instance_refresh_ids)).await?;
+        Ok(Response::new(DescribeInstanceRefreshesResponse {
+            instance_refreshes: found.into_iter().map(refresh).collect(),
+        }))
+    }
+
+    async fn cancel_instance_refresh(
+        &self,
+        request: Request<CancelInstanceRefreshRequest>,
+    ) -> Result<Response<InstanceRefreshIdResponse>, Status> {
+        let name = request.into_inner().auto_scaling_group_name;
+        let groups = self.0.clone();
+        let instance_refresh_id = blocking(move || groups.cancel_refresh(&name)).await?;
+        Ok(Response::new(InstanceRefreshIdResponse { instance_refresh_id }))
+    }
+
+    async fn rollback_instance_refresh(
+        &self,
+        request: Request<RollbackInstanceRefreshRequest>,
+    ) -> Result<Response<InstanceRefreshIdResponse>, Status> {
+        let name = request.into_inner().auto_scaling_group_name;
+        let groups = self.0.clone();
+        let instance_refresh_id = blocking(move || groups.rollback_refresh(&name)).await?;
+        Ok(Response::new(InstanceRefreshIdResponse { instance_refresh_id }))
     }
 }

@@ -682,7 +682,7 @@ impl AutoScalingGroups {
         Ok(state
             .groups
             .into_iter()
-            .filter(|g| name.is_none_or(|n| n == g.name))
+            .filter(|g| name.map_or(true, |n| n == g.name))
             .flat_map(|g| {
                 let group = g.name;
                 g.scheduled.into_iter().map(move |a| (group.clone(), a))

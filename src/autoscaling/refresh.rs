@@ -211,7 +211,9 @@ pub fn step(
     let desired = group.desired_capacity;
     let ready_count = u32::try_from(serving.iter().filter(|m| ready(m)).count()).unwrap_or(u32::MAX);
     if outdated.is_empty() {
-        let done = ready_count >= desired && serving.iter().all(|m| ready(m));
+        // Done once the replaced instances are gone too.
+        let gone = serving.len() == members.len();
+        let done = gone && ready_count >= desired && serving.iter().all(|m| ready(m));
         return Step { remaining, outcome: done.then_some(Outcome::Done), ..Step::default() };
     }
     let min_healthy =

@@ -182,7 +182,7 @@ impl ScheduledAction {
     pub fn advance(&mut self, now: u64) {
         let next =
             self.recurrence.as_deref().and_then(|r| r.parse::<Cron>().ok()).and_then(|c| c.next_after(now));
-        self.next_run = next.filter(|at| self.end_time.is_none_or(|end| *at <= end));
+        self.next_run = next.filter(|at| self.end_time.map_or(true, |end| *at <= end));
     }
 }
 

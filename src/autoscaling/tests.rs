@@ -4,6 +4,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::model::{HealthCheckType, Metric, ScalingPolicy};
+use super::refresh::{Preferences, RefreshStatus};
+use super::schedule::ScheduledAction;
 use super::targets::fake::FakeTargetGroups;
 use super::*;
 use crate::daemon::compute::fake::FakeCompute;
@@ -363,4 +365,204 @@ fn cpu_tracking_counts_only_warm_instances() {
     }
     // 90 % on each of 2 warm instances at a 50 % target: 4.
     assert_eq!(world.groups.read().unwrap().groups[0].desired_capacity, 4);
+}
+
+fn scheduled(name: &str, next_run: u64, recurrence: Option<&str>) -> ScheduledAction {
+    ScheduledAction {
+        name: name.into(),
+        arn: String::new(),
+        start_time: None,
+        end_time: None,
+        recurrence: recurrence.map(str::to_owned),
+        min_size: None,
+        max_size: None,
+        desired_capacity: Some(3),
+        next_run: Some(next_run),
+    }
+}
+
+#[test]
+fn scheduled_actions_fire_once_each_even_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = World::new(dir.path());
+    world.create(1, 4, 1, VersionSpec::Latest);
+    let past = now() - 5;
+    // Due already, as if the daemon had been down when they came.
+    world.groups.change(|a| a.put_scheduled_action("web", scheduled("grow", past, None))).unwrap();
+    let every_minute = scheduled("minutely", past, Some("* * * * *"));
+    world.groups.change(|a| a.put_scheduled_action("web", every_minute.clone())).unwrap();
+    let too_big = ScheduledAction { min_size: Some(5), ..scheduled("too-big", past, None) };
+    world.groups.change(|a| a.put_scheduled_action("web", too_big.clone())).unwrap();
+    world.passes(1);
+    world.restarted().reconcile().unwrap();
+    world.passes(2);
+    let group = world.groups.read().unwrap().groups.remove(0);
+    assert_eq!((group.min_size, group.max_size, group.desired_capacity), (1, 4, 3));
+    assert_eq!(world.ids().len(), 3);
+    let left: Vec<&str> = group.scheduled.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(left, ["minutely"], "one-off actions go once they ran");
+    assert!(group.scheduled[0].next_run.unwrap() > now(), "the recurring one waits for its next minute");
+    let activities = world.groups.activities(Some("web")).unwrap();
+    let executed: Vec<&Activity> =
+        activities.iter().filter(|a| a.description.starts_with("Executing scheduled action")).collect();
+    assert_eq!(executed.len(), 3, "each fired once: {executed:?}");
+    let refused = executed.iter().find(|a| a.description.ends_with("too-big")).unwrap();
+    assert_eq!(refused.status, ActivityStatus::Failed);
+    assert!(refused.status_message.contains("min size 5"), "{}", refused.status_message);
+    let grew = executed.iter().find(|a| a.description.ends_with("grow")).unwrap();
+    assert!(grew.cause.contains("changing the desired capacity from 1 to 3"), "{}", grew.cause);
+
+    // Through the service: checked, listed, deleted.
+    let in_the_past =
+        ScheduledAction { start_time: Some(now() - 60), next_run: None, ..scheduled("late", 0, None) };
+    assert!(matches!(
+        world.groups.put_scheduled_action("web", in_the_past),
+        Err(AutoScalingError::Validation(_))
+    ));
+    let nightly = ScheduledAction { next_run: None, ..scheduled("nightly", 0, Some("0 2 * * *")) };
+    assert!(matches!(
+        world.groups.put_scheduled_action("nope", nightly.clone()),
+        Err(AutoScalingError::GroupNotFound(_))
+    ));
+    world.groups.put_scheduled_action("web", nightly).unwrap();
+    let listed = world.groups.scheduled_actions(Some("web")).unwrap();
+    let nightly = listed.iter().find(|(_, a)| a.name == "nightly").unwrap();
+    assert!(
+        nightly.1.arn.contains(":scheduledUpdateGroupAction:")
+            && nightly.1.next_run.unwrap() % 86_400 == 7200
+    );
+    world.groups.delete_scheduled_action("web", "nightly").unwrap();
+    assert!(world.groups.delete_scheduled_action("web", "nightly").is_err());
+}
+
+/// Passes until `done` or 40 passes, draining what leaves; checks after each that at least
+/// `min_ready` targets stay registered.
+fn roll(world: &World, min_ready: usize, done: impl Fn() -> bool) {
+    for _ in 0..40 {
+        world.passes(1);
+        assert!(
+            world.targets.registered(TG).len() >= min_ready,
+            "too few in service: {:?}",
+            world.targets.registered(TG)
+        );
+        world.targets.finish_draining();
+        if done() {
+            return;
+        }
+    }
+    panic!("not done after 40 passes: {:?}", world.groups.read().unwrap());
+}
+
+fn refresh_status(world: &World) -> RefreshStatus {
+    world.groups.refreshes("web", &[]).unwrap()[0].status
+}
+
+fn images(world: &World) -> Vec<String> {
+    let mut images: Vec<String> = world.members().into_iter().map(|m| m.record.image_id).collect();
+    images.sort();
+    images
+}
+
+#[test]
+fn an_instance_refresh_rolls_the_group_batch_by_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = World::new(dir.path());
+    world.create(1, 4, 2, VersionSpec::Number(1));
+    world.passes(2);
+    assert_eq!(images(&world), ["ami-1", "ami-1"]);
+    let preferences =
+        Preferences { min_healthy_percentage: 50, instance_warmup: Some(0), ..Preferences::default() };
+    let to_2 = Some((Which::Id(world.template.clone()), VersionSpec::Number(2)));
+    let id = world.groups.start_refresh("web", preferences.clone(), to_2.clone()).unwrap();
+    let err = world.groups.start_refresh("web", preferences.clone(), to_2).unwrap_err();
+    assert!(matches!(err, AutoScalingError::RefreshInProgress(_)), "{err}");
+    let refresh = world.groups.refreshes("web", std::slice::from_ref(&id)).unwrap().remove(0);
+    assert_eq!(
+        (refresh.status, refresh.total, refresh.percentage_complete()),
+        (RefreshStatus::InProgress, 2, 0)
+    );
+
+    roll(&world, 1, || refresh_status(&world) != RefreshStatus::InProgress);
+    assert_eq!(refresh_status(&world), RefreshStatus::Successful);
+    assert_eq!(images(&world), ["ami-2", "ami-2"]);
+    let group = world.groups.read().unwrap().groups.remove(0);
+    assert_eq!(
+        group.template.version,
+        VersionSpec::Number(2),
+        "the desired configuration is the group's now"
+    );
+    assert_eq!(world.groups.refreshes("web", &[]).unwrap()[0].percentage_complete(), 100);
+    let causes: Vec<String> =
+        world.groups.activities(Some("web")).unwrap().into_iter().map(|a| a.cause).collect();
+    assert!(causes.iter().any(|c| c.contains(&format!("instance refresh {id}"))), "{causes:?}");
+
+    // Without a desired configuration every instance is replaced, from the same version.
+    let before = world.ids();
+    world.groups.start_refresh("web", preferences, None).unwrap();
+    roll(&world, 1, || refresh_status(&world) != RefreshStatus::InProgress);
+    assert_eq!(refresh_status(&world), RefreshStatus::Successful);
+    assert!(world.ids().iter().all(|id| !before.contains(id)), "all replaced");
+    let err = world.groups.rollback_refresh("web").unwrap_err();
+    assert!(matches!(err, AutoScalingError::NoActiveRefresh(_)), "{err}");
+}
+
+#[test]
+fn a_new_version_failing_its_health_checks_is_rolled_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = World::new(dir.path());
+    world.create(1, 4, 2, VersionSpec::Number(1));
+    world.passes(2);
+    let old = world.ids();
+    let preferences = Preferences {
+        min_healthy_percentage: 50,
+        instance_warmup: Some(0),
+        auto_rollback: true,
+        ..Preferences::default()
+    };
+    let to_2 = Some((Which::Id(world.template.clone()), VersionSpec::Number(2)));
+    world.groups.start_refresh("web", preferences, to_2).unwrap();
+    // Every instance of version 2 fails its health checks once registered.
+    let fail_new = || {
+        for m in world.members().into_iter().filter(|m| m.record.image_id == "ami-2") {
+            world.targets.set_health(TG, &m.record.id, TargetHealth::Unhealthy);
+        }
+    };
+    for _ in 0..6 {
+        world.passes(1);
+        fail_new();
+        world.targets.finish_draining();
+    }
+    let refresh = world.groups.refreshes("web", &[]).unwrap().remove(0);
+    assert!(refresh.status_reason.contains("failed its health check"), "{refresh:?}");
+    roll(&world, 1, || refresh_status(&world) == RefreshStatus::RollbackSuccessful);
+    assert_eq!(images(&world), ["ami-1", "ami-1"], "back on version 1");
+    assert!(world.ids().contains(&old[1]), "the instance never replaced stays");
+    let group = world.groups.read().unwrap().groups.remove(0);
+    assert_eq!(group.template.version, VersionSpec::Number(1));
+}
+
+#[test]
+fn a_cancelled_refresh_replaces_no_more_and_one_without_a_desired_configuration_cannot_roll_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = World::new(dir.path());
+    world.create(1, 4, 3, VersionSpec::Number(1));
+    world.passes(2);
+    let preferences =
+        Preferences { min_healthy_percentage: 60, instance_warmup: Some(0), ..Preferences::default() };
+    world.groups.start_refresh("web", preferences, None).unwrap();
+    let err = world.groups.rollback_refresh("web").unwrap_err();
+    assert!(matches!(err, AutoScalingError::Irreversible(_)), "{err}");
+    world.passes(1);
+    world.groups.cancel_refresh("web").unwrap();
+    assert_eq!(refresh_status(&world), RefreshStatus::Cancelled);
+    let err = world.groups.cancel_refresh("web").unwrap_err();
+    assert!(matches!(err, AutoScalingError::NoActiveRefresh(_)), "{err}");
+    let survivors = world.ids();
+    for _ in 0..6 {
+        world.passes(1);
+        world.targets.finish_draining();
+    }
+    assert_eq!(world.ids().len(), 3);
+    let kept = world.ids().iter().filter(|id| survivors.contains(id)).count();
+    assert_eq!(kept, 2, "the one taken before the cancel was replaced, no other");
 }

@@ -11,12 +11,16 @@ use super::output::{json, table, Format};
 use super::text_or_file;
 use crate::api::pb::auto_scaling_client::AutoScalingClient;
 use crate::api::pb::{
-    Activity, AutoScalingGroup, CreateAutoScalingGroupRequest, DeleteAutoScalingGroupRequest,
-    DeletePolicyRequest, DescribeAutoScalingGroupsRequest, DescribePoliciesRequest,
-    DescribeScalingActivitiesRequest, LaunchTemplateSpecification, PutScalingPolicyRequest,
-    SetDesiredCapacityRequest, SetInstanceProtectionRequest, TargetTrackingConfiguration,
-    TerminateInstanceInAutoScalingGroupRequest, UpdateAutoScalingGroupRequest,
+    Activity, AutoScalingGroup, CancelInstanceRefreshRequest, CreateAutoScalingGroupRequest,
+    DeleteAutoScalingGroupRequest, DeletePolicyRequest, DeleteScheduledActionRequest,
+    DescribeAutoScalingGroupsRequest, DescribeInstanceRefreshesRequest, DescribePoliciesRequest,
+    DescribeScalingActivitiesRequest, DescribeScheduledActionsRequest, LaunchTemplateSpecification,
+    PutScalingPolicyRequest, PutScheduledUpdateGroupActionRequest, RefreshPreferences,
+    RollbackInstanceRefreshRequest, SetDesiredCapacityRequest, SetInstanceProtectionRequest,
+    StartInstanceRefreshRequest, TargetTrackingConfiguration, TerminateInstanceInAutoScalingGroupRequest,
+    UpdateAutoScalingGroupRequest,
 };
+use crate::state::clock::{format_utc, parse_utc};
 
 /// `aws autoscaling` commands.
 #[derive(Debug, Subcommand)]
@@ -190,6 +194,138 @@ pub enum AutoScaling {
         #[arg(long, default_value_t = 0)]
         max_records: u32,
     },
+    /// Adds or replaces an action that sets a group's sizes at a time, once or on a
+    /// schedule.
+    PutScheduledUpdateGroupAction {
+        /// The group.
+        #[arg(long)]
+        auto_scaling_group_name: String,
+        /// The action's name.
+        #[arg(long)]
+        scheduled_action_name: String,
+        /// When it (first) fires: 2026-12-03T12:00:00Z, or seconds since the epoch.
+        #[arg(long, value_parser = parse_time)]
+        start_time: Option<i64>,
+        /// After this it fires no more.
+        #[arg(long, value_parser = parse_time)]
+        end_time: Option<i64>,
+        /// Cron, five fields, in UTC: "0 8 * * 1-5".
+        #[arg(long, default_value = "")]
+        recurrence: String,
+        /// UTC, the only zone.
+        #[arg(long, default_value = "")]
+        time_zone: String,
+        /// The min size it sets.
+        #[arg(long)]
+        min_size: Option<u32>,
+        /// The max size it sets.
+        #[arg(long)]
+        max_size: Option<u32>,
+        /// The desired capacity it sets.
+        #[arg(long)]
+        desired_capacity: Option<u32>,
+    },
+    /// Lists scheduled actions.
+    DescribeScheduledActions {
+        /// Only this group's.
+        #[arg(long, default_value = "")]
+        auto_scaling_group_name: String,
+    },
+    /// Deletes a scheduled action.
+    DeleteScheduledAction {
+        /// The group.
+        #[arg(long)]
+        auto_scaling_group_name: String,
+        /// The action.
+        #[arg(long)]
+        scheduled_action_name: String,
+    },
+    /// Replaces a group's instances batch by batch, onto a new version or afresh.
+    StartInstanceRefresh {
+        /// The group.
+        #[arg(long)]
+        auto_scaling_group_name: String,
+        /// Rolling, the only strategy.
+        #[arg(long, default_value = "Rolling")]
+        strategy: String,
+        /// The aws CLI's JSON: {"MinHealthyPercentage":90,"InstanceWarmup":N,
+        /// "SkipMatching":false,"AutoRollback":false}. Text or file://PATH.
+        #[arg(long)]
+        preferences: Option<String>,
+        /// The aws CLI's JSON: {"LaunchTemplate":{"LaunchTemplateName":"web","Version":"2"}}
+        /// (or LaunchTemplateId). Text or file://PATH.
+        #[arg(long)]
+        desired_configuration: Option<String>,
+    },
+    /// A group's instance refreshes, newest first.
+    DescribeInstanceRefreshes {
+        /// The group.
+        #[arg(long)]
+        auto_scaling_group_name: String,
+        /// Only these.
+        #[arg(long, num_args = 1..)]
+        instance_refresh_ids: Vec<String>,
+    },
+    /// Stops a group's instance refresh: what was replaced stays.
+    CancelInstanceRefresh {
+        /// The group.
+        #[arg(long)]
+        auto_scaling_group_name: String,
+    },
+    /// Rolls a group's instance refresh back to the version the group had.
+    RollbackInstanceRefresh {
+        /// The group.
+        #[arg(long)]
+        auto_scaling_group_name: String,
+    },
+}
+
+/// A time as the aws CLI takes it: ISO 8601 in UTC, or seconds since the epoch.
+fn parse_time(text: &str) -> Result<i64, String> {
+    text.parse::<i64>()
+        .ok()
+        .or_else(|| parse_utc(text).and_then(|t| i64::try_from(t).ok()))
+        .ok_or_else(|| format!("{text:?}: a time as 2026-12-03T12:00:00Z or seconds since the epoch"))
+}
+
+/// A time from the daemon, as AWS shows it.
+fn shown(seconds: i64) -> String {
+    u64::try_from(seconds).map(format_utc).unwrap_or_default()
+}
+
+/// `--preferences` as the aws CLI writes it.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct Preferences {
+    min_healthy_percentage: Option<u32>,
+    instance_warmup: Option<u32>,
+    #[serde(default)]
+    skip_matching: bool,
+    #[serde(default)]
+    auto_rollback: bool,
+}
+
+/// `--desired-configuration` as the aws CLI writes it.
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct DesiredConfiguration {
+    launch_template: Template,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct Template {
+    #[serde(default)]
+    launch_template_id: String,
+    #[serde(default)]
+    launch_template_name: String,
+    #[serde(default)]
+    version: String,
+}
+
+/// Reads the aws CLI's JSON for `flag` (text or file://PATH).
+fn aws_json<T: serde::de::DeserializeOwned>(flag: &str, text: &str) -> anyhow::Result<T> {
+    serde_json::from_slice(&text_or_file(text)?).with_context(|| format!("--{flag}"))
 }
 
 /// `--target-tracking-configuration` as the aws CLI writes it.
@@ -211,8 +347,7 @@ struct PredefinedMetric {
 }
 
 fn tracking(text: &str) -> anyhow::Result<TargetTrackingConfiguration> {
-    let text = text_or_file(text)?;
-    let t: Tracking = serde_json::from_slice(&text).context("--target-tracking-configuration")?;
+    let t: Tracking = aws_json("target-tracking-configuration", text)?;
     Ok(TargetTrackingConfiguration {
         predefined_metric_type: t.predefined_metric_specification.predefined_metric_type,
         resource_label: t.predefined_metric_specification.resource_label,
@@ -259,7 +394,7 @@ fn print_activities(format: Format, activities: Vec<Activity>) {
                     } else {
                         format!("{}: {}", a.status_code, a.status_message)
                     };
-                    vec![a.start_time.to_string(), status, a.description, a.cause]
+                    vec![shown(a.start_time), status, a.description, a.cause]
                 })
                 .collect(),
         ),
@@ -428,6 +563,134 @@ pub async fn run(command: AutoScaling, channel: Channel, format: Format) -> anyh
                 client.describe_scaling_activities(request).await?.into_inner().activities,
             );
         }
+        AutoScaling::PutScheduledUpdateGroupAction {
+            auto_scaling_group_name,
+            scheduled_action_name,
+            start_time,
+            end_time,
+            recurrence,
+            time_zone,
+            min_size,
+            max_size,
+            desired_capacity,
+        } => {
+            let request = PutScheduledUpdateGroupActionRequest {
+                auto_scaling_group_name,
+                scheduled_action_name,
+                start_time,
+                end_time,
+                recurrence,
+                time_zone,
+                min_size,
+                max_size,
+                desired_capacity,
+            };
+            client.put_scheduled_update_group_action(request).await?;
+        }
+        AutoScaling::DescribeScheduledActions { auto_scaling_group_name } => {
+            let request = DescribeScheduledActionsRequest { auto_scaling_group_name };
+            let actions =
+                client.describe_scheduled_actions(request).await?.into_inner().scheduled_update_group_actions;
+            let size = |n: Option<u32>| n.map(|n| n.to_string()).unwrap_or_else(|| "-".into());
+            match format {
+                Format::Json => json("ScheduledUpdateGroupActions", actions),
+                Format::Table => table(
+                    &["GROUP", "ACTION", "RECURRENCE", "NEXT", "MIN", "MAX", "DESIRED"],
+                    actions
+                        .into_iter()
+                        .map(|a| {
+                            vec![
+                                a.auto_scaling_group_name,
+                                a.scheduled_action_name,
+                                a.recurrence,
+                                a.next_run_time.map(shown).unwrap_or_default(),
+                                size(a.min_size),
+                                size(a.max_size),
+                                size(a.desired_capacity),
+                            ]
+                        })
+                        .collect(),
+                ),
+            }
+        }
+        AutoScaling::DeleteScheduledAction { auto_scaling_group_name, scheduled_action_name } => {
+            let request = DeleteScheduledActionRequest { auto_scaling_group_name, scheduled_action_name };
+            client.delete_scheduled_action(request).await?;
+        }
+        AutoScaling::StartInstanceRefresh {
+            auto_scaling_group_name,
+            strategy,
+            preferences,
+            desired_configuration,
+        } => {
+            let p: Preferences =
+                preferences.map(|p| aws_json("preferences", &p)).transpose()?.unwrap_or_default();
+            let desired = desired_configuration
+                .map(|d| aws_json::<DesiredConfiguration>("desired-configuration", &d))
+                .transpose()?;
+            let request = StartInstanceRefreshRequest {
+                auto_scaling_group_name,
+                strategy,
+                preferences: Some(RefreshPreferences {
+                    min_healthy_percentage: p.min_healthy_percentage,
+                    instance_warmup: p.instance_warmup,
+                    skip_matching: p.skip_matching,
+                    auto_rollback: p.auto_rollback,
+                }),
+                desired_configuration: desired.map(|d| LaunchTemplateSpecification {
+                    launch_template_id: d.launch_template.launch_template_id,
+                    launch_template_name: d.launch_template.launch_template_name,
+                    version: d.launch_template.version,
+                }),
+            };
+            let id = client.start_instance_refresh(request).await?.into_inner().instance_refresh_id;
+            print_refresh_id(format, id);
+        }
+        AutoScaling::DescribeInstanceRefreshes { auto_scaling_group_name, instance_refresh_ids } => {
+            let request = DescribeInstanceRefreshesRequest { auto_scaling_group_name, instance_refresh_ids };
+            let refreshes =
+                client.describe_instance_refreshes(request).await?.into_inner().instance_refreshes;
+            match format {
+                Format::Json => json("InstanceRefreshes", refreshes),
+                Format::Table => table(
+                    &["ID", "STATUS", "DONE", "TO-UPDATE", "STARTED", "REASON"],
+                    refreshes
+                        .into_iter()
+                        .map(|r| {
+                            vec![
+                                r.instance_refresh_id,
+                                r.status,
+                                format!("{}%", r.percentage_complete),
+                                r.instances_to_update.to_string(),
+                                shown(r.start_time),
+                                r.status_reason,
+                            ]
+                        })
+                        .collect(),
+                ),
+            }
+        }
+        AutoScaling::CancelInstanceRefresh { auto_scaling_group_name } => {
+            let request = CancelInstanceRefreshRequest { auto_scaling_group_name };
+            print_refresh_id(
+                format,
+                client.cancel_instance_refresh(request).await?.into_inner().instance_refresh_id,
+            );
+        }
+        AutoScaling::RollbackInstanceRefresh { auto_scaling_group_name } => {
+            let request = RollbackInstanceRefreshRequest { auto_scaling_group_name };
+            print_refresh_id(
+                format,
+                client.rollback_instance_refresh(request).await?.into_inner().instance_refresh_id,
+            );
+        }
     }
     Ok(())
+}
+
+fn print_refresh_id(format: Format, id: String) {
+    match format {
+        Format::Json => json("InstanceRefreshId", id),
+        Format::Table => println!("{id}"),
+    }
 }

@@ -97,7 +97,7 @@ impl Compute for Daemon {
             .live_instances()?
             .into_iter()
             .map(|record| Tagged { tags: index.remove(&record.id).unwrap_or_default(), record })
-            .filter(|item| item.tags.iter().any(|tag| tag.key == key && value.is_none_or(|v| tag.value == v)))
+            .filter(|item| item.tags.iter().any(|tag| tag.key == key && value.map_or(true, |v| tag.value == v)))
             .collect())
     }
 
@@ -346,7 +346,7 @@ pub(crate) mod fake {
             value: Option<&str>,
         ) -> Result<Vec<Tagged<InstanceRecord>>, DaemonError> {
             let wanted =
-                |tags: &[Tag]| tags.iter().any(|t| t.key == key && value.is_none_or(|v| t.value == v));
+                |tags: &[Tag]| tags.iter().any(|t| t.key == key && value.map_or(true, |v| t.value == v));
             Ok(self
                 .instances()
                 .iter()
