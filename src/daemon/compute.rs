@@ -97,7 +97,9 @@ impl Compute for Daemon {
             .live_instances()?
             .into_iter()
             .map(|record| Tagged { tags: index.remove(&record.id).unwrap_or_default(), record })
-            .filter(|item| item.tags.iter().any(|tag| tag.key == key && value.map_or(true, |v| tag.value == v)))
+            .filter(|item| {
+                item.tags.iter().any(|tag| tag.key == key && value.map_or(true, |v| tag.value == v))
+            })
             .collect())
     }
 
