@@ -611,21 +611,20 @@ imds GET /latest/meta-data/instance-id "X-aws-ec2-metadata-token: '"$stolen"'"; 
     nuage elbv2 register-targets --target-group-arn "$tg" --targets "Id=$first" "Id=$second"
     nuage elbv2 create-listener --load-balancer-arn "$lb" --protocol HTTP --port 8080 \
         --default-actions "Type=forward,TargetGroupArn=$tg" >/dev/null
-    # answers N [PORT]: the distinct bodies of N requests through the balancer's listener
-    # on PORT (default 8080), sorted.
+    # answers N: the distinct bodies of N requests through the balancer, sorted.
     answers() {
         n=0
         while [ "$n" -lt "$1" ]; do
             # (busybox 1.35's wget crashes with -T: timeout bounds it instead.)
-            body=$(busybox timeout 5 busybox wget -q -O - "http://127.0.0.1:${2:-8080}/" 2>/dev/null | tr -d '\r\n')
+            body=$(busybox timeout 5 busybox wget -q -O - http://127.0.0.1:8080/ 2>/dev/null | tr -d '\r\n')
             echo "${body:-failed}"
             n=$((n + 1))
         done | sort -u | tr '\n' ,
     }
-    # wait_healthy N [TG]: waits (up to a minute) until N targets of TG (default $tg) are healthy.
+    # wait_healthy N: waits (up to a minute) until N targets are healthy.
     wait_healthy() {
         n=0
-        while [ "$(nuage --output json elbv2 describe-target-health --target-group-arn "${2:-$tg}" \
+        while [ "$(nuage --output json elbv2 describe-target-health --target-group-arn "$tg" \
             | json_values state | grep -c '^healthy$')" != "$1" ] && [ "$n" -lt 120 ]; do
             sleep 0.5
             n=$((n + 1))
@@ -652,57 +651,6 @@ imds GET /latest/meta-data/instance-id "X-aws-ec2-metadata-token: '"$stolen"'"; 
     serve_id "$after"
     wait_healthy 2
     lb_back=$(answers 10)
-    # An Auto Scaling group (issue 19) behind the same balancer, on port 8081: two
-    # instances of a launch template, registered by the group once running; one's VMM
-    # killed, the group replaces it and the replacement is back in rotation.
-    asg_tg=$(nuage --output json elbv2 create-target-group --name asg-80 --protocol HTTP --port 80 \
-        --health-check-interval-seconds 5 --health-check-timeout-seconds 2 --healthy-threshold-count 2 \
-        | json_values target_group_arn)
-    nuage elbv2 modify-target-group-attributes --target-group-arn "$asg_tg" \
-        --attributes Key=deregistration_delay.timeout_seconds,Value=0 >/dev/null
-    nuage elbv2 create-listener --load-balancer-arn "$lb" --protocol HTTP --port 8081 \
-        --default-actions "Type=forward,TargetGroupArn=$asg_tg" >/dev/null
-    nuage create-launch-template --launch-template-name asg \
-        --launch-template-data "{\"ImageId\":\"$image\",\"SubnetId\":\"$subnet\",\"KeyName\":\"ci\"}" >/dev/null
-    # ELB health only after 10 minutes: the guests' web servers are started over SSH.
-    nuage autoscaling create-auto-scaling-group --auto-scaling-group-name asg \
-        --launch-template 'LaunchTemplateName=asg,Version=$Latest' --min-size 2 --max-size 2 \
-        --target-group-arns "$asg_tg" --health-check-type ELB --health-check-grace-period 600 >/dev/null
-    members() {
-        nuage --output json describe-instances --filters Name=tag:aws:autoscaling:groupName,Values=asg \
-            --states pending running | json_values instance_id | sort
-    }
-    # serve_members: every running member serves its id once it is up.
-    serve_members() {
-        for m in $(members); do
-            wait_console "$m" NUAGE-SSH-READY 1
-            serve_id "$(nuage --output json describe-instances --instance-ids "$m" | json_values private_ip_address)"
-        done
-    }
-    n=0
-    while [ "$(members | wc -l)" != 2 ] && [ "$n" -lt 60 ]; do sleep 1; n=$((n + 1)); done
-    serve_members
-    wait_healthy 2 "$asg_tg"
-    asg_first=$(members | tr '\n' ,)
-    asg_both=$(answers 10 8081)
-    victim=$(members | head -n 1)
-    t0=$(now_cs)
-    kill -9 "$(cat "$W/nuaged/instances/$victim/pid")"
-    n=0
-    while members | grep -qx "$victim" && [ "$n" -lt 120 ]; do sleep 0.5; n=$((n + 1)); done
-    n=0
-    while [ "$(members | wc -l)" != 2 ] && [ "$n" -lt 120 ]; do sleep 0.5; n=$((n + 1)); done
-    serve_members
-    wait_healthy 2 "$asg_tg"
-    replaced_s=$(seconds $(( $(now_cs) - t0 )))
-    asg_after=$(members | tr '\n' ,)
-    asg_back=$(answers 10 8081)
-    nuage autoscaling describe-scaling-activities --auto-scaling-group-name asg | sed 's/^/[asg] /'
-    nuage autoscaling delete-auto-scaling-group --auto-scaling-group-name asg --force-delete
-    n=0
-    while [ -n "$(members)" ] && [ "$n" -lt 120 ]; do sleep 0.5; n=$((n + 1)); done
-    asg_left=$(members | wc -l)
-    echo "@@ daemon-asg first=$asg_first both=$asg_both victim=$victim after=$asg_after back=$asg_back replaced_s=$replaced_s left=$asg_left"
     lb_pid=$(cat "$W"/nuaged/balancers/*/pid)
     nuage elbv2 delete-load-balancer --load-balancer-arn "$lb"
     n=0
@@ -710,7 +658,6 @@ imds GET /latest/meta-data/instance-id "X-aws-ec2-metadata-token: '"$stolen"'"; 
     lb_left=0; [ -d "/proc/$lb_pid" ] && lb_left=1
     echo "@@ daemon-elb second=$second both=$lb_both after_stop=$lb_after_stop back=$lb_back lb_pid=${lb_pid:-none} lb_left=$lb_left"
     nuage elbv2 delete-target-group --target-group-arn "$tg"
-    nuage elbv2 delete-target-group --target-group-arn "$asg_tg"
     kept=$(ssh_to "$W/ci.pem" "$after" "mount -t ext4 -o ro /dev/vda /mnt && cat /mnt/ssh-data; umount /mnt" 2>&1)
     echo "$kept" | sed 's/^/[ssh] /'
     data_kept=no; [ "$kept" = "$token" ] && data_kept=yes
@@ -725,6 +672,148 @@ imds GET /latest/meta-data/instance-id "X-aws-ec2-metadata-token: '"$stolen"'"; 
     booted=$(sed -n 's/.*"kernel": *"\([^"]*\)".*/\1/p' "$W/nuaged/store/images/$image/image.json")
     echo "@@ daemon-host image=$image instances=$(echo $ids | wc -w) not_terminated=$left taps_left=$taps drives_left=$drives booted_kernel=${booted:-none}"
     kill "$listener" 2>/dev/null
+    stop_nuaged
+    exit 0
+fi
+
+# The Auto Scaling scenario (issue 19), run only when asked for alone (--only asg, or the
+# asgbench mode): a group of two instances of a launch template behind a load balancer,
+# each serving its id from its user data's script. Each round kills one's VMM (the group
+# replaces it: "replaced_s", failure to the replacement passing the balancer's health
+# check), then loads the balancer from this namespace, the LAN side, above the group's
+# ALBRequestCountPerTarget target (it grows to its max: "scale_out_s", load start to the new
+# instance serving) and stops (it shrinks to its min after the cooldown). Last, an instance
+# refresh onto a new version under a client loop: no request may fail.
+asg_scenario() {
+    [ "${NUAGE_ONLY:-}" = asg ] || return 0
+    unshare -n sh "$0" asg-namespace
+}
+
+if [ "${1:-}" = asg-namespace ]; then
+    ip link set lo up
+    start_nuaged --state-dir "$W/nuaged" --socket "$W/nuaged.sock" --vmm "$VMM"
+    json_numbers() { grep -o "\"$1\": [0-9]*" | awk '{print $2}'; }
+    subnet=$(nuage --output json create-subnet --cidr-block 10.0.32.0/24 | json_values subnet_id)
+    image=$(register_default_image ssh)
+    # serve VERSION: user data whose script serves "<hostname> <VERSION>" on port 80.
+    serve() {
+        printf '#!/bin/sh\nmkdir -p /www && echo "$(hostname) %s" > /www/index.html && busybox httpd -p 80 -h /www\n' "$1" \
+            | base64 -w 0
+    }
+    template_data() {
+        echo "{\"ImageId\":\"$image\",\"SubnetId\":\"$subnet\",\"UserData\":\"$(serve "$1")\"}"
+    }
+    lb=$(nuage --output json elbv2 create-load-balancer --name asg | json_values load_balancer_arn)
+    tg=$(nuage --output json elbv2 create-target-group --name asg-80 --protocol HTTP --port 80 \
+        --health-check-interval-seconds 2 --health-check-timeout-seconds 1 --healthy-threshold-count 2 \
+        --unhealthy-threshold-count 2 | json_values target_group_arn)
+    # Draining lets what an instance serves finish before it goes.
+    nuage elbv2 modify-target-group-attributes --target-group-arn "$tg" \
+        --attributes Key=deregistration_delay.timeout_seconds,Value=3 >/dev/null
+    nuage elbv2 create-listener --load-balancer-arn "$lb" --protocol HTTP --port 8080 \
+        --default-actions "Type=forward,TargetGroupArn=$tg" >/dev/null
+    nuage create-launch-template --launch-template-name asg --launch-template-data "$(template_data v1)" >/dev/null
+    nuage autoscaling create-auto-scaling-group --auto-scaling-group-name asg \
+        --launch-template 'LaunchTemplateName=asg,Version=1' --min-size 2 --max-size 3 \
+        --target-group-arns "$tg" --health-check-type ELB --health-check-grace-period 120 \
+        --default-instance-warmup 5 >/dev/null
+    members() {
+        nuage --output json describe-instances --filters Name=tag:aws:autoscaling:groupName,Values=asg \
+            --states pending running | json_values instance_id | sort
+    }
+    healthy() {
+        nuage --output json elbv2 describe-target-health --target-group-arn "$tg" | json_values state | grep -c '^healthy$'
+    }
+    desired() { nuage --output json autoscaling describe-auto-scaling-groups | json_numbers desired_capacity; }
+    # wait_until SECONDS COMMAND...: polls COMMAND twice a second until it succeeds.
+    wait_until() {
+        limit=$(( $1 * 2 )); shift
+        n=0
+        until "$@" || [ "$n" -ge "$limit" ]; do sleep 0.5; n=$((n + 1)); done
+    }
+    # requests FILE PAUSE: requests through the balancer, one line per answer (its body, or
+    # "failed") in FILE, PAUSE seconds apart, until $W/stop exists.
+    requests() {
+        while [ ! -f "$W/stop" ]; do
+            # (busybox 1.35's wget crashes with -T: timeout bounds it instead.)
+            body=$(busybox timeout 5 busybox wget -q -O - http://127.0.0.1:8080/ 2>/dev/null | tr -d '\r\n')
+            echo "${body:-failed}" >> "$1"
+            sleep "$2"
+        done
+    }
+    # load_for PAUSE: starts requests in the background; $loader is its pid.
+    load_for() { rm -f "$W/stop" "$W/load"; requests "$W/load" "$1" & loader=$!; }
+    stop_load() { touch "$W/stop"; wait "$loader" 2>/dev/null; }
+    two_healthy() { [ "$(healthy)" = 2 ] && [ "$(members | wc -l)" = 2 ]; }
+    wait_until 300 two_healthy
+    echo "@@ asg-start members=$(members | tr '\n' ,) healthy=$(healthy)"
+    rounds=${NUAGE_RUNS:-1}
+    [ "${NUAGE_MODE:-test}" = asgbench ] || rounds=1
+    round=1
+    while [ "$round" -le "$rounds" ]; do
+        victim=$(members | head -n 1)
+        t0=$(now_cs)
+        kill -9 "$(cat "$W/nuaged/instances/$victim/pid")"
+        victim_gone() { ! members | grep -qx "$victim"; }
+        wait_until 120 victim_gone
+        wait_until 300 two_healthy
+        replaced_s=$(seconds $(( $(now_cs) - t0 )))
+        rm -f "$W/stop"; requests "$W/after-kill" 0 & sampler=$!
+        sleep 3; touch "$W/stop"; wait "$sampler"
+        served=$(cut -d' ' -f1 "$W/after-kill" | sort -u | tr '\n' ,)
+        rm -f "$W/after-kill"
+        echo "@@ asg-replace round=$round victim=$victim members=$(members | tr '\n' ,) served=$served replaced_s=$replaced_s"
+
+        nuage autoscaling put-scaling-policy --auto-scaling-group-name asg --policy-name requests \
+            --target-tracking-configuration "{\"PredefinedMetricSpecification\":{\"PredefinedMetricType\":\"ALBRequestCountPerTarget\",\"ResourceLabel\":\"$tg\"},\"TargetValue\":60}" \
+            --estimated-instance-warmup 5 --cooldown 15 >/dev/null
+        t0=$(now_cs)
+        load_for 0.1
+        three_healthy() { [ "$(healthy)" = 3 ]; }
+        wait_until 300 three_healthy
+        scale_out_s=$(seconds $(( $(now_cs) - t0 )))
+        grown=$(desired)
+        stop_load
+        rate=$(( $(wc -l < "$W/load") * 6000 / ($(now_cs) - t0 + 1) ))
+        t0=$(now_cs)
+        wait_until 300 two_healthy
+        scale_in_s=$(seconds $(( $(now_cs) - t0 )))
+        nuage autoscaling delete-policy --auto-scaling-group-name asg --policy-name requests
+        echo "@@ asg-scale round=$round load_per_min=$rate grown=$grown scale_out_s=$scale_out_s shrunk=$(desired) scale_in_s=$scale_in_s"
+        round=$((round + 1))
+    done
+
+    nuage create-launch-template-version --launch-template-name asg --launch-template-data "$(template_data v2)" >/dev/null
+    rm -f "$W/stop" "$W/client"
+    requests "$W/client" 0.2 & client=$!
+    sleep 2
+    t0=$(now_cs)
+    nuage autoscaling start-instance-refresh --auto-scaling-group-name asg \
+        --preferences '{"MinHealthyPercentage":50,"InstanceWarmup":5}' \
+        --desired-configuration '{"LaunchTemplate":{"LaunchTemplateName":"asg","Version":"2"}}' >/dev/null
+    refreshed() {
+        case "$(nuage --output json autoscaling describe-instance-refreshes --auto-scaling-group-name asg | json_values status | head -n 1)" in
+            InProgress) return 1 ;;
+        esac
+    }
+    wait_until 600 refreshed
+    refresh_s=$(seconds $(( $(now_cs) - t0 )))
+    sleep 2
+    touch "$W/stop"; wait "$client"
+    status=$(nuage --output json autoscaling describe-instance-refreshes --auto-scaling-group-name asg | json_values status | head -n 1)
+    # The group's version, then each instance's.
+    versions=$(nuage --output json autoscaling describe-auto-scaling-groups | json_values version | tr '\n' ,)
+    total=$(wc -l < "$W/client")
+    failed=$(grep -c '^failed$' "$W/client" || true)
+    v2=$(grep -c ' v2$' "$W/client" || true)
+    nuage autoscaling describe-instance-refreshes --auto-scaling-group-name asg | sed "s/^/[asg-refresh] /"
+    nuage autoscaling describe-scaling-activities --auto-scaling-group-name asg | sed "s/^/[asg-refresh] /"
+    echo "@@ asg-refresh status=$status refresh_s=$refresh_s requests=$total failed=$failed answered_by_v2=$v2 versions=$versions members=$(members | wc -l)"
+    nuage autoscaling delete-auto-scaling-group --auto-scaling-group-name asg --force-delete
+    gone() { [ -z "$(members)" ]; }
+    wait_until 120 gone
+    echo "@@ asg-delete left=$(members | wc -l)"
+    nuage elbv2 delete-load-balancer --load-balancer-arn "$lb"
     stop_nuaged
     exit 0
 fi
@@ -820,6 +909,8 @@ elif [ "${NUAGE_MODE:-test}" = sshbench ]; then
     unshare -n sh "$0" sshbench-namespace
 elif [ "${NUAGE_MODE:-test}" = iobench ]; then
     unshare -n sh "$0" iobench-namespace
+elif [ "${NUAGE_MODE:-test}" = asgbench ]; then
+    NUAGE_ONLY=asg asg_scenario
 elif [ "${NUAGE_MODE:-test}" = demo ]; then
     # The main job: nuaged on its embedded defaults launches one instance of the default image.
     daemon_launch 1
@@ -836,5 +927,6 @@ else
     store_scenario
     daemon_scenario
     cloud_scenario
+    asg_scenario
 fi
 echo "@@ scenarios-done"

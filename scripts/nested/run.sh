@@ -5,7 +5,7 @@
 # loads kvm_amd: real KVM semantics on a host without VT-x/AMD-V.
 #
 # Usage: scripts/nested/run.sh [--demo | --bench RUNS [--other-vmm PATH] | --iobench SECONDS |
-#                              --sshbench RUNS]
+#                              --sshbench RUNS | --asgbench RUNS]
 #                              [--only SCENARIO] [--vmm-log FILTER] OUTDIR
 # Writes OUTDIR/console.log (everything printed, result lines start with "@@ ").
 set -euo pipefail
@@ -18,6 +18,7 @@ while [ $# -gt 0 ]; do
         --demo) mode=demo; shift ;;
         --iobench) mode=iobench runs=$2; shift 2 ;;
         --sshbench) mode=sshbench runs=$2; shift 2 ;;
+        --asgbench) mode=asgbench runs=$2; shift 2 ;;
         --other-vmm) other=$(realpath "$2"); shift 2 ;;
         --only) only=$2; shift 2 ;;
         --vmm-log) vmmlog=$2; shift 2 ;;
