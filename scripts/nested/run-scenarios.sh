@@ -705,8 +705,9 @@ if [ "${1:-}" = asg-namespace ]; then
     }
     lb=$(nuage --output json elbv2 create-load-balancer --name asg | json_values load_balancer_arn)
     tg=$(nuage --output json elbv2 create-target-group --name asg-80 --protocol HTTP --port 80 \
-        --health-check-interval-seconds 2 --health-check-timeout-seconds 1 --healthy-threshold-count 2 \
+        --health-check-interval-seconds 5 --health-check-timeout-seconds 2 --healthy-threshold-count 2 \
         --unhealthy-threshold-count 2 | json_values target_group_arn)
+    [ -n "$tg" ] || { echo "@@ asg-start failed=no-target-group"; stop_nuaged; exit 0; }
     # Draining lets what an instance serves finish before it goes.
     nuage elbv2 modify-target-group-attributes --target-group-arn "$tg" \
         --attributes Key=deregistration_delay.timeout_seconds,Value=3 >/dev/null

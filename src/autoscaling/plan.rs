@@ -195,14 +195,15 @@ pub fn plan(group: &Group, members: &[Member], now: u64) -> Plan {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
     use crate::autoscaling::model::TemplateRef;
     use crate::daemon::templates::VersionSpec;
 
-    fn group(desired: u32) -> Group {
+    /// A group of ELB health (grace 60 s) over two subnets and one target group.
+    pub(crate) fn group(desired: u32) -> Group {
         Group {
             name: "web".into(),
             arn: String::new(),
@@ -225,7 +226,8 @@ mod tests {
         }
     }
 
-    fn member(id: &str, version: u32, launched: u64, subnet: &str) -> Member {
+    /// A running member of template `lt-1`, registered and healthy.
+    pub(crate) fn member(id: &str, version: u32, launched: u64, subnet: &str) -> Member {
         Member {
             id: id.into(),
             state: InstanceState::Running,

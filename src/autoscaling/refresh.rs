@@ -242,50 +242,11 @@ pub fn step(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
-
     use super::*;
-    use crate::autoscaling::model::HealthCheckType;
-
-    fn group(desired: u32) -> Group {
-        Group {
-            name: "web".into(),
-            arn: String::new(),
-            created: 0,
-            template: TemplateRef { id: "lt-1".into(), name: "web".into(), version: VersionSpec::Number(1) },
-            min_size: 0,
-            max_size: 10,
-            desired_capacity: desired,
-            subnets: Vec::new(),
-            target_group_arns: vec!["tg".into()],
-            health_check_type: HealthCheckType::Elb,
-            health_check_grace_seconds: 30,
-            default_instance_warmup: None,
-            new_instances_protected_from_scale_in: false,
-            protected: BTreeSet::new(),
-            leaving: Vec::new(),
-            deleting: false,
-            policies: Vec::new(),
-            scheduled: Vec::new(),
-        }
-    }
+    use crate::autoscaling::plan::tests::group;
 
     fn member(id: &str, version: u32, launched: u64) -> Member {
-        Member {
-            id: id.into(),
-            state: InstanceState::Running,
-            launch_time: launched,
-            template_id: Some("lt-1".into()),
-            version: Some(version),
-            subnet: String::new(),
-            vcpus: 1,
-            cpu_seconds: None,
-            registered_in_all: true,
-            registered_in_any: true,
-            healthy_in_all: true,
-            draining: false,
-            elb_unhealthy: false,
-        }
+        plan::tests::member(id, version, launched, "")
     }
 
     fn refresh(percent: u32) -> InstanceRefresh {

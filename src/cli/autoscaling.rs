@@ -3,7 +3,7 @@
 //! `--vpc-zone-identifier subnet-a,subnet-b`).
 
 use anyhow::Context;
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use tonic::transport::Channel;
 
 use super::launch_templates::parse_specification;
@@ -26,75 +26,9 @@ use crate::state::clock::{format_utc, parse_utc};
 #[derive(Debug, Subcommand)]
 pub enum AutoScaling {
     /// Makes a group that keeps its desired number of healthy instances.
-    CreateAutoScalingGroup {
-        /// Its name.
-        #[arg(long)]
-        auto_scaling_group_name: String,
-        /// LaunchTemplateId=lt-…|LaunchTemplateName=NAME,Version=N|$Latest|$Default.
-        #[arg(long, value_parser = parse_specification)]
-        launch_template: LaunchTemplateSpecification,
-        /// Never fewer instances.
-        #[arg(long)]
-        min_size: u32,
-        /// Never more.
-        #[arg(long)]
-        max_size: u32,
-        /// How many to keep (default: the min size).
-        #[arg(long)]
-        desired_capacity: Option<u32>,
-        /// Subnets, comma-separated; instances are spread over them.
-        #[arg(long, default_value = "")]
-        vpc_zone_identifier: String,
-        /// Target groups its running instances are registered in.
-        #[arg(long, num_args = 1..)]
-        target_group_arns: Vec<String>,
-        /// EC2 (replace instances not running) or ELB (also those a target group finds
-        /// unhealthy).
-        #[arg(long, default_value = "EC2")]
-        health_check_type: String,
-        /// Seconds after launch before ELB health counts.
-        #[arg(long, default_value_t = 0)]
-        health_check_grace_period: u32,
-        /// Seconds a new instance needs before it counts in scaling metrics.
-        #[arg(long)]
-        default_instance_warmup: Option<u32>,
-        /// Protect the instances it launches from scale-in.
-        #[arg(long)]
-        new_instances_protected_from_scale_in: bool,
-    },
+    CreateAutoScalingGroup(CreateGroup),
     /// Changes a group: what is given replaces the group's.
-    UpdateAutoScalingGroup {
-        /// The group.
-        #[arg(long)]
-        auto_scaling_group_name: String,
-        /// A new launch template version for instances launched from now on.
-        #[arg(long, value_parser = parse_specification)]
-        launch_template: Option<LaunchTemplateSpecification>,
-        /// The min size.
-        #[arg(long)]
-        min_size: Option<u32>,
-        /// The max size.
-        #[arg(long)]
-        max_size: Option<u32>,
-        /// The desired capacity.
-        #[arg(long)]
-        desired_capacity: Option<u32>,
-        /// Subnets, comma-separated.
-        #[arg(long)]
-        vpc_zone_identifier: Option<String>,
-        /// EC2 or ELB.
-        #[arg(long)]
-        health_check_type: Option<String>,
-        /// Seconds after launch before ELB health counts.
-        #[arg(long)]
-        health_check_grace_period: Option<u32>,
-        /// Seconds a new instance needs before it counts in scaling metrics.
-        #[arg(long)]
-        default_instance_warmup: Option<u32>,
-        /// Protect the instances it launches from now on from scale-in (true or false).
-        #[arg(long)]
-        new_instances_protected_from_scale_in: Option<bool>,
-    },
+    UpdateAutoScalingGroup(UpdateGroup),
     /// Sets how many instances a group keeps.
     SetDesiredCapacity {
         /// The group.
@@ -196,35 +130,7 @@ pub enum AutoScaling {
     },
     /// Adds or replaces an action that sets a group's sizes at a time, once or on a
     /// schedule.
-    PutScheduledUpdateGroupAction {
-        /// The group.
-        #[arg(long)]
-        auto_scaling_group_name: String,
-        /// The action's name.
-        #[arg(long)]
-        scheduled_action_name: String,
-        /// When it (first) fires: 2026-12-03T12:00:00Z, or seconds since the epoch.
-        #[arg(long, value_parser = parse_time)]
-        start_time: Option<i64>,
-        /// After this it fires no more.
-        #[arg(long, value_parser = parse_time)]
-        end_time: Option<i64>,
-        /// Cron, five fields, in UTC: "0 8 * * 1-5".
-        #[arg(long, default_value = "")]
-        recurrence: String,
-        /// UTC, the only zone.
-        #[arg(long, default_value = "")]
-        time_zone: String,
-        /// The min size it sets.
-        #[arg(long)]
-        min_size: Option<u32>,
-        /// The max size it sets.
-        #[arg(long)]
-        max_size: Option<u32>,
-        /// The desired capacity it sets.
-        #[arg(long)]
-        desired_capacity: Option<u32>,
-    },
+    PutScheduledUpdateGroupAction(PutScheduledAction),
     /// Lists scheduled actions.
     DescribeScheduledActions {
         /// Only this group's.
@@ -278,6 +184,112 @@ pub enum AutoScaling {
         #[arg(long)]
         auto_scaling_group_name: String,
     },
+}
+
+/// What `create-auto-scaling-group` takes.
+#[derive(Debug, Args)]
+pub struct CreateGroup {
+    /// Its name.
+    #[arg(long)]
+    pub auto_scaling_group_name: String,
+    /// LaunchTemplateId=lt-…|LaunchTemplateName=NAME,Version=N|$Latest|$Default.
+    #[arg(long, value_parser = parse_specification)]
+    pub launch_template: LaunchTemplateSpecification,
+    /// Never fewer instances.
+    #[arg(long)]
+    pub min_size: u32,
+    /// Never more.
+    #[arg(long)]
+    pub max_size: u32,
+    /// How many to keep (default: the min size).
+    #[arg(long)]
+    pub desired_capacity: Option<u32>,
+    /// Subnets, comma-separated; instances are spread over them.
+    #[arg(long, default_value = "")]
+    pub vpc_zone_identifier: String,
+    /// Target groups its running instances are registered in.
+    #[arg(long, num_args = 1..)]
+    pub target_group_arns: Vec<String>,
+    /// EC2 (replace instances not running) or ELB (also those a target group finds
+    /// unhealthy).
+    #[arg(long, default_value = "EC2")]
+    pub health_check_type: String,
+    /// Seconds after launch before ELB health counts.
+    #[arg(long, default_value_t = 0)]
+    pub health_check_grace_period: u32,
+    /// Seconds a new instance needs before it counts in scaling metrics.
+    #[arg(long)]
+    pub default_instance_warmup: Option<u32>,
+    /// Protect the instances it launches from scale-in.
+    #[arg(long)]
+    pub new_instances_protected_from_scale_in: bool,
+}
+
+/// What `update-auto-scaling-group` takes.
+#[derive(Debug, Args)]
+pub struct UpdateGroup {
+    /// The group.
+    #[arg(long)]
+    pub auto_scaling_group_name: String,
+    /// A new launch template version for instances launched from now on.
+    #[arg(long, value_parser = parse_specification)]
+    pub launch_template: Option<LaunchTemplateSpecification>,
+    /// The min size.
+    #[arg(long)]
+    pub min_size: Option<u32>,
+    /// The max size.
+    #[arg(long)]
+    pub max_size: Option<u32>,
+    /// The desired capacity.
+    #[arg(long)]
+    pub desired_capacity: Option<u32>,
+    /// Subnets, comma-separated.
+    #[arg(long)]
+    pub vpc_zone_identifier: Option<String>,
+    /// EC2 or ELB.
+    #[arg(long)]
+    pub health_check_type: Option<String>,
+    /// Seconds after launch before ELB health counts.
+    #[arg(long)]
+    pub health_check_grace_period: Option<u32>,
+    /// Seconds a new instance needs before it counts in scaling metrics.
+    #[arg(long)]
+    pub default_instance_warmup: Option<u32>,
+    /// Protect the instances it launches from now on from scale-in (true or false).
+    #[arg(long)]
+    pub new_instances_protected_from_scale_in: Option<bool>,
+}
+
+/// What `put-scheduled-update-group-action` takes.
+#[derive(Debug, Args)]
+pub struct PutScheduledAction {
+    /// The group.
+    #[arg(long)]
+    pub auto_scaling_group_name: String,
+    /// The action's name.
+    #[arg(long)]
+    pub scheduled_action_name: String,
+    /// When it (first) fires: 2026-12-03T12:00:00Z, or seconds since the epoch.
+    #[arg(long, value_parser = parse_time)]
+    pub start_time: Option<i64>,
+    /// After this it fires no more.
+    #[arg(long, value_parser = parse_time)]
+    pub end_time: Option<i64>,
+    /// Cron, five fields, in UTC: "0 8 * * 1-5".
+    #[arg(long, default_value = "")]
+    pub recurrence: String,
+    /// UTC, the only zone.
+    #[arg(long, default_value = "")]
+    pub time_zone: String,
+    /// The min size it sets.
+    #[arg(long)]
+    pub min_size: Option<u32>,
+    /// The max size it sets.
+    #[arg(long)]
+    pub max_size: Option<u32>,
+    /// The desired capacity it sets.
+    #[arg(long)]
+    pub desired_capacity: Option<u32>,
 }
 
 /// A time as the aws CLI takes it: ISO 8601 in UTC, or seconds since the epoch.
@@ -405,57 +417,34 @@ fn print_activities(format: Format, activities: Vec<Activity>) {
 pub async fn run(command: AutoScaling, channel: Channel, format: Format) -> anyhow::Result<()> {
     let mut client = AutoScalingClient::new(channel);
     match command {
-        AutoScaling::CreateAutoScalingGroup {
-            auto_scaling_group_name,
-            launch_template,
-            min_size,
-            max_size,
-            desired_capacity,
-            vpc_zone_identifier,
-            target_group_arns,
-            health_check_type,
-            health_check_grace_period,
-            default_instance_warmup,
-            new_instances_protected_from_scale_in,
-        } => {
+        AutoScaling::CreateAutoScalingGroup(a) => {
             let request = CreateAutoScalingGroupRequest {
-                auto_scaling_group_name,
-                launch_template: Some(launch_template),
-                min_size,
-                max_size,
-                desired_capacity,
-                vpc_zone_identifier,
-                target_group_arns,
-                health_check_type,
-                health_check_grace_period,
-                default_instance_warmup,
-                new_instances_protected_from_scale_in,
+                auto_scaling_group_name: a.auto_scaling_group_name,
+                launch_template: Some(a.launch_template),
+                min_size: a.min_size,
+                max_size: a.max_size,
+                desired_capacity: a.desired_capacity,
+                vpc_zone_identifier: a.vpc_zone_identifier,
+                target_group_arns: a.target_group_arns,
+                health_check_type: a.health_check_type,
+                health_check_grace_period: a.health_check_grace_period,
+                default_instance_warmup: a.default_instance_warmup,
+                new_instances_protected_from_scale_in: a.new_instances_protected_from_scale_in,
             };
             print_groups(format, vec![client.create_auto_scaling_group(request).await?.into_inner()]);
         }
-        AutoScaling::UpdateAutoScalingGroup {
-            auto_scaling_group_name,
-            launch_template,
-            min_size,
-            max_size,
-            desired_capacity,
-            vpc_zone_identifier,
-            health_check_type,
-            health_check_grace_period,
-            default_instance_warmup,
-            new_instances_protected_from_scale_in,
-        } => {
+        AutoScaling::UpdateAutoScalingGroup(a) => {
             let request = UpdateAutoScalingGroupRequest {
-                auto_scaling_group_name,
-                launch_template,
-                min_size,
-                max_size,
-                desired_capacity,
-                vpc_zone_identifier,
-                health_check_type,
-                health_check_grace_period,
-                default_instance_warmup,
-                new_instances_protected_from_scale_in,
+                auto_scaling_group_name: a.auto_scaling_group_name,
+                launch_template: a.launch_template,
+                min_size: a.min_size,
+                max_size: a.max_size,
+                desired_capacity: a.desired_capacity,
+                vpc_zone_identifier: a.vpc_zone_identifier,
+                health_check_type: a.health_check_type,
+                health_check_grace_period: a.health_check_grace_period,
+                default_instance_warmup: a.default_instance_warmup,
+                new_instances_protected_from_scale_in: a.new_instances_protected_from_scale_in,
             };
             print_groups(format, vec![client.update_auto_scaling_group(request).await?.into_inner()]);
         }
@@ -563,27 +552,17 @@ pub async fn run(command: AutoScaling, channel: Channel, format: Format) -> anyh
                 client.describe_scaling_activities(request).await?.into_inner().activities,
             );
         }
-        AutoScaling::PutScheduledUpdateGroupAction {
-            auto_scaling_group_name,
-            scheduled_action_name,
-            start_time,
-            end_time,
-            recurrence,
-            time_zone,
-            min_size,
-            max_size,
-            desired_capacity,
-        } => {
+        AutoScaling::PutScheduledUpdateGroupAction(a) => {
             let request = PutScheduledUpdateGroupActionRequest {
-                auto_scaling_group_name,
-                scheduled_action_name,
-                start_time,
-                end_time,
-                recurrence,
-                time_zone,
-                min_size,
-                max_size,
-                desired_capacity,
+                auto_scaling_group_name: a.auto_scaling_group_name,
+                scheduled_action_name: a.scheduled_action_name,
+                start_time: a.start_time,
+                end_time: a.end_time,
+                recurrence: a.recurrence,
+                time_zone: a.time_zone,
+                min_size: a.min_size,
+                max_size: a.max_size,
+                desired_capacity: a.desired_capacity,
             };
             client.put_scheduled_update_group_action(request).await?;
         }
