@@ -16,6 +16,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "proto/nuage/v1/elbv2.proto",
             "proto/nuage/v1/launchtemplates.proto",
             "proto/nuage/v1/autoscaling.proto",
+            "proto/nuage/v1/elasticbeanstalk.proto",
         ];
         for proto in protos {
             println!("cargo:rerun-if-changed={proto}");

@@ -10,6 +10,8 @@
 //!   `daemon`, on by default);
 //! - [`balancer`]: Elastic Load Balancing, the controller that keeps each load balancer's
 //!   `nuage-lb` serving what the API asked;
+//! - [`environments`]: Elastic Beanstalk's controller: applications and their versions'
+//!   source bundles;
 //! - [`metadata`]: the instance metadata service (IMDSv2) the daemon serves its guests;
 //! - [`lb`]: `nuage-lb`, the load balancers' data plane, one process per load balancer.
 
@@ -24,6 +26,8 @@ pub mod block;
 pub mod cli;
 #[cfg(feature = "daemon")]
 pub mod daemon;
+#[cfg(feature = "daemon")]
+pub mod environments;
 #[cfg(feature = "daemon")]
 pub mod lb;
 #[cfg(feature = "daemon")]

@@ -3552,3 +3552,132 @@ fn scheduled_actions_and_an_instance_refresh_through_the_daemon() {
         .count();
     assert_eq!(launched, 2 + 1 + 3, "2 at first, 1 scheduled, 3 replacements: none twice");
 }
+
+/// A tar.gz of `files` (name, content), made by the system's tar.
+fn tar_gz(dir: &Path, name: &str, files: &[(&str, &[u8])]) -> PathBuf {
+    let src = dir.join(format!("{name}.src"));
+    std::fs::create_dir_all(&src).unwrap();
+    for (file, content) in files {
+        std::fs::write(src.join(file), content).unwrap();
+    }
+    let out = dir.join(format!("{name}.tar.gz"));
+    let status = Command::new("tar").arg("-czf").arg(&out).arg("-C").arg(&src).arg(".").status().unwrap();
+    assert!(status.success());
+    out
+}
+
+/// Applications and versions through the real daemon: a bundle that is not an archive,
+/// a truncated one, an unknown application and a clash are refused with AWS's names and
+/// keep nothing; a bundle larger than a gRPC message's default cap is kept as sent
+/// (private, by its SHA-256) and let go with its version; nuaged SIGKILLed between keeping
+/// a bundle and recording its version lets that bundle go at its next start.
+#[test]
+fn application_versions_keep_their_source_bundles_through_the_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::start(dir.path());
+    let bundles = dir.path().join("state/store/bundles");
+    let kept = || -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&bundles)
+            .map(|d| d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    fn eb<'a>(args: &[&'a str]) -> Vec<&'a str> {
+        [&["elasticbeanstalk"][..], args].concat()
+    }
+    daemon.ok(&eb(&["create-application", "--application-name", "web", "--description", "my site"]));
+    let start = b"#!/bin/sh\nexec busybox httpd -f -p $PORT -h www\n";
+    let v1 = tar_gz(dir.path(), "v1", &[("start", start), ("index.html", b"v1")]);
+    let v1_bytes = std::fs::read(&v1).unwrap();
+    let text = common::write_file(dir.path(), "notes.txt", b"not an archive");
+    let truncated = common::write_file(dir.path(), "cut.tar.gz", &v1_bytes[..v1_bytes.len() / 2]);
+    let version = |app: &str, label: &str, bundle: &str| -> Vec<String> {
+        let args = ["create-application-version", "--application-name", app, "--version-label", label];
+        let bundle = format!("file://{bundle}");
+        eb(&[&args[..], &["--source-bundle", &bundle]].concat()).iter().map(|a| (*a).to_owned()).collect()
+    };
+    let v1_path = v1.to_str().unwrap();
+    for (args, expected) in [
+        (
+            eb(&["create-application", "--application-name", "web"])
+                .iter()
+                .map(|a| (*a).to_owned())
+                .collect(),
+            "InvalidParameterValue",
+        ),
+        (version("web", "v1", &text), "InvalidParameterValue"),
+        (version("web", "v1", &truncated), "InvalidParameterValue"),
+        (version("nope", "v1", v1_path), "InvalidParameterValue"),
+        (version("web", "a/b", v1_path), "InvalidParameterValue"),
+    ] {
+        let err = daemon.err(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(err.starts_with(expected), "{args:?}: {err}");
+    }
+    assert!(kept().is_empty(), "refusals keep nothing: {:?}", kept());
+    let made = daemon.ok(&version("web", "v1", v1_path).iter().map(String::as_str).collect::<Vec<_>>());
+    let made = &made["ApplicationVersions"][0];
+    let sha = nuage::store::bundle::sha256_hex(&v1_bytes);
+    assert_eq!(
+        (made["source_bundle_sha256"].as_str(), made["source_bundle_format"].as_str()),
+        (Some(sha.as_str()), Some("tar.gz"))
+    );
+    assert_eq!(kept(), std::slice::from_ref(&sha));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(bundles.join(&sha)).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(std::fs::read(bundles.join(&sha)).unwrap(), v1_bytes, "kept as sent");
+    let err = daemon.err(&version("web", "v1", v1_path).iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(err.starts_with("InvalidParameterValue") && err.contains("already exists"), "{err}");
+
+    // Larger than the 4 MiB a gRPC message may carry by default (incompressible bytes).
+    let mut noise = vec![0u8; 5 << 20];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for byte in noise.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *byte = x as u8;
+    }
+    let big = tar_gz(dir.path(), "big", &[("start", start), ("data", &noise)]);
+    daemon.ok(&version("web", "big", big.to_str().unwrap()).iter().map(String::as_str).collect::<Vec<_>>());
+    let listed = daemon.ok(&eb(&["describe-application-versions", "--application-name", "web"]));
+    let labels: Vec<&str> = listed["ApplicationVersions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["version_label"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels.len(), 2, "{listed}");
+    daemon.ok(&eb(&["delete-application-version", "--application-name", "web", "--version-label", "big"]));
+    assert_eq!(kept(), std::slice::from_ref(&sha), "its bundle goes with it");
+
+    // Killed after keeping a bundle, before recording its version.
+    daemon.kill();
+    let crashing = Daemon::spawn_with_env(
+        dir.path(),
+        &["--vmm".as_ref(), common::vmm_bin().as_ref()],
+        &[("NUAGE_FAILPOINT", "bundle-after-keep")],
+    );
+    let v2 = tar_gz(dir.path(), "v2", &[("start", start), ("index.html", b"v2")]);
+    let args = version("web", "v2", v2.to_str().unwrap());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nuage"))
+        .arg("--endpoint")
+        .arg(dir.path().join("api.sock"))
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    crashing.wait_for(|| crashing.log().contains("failpoint reached"), "bundle-after-keep");
+    assert_eq!(kept().len(), 2, "kept, not yet recorded");
+    crashing.kill();
+    let _ = child.wait();
+    daemon = Daemon::start(dir.path());
+    assert_eq!(kept(), std::slice::from_ref(&sha), "the next start lets the orphan go");
+    let listed = daemon.ok(&eb(&["describe-application-versions"]));
+    assert_eq!(listed["ApplicationVersions"].as_array().unwrap().len(), 1, "{listed}");
+    daemon.ok(&eb(&["delete-application", "--application-name", "web"]));
+    assert!(kept().is_empty());
+    let none = daemon.ok(&eb(&["describe-applications"]));
+    assert!(none["Applications"].as_array().unwrap().is_empty());
+}

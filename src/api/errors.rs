@@ -12,6 +12,7 @@ use crate::daemon::keypairs::KeyPairError;
 use crate::daemon::quotas::Quota;
 use crate::daemon::templates::TemplateError;
 use crate::daemon::DaemonError;
+use crate::environments::EnvironmentsError;
 use crate::net::NetError;
 use crate::state::db::StateError;
 use crate::store::{Resource, StoreError};
@@ -149,6 +150,30 @@ pub fn classify_autoscaling(error: &AutoScalingError) -> (Code, &'static str) {
         AutoScalingError::Irreversible(_) => (FailedPrecondition, "IrreversibleInstanceRefresh"),
         AutoScalingError::Daemon(e) => classify(e),
         AutoScalingError::State(_) => (Internal, INTERNAL_ERROR),
+    }
+}
+
+/// The gRPC code and Elastic Beanstalk error name of `error`.
+pub fn classify_environments(error: &EnvironmentsError) -> (Code, &'static str) {
+    use Code::*;
+    match error {
+        EnvironmentsError::InvalidParameter(_)
+        | EnvironmentsError::Daemon(DaemonError::Store(
+            StoreError::BadImage(_) | StoreError::InvalidParameter(_),
+        )) => (InvalidArgument, "InvalidParameterValue"),
+        EnvironmentsError::TooManyApplications(_) => (ResourceExhausted, "TooManyApplicationsException"),
+        EnvironmentsError::TooManyApplicationVersions(_) => {
+            (ResourceExhausted, "TooManyApplicationVersionsException")
+        }
+        EnvironmentsError::Daemon(e) => classify(e),
+        EnvironmentsError::State(_) => (Internal, INTERNAL_ERROR),
+    }
+}
+
+impl From<EnvironmentsError> for Status {
+    fn from(error: EnvironmentsError) -> Self {
+        let (code, name) = classify_environments(&error);
+        Status::new(code, format!("{name}: {error}"))
     }
 }
 

@@ -6,6 +6,7 @@ pub mod addresses;
 pub mod audit;
 pub mod autoscaling;
 pub mod balancing;
+pub mod environments;
 pub mod errors;
 pub mod images;
 pub mod instances;

@@ -17,6 +17,7 @@ use tower::layer::util::{Identity, Stack};
 use super::addresses::AddressesService;
 use super::autoscaling::AutoScalingService;
 use super::balancing::LoadBalancingService;
+use super::environments::{EnvironmentsService, MAX_REQUEST_BYTES};
 use super::images::ImagesService;
 use super::instances::InstancesService;
 use super::keypairs::KeyPairsService;
@@ -24,6 +25,7 @@ use super::launch_templates::LaunchTemplatesService;
 use super::metrics::{Access, ApiMetrics, CallLayer};
 use super::pb::addresses_server::AddressesServer;
 use super::pb::auto_scaling_server::AutoScalingServer;
+use super::pb::environments_server::EnvironmentsServer;
 use super::pb::images_server::ImagesServer;
 use super::pb::instances_server::InstancesServer;
 use super::pb::key_pairs_server::KeyPairsServer;
@@ -41,6 +43,7 @@ use super::volumes::{SnapshotsService, VolumesService};
 use crate::autoscaling::AutoScalingGroups;
 use crate::balancer::Balancers;
 use crate::daemon::Daemon;
+use crate::environments::Environments;
 
 /// Binds the API socket at `path` (mode 0660: the owner and its group may call the API),
 /// replacing a stale socket a dead daemon left. The socket is handed to `group` (from
@@ -94,6 +97,8 @@ pub struct Controllers {
     pub balancers: Arc<Balancers>,
     /// Auto Scaling groups.
     pub groups: Arc<AutoScalingGroups>,
+    /// Elastic Beanstalk.
+    pub environments: Arc<Environments>,
 }
 
 /// The layers every API call goes through.
@@ -121,6 +126,7 @@ async fn routes(
     reporter.set_serving::<TagsServer<TagsService>>().await;
     reporter.set_serving::<LoadBalancingServer<LoadBalancingService>>().await;
     reporter.set_serving::<AutoScalingServer<AutoScalingService>>().await;
+    reporter.set_serving::<EnvironmentsServer<EnvironmentsService>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(super::pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -141,7 +147,11 @@ async fn routes(
         .add_service(SecurityGroupsServer::new(SecurityGroupsService(daemon.clone())))
         .add_service(TagsServer::new(TagsService(daemon.clone())))
         .add_service(LoadBalancingServer::new(LoadBalancingService(controllers.balancers.clone())))
-        .add_service(AutoScalingServer::new(AutoScalingService(controllers.groups.clone()))))
+        .add_service(AutoScalingServer::new(AutoScalingService(controllers.groups.clone())))
+        .add_service(
+            EnvironmentsServer::new(EnvironmentsService(controllers.environments.clone()))
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+        ))
 }
 
 /// Serves the API on `listeners` until `shutdown` resolves.

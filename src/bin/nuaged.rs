@@ -15,6 +15,7 @@ use nuage::daemon::config::DaemonConfig;
 use nuage::daemon::config::TcpConfig;
 use nuage::daemon::metadata::MetadataSource;
 use nuage::daemon::Daemon;
+use nuage::environments::Environments;
 use nuage::metadata::token::TokenKey;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tracing::info;
@@ -153,6 +154,9 @@ async fn main() -> anyhow::Result<()> {
         &daemon.config.region,
     ));
     groups.start().context("starting the Auto Scaling groups' controller")?;
+    let environments =
+        Arc::new(Environments::new(daemon.documents.clone(), daemon.clone(), &daemon.config.region));
+    environments.start().context("starting the environments' controller")?;
     let key = TokenKey::load_or_create(&daemon.state_dir().join("metadata.key"))
         .context("the metadata service's token key")?;
     tokio::spawn(nuage::metadata::server::run(Arc::new(MetadataSource(daemon.clone())), Arc::new(key)));
@@ -183,7 +187,7 @@ async fn main() -> anyhow::Result<()> {
         }
         info!("stopping; instances keep running and are adopted at the next start");
     };
-    let controllers = Controllers { balancers, groups };
+    let controllers = Controllers { balancers, groups, environments };
     nuage::api::server::serve(daemon, controllers, Listeners { unix, read_only, tcp }, api_metrics, shutdown)
         .await
 }

@@ -3,6 +3,7 @@
 
 mod autoscaling;
 mod doctor;
+mod elasticbeanstalk;
 mod elbv2;
 mod launch_templates;
 mod output;
@@ -83,6 +84,11 @@ enum Command {
     Autoscaling {
         #[command(subcommand)]
         command: autoscaling::AutoScaling,
+    },
+    /// Applications and their versions (`aws elasticbeanstalk`).
+    Elasticbeanstalk {
+        #[command(subcommand)]
+        command: elasticbeanstalk::ElasticBeanstalk,
     },
     /// Load balancers, target groups, targets and listeners (`aws elbv2`).
     Elbv2 {
@@ -747,6 +753,9 @@ impl Cli {
         let command = match self.command {
             Command::Elbv2 { command } => return elbv2::run(command, channel, format).await,
             Command::Autoscaling { command } => return autoscaling::run(command, channel, format).await,
+            Command::Elasticbeanstalk { command } => {
+                return elasticbeanstalk::run(command, channel, format).await
+            }
             Command::LaunchTemplates(command) => {
                 return launch_templates::run(command, channel, format).await
             }
@@ -1022,6 +1031,7 @@ impl Cli {
             | Command::Completions { .. }
             | Command::Elbv2 { .. }
             | Command::Autoscaling { .. }
+            | Command::Elasticbeanstalk { .. }
             | Command::LaunchTemplates(_) => {
                 unreachable!("handled before")
             }

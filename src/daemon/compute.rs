@@ -17,6 +17,7 @@ use super::instances::{RunSpec, StateChange};
 use super::templates::{self, VersionSpec, Which};
 use super::{Daemon, DaemonError};
 use crate::state::instance::{InstanceRecord, InstanceState};
+use crate::store::bundle::Bundle;
 
 /// A launch template's version, ready to launch.
 #[derive(Debug, Clone)]
@@ -60,6 +61,12 @@ pub trait Compute: Send + Sync {
     fn unhold_address(&self, allocation_id: &str, holder: &str) -> Result<(), DaemonError>;
     /// Every held Elastic IP, as (allocation id, holder).
     fn held_addresses(&self) -> Result<Vec<(String, String)>, DaemonError>;
+    /// Keeps an application source bundle (checked to be a whole tar.gz or zip).
+    fn keep_bundle(&self, bytes: &[u8]) -> Result<Bundle, DaemonError>;
+    /// Every bundle kept, by SHA-256.
+    fn bundles(&self) -> Result<Vec<String>, DaemonError>;
+    /// Drops bundle `sha256`.
+    fn drop_bundle(&self, sha256: &str) -> Result<(), DaemonError>;
 }
 
 impl Compute for Daemon {
@@ -121,6 +128,18 @@ impl Compute for Daemon {
 
     fn held_addresses(&self) -> Result<Vec<(String, String)>, DaemonError> {
         self.network.held_addresses()
+    }
+
+    fn keep_bundle(&self, bytes: &[u8]) -> Result<Bundle, DaemonError> {
+        self.bundles.keep(bytes)
+    }
+
+    fn bundles(&self) -> Result<Vec<String>, DaemonError> {
+        self.bundles.list()
+    }
+
+    fn drop_bundle(&self, sha256: &str) -> Result<(), DaemonError> {
+        self.bundles.remove(sha256)
     }
 }
 
@@ -206,12 +225,18 @@ pub(crate) mod fake {
         /// Templates as (id, name, the image of each version from 1).
         templates: Mutex<Vec<(String, String, Vec<String>)>>,
         addresses: Mutex<Vec<ElasticIp>>,
+        /// Bundles kept, by SHA-256.
+        bundles: Mutex<std::collections::BTreeSet<String>>,
         events: Events,
     }
 
     impl FakeCompute {
         fn instances(&self) -> std::sync::MutexGuard<'_, Vec<Tagged<InstanceRecord>>> {
             self.instances.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        }
+
+        fn kept_bundles(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<String>> {
+            self.bundles.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
         }
 
         fn addresses(&self) -> std::sync::MutexGuard<'_, Vec<ElasticIp>> {
@@ -394,6 +419,22 @@ pub(crate) mod fake {
 
         fn held_addresses(&self) -> Result<Vec<(String, String)>, DaemonError> {
             Ok(self.addresses().iter().filter_map(|a| Some((a.id.clone(), a.holder.clone()?))).collect())
+        }
+
+        fn keep_bundle(&self, bytes: &[u8]) -> Result<Bundle, DaemonError> {
+            let (format, entries) = crate::store::bundle::check(bytes)?;
+            let sha256 = crate::store::bundle::sha256_hex(bytes);
+            self.kept_bundles().insert(sha256.clone());
+            Ok(Bundle { sha256, size: bytes.len() as u64, format, entries })
+        }
+
+        fn bundles(&self) -> Result<Vec<String>, DaemonError> {
+            Ok(self.kept_bundles().iter().cloned().collect())
+        }
+
+        fn drop_bundle(&self, sha256: &str) -> Result<(), DaemonError> {
+            self.kept_bundles().remove(sha256);
+            Ok(())
         }
     }
 }

@@ -2,6 +2,7 @@
 //! database and the instances' VMM processes, and serves them over the gRPC API
 //! ([`crate::api`]) on a Unix socket.
 
+pub mod bundles;
 pub mod cgroup;
 pub mod cidata;
 pub mod compute;
@@ -30,6 +31,7 @@ use crate::state::db::{Database, StateError};
 use crate::state::document::DocumentStore;
 use crate::state::file::{create_private_dir, make_private};
 use crate::store::{Store, StoreError};
+use bundles::Bundles;
 use config::DaemonConfig;
 use events::Events;
 use images::Images;
@@ -129,6 +131,8 @@ pub struct Daemon {
     pub tags: Tags,
     /// Launch templates.
     pub templates: LaunchTemplates,
+    /// Application source bundles.
+    pub bundles: Bundles,
     /// Where the controllers keep their desired state, in the daemon's database.
     pub documents: Arc<dyn DocumentStore>,
 }
@@ -180,6 +184,7 @@ impl Daemon {
         let network = Network::new(plane.clone(), db.clone(), db.clone());
         let key_pairs = KeyPairs::new(db.clone(), db.clone());
         let documents: Arc<dyn DocumentStore> = db.clone();
+        let bundles = Bundles::new(store.clone());
         let tags = Tags::new(db.clone(), db.clone(), db, store, plane);
         let templates = LaunchTemplates::new(documents.clone(), config.clone());
         Ok((
@@ -193,6 +198,7 @@ impl Daemon {
                 key_pairs,
                 tags,
                 templates,
+                bundles,
                 documents,
             },
             actions,

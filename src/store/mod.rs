@@ -16,6 +16,8 @@
 //! directory); multi-step operations record their intent first and [`Store::open`] rolls
 //! each one forward or back, removes temporary files and reports orphans it cleaned.
 
+#[cfg(feature = "daemon")]
+pub mod bundle;
 pub mod image;
 pub mod kernel;
 pub mod volume;
