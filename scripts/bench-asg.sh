@@ -18,6 +18,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 [ -n "$out" ] || out=$(mktemp -d)
+mkdir -p "$out"
 "$NUAGE_ROOT/scripts/nested/run.sh" --asgbench "$runs" "$out" >"$out/run.log" 2>&1 || {
     tail -n 40 "$out/run.log"
     die "the nested run failed (log: $out/run.log)"
