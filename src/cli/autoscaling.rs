@@ -234,15 +234,9 @@ pub struct UpdateGroup {
     /// A new launch template version for instances launched from now on.
     #[arg(long, value_parser = parse_specification)]
     pub launch_template: Option<LaunchTemplateSpecification>,
-    /// The min size.
-    #[arg(long)]
-    pub min_size: Option<u32>,
-    /// The max size.
-    #[arg(long)]
-    pub max_size: Option<u32>,
-    /// The desired capacity.
-    #[arg(long)]
-    pub desired_capacity: Option<u32>,
+    /// The sizes.
+    #[command(flatten)]
+    pub sizes: Sizes,
     /// Subnets, comma-separated.
     #[arg(long)]
     pub vpc_zone_identifier: Option<String>,
@@ -281,13 +275,21 @@ pub struct PutScheduledAction {
     /// UTC, the only zone.
     #[arg(long, default_value = "")]
     pub time_zone: String,
-    /// The min size it sets.
+    /// The sizes it sets.
+    #[command(flatten)]
+    pub sizes: Sizes,
+}
+
+/// A group's sizes, each optional: those given replace the group's.
+#[derive(Debug, Args)]
+pub struct Sizes {
+    /// The min size.
     #[arg(long)]
     pub min_size: Option<u32>,
-    /// The max size it sets.
+    /// The max size.
     #[arg(long)]
     pub max_size: Option<u32>,
-    /// The desired capacity it sets.
+    /// The desired capacity.
     #[arg(long)]
     pub desired_capacity: Option<u32>,
 }
@@ -437,9 +439,9 @@ pub async fn run(command: AutoScaling, channel: Channel, format: Format) -> anyh
             let request = UpdateAutoScalingGroupRequest {
                 auto_scaling_group_name: a.auto_scaling_group_name,
                 launch_template: a.launch_template,
-                min_size: a.min_size,
-                max_size: a.max_size,
-                desired_capacity: a.desired_capacity,
+                min_size: a.sizes.min_size,
+                max_size: a.sizes.max_size,
+                desired_capacity: a.sizes.desired_capacity,
                 vpc_zone_identifier: a.vpc_zone_identifier,
                 health_check_type: a.health_check_type,
                 health_check_grace_period: a.health_check_grace_period,
@@ -560,9 +562,9 @@ pub async fn run(command: AutoScaling, channel: Channel, format: Format) -> anyh
                 end_time: a.end_time,
                 recurrence: a.recurrence,
                 time_zone: a.time_zone,
-                min_size: a.min_size,
-                max_size: a.max_size,
-                desired_capacity: a.desired_capacity,
+                min_size: a.sizes.min_size,
+                max_size: a.sizes.max_size,
+                desired_capacity: a.sizes.desired_capacity,
             };
             client.put_scheduled_update_group_action(request).await?;
         }
