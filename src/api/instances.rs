@@ -82,14 +82,6 @@ fn metadata_options(options: MetadataOptions) -> PbMetadataOptions {
     }
 }
 
-/// The tags EC2 puts on an instance launched from version `version` of template `id`.
-pub fn template_tags(id: &str, version: u32) -> Vec<Tag> {
-    vec![
-        Tag { key: "aws:ec2launchtemplate:id".into(), value: id.into() },
-        Tag { key: "aws:ec2launchtemplate:version".into(), value: version.to_string() },
-    ]
-}
-
 /// A MetadataOptions message as a change: each empty field (0 for the hop limit) changes
 /// nothing; a bad value is refused before anything is made.
 pub(super) fn metadata_change(options: Option<PbMetadataOptions>) -> Result<MetadataChange, DaemonError> {
@@ -181,7 +173,7 @@ impl Instances for InstancesService {
                 Some(t) => {
                     let which = Which::new(&t.launch_template_id, &t.launch_template_name)?;
                     let (template, version) = daemon.templates.version(&which, t.version.parse()?)?;
-                    (version.data.overlaid(given), template_tags(&template.id, version.number))
+                    (version.data.overlaid(given), templates::template_tags(&template.id, version.number))
                 }
             };
             let spec = RunSpec {

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use crate::daemon::compute::{Compute, Reconciler};
 use crate::daemon::describe::Tagged;
-use crate::daemon::templates::{VersionSpec, Which};
+use crate::daemon::templates::{template_tags, VersionSpec, Which, TEMPLATE_ID_TAG, TEMPLATE_VERSION_TAG};
 use crate::daemon::{failpoint, DaemonError};
 use crate::lb::config::TargetHealth;
 use crate::state::db::StateError;
@@ -45,10 +45,6 @@ pub use targets::TargetGroups;
 const DOCUMENT: &str = "autoscaling";
 /// The tag every instance of a group carries, its value the group's name.
 pub const GROUP_TAG: &str = "aws:autoscaling:groupName";
-/// The tag giving the launch template an instance was launched from.
-const TEMPLATE_TAG: &str = "aws:ec2launchtemplate:id";
-/// The tag giving the launch template version an instance was launched from.
-const VERSION_TAG: &str = "aws:ec2launchtemplate:version";
 /// How often a pass runs when nothing wakes it.
 const PASS_INTERVAL: Duration = Duration::from_secs(1);
 /// The first wait after a failed launch, doubled on each failure up to [`MAX_BACKOFF`].
@@ -364,8 +360,8 @@ impl AutoScalingGroups {
                 let healthy = health.iter().filter(|h| **h == TargetHealth::Healthy).count();
                 let tag = |key: &str| tags.iter().find(|t| t.key == key).map(|t| t.value.clone());
                 Member {
-                    template_id: tag(TEMPLATE_TAG),
-                    version: tag(VERSION_TAG).and_then(|v| v.parse().ok()),
+                    template_id: tag(TEMPLATE_ID_TAG),
+                    version: tag(TEMPLATE_VERSION_TAG).and_then(|v| v.parse().ok()),
                     state: record.state,
                     launch_time: u64::try_from(record.launch_time).unwrap_or(0),
                     subnet: record.subnet_id,
@@ -410,7 +406,7 @@ impl AutoScalingGroups {
                 }
             }
         }
-        if plan == Plan::default() {
+        if plan == Plan::default() && remaining.is_none() {
             return Ok(());
         }
         // What leaves is recorded before anything is done to it.
@@ -421,7 +417,9 @@ impl AutoScalingGroups {
                 }
                 a.start_leaving(&group.name, &plan.leave)
             })?;
-            failpoint("asg-after-leave");
+            if !plan.leave.is_empty() {
+                failpoint("asg-after-leave");
+            }
         }
         let mut activities = Vec::new();
         if !plan.deregister.is_empty() {
@@ -808,11 +806,8 @@ impl AutoScalingGroups {
                 if !subnet.is_empty() {
                     spec.subnet_id.clone_from(subnet);
                 }
-                spec.reserved_tags = vec![
-                    Tag { key: GROUP_TAG.into(), value: group.name.clone() },
-                    Tag { key: TEMPLATE_TAG.into(), value: template.template_id.clone() },
-                    Tag { key: VERSION_TAG.into(), value: template.version.to_string() },
-                ];
+                spec.reserved_tags = vec![Tag { key: GROUP_TAG.into(), value: group.name.clone() }];
+                spec.reserved_tags.extend(template_tags(&template.template_id, template.version));
                 self.compute.run_instances(&spec).map_err(|e| e.to_string())
             });
             match result {

@@ -611,13 +611,7 @@ impl AutoScaling {
         }
         let group = refresh.group.clone();
         self.refreshes.push(refresh);
-        let count = self.refreshes.iter().filter(|r| r.group == group).count();
-        let mut extra = count.saturating_sub(MAX_REFRESHES);
-        self.refreshes.retain(|r| {
-            let drop = extra > 0 && r.group == group && !r.status.is_active();
-            extra -= usize::from(drop);
-            !drop
-        });
+        keep_newest(&mut self.refreshes, MAX_REFRESHES, |r| r.group == group, |r| !r.status.is_active());
         Ok(())
     }
 
@@ -746,14 +740,24 @@ impl AutoScaling {
     pub fn record(&mut self, activity: Activity) {
         let group = activity.group.clone();
         self.activities.push(activity);
-        let count = self.activities.iter().filter(|a| a.group == group).count();
-        let mut extra = count.saturating_sub(MAX_ACTIVITIES);
-        self.activities.retain(|a| {
-            let drop = extra > 0 && a.group == group;
-            extra -= usize::from(drop);
-            !drop
-        });
+        keep_newest(&mut self.activities, MAX_ACTIVITIES, |a| a.group == group, |_| true);
     }
+}
+
+/// Drops the oldest of `items` that `counted` picks, beyond `max` of them, taking only
+/// those `droppable` lets go.
+fn keep_newest<T>(
+    items: &mut Vec<T>,
+    max: usize,
+    counted: impl Fn(&T) -> bool,
+    droppable: impl Fn(&T) -> bool,
+) {
+    let mut extra = items.iter().filter(|i| counted(i)).count().saturating_sub(max);
+    items.retain(|i| {
+        let drop = extra > 0 && counted(i) && droppable(i);
+        extra -= usize::from(drop);
+        !drop
+    });
 }
 
 /// What a scheduled action did when it fired.

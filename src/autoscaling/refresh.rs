@@ -135,9 +135,15 @@ impl InstanceRefresh {
             || member.version != version
     }
 
-    /// The members in service that still have to be replaced.
+    /// Of `serving`, those it still has to replace: outdated and not protected (protected
+    /// instances are left as they are, AWS's "Ignore").
+    fn to_replace<'a>(&self, group: &Group, serving: &[&'a Member]) -> Vec<&'a Member> {
+        serving.iter().copied().filter(|m| self.outdated(m) && !group.protected.contains(&m.id)).collect()
+    }
+
+    /// The members in service that it still has to replace.
     pub fn outdated_members<'a>(&self, group: &Group, members: &'a [Member], now: u64) -> Vec<&'a Member> {
-        in_service(group, members, &[], now).into_iter().filter(|m| self.outdated(m)).collect()
+        self.to_replace(group, &in_service(group, members, &[], now))
     }
 }
 
@@ -204,9 +210,7 @@ pub fn step(
             && (group.target_group_arns.is_empty() || m.healthy_in_all)
     };
     let serving = in_service(group, members, leaving_now, now);
-    // Protected instances are left as they are (AWS's "Ignore").
-    let outdated: Vec<&Member> =
-        serving.iter().copied().filter(|m| refresh.outdated(m) && !group.protected.contains(&m.id)).collect();
+    let outdated = refresh.to_replace(group, &serving);
     let remaining = u32::try_from(outdated.len()).unwrap_or(u32::MAX);
     let desired = group.desired_capacity;
     let ready_count = u32::try_from(serving.iter().filter(|m| ready(m)).count()).unwrap_or(u32::MAX);

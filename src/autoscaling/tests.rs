@@ -84,7 +84,7 @@ fn a_group_launches_its_desired_capacity_tagged_and_registers_it() {
     for member in &members {
         let tag = |key: &str| member.tags.iter().find(|t| t.key == key).map(|t| t.value.clone());
         assert_eq!(tag(GROUP_TAG).as_deref(), Some("web"));
-        assert_eq!(tag(VERSION_TAG).as_deref(), Some("2"), "$Latest");
+        assert_eq!(tag(TEMPLATE_VERSION_TAG).as_deref(), Some("2"), "$Latest");
         assert_eq!(member.record.image_id, "ami-2");
     }
     let subnets: Vec<&str> = members.iter().map(|m| m.record.subnet_id.as_str()).collect();

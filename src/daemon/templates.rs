@@ -426,6 +426,19 @@ impl LaunchTemplates {
     }
 }
 
+/// The tag EC2 puts on an instance launched from a template: the template's id.
+pub const TEMPLATE_ID_TAG: &str = "aws:ec2launchtemplate:id";
+/// The tag EC2 puts on an instance launched from a template: the version's number.
+pub const TEMPLATE_VERSION_TAG: &str = "aws:ec2launchtemplate:version";
+
+/// The tags EC2 puts on an instance launched from version `version` of template `id`.
+pub fn template_tags(id: &str, version: u32) -> Vec<Tag> {
+    vec![
+        Tag { key: TEMPLATE_ID_TAG.into(), value: id.into() },
+        Tag { key: TEMPLATE_VERSION_TAG.into(), value: version.to_string() },
+    ]
+}
+
 /// What RunInstances makes of launch parameters: the key pair found by name, the metadata
 /// options laid over the defaults.
 pub fn run_spec(data: LaunchTemplateData, key_pairs: &KeyPairs) -> Result<RunSpec, DaemonError> {

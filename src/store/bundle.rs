@@ -179,6 +179,11 @@ fn check_zip(bytes: &[u8]) -> Result<u64, StoreError> {
     Ok(count)
 }
 
+/// Whether `name` is a SHA-256 in hex, the only name a bundle has.
+fn is_sha256(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// The SHA-256 of `bytes`, in hex: a bundle's name.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
@@ -224,7 +229,7 @@ impl Store {
             let name = entry.map_err(io_error(&dir))?.file_name();
             let name = name.to_string_lossy();
             // Temporary files of an interrupted write are not bundles.
-            if name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+            if is_sha256(&name) {
                 found.push(name.into_owned());
             }
         }
@@ -235,7 +240,7 @@ impl Store {
     /// Removes bundle `sha256` (gone already: nothing happens), and any temporary file an
     /// interrupted write left.
     pub fn remove_bundle(&self, sha256: &str) -> Result<(), StoreError> {
-        if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if !is_sha256(sha256) {
             return Err(StoreError::InvalidParameter(format!("{sha256:?} is not a bundle's SHA-256")));
         }
         let path = self.bundles_dir().join(sha256);
