@@ -49,6 +49,8 @@ pub fn classify(error: &DaemonError) -> (Code, &'static str) {
             StoreError::InUse { resource: Resource::Snapshot, .. } => {
                 (FailedPrecondition, "InvalidSnapshot.InUse")
             }
+            StoreError::NotFound { resource: Resource::Bundle, .. } => (NotFound, "SourceBundleNotFound"),
+            StoreError::InUse { resource: Resource::Bundle, .. } => (FailedPrecondition, "SourceBundleInUse"),
             StoreError::Attached { .. } => (FailedPrecondition, "IncorrectState"),
             StoreError::InvalidParameter(_) => (InvalidArgument, "InvalidParameterValue"),
             StoreError::BadImage(_) => (InvalidArgument, "InvalidImage"),

@@ -45,6 +45,7 @@ pub(super) fn launch_data(data: RequestLaunchTemplateData) -> Result<LaunchTempl
             .collect(),
         security_group_ids: data.security_group_ids,
         metadata_options: metadata_change(data.metadata_options)?,
+        bundle: None,
     })
 }
 

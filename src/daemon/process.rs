@@ -19,7 +19,7 @@ use crate::net::plane::Interface;
 use crate::state::file::{create_private_dir, write_atomic, write_json};
 use crate::state::instance::InstanceRecord;
 use crate::store::image::ImageRecord;
-use crate::store::LayerSwitch;
+use crate::store::{bundle, LayerSwitch};
 use crate::vmm::api::config::{
     rotated_console_log, ConsoleConfig, DiskConfig, NetConfig, RateLimit, VmConfig,
 };
@@ -59,6 +59,8 @@ pub struct Launch<'a> {
     pub data_volumes: Vec<(String, PathBuf)>,
     /// The config drive, read-only, after the data volumes.
     pub config_drive: Option<PathBuf>,
+    /// The read-only disk holding its application source bundle, if it has one.
+    pub bundle_disk: Option<PathBuf>,
 }
 
 /// The VMM's control socket, in the instance's directory `dir`.
@@ -126,6 +128,9 @@ impl Launch<'_> {
         );
         if let Some(path) = &self.config_drive {
             disks.push(disk(path, cidata::DISK_SERIAL.to_owned(), DiskFormat::Raw, true));
+        }
+        if let Some(path) = &self.bundle_disk {
+            disks.push(disk(path, bundle::DISK_SERIAL.to_owned(), DiskFormat::Raw, true));
         }
         let nets = self
             .network

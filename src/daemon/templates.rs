@@ -133,6 +133,9 @@ pub struct LaunchTemplateData {
     pub instance_tags: Vec<Tag>,
     /// Tags each instance's volumes get.
     pub volume_tags: Vec<Tag>,
+    /// The application source bundle each instance gets on a read-only disk: set by the
+    /// environments controller, not by the API (EC2's templates have no such field).
+    pub bundle: Option<String>,
 }
 
 impl LaunchTemplateData {
@@ -164,6 +167,7 @@ impl LaunchTemplateData {
         mine.hop_limit = theirs.hop_limit.or(mine.hop_limit);
         self.instance_tags = merged(self.instance_tags, over.instance_tags);
         self.volume_tags = merged(self.volume_tags, over.volume_tags);
+        self.bundle = over.bundle.or(self.bundle);
         self
     }
 
@@ -457,6 +461,7 @@ pub fn run_spec(data: LaunchTemplateData, key_pairs: &KeyPairs) -> Result<RunSpe
         volume_tags: data.volume_tags,
         security_group_ids: data.security_group_ids,
         metadata_options: MetadataOptions::default().changed(&data.metadata_options),
+        bundle: data.bundle,
         ..RunSpec::default()
     })
 }

@@ -129,6 +129,7 @@ const MIGRATIONS: &[&str] = &[
         name TEXT PRIMARY KEY,
         body TEXT NOT NULL
      )",
+    "ALTER TABLE launch_data ADD COLUMN bundle TEXT NOT NULL DEFAULT ''",
 ];
 
 /// The SQLite database.
@@ -338,8 +339,9 @@ impl InstanceStore for Database {
 
     fn set_launch_data(&self, id: &str, data: &LaunchData) -> Result<(), StateError> {
         self.connection().execute(
-            "INSERT OR REPLACE INTO launch_data (instance_id, user_data, public_key) VALUES (?1, ?2, ?3)",
-            params![id, data.user_data, data.public_key],
+            "INSERT OR REPLACE INTO launch_data (instance_id, user_data, public_key, bundle) \
+             VALUES (?1, ?2, ?3, ?4)",
+            params![id, data.user_data, data.public_key, data.bundle],
         )?;
         Ok(())
     }
@@ -347,9 +349,11 @@ impl InstanceStore for Database {
     fn launch_data(&self, id: &str) -> Result<LaunchData, StateError> {
         let data = self
             .connection()
-            .query_row("SELECT user_data, public_key FROM launch_data WHERE instance_id = ?1", [id], |row| {
-                Ok(LaunchData { user_data: row.get(0)?, public_key: row.get(1)? })
-            })
+            .query_row(
+                "SELECT user_data, public_key, bundle FROM launch_data WHERE instance_id = ?1",
+                [id],
+                |row| Ok(LaunchData { user_data: row.get(0)?, public_key: row.get(1)?, bundle: row.get(2)? }),
+            )
             .optional()?;
         Ok(data.unwrap_or_default())
     }
@@ -396,7 +400,11 @@ mod tests {
         assert_eq!(db.change_metadata_options("i-a", &rest).unwrap(), options);
         assert!(matches!(db.change_metadata_options("i-zz", &rest), Err(StateError::NotFound(_))));
         let launched =
-            LaunchData { user_data: b"#!/bin/sh\0binary".to_vec(), public_key: "ssh-ed25519 AAAA".into() };
+            LaunchData {
+            user_data: b"#!/bin/sh\0binary".to_vec(),
+            public_key: "ssh-ed25519 AAAA".into(),
+            bundle: "ab".repeat(32),
+        };
         db.set_launch_data("i-a", &launched).unwrap();
         db.transition("i-b", &[InstanceState::Pending], InstanceState::ShuttingDown, "", None).unwrap();
         db.transition("i-b", &[InstanceState::ShuttingDown], InstanceState::Terminated, "", None).unwrap();

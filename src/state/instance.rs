@@ -115,6 +115,9 @@ pub struct LaunchData {
     /// Its key pair's public key (empty: none), kept in case the key pair is deleted or
     /// replaced later.
     pub public_key: String,
+    /// The SHA-256 of the application source bundle it finds on a read-only disk
+    /// (empty: none), as an environment's instances do.
+    pub bundle: String,
 }
 
 /// Whether the metadata service asks for a session token (EC2's `HttpTokens`).

@@ -3,6 +3,12 @@
 //! `ROOT/bundles/<sha256>` (private, written atomically). The daemon never unpacks one:
 //! it only walks the archive's structure to refuse what is not an archive, within caps,
 //! so a compressed bomb costs it a bounded read and nothing on disk.
+//!
+//! The file is kept as the read-only disk an environment's instances find their
+//! application on (serial [`DISK_SERIAL`]): one 512-byte header sector of text lines
+//! (`nuage-bundle 1`, `format tar.gz|zip`, `size N`, `sha256 HEX`, NUL-padded), the
+//! archive as sent, zeros to the next sector. A guest reads the header, takes `size`
+//! bytes after it and checks them against `sha256` before it unpacks anything.
 
 use std::fs;
 use std::io::Read;
@@ -11,7 +17,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{io_error, Store, StoreError};
+use super::{io_error, Resource, Store, StoreError};
 use crate::state::file;
 
 /// The largest bundle kept, as sent (AWS allows 500 MB in S3; one host keeps less).
@@ -22,6 +28,10 @@ pub const MAX_UNPACKED_BYTES: u64 = 1 << 30;
 pub const MAX_ENTRIES: u64 = 100_000;
 /// Space kept free beside a new bundle.
 const FREE_MARGIN: u64 = 64 << 20;
+/// The virtio serial of the disk a bundle reaches an instance on.
+pub const DISK_SERIAL: &str = "bundle";
+/// The disk's sector: its header's size, and what its length is rounded up to.
+const SECTOR: usize = 512;
 
 /// What kind of archive a bundle is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -189,6 +199,22 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The disk `bundle` (of content `bytes`) is kept as: see the module's documentation.
+fn disk_image(bundle: &Bundle, bytes: &[u8]) -> Vec<u8> {
+    let header = format!(
+        "nuage-bundle 1\nformat {}\nsize {}\nsha256 {}\n",
+        bundle.format.extension(),
+        bundle.size,
+        bundle.sha256
+    );
+    let mut disk = Vec::with_capacity((SECTOR + bytes.len()).next_multiple_of(SECTOR));
+    disk.extend_from_slice(header.as_bytes());
+    disk.resize(SECTOR, 0);
+    disk.extend_from_slice(bytes);
+    disk.resize(disk.len().next_multiple_of(SECTOR), 0);
+    disk
+}
+
 impl Store {
     fn bundles_dir(&self) -> PathBuf {
         self.root().join("bundles")
@@ -209,11 +235,21 @@ impl Store {
                 "{free} bytes free in the store: too few to keep a {size}-byte bundle"
             )));
         }
-        let path = dir.join(&sha256);
+        let bundle = Bundle { sha256, size, format, entries };
+        let path = dir.join(&bundle.sha256);
         if !path.exists() {
-            file::write_atomic(&path, bytes).map_err(io_error(&path))?;
+            file::write_atomic(&path, &disk_image(&bundle, bytes)).map_err(io_error(&path))?;
         }
-        Ok(Bundle { sha256, size, format, entries })
+        Ok(bundle)
+    }
+
+    /// The disk file of bundle `sha256`, which must be kept.
+    pub fn bundle_disk(&self, sha256: &str) -> Result<PathBuf, StoreError> {
+        let path = self.bundles_dir().join(sha256);
+        if !is_sha256(sha256) || !path.is_file() {
+            return Err(StoreError::NotFound { resource: Resource::Bundle, id: sha256.to_owned() });
+        }
+        Ok(path)
     }
 
     /// The SHA-256 of every bundle kept.
@@ -361,8 +397,14 @@ pub(crate) mod tests {
         let kept = store.put_bundle(&bytes).unwrap();
         assert_eq!(store.put_bundle(&bytes).unwrap(), kept, "the same content is one bundle");
         assert_eq!(store.bundles().unwrap(), std::slice::from_ref(&kept.sha256));
-        let path = dir.path().join("bundles").join(&kept.sha256);
-        assert_eq!(fs::read(&path).unwrap(), bytes);
+        let path = store.bundle_disk(&kept.sha256).unwrap();
+        let disk = fs::read(&path).unwrap();
+        assert_eq!(disk.len() % 512, 0, "a disk of whole sectors");
+        let header = String::from_utf8_lossy(&disk[..512]);
+        let expected = format!("nuage-bundle 1\nformat tar.gz\nsize {}\nsha256 {}\n", bytes.len(), kept.sha256);
+        assert_eq!(header.trim_end_matches('\0'), expected);
+        assert_eq!(&disk[512..512 + bytes.len()], bytes, "the archive as sent, after the header");
+        assert!(disk[512 + bytes.len()..].iter().all(|b| *b == 0));
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         assert!(store.put_bundle(b"not an archive").is_err());
@@ -371,5 +413,7 @@ pub(crate) mod tests {
         store.remove_bundle(&kept.sha256).unwrap();
         assert!(store.bundles().unwrap().is_empty());
         assert!(store.remove_bundle("../images").is_err(), "only a SHA-256 names a bundle");
+        assert!(store.bundle_disk(&kept.sha256).is_err(), "a bundle let go has no disk");
+        assert!(store.bundle_disk("../nuage.db").is_err());
     }
 }

@@ -44,6 +44,8 @@ pub enum Resource {
     Volume,
     /// A snapshot.
     Snapshot,
+    /// An application source bundle.
+    Bundle,
 }
 
 impl std::fmt::Display for Resource {
@@ -52,6 +54,7 @@ impl std::fmt::Display for Resource {
             Resource::Image => "image",
             Resource::Volume => "volume",
             Resource::Snapshot => "snapshot",
+            Resource::Bundle => "source bundle",
         })
     }
 }

@@ -72,6 +72,9 @@ pub struct RunSpec {
     pub security_group_ids: Vec<String>,
     /// How its metadata service answers it.
     pub metadata_options: MetadataOptions,
+    /// The application source bundle (by SHA-256) each instance finds on a read-only
+    /// disk: how an environment's instances get their application.
+    pub bundle: Option<String>,
 }
 
 impl Instances {
@@ -84,6 +87,9 @@ impl Instances {
         cidata::check_user_data(&spec.user_data)?;
         Tags::check(&spec.tags)?;
         Tags::check_reserved(&spec.reserved_tags)?;
+        if let Some(sha256) = &spec.bundle {
+            self.store.bundle_disk(sha256)?;
+        }
         Tags::check(&spec.volume_tags)?;
         let instance_tags: Vec<Tag> = spec.tags.iter().chain(&spec.reserved_tags).cloned().collect();
         if instance_tags.len() > crate::state::tag::MAX_TAGS_PER_RESOURCE {
@@ -188,6 +194,7 @@ impl Instances {
                         let launch = LaunchData {
                             user_data: spec.user_data.clone(),
                             public_key: public_key.unwrap_or_default(),
+                            bundle: spec.bundle.clone().unwrap_or_default(),
                         };
                         if launch != LaunchData::default() {
                             self.db.set_launch_data(&record.id, &launch)?;
@@ -313,6 +320,10 @@ impl Instances {
             root_volume: self.store.volume_path(&record.root_volume_id)?,
             store_root: self.store.root().to_owned(),
             config_drive: cidata::existing(&instance_dir(&self.config.state_dir, id)),
+            bundle_disk: match self.db.launch_data(id)?.bundle.as_str() {
+                "" => None,
+                sha256 => Some(self.store.bundle_disk(sha256)?),
+            },
             dir: instance_dir(&self.config.state_dir, id),
             network,
             data_volumes: self
