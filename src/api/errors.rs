@@ -167,6 +167,7 @@ pub fn classify_environments(error: &EnvironmentsError) -> (Code, &'static str) 
         EnvironmentsError::TooManyApplicationVersions(_) => {
             (ResourceExhausted, "TooManyApplicationVersionsException")
         }
+        EnvironmentsError::TooManyEnvironments(_) => (ResourceExhausted, "TooManyEnvironmentsException"),
         EnvironmentsError::Daemon(e) => classify(e),
         EnvironmentsError::State(_) => (Internal, INTERNAL_ERROR),
     }

@@ -154,8 +154,13 @@ async fn main() -> anyhow::Result<()> {
         &daemon.config.region,
     ));
     groups.start().context("starting the Auto Scaling groups' controller")?;
-    let environments =
-        Arc::new(Environments::new(daemon.documents.clone(), daemon.clone(), &daemon.config.region));
+    let environments = Arc::new(Environments::new(
+        daemon.documents.clone(),
+        daemon.clone(),
+        balancers.clone(),
+        groups.clone(),
+        &daemon.config.region,
+    ));
     environments.start().context("starting the environments' controller")?;
     let key = TokenKey::load_or_create(&daemon.state_dir().join("metadata.key"))
         .context("the metadata service's token key")?;

@@ -14,7 +14,7 @@ use tokio::sync::broadcast;
 use super::describe::Tagged;
 use super::events::StateEvent;
 use super::instances::{RunSpec, StateChange};
-use super::templates::{self, VersionSpec, Which};
+use super::templates::{self, LaunchTemplateData, VersionSpec, Which};
 use super::{Daemon, DaemonError};
 use crate::state::instance::{InstanceRecord, InstanceState};
 use crate::store::bundle::Bundle;
@@ -36,6 +36,19 @@ pub struct TemplateLaunch {
 pub trait Compute: Send + Sync {
     /// Version `version` of launch template `which`, as RunInstances would launch it.
     fn launch_template(&self, which: &Which, version: VersionSpec) -> Result<TemplateLaunch, DaemonError>;
+    /// A version of launch template `name` that launches exactly `data`, made (with the
+    /// template, if need be) unless one is there: asking again after a crash makes nothing
+    /// new. Returns the template's id and the version's number.
+    fn template_version_for(
+        &self,
+        name: &str,
+        data: &LaunchTemplateData,
+    ) -> Result<(String, u32), DaemonError>;
+    /// Deletes launch template `name` (none: nothing happens).
+    fn delete_launch_template(&self, name: &str) -> Result<(), DaemonError>;
+    /// Refuses what `data` names and does not exist (image, subnet, key pair, instance
+    /// type), before a controller makes anything of it.
+    fn check_launch(&self, data: &LaunchTemplateData) -> Result<(), DaemonError>;
     /// Launches instances as RunInstances does, each carrying `spec.tags` from the start.
     fn run_instances(&self, spec: &RunSpec) -> Result<Vec<InstanceRecord>, DaemonError>;
     /// Terminates instances as TerminateInstances does.
@@ -78,6 +91,43 @@ impl Compute for Daemon {
             version: chosen.number,
             spec: templates::run_spec(chosen.data, &self.key_pairs)?,
         })
+    }
+
+    fn template_version_for(
+        &self,
+        name: &str,
+        data: &LaunchTemplateData,
+    ) -> Result<(String, u32), DaemonError> {
+        let Some(template) = self.templates.list()?.into_iter().find(|t| t.name == name) else {
+            return Ok((self.templates.create(name, "", data.clone())?.id, 1));
+        };
+        if let Some(version) = template.versions.iter().rev().find(|v| v.data == *data) {
+            return Ok((template.id, version.number));
+        }
+        let (template, version) =
+            self.templates.create_version(&Which::Id(template.id), None, "", data.clone())?;
+        Ok((template.id, version.number))
+    }
+
+    fn delete_launch_template(&self, name: &str) -> Result<(), DaemonError> {
+        match self.templates.list()?.into_iter().find(|t| t.name == name) {
+            Some(template) => self.templates.delete(&Which::Id(template.id)).map(|_| ()),
+            None => Ok(()),
+        }
+    }
+
+    fn check_launch(&self, data: &LaunchTemplateData) -> Result<(), DaemonError> {
+        data.check(&self.config)?;
+        if !data.image_id.is_empty() {
+            self.images.describe(std::slice::from_ref(&data.image_id))?;
+        }
+        if !data.subnet_id.is_empty() && !self.network.subnets()?.iter().any(|s| s.id == data.subnet_id) {
+            return Err(crate::net::NetError::NotFound(data.subnet_id.clone()).into());
+        }
+        if !data.key_name.is_empty() {
+            self.key_pairs.get(&data.key_name)?;
+        }
+        Ok(())
     }
 
     fn run_instances(&self, spec: &RunSpec) -> Result<Vec<InstanceRecord>, DaemonError> {
@@ -313,6 +363,45 @@ pub(crate) mod fake {
                 version: number,
                 spec: RunSpec { image_id: image.clone(), ..RunSpec::default() },
             })
+        }
+
+        fn template_version_for(
+            &self,
+            name: &str,
+            data: &LaunchTemplateData,
+        ) -> Result<(String, u32), DaemonError> {
+            let mut templates = self.templates.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let at = match templates.iter().position(|(_, n, _)| n == name) {
+                Some(at) => at,
+                None => {
+                    templates.push((crate::state::id::new_id("lt"), name.to_owned(), Vec::new()));
+                    templates.len() - 1
+                }
+            };
+            let (id, _, images) = &mut templates[at];
+            let number = match images.iter().position(|i| *i == data.image_id) {
+                Some(n) => n + 1,
+                None => {
+                    images.push(data.image_id.clone());
+                    images.len()
+                }
+            };
+            Ok((id.clone(), u32::try_from(number).unwrap_or(u32::MAX)))
+        }
+
+        fn check_launch(&self, data: &LaunchTemplateData) -> Result<(), DaemonError> {
+            match data.image_id.starts_with("ami-") || data.image_id.is_empty() {
+                true => Ok(()),
+                false => Err(DaemonError::InvalidParameter(format!("no image {}", data.image_id))),
+            }
+        }
+
+        fn delete_launch_template(&self, name: &str) -> Result<(), DaemonError> {
+            self.templates
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .retain(|(_, n, _)| n != name);
+            Ok(())
         }
 
         fn run_instances(&self, spec: &RunSpec) -> Result<Vec<InstanceRecord>, DaemonError> {

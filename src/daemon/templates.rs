@@ -173,7 +173,7 @@ impl LaunchTemplateData {
 
     /// Checks what can be checked before a launch: user data's size, tags, the instance
     /// type (the image and the rest are checked when an instance is launched, as in EC2).
-    fn check(&self, config: &DaemonConfig) -> Result<(), DaemonError> {
+    pub(crate) fn check(&self, config: &DaemonConfig) -> Result<(), DaemonError> {
         cidata::check_user_data(&self.user_data)?;
         Tags::check(&self.instance_tags)?;
         Tags::check(&self.volume_tags)?;

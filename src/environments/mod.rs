@@ -8,15 +8,25 @@
 //! last version naming it is deleted: a daemon killed between the two leaves a bundle no
 //! version names, which the next start lets go ([`Environments::start`]).
 
+pub mod bootstrap;
+pub mod controller;
+pub mod environment;
+pub mod health;
 pub mod model;
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::daemon::compute::Compute;
+use crate::autoscaling::AutoScalingGroups;
+use crate::balancer::Balancers;
+use crate::daemon::compute::{Compute, Reconciler};
+use crate::daemon::templates::LaunchTemplateData;
 use crate::daemon::{failpoint, DaemonError};
 use crate::state::db::StateError;
 use crate::state::document::{self, DocumentStore};
+use crate::state::id::new_id;
 use crate::state::id::now;
+use environment::{Environment, EnvironmentSpec, Event};
+use health::Health;
 use model::{Application, ApplicationVersion, Beanstalk};
 
 /// The document applications are kept in.
@@ -35,6 +45,9 @@ pub enum EnvironmentsError {
     /// The versions' cap.
     #[error("{0}")]
     TooManyApplicationVersions(String),
+    /// The environments' cap (or their ports).
+    #[error("{0}")]
+    TooManyEnvironments(String),
     /// The daemon failed or refused (a bundle that is not an archive, a full disk).
     #[error(transparent)]
     Daemon(#[from] DaemonError),
@@ -47,20 +60,53 @@ pub enum EnvironmentsError {
 pub struct Environments {
     documents: Arc<dyn DocumentStore>,
     compute: Arc<dyn Compute>,
+    balancers: Arc<Balancers>,
+    groups: Arc<AutoScalingGroups>,
     region: String,
+    reconciler: Reconciler,
     /// Held while a bundle is kept and recorded, or let go: nothing lets a bundle go
     /// between its keeping and its recording.
     bundles: Mutex<()>,
 }
 
 impl Environments {
-    /// The service over the daemon's `documents` and `compute`.
-    pub fn new(documents: Arc<dyn DocumentStore>, compute: Arc<dyn Compute>, region: &str) -> Self {
-        Self { documents, compute, region: region.to_owned(), bundles: Mutex::new(()) }
+    /// The service over the daemon's `documents` and `compute`, making environments of
+    /// the `balancers` and `groups` services.
+    pub fn new(
+        documents: Arc<dyn DocumentStore>,
+        compute: Arc<dyn Compute>,
+        balancers: Arc<Balancers>,
+        groups: Arc<AutoScalingGroups>,
+        region: &str,
+    ) -> Self {
+        Self {
+            documents,
+            compute,
+            balancers,
+            groups,
+            region: region.to_owned(),
+            reconciler: Reconciler::default(),
+            bundles: Mutex::new(()),
+        }
     }
 
-    /// Lets go of the bundles no version names (a create or delete cut short).
-    pub fn start(&self) -> Result<(), EnvironmentsError> {
+    /// Lets go of the bundles no version names (a create or delete cut short), then
+    /// starts the reconcile loop.
+    pub fn start(self: &Arc<Self>) -> Result<(), EnvironmentsError> {
+        self.let_go_of_orphans()?;
+        let pass = |this: &Self| {
+            if let Err(e) = this.reconcile() {
+                tracing::warn!("environments: {e}");
+            }
+        };
+        let events = self.compute.instance_events();
+        self.reconciler
+            .start("beanstalk", self.clone(), events, controller::INTERVAL, pass)
+            .map_err(|e| EnvironmentsError::Daemon(DaemonError::Internal(format!("starting the loop: {e}"))))
+    }
+
+    /// Lets go of the bundles no version names.
+    fn let_go_of_orphans(&self) -> Result<(), EnvironmentsError> {
         let _bundles = self.bundles.lock().unwrap_or_else(PoisonError::into_inner);
         let state = self.read()?;
         for sha256 in self.compute.bundles()? {
@@ -81,7 +127,9 @@ impl Environments {
         &self,
         change: impl FnMut(&mut Beanstalk) -> Result<T, EnvironmentsError>,
     ) -> Result<T, EnvironmentsError> {
-        document::change(self.documents.as_ref(), DOCUMENT, change)
+        let result = document::change(self.documents.as_ref(), DOCUMENT, change)?;
+        self.reconciler.wake();
+        Ok(result)
     }
 
     /// `create-application`.
@@ -161,6 +209,94 @@ impl Environments {
         Ok(())
     }
 
+    /// `create-environment`: checked and recorded; the reconcile loop makes it.
+    pub fn create_environment(&self, spec: &EnvironmentSpec) -> Result<Environment, EnvironmentsError> {
+        // What the launches would refuse later is refused now, before anything is made.
+        let s = &spec.settings;
+        self.compute.check_launch(&LaunchTemplateData {
+            image_id: s.image_id.clone(),
+            instance_type: s.instance_type.clone(),
+            key_name: s.key_name.clone(),
+            subnet_id: s.subnet_id.clone(),
+            ..LaunchTemplateData::default()
+        })?;
+        let id = format!("e-{}", &new_id("x")[2..12]);
+        self.change(|b| b.create_environment(&self.region, spec, id.clone(), now()))
+    }
+
+    /// `describe-environments`: `application`'s (none: every one's), those named (none:
+    /// all), terminated ones too with `include_deleted`.
+    pub fn environments(
+        &self,
+        application: Option<&str>,
+        names: &[String],
+        include_deleted: bool,
+    ) -> Result<Vec<(Environment, Health)>, EnvironmentsError> {
+        let state = self.read()?;
+        Ok(state
+            .environments
+            .into_iter()
+            .filter(|e| include_deleted || e.is_live())
+            .filter(|e| application.map_or(true, |a| a == e.application))
+            .filter(|e| names.is_empty() || names.contains(&e.name))
+            .map(|e| {
+                let health = self.health_of(&e);
+                (e, health)
+            })
+            .collect())
+    }
+
+    /// `describe-environment-health`.
+    pub fn health(&self, name: &str) -> Result<(Environment, Health), EnvironmentsError> {
+        let env = self.read()?.environment(name)?.clone();
+        let health = self.health_of(&env);
+        Ok((env, health))
+    }
+
+    /// What its target group's health checks say of an environment's instances.
+    fn health_of(&self, env: &Environment) -> Health {
+        let targets = env
+            .made
+            .target_group_arn
+            .as_ref()
+            .and_then(|tg| self.balancers.target_health(tg).ok())
+            .unwrap_or_default();
+        Health::of(env, &targets)
+    }
+
+    /// `update-environment --version-label`.
+    pub fn update_environment(
+        &self,
+        name: &str,
+        version_label: &str,
+    ) -> Result<Environment, EnvironmentsError> {
+        self.change(|b| b.deploy(name, version_label, now()))
+    }
+
+    /// `terminate-environment`.
+    pub fn terminate_environment(&self, name: &str) -> Result<Environment, EnvironmentsError> {
+        self.change(|b| b.terminate(name, now()))
+    }
+
+    /// `describe-events`: newest first, of `application` and `environment` when named, at
+    /// most `max`.
+    pub fn events(
+        &self,
+        application: Option<&str>,
+        environment: Option<&str>,
+        max: usize,
+    ) -> Result<Vec<Event>, EnvironmentsError> {
+        let state = self.read()?;
+        Ok(state
+            .events
+            .into_iter()
+            .rev()
+            .filter(|e| application.map_or(true, |a| a == e.application))
+            .filter(|e| environment.map_or(true, |n| n == e.environment))
+            .take(max)
+            .collect())
+    }
+
     /// Drops `bundles` (a failure is logged: the next start tries again).
     fn let_go(&self, bundles: &[String]) {
         for sha256 in bundles {
@@ -175,18 +311,142 @@ impl Environments {
 mod tests {
     use super::*;
     use crate::daemon::compute::fake::FakeCompute;
+    use crate::daemon::templates::{VersionSpec, Which};
     use crate::state::db::Database;
+    use environment::Status;
 
     fn tar_gz() -> Vec<u8> {
         crate::store::bundle::tests::tar_gz(&[("start", b"#!/bin/sh\n")])
     }
 
+    /// The service over a real database, a fake Compute, and real load balancing and
+    /// Auto Scaling services over the same (their balancer processes never start).
+    struct World {
+        compute: Arc<FakeCompute>,
+        db: Arc<Database>,
+        balancers: Arc<Balancers>,
+        groups: Arc<AutoScalingGroups>,
+        dir: tempfile::TempDir,
+    }
+
+    impl World {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let db = Arc::new(Database::open(&dir.path().join("nuage.db")).unwrap());
+            let compute = Arc::new(FakeCompute::default());
+            let config = crate::daemon::config::DaemonConfig {
+                state_dir: dir.path().to_owned(),
+                balancer: dir.path().join("no-nuage-lb"),
+                ..Default::default()
+            };
+            let balancers = Arc::new(Balancers::new(db.clone(), compute.clone(), &config));
+            let groups =
+                Arc::new(AutoScalingGroups::new(db.clone(), compute.clone(), balancers.clone(), "r"));
+            Self { compute, db, balancers, groups, dir }
+        }
+
+        /// A service as a (re)started daemon would have it.
+        fn service(&self) -> Environments {
+            Environments::new(
+                self.db.clone(),
+                self.compute.clone(),
+                self.balancers.clone(),
+                self.groups.clone(),
+                "r",
+            )
+        }
+
+        /// Passes of every controller.
+        fn passes(&self, service: &Environments, n: usize) {
+            for _ in 0..n {
+                service.reconcile().unwrap();
+                self.groups.reconcile().unwrap();
+                self.balancers.reconcile().unwrap();
+            }
+        }
+    }
+
+    fn spec(name: &str) -> EnvironmentSpec {
+        EnvironmentSpec {
+            name: name.into(),
+            application: "web".into(),
+            version_label: String::new(),
+            description: String::new(),
+            settings: environment::Settings {
+                image_id: "ami-1".into(),
+                instance_type: String::new(),
+                key_name: String::new(),
+                subnet_id: "subnet-1".into(),
+                min_size: 2,
+                max_size: 3,
+                policy: environment::Policy::Rolling,
+                batch: environment::BatchSize::Fixed(1),
+            },
+        }
+    }
+
+    #[test]
+    fn an_environment_is_made_of_the_lower_resources_and_leaves_nothing() {
+        let world = World::new();
+        let service = world.service();
+        service.create_application("web", "").unwrap();
+        let v1 = service.create_version("web", "v1", "", &tar_gz()).unwrap();
+        let mut imageless = spec("web-prod");
+        imageless.settings.image_id = "nope".into();
+        assert!(service.create_environment(&imageless).is_err(), "an image that is not there");
+        assert!(service.environments(None, &[], true).unwrap().is_empty(), "a refusal makes nothing");
+
+        let env = service.create_environment(&spec("web-prod")).unwrap();
+        // A pass, then a daemon restarted: the second service finds what the first made.
+        world.passes(&service, 1);
+        let restarted = world.service();
+        world.passes(&restarted, 3);
+        let balancing = world.balancers.read().unwrap();
+        let name = env.resource_name();
+        assert_eq!(balancing.load_balancers.iter().filter(|lb| lb.name == name).count(), 1);
+        assert_eq!(balancing.target_groups.iter().filter(|tg| tg.name == name).count(), 1);
+        assert_eq!(balancing.listeners.len(), 1);
+        assert_eq!(balancing.listeners[0].port, 8000);
+        let members = world.compute.live_instances().unwrap();
+        assert_eq!(members.len(), 2, "the group launched its minimum");
+        let template =
+            world.compute.launch_template(&Which::Name(name.clone()), VersionSpec::Latest).unwrap();
+        assert_eq!(template.version, 1, "one version, however many passes");
+        let (recorded, health) = restarted.health("web-prod").unwrap();
+        assert_eq!(recorded.status, Status::Launching, "no health checks pass without balancer processes");
+        assert!(recorded.made.group.is_some() && recorded.made.listener_arn.is_some());
+        assert_eq!(health.colour, health::Colour::Grey);
+        assert!(service.delete_version("web", "v1").is_err(), "an environment uses it");
+
+        restarted.terminate_environment("web-prod").unwrap();
+        // The instances drain (five seconds) before they go, then the rest goes.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while restarted.environments(None, &[], false).unwrap().len() == 1
+            && std::time::Instant::now() < deadline
+        {
+            world.passes(&restarted, 1);
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        assert!(world.compute.live_instances().unwrap().is_empty(), "no instance left");
+        let balancing = world.balancers.read().unwrap();
+        assert!(balancing.load_balancers.is_empty() && balancing.target_groups.is_empty());
+        assert!(world.groups.read().unwrap().groups.is_empty());
+        assert!(world.compute.launch_template(&Which::Name(name), VersionSpec::Latest).is_err());
+        let gone = restarted.environments(None, &[], true).unwrap();
+        assert_eq!(gone[0].0.status, Status::Terminated);
+        let said: Vec<String> =
+            restarted.events(None, Some("web-prod"), 100).unwrap().into_iter().map(|e| e.message).collect();
+        assert!(said.iter().any(|m| m.starts_with("Created Auto Scaling group")), "{said:?}");
+        assert!(said[0].contains("terminateEnvironment completed"), "{said:?}");
+        service.delete_version("web", "v1").unwrap();
+        assert!(!world.compute.bundles().unwrap().contains(&v1.bundle.sha256));
+        drop(world.dir);
+    }
+
     #[test]
     fn versions_keep_their_bundles_and_let_them_go() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Arc::new(Database::open(&dir.path().join("nuage.db")).unwrap());
-        let compute = Arc::new(FakeCompute::default());
-        let service = Environments::new(db.clone(), compute.clone(), "r");
+        let world = World::new();
+        let (compute, service) = (world.compute.clone(), world.service());
         service.create_application("web", "").unwrap();
         let v1 = service.create_version("web", "v1", "first", &tar_gz()).unwrap();
         assert_eq!(compute.bundles().unwrap(), std::slice::from_ref(&v1.bundle.sha256));
@@ -210,7 +470,7 @@ mod tests {
 
         // A bundle kept by a create cut short is let go at the next start.
         compute.keep_bundle(&crate::store::bundle::tests::tar_gz(&[("orphan", b"x")])).unwrap();
-        service.start().unwrap();
+        service.let_go_of_orphans().unwrap();
         assert_eq!(compute.bundles().unwrap(), std::slice::from_ref(&v1.bundle.sha256));
 
         service.delete_version("web", "v1").unwrap();

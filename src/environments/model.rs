@@ -1,9 +1,11 @@
 //! Elastic Beanstalk's desired state, as one document: applications and their versions
-//! (each naming a source bundle the store keeps). Every change is a pure function that
-//! does what was asked or refuses and changes nothing.
+//! (each naming a source bundle the store keeps), environments and their events (see
+//! [`super::environment`]). Every change is a pure function that does what was asked or
+//! refuses and changes nothing.
 
 use serde::{Deserialize, Serialize};
 
+use super::environment::{Environment, Event};
 use super::EnvironmentsError;
 use crate::store::bundle::Bundle;
 
@@ -44,11 +46,25 @@ pub struct Application {
     pub versions: Vec<ApplicationVersion>,
 }
 
-/// Every application.
+/// Every application and environment.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Beanstalk {
     /// In the order made.
     pub applications: Vec<Application>,
+    /// In the order made, the newest terminated ones kept.
+    pub environments: Vec<Environment>,
+    /// Every environment's events, oldest first, capped.
+    pub events: Vec<Event>,
+}
+
+impl Application {
+    /// Version `label`.
+    pub fn version(&self, label: &str) -> Result<&ApplicationVersion, EnvironmentsError> {
+        self.versions.iter().find(|v| v.label == label).ok_or_else(|| {
+            EnvironmentsError::InvalidParameter(format!("No Application Version named '{label}' found."))
+        })
+    }
 }
 
 fn check_text(what: &str, text: &str, max: usize, empty_ok: bool) -> Result<(), EnvironmentsError> {
@@ -63,7 +79,7 @@ fn check_text(what: &str, text: &str, max: usize, empty_ok: bool) -> Result<(), 
 }
 
 /// A name or label: also no slash (it goes into ARNs).
-fn check_name(what: &str, name: &str) -> Result<(), EnvironmentsError> {
+pub(super) fn check_name(what: &str, name: &str) -> Result<(), EnvironmentsError> {
     check_text(what, name, MAX_NAME, false)?;
     if name.contains('/') {
         return Err(EnvironmentsError::InvalidParameter(format!("{what} {name:?} may not hold a slash")));
@@ -119,6 +135,12 @@ impl Beanstalk {
     pub fn delete_application(&mut self, name: &str) -> Result<Vec<String>, EnvironmentsError> {
         let gone =
             self.application(name)?.versions.iter().map(|v| v.bundle.sha256.clone()).collect::<Vec<_>>();
+        if let Some(env) = self.environments.iter().find(|e| e.is_live() && e.application == name) {
+            return Err(EnvironmentsError::InvalidParameter(format!(
+                "Unable to delete application {name}: environment {} uses it; terminate it first.",
+                env.name
+            )));
+        }
         self.applications.retain(|a| a.name != name);
         Ok(self.unused(gone))
     }
@@ -161,6 +183,12 @@ impl Beanstalk {
         application: &str,
         label: &str,
     ) -> Result<Vec<String>, EnvironmentsError> {
+        if let Some(env) = self.version_in_use(application, label) {
+            return Err(EnvironmentsError::InvalidParameter(format!(
+                "Unable to delete application version {label}: environment {} uses it.",
+                env.name
+            )));
+        }
         let app = self.application_mut(application)?;
         let at = app.versions.iter().position(|v| v.label == label).ok_or_else(|| {
             EnvironmentsError::InvalidParameter(format!("No Application Version named '{label}' found."))

@@ -399,8 +399,7 @@ mod tests {
         db.change_metadata_options("i-a", &tokens).unwrap();
         assert_eq!(db.change_metadata_options("i-a", &rest).unwrap(), options);
         assert!(matches!(db.change_metadata_options("i-zz", &rest), Err(StateError::NotFound(_))));
-        let launched =
-            LaunchData {
+        let launched = LaunchData {
             user_data: b"#!/bin/sh\0binary".to_vec(),
             public_key: "ssh-ed25519 AAAA".into(),
             bundle: "ab".repeat(32),

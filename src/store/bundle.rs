@@ -401,7 +401,8 @@ pub(crate) mod tests {
         let disk = fs::read(&path).unwrap();
         assert_eq!(disk.len() % 512, 0, "a disk of whole sectors");
         let header = String::from_utf8_lossy(&disk[..512]);
-        let expected = format!("nuage-bundle 1\nformat tar.gz\nsize {}\nsha256 {}\n", bytes.len(), kept.sha256);
+        let expected =
+            format!("nuage-bundle 1\nformat tar.gz\nsize {}\nsha256 {}\n", bytes.len(), kept.sha256);
         assert_eq!(header.trim_end_matches('\0'), expected);
         assert_eq!(&disk[512..512 + bytes.len()], bytes, "the archive as sent, after the header");
         assert!(disk[512 + bytes.len()..].iter().all(|b| *b == 0));
