@@ -91,6 +91,12 @@ fn asg_console_log() -> &'static str {
     harness_log(&LOG, Some("asg"))
 }
 
+/// The console of the Elastic Beanstalk scenario's own run.
+fn env_console_log() -> &'static str {
+    static LOG: OnceLock<Result<String, String>> = OnceLock::new();
+    harness_log(&LOG, Some("env"))
+}
+
 /// The console of the cloud disk's own run.
 fn cloud_console_log() -> &'static str {
     static LOG: OnceLock<Result<String, String>> = OnceLock::new();
@@ -558,4 +564,58 @@ fn an_auto_scaling_group_heals_scales_and_refreshes_behind_a_balancer() {
         refresh.fields
     );
     assert_eq!(scenario_in(log, "asg-delete").field("left"), "0", "a forced delete terminates them");
+}
+
+/// Elastic Beanstalk on real guests (issue 20): an environment of two instances made in one
+/// call serves v1 through its load balancer's host port; a Rolling update to v2 under a
+/// client loop fails no request and ends with only v2 answering; a version whose server
+/// never starts fails its health checks, is rolled back and v2 keeps serving; terminating
+/// the environment leaves nothing it made.
+#[test]
+#[ignore = "needs KVM and Debian's kernel; run by scripts/test.sh"]
+fn an_environment_serves_deploys_rolls_back_and_leaves_nothing() {
+    let log = env_console_log();
+    let create = scenario_in(log, "env-create");
+    assert_eq!(
+        (create.field("status"), create.field("health"), create.field("served")),
+        ("Ready", "Green", "v1,"),
+        "{:?}\n{}",
+        create.fields,
+        create.console.join("\n")
+    );
+    assert_eq!(
+        (create.field("refused"), create.field("made_by_refused")),
+        ("2", "0"),
+        "bad requests are refused and make nothing: {:?}",
+        create.fields
+    );
+    let update = scenario_in(log, "env-update");
+    assert_eq!((update.field("status"), update.field("version")), ("Ready", "v2"), "{:?}", update.fields);
+    assert_eq!(update.field("failed"), "0", "no request failed during the rolling update: {:?}", update.fields);
+    let requests: u32 = update.field("requests").parse().unwrap_or(0);
+    let by_v2: u32 = update.field("answered_by_v2").parse().unwrap_or(0);
+    assert!(requests >= 10 && by_v2 > 0, "the client loop ran and reached v2: {:?}", update.fields);
+    assert_eq!(update.field("after"), "v2,", "only v2 answers after: {:?}", update.fields);
+    let rollback = scenario_in(log, "env-rollback");
+    assert_eq!(
+        (rollback.field("status"), rollback.field("version"), rollback.field("event")),
+        ("Ready", "v2", "yes"),
+        "the broken version is rolled back, and the events say so: {:?}\n{}",
+        rollback.fields,
+        rollback.console.join("\n")
+    );
+    assert_eq!(rollback.field("answered_by_v3"), "0", "{:?}", rollback.fields);
+    assert_eq!(rollback.field("after"), "v2,", "v2 keeps serving: {:?}", rollback.fields);
+    let terminate = scenario_in(log, "env-terminate");
+    for (field, expected) in [
+        ("status", "Terminated"),
+        ("instances", "0"),
+        ("volumes", "0"),
+        ("balancers", "0"),
+        ("groups", "0"),
+        ("templates", "0"),
+        ("taps", "0"),
+    ] {
+        assert_eq!(terminate.field(field), expected, "{field} after terminate: {:?}", terminate.fields);
+    }
 }

@@ -819,6 +819,125 @@ if [ "${1:-}" = asg-namespace ]; then
     exit 0
 fi
 
+# The Elastic Beanstalk scenario (issue 20), run only when asked for alone (--only env): an
+# application of three versions, each a tar.gz whose `start` serves "<hostname> <version>"
+# on $PORT (the third exits at once instead). An environment of two instances runs v1
+# behind its load balancer; a Rolling update to v2, one instance at a time, runs under a
+# client loop from this namespace; the update to v3 fails its health checks and rolls back,
+# v2 serving throughout; terminating it leaves no instance, balancer, group or template.
+env_scenario() {
+    [ "${NUAGE_ONLY:-}" = env ] || return 0
+    unshare -n sh "$0" env-namespace
+}
+
+if [ "${1:-}" = env-namespace ]; then
+    ip link set lo up
+    start_nuaged --state-dir "$W/nuaged" --socket "$W/nuaged.sock" --vmm "$VMM"
+    eb() { nuage --output json elasticbeanstalk "$@"; }
+    subnet=$(nuage --output json create-subnet --cidr-block 10.0.33.0/24 | json_values subnet_id)
+    image=$(register_default_image ssh)
+    # bundle VERSION [broken]: $W/VERSION.tar.gz, whose start serves its version (or fails).
+    bundle() {
+        d=$W/app-$1
+        mkdir -p "$d"
+        if [ "${2:-}" = broken ]; then
+            printf '#!/bin/sh\necho "version %s does not start"\nexit 1\n' "$1" > "$d/start"
+        else
+            printf '#!/bin/sh\nmkdir -p www && echo "$(hostname) %s" > www/index.html\nexec busybox httpd -f -p "$PORT" -h www\n' "$1" > "$d/start"
+        fi
+        chmod +x "$d/start"
+        busybox tar -C "$d" -czf "$W/$1.tar.gz" start
+    }
+    eb create-application --application-name web >/dev/null
+    bundle v1 && bundle v2 && bundle v3 broken
+    for v in v1 v2 v3; do
+        eb create-application-version --application-name web --version-label $v --source-bundle "$W/$v.tar.gz" >/dev/null
+    done
+    opt() { echo "Namespace=$1,OptionName=$2,Value=$3"; }
+    options="$(opt aws:autoscaling:launchconfiguration ImageId "$image") $(opt aws:ec2:vpc Subnets "$subnet")
+        $(opt aws:autoscaling:asg MinSize 2) $(opt aws:autoscaling:asg MaxSize 3)
+        $(opt aws:elasticbeanstalk:command BatchSize 1) $(opt aws:elasticbeanstalk:command BatchSizeType Fixed)"
+    # Refused, making nothing: an unknown version, min above max.
+    refused=0
+    # shellcheck disable=SC2086
+    eb create-environment --application-name web --environment-name web-bad --version-label v9 \
+        --option-settings $options >/dev/null 2>&1 || refused=$((refused + 1))
+    # shellcheck disable=SC2086
+    eb create-environment --application-name web --environment-name web-bad --version-label v1 \
+        --option-settings $options "$(opt aws:autoscaling:asg MinSize 4)" >/dev/null 2>&1 || refused=$((refused + 1))
+    made_by_refused=$(eb describe-environments --include-deleted | json_values environment_id | wc -l)
+    wait_until() {
+        limit=$(( $1 * 2 )); shift
+        n=0
+        until "$@" || [ "$n" -ge "$limit" ]; do sleep 0.5; n=$((n + 1)); done
+    }
+    field() { eb describe-environments --environment-names web-prod | json_values "$1" | head -n 1; }
+    ready() { [ "$(field status)" = Ready ]; }
+    t0=$(now_cs)
+    # shellcheck disable=SC2086
+    eb create-environment --application-name web --environment-name web-prod --version-label v1 \
+        --option-settings $options >/dev/null
+    wait_until 600 ready
+    create_s=$(seconds $(( $(now_cs) - t0 )))
+    url="http://127.0.0.1:$(field endpoint_url | cut -d: -f2)/"
+    # requests FILE PAUSE: one line per answer (its body, or "failed") until $W/stop exists.
+    requests() {
+        while [ ! -f "$W/stop" ]; do
+            # (busybox 1.35's wget crashes with -T: timeout bounds it instead.)
+            body=$(busybox timeout 5 busybox wget -q -O - "$url" 2>/dev/null | tr -d '\r\n')
+            echo "${body:-failed}" >> "$1"
+            sleep "$2"
+        done
+    }
+    # sample N: the distinct versions of N requests, sorted.
+    sample() {
+        n=0
+        while [ "$n" -lt "$1" ]; do
+            busybox timeout 5 busybox wget -q -O - "$url" 2>/dev/null | tr -d '\r' | cut -d' ' -f2
+            n=$((n + 1))
+        done | sort -u | tr '\n' ,
+    }
+    health=$(eb describe-environment-health --environment-name web-prod | json_values color)
+    echo "@@ env-create status=$(field status) health=$health create_s=$create_s served=$(sample 10) refused=$refused made_by_refused=$made_by_refused url=$url"
+    eb describe-events --environment-name web-prod | json_values message | sed 's/^/[env-events] /'
+
+    # deploy VERSION FILE: updates to VERSION under a client loop logging to FILE; waits
+    # until the environment is ready again.
+    deploy() {
+        rm -f "$W/stop" "$2"
+        requests "$2" 0.2 & client=$!
+        sleep 2
+        t0=$(now_cs)
+        eb update-environment --environment-name web-prod --version-label "$1" >/dev/null
+        wait_until 900 ready
+        deploy_s=$(seconds $(( $(now_cs) - t0 )))
+        sleep 2
+        touch "$W/stop"; wait "$client"
+    }
+    deploy v2 "$W/client-v2"
+    failed=$(grep -c '^failed$' "$W/client-v2" || true)
+    echo "@@ env-update status=$(field status) version=$(field version_label) deploy_s=$deploy_s requests=$(wc -l < "$W/client-v2") failed=$failed answered_by_v2=$(grep -c ' v2$' "$W/client-v2" || true) after=$(sample 10)"
+    deploy v3 "$W/client-v3"
+    failed=$(grep -c '^failed$' "$W/client-v3" || true)
+    said=no
+    eb describe-events --environment-name web-prod | grep -q 'Failed to deploy application version v3' && said=yes
+    echo "@@ env-rollback status=$(field status) version=$(field version_label) deploy_s=$deploy_s requests=$(wc -l < "$W/client-v3") failed=$failed answered_by_v3=$(grep -c ' v3$' "$W/client-v3" || true) after=$(sample 10) event=$said"
+    eb describe-events --environment-name web-prod | json_values message | sed 's/^/[env-events] /'
+
+    eb terminate-environment --environment-name web-prod >/dev/null
+    gone() { [ -z "$(eb describe-environments | json_values environment_id)" ]; }
+    wait_until 300 gone
+    instances=$(nuage --output json describe-instances --states pending running stopping stopped | json_values instance_id | wc -l)
+    volumes=$(nuage --output json describe-volumes | json_values volume_id | wc -l)
+    balancers=$(nuage --output json elbv2 describe-load-balancers | json_values load_balancer_arn | wc -l)
+    groups=$(nuage --output json autoscaling describe-auto-scaling-groups | json_values auto_scaling_group_name | wc -l)
+    templates=$(nuage --output json describe-launch-templates | json_values launch_template_id | wc -l)
+    taps=$(ip -br link | grep -c ntap- || true)
+    echo "@@ env-terminate status=$(eb describe-environments --include-deleted | json_values status | head -n 1) instances=$instances volumes=$volumes balancers=$balancers groups=$groups templates=$templates taps=$taps"
+    stop_nuaged
+    exit 0
+fi
+
 # Resident memory of process $1 outside mappings of at least $2 KiB (guest RAM), in KiB;
 # then, of the guest RAM mappings, how much is backed by transparent huge pages and whether
 # each starts on a 2 MiB boundary (only then can KVM map guest memory with 2 MiB pages).
@@ -929,5 +1048,6 @@ else
     daemon_scenario
     cloud_scenario
     asg_scenario
+    env_scenario
 fi
 echo "@@ scenarios-done"

@@ -210,7 +210,7 @@ pub enum Elbv2 {
 }
 
 /// `Key=value` pairs of the aws CLI's shorthand, as a lookup.
-fn shorthand<'a>(text: &'a str, keys: &[&str]) -> Result<Vec<(&'a str, &'a str)>, String> {
+pub(super) fn shorthand<'a>(text: &'a str, keys: &[&str]) -> Result<Vec<(&'a str, &'a str)>, String> {
     text.split(',')
         .map(|pair| {
             let (key, value) = pair.split_once('=').ok_or_else(|| format!("{pair:?} is not Key=Value"))?;

@@ -106,6 +106,15 @@ impl BatchSize {
     }
 }
 
+/// What `update-environment` changes of how deployments go (each given replaces).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DeploymentChange {
+    /// A new policy.
+    pub policy: Option<Policy>,
+    /// A new batch size.
+    pub batch: Option<BatchSize>,
+}
+
 /// What an environment runs on and how many.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Settings {
@@ -392,10 +401,23 @@ impl Beanstalk {
         Ok(env)
     }
 
-    /// `update-environment --version-label`: a deployment recorded; the loop does it.
-    pub fn deploy(&mut self, name: &str, label: &str, now: u64) -> Result<Environment, EnvironmentsError> {
+    /// `update-environment`: the deployment settings changed, and with a `label`, a
+    /// deployment of that version recorded; the loop does it.
+    pub fn deploy(
+        &mut self,
+        name: &str,
+        label: Option<&str>,
+        change: DeploymentChange,
+        now: u64,
+    ) -> Result<Environment, EnvironmentsError> {
         let env = self.environment(name)?;
-        self.application(&env.application)?.version(label)?;
+        let mut settings = env.settings.clone();
+        settings.policy = change.policy.unwrap_or(settings.policy);
+        settings.batch = change.batch.unwrap_or(settings.batch);
+        settings.check()?;
+        if let Some(label) = label {
+            self.application(&env.application)?.version(label)?;
+        }
         if env.status != Status::Ready {
             return Err(EnvironmentsError::InvalidParameter(format!(
                 "Environment named {name} is in an invalid state for this operation. Must be Ready (it is {}).",
@@ -404,6 +426,9 @@ impl Beanstalk {
         }
         let id = env.id.clone();
         let Some(env) = self.environment_by_id_mut(&id) else { unreachable!("found above") };
+        env.settings = settings;
+        env.updated = now;
+        let Some(label) = label else { return Ok(env.clone()) };
         env.deployment = Some(Deployment {
             version_label: label.to_owned(),
             previous_label: env.version_label.clone(),
@@ -553,10 +578,15 @@ mod tests {
         assert_eq!((first.port, second.port), (8000, 8001));
         assert_eq!(first.cname, "web-prod.r.elasticbeanstalk.nuage");
         // A deployment needs a ready environment; a version in use cannot go.
-        assert!(state.deploy("web-prod", "v1", 1).is_err(), "still launching");
+        let keep = DeploymentChange::default();
+        assert!(state.deploy("web-prod", Some("v1"), keep, 1).is_err(), "still launching");
         state.environment_by_id_mut("e-1").unwrap().status = Status::Ready;
-        assert!(state.deploy("web-prod", "v9", 1).is_err());
-        let updating = state.deploy("web-prod", "v1", 1).unwrap();
+        assert!(state.deploy("web-prod", Some("v9"), keep, 1).is_err());
+        let zero = DeploymentChange { batch: Some(BatchSize::Fixed(0)), ..keep };
+        assert!(state.deploy("web-prod", Some("v1"), zero, 1).is_err());
+        let all = DeploymentChange { policy: Some(Policy::AllAtOnce), ..keep };
+        let updating = state.deploy("web-prod", Some("v1"), all, 1).unwrap();
+        assert_eq!(updating.deployment.as_ref().unwrap().policy, Policy::AllAtOnce);
         assert_eq!(updating.status, Status::Updating);
         assert!(state.version_in_use("web", "v1").is_some() && state.version_in_use("web", "v2").is_some());
         // A terminated environment frees its name and port.

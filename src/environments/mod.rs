@@ -25,7 +25,7 @@ use crate::state::db::StateError;
 use crate::state::document::{self, DocumentStore};
 use crate::state::id::new_id;
 use crate::state::id::now;
-use environment::{Environment, EnvironmentSpec, Event};
+use environment::{DeploymentChange, Environment, EnvironmentSpec, Event};
 use health::Health;
 use model::{Application, ApplicationVersion, Beanstalk};
 
@@ -264,13 +264,14 @@ impl Environments {
         Health::of(env, &targets)
     }
 
-    /// `update-environment --version-label`.
+    /// `update-environment`: deployment settings, and a version to deploy when one is given.
     pub fn update_environment(
         &self,
         name: &str,
-        version_label: &str,
+        version_label: Option<&str>,
+        change: DeploymentChange,
     ) -> Result<Environment, EnvironmentsError> {
-        self.change(|b| b.deploy(name, version_label, now()))
+        self.change(|b| b.deploy(name, version_label, change, now()))
     }
 
     /// `terminate-environment`.
