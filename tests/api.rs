@@ -3625,7 +3625,8 @@ fn application_versions_keep_their_source_bundles_through_the_daemon() {
     assert_eq!(kept(), std::slice::from_ref(&sha));
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(bundles.join(&sha)).unwrap().permissions().mode() & 0o777, 0o600);
-    assert_eq!(std::fs::read(bundles.join(&sha)).unwrap(), v1_bytes, "kept as sent");
+    let disk = std::fs::read(bundles.join(&sha)).unwrap();
+    assert_eq!(&disk[512..512 + v1_bytes.len()], v1_bytes, "kept as sent, after its header sector");
     let err = daemon.err(&version("web", "v1", v1_path).iter().map(String::as_str).collect::<Vec<_>>());
     assert!(err.starts_with("InvalidParameterValue") && err.contains("already exists"), "{err}");
 
@@ -3680,4 +3681,134 @@ fn application_versions_keep_their_source_bundles_through_the_daemon() {
     assert!(kept().is_empty());
     let none = daemon.ok(&eb(&["describe-applications"]));
     assert!(none["Applications"].as_array().unwrap().is_empty());
+}
+
+/// Environments through the real daemon (issue 20): bad requests are refused with AWS's
+/// names and make nothing; nuaged SIGKILLed in the middle of a create (its balancer made,
+/// its group not) carries on at restart and makes each part once; the instances carry the
+/// environment's tags and get the version's bundle as a read-only disk; terminating it
+/// leaves no instance, volume, balancer, target group, group or launch template.
+#[test]
+fn an_environment_survives_a_crash_and_leaves_nothing() {
+    let ns = Netns::new("beanstalk");
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::start_in_netns(dir.path(), &ns.0);
+    let subnet = daemon.ok(&["create-subnet", "--cidr-block", "10.0.23.0/24"]);
+    let subnet = subnet["Subnets"][0]["subnet_id"].as_str().unwrap().to_owned();
+    let image = register(&daemon, "idle", Asm::new().print("booted\n").cli_hlt());
+    let v1 = tar_gz(dir.path(), "v1", &[("start", b"#!/bin/sh\nexit 0\n")]);
+    let v1_bytes = std::fs::read(&v1).unwrap();
+    fn eb<'a>(args: &[&'a str]) -> Vec<&'a str> {
+        [&["elasticbeanstalk"][..], args].concat()
+    }
+    daemon.ok(&eb(&["create-application", "--application-name", "web"]));
+    let bundle = format!("file://{}", v1.display());
+    daemon.ok(&eb(&[
+        "create-application-version",
+        "--application-name",
+        "web",
+        "--version-label",
+        "v1",
+        "--source-bundle",
+        &bundle,
+    ]));
+    let option = |namespace: &str, name: &str, value: &str| format!("Namespace={namespace},OptionName={name},Value={value}");
+    let options = [
+        option("aws:autoscaling:launchconfiguration", "ImageId", &image),
+        option("aws:autoscaling:launchconfiguration", "InstanceType", "t.nano"),
+        option("aws:ec2:vpc", "Subnets", &subnet),
+        option("aws:autoscaling:asg", "MinSize", "2"),
+        option("aws:autoscaling:asg", "MaxSize", "2"),
+    ];
+    let create = |name: &str, label: &str, extra: &[String]| -> Vec<String> {
+        let mut args: Vec<String> = ["elasticbeanstalk", "create-environment", "--application-name", "web"]
+            .map(String::from)
+            .to_vec();
+        args.extend(["--environment-name".into(), name.into(), "--version-label".into(), label.into()]);
+        args.push("--option-settings".into());
+        args.extend(options.iter().cloned());
+        args.extend(extra.iter().cloned());
+        args
+    };
+    let strs = |args: &[String]| -> Vec<String> { args.to_vec() };
+    for (args, expected) in [
+        (create("web-prod", "v9", &[]), "InvalidParameterValue"),
+        (create("web-prod", "v1", &[option("aws:autoscaling:asg", "MinSize", "3")]), "InvalidParameterValue"),
+        (create("web-prod", "v1", &[option("aws:autoscaling:launchconfiguration", "ImageId", "ami-nope")]), "InvalidAMIID.NotFound"),
+        (create("web-prod", "v1", &[option("aws:ec2:vpc", "Subnets", "subnet-nope")]), "InvalidSubnetID.NotFound"),
+        (create("no", "v1", &[]), "InvalidParameterValue"),
+        (create("web-prod", "v1", &[option("aws:elasticbeanstalk:command", "DeploymentPolicy", "Sometimes")]), "InvalidParameterValue"),
+        (create("web-prod", "v1", &[option("aws:elb:listener", "Port", "80")]), "InvalidParameterValue"),
+    ] {
+        let args = strs(&args);
+        let err = daemon.err(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(err.starts_with(expected), "{args:?}: {err}");
+    }
+    let described = |daemon: &Daemon, deleted: bool| {
+        let mut args = vec!["elasticbeanstalk", "describe-environments"];
+        if deleted {
+            args.push("--include-deleted");
+        }
+        daemon.ok(&args)["Environments"].as_array().unwrap().clone()
+    };
+    assert!(described(&daemon, true).is_empty(), "refusals made nothing");
+    assert!(daemon.ok(&["elbv2", "describe-load-balancers"])["LoadBalancers"].as_array().unwrap().is_empty());
+
+    // nuaged SIGKILLed with the balancer and its listener made, the group not yet.
+    daemon.kill();
+    let crashing = Daemon::spawn_with_env(
+        dir.path(),
+        &Daemon::netns_args(&ns.0),
+        &[("NUAGE_FAILPOINT", "environment-before-group")],
+    );
+    let args = create("web-prod", "v1", &[]);
+    let made = crashing.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let env = &made["Environments"][0];
+    assert_eq!((env["status"].as_str(), env["health"].as_str()), (Some("Launching"), Some("Grey")));
+    let id = env["environment_id"].as_str().unwrap().to_owned();
+    let err = crashing.err(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(err.starts_with("InvalidParameterValue") && err.contains("already exists"), "{err}");
+    crashing.wait_for(|| crashing.log().contains("failpoint reached"), "environment-before-group");
+    crashing.kill();
+    daemon = Daemon::start_in_netns(dir.path(), &ns.0);
+    let name = format!("awseb-{id}");
+    let members = wait_for_capacity(&daemon, &name, 2);
+    let lbs = daemon.ok(&["elbv2", "describe-load-balancers"]);
+    assert_eq!(lbs["LoadBalancers"].as_array().unwrap().len(), 1, "made once: {lbs}");
+    let templates = daemon.ok(&["describe-launch-templates"]);
+    assert_eq!(templates["LaunchTemplates"].as_array().unwrap().len(), 1, "made once: {templates}");
+    let sha = nuage::store::bundle::sha256_hex(&v1_bytes);
+    for member in &members {
+        let config = running_vm_config(dir.path(), member);
+        let disk = config.disks.iter().find(|d| d.id.as_deref() == Some("bundle")).expect("a bundle disk");
+        assert!(disk.read_only && disk.path.ends_with(&sha), "{disk:?}");
+    }
+    let tagged = daemon.ok(&["describe-instances", "--filters", &format!("Name=tag:elasticbeanstalk:environment-id,Values={id}")]);
+    assert_eq!(ids(&tagged).len(), 2, "{tagged}");
+    let env = &described(&daemon, false)[0];
+    assert_eq!(env["endpoint_url"], "localhost:8000");
+    assert_eq!(env["resources"]["auto_scaling_group_name"].as_str(), Some(name.as_str()));
+    let err = daemon.err(&eb(&["delete-application-version", "--application-name", "web", "--version-label", "v1"]));
+    assert!(err.starts_with("InvalidParameterValue") && err.contains("web-prod"), "{err}");
+    let health = daemon.ok(&eb(&["describe-environment-health", "--environment-name", "web-prod"]));
+    assert_eq!(health["EnvironmentHealth"]["color"], "Grey", "still launching: tiny guests serve nothing");
+
+    daemon.ok(&eb(&["terminate-environment", "--environment-name", "web-prod"]));
+    let start = Instant::now();
+    while described(&daemon, true)[0]["status"] != "Terminated" {
+        assert!(start.elapsed() < Duration::from_secs(60), "{:?}\n{}", described(&daemon, true), daemon.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let live = daemon.ok(&["describe-instances", "--states", "pending", "running", "stopping", "stopped"]);
+    assert!(ids(&live).is_empty(), "no instance left: {live}");
+    assert!(daemon.ok(&["describe-volumes"])["Volumes"].as_array().unwrap().is_empty(), "no volume left");
+    assert!(daemon.ok(&["elbv2", "describe-load-balancers"])["LoadBalancers"].as_array().unwrap().is_empty());
+    assert!(daemon.ok(&["elbv2", "describe-target-groups"])["TargetGroups"].as_array().unwrap().is_empty());
+    assert!(daemon.ok(&["autoscaling", "describe-auto-scaling-groups"])["AutoScalingGroups"].as_array().unwrap().is_empty());
+    assert!(daemon.ok(&["describe-launch-templates"])["LaunchTemplates"].as_array().unwrap().is_empty());
+    let events = daemon.ok(&eb(&["describe-events", "--environment-name", "web-prod"]));
+    let said: Vec<&str> = events["Events"].as_array().unwrap().iter().filter_map(|e| e["message"].as_str()).collect();
+    assert_eq!(said.iter().filter(|m| m.starts_with("Created load balancer")).count(), 1, "{said:?}");
+    assert!(said[0].contains("terminateEnvironment completed"), "{said:?}");
+    daemon.ok(&eb(&["delete-application-version", "--application-name", "web", "--version-label", "v1"]));
 }

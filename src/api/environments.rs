@@ -13,8 +13,8 @@ use super::pb::{
     DescribeApplicationVersionsRequest, DescribeApplicationVersionsResponse, DescribeApplicationsRequest,
     DescribeApplicationsResponse, DescribeEnvironmentHealthRequest, DescribeEnvironmentHealthResponse,
     DescribeEnvironmentsRequest, DescribeEnvironmentsResponse, DescribeEventsRequest, DescribeEventsResponse,
-    EnvironmentDescription, EnvironmentResources, EventDescription, OptionSetting, TerminateEnvironmentRequest,
-    UpdateEnvironmentRequest,
+    EnvironmentDescription, EnvironmentResources, EventDescription, OptionSetting, SwapEnvironmentCnamesRequest,
+    SwapEnvironmentCnamesResponse, TerminateEnvironmentRequest, UpdateEnvironmentRequest,
 };
 use crate::environments::environment::{
     BatchSize, DeploymentChange, Environment, EnvironmentSpec, Event, Policy, Settings, MAX_EVENTS,
@@ -257,6 +257,17 @@ impl EnvironmentsApi for EnvironmentsService {
             instances: health.instances,
             healthy_instances: health.healthy,
         }))
+    }
+
+    async fn swap_environment_cnames(
+        &self,
+        request: Request<SwapEnvironmentCnamesRequest>,
+    ) -> Result<Response<SwapEnvironmentCnamesResponse>, Status> {
+        let r = request.into_inner();
+        let service = self.0.clone();
+        blocking(move || service.swap_cnames(&r.source_environment_name, &r.destination_environment_name))
+            .await?;
+        Ok(Response::new(SwapEnvironmentCnamesResponse {}))
     }
 
     async fn describe_events(

@@ -16,7 +16,8 @@ use crate::api::pb::{
     CreateApplicationVersionRequest, DeleteApplicationRequest, DeleteApplicationVersionRequest,
     CreateEnvironmentRequest, DescribeApplicationVersionsRequest, DescribeApplicationsRequest,
     DescribeEnvironmentHealthRequest, DescribeEnvironmentsRequest, DescribeEventsRequest,
-    EnvironmentDescription, OptionSetting, TerminateEnvironmentRequest, UpdateEnvironmentRequest,
+    EnvironmentDescription, OptionSetting, SwapEnvironmentCnamesRequest, TerminateEnvironmentRequest,
+    UpdateEnvironmentRequest,
 };
 
 /// `aws elasticbeanstalk` commands.
@@ -118,6 +119,15 @@ pub enum ElasticBeanstalk {
         /// aws:elasticbeanstalk:command options: DeploymentPolicy, BatchSize, BatchSizeType.
         #[arg(long, num_args = 1.., value_parser = parse_option)]
         option_settings: Vec<OptionSetting>,
+    },
+    /// Swaps two environments' CNAMEs and host ports (blue/green).
+    SwapEnvironmentCnames {
+        /// One environment.
+        #[arg(long)]
+        source_environment_name: String,
+        /// The other.
+        #[arg(long)]
+        destination_environment_name: String,
     },
     /// Removes an environment and everything it made.
     TerminateEnvironment {
@@ -286,6 +296,10 @@ pub async fn run(command: ElasticBeanstalk, channel: Channel, format: Format) ->
         ElasticBeanstalk::UpdateEnvironment { environment_name, version_label, option_settings } => {
             let request = UpdateEnvironmentRequest { environment_name, version_label, option_settings };
             print_environments(format, vec![client.update_environment(request).await?.into_inner()]);
+        }
+        ElasticBeanstalk::SwapEnvironmentCnames { source_environment_name, destination_environment_name } => {
+            let request = SwapEnvironmentCnamesRequest { source_environment_name, destination_environment_name };
+            client.swap_environment_cnames(request).await?;
         }
         ElasticBeanstalk::TerminateEnvironment { environment_name } => {
             let request = TerminateEnvironmentRequest { environment_name };

@@ -33,6 +33,8 @@ pub const INTERVAL: Duration = Duration::from_secs(2);
 const LAUNCH_TIMEOUT_SECONDS: u64 = 900;
 /// Seconds a new instance has before its health checks count (boot and start).
 const GRACE_SECONDS: u32 = 90;
+/// Seconds past the grace period an immutable deployment waits for its new instances.
+const IMMUTABLE_PATIENCE_SECONDS: u64 = 60;
 /// Seconds a deregistered instance drains before it goes.
 const DRAIN_SECONDS: u32 = 5;
 /// The tags each instance carries, as Beanstalk's.
@@ -62,8 +64,8 @@ impl Environments {
         for env in state.environments.iter().filter(|e| e.is_live()) {
             let result = match env.status {
                 Status::Launching => self.launch(&state, env),
-                Status::Updating => self.update(&state, env),
-                Status::Ready => Ok(()),
+                Status::Updating => self.follow_port(env).and_then(|()| self.update(&state, env)),
+                Status::Ready => self.follow_port(env),
                 Status::Terminating => self.tear_down(env),
                 Status::Terminated => Ok(()),
             };
@@ -207,17 +209,7 @@ impl Environments {
                 m.load_balancer_arn = Some(arn.clone())
             })?;
         }
-        let balancing = self.balancers.read().map_err(words)?;
-        let listener = match balancing.listeners.iter().find(|l| l.load_balancer_arn == lb) {
-            Some(listener) => listener.arn.clone(),
-            None => self.balancers.create_listener(&lb, Protocol::Http, env.port, &tg).map_err(words)?.arn,
-        };
-        if env.made.listener_arn.is_none() {
-            let arn = listener.clone();
-            self.made(env, format!("Created listener on port {} of {lb}.", env.port), move |m| {
-                m.listener_arn = Some(arn.clone())
-            })?;
-        }
+        self.ensure_listener(env, &lb, &tg)?;
         failpoint("environment-before-group");
         if self.groups.read().map_err(words)?.group(&name).is_err() {
             let spec = GroupSpec {
@@ -261,6 +253,39 @@ impl Environments {
         Ok(())
     }
 
+    /// Makes the load balancer's listener on the environment's port, moving it there from
+    /// another port (after a swap of CNAMEs) by deleting and making it again.
+    fn ensure_listener(&self, env: &Environment, lb: &str, tg: &str) -> StepResult<()> {
+        let balancing = self.balancers.read().map_err(words)?;
+        let listener = balancing.listeners.iter().find(|l| l.load_balancer_arn == lb);
+        if let Some(listener) = listener {
+            if listener.port == env.port {
+                if env.made.listener_arn.as_deref() != Some(listener.arn.as_str()) {
+                    let arn = listener.arn.clone();
+                    self.made(env, format!("Created listener on port {} of {lb}.", env.port), move |m| {
+                        m.listener_arn = Some(arn.clone())
+                    })?;
+                }
+                return Ok(());
+            }
+            self.balancers.delete_listener(&listener.arn).map_err(words)?;
+            self.edit(&env.id, |e| e.made.listener_arn = None).map_err(words)?;
+        }
+        let made = self.balancers.create_listener(lb, Protocol::Http, env.port, tg).map_err(words)?;
+        self.made(env, format!("Created listener on port {} of {lb}.", env.port), move |m| {
+            m.listener_arn = Some(made.arn.clone())
+        })
+    }
+
+    /// A ready environment's listener follows its port (it moves when CNAMEs are swapped;
+    /// the other environment's listener may hold the port until its own pass).
+    fn follow_port(&self, env: &Environment) -> StepResult<()> {
+        let (Some(lb), Some(tg)) = (&env.made.load_balancer_arn, &env.made.target_group_arn) else {
+            return Ok(());
+        };
+        self.ensure_listener(env, lb, tg)
+    }
+
     /// Targets of `tg` passing their health checks.
     fn healthy_targets(&self, tg: &str) -> StepResult<u32> {
         let health = self.balancers.target_health(tg).map_err(words)?;
@@ -275,6 +300,9 @@ impl Environments {
         let name = env.resource_name();
         let group = self.groups.read().map_err(words)?.group(&name).map_err(words)?.clone();
         let capacity = group.desired_capacity;
+        if deployment.policy == Policy::Immutable {
+            return self.immutable(state, env, deployment, &group);
+        }
         let batch = env.settings.batch.of(deployment.added_batch_from.unwrap_or(capacity));
         if deployment.policy == Policy::RollingWithAdditionalBatch && deployment.added_batch_from.is_none() {
             let update = GroupUpdate {
@@ -321,10 +349,14 @@ impl Environments {
                 deployment.previous_label
             ));
         }
-        let label = deployment.version_label.clone();
+        self.deployed(env, &deployment.version_label)
+    }
+
+    /// A deployment done: the environment runs version `label`.
+    fn deployed(&self, env: &Environment, label: &str) -> StepResult<()> {
         self.change(|b| {
             let Some(found) = b.environment_by_id_mut(&env.id) else { return Ok(()) };
-            found.version_label = label.clone();
+            found.version_label = label.to_owned();
             found.deployment = None;
             found.status = Status::Ready;
             found.updated = now();
@@ -338,6 +370,88 @@ impl Environments {
             Ok(())
         })
         .map_err(words)
+    }
+
+    /// An immutable deployment: the group, on the new version, launches a whole new set
+    /// beside the old; once every new instance passes its health checks the old set goes,
+    /// and if they do not in time the new set goes and the group returns to the old
+    /// version. Each step is found again from the group's instances and their versions.
+    fn immutable(
+        &self,
+        state: &Beanstalk,
+        env: &Environment,
+        deployment: &Deployment,
+        group: &crate::autoscaling::model::Group,
+    ) -> StepResult<()> {
+        let name = env.resource_name();
+        let data = self.template_data(state, env, &deployment.version_label)?;
+        let (template_id, version) = self.compute.template_version_for(&name, &data).map_err(words)?;
+        let to_new = Some((Which::Id(template_id.clone()), VersionSpec::Number(version)));
+        let Some(capacity) = deployment.added_batch_from else {
+            let capacity = group.desired_capacity;
+            let update = GroupUpdate {
+                max_size: Some(group.max_size.max(capacity * 2)),
+                desired_capacity: Some(capacity * 2),
+                ..GroupUpdate::default()
+            };
+            self.groups.update_group(&name, to_new, update).map_err(words)?;
+            self.edit(&env.id, |e| {
+                if let Some(d) = &mut e.deployment {
+                    d.added_batch_from = Some(capacity);
+                }
+            })
+            .map_err(words)?;
+            return self.made(
+                env,
+                format!(
+                    "Immutable deployment: launching {capacity} instance(s) of version {} beside the old ones.",
+                    deployment.version_label
+                ),
+                |_| {},
+            );
+        };
+        let view = self.groups.describe(std::slice::from_ref(&name)).map_err(words)?;
+        let members: Vec<_> = view
+            .into_iter()
+            .flat_map(|g| g.instances)
+            .filter(|i| i.lifecycle_state != "Terminating")
+            .collect();
+        let tg = env.made.target_group_arn.clone().unwrap_or_default();
+        let healthy: Vec<String> = self
+            .balancers
+            .target_health(&tg)
+            .map_err(words)?
+            .into_iter()
+            .filter(|t| t.state == TargetHealth::Healthy)
+            .map(|t| t.instance_id)
+            .collect();
+        let is_new = |v: Option<u32>| v == Some(version);
+        let new_healthy = members.iter().filter(|m| is_new(m.version) && healthy.contains(&m.instance_id)).count();
+        let succeeded = new_healthy >= capacity as usize;
+        let late = now() > deployment.started + u64::from(GRACE_SECONDS) + IMMUTABLE_PATIENCE_SECONDS;
+        if !succeeded && !late {
+            return Ok(());
+        }
+        if !succeeded {
+            let previous = self.template_data(state, env, &deployment.previous_label)?;
+            let (id, number) = self.compute.template_version_for(&name, &previous).map_err(words)?;
+            let back = Some((Which::Id(id), VersionSpec::Number(number)));
+            self.groups.update_group(&name, back, GroupUpdate::default()).map_err(words)?;
+        }
+        // The set that lost goes, each one taking the group's desired capacity down with it.
+        for member in members.iter().filter(|m| is_new(m.version) != succeeded) {
+            self.groups.terminate_instance(&member.instance_id, true).map_err(words)?;
+        }
+        let update = GroupUpdate { max_size: Some(env.settings.max_size), ..GroupUpdate::default() };
+        self.groups.update_group(&name, None, update).map_err(words)?;
+        if !succeeded {
+            return Err(format!(
+                "Failed to deploy application version {}: its instances did not pass their health checks in time; \
+                 they were terminated and the environment runs {} again.",
+                deployment.version_label, deployment.previous_label
+            ));
+        }
+        self.deployed(env, &deployment.version_label)
     }
 
     /// Starts the refresh of a deployment (or finds the one a pass cut short started).
@@ -357,7 +471,8 @@ impl Environments {
         let min_healthy_percentage = match deployment.policy {
             Policy::AllAtOnce => 0,
             Policy::Rolling => 100 * serving.saturating_sub(batch) / total,
-            Policy::RollingWithAdditionalBatch => 100 * serving / total,
+            // (An immutable deployment starts no refresh; were it to, it would keep all.)
+            Policy::RollingWithAdditionalBatch | Policy::Immutable => 100 * serving / total,
         };
         let preferences = Preferences {
             min_healthy_percentage,

@@ -58,6 +58,9 @@ pub enum Policy {
     Rolling,
     /// A batch at a time, one extra batch launched first so capacity never drops.
     RollingWithAdditionalBatch,
+    /// A whole new set of instances beside the old, which go only once every new one
+    /// passes its health checks (a failure lets the new set go instead).
+    Immutable,
 }
 
 impl Policy {
@@ -67,11 +70,9 @@ impl Policy {
             "AllAtOnce" => Ok(Self::AllAtOnce),
             "Rolling" => Ok(Self::Rolling),
             "RollingWithAdditionalBatch" => Ok(Self::RollingWithAdditionalBatch),
-            "Immutable" | "TrafficSplitting" => Err(EnvironmentsError::InvalidParameter(format!(
-                "deployment policy {text} is not supported yet: use AllAtOnce, Rolling or RollingWithAdditionalBatch"
-            ))),
+            "Immutable" => Ok(Self::Immutable),
             other => Err(EnvironmentsError::InvalidParameter(format!(
-                "unknown deployment policy {other:?}: AllAtOnce, Rolling or RollingWithAdditionalBatch"
+                "deployment policy {other:?}: AllAtOnce, Rolling, RollingWithAdditionalBatch or Immutable"
             ))),
         }
     }
@@ -82,6 +83,7 @@ impl Policy {
             Self::AllAtOnce => "AllAtOnce",
             Self::Rolling => "Rolling",
             Self::RollingWithAdditionalBatch => "RollingWithAdditionalBatch",
+            Self::Immutable => "Immutable",
         }
     }
 }
@@ -186,7 +188,8 @@ pub struct Deployment {
     pub previous_label: String,
     /// How.
     pub policy: Policy,
-    /// The group's desired capacity before an additional batch was added, once added.
+    /// The group's desired capacity before instances were added for the deployment (an
+    /// additional batch, or an immutable deployment's new set), once added.
     pub added_batch_from: Option<u32>,
     /// The refresh doing it, once started.
     pub refresh_id: Option<String>,
@@ -466,6 +469,34 @@ impl Beanstalk {
         Ok(env)
     }
 
+    /// `swap-environment-cnames`: the two environments trade names and host ports (their
+    /// listeners follow on the next pass).
+    pub fn swap_cnames(&mut self, source: &str, destination: &str, now: u64) -> Result<(), EnvironmentsError> {
+        let found = |name: &str| self.environment(name).map(|e| (e.id.clone(), e.status));
+        let ((a, a_status), (b, b_status)) = (found(source)?, found(destination)?);
+        if a == b {
+            return Err(EnvironmentsError::InvalidParameter("an environment cannot swap with itself".into()));
+        }
+        if let Some(status) = [a_status, b_status].into_iter().find(|s| !matches!(s, Status::Ready | Status::Updating)) {
+            return Err(EnvironmentsError::InvalidParameter(format!(
+                "both environments must be Ready or Updating to swap (one is {})",
+                status.as_str()
+            )));
+        }
+        let taken = |id: &str| {
+            self.environments.iter().find(|e| e.id == id).map(|e| (e.port, e.cname.clone())).unwrap_or_default()
+        };
+        let (a_side, b_side) = (taken(&a), taken(&b));
+        for (id, (port, cname)) in [(&a, b_side), (&b, a_side)] {
+            let Some(env) = self.environment_by_id_mut(id) else { continue };
+            (env.port, env.cname) = (port, cname);
+            env.updated = now;
+            let env = env.clone();
+            self.record(&env, Severity::Info, format!("Swapped CNAMEs: now {} on port {}.", env.cname, env.port), now);
+        }
+        Ok(())
+    }
+
     /// Marks environment `id` terminated, keeping the newest terminated few.
     pub fn terminated(&mut self, id: &str, now: u64) {
         let Some(env) = self.environment_by_id_mut(id) else { return };
@@ -596,6 +627,23 @@ mod tests {
         let again = state.create_environment("r", &spec("web-prod"), "e-3".into(), 4).unwrap();
         assert_eq!(again.port, 8000);
         assert!(state.events.iter().any(|e| e.message.contains("terminateEnvironment completed")));
+    }
+
+    #[test]
+    fn swapped_environments_trade_names_and_ports() {
+        let mut state = state();
+        state.create_environment("r", &spec("blue"), "e-1".into(), 0).unwrap();
+        state.create_environment("r", &spec("green"), "e-2".into(), 0).unwrap();
+        assert!(state.swap_cnames("blue", "green", 1).is_err(), "both still launching");
+        for id in ["e-1", "e-2"] {
+            state.environment_by_id_mut(id).unwrap().status = Status::Ready;
+        }
+        assert!(state.swap_cnames("blue", "blue", 1).is_err());
+        assert!(state.swap_cnames("blue", "nope", 1).is_err());
+        state.swap_cnames("blue", "green", 1).unwrap();
+        let (blue, green) = (state.environment("blue").unwrap(), state.environment("green").unwrap());
+        assert_eq!((blue.port, green.port), (8001, 8000));
+        assert_eq!(blue.cname, "green.r.elasticbeanstalk.nuage");
     }
 
     #[test]

@@ -274,6 +274,11 @@ impl Environments {
         self.change(|b| b.deploy(name, version_label, change, now()))
     }
 
+    /// `swap-environment-cnames`.
+    pub fn swap_cnames(&self, source: &str, destination: &str) -> Result<(), EnvironmentsError> {
+        self.change(|b| b.swap_cnames(source, destination, now()))
+    }
+
     /// `terminate-environment`.
     pub fn terminate_environment(&self, name: &str) -> Result<Environment, EnvironmentsError> {
         self.change(|b| b.terminate(name, now()))
