@@ -568,9 +568,11 @@ fn an_auto_scaling_group_heals_scales_and_refreshes_behind_a_balancer() {
 
 /// Elastic Beanstalk on real guests (issue 20): an environment of two instances made in one
 /// call serves v1 through its load balancer's host port; a Rolling update to v2 under a
-/// client loop fails no request and ends with only v2 answering; a version whose server
-/// never starts fails its health checks, is rolled back and v2 keeps serving; terminating
-/// the environment leaves nothing it made.
+/// client loop, nuaged SIGKILLed midway and restarted, fails no request and ends with only
+/// v2 answering; a version whose server never starts fails its health checks, is rolled
+/// back and v2 keeps serving; an Immutable update back to v1 fails no request; swapped
+/// with a second environment, each one's port serves the other's version; terminating
+/// both leaves nothing they made.
 #[test]
 #[ignore = "needs KVM and Debian's kernel; run by scripts/test.sh"]
 fn an_environment_serves_deploys_rolls_back_and_leaves_nothing() {
@@ -590,7 +592,13 @@ fn an_environment_serves_deploys_rolls_back_and_leaves_nothing() {
         create.fields
     );
     let update = scenario_in(log, "env-update");
-    assert_eq!((update.field("status"), update.field("version")), ("Ready", "v2"), "{:?}", update.fields);
+    assert_eq!(
+        (update.field("status"), update.field("version"), update.field("crashed")),
+        ("Ready", "v2", "yes"),
+        "{:?}\n{}",
+        update.fields,
+        update.console.join("\n")
+    );
     assert_eq!(update.field("failed"), "0", "no request failed during the rolling update: {:?}", update.fields);
     let requests: u32 = update.field("requests").parse().unwrap_or(0);
     let by_v2: u32 = update.field("answered_by_v2").parse().unwrap_or(0);
@@ -606,9 +614,25 @@ fn an_environment_serves_deploys_rolls_back_and_leaves_nothing() {
     );
     assert_eq!(rollback.field("answered_by_v3"), "0", "{:?}", rollback.fields);
     assert_eq!(rollback.field("after"), "v2,", "v2 keeps serving: {:?}", rollback.fields);
+    let immutable = scenario_in(log, "env-immutable");
+    assert_eq!(
+        (immutable.field("status"), immutable.field("version"), immutable.field("failed")),
+        ("Ready", "v1", "0"),
+        "{:?}\n{}",
+        immutable.fields,
+        immutable.console.join("\n")
+    );
+    assert_eq!((immutable.field("after"), immutable.field("members")), ("v1,", "2"), "{:?}", immutable.fields);
+    let swap = scenario_in(log, "env-swap");
+    assert_eq!(
+        (swap.field("prod_port_serves"), swap.field("green_port_serves")),
+        ("v2,", "v1,"),
+        "each port serves the other environment after the swap: {:?}",
+        swap.fields
+    );
     let terminate = scenario_in(log, "env-terminate");
     for (field, expected) in [
-        ("status", "Terminated"),
+        ("statuses", "Terminated,"),
         ("instances", "0"),
         ("volumes", "0"),
         ("balancers", "0"),

@@ -823,8 +823,11 @@ fi
 # application of three versions, each a tar.gz whose `start` serves "<hostname> <version>"
 # on $PORT (the third exits at once instead). An environment of two instances runs v1
 # behind its load balancer; a Rolling update to v2, one instance at a time, runs under a
-# client loop from this namespace; the update to v3 fails its health checks and rolls back,
-# v2 serving throughout; terminating it leaves no instance, balancer, group or template.
+# client loop from this namespace, nuaged SIGKILLed once the deployment's refresh started
+# and restarted; the update to v3 fails its health checks and rolls back, v2 serving
+# throughout; an Immutable update back to v1 under the client loop; a second environment
+# swaps CNAMEs (host ports) with the first; terminating both leaves no instance, volume,
+# balancer, group, template or tap.
 env_scenario() {
     [ "${NUAGE_ONLY:-}" = env ] || return 0
     unshare -n sh "$0" env-namespace
@@ -901,30 +904,71 @@ if [ "${1:-}" = env-namespace ]; then
     echo "@@ env-create status=$(field status) health=$health create_s=$create_s served=$(sample 10) refused=$refused made_by_refused=$made_by_refused url=$url"
     eb describe-events --environment-name web-prod | json_values message | sed 's/^/[env-events] /'
 
-    # deploy VERSION FILE: updates to VERSION under a client loop logging to FILE; waits
-    # until the environment is ready again.
+
+    # deploy VERSION FILE [POLICY [CRASH]]: updates to VERSION (by POLICY, if given) under a
+    # client loop logging to FILE, nuaged SIGKILLed at failpoint CRASH and restarted when
+    # one is named; waits until the environment is ready again.
     deploy() {
         rm -f "$W/stop" "$2"
         requests "$2" 0.2 & client=$!
         sleep 2
         t0=$(now_cs)
-        eb update-environment --environment-name web-prod --version-label "$1" >/dev/null
+        policy=""
+        [ -n "${3:-}" ] && policy="--option-settings $(opt aws:elasticbeanstalk:command DeploymentPolicy "$3")"
+        # shellcheck disable=SC2086
+        eb update-environment --environment-name web-prod --version-label "$1" $policy >/dev/null
+        if [ -n "${4:-}" ]; then
+            reached() { grep -q "failpoint reached" "$W/nuaged.log"; }
+            wait_until 300 reached
+            crashed=no; reached && crashed=yes
+            kill -9 "$nuaged"; wait "$nuaged" 2>/dev/null
+            rm -f "$W/nuaged.sock"
+            start_nuaged --state-dir "$W/nuaged" --socket "$W/nuaged.sock" --vmm "$VMM"
+        fi
         wait_until 900 ready
         deploy_s=$(seconds $(( $(now_cs) - t0 )))
         sleep 2
         touch "$W/stop"; wait "$client"
     }
-    deploy v2 "$W/client-v2"
+    # The v2 deployment with nuaged SIGKILLed once its refresh started: the balancer and
+    # the instances carry on, and the restarted daemon finishes it.
+    kill -9 "$nuaged"; wait "$nuaged" 2>/dev/null
+    rm -f "$W/nuaged.sock"
+    NUAGE_FAILPOINT=environment-after-refresh; export NUAGE_FAILPOINT
+    start_nuaged --state-dir "$W/nuaged" --socket "$W/nuaged.sock" --vmm "$VMM"
+    unset NUAGE_FAILPOINT
+    deploy v2 "$W/client-v2" Rolling environment-after-refresh
     failed=$(grep -c '^failed$' "$W/client-v2" || true)
-    echo "@@ env-update status=$(field status) version=$(field version_label) deploy_s=$deploy_s requests=$(wc -l < "$W/client-v2") failed=$failed answered_by_v2=$(grep -c ' v2$' "$W/client-v2" || true) after=$(sample 10)"
+    echo "@@ env-update status=$(field status) version=$(field version_label) crashed=$crashed deploy_s=$deploy_s requests=$(wc -l < "$W/client-v2") failed=$failed answered_by_v2=$(grep -c ' v2$' "$W/client-v2" || true) after=$(sample 10)"
     deploy v3 "$W/client-v3"
     failed=$(grep -c '^failed$' "$W/client-v3" || true)
     said=no
     eb describe-events --environment-name web-prod | grep -q 'Failed to deploy application version v3' && said=yes
     echo "@@ env-rollback status=$(field status) version=$(field version_label) deploy_s=$deploy_s requests=$(wc -l < "$W/client-v3") failed=$failed answered_by_v3=$(grep -c ' v3$' "$W/client-v3" || true) after=$(sample 10) event=$said"
+    deploy v1 "$W/client-v1" Immutable
+    failed=$(grep -c '^failed$' "$W/client-v1" || true)
+    members=$(nuage --output json describe-instances --filters "Name=tag:elasticbeanstalk:environment-name,Values=web-prod" --states pending running | json_values instance_id | wc -l)
+    echo "@@ env-immutable status=$(field status) version=$(field version_label) deploy_s=$deploy_s requests=$(wc -l < "$W/client-v1") failed=$failed after=$(sample 10) members=$members"
     eb describe-events --environment-name web-prod | json_values message | sed 's/^/[env-events] /'
 
-    eb terminate-environment --environment-name web-prod >/dev/null
+    # Blue/green: a second environment on v2 (one instance); swapped, the first one's port
+    # answers with the second one's version, and the other way round.
+    # shellcheck disable=SC2086
+    eb create-environment --application-name web --environment-name web-green --version-label v2 \
+        --option-settings $options "$(opt aws:autoscaling:asg MinSize 1)" >/dev/null
+    green_ready() { [ "$(eb describe-environments --environment-names web-green | json_values status)" = Ready ]; }
+    wait_until 600 green_ready
+    eb swap-environment-cnames --source-environment-name web-prod --destination-environment-name web-green
+    green_url="http://127.0.0.1:$(eb describe-environments --environment-names web-green | json_values endpoint_url | cut -d: -f2)/"
+    swapped() { [ "$(sample 4)" = "v2," ]; }
+    wait_until 60 swapped
+    prod_port_serves=$(sample 6)
+    other=$(url=$green_url; sample 6)
+    echo "@@ env-swap prod_port_serves=$prod_port_serves green_port_serves=$other prod_url=$url green_url=$green_url"
+
+    for name in web-prod web-green; do
+        eb terminate-environment --environment-name $name >/dev/null
+    done
     gone() { [ -z "$(eb describe-environments | json_values environment_id)" ]; }
     wait_until 300 gone
     instances=$(nuage --output json describe-instances --states pending running stopping stopped | json_values instance_id | wc -l)
@@ -933,7 +977,8 @@ if [ "${1:-}" = env-namespace ]; then
     groups=$(nuage --output json autoscaling describe-auto-scaling-groups | json_values auto_scaling_group_name | wc -l)
     templates=$(nuage --output json describe-launch-templates | json_values launch_template_id | wc -l)
     taps=$(ip -br link | grep -c ntap- || true)
-    echo "@@ env-terminate status=$(eb describe-environments --include-deleted | json_values status | head -n 1) instances=$instances volumes=$volumes balancers=$balancers groups=$groups templates=$templates taps=$taps"
+    statuses=$(eb describe-environments --include-deleted | json_values status | sort -u | tr '\n' ,)
+    echo "@@ env-terminate statuses=$statuses instances=$instances volumes=$volumes balancers=$balancers groups=$groups templates=$templates taps=$taps"
     stop_nuaged
     exit 0
 fi
