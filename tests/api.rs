@@ -3712,7 +3712,9 @@ fn an_environment_survives_a_crash_and_leaves_nothing() {
         "--source-bundle",
         &bundle,
     ]));
-    let option = |namespace: &str, name: &str, value: &str| format!("Namespace={namespace},OptionName={name},Value={value}");
+    let option = |namespace: &str, name: &str, value: &str| {
+        format!("Namespace={namespace},OptionName={name},Value={value}")
+    };
     let options = [
         option("aws:autoscaling:launchconfiguration", "ImageId", &image),
         option("aws:autoscaling:launchconfiguration", "InstanceType", "t.nano"),
@@ -3734,10 +3736,23 @@ fn an_environment_survives_a_crash_and_leaves_nothing() {
     for (args, expected) in [
         (create("web-prod", "v9", &[]), "InvalidParameterValue"),
         (create("web-prod", "v1", &[option("aws:autoscaling:asg", "MinSize", "3")]), "InvalidParameterValue"),
-        (create("web-prod", "v1", &[option("aws:autoscaling:launchconfiguration", "ImageId", "ami-nope")]), "InvalidAMIID.NotFound"),
-        (create("web-prod", "v1", &[option("aws:ec2:vpc", "Subnets", "subnet-nope")]), "InvalidSubnetID.NotFound"),
+        (
+            create("web-prod", "v1", &[option("aws:autoscaling:launchconfiguration", "ImageId", "ami-nope")]),
+            "InvalidAMIID.NotFound",
+        ),
+        (
+            create("web-prod", "v1", &[option("aws:ec2:vpc", "Subnets", "subnet-nope")]),
+            "InvalidSubnetID.NotFound",
+        ),
         (create("no", "v1", &[]), "InvalidParameterValue"),
-        (create("web-prod", "v1", &[option("aws:elasticbeanstalk:command", "DeploymentPolicy", "Sometimes")]), "InvalidParameterValue"),
+        (
+            create(
+                "web-prod",
+                "v1",
+                &[option("aws:elasticbeanstalk:command", "DeploymentPolicy", "Sometimes")],
+            ),
+            "InvalidParameterValue",
+        ),
         (create("web-prod", "v1", &[option("aws:elb:listener", "Port", "80")]), "InvalidParameterValue"),
     ] {
         let args = strs(&args);
@@ -3783,12 +3798,22 @@ fn an_environment_survives_a_crash_and_leaves_nothing() {
         let disk = config.disks.iter().find(|d| d.id.as_deref() == Some("bundle")).expect("a bundle disk");
         assert!(disk.read_only && disk.path.ends_with(&sha), "{disk:?}");
     }
-    let tagged = daemon.ok(&["describe-instances", "--filters", &format!("Name=tag:elasticbeanstalk:environment-id,Values={id}")]);
+    let tagged = daemon.ok(&[
+        "describe-instances",
+        "--filters",
+        &format!("Name=tag:elasticbeanstalk:environment-id,Values={id}"),
+    ]);
     assert_eq!(ids(&tagged).len(), 2, "{tagged}");
     let env = &described(&daemon, false)[0];
     assert_eq!(env["endpoint_url"], "localhost:8000");
     assert_eq!(env["resources"]["auto_scaling_group_name"].as_str(), Some(name.as_str()));
-    let err = daemon.err(&eb(&["delete-application-version", "--application-name", "web", "--version-label", "v1"]));
+    let err = daemon.err(&eb(&[
+        "delete-application-version",
+        "--application-name",
+        "web",
+        "--version-label",
+        "v1",
+    ]));
     assert!(err.starts_with("InvalidParameterValue") && err.contains("web-prod"), "{err}");
     let health = daemon.ok(&eb(&["describe-environment-health", "--environment-name", "web-prod"]));
     assert_eq!(health["EnvironmentHealth"]["color"], "Grey", "still launching: tiny guests serve nothing");
@@ -3796,7 +3821,12 @@ fn an_environment_survives_a_crash_and_leaves_nothing() {
     daemon.ok(&eb(&["terminate-environment", "--environment-name", "web-prod"]));
     let start = Instant::now();
     while described(&daemon, true)[0]["status"] != "Terminated" {
-        assert!(start.elapsed() < Duration::from_secs(60), "{:?}\n{}", described(&daemon, true), daemon.log());
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{:?}\n{}",
+            described(&daemon, true),
+            daemon.log()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let live = daemon.ok(&["describe-instances", "--states", "pending", "running", "stopping", "stopped"]);
@@ -3804,10 +3834,14 @@ fn an_environment_survives_a_crash_and_leaves_nothing() {
     assert!(daemon.ok(&["describe-volumes"])["Volumes"].as_array().unwrap().is_empty(), "no volume left");
     assert!(daemon.ok(&["elbv2", "describe-load-balancers"])["LoadBalancers"].as_array().unwrap().is_empty());
     assert!(daemon.ok(&["elbv2", "describe-target-groups"])["TargetGroups"].as_array().unwrap().is_empty());
-    assert!(daemon.ok(&["autoscaling", "describe-auto-scaling-groups"])["AutoScalingGroups"].as_array().unwrap().is_empty());
+    assert!(daemon.ok(&["autoscaling", "describe-auto-scaling-groups"])["AutoScalingGroups"]
+        .as_array()
+        .unwrap()
+        .is_empty());
     assert!(daemon.ok(&["describe-launch-templates"])["LaunchTemplates"].as_array().unwrap().is_empty());
     let events = daemon.ok(&eb(&["describe-events", "--environment-name", "web-prod"]));
-    let said: Vec<&str> = events["Events"].as_array().unwrap().iter().filter_map(|e| e["message"].as_str()).collect();
+    let said: Vec<&str> =
+        events["Events"].as_array().unwrap().iter().filter_map(|e| e["message"].as_str()).collect();
     assert_eq!(said.iter().filter(|m| m.starts_with("Created load balancer")).count(), 1, "{said:?}");
     assert!(said[0].contains("terminateEnvironment completed"), "{said:?}");
     daemon.ok(&eb(&["delete-application-version", "--application-name", "web", "--version-label", "v1"]));

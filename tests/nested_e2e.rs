@@ -599,7 +599,12 @@ fn an_environment_serves_deploys_rolls_back_and_leaves_nothing() {
         update.fields,
         update.console.join("\n")
     );
-    assert_eq!(update.field("failed"), "0", "no request failed during the rolling update: {:?}", update.fields);
+    assert_eq!(
+        update.field("failed"),
+        "0",
+        "no request failed during the rolling update: {:?}",
+        update.fields
+    );
     let requests: u32 = update.field("requests").parse().unwrap_or(0);
     let by_v2: u32 = update.field("answered_by_v2").parse().unwrap_or(0);
     assert!(requests >= 10 && by_v2 > 0, "the client loop ran and reached v2: {:?}", update.fields);
@@ -622,11 +627,16 @@ fn an_environment_serves_deploys_rolls_back_and_leaves_nothing() {
         immutable.fields,
         immutable.console.join("\n")
     );
-    assert_eq!((immutable.field("after"), immutable.field("members")), ("v1,", "2"), "{:?}", immutable.fields);
+    assert_eq!(
+        (immutable.field("after"), immutable.field("members")),
+        ("v1,", "2"),
+        "the old set is gone once the deployment is done: {:?}",
+        immutable.fields
+    );
     let swap = scenario_in(log, "env-swap");
     assert_eq!(
-        (swap.field("prod_port_serves"), swap.field("green_port_serves")),
-        ("v2,", "v1,"),
+        (swap.field("prod_port_serves"), swap.field("green_port_serves"), swap.field("prod_after")),
+        ("v2,", "v1,", "localhost:8001"),
         "each port serves the other environment after the swap: {:?}",
         swap.fields
     );

@@ -958,13 +958,13 @@ if [ "${1:-}" = env-namespace ]; then
         --option-settings $options "$(opt aws:autoscaling:asg MinSize 1)" >/dev/null
     green_ready() { [ "$(eb describe-environments --environment-names web-green | json_values status)" = Ready ]; }
     wait_until 600 green_ready
-    eb swap-environment-cnames --source-environment-name web-prod --destination-environment-name web-green
     green_url="http://127.0.0.1:$(eb describe-environments --environment-names web-green | json_values endpoint_url | cut -d: -f2)/"
+    eb swap-environment-cnames --source-environment-name web-prod --destination-environment-name web-green
     swapped() { [ "$(sample 4)" = "v2," ]; }
     wait_until 60 swapped
     prod_port_serves=$(sample 6)
     other=$(url=$green_url; sample 6)
-    echo "@@ env-swap prod_port_serves=$prod_port_serves green_port_serves=$other prod_url=$url green_url=$green_url"
+    echo "@@ env-swap prod_port_serves=$prod_port_serves green_port_serves=$other prod_url=$url green_url=$green_url prod_after=$(field endpoint_url)"
 
     for name in web-prod web-green; do
         eb terminate-environment --environment-name $name >/dev/null

@@ -13,8 +13,9 @@ use super::pb::{
     DescribeApplicationVersionsRequest, DescribeApplicationVersionsResponse, DescribeApplicationsRequest,
     DescribeApplicationsResponse, DescribeEnvironmentHealthRequest, DescribeEnvironmentHealthResponse,
     DescribeEnvironmentsRequest, DescribeEnvironmentsResponse, DescribeEventsRequest, DescribeEventsResponse,
-    EnvironmentDescription, EnvironmentResources, EventDescription, OptionSetting, SwapEnvironmentCnamesRequest,
-    SwapEnvironmentCnamesResponse, TerminateEnvironmentRequest, UpdateEnvironmentRequest,
+    EnvironmentDescription, EnvironmentResources, EventDescription, OptionSetting,
+    SwapEnvironmentCnamesRequest, SwapEnvironmentCnamesResponse, TerminateEnvironmentRequest,
+    UpdateEnvironmentRequest,
 };
 use crate::environments::environment::{
     BatchSize, DeploymentChange, Environment, EnvironmentSpec, Event, Policy, Settings, MAX_EVENTS,
@@ -111,13 +112,16 @@ fn settings(options: &[OptionSetting]) -> Result<Settings, EnvironmentsError> {
         (COMMAND, "BatchSize"),
         (COMMAND, "BatchSizeType"),
     ];
-    if let Some(o) = options.iter().find(|o| !known.contains(&(o.namespace.as_str(), o.option_name.as_str()))) {
+    if let Some(o) = options.iter().find(|o| !known.contains(&(o.namespace.as_str(), o.option_name.as_str())))
+    {
         return Err(invalid(format!("option {} {} is not one nuage reads", o.namespace, o.option_name)));
     }
     let text = |namespace, name| option(options, namespace, name).unwrap_or_default().to_owned();
     let subnets = text("aws:ec2:vpc", "Subnets");
     if subnets.contains(',') {
-        return Err(invalid("an environment's instances are on one subnet: give one in aws:ec2:vpc Subnets".into()));
+        return Err(invalid(
+            "an environment's instances are on one subnet: give one in aws:ec2:vpc Subnets".into(),
+        ));
     }
     let change = deployment_change(options)?;
     Ok(Settings {
@@ -220,8 +224,15 @@ impl EnvironmentsApi for EnvironmentsService {
         let service = self.0.clone();
         let updated = blocking(move || {
             let known = ["DeploymentPolicy", "BatchSize", "BatchSizeType"];
-            if let Some(o) = r.option_settings.iter().find(|o| o.namespace != COMMAND || !known.contains(&o.option_name.as_str())) {
-                return Err(invalid(format!("option {} {} cannot be changed by update-environment", o.namespace, o.option_name)));
+            if let Some(o) = r
+                .option_settings
+                .iter()
+                .find(|o| o.namespace != COMMAND || !known.contains(&o.option_name.as_str()))
+            {
+                return Err(invalid(format!(
+                    "option {} {} cannot be changed by update-environment",
+                    o.namespace, o.option_name
+                )));
             }
             let change = deployment_change(&r.option_settings)?;
             let label = Some(r.version_label.as_str()).filter(|l| !l.is_empty());

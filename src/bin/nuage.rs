@@ -4,6 +4,13 @@ use clap::Parser;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::process::ExitCode {
+    // Output piped into a reader that stops early (`| head`, `| grep -q`) ends the CLI
+    // quietly, as it ends other Unix tools, instead of in a panic over a failed print.
+    // SAFETY: setting a signal's disposition to its default touches no memory; the
+    // single-threaded runtime has started no other thread that could be handling it.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = nuage::cli::Cli::parse();
     match cli.run().await {
         Ok(()) => std::process::ExitCode::SUCCESS,

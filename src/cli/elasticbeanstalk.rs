@@ -13,8 +13,8 @@ use super::text_or_file;
 use crate::api::pb::environments_client::EnvironmentsClient;
 use crate::api::pb::{
     ApplicationDescription, ApplicationVersionDescription, CreateApplicationRequest,
-    CreateApplicationVersionRequest, DeleteApplicationRequest, DeleteApplicationVersionRequest,
-    CreateEnvironmentRequest, DescribeApplicationVersionsRequest, DescribeApplicationsRequest,
+    CreateApplicationVersionRequest, CreateEnvironmentRequest, DeleteApplicationRequest,
+    DeleteApplicationVersionRequest, DescribeApplicationVersionsRequest, DescribeApplicationsRequest,
     DescribeEnvironmentHealthRequest, DescribeEnvironmentsRequest, DescribeEventsRequest,
     EnvironmentDescription, OptionSetting, SwapEnvironmentCnamesRequest, TerminateEnvironmentRequest,
     UpdateEnvironmentRequest,
@@ -290,15 +290,20 @@ pub async fn run(command: ElasticBeanstalk, channel: Channel, format: Format) ->
             print_environments(format, vec![client.create_environment(request).await?.into_inner()]);
         }
         ElasticBeanstalk::DescribeEnvironments { application_name, environment_names, include_deleted } => {
-            let request = DescribeEnvironmentsRequest { application_name, environment_names, include_deleted };
-            print_environments(format, client.describe_environments(request).await?.into_inner().environments);
+            let request =
+                DescribeEnvironmentsRequest { application_name, environment_names, include_deleted };
+            print_environments(
+                format,
+                client.describe_environments(request).await?.into_inner().environments,
+            );
         }
         ElasticBeanstalk::UpdateEnvironment { environment_name, version_label, option_settings } => {
             let request = UpdateEnvironmentRequest { environment_name, version_label, option_settings };
             print_environments(format, vec![client.update_environment(request).await?.into_inner()]);
         }
         ElasticBeanstalk::SwapEnvironmentCnames { source_environment_name, destination_environment_name } => {
-            let request = SwapEnvironmentCnamesRequest { source_environment_name, destination_environment_name };
+            let request =
+                SwapEnvironmentCnamesRequest { source_environment_name, destination_environment_name };
             client.swap_environment_cnames(request).await?;
         }
         ElasticBeanstalk::TerminateEnvironment { environment_name } => {
@@ -332,7 +337,8 @@ pub async fn run(command: ElasticBeanstalk, channel: Channel, format: Format) ->
                     events
                         .into_iter()
                         .map(|e| {
-                            let date = crate::state::clock::format_utc(u64::try_from(e.event_date).unwrap_or(0));
+                            let date =
+                                crate::state::clock::format_utc(u64::try_from(e.event_date).unwrap_or(0));
                             vec![date, e.environment_name, e.severity, e.message]
                         })
                         .collect(),

@@ -45,6 +45,19 @@ pub const ID_TAG: &str = "elasticbeanstalk:environment-id";
 /// A step's failure, in words for the environment's events.
 type StepResult<T> = Result<T, String>;
 
+/// How a deployment's pass ended. A failing call (`Err`) is tried again on the next pass:
+/// only what the deployment saw (a refresh ended unsuccessfully, new instances that never
+/// passed) fails it.
+enum Deploy {
+    /// Under way, or done.
+    Going,
+    /// Failed for good (the group is back on the old version), for this reason.
+    Failed(String),
+}
+
+/// How long a deployment may take before it is called off.
+const DEPLOYMENT_TIMEOUT_SECONDS: u64 = 3600;
+
 fn words(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
@@ -64,8 +77,21 @@ impl Environments {
         for env in state.environments.iter().filter(|e| e.is_live()) {
             let result = match env.status {
                 Status::Launching => self.launch(&state, env),
-                Status::Updating => self.follow_port(env).and_then(|()| self.update(&state, env)),
-                Status::Ready => self.follow_port(env),
+                Status::Updating => {
+                    self.retry_later(env, self.follow_port(env));
+                    match self.update(&state, env) {
+                        Ok(Deploy::Going) => Ok(()),
+                        Ok(Deploy::Failed(why)) => Err(why),
+                        Err(e) => {
+                            self.retry_later(env, Err(e));
+                            Ok(())
+                        }
+                    }
+                }
+                Status::Ready => {
+                    self.retry_later(env, self.follow_port(env));
+                    Ok(())
+                }
                 Status::Terminating => self.tear_down(env),
                 Status::Terminated => Ok(()),
             };
@@ -74,6 +100,13 @@ impl Environments {
             }
         }
         Ok(())
+    }
+
+    /// Logs a step that failed and is tried again on the next pass.
+    fn retry_later(&self, env: &Environment, result: StepResult<()>) {
+        if let Err(why) = result {
+            tracing::warn!("environment {}: {why} (tried again)", env.name);
+        }
     }
 
     /// Applies `edit` to environment `id`'s record (gone: nothing happens).
@@ -190,7 +223,7 @@ impl Environments {
         };
         if env.made.target_group_arn.is_none() {
             let arn = tg.clone();
-            self.made(env, format!("Created target group named: {tg}."), move |m| {
+            self.made(env, format!("Created target group named: {name} ({tg})."), move |m| {
                 m.target_group_arn = Some(arn.clone())
             })?;
         }
@@ -205,7 +238,7 @@ impl Environments {
         };
         if env.made.load_balancer_arn.is_none() {
             let arn = lb.clone();
-            self.made(env, format!("Created load balancer named: {lb}."), move |m| {
+            self.made(env, format!("Created load balancer named: {name} ({lb})."), move |m| {
                 m.load_balancer_arn = Some(arn.clone())
             })?;
         }
@@ -295,9 +328,18 @@ impl Environments {
 
     /// Moves a deployment on: an extra batch first where the policy asks for one, the
     /// refresh started, then watched to its end.
-    fn update(&self, state: &Beanstalk, env: &Environment) -> StepResult<()> {
-        let Some(deployment) = &env.deployment else { return Ok(()) };
+    fn update(&self, state: &Beanstalk, env: &Environment) -> StepResult<Deploy> {
+        let Some(deployment) = &env.deployment else { return Ok(Deploy::Going) };
         let name = env.resource_name();
+        if now() > deployment.started + DEPLOYMENT_TIMEOUT_SECONDS {
+            if self.groups.read().map_err(words)?.active_refresh(&name).is_some() {
+                self.groups.rollback_refresh(&name).map_err(words)?;
+            }
+            return Ok(Deploy::Failed(format!(
+                "Failed to deploy application version {}: it did not finish within {DEPLOYMENT_TIMEOUT_SECONDS} seconds.",
+                deployment.version_label
+            )));
+        }
         let group = self.groups.read().map_err(words)?.group(&name).map_err(words)?.clone();
         let capacity = group.desired_capacity;
         if deployment.policy == Policy::Immutable {
@@ -317,20 +359,19 @@ impl Environments {
                 }
             })
             .map_err(words)?;
-            return Ok(());
+            return Ok(Deploy::Going);
         }
         let Some(refresh_id) = &deployment.refresh_id else {
-            return self.start_deployment(state, env, deployment, &group, batch);
+            self.start_deployment(state, env, deployment, &group, batch)?;
+            return Ok(Deploy::Going);
         };
-        let refresh = self
-            .groups
-            .refreshes(&name, std::slice::from_ref(refresh_id))
-            .map_err(words)?
-            .into_iter()
-            .next()
-            .ok_or_else(|| format!("instance refresh {refresh_id} is gone"))?;
+        let refresh =
+            self.groups.refreshes(&name, std::slice::from_ref(refresh_id)).map_err(words)?.into_iter().next();
+        let Some(refresh) = refresh else {
+            return Ok(Deploy::Failed(format!("Failed to deploy: instance refresh {refresh_id} is gone.")));
+        };
         if refresh.status.is_active() {
-            return Ok(());
+            return Ok(Deploy::Going);
         }
         if let Some(from) = deployment.added_batch_from {
             let update = GroupUpdate {
@@ -341,15 +382,16 @@ impl Environments {
             self.groups.update_group(&name, None, update).map_err(words)?;
         }
         if refresh.status != RefreshStatus::Successful {
-            return Err(format!(
+            return Ok(Deploy::Failed(format!(
                 "Failed to deploy application version {}: {} ({}); the environment runs {} again.",
                 deployment.version_label,
                 refresh.status_reason,
                 refresh.status.as_str(),
                 deployment.previous_label
-            ));
+            )));
         }
-        self.deployed(env, &deployment.version_label)
+        self.deployed(env, &deployment.version_label)?;
+        Ok(Deploy::Going)
     }
 
     /// A deployment done: the environment runs version `label`.
@@ -382,7 +424,7 @@ impl Environments {
         env: &Environment,
         deployment: &Deployment,
         group: &crate::autoscaling::model::Group,
-    ) -> StepResult<()> {
+    ) -> StepResult<Deploy> {
         let name = env.resource_name();
         let data = self.template_data(state, env, &deployment.version_label)?;
         let (template_id, version) = self.compute.template_version_for(&name, &data).map_err(words)?;
@@ -401,21 +443,19 @@ impl Environments {
                 }
             })
             .map_err(words)?;
-            return self.made(
+            self.made(
                 env,
                 format!(
                     "Immutable deployment: launching {capacity} instance(s) of version {} beside the old ones.",
                     deployment.version_label
                 ),
                 |_| {},
-            );
+            )?;
+            return Ok(Deploy::Going);
         };
         let view = self.groups.describe(std::slice::from_ref(&name)).map_err(words)?;
-        let members: Vec<_> = view
-            .into_iter()
-            .flat_map(|g| g.instances)
-            .filter(|i| i.lifecycle_state != "Terminating")
-            .collect();
+        let all: Vec<_> = view.into_iter().flat_map(|g| g.instances).collect();
+        let members: Vec<_> = all.iter().filter(|i| i.lifecycle_state != "Terminating").collect();
         let tg = env.made.target_group_arn.clone().unwrap_or_default();
         let healthy: Vec<String> = self
             .balancers
@@ -426,11 +466,12 @@ impl Environments {
             .map(|t| t.instance_id)
             .collect();
         let is_new = |v: Option<u32>| v == Some(version);
-        let new_healthy = members.iter().filter(|m| is_new(m.version) && healthy.contains(&m.instance_id)).count();
+        let new_healthy =
+            members.iter().filter(|m| is_new(m.version) && healthy.contains(&m.instance_id)).count();
         let succeeded = new_healthy >= capacity as usize;
         let late = now() > deployment.started + u64::from(GRACE_SECONDS) + IMMUTABLE_PATIENCE_SECONDS;
         if !succeeded && !late {
-            return Ok(());
+            return Ok(Deploy::Going);
         }
         if !succeeded {
             let previous = self.template_data(state, env, &deployment.previous_label)?;
@@ -444,14 +485,19 @@ impl Environments {
         }
         let update = GroupUpdate { max_size: Some(env.settings.max_size), ..GroupUpdate::default() };
         self.groups.update_group(&name, None, update).map_err(words)?;
+        // Done once the losing set has drained and gone.
+        if all.iter().any(|m| is_new(m.version) != succeeded) {
+            return Ok(Deploy::Going);
+        }
         if !succeeded {
-            return Err(format!(
+            return Ok(Deploy::Failed(format!(
                 "Failed to deploy application version {}: its instances did not pass their health checks in time; \
                  they were terminated and the environment runs {} again.",
                 deployment.version_label, deployment.previous_label
-            ));
+            )));
         }
-        self.deployed(env, &deployment.version_label)
+        self.deployed(env, &deployment.version_label)?;
+        Ok(Deploy::Going)
     }
 
     /// Starts the refresh of a deployment (or finds the one a pass cut short started).

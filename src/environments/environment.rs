@@ -471,20 +471,31 @@ impl Beanstalk {
 
     /// `swap-environment-cnames`: the two environments trade names and host ports (their
     /// listeners follow on the next pass).
-    pub fn swap_cnames(&mut self, source: &str, destination: &str, now: u64) -> Result<(), EnvironmentsError> {
+    pub fn swap_cnames(
+        &mut self,
+        source: &str,
+        destination: &str,
+        now: u64,
+    ) -> Result<(), EnvironmentsError> {
         let found = |name: &str| self.environment(name).map(|e| (e.id.clone(), e.status));
         let ((a, a_status), (b, b_status)) = (found(source)?, found(destination)?);
         if a == b {
             return Err(EnvironmentsError::InvalidParameter("an environment cannot swap with itself".into()));
         }
-        if let Some(status) = [a_status, b_status].into_iter().find(|s| !matches!(s, Status::Ready | Status::Updating)) {
+        if let Some(status) =
+            [a_status, b_status].into_iter().find(|s| !matches!(s, Status::Ready | Status::Updating))
+        {
             return Err(EnvironmentsError::InvalidParameter(format!(
                 "both environments must be Ready or Updating to swap (one is {})",
                 status.as_str()
             )));
         }
         let taken = |id: &str| {
-            self.environments.iter().find(|e| e.id == id).map(|e| (e.port, e.cname.clone())).unwrap_or_default()
+            self.environments
+                .iter()
+                .find(|e| e.id == id)
+                .map(|e| (e.port, e.cname.clone()))
+                .unwrap_or_default()
         };
         let (a_side, b_side) = (taken(&a), taken(&b));
         for (id, (port, cname)) in [(&a, b_side), (&b, a_side)] {
@@ -492,7 +503,12 @@ impl Beanstalk {
             (env.port, env.cname) = (port, cname);
             env.updated = now;
             let env = env.clone();
-            self.record(&env, Severity::Info, format!("Swapped CNAMEs: now {} on port {}.", env.cname, env.port), now);
+            self.record(
+                &env,
+                Severity::Info,
+                format!("Swapped CNAMEs: now {} on port {}.", env.cname, env.port),
+                now,
+            );
         }
         Ok(())
     }
