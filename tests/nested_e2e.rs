@@ -27,6 +27,20 @@ impl Scenario {
         self.fields.get(key).map(String::as_str).unwrap_or_else(|| panic!("no {key} in {:?}", self.fields))
     }
 
+    /// Asserts that each named field has its value, saying `why` (with every field and the
+    /// scenario's console) when one does not.
+    fn expect(&self, expected: &[(&str, &str)], why: &str) {
+        for (key, value) in expected {
+            assert_eq!(
+                self.field(key),
+                *value,
+                "{why} ({key}): {:?}\n{}",
+                self.fields,
+                self.console.join("\n")
+            );
+        }
+    }
+
     fn console_line(&self, prefix: &str) -> &str {
         self.console.iter().find(|l| l.starts_with(prefix)).unwrap_or_else(|| {
             panic!("no console line starting with {prefix:?}:\n{}", self.console.join("\n"))
@@ -578,78 +592,51 @@ fn an_auto_scaling_group_heals_scales_and_refreshes_behind_a_balancer() {
 fn an_environment_serves_deploys_rolls_back_and_leaves_nothing() {
     let log = env_console_log();
     let create = scenario_in(log, "env-create");
-    assert_eq!(
-        (create.field("status"), create.field("health"), create.field("served")),
-        ("Ready", "Green", "v1,"),
-        "{:?}\n{}",
-        create.fields,
-        create.console.join("\n")
+    create.expect(
+        &[("status", "Ready"), ("health", "Green"), ("served", "v1,")],
+        "made in one call, serving v1",
     );
-    assert_eq!(
-        (create.field("refused"), create.field("made_by_refused")),
-        ("2", "0"),
-        "bad requests are refused and make nothing: {:?}",
-        create.fields
-    );
+    create.expect(&[("refused", "2"), ("made_by_refused", "0")], "bad requests are refused and make nothing");
     let update = scenario_in(log, "env-update");
-    assert_eq!(
-        (update.field("status"), update.field("version"), update.field("crashed")),
-        ("Ready", "v2", "yes"),
-        "{:?}\n{}",
-        update.fields,
-        update.console.join("\n")
-    );
-    assert_eq!(
-        update.field("failed"),
-        "0",
-        "no request failed during the rolling update: {:?}",
-        update.fields
+    update.expect(
+        &[("status", "Ready"), ("version", "v2"), ("crashed", "yes"), ("failed", "0"), ("after", "v2,")],
+        "a rolling update, nuaged killed midway, fails no request and ends on v2",
     );
     let requests: u32 = update.field("requests").parse().unwrap_or(0);
     let by_v2: u32 = update.field("answered_by_v2").parse().unwrap_or(0);
     assert!(requests >= 10 && by_v2 > 0, "the client loop ran and reached v2: {:?}", update.fields);
-    assert_eq!(update.field("after"), "v2,", "only v2 answers after: {:?}", update.fields);
     let rollback = scenario_in(log, "env-rollback");
-    assert_eq!(
-        (rollback.field("status"), rollback.field("version"), rollback.field("event")),
-        ("Ready", "v2", "yes"),
-        "the broken version is rolled back, and the events say so: {:?}\n{}",
-        rollback.fields,
-        rollback.console.join("\n")
+    rollback.expect(
+        &[
+            ("status", "Ready"),
+            ("version", "v2"),
+            ("event", "yes"),
+            ("answered_by_v3", "0"),
+            ("after", "v2,"),
+        ],
+        "the broken version is rolled back, v2 keeps serving, and the events say so",
     );
-    assert_eq!(rollback.field("answered_by_v3"), "0", "{:?}", rollback.fields);
-    assert_eq!(rollback.field("after"), "v2,", "v2 keeps serving: {:?}", rollback.fields);
     let immutable = scenario_in(log, "env-immutable");
-    assert_eq!(
-        (immutable.field("status"), immutable.field("version"), immutable.field("failed")),
-        ("Ready", "v1", "0"),
-        "{:?}\n{}",
-        immutable.fields,
-        immutable.console.join("\n")
-    );
-    assert_eq!(
-        (immutable.field("after"), immutable.field("members")),
-        ("v1,", "2"),
-        "the old set is gone once the deployment is done: {:?}",
-        immutable.fields
+    immutable.expect(
+        &[("status", "Ready"), ("version", "v1"), ("failed", "0"), ("after", "v1,"), ("members", "2")],
+        "an immutable update fails no request and the old set is gone once it is done",
     );
     let swap = scenario_in(log, "env-swap");
-    assert_eq!(
-        (swap.field("prod_port_serves"), swap.field("green_port_serves"), swap.field("prod_after")),
-        ("v2,", "v1,", "localhost:8001"),
-        "each port serves the other environment after the swap: {:?}",
-        swap.fields
+    swap.expect(
+        &[("prod_port_serves", "v2,"), ("green_port_serves", "v1,"), ("prod_after", "localhost:8001")],
+        "each port serves the other environment after the swap",
     );
     let terminate = scenario_in(log, "env-terminate");
-    for (field, expected) in [
-        ("statuses", "Terminated,"),
-        ("instances", "0"),
-        ("volumes", "0"),
-        ("balancers", "0"),
-        ("groups", "0"),
-        ("templates", "0"),
-        ("taps", "0"),
-    ] {
-        assert_eq!(terminate.field(field), expected, "{field} after terminate: {:?}", terminate.fields);
-    }
+    terminate.expect(
+        &[
+            ("statuses", "Terminated,"),
+            ("instances", "0"),
+            ("volumes", "0"),
+            ("balancers", "0"),
+            ("groups", "0"),
+            ("templates", "0"),
+            ("taps", "0"),
+        ],
+        "terminating leaves nothing",
+    );
 }

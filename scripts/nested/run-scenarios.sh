@@ -303,6 +303,26 @@ fi
 # The JSON string values of key $1 in what `nuage --output json` printed on stdin.
 json_values() { grep -o "\"$1\": \"[^\"]*\"" | cut -d'"' -f4; }
 
+# alone SCENARIO: runs SCENARIO (its "SCENARIO-namespace" part) in a network namespace of
+# its own, only when it is the one asked for (--only SCENARIO).
+alone() {
+    [ "${NUAGE_ONLY:-}" = "$1" ] || return 0
+    unshare -n sh "$0" "$1-namespace"
+}
+
+# own_nuaged: loopback up, and nuaged started on this run's own state directory.
+own_nuaged() {
+    ip link set lo up
+    start_nuaged --state-dir "$W/nuaged" --socket "$W/nuaged.sock" --vmm "$VMM"
+}
+
+# wait_until SECONDS COMMAND...: polls COMMAND twice a second until it succeeds.
+wait_until() {
+    limit=$(( $1 * 2 )); shift
+    n=0
+    until "$@" || [ "$n" -ge "$limit" ]; do sleep 0.5; n=$((n + 1)); done
+}
+
 # start_nuaged [NUAGED FLAGS...]: starts nuaged (on its embedded defaults unless flags say
 # otherwise), waits for its socket and defines nuage() to call it; $nuaged is its pid.
 start_nuaged() {
@@ -684,14 +704,8 @@ fi
 # ALBRequestCountPerTarget target (it grows to its max: "scale_out_s", load start to the new
 # instance serving) and stops (it shrinks to its min after the cooldown). Last, an instance
 # refresh onto a new version under a client loop: no request may fail.
-asg_scenario() {
-    [ "${NUAGE_ONLY:-}" = asg ] || return 0
-    unshare -n sh "$0" asg-namespace
-}
-
 if [ "${1:-}" = asg-namespace ]; then
-    ip link set lo up
-    start_nuaged --state-dir "$W/nuaged" --socket "$W/nuaged.sock" --vmm "$VMM"
+    own_nuaged
     json_numbers() { grep -o "\"$1\": [0-9]*" | awk '{print $2}'; }
     subnet=$(nuage --output json create-subnet --cidr-block 10.0.32.0/24 | json_values subnet_id)
     image=$(register_default_image ssh)
@@ -726,12 +740,6 @@ if [ "${1:-}" = asg-namespace ]; then
         nuage --output json elbv2 describe-target-health --target-group-arn "$tg" | json_values state | grep -c '^healthy$'
     }
     desired() { nuage --output json autoscaling describe-auto-scaling-groups | json_numbers desired_capacity; }
-    # wait_until SECONDS COMMAND...: polls COMMAND twice a second until it succeeds.
-    wait_until() {
-        limit=$(( $1 * 2 )); shift
-        n=0
-        until "$@" || [ "$n" -ge "$limit" ]; do sleep 0.5; n=$((n + 1)); done
-    }
     # requests FILE PAUSE: requests through the balancer, one line per answer (its body, or
     # "failed") in FILE, PAUSE seconds apart, until $W/stop exists.
     requests() {
@@ -828,14 +836,8 @@ fi
 # throughout; an Immutable update back to v1 under the client loop; a second environment
 # swaps CNAMEs (host ports) with the first; terminating both leaves no instance, volume,
 # balancer, group, template or tap.
-env_scenario() {
-    [ "${NUAGE_ONLY:-}" = env ] || return 0
-    unshare -n sh "$0" env-namespace
-}
-
 if [ "${1:-}" = env-namespace ]; then
-    ip link set lo up
-    start_nuaged --state-dir "$W/nuaged" --socket "$W/nuaged.sock" --vmm "$VMM"
+    own_nuaged
     eb() { nuage --output json elasticbeanstalk "$@"; }
     subnet=$(nuage --output json create-subnet --cidr-block 10.0.33.0/24 | json_values subnet_id)
     image=$(register_default_image ssh)
@@ -869,11 +871,6 @@ if [ "${1:-}" = env-namespace ]; then
     eb create-environment --application-name web --environment-name web-bad --version-label v1 \
         --option-settings $options "$(opt aws:autoscaling:asg MinSize 4)" >/dev/null 2>&1 || refused=$((refused + 1))
     made_by_refused=$(eb describe-environments --include-deleted | json_values environment_id | wc -l)
-    wait_until() {
-        limit=$(( $1 * 2 )); shift
-        n=0
-        until "$@" || [ "$n" -ge "$limit" ]; do sleep 0.5; n=$((n + 1)); done
-    }
     field() { eb describe-environments --environment-names web-prod | json_values "$1" | head -n 1; }
     ready() { [ "$(field status)" = Ready ]; }
     t0=$(now_cs)
@@ -1075,7 +1072,7 @@ elif [ "${NUAGE_MODE:-test}" = sshbench ]; then
 elif [ "${NUAGE_MODE:-test}" = iobench ]; then
     unshare -n sh "$0" iobench-namespace
 elif [ "${NUAGE_MODE:-test}" = asgbench ]; then
-    NUAGE_ONLY=asg asg_scenario
+    NUAGE_ONLY=asg alone asg
 elif [ "${NUAGE_MODE:-test}" = demo ]; then
     # The main job: nuaged on its embedded defaults launches one instance of the default image.
     daemon_launch 1
@@ -1092,7 +1089,7 @@ else
     store_scenario
     daemon_scenario
     cloud_scenario
-    asg_scenario
-    env_scenario
+    alone asg
+    alone env
 fi
 echo "@@ scenarios-done"

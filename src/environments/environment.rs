@@ -547,11 +547,12 @@ impl Beanstalk {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::store::bundle::{Bundle, BundleFormat};
 
-    fn settings() -> Settings {
+    /// Two to three instances of `ami-1` on `subnet-1`, deployed one at a time.
+    pub(crate) fn settings() -> Settings {
         Settings {
             image_id: "ami-1".into(),
             instance_type: String::new(),
@@ -560,11 +561,12 @@ mod tests {
             min_size: 2,
             max_size: 3,
             policy: Policy::Rolling,
-            batch: BatchSize::Percentage(50),
+            batch: BatchSize::Fixed(1),
         }
     }
 
-    fn spec(name: &str) -> EnvironmentSpec {
+    /// Environment `name` of application `web`'s newest version, on [`settings`].
+    pub(crate) fn spec(name: &str) -> EnvironmentSpec {
         EnvironmentSpec {
             name: name.into(),
             application: "web".into(),

@@ -97,7 +97,7 @@ impl Health {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::environments::environment::{BatchSize, Made, Policy, Settings};
+    use crate::environments::environment::Made;
 
     fn env(status: Status) -> Environment {
         Environment {
@@ -107,16 +107,7 @@ mod tests {
             application: "app".into(),
             version_label: "v1".into(),
             description: String::new(),
-            settings: Settings {
-                image_id: "ami-1".into(),
-                instance_type: String::new(),
-                key_name: String::new(),
-                subnet_id: "subnet-1".into(),
-                min_size: 2,
-                max_size: 2,
-                policy: Policy::Rolling,
-                batch: BatchSize::Fixed(1),
-            },
+            settings: crate::environments::environment::tests::settings(),
             port: 8000,
             cname: String::new(),
             status,

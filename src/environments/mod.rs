@@ -319,6 +319,7 @@ mod tests {
     use crate::daemon::compute::fake::FakeCompute;
     use crate::daemon::templates::{VersionSpec, Which};
     use crate::state::db::Database;
+    use environment::tests::spec;
     use environment::Status;
 
     fn tar_gz() -> Vec<u8> {
@@ -369,25 +370,6 @@ mod tests {
                 self.groups.reconcile().unwrap();
                 self.balancers.reconcile().unwrap();
             }
-        }
-    }
-
-    fn spec(name: &str) -> EnvironmentSpec {
-        EnvironmentSpec {
-            name: name.into(),
-            application: "web".into(),
-            version_label: String::new(),
-            description: String::new(),
-            settings: environment::Settings {
-                image_id: "ami-1".into(),
-                instance_type: String::new(),
-                key_name: String::new(),
-                subnet_id: "subnet-1".into(),
-                min_size: 2,
-                max_size: 3,
-                policy: environment::Policy::Rolling,
-                batch: environment::BatchSize::Fixed(1),
-            },
         }
     }
 
