@@ -20,7 +20,7 @@ use super::pb::{
 use crate::environments::environment::{
     BatchSize, DeploymentChange, Environment, EnvironmentSpec, Event, Policy, Settings, MAX_EVENTS,
 };
-use crate::environments::health::Health;
+use crate::environments::health::{Health, Requests};
 use crate::environments::model::{Application, ApplicationVersion};
 use crate::environments::{Environments, EnvironmentsError};
 
@@ -174,7 +174,7 @@ fn event(e: Event) -> EventDescription {
 
 /// An environment as its controller answers a change: health not yet known.
 fn changed(env: Environment) -> EnvironmentDescription {
-    let health = Health::of(&env, &[]);
+    let health = Health::of(&env, &[], Requests::default());
     environment(env, &health)
 }
 

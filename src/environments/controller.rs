@@ -74,6 +74,7 @@ impl Environments {
     /// One pass over every environment not terminated.
     pub fn reconcile(&self) -> Result<(), EnvironmentsError> {
         let state = self.read()?;
+        self.sample_requests(&state);
         for env in state.environments.iter().filter(|e| e.is_live()) {
             let result = match env.status {
                 Status::Launching => self.launch(&state, env),

@@ -14,6 +14,7 @@ pub mod environment;
 pub mod health;
 pub mod model;
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::autoscaling::AutoScalingGroups;
@@ -26,7 +27,7 @@ use crate::state::document::{self, DocumentStore};
 use crate::state::id::new_id;
 use crate::state::id::now;
 use environment::{DeploymentChange, Environment, EnvironmentSpec, Event};
-use health::Health;
+use health::{Health, Requests, Window};
 use model::{Application, ApplicationVersion, Beanstalk};
 
 /// The document applications are kept in.
@@ -67,6 +68,12 @@ pub struct Environments {
     /// Held while a bundle is kept and recorded, or let go: nothing lets a bundle go
     /// between its keeping and its recording.
     bundles: Mutex<()>,
+    /// Each live environment's last minute of request counts, by id.
+    windows: Mutex<HashMap<String, Window>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Environments {
@@ -87,6 +94,7 @@ impl Environments {
             region: region.to_owned(),
             reconciler: Reconciler::default(),
             bundles: Mutex::new(()),
+            windows: Mutex::new(HashMap::new()),
         }
     }
 
@@ -107,7 +115,7 @@ impl Environments {
 
     /// Lets go of the bundles no version names.
     fn let_go_of_orphans(&self) -> Result<(), EnvironmentsError> {
-        let _bundles = self.bundles.lock().unwrap_or_else(PoisonError::into_inner);
+        let _bundles = lock(&self.bundles);
         let state = self.read()?;
         for sha256 in self.compute.bundles()? {
             if !state.uses(&sha256) {
@@ -149,7 +157,7 @@ impl Environments {
 
     /// `delete-application`, its versions' bundles let go.
     pub fn delete_application(&self, name: &str) -> Result<(), EnvironmentsError> {
-        let _bundles = self.bundles.lock().unwrap_or_else(PoisonError::into_inner);
+        let _bundles = lock(&self.bundles);
         let unused = self.change(|b| b.delete_application(name))?;
         self.let_go(&unused);
         Ok(())
@@ -164,7 +172,7 @@ impl Environments {
         description: &str,
         bundle: &[u8],
     ) -> Result<ApplicationVersion, EnvironmentsError> {
-        let _bundles = self.bundles.lock().unwrap_or_else(PoisonError::into_inner);
+        let _bundles = lock(&self.bundles);
         // Checked first, so a request for no application keeps nothing.
         self.read()?.application(application)?;
         let kept = self.compute.keep_bundle(bundle)?;
@@ -203,7 +211,7 @@ impl Environments {
 
     /// `delete-application-version`, its bundle let go when no version names it.
     pub fn delete_version(&self, application: &str, label: &str) -> Result<(), EnvironmentsError> {
-        let _bundles = self.bundles.lock().unwrap_or_else(PoisonError::into_inner);
+        let _bundles = lock(&self.bundles);
         let unused = self.change(|b| b.delete_version(application, label))?;
         self.let_go(&unused);
         Ok(())
@@ -261,7 +269,21 @@ impl Environments {
             .as_ref()
             .and_then(|tg| self.balancers.target_health(tg).ok())
             .unwrap_or_default();
-        Health::of(env, &targets)
+        let recent = lock(&self.windows).get(&env.id).map(Window::recent).unwrap_or_default();
+        Health::of(env, &targets, recent)
+    }
+
+    /// Samples each live environment's request counts from its balancer's status.
+    fn sample_requests(&self, state: &Beanstalk) {
+        let statuses = self.balancers.statuses();
+        let mut windows = lock(&self.windows);
+        windows.retain(|id, _| state.environments.iter().any(|e| &e.id == id && e.is_live()));
+        for env in state.environments.iter().filter(|e| e.is_live()) {
+            let Some(lb) = &env.made.load_balancer_arn else { continue };
+            if let Some((_, status)) = statuses.iter().find(|(found, _)| &found.arn == lb) {
+                windows.entry(env.id.clone()).or_default().push(now(), Requests::of(status));
+            }
+        }
     }
 
     /// `update-environment`: deployment settings, and a version to deploy when one is given.
