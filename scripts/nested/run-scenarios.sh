@@ -828,8 +828,9 @@ if [ "${1:-}" = asg-namespace ]; then
 fi
 
 # The Elastic Beanstalk scenario (issue 20), run only when asked for alone (--only env): an
-# application of three versions, each a tar.gz whose `start` serves "<hostname> <version>"
-# on $PORT (the third exits at once instead). An environment of two instances runs v1
+# application of three versions, the first two the README's sample bundle
+# (examples/hello-app, answering "hello from <hostname>, version <version>" on $PORT), the
+# third one whose `start` exits at once. An environment of two instances runs v1
 # behind its load balancer; a Rolling update to v2, one instance at a time, runs under a
 # client loop from this namespace, nuaged SIGKILLed once the deployment's refresh started
 # and restarted; the update to v3 fails its health checks and rolls back, v2 serving
@@ -841,17 +842,17 @@ if [ "${1:-}" = env-namespace ]; then
     eb() { nuage --output json elasticbeanstalk "$@"; }
     subnet=$(nuage --output json create-subnet --cidr-block 10.0.33.0/24 | json_values subnet_id)
     image=$(register_default_image ssh)
-    # bundle VERSION [broken]: $W/VERSION.tar.gz, whose start serves its version (or fails).
+    # bundle VERSION [broken]: $W/VERSION.tar.gz, the sample serving VERSION (or a start
+    # that fails).
     bundle() {
         d=$W/app-$1
-        mkdir -p "$d"
+        cp -r "$P/hello-app" "$d"
+        echo "$1" > "$d/VERSION"
         if [ "${2:-}" = broken ]; then
             printf '#!/bin/sh\necho "version %s does not start"\nexit 1\n' "$1" > "$d/start"
-        else
-            printf '#!/bin/sh\nmkdir -p www && echo "$(hostname) %s" > www/index.html\nexec busybox httpd -f -p "$PORT" -h www\n' "$1" > "$d/start"
         fi
         chmod +x "$d/start"
-        busybox tar -C "$d" -czf "$W/$1.tar.gz" start
+        busybox tar -C "$d" -czf "$W/$1.tar.gz" .
     }
     eb create-application --application-name web >/dev/null
     bundle v1 && bundle v2 && bundle v3 broken
@@ -893,7 +894,7 @@ if [ "${1:-}" = env-namespace ]; then
     sample() {
         n=0
         while [ "$n" -lt "$1" ]; do
-            busybox timeout 5 busybox wget -q -O - "$url" 2>/dev/null | tr -d '\r' | cut -d' ' -f2
+            busybox timeout 5 busybox wget -q -O - "$url" 2>/dev/null | tr -d '\r' | sed -n 's/.*, version //p'
             n=$((n + 1))
         done | sort -u | tr '\n' ,
     }

@@ -73,6 +73,7 @@ if [ "$mode" = bench ]; then
     cp "$NUAGE_CACHE/kernel/vmlinux-$generic_ver" "$stage/payload/vmlinux-generic"
     "$NUAGE_ROOT/images/test-guest/build.sh" "$stage/payload/guest-generic.cpio" "$generic_root/lib/modules/$generic_ver"
 fi
+cp -r "$NUAGE_ROOT/examples/hello-app" "$stage/payload/hello-app"
 cp "$NUAGE_ROOT/scripts/nested/run-scenarios.sh" "$stage/run-scenarios.sh"
 
 if hardware_kvm; then

@@ -111,7 +111,11 @@ impl Environments {
     }
 
     /// Applies `edit` to environment `id`'s record (gone: nothing happens).
-    fn edit(&self, id: &str, mut edit: impl FnMut(&mut Environment)) -> Result<(), EnvironmentsError> {
+    pub(super) fn edit(
+        &self,
+        id: &str,
+        mut edit: impl FnMut(&mut Environment),
+    ) -> Result<(), EnvironmentsError> {
         self.change(|b| {
             if let Some(env) = b.environment_by_id_mut(id) {
                 edit(env);

@@ -454,6 +454,47 @@ mod tests {
     }
 
     #[test]
+    fn deployments_that_add_instances_add_them_first() {
+        use environment::{DeploymentChange, Policy};
+        let world = World::new();
+        let service = world.service();
+        service.create_application("web", "").unwrap();
+        service.create_version("web", "v1", "", &tar_gz()).unwrap();
+        service
+            .create_version("web", "v2", "", &crate::store::bundle::tests::tar_gz(&[("start", b"v2")]))
+            .unwrap();
+        let mut spec = spec("web-prod");
+        spec.version_label = "v1".into();
+        let env = service.create_environment(&spec).unwrap();
+        world.passes(&service, 2);
+        // Ready as if its health checks had passed (no balancer process runs here).
+        let ready = |service: &Environments| {
+            service.edit(&env.id, |e| e.status = Status::Ready).unwrap();
+        };
+        let group = || world.groups.read().unwrap().group(&env.resource_name()).unwrap().clone();
+        for (policy, desired, max) in [(Policy::RollingWithAdditionalBatch, 3, 3), (Policy::Immutable, 4, 4)]
+        {
+            ready(&service);
+            let change = DeploymentChange { policy: Some(policy), batch: None };
+            let updating = service.update_environment("web-prod", Some("v2"), change).unwrap();
+            assert_eq!(updating.status, Status::Updating);
+            service.reconcile().unwrap();
+            let (group, recorded) =
+                (group(), service.read().unwrap().environment("web-prod").unwrap().clone());
+            assert_eq!((group.desired_capacity, group.max_size), (desired, max), "{policy:?}");
+            assert_eq!(recorded.deployment.unwrap().added_batch_from, Some(2), "{policy:?}");
+            // Put back as it was for the next policy.
+            let update = crate::autoscaling::model::GroupUpdate {
+                desired_capacity: Some(2),
+                max_size: Some(3),
+                ..Default::default()
+            };
+            world.groups.update_group(&env.resource_name(), None, update).unwrap();
+            service.edit(&env.id, |e| e.deployment = None).unwrap();
+        }
+    }
+
+    #[test]
     fn versions_keep_their_bundles_and_let_them_go() {
         let world = World::new();
         let (compute, service) = (world.compute.clone(), world.service());
