@@ -200,7 +200,6 @@ impl Environments {
                 m.template_id = Some(id.clone())
             })?;
         }
-        failpoint("environment-after-template");
         let balancing = self.balancers.read().map_err(words)?;
         let tg = match balancing.target_groups.iter().find(|tg| tg.name == name) {
             Some(tg) => tg.arn.clone(),
@@ -214,19 +213,19 @@ impl Environments {
                     unhealthy_threshold: Some(2),
                     ..HealthCheckChange::default()
                 };
-                let tg = self
-                    .balancers
+                self.balancers
                     .create_target_group(&name, Protocol::Http, APPLICATION_PORT, &check)
-                    .map_err(words)?;
-                let drain = AttributesChange {
-                    deregistration_delay_seconds: Some(DRAIN_SECONDS),
-                    ..AttributesChange::default()
-                };
-                self.balancers.modify_attributes(&tg.arn, &drain).map_err(words)?;
-                tg.arn
+                    .map_err(words)?
+                    .arn
             }
         };
         if env.made.target_group_arn.is_none() {
+            // Set until it is recorded, so a pass cut short after the create sets it too.
+            let drain = AttributesChange {
+                deregistration_delay_seconds: Some(DRAIN_SECONDS),
+                ..AttributesChange::default()
+            };
+            self.balancers.modify_attributes(&tg, &drain).map_err(words)?;
             let arn = tg.clone();
             self.made(env, format!("Created target group named: {name} ({tg})."), move |m| {
                 m.target_group_arn = Some(arn.clone())
