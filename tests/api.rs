@@ -3818,6 +3818,46 @@ fn an_environment_survives_a_crash_and_leaves_nothing() {
     let health = daemon.ok(&eb(&["describe-environment-health", "--environment-name", "web-prod"]));
     assert_eq!(health["EnvironmentHealth"]["color"], "Grey", "still launching: tiny guests serve nothing");
 
+    // Deploys, swaps and terminations that cannot be are refused and change nothing.
+    let events_before = daemon.ok(&eb(&["describe-events", "--environment-name", "web-prod"]));
+    let update = |name: &str, extra: &[&str]| -> Vec<String> {
+        let mut args: Vec<String> =
+            eb(&["update-environment", "--environment-name", name]).into_iter().map(String::from).collect();
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        args
+    };
+    let policy = option("aws:elasticbeanstalk:command", "DeploymentPolicy", "Sometimes");
+    let swap = |a: &str, b: &str| -> Vec<String> {
+        eb(&["swap-environment-cnames", "--source-environment-name", a, "--destination-environment-name", b])
+            .into_iter()
+            .map(String::from)
+            .collect()
+    };
+    let terminate = |name: &str| -> Vec<String> {
+        eb(&["terminate-environment", "--environment-name", name]).into_iter().map(String::from).collect()
+    };
+    for (args, said) in [
+        (update("web-nope", &["--version-label", "v1"]), "No Environment found"),
+        (update("web-prod", &["--version-label", "v9"]), "No Application Version named 'v9'"),
+        (update("web-prod", &["--option-settings", &policy]), "deployment policy \"Sometimes\""),
+        (update("web-prod", &["--version-label", "v1"]), "Must be Ready (it is Launching)"),
+        (swap("web-prod", "web-prod"), "cannot swap with itself"),
+        (swap("web-prod", "web-nope"), "No Environment found"),
+        (terminate("web-nope"), "No Environment found"),
+    ] {
+        let err = daemon.err(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(err.starts_with("InvalidParameterValue") && err.contains(said), "{args:?}: {err}");
+    }
+    let env = &described(&daemon, true);
+    assert_eq!(env.len(), 1, "{env:?}");
+    assert_eq!(
+        (env[0]["status"].as_str(), env[0]["version_label"].as_str(), env[0]["endpoint_url"].as_str()),
+        (Some("Launching"), Some("v1"), Some("localhost:8000")),
+        "the refusals changed nothing"
+    );
+    let events_after = daemon.ok(&eb(&["describe-events", "--environment-name", "web-prod"]));
+    assert_eq!(events_before, events_after, "the refusals recorded nothing");
+
     daemon.ok(&eb(&["terminate-environment", "--environment-name", "web-prod"]));
     let start = Instant::now();
     while described(&daemon, true)[0]["status"] != "Terminated" {

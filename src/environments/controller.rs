@@ -30,7 +30,7 @@ use crate::state::tag::Tag;
 /// How often a pass runs when nothing wakes it.
 pub const INTERVAL: Duration = Duration::from_secs(2);
 /// How long an environment may take to launch before it is rolled back.
-const LAUNCH_TIMEOUT_SECONDS: u64 = 900;
+pub(super) const LAUNCH_TIMEOUT_SECONDS: u64 = 900;
 /// Seconds a new instance has before its health checks count (boot and start).
 const GRACE_SECONDS: u32 = 90;
 /// Seconds past the grace period an immutable deployment waits for its new instances.

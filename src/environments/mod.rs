@@ -385,6 +385,25 @@ mod tests {
             )
         }
 
+        /// Passes until no environment is live (the instances drain for five seconds
+        /// first), then checks that nothing named `name` is left.
+        fn until_gone(&self, service: &Environments, name: &str) {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while !service.environments(None, &[], false).unwrap().is_empty()
+                && std::time::Instant::now() < deadline
+            {
+                self.passes(service, 1);
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            assert!(self.compute.live_instances().unwrap().is_empty(), "no instance left");
+            let balancing = self.balancers.read().unwrap();
+            assert!(balancing.load_balancers.is_empty() && balancing.target_groups.is_empty());
+            assert!(balancing.listeners.is_empty());
+            assert!(self.groups.read().unwrap().groups.is_empty());
+            let template = self.compute.launch_template(&Which::Name(name.into()), VersionSpec::Latest);
+            assert!(template.is_err(), "no launch template left");
+        }
+
         /// Passes of every controller.
         fn passes(&self, service: &Environments, n: usize) {
             for _ in 0..n {
@@ -429,19 +448,7 @@ mod tests {
         assert!(service.delete_version("web", "v1").is_err(), "an environment uses it");
 
         restarted.terminate_environment("web-prod").unwrap();
-        // The instances drain (five seconds) before they go, then the rest goes.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while restarted.environments(None, &[], false).unwrap().len() == 1
-            && std::time::Instant::now() < deadline
-        {
-            world.passes(&restarted, 1);
-            std::thread::sleep(std::time::Duration::from_millis(200));
-        }
-        assert!(world.compute.live_instances().unwrap().is_empty(), "no instance left");
-        let balancing = world.balancers.read().unwrap();
-        assert!(balancing.load_balancers.is_empty() && balancing.target_groups.is_empty());
-        assert!(world.groups.read().unwrap().groups.is_empty());
-        assert!(world.compute.launch_template(&Which::Name(name), VersionSpec::Latest).is_err());
+        world.until_gone(&restarted, &name);
         let gone = restarted.environments(None, &[], true).unwrap();
         assert_eq!(gone[0].0.status, Status::Terminated);
         let said: Vec<String> =
@@ -451,6 +458,31 @@ mod tests {
         service.delete_version("web", "v1").unwrap();
         assert!(!world.compute.bundles().unwrap().contains(&v1.bundle.sha256));
         drop(world.dir);
+    }
+
+    #[test]
+    fn a_launch_that_never_gets_healthy_is_rolled_back_and_leaves_nothing() {
+        let world = World::new();
+        let service = world.service();
+        service.create_application("web", "").unwrap();
+        service.create_version("web", "v1", "", &tar_gz()).unwrap();
+        let env = service.create_environment(&spec("web-prod")).unwrap();
+        world.passes(&service, 2);
+        assert_eq!(world.compute.live_instances().unwrap().len(), 2, "launched");
+        // Its instances have had the whole launch time and none passed.
+        let late = controller::LAUNCH_TIMEOUT_SECONDS + 1;
+        service.edit(&env.id, |e| e.created -= late).unwrap();
+        world.until_gone(&service, &env.resource_name());
+        let (gone, _) = service.environments(None, &[], true).unwrap().remove(0);
+        assert_eq!(gone.status, Status::Terminated);
+        let said: Vec<String> =
+            service.events(None, Some("web-prod"), 100).unwrap().into_iter().map(|e| e.message).collect();
+        assert!(
+            said[0].starts_with("Create environment failed and was rolled back: the instances did not pass"),
+            "{said:?}"
+        );
+        // The name is free again.
+        service.create_environment(&spec("web-prod")).unwrap();
     }
 
     #[test]
