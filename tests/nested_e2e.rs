@@ -69,9 +69,18 @@ fn parse_fields(text: &str) -> HashMap<String, String> {
 
 /// The harness's console, from one run (with `--only SCENARIO` when given) shared by every
 /// test that reads it; a failed run is remembered too, so the other tests fail at once
-/// instead of running the harness again.
+/// instead of running the harness again. Where `NUAGE_NESTED_OUT` names the folder of a
+/// finished `scripts/nested/run.sh --groups` (as `scripts/test.sh` runs it, the groups side
+/// by side), its consoles are read instead.
 fn harness_log(log: &'static OnceLock<Result<String, String>>, only: Option<&str>) -> &'static str {
     let log = log.get_or_init(|| {
+        if let Some(done) = std::env::var_os("NUAGE_NESTED_OUT") {
+            let console = PathBuf::from(done).join(match only {
+                Some(scenario) => format!("console-{scenario}.log"),
+                None => "console.log".to_owned(),
+            });
+            return std::fs::read_to_string(&console).map_err(|e| format!("read {}: {e}", console.display()));
+        }
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
         let out = root.join(match only {
             Some(scenario) => format!("target/nested-e2e-{scenario}"),
