@@ -272,8 +272,8 @@ pub(crate) mod fake {
         instances: Mutex<Vec<Tagged<InstanceRecord>>>,
         /// CPU seconds by instance, as the test sets them.
         cpu: Mutex<std::collections::HashMap<String, f64>>,
-        /// Templates as (id, name, the image of each version from 1).
-        templates: Mutex<Vec<(String, String, Vec<String>)>>,
+        /// Templates as (id, name, the data of each version from 1).
+        templates: Mutex<Vec<(String, String, Vec<LaunchTemplateData>)>>,
         addresses: Mutex<Vec<ElasticIp>>,
         /// Bundles kept, by SHA-256.
         bundles: Mutex<std::collections::BTreeSet<String>>,
@@ -296,11 +296,14 @@ pub(crate) mod fake {
         /// Makes a launch template whose versions launch `images`, one each; returns its id.
         pub(crate) fn add_template(&self, name: &str, images: &[&str]) -> String {
             let id = crate::state::id::new_id("lt");
-            let images = images.iter().map(|i| (*i).to_owned()).collect();
+            let versions = images
+                .iter()
+                .map(|i| LaunchTemplateData { image_id: (*i).to_owned(), ..LaunchTemplateData::default() })
+                .collect();
             self.templates.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((
                 id.clone(),
                 name.into(),
-                images,
+                versions,
             ));
             id
         }
@@ -340,28 +343,28 @@ pub(crate) mod fake {
             version: VersionSpec,
         ) -> Result<TemplateLaunch, DaemonError> {
             let templates = self.templates.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let (id, name, images) = templates
+            let (id, name, versions) = templates
                 .iter()
                 .find(|(id, name, _)| match which {
                     Which::Id(wanted) => id == wanted,
                     Which::Name(wanted) => name == wanted,
                 })
                 .ok_or_else(|| templates::TemplateError::NameNotFound(format!("{which:?}")))?;
-            let latest = u32::try_from(images.len()).unwrap_or(u32::MAX);
+            let latest = u32::try_from(versions.len()).unwrap_or(u32::MAX);
             let number = match version {
                 VersionSpec::Latest => latest,
                 VersionSpec::Default => 1,
                 VersionSpec::Number(n) => n,
             };
-            let image = (number >= 1)
-                .then(|| images.get(number as usize - 1))
+            let data = (number >= 1)
+                .then(|| versions.get(number as usize - 1))
                 .flatten()
                 .ok_or_else(|| templates::TemplateError::VersionNotFound(id.clone(), version.to_string()))?;
             Ok(TemplateLaunch {
                 template_id: id.clone(),
                 template_name: name.clone(),
                 version: number,
-                spec: RunSpec { image_id: image.clone(), ..RunSpec::default() },
+                spec: RunSpec { image_id: data.image_id.clone(), ..RunSpec::default() },
             })
         }
 
@@ -378,12 +381,12 @@ pub(crate) mod fake {
                     templates.len() - 1
                 }
             };
-            let (id, _, images) = &mut templates[at];
-            let number = match images.iter().position(|i| *i == data.image_id) {
+            let (id, _, versions) = &mut templates[at];
+            let number = match versions.iter().position(|v| v == data) {
                 Some(n) => n + 1,
                 None => {
-                    images.push(data.image_id.clone());
-                    images.len()
+                    versions.push(data.clone());
+                    versions.len()
                 }
             };
             Ok((id.clone(), u32::try_from(number).unwrap_or(u32::MAX)))

@@ -32,9 +32,9 @@ pub const INTERVAL: Duration = Duration::from_secs(2);
 /// How long an environment may take to launch before it is rolled back.
 pub(super) const LAUNCH_TIMEOUT_SECONDS: u64 = 900;
 /// Seconds a new instance has before its health checks count (boot and start).
-const GRACE_SECONDS: u32 = 90;
+pub(super) const GRACE_SECONDS: u32 = 90;
 /// Seconds past the grace period an immutable deployment waits for its new instances.
-const IMMUTABLE_PATIENCE_SECONDS: u64 = 60;
+pub(super) const IMMUTABLE_PATIENCE_SECONDS: u64 = 60;
 /// Seconds a deregistered instance drains before it goes.
 const DRAIN_SECONDS: u32 = 5;
 /// The tags each instance carries, as Beanstalk's.
@@ -350,20 +350,24 @@ impl Environments {
             return self.immutable(state, env, deployment, &group);
         }
         let batch = env.settings.batch.of(deployment.added_batch_from.unwrap_or(capacity));
-        if deployment.policy == Policy::RollingWithAdditionalBatch && deployment.added_batch_from.is_none() {
-            let update = GroupUpdate {
-                max_size: Some(group.max_size.max(capacity + batch)),
-                desired_capacity: Some(capacity + batch),
-                ..GroupUpdate::default()
+        if deployment.policy == Policy::RollingWithAdditionalBatch && deployment.refresh_id.is_none() {
+            let Some(from) = deployment.added_batch_from else {
+                let said = format!(
+                    "Rolling with an additional batch: launching {batch} instance(s) of version {} first.",
+                    deployment.version_label
+                );
+                self.note_deployment(env, said, |d| d.added_batch_from = Some(capacity))?;
+                return Ok(Deploy::Going);
             };
-            self.groups.update_group(&name, None, update).map_err(words)?;
-            self.edit(&env.id, |e| {
-                if let Some(d) = &mut e.deployment {
-                    d.added_batch_from = Some(capacity);
-                }
-            })
-            .map_err(words)?;
-            return Ok(Deploy::Going);
+            if capacity != from + batch {
+                let update = GroupUpdate {
+                    max_size: Some(group.max_size.max(from + batch)),
+                    desired_capacity: Some(from + batch),
+                    ..GroupUpdate::default()
+                };
+                self.groups.update_group(&name, None, update).map_err(words)?;
+                return Ok(Deploy::Going);
+            }
         }
         let Some(refresh_id) = &deployment.refresh_id else {
             self.start_deployment(state, env, deployment, &group, batch)?;
@@ -432,31 +436,27 @@ impl Environments {
         let name = env.resource_name();
         let data = self.template_data(state, env, &deployment.version_label)?;
         let (template_id, version) = self.compute.template_version_for(&name, &data).map_err(words)?;
-        let to_new = Some((Which::Id(template_id.clone()), VersionSpec::Number(version)));
         let Some(capacity) = deployment.added_batch_from else {
             let capacity = group.desired_capacity;
+            let said = format!(
+                "Immutable deployment: launching {capacity} instance(s) of version {} beside the old ones.",
+                deployment.version_label
+            );
+            self.note_deployment(env, said, |d| d.added_batch_from = Some(capacity))?;
+            return Ok(Deploy::Going);
+        };
+        let on_new =
+            group.template.id == template_id && group.template.version == VersionSpec::Number(version);
+        if deployment.new_set_passed.is_none() && (!on_new || group.desired_capacity != capacity * 2) {
             let update = GroupUpdate {
                 max_size: Some(group.max_size.max(capacity * 2)),
                 desired_capacity: Some(capacity * 2),
                 ..GroupUpdate::default()
             };
+            let to_new = Some((Which::Id(template_id), VersionSpec::Number(version)));
             self.groups.update_group(&name, to_new, update).map_err(words)?;
-            self.edit(&env.id, |e| {
-                if let Some(d) = &mut e.deployment {
-                    d.added_batch_from = Some(capacity);
-                }
-            })
-            .map_err(words)?;
-            self.made(
-                env,
-                format!(
-                    "Immutable deployment: launching {capacity} instance(s) of version {} beside the old ones.",
-                    deployment.version_label
-                ),
-                |_| {},
-            )?;
             return Ok(Deploy::Going);
-        };
+        }
         let view = self.groups.describe(std::slice::from_ref(&name)).map_err(words)?;
         let all: Vec<_> = view.into_iter().flat_map(|g| g.instances).collect();
         let members: Vec<_> = all.iter().filter(|i| i.lifecycle_state != "Terminating").collect();
@@ -472,11 +472,23 @@ impl Environments {
         let is_new = |v: Option<u32>| v == Some(version);
         let new_healthy =
             members.iter().filter(|m| is_new(m.version) && healthy.contains(&m.instance_id)).count();
-        let succeeded = new_healthy >= capacity as usize;
-        let late = now() > deployment.started + u64::from(GRACE_SECONDS) + IMMUTABLE_PATIENCE_SECONDS;
-        if !succeeded && !late {
-            return Ok(Deploy::Going);
-        }
+        let succeeded = match deployment.new_set_passed {
+            Some(passed) => passed,
+            None => {
+                let passed = new_healthy >= capacity as usize;
+                let late = now() > deployment.started + u64::from(GRACE_SECONDS) + IMMUTABLE_PATIENCE_SECONDS;
+                if !passed && !late {
+                    return Ok(Deploy::Going);
+                }
+                self.edit(&env.id, |e| {
+                    if let Some(d) = &mut e.deployment {
+                        d.new_set_passed = Some(passed);
+                    }
+                })
+                .map_err(words)?;
+                passed
+            }
+        };
         if !succeeded {
             let previous = self.template_data(state, env, &deployment.previous_label)?;
             let (id, number) = self.compute.template_version_for(&name, &previous).map_err(words)?;
@@ -544,18 +556,29 @@ impl Environments {
             Err(e) => return Err(words(e)),
         };
         failpoint("environment-after-refresh");
-        self.made(
-            env,
-            format!(
-                "Deploying version {} to {} instance(s), {batch} at a time (instance refresh {id}).",
-                deployment.version_label, group.desired_capacity
-            ),
-            |_| {},
-        )?;
-        self.edit(&env.id, |e| {
-            if let Some(d) = &mut e.deployment {
-                d.refresh_id = Some(id.clone());
+        let said = format!(
+            "Deploying version {} to {} instance(s), {batch} at a time (instance refresh {id}).",
+            deployment.version_label, group.desired_capacity
+        );
+        self.note_deployment(env, said, |d| d.refresh_id = Some(id.clone()))
+    }
+
+    /// Notes a step in the environment's deployment and says so in its events, in one change.
+    fn note_deployment(
+        &self,
+        env: &Environment,
+        said: String,
+        note: impl Fn(&mut Deployment),
+    ) -> StepResult<()> {
+        self.change(|b: &mut Beanstalk| {
+            if let Some(found) = b.environment_by_id_mut(&env.id) {
+                let Some(deployment) = found.deployment.as_mut() else { return Ok(()) };
+                note(deployment);
+                found.updated = now();
+                let found = found.clone();
+                b.record(&found, Severity::Info, said.clone(), now());
             }
+            Ok(())
         })
         .map_err(words)
     }

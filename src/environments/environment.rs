@@ -189,10 +189,16 @@ pub struct Deployment {
     /// How.
     pub policy: Policy,
     /// The group's desired capacity before instances were added for the deployment (an
-    /// additional batch, or an immutable deployment's new set), once added.
+    /// additional batch, or an immutable deployment's new set). Recorded before the group
+    /// grows, which later passes make it do (to an absolute size, so twice is once).
     pub added_batch_from: Option<u32>,
     /// The refresh doing it, once started.
     pub refresh_id: Option<String>,
+    /// An immutable deployment's verdict, once given: whether the new set passed (the old
+    /// set goes) or not (the new set goes). Recorded before either set is let go, so a
+    /// later pass never turns it round.
+    #[serde(default)]
+    pub new_set_passed: Option<bool>,
     /// When it began.
     pub started: u64,
 }
@@ -438,6 +444,7 @@ impl Beanstalk {
             policy: env.settings.policy,
             added_batch_from: None,
             refresh_id: None,
+            new_set_passed: None,
             started: now,
         });
         env.status = Status::Updating;

@@ -510,11 +510,26 @@ mod tests {
             let change = DeploymentChange { policy: Some(policy), batch: None };
             let updating = service.update_environment("web-prod", Some("v2"), change).unwrap();
             assert_eq!(updating.status, Status::Updating);
+            let recorded = || service.read().unwrap().environment("web-prod").unwrap().clone();
+            // The capacity before is recorded first; the group grows on the next pass.
             service.reconcile().unwrap();
-            let (group, recorded) =
-                (group(), service.read().unwrap().environment("web-prod").unwrap().clone());
+            assert_eq!(recorded().deployment.unwrap().added_batch_from, Some(2), "{policy:?}");
+            assert_eq!(group().desired_capacity, 2, "{policy:?}: recorded before it grows");
+            service.reconcile().unwrap();
+            let group = group();
             assert_eq!((group.desired_capacity, group.max_size), (desired, max), "{policy:?}");
-            assert_eq!(recorded.deployment.unwrap().added_batch_from, Some(2), "{policy:?}");
+            if policy == Policy::Immutable {
+                assert_eq!(group.template.version, VersionSpec::Number(2), "the new set is of v2");
+                // A pass again (as after a crash) grows it no further.
+                service.reconcile().unwrap();
+                assert_eq!(
+                    world.groups.read().unwrap().group(&env.resource_name()).unwrap().desired_capacity,
+                    4
+                );
+            }
+            let said: Vec<String> =
+                service.events(None, Some("web-prod"), 1).unwrap().into_iter().map(|e| e.message).collect();
+            assert!(said[0].contains("instance(s)"), "{policy:?}: {said:?}");
             // Put back as it was for the next policy.
             let update = crate::autoscaling::model::GroupUpdate {
                 desired_capacity: Some(2),
@@ -524,6 +539,51 @@ mod tests {
             world.groups.update_group(&env.resource_name(), None, update).unwrap();
             service.edit(&env.id, |e| e.deployment = None).unwrap();
         }
+    }
+
+    #[test]
+    fn an_immutable_deployment_whose_new_set_never_passes_lets_it_go() {
+        use environment::{DeploymentChange, Policy};
+        let world = World::new();
+        let service = world.service();
+        service.create_application("web", "").unwrap();
+        service.create_version("web", "v1", "", &tar_gz()).unwrap();
+        service
+            .create_version("web", "v2", "", &crate::store::bundle::tests::tar_gz(&[("start", b"v2")]))
+            .unwrap();
+        let mut spec = spec("web-prod");
+        spec.version_label = "v1".into();
+        let env = service.create_environment(&spec).unwrap();
+        world.passes(&service, 2);
+        // Ready as if its health checks had passed (no balancer process runs here).
+        service.edit(&env.id, |e| e.status = Status::Ready).unwrap();
+        let change = DeploymentChange { policy: Some(Policy::Immutable), batch: None };
+        service.update_environment("web-prod", Some("v2"), change).unwrap();
+        world.passes(&service, 3);
+        assert_eq!(world.compute.live_instances().unwrap().len(), 4, "a new set beside the old");
+        // The new set has had its grace period and more, and none of it passed.
+        let waited = u64::from(controller::GRACE_SECONDS) + controller::IMMUTABLE_PATIENCE_SECONDS + 1;
+        service.edit(&env.id, |e| e.deployment.as_mut().map_or((), |d| d.started -= waited)).unwrap();
+        let recorded = || service.read().unwrap().environment("web-prod").unwrap().clone();
+        let mut verdicts = Vec::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while recorded().status == Status::Updating && std::time::Instant::now() < deadline {
+            world.passes(&service, 1);
+            verdicts.extend(recorded().deployment.map(|d| d.new_set_passed));
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        assert!(verdicts.iter().all(|v| *v == Some(false)), "decided once, never turned round: {verdicts:?}");
+        let done = recorded();
+        assert_eq!((done.status, done.version_label.as_str()), (Status::Ready, "v1"));
+        let group = world.groups.read().unwrap().group(&env.resource_name()).unwrap().clone();
+        assert_eq!(group.template.version, VersionSpec::Number(1), "the group is back on v1");
+        assert_eq!((group.desired_capacity, group.max_size), (2, spec.settings.max_size));
+        let members = world.groups.describe(std::slice::from_ref(&env.resource_name())).unwrap();
+        let versions: Vec<Option<u32>> = members[0].instances.iter().map(|i| i.version).collect();
+        assert_eq!(versions, [Some(1), Some(1)], "only the old set is left");
+        let said: Vec<String> =
+            service.events(None, Some("web-prod"), 1).unwrap().into_iter().map(|e| e.message).collect();
+        assert!(said[0].starts_with("Failed to deploy application version v2"), "{said:?}");
     }
 
     #[test]
