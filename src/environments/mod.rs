@@ -404,6 +404,20 @@ mod tests {
             assert!(template.is_err(), "no launch template left");
         }
 
+        /// Application `web` with versions v1 and v2, and environment `web-prod` launched
+        /// on v1 (two passes made).
+        fn launched_on_v1(&self, service: &Environments) -> Environment {
+            service.create_application("web", "").unwrap();
+            service.create_version("web", "v1", "", &tar_gz()).unwrap();
+            let v2 = crate::store::bundle::tests::tar_gz(&[("start", b"v2")]);
+            service.create_version("web", "v2", "", &v2).unwrap();
+            let mut spec = spec("web-prod");
+            spec.version_label = "v1".into();
+            let env = service.create_environment(&spec).unwrap();
+            self.passes(service, 2);
+            env
+        }
+
         /// Passes of every controller.
         fn passes(&self, service: &Environments, n: usize) {
             for _ in 0..n {
@@ -490,15 +504,7 @@ mod tests {
         use environment::{DeploymentChange, Policy};
         let world = World::new();
         let service = world.service();
-        service.create_application("web", "").unwrap();
-        service.create_version("web", "v1", "", &tar_gz()).unwrap();
-        service
-            .create_version("web", "v2", "", &crate::store::bundle::tests::tar_gz(&[("start", b"v2")]))
-            .unwrap();
-        let mut spec = spec("web-prod");
-        spec.version_label = "v1".into();
-        let env = service.create_environment(&spec).unwrap();
-        world.passes(&service, 2);
+        let env = world.launched_on_v1(&service);
         // Ready as if its health checks had passed (no balancer process runs here).
         let ready = |service: &Environments| {
             service.edit(&env.id, |e| e.status = Status::Ready).unwrap();
@@ -546,15 +552,7 @@ mod tests {
         use environment::{DeploymentChange, Policy};
         let world = World::new();
         let service = world.service();
-        service.create_application("web", "").unwrap();
-        service.create_version("web", "v1", "", &tar_gz()).unwrap();
-        service
-            .create_version("web", "v2", "", &crate::store::bundle::tests::tar_gz(&[("start", b"v2")]))
-            .unwrap();
-        let mut spec = spec("web-prod");
-        spec.version_label = "v1".into();
-        let env = service.create_environment(&spec).unwrap();
-        world.passes(&service, 2);
+        let env = world.launched_on_v1(&service);
         // Ready as if its health checks had passed (no balancer process runs here).
         service.edit(&env.id, |e| e.status = Status::Ready).unwrap();
         let change = DeploymentChange { policy: Some(Policy::Immutable), batch: None };
@@ -577,7 +575,7 @@ mod tests {
         assert_eq!((done.status, done.version_label.as_str()), (Status::Ready, "v1"));
         let group = world.groups.read().unwrap().group(&env.resource_name()).unwrap().clone();
         assert_eq!(group.template.version, VersionSpec::Number(1), "the group is back on v1");
-        assert_eq!((group.desired_capacity, group.max_size), (2, spec.settings.max_size));
+        assert_eq!((group.desired_capacity, group.max_size), (2, env.settings.max_size));
         let members = world.groups.describe(std::slice::from_ref(&env.resource_name())).unwrap();
         let versions: Vec<Option<u32>> = members[0].instances.iter().map(|i| i.version).collect();
         assert_eq!(versions, [Some(1), Some(1)], "only the old set is left");
