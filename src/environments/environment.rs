@@ -305,14 +305,23 @@ pub struct EnvironmentSpec {
     pub settings: Settings,
 }
 
+/// AWS's refusal of an environment name that names none.
+fn no_environment(name: &str) -> EnvironmentsError {
+    EnvironmentsError::InvalidParameter(format!("No Environment found for EnvironmentName = '{name}'."))
+}
+
 impl Beanstalk {
     /// Environment `name` (not terminated).
     pub fn environment(&self, name: &str) -> Result<&Environment, EnvironmentsError> {
-        self.environments.iter().find(|e| e.name == name && e.is_live()).ok_or_else(|| {
-            EnvironmentsError::InvalidParameter(format!(
-                "No Environment found for EnvironmentName = '{name}'."
-            ))
-        })
+        self.environments.iter().find(|e| e.name == name && e.is_live()).ok_or_else(|| no_environment(name))
+    }
+
+    /// Environment `name` (not terminated), to change.
+    fn environment_mut(&mut self, name: &str) -> Result<&mut Environment, EnvironmentsError> {
+        self.environments
+            .iter_mut()
+            .find(|e| e.name == name && e.is_live())
+            .ok_or_else(|| no_environment(name))
     }
 
     /// Environment `id`, terminated or not.
@@ -433,8 +442,7 @@ impl Beanstalk {
                 env.status.as_str()
             )));
         }
-        let id = env.id.clone();
-        let Some(env) = self.environment_by_id_mut(&id) else { unreachable!("found above") };
+        let env = self.environment_mut(name)?;
         env.settings = settings;
         env.updated = now;
         let Some(label) = label else { return Ok(env.clone()) };
@@ -464,8 +472,7 @@ impl Beanstalk {
 
     /// `terminate-environment`: recorded as terminating; the loop removes what it made.
     pub fn terminate(&mut self, name: &str, now: u64) -> Result<Environment, EnvironmentsError> {
-        let id = self.environment(name)?.id.clone();
-        let Some(env) = self.environment_by_id_mut(&id) else { unreachable!("found above") };
+        let env = self.environment_mut(name)?;
         if env.status != Status::Terminating {
             env.status = Status::Terminating;
             env.deployment = None;
