@@ -592,8 +592,9 @@ fn an_auto_scaling_group_heals_scales_and_refreshes_behind_a_balancer() {
 /// Elastic Beanstalk on real guests (issue 20): an environment of two instances made in one
 /// call serves v1 through its load balancer's host port; a Rolling update to v2 under a
 /// client loop, nuaged SIGKILLed midway and restarted, fails no request and ends with only
-/// v2 answering; a version whose server never starts fails its health checks, is rolled
-/// back and v2 keeps serving; an Immutable update back to v1 fails no request; swapped
+/// v2 answering; a version whose server never starts, deployed with an additional batch,
+/// fails its health checks, is rolled back, v2 keeps serving and the group returns to its
+/// size; an Immutable update back to v1 fails no request; swapped
 /// with a second environment, each one's port serves the other's version; terminating
 /// both leaves nothing they made.
 #[test]
@@ -622,8 +623,11 @@ fn an_environment_serves_deploys_rolls_back_and_leaves_nothing() {
             ("event", "yes"),
             ("answered_by_v3", "0"),
             ("after", "v2,"),
+            ("added_batch", "yes"),
+            ("members", "2"),
         ],
-        "the broken version is rolled back, v2 keeps serving, and the events say so",
+        "the broken version, deployed with an additional batch, is rolled back, v2 keeps serving, \
+         the group returns to its size, and the events say so",
     );
     let immutable = scenario_in(log, "env-immutable");
     immutable.expect(

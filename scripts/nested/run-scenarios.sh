@@ -938,14 +938,24 @@ if [ "${1:-}" = env-namespace ]; then
     deploy v2 "$W/client-v2" Rolling environment-after-refresh
     failed=$(grep -c '^failed$' "$W/client-v2" || true)
     echo "@@ env-update status=$(field status) version=$(field version_label) crashed=$crashed deploy_s=$deploy_s requests=$(wc -l < "$W/client-v2") failed=$failed answered_by_v2=$(grep -c ' v2$' "$W/client-v2" || true) after=$(sample 10)"
-    deploy v3 "$W/client-v3"
+    members() {
+        nuage --output json describe-instances --filters "Name=tag:elasticbeanstalk:environment-name,Values=web-prod" \
+            --states pending running | json_values instance_id | wc -l
+    }
+    two_members() { [ "$(members)" = 2 ]; }
+    # A version that never serves, deployed with an additional batch first: the batch (on
+    # v2) is added, the refresh fails and rolls back, and the group returns to its size.
+    deploy v3 "$W/client-v3" RollingWithAdditionalBatch
     failed=$(grep -c '^failed$' "$W/client-v3" || true)
     said=no
     eb describe-events --environment-name web-prod | grep -q 'Failed to deploy application version v3' && said=yes
-    echo "@@ env-rollback status=$(field status) version=$(field version_label) deploy_s=$deploy_s requests=$(wc -l < "$W/client-v3") failed=$failed answered_by_v3=$(grep -c ' v3$' "$W/client-v3" || true) after=$(sample 10) event=$said"
+    batch=no
+    eb describe-events --environment-name web-prod | grep -q 'Rolling with an additional batch: adding 1 instance' && batch=yes
+    wait_until 180 two_members
+    echo "@@ env-rollback status=$(field status) version=$(field version_label) deploy_s=$deploy_s requests=$(wc -l < "$W/client-v3") failed=$failed answered_by_v3=$(grep -c ' v3$' "$W/client-v3" || true) after=$(sample 10) event=$said added_batch=$batch members=$(members)"
     deploy v1 "$W/client-v1" Immutable
     failed=$(grep -c '^failed$' "$W/client-v1" || true)
-    members=$(nuage --output json describe-instances --filters "Name=tag:elasticbeanstalk:environment-name,Values=web-prod" --states pending running | json_values instance_id | wc -l)
+    members=$(members)
     echo "@@ env-immutable status=$(field status) version=$(field version_label) deploy_s=$deploy_s requests=$(wc -l < "$W/client-v1") failed=$failed after=$(sample 10) members=$members"
     eb describe-events --environment-name web-prod | json_values message | sed 's/^/[env-events] /'
 

@@ -353,8 +353,7 @@ impl Environments {
         if deployment.policy == Policy::RollingWithAdditionalBatch && deployment.refresh_id.is_none() {
             let Some(from) = deployment.added_batch_from else {
                 let said = format!(
-                    "Rolling with an additional batch: launching {batch} instance(s) of version {} first.",
-                    deployment.version_label
+                    "Rolling with an additional batch: adding {batch} instance(s) first, so that capacity never drops."
                 );
                 self.note_deployment(env, said, |d| d.added_batch_from = Some(capacity))?;
                 return Ok(Deploy::Going);
