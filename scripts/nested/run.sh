@@ -136,8 +136,8 @@ fi
 # run_l1 LOG ONLY ARCHIVE LABEL: boots the L1 from ARCHIVE, which runs the scenarios
 # (limited to ONLY), streaming its console to LOG and to stdout (each line after LABEL
 # where several run at once). The L1 prints a heartbeat every 30 s; one silent for
-# NUAGE_L1_STALL seconds (180) has wedged (nested SVM under TCG: its vCPU spins, nothing is printed) and is stopped,
-# rather than holding the run until the overall NUAGE_L1_TIMEOUT. (At 120 s, five L1s in a
+# NUAGE_L1_STALL seconds (180) has wedged (nested SVM under TCG: its vCPU spins, nothing
+# is printed) and is stopped, rather than holding the run until the overall NUAGE_L1_TIMEOUT. (At 120 s, five L1s in a
 # row were stopped as a Debian guest booted; whether some would have gone on is not known.)
 run_l1() {
     local log=$1 only=$2 archive=$3 label=$4 stall=${NUAGE_L1_STALL:-180} quiet=0 size last=-1

@@ -125,17 +125,47 @@ impl Environments {
         })
     }
 
-    /// Records what was made, with an event saying so.
-    fn made(&self, env: &Environment, what: String, note: impl Fn(&mut Made)) -> StepResult<()> {
+    /// Notes a step in environment `env`'s record and says so in its events, in one change;
+    /// `note` tells whether there was anything to note it in (nothing said otherwise).
+    fn note(
+        &self,
+        env: &Environment,
+        said: String,
+        note: impl Fn(&mut Environment) -> bool,
+    ) -> StepResult<()> {
         self.change(|b: &mut Beanstalk| {
             if let Some(found) = b.environment_by_id_mut(&env.id) {
-                note(&mut found.made);
-                let found = found.clone();
-                b.record(&found, Severity::Info, what.clone(), now());
+                if note(found) {
+                    let found = found.clone();
+                    b.record(&found, Severity::Info, said.clone(), now());
+                }
             }
             Ok(())
         })
         .map_err(words)
+    }
+
+    /// Records what was made, with an event saying so.
+    fn made(&self, env: &Environment, what: String, note: impl Fn(&mut Made)) -> StepResult<()> {
+        self.note(env, what, |found| {
+            note(&mut found.made);
+            true
+        })
+    }
+
+    /// Notes a step of the environment's deployment under way, with an event saying so.
+    fn note_deployment(
+        &self,
+        env: &Environment,
+        said: String,
+        note: impl Fn(&mut Deployment),
+    ) -> StepResult<()> {
+        self.note(env, said, |found| {
+            let Some(deployment) = found.deployment.as_mut() else { return false };
+            note(deployment);
+            found.updated = now();
+            true
+        })
     }
 
     /// A failed launch or deployment: a launch is rolled back (everything made removed),
@@ -560,26 +590,6 @@ impl Environments {
             deployment.version_label, group.desired_capacity
         );
         self.note_deployment(env, said, |d| d.refresh_id = Some(id.clone()))
-    }
-
-    /// Notes a step in the environment's deployment and says so in its events, in one change.
-    fn note_deployment(
-        &self,
-        env: &Environment,
-        said: String,
-        note: impl Fn(&mut Deployment),
-    ) -> StepResult<()> {
-        self.change(|b: &mut Beanstalk| {
-            if let Some(found) = b.environment_by_id_mut(&env.id) {
-                let Some(deployment) = found.deployment.as_mut() else { return Ok(()) };
-                note(deployment);
-                found.updated = now();
-                let found = found.clone();
-                b.record(&found, Severity::Info, said.clone(), now());
-            }
-            Ok(())
-        })
-        .map_err(words)
     }
 
     /// Removes what the environment made, the group first (its instances drain and go),

@@ -348,6 +348,11 @@ mod tests {
         crate::store::bundle::tests::tar_gz(&[("start", b"#!/bin/sh\n")])
     }
 
+    /// The newest `count` events of environment `web-prod`, in words.
+    fn said(service: &Environments, count: usize) -> Vec<String> {
+        service.events(None, Some("web-prod"), count).unwrap().into_iter().map(|e| e.message).collect()
+    }
+
     /// The service over a real database, a fake Compute, and real load balancing and
     /// Auto Scaling services over the same (their balancer processes never start).
     struct World {
@@ -465,8 +470,7 @@ mod tests {
         world.until_gone(&restarted, &name);
         let gone = restarted.environments(None, &[], true).unwrap();
         assert_eq!(gone[0].0.status, Status::Terminated);
-        let said: Vec<String> =
-            restarted.events(None, Some("web-prod"), 100).unwrap().into_iter().map(|e| e.message).collect();
+        let said = said(&restarted, 100);
         assert!(said.iter().any(|m| m.starts_with("Created Auto Scaling group")), "{said:?}");
         assert!(said[0].contains("terminateEnvironment completed"), "{said:?}");
         service.delete_version("web", "v1").unwrap();
@@ -489,8 +493,7 @@ mod tests {
         world.until_gone(&service, &env.resource_name());
         let (gone, _) = service.environments(None, &[], true).unwrap().remove(0);
         assert_eq!(gone.status, Status::Terminated);
-        let said: Vec<String> =
-            service.events(None, Some("web-prod"), 100).unwrap().into_iter().map(|e| e.message).collect();
+        let said = said(&service, 100);
         assert!(
             said[0].starts_with("Create environment failed and was rolled back: the instances did not pass"),
             "{said:?}"
@@ -533,8 +536,7 @@ mod tests {
                     4
                 );
             }
-            let said: Vec<String> =
-                service.events(None, Some("web-prod"), 1).unwrap().into_iter().map(|e| e.message).collect();
+            let said = said(&service, 1);
             assert!(said[0].contains("instance(s)"), "{policy:?}: {said:?}");
             // Put back as it was for the next policy.
             let update = crate::autoscaling::model::GroupUpdate {
@@ -579,8 +581,7 @@ mod tests {
         let members = world.groups.describe(std::slice::from_ref(&env.resource_name())).unwrap();
         let versions: Vec<Option<u32>> = members[0].instances.iter().map(|i| i.version).collect();
         assert_eq!(versions, [Some(1), Some(1)], "only the old set is left");
-        let said: Vec<String> =
-            service.events(None, Some("web-prod"), 1).unwrap().into_iter().map(|e| e.message).collect();
+        let said = said(&service, 1);
         assert!(said[0].starts_with("Failed to deploy application version v2"), "{said:?}");
     }
 
