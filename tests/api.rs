@@ -571,30 +571,100 @@ fn a_vmm_inherits_no_stray_descriptor() {
     let id = ids(&daemon.ok(&["run-instances", "--image-id", &image])).remove(0);
     assert!(open_files_of(daemon.child.id()).contains(&marker), "nuaged inherited the descriptor");
     let vmm = nuage::daemon::process::running_vmms(&dir.path().join("state"))[&id];
+    let vmm = nuage::daemon::process::running_the_vm(vmm);
     let held = open_files_of(vmm as u32);
     assert!(!held.contains(&marker), "the VMM holds {held:?}");
     daemon.ok(&["terminate-instances", "--instance-ids", &id]);
 }
 
-/// Every thread of a VMM runs under its seccomp filter, with no new privileges and no
-/// capability, even as root (issue 16); a VMM that makes a forbidden call (a test-only
+/// A field of `/proc/.../status` text.
+fn status_field(status: &str, name: &str) -> String {
+    status.lines().find_map(|l| l.strip_prefix(name)).map(str::trim).unwrap_or("?").to_owned()
+}
+
+/// Every file (not directory) under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if entry.file_type().unwrap().is_dir() {
+            files.extend(files_under(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
+/// Every VMM runs jailed (issue 16): its relay, the daemon's child, as the instance's own
+/// user with nothing; the VMM itself init of a new PID namespace, in new mount, IPC and
+/// UTS namespaces, as that user, with a root that holds only its instance's directory, its
+/// kernel, its disk's chain and three devices; every thread under its seccomp filter, with
+/// no new privileges and no capability. A VMM that makes a forbidden call (a test-only
 /// trigger in debug builds) is stopped and its instance says why.
 #[test]
 fn a_vmm_is_confined_and_a_forbidden_call_stops_it() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(dir.path());
     let image = register(&daemon, "idle", Asm::new().print("booted\n").cli_hlt());
-    let id = ids(&daemon.ok(&["run-instances", "--image-id", &image])).remove(0);
-    daemon.wait_for(|| daemon.console(&id).contains("booted"), "the guest to boot");
-    let vmm = nuage::daemon::process::running_vmms(&dir.path().join("state"))[&id];
+    let launched = ids(&daemon.ok(&["run-instances", "--image-id", &image, "--count", "2"]));
+    let (id, other) = (&launched[0], &launched[1]);
+    daemon.wait_for(|| daemon.console(id).contains("booted"), "the guest to boot");
+    let relay = nuage::daemon::process::running_vmms(&dir.path().join("state"))[id.as_str()];
+    let relay_status = std::fs::read_to_string(format!("/proc/{relay}/status")).unwrap();
+    let uid = status_field(&relay_status, "Uid:");
+    let user: u32 = uid.split_whitespace().next().unwrap().parse().unwrap();
+    assert!(user >= 1_900_000_000, "the relay runs as {uid}");
+    assert_eq!(uid, vec![user.to_string(); 4].join("\t"));
+    assert_eq!(status_field(&relay_status, "NoNewPrivs:"), "1");
+    assert_eq!(status_field(&relay_status, "CapPrm:"), "0000000000000000");
+    let vmm = nuage::daemon::process::running_the_vm(relay);
+    assert_ne!(vmm, relay, "the relay runs the VMM as its child");
+    let other_relay = nuage::daemon::process::running_vmms(&dir.path().join("state"))[other.as_str()];
+    let other_uid =
+        status_field(&std::fs::read_to_string(format!("/proc/{other_relay}/status")).unwrap(), "Uid:");
+    assert_ne!(uid, other_uid, "two instances, two users");
+
+    let vmm_status = std::fs::read_to_string(format!("/proc/{vmm}/status")).unwrap();
+    assert_eq!(status_field(&vmm_status, "Uid:"), uid);
+    assert_eq!(status_field(&vmm_status, "Gid:"), uid, "its group is its user's number");
+    assert_eq!(status_field(&vmm_status, "Groups:"), "");
+    assert!(status_field(&vmm_status, "NSpid:").ends_with("\t1"), "init of its own PID namespace");
+    for namespace in ["mnt", "pid", "ipc", "uts"] {
+        let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/{namespace}")).unwrap();
+        assert_ne!(ns(&vmm.to_string()), ns("self"), "the VMM's {namespace} namespace");
+    }
+    let root = PathBuf::from(format!("/proc/{vmm}/root"));
+    let state = dir.path().join("state").canonicalize().unwrap();
+    let instance = state.join("instances").join(id);
+    let mut seen: Vec<String> = files_under(&root)
+        .into_iter()
+        .map(|file| format!("/{}", file.strip_prefix(&root).unwrap().display()))
+        .filter(|file| !file.starts_with(&instance.display().to_string()))
+        .collect();
+    seen.sort();
+    let store = state.join("store").display().to_string();
+    assert_eq!(seen.len(), 6, "{seen:?}");
+    assert!(seen[..3] == ["/dev/kvm", "/dev/null", "/dev/urandom"], "{seen:?}");
+    let image = format!("{store}/images/{image}");
+    assert_eq!(
+        seen[3..5],
+        [format!("{image}/disk.raw"), format!("{image}/kernel")],
+        "the chain's base, the kernel"
+    );
+    assert!(seen[5].starts_with(&format!("{store}/volumes/vol-")), "the root volume: {seen:?}");
+    assert!(
+        !root.join("etc").exists()
+            && !root.join(state.join("instances").join(other).strip_prefix("/").unwrap()).exists()
+    );
+    assert!(root.join(instance.strip_prefix("/").unwrap()).join("console.log").exists());
+
     let tasks: Vec<_> =
         std::fs::read_dir(format!("/proc/{vmm}/task")).unwrap().map(|t| t.unwrap().path()).collect();
     assert!(tasks.len() >= 3, "main, vCPU and control threads: {tasks:?}");
     for task in tasks {
         let status = std::fs::read_to_string(task.join("status")).unwrap();
-        let field = |name: &str| {
-            status.lines().find_map(|l| l.strip_prefix(name)).map(str::trim).unwrap_or("?").to_owned()
-        };
+        let field = |name: &str| status_field(&status, name);
         let thread = field("Name:");
         assert_eq!(field("Seccomp:"), "2", "thread {thread} of the VMM is not filtered");
         assert_eq!(field("NoNewPrivs:"), "1", "thread {thread}");
@@ -602,7 +672,7 @@ fn a_vmm_is_confined_and_a_forbidden_call_stops_it() {
             assert_eq!(field(set), "0000000000000000", "{set} of thread {thread}");
         }
     }
-    daemon.ok(&["terminate-instances", "--instance-ids", &id]);
+    daemon.ok(&["terminate-instances", "--instance-ids", id, other]);
     drop(daemon);
 
     let dir = tempfile::tempdir().unwrap();
@@ -1124,7 +1194,7 @@ fn a_daemon_killed_mid_operation_leaves_nothing_behind() {
             let snapshots = daemon.ok(&["describe-snapshots"])["Snapshots"].as_array().unwrap().len();
             assert_eq!(snapshots, usize::from(point == "snapshot-before-switch"), "{point}");
             let top = state.join(format!("store/volumes/{root}.qcow2"));
-            let pid = vmms[&victim];
+            let pid = nuage::daemon::process::running_the_vm(vmms[&victim]);
             let writes_top = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten().any(|fd| {
                 let info = std::fs::read_to_string(format!(
                     "/proc/{pid}/fdinfo/{}",

@@ -171,7 +171,7 @@ impl Supervisor {
     /// reported and left alone.
     fn adopt(&self, state: &mut State) {
         for (id, pid) in running_under(&self.dir) {
-            if let Err(why) = proves_own(pid, &self.binary) {
+            if let Err(why) = proves_own(pid, &self.binary, |_| false) {
                 warn!(balancer = %id, pid, "not adopting process: {why}");
                 continue;
             }

@@ -82,3 +82,37 @@ pub trait BlockBackend: Send {
     /// Makes the range read as zeros, releasing space where the format can.
     fn write_zeroes(&mut self, offset: u64, len: u64) -> std::io::Result<()>;
 }
+
+/// What a disk holds for the instant its backend moves under a new top layer (the disk is
+/// paused then, so nothing reaches it): no bytes, every request refused.
+pub struct Vacant;
+
+impl BlockBackend for Vacant {
+    fn size(&self) -> u64 {
+        0
+    }
+
+    fn read_at(&mut self, _: u64, _: &VolatileSlice<'_>) -> std::io::Result<()> {
+        Err(vacant())
+    }
+
+    fn write_at(&mut self, _: u64, _: &VolatileSlice<'_>) -> std::io::Result<()> {
+        Err(vacant())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Err(vacant())
+    }
+
+    fn discard(&mut self, _: u64, _: u64) -> std::io::Result<()> {
+        Err(vacant())
+    }
+
+    fn write_zeroes(&mut self, _: u64, _: u64) -> std::io::Result<()> {
+        Err(vacant())
+    }
+}
+
+fn vacant() -> std::io::Error {
+    std::io::Error::other("the disk is being switched to a new layer")
+}

@@ -91,6 +91,37 @@ pub struct DaemonConfig {
     /// The region this host is, as guests read it from the metadata service (its one
     /// availability zone is the region and `a`).
     pub region: String,
+    /// The jails the instances' VMMs run in.
+    pub jail: JailUsers,
+}
+
+/// Each instance's VMM runs jailed ([`crate::vmm::jail`]) as a user of its own, with the
+/// group of the same number: the lowest of `uids` users from `first_uid` on that no other
+/// instance holds. Numbers no account of the host should have (systemd leaves
+/// 1879048192–2147352575 unassigned).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JailUsers {
+    /// Off, VMMs run unjailed as the daemon's user (without capabilities): for debugging
+    /// and for measuring what the jail costs, never for guests one does not trust.
+    pub enabled: bool,
+    /// The first user.
+    pub first_uid: u32,
+    /// How many users there are, so how many instances may run at once.
+    pub uids: u32,
+}
+
+impl JailUsers {
+    /// Whether `uid` is one of the jails' users.
+    pub fn holds(&self, uid: u32) -> bool {
+        uid.checked_sub(self.first_uid).is_some_and(|n| n < self.uids)
+    }
+}
+
+impl Default for JailUsers {
+    fn default() -> Self {
+        Self { enabled: true, first_uid: 1_900_000_000, uids: 65_536 }
+    }
 }
 
 impl Default for DaemonConfig {
@@ -122,6 +153,7 @@ impl Default for DaemonConfig {
             max_upload_bytes: 64 << 30,
             quotas: Quotas::default(),
             region: "nuage-1".into(),
+            jail: JailUsers::default(),
         }
     }
 }

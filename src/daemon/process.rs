@@ -24,6 +24,7 @@ use crate::vmm::api::config::{
     rotated_console_log, ConsoleConfig, DiskConfig, NetConfig, RateLimit, VmConfig,
 };
 use crate::vmm::api::{control, LOG_LIMIT};
+use crate::vmm::jail::limit_capabilities;
 
 /// Where an instance's files live: `vm.json` (the VMM's configuration), `console.log`,
 /// `vmm.log` (and `vmm.log.1`, the one before, once it was full), `control.sock`,
@@ -61,7 +62,18 @@ pub struct Launch<'a> {
     pub config_drive: Option<PathBuf>,
     /// The read-only disk holding its application source bundle, if it has one.
     pub bundle_disk: Option<PathBuf>,
+    /// The user (and group) the VMM is jailed as; none: it runs unjailed.
+    pub jail_uid: Option<u32>,
 }
+
+/// The directory in an instance's directory the VMM's jail is rooted on (empty on disk).
+const JAIL_ROOT: &str = "root";
+
+/// What a VMM needs to jail itself, and keeps only until it has: reading the store's
+/// files (`CAP_DAC_OVERRIDE`, `CAP_DAC_READ_SEARCH`), becoming the instance's user
+/// (`CAP_SETGID`, `CAP_SETUID`), emptying its bounding set (`CAP_SETPCAP`), namespaces,
+/// mounts and `pivot_root` (`CAP_SYS_ADMIN`).
+const JAILER_CAPABILITIES: [u32; 6] = [1, 2, 6, 7, 8, 21];
 
 /// The VMM's control socket, in the instance's directory `dir`.
 pub fn control_socket(dir: &Path) -> PathBuf {
@@ -172,6 +184,15 @@ impl Launch<'_> {
     fn command(&self, config_file: &Path) -> Command {
         let mut command = Command::new(self.vmm);
         command.arg("--config").arg(config_file);
+        if let Some(uid) = self.jail_uid {
+            command.arg("--jail").arg(self.dir.join(JAIL_ROOT)).args([
+                "--uid",
+                &uid.to_string(),
+                "--gid",
+                &uid.to_string(),
+            ]);
+        }
+        let capabilities: &'static [u32] = if self.jail_uid.is_some() { &JAILER_CAPABILITIES } else { &[] };
         let tap = self.network.as_ref().map(|(fd, _)| fd.as_raw_fd());
         let cgroup = self.cgroup.as_ref().map(AsRawFd::as_raw_fd);
         // SAFETY: between fork and exec the closure only makes syscalls (close_range, write,
@@ -187,7 +208,7 @@ impl Launch<'_> {
                         return Err(std::io::Error::last_os_error());
                     }
                 }
-                drop_privileges(&[])?;
+                drop_privileges(capabilities)?;
                 let Some(fd) = tap else { return Ok(()) };
                 if fd == TAP_FD {
                     // dup2 onto itself would keep close-on-exec set.
@@ -208,6 +229,18 @@ impl Launch<'_> {
     pub fn spawn(&self) -> std::io::Result<Child> {
         create_private_dir(&self.dir)?;
         let _ = std::fs::remove_file(control_socket(&self.dir));
+        if let Some(uid) = self.jail_uid {
+            create_private_dir(&self.dir.join(JAIL_ROOT))?;
+            // The jailed VMM rotates its console log and binds its control socket here,
+            // without capabilities: the directory and the logs are its user's.
+            let console = console_log(&self.dir);
+            for path in [self.dir.clone(), rotated_console_log(&console), console] {
+                match std::os::unix::fs::lchown(&path, Some(uid), Some(uid)) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
+        }
         let config_file = self.dir.join(VM_CONFIG_FILE);
         write_json(&config_file, &self.vm_config())?;
         let log = open_log(&self.dir.join("vmm.log"))?;
@@ -225,24 +258,6 @@ impl Launch<'_> {
         Ok(child)
     }
 }
-
-/// `capset(2)`'s header, version 3 (64-bit capability sets, in two halves).
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    pid: libc::c_int,
-}
-
-/// One half of `capset(2)`'s sets.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
-}
-
-const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 
 /// Marks every descriptor from 3 up close-on-exec in a child between fork and exec, so
 /// the program it runs inherits none of the daemon's. Marked rather than closed: the
@@ -262,47 +277,22 @@ pub(crate) const CAP_NET_BIND_SERVICE: u32 = 10;
 /// Leaves the calling process (a helper between fork and exec) with no capability but
 /// those in `keep` that it could keep or regain: the bounding set emptied of the rest (so
 /// even root gets no other at exec), every set holding `keep` only, ambient ones cleared,
-/// and `no_new_privs` (no set-id or file capability gains anything). A VMM keeps none:
-/// KVM, the tap it inherits and the files the daemon made need none.
+/// and `no_new_privs` (no set-id or file capability gains anything).
 /// Only async-signal-safe system calls: it runs between fork and exec.
 pub(crate) fn drop_privileges(keep: &[u32]) -> std::io::Result<()> {
-    let last_os = std::io::Error::last_os_error;
-    for capability in (0..64).filter(|c| !keep.contains(c)) {
-        // SAFETY: prctl with integer arguments only.
-        if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, capability, 0, 0, 0) } < 0 {
-            match last_os().raw_os_error() {
-                // Past the kernel's last capability.
-                Some(libc::EINVAL) => break,
-                // Without CAP_SETPCAP the daemon holds no capability to pass on either.
-                Some(libc::EPERM) => break,
-                _ => return Err(last_os()),
-            }
-        }
-    }
-    let header = CapHeader { version: CAPABILITY_VERSION_3, pid: 0 };
-    let mut sets = [CapData { effective: 0, permitted: 0, inheritable: 0 }; 2];
-    for &capability in keep {
-        let half = &mut sets[(capability / 32) as usize % 2];
-        half.effective |= 1 << (capability % 32);
-        half.permitted |= 1 << (capability % 32);
-    }
-    // SAFETY: the header and the two data halves are the layout capset(2) reads.
-    if unsafe { libc::syscall(libc::SYS_capset, &header, sets.as_ptr()) } < 0 {
-        return Err(last_os());
-    }
-    // SAFETY: prctl with integer arguments only.
-    unsafe {
-        if libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0
-            || libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0
-        {
-            return Err(last_os());
-        }
-    }
-    Ok(())
+    limit_capabilities(keep, Some(keep))
 }
 
-/// CPU time and resident memory of process `pid`, where instances have no cgroup.
+/// The process that runs the VM of VMM `pid`: the jailed child when `pid` is a jail's
+/// relay, otherwise `pid` itself.
+pub fn running_the_vm(pid: i32) -> i32 {
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    children.split_whitespace().next().and_then(|child| child.parse().ok()).unwrap_or(pid)
+}
+
+/// CPU time and resident memory of VMM `pid`, where instances have no cgroup.
 pub fn usage(pid: i32) -> Option<Usage> {
+    let pid = running_the_vm(pid);
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // After "pid (comm) ", utime and stime are the 12th and 13th fields.
     let fields: Vec<&str> = stat.rsplit_once(") ")?.1.split_whitespace().collect();
@@ -322,14 +312,19 @@ pub fn running_vmms(state_dir: &Path) -> HashMap<String, i32> {
 /// The processes whose command lines name a path under `dir/<name>/`, by that name: a
 /// helper the daemon started (a VMM for an instance's directory, a balancer for its own)
 /// is found so, also one whose pid never reached the daemon's records (a crash right
-/// after starting it).
+/// after starting it). A process in a PID namespace below the daemon's is not one it
+/// started (a jailed VMM: the daemon started its relay).
 pub fn running_under(dir: &Path) -> HashMap<String, i32> {
     let marker = dir.as_os_str().as_encoded_bytes();
     let mut found = HashMap::new();
     let Ok(entries) = std::fs::read_dir("/proc") else { return found };
+    let own_depth = pid_namespace_depth("self");
     for entry in entries.flatten() {
         let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
         let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        if pid_namespace_depth(&pid.to_string()) > own_depth {
+            continue;
+        }
         for arg in cmdline.split(|&b| b == 0) {
             if let Some(rest) = arg.strip_prefix(marker) {
                 // ".../instances/i-xxx/console.log"
@@ -344,10 +339,23 @@ pub fn running_under(dir: &Path) -> HashMap<String, i32> {
     found
 }
 
+/// How many PID namespaces process `pid` (or `self`) is in: the fields of `NSpid`.
+fn pid_namespace_depth(pid: &str) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("NSpid:"))
+                .map(|ids| ids.split_whitespace().count())
+        })
+        .unwrap_or(1)
+}
+
 /// Whether process `pid` is one this daemon would have started: it runs the configured
 /// `binary` (`nuage-vmm`, `nuage-lb`; or that file before an upgrade replaced it) as the
-/// daemon's own user. Says why not otherwise.
-pub fn proves_own(pid: i32, binary: &Path) -> Result<(), String> {
+/// daemon's own user, or one `user_ok` accepts (a jailed VMM's). Its user, or why not.
+pub fn proves_own(pid: i32, binary: &Path, user_ok: impl Fn(u32) -> bool) -> Result<u32, String> {
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).map_err(|e| format!("its executable: {e}"))?;
     let exe = exe.to_string_lossy();
     let exe = Path::new(exe.strip_suffix(" (deleted)").unwrap_or(&exe));
@@ -364,13 +372,10 @@ pub fn proves_own(pid: i32, binary: &Path) -> Result<(), String> {
         .and_then(|uid| uid.parse::<u32>().ok());
     // SAFETY: geteuid cannot fail and touches no memory.
     let daemon_uid = unsafe { libc::geteuid() };
-    if uid != Some(daemon_uid) {
-        return Err(format!(
-            "it runs as uid {}, not {daemon_uid}",
-            uid.map_or("?".into(), |u| u.to_string())
-        ));
+    match uid {
+        Some(uid) if uid == daemon_uid || user_ok(uid) => Ok(uid),
+        _ => Err(format!("it runs as uid {}, not {daemon_uid}", uid.map_or("?".into(), |u| u.to_string()))),
     }
-    Ok(())
 }
 
 /// A process the daemon may not be the parent of, held by a pidfd so its pid cannot be
@@ -458,15 +463,16 @@ impl LayerSwitch for VmmDisk {
         control::call(&self.socket, &control::Request::PauseDisk { id: self.id.clone() })
     }
 
+    /// The VMM gets the layer opened here: in its jail it could not open it itself.
     fn switch(&self, path: &Path) -> Result<(), String> {
-        control::call(
-            &self.socket,
-            &control::Request::SwitchDisk {
-                id: self.id.clone(),
-                path: path.to_owned(),
-                format: DiskFormat::Qcow2,
-            },
-        )
+        let layer = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let request = control::Request::SwitchDisk { id: self.id.clone(), path: path.to_owned() };
+        control::call_with_file(&self.socket, &request, &layer)
     }
 
     fn resume(&self) -> Result<(), String> {

@@ -188,9 +188,7 @@ pub fn build(config: &VmConfig) -> Result<MicroVm, BuildError> {
         .register_irqfd(&keyboard_irq, I8042_IRQ)
         .map_err(|e| BuildError::Device(format!("i8042 irqfd: {e}")))?;
     let keyboard = Arc::new(I8042::new(IrqLine(keyboard_irq), exit.clone()));
-    let control = control.map(|listener| {
-        (listener, ControlTargets { disks, keyboard: keyboard.clone(), disk_root: config.disk_root.clone() })
-    });
+    let control = control.map(|listener| (listener, ControlTargets { disks, keyboard: keyboard.clone() }));
     let mut bus = Buses::default();
     bus.pio.insert(COM1_PORT.into(), COM1_PORT_COUNT.into(), serial.clone())?;
     bus.pio.insert(I8042_PORT.into(), I8042_PORT_COUNT.into(), keyboard)?;

@@ -7,6 +7,7 @@ use clap::Parser;
 use crate::vmm::api::config::{DiskConfig, NetConfig, Overrides, VmConfig, VsockConfig};
 use crate::vmm::api::ExitStatus;
 use crate::vmm::exit::{ExitReason, ResetCause};
+use crate::vmm::jail::{Jail, JailConfig};
 use crate::vmm::seccomp::{self, Filters};
 use crate::vmm::{builder, logging, runtime};
 
@@ -96,6 +97,19 @@ pub struct VmmArgs {
     /// them and a timeline per second) and print the table on stderr at the end.
     #[arg(long)]
     pub stats: bool,
+    /// Jail the VMM before it builds the VM (it must start as root): new mount, PID, IPC
+    /// and UTS namespaces, a root on this empty directory holding only the files the
+    /// configuration names, the user --uid and group --gid, and, once the VM is built, no
+    /// capability. A relay left outside passes stop signals on and ends with the VMM's
+    /// status.
+    #[arg(long, value_name = "DIR", requires_all = ["uid", "gid"])]
+    pub jail: Option<PathBuf>,
+    /// The jailed VMM's user.
+    #[arg(long, value_name = "UID", requires = "jail")]
+    pub uid: Option<u32>,
+    /// The jailed VMM's group.
+    #[arg(long, value_name = "GID", requires = "jail")]
+    pub gid: Option<u32>,
     /// Run without seccomp filters. For debugging only: a guest that escapes a device model
     /// then holds every system call of the VMM's user.
     #[arg(long)]
@@ -159,13 +173,26 @@ pub fn main() -> ExitStatus {
     let colour = unsafe { libc::isatty(libc::STDERR_FILENO) } == 1;
     let repeats = logging::init(&args.log_level, colour);
 
-    let config = match VmConfig::load(args.config.as_deref(), args.overrides()) {
+    let mut config = match VmConfig::load(args.config.as_deref(), args.overrides()) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("nuage-vmm: {e}");
             return ExitStatus::Config;
         }
     };
+    let jail = match (&args.jail, args.uid, args.gid) {
+        (Some(root), Some(uid), Some(gid)) => {
+            match Jail::enter(&JailConfig { root: root.clone(), uid, gid }, &mut config) {
+                Ok(jail) => Some(jail),
+                Err(e) => {
+                    eprintln!("nuage-vmm: jail: {e}");
+                    return ExitStatus::Fatal;
+                }
+            }
+        }
+        _ => None,
+    };
+    // Compiled in the jail: the filters name the process's own pid.
     if args.no_seccomp {
         tracing::warn!("--no-seccomp: this VMM's threads run without seccomp filters (debugging only)");
     } else if let Err(e) = Filters::compile()
@@ -182,6 +209,10 @@ pub fn main() -> ExitStatus {
             return if e.is_config_error() { ExitStatus::Config } else { ExitStatus::Fatal };
         }
     };
+    if let Some(Err(e)) = jail.map(Jail::finish) {
+        eprintln!("nuage-vmm: jail: {e}");
+        return ExitStatus::Fatal;
+    }
     let reason = runtime::run(vm, config.console.stdin, args.stats.then_some(started));
     repeats.flush();
     if let Some(line) = describe(&reason) {

@@ -7,6 +7,7 @@
 //! and vCPUs ([`vstate`], [`arch`]) and the devices ([`devices`], placed in the guest by
 //! [`device_manager`]). [`runtime`] then runs one
 //! thread per vCPU and an event loop on the main thread until an [`exit::ExitReason`] ends it.
+//! Started by the daemon, it first puts itself in a [`jail`].
 
 pub mod api;
 pub mod arch;
@@ -16,6 +17,7 @@ pub mod cli;
 pub mod device_manager;
 pub mod devices;
 pub mod exit;
+pub mod jail;
 pub mod logging;
 pub mod runtime;
 pub mod seccomp;

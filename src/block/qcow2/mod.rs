@@ -100,6 +100,13 @@ impl ChainPolicy {
     }
 }
 
+/// The formats a backing file may have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BackingFormat {
+    Raw,
+    Qcow2,
+}
+
 /// What a virtual cluster maps to.
 enum Mapping {
     /// A cluster of this file; `owned` when its refcount is 1 (writable in place).
@@ -151,10 +158,74 @@ impl Qcow2 {
     /// Opens `path` with backing files checked against `policy`.
     pub fn open_with(path: &Path, read_only: bool, mut policy: ChainPolicy) -> Result<Self, Qcow2Error> {
         let file = OpenOptions::new().read(true).write(!read_only).open(path).map_err(io_err(path))?;
+        let mut image = Self::load(file, path, read_only)?;
+        image.backing = match Self::resolve_backing(path, &image.header, &mut policy)? {
+            None => None,
+            Some((resolved, BackingFormat::Raw)) => {
+                let raw = RawFile::open(&resolved, true)
+                    .map_err(|e| Qcow2Error::Backing { path: resolved.clone(), reason: e.to_string() })?;
+                Some(Box::new(raw))
+            }
+            Some((resolved, BackingFormat::Qcow2)) => {
+                Some(Box::new(Self::open_with(&resolved, true, policy)?))
+            }
+        };
+        Ok(image)
+    }
+
+    /// The new top layer `file` (at `path`, named in messages) of a running disk, opened
+    /// writable but not yet over anything: [`Qcow2::over`] puts it on the disk it was made
+    /// over, which stays open as it is. So a jailed VMM, which can open no file of the
+    /// store, switches a disk to a layer the daemon made and handed it.
+    pub fn layer(file: File, path: &Path) -> Result<Self, Qcow2Error> {
+        let layer = Self::load(file, path, false)?;
+        if layer.header.backing_file.is_none() {
+            return Err(Qcow2Error::Backing {
+                path: path.to_owned(),
+                reason: "a new layer must name the disk it was made over".into(),
+            });
+        }
+        Ok(layer)
+    }
+
+    /// This layer over `below`, the disk it was made over.
+    pub fn over(mut self, below: Box<dyn BlockBackend>) -> Self {
+        self.backing = Some(below);
+        self
+    }
+
+    /// Every backing file of `path`'s chain, resolved and checked against `policy`, top
+    /// first: what a jailed VMM must find in its jail to open the disk.
+    pub fn backing_chain(path: &Path, mut policy: ChainPolicy) -> Result<Vec<PathBuf>, Qcow2Error> {
+        let mut chain = Vec::new();
+        let mut current = path.to_owned();
+        loop {
+            let file = File::open(&current).map_err(io_err(&current))?;
+            let header = Self::read_header(&file, &current)?;
+            match Self::resolve_backing(&current, &header, &mut policy)? {
+                None => return Ok(chain),
+                Some((resolved, format)) => {
+                    chain.push(resolved.clone());
+                    if format == BackingFormat::Raw {
+                        return Ok(chain);
+                    }
+                    current = resolved;
+                }
+            }
+        }
+    }
+
+    fn read_header(file: &File, path: &Path) -> Result<Header, Qcow2Error> {
         let file_len = file.metadata().map_err(io_err(path))?.len();
         let mut first = vec![0u8; file_len.min(64 * 1024) as usize];
         file.read_exact_at(&mut first, 0).map_err(io_err(path))?;
-        let header = Header::parse(&first, file_len)?;
+        Header::parse(&first, file_len)
+    }
+
+    /// The image in `file`, its tables read and checked, without its backing file.
+    fn load(file: File, path: &Path, read_only: bool) -> Result<Self, Qcow2Error> {
+        let file_len = file.metadata().map_err(io_err(path))?.len();
+        let header = Self::read_header(&file, path)?;
         if !read_only {
             if header.nb_snapshots > 0 {
                 return Err(Qcow2Error::Unsupported("writing an image with internal snapshots".into()));
@@ -177,7 +248,6 @@ impl Qcow2 {
         let refcount_entries = u64::from(header.refcount_table_clusters) * cluster_size / 8;
         let refcount_table =
             read_table(&file, header.refcount_table_offset, refcount_entries).map_err(io_err(path))?;
-        let backing = Self::open_backing(path, &header, &mut policy)?;
         Ok(Self {
             file,
             path: path.to_owned(),
@@ -187,18 +257,20 @@ impl Qcow2 {
             l1,
             l2_cache: HashMap::new(),
             refcount_table,
-            backing,
+            backing: None,
             next_cluster: file_len.div_ceil(cluster_size) * cluster_size,
             cluster_buf: vec![0; cluster_size as usize],
             header,
         })
     }
 
-    fn open_backing(
+    /// Where the backing file `header` (of the image at `path`) names lies, and its
+    /// format, once `policy` allows it.
+    fn resolve_backing(
         path: &Path,
         header: &Header,
         policy: &mut ChainPolicy,
-    ) -> Result<Option<Box<dyn BlockBackend>>, Qcow2Error> {
+    ) -> Result<Option<(PathBuf, BackingFormat)>, Qcow2Error> {
         let Some(name) = &header.backing_file else { return Ok(None) };
         let dir = path.parent().unwrap_or(Path::new("."));
         let joined = dir.join(name);
@@ -216,15 +288,13 @@ impl Qcow2 {
         policy.seen.push(own);
         // The format must be recorded: probing it would let data that merely looks like a
         // qcow2 header (say, written by a guest into a raw image) pick files to open.
-        match header.backing_format.as_deref() {
-            Some("raw") => {
-                let raw = RawFile::open(&resolved, true).map_err(|e| fail(&e.to_string()))?;
-                Ok(Some(Box::new(raw)))
-            }
-            Some("qcow2") => Ok(Some(Box::new(Self::open_with(&resolved, true, policy.clone())?))),
-            Some(other) => Err(fail(&format!("unsupported backing format {other:?}"))),
-            None => Err(fail("no backing format recorded (create the image with -F FORMAT)")),
-        }
+        let format = match header.backing_format.as_deref() {
+            Some("raw") => BackingFormat::Raw,
+            Some("qcow2") => BackingFormat::Qcow2,
+            Some(other) => return Err(fail(&format!("unsupported backing format {other:?}"))),
+            None => return Err(fail("no backing format recorded (create the image with -F FORMAT)")),
+        };
+        Ok(Some((resolved, format)))
     }
 
     /// Creates a new image at `path` (which must not exist) of `size` bytes, on top of

@@ -257,6 +257,34 @@ fn backing_chains_that_loop_escape_or_lack_a_format_are_refused() {
     assert!(Qcow2::open(&d.join("missing.qcow2"), true).is_err());
 }
 
+/// A jail is given the files of a disk's chain, top down; a live snapshot stacks a new layer
+/// over the disk as it is open, moved aside on disk (the daemon renames it to a snapshot).
+#[test]
+fn chains_are_listed_and_layers_stack_over_an_open_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().canonicalize().unwrap();
+    std::fs::write(d.join("base.raw"), pattern(1, MIB as usize)).unwrap();
+    Qcow2::create(&d.join("mid.qcow2"), MIB, Some(("base.raw", "raw"))).unwrap();
+    Qcow2::create(&d.join("top.qcow2"), MIB, Some(("mid.qcow2", "qcow2"))).unwrap();
+    let chain = Qcow2::backing_chain(&d.join("top.qcow2"), ChainPolicy::confined_to(&d)).unwrap();
+    assert_eq!(chain, [d.join("mid.qcow2"), d.join("base.raw")]);
+    assert!(Qcow2::backing_chain(&d.join("base.raw"), ChainPolicy::default()).is_err(), "not a qcow2");
+
+    let mut open = Qcow2::open(&d.join("top.qcow2"), false).unwrap();
+    write(&mut open, 4096, &pattern(2, 4096));
+    std::fs::rename(d.join("top.qcow2"), d.join("frozen.qcow2")).unwrap();
+    Qcow2::create(&d.join("top.qcow2"), MIB, Some(("frozen.qcow2", "qcow2"))).unwrap();
+    let file = OpenOptions::new().read(true).write(true).open(d.join("top.qcow2")).unwrap();
+    let mut stacked = Qcow2::layer(file, &d.join("top.qcow2")).unwrap().over(Box::new(open));
+    write(&mut stacked, 0, &pattern(3, 4096));
+    assert_eq!(read(&mut stacked, 0, 4096), pattern(3, 4096));
+    assert_eq!(read(&mut stacked, 4096, 4096), pattern(2, 4096));
+    assert_eq!(read(&mut stacked, 8192, 512), pattern(1, 8192 + 512)[8192..]);
+    drop(stacked);
+    let mut frozen = Qcow2::open(&d.join("frozen.qcow2"), true).unwrap();
+    assert_eq!(read(&mut frozen, 0, 4096), pattern(1, 4096), "the layer below took no write");
+}
+
 #[test]
 fn read_only_images_refuse_writes_and_reads_past_the_end_fail() {
     let dir = tempfile::tempdir().unwrap();

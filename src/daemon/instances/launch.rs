@@ -4,6 +4,7 @@
 //! the VMM, supervises it and waits until it listens, in the instance's turn (a racing
 //! termination finishes before or after, never during).
 
+use std::collections::HashSet;
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -333,6 +334,10 @@ impl Instances {
                 .filter(|v| v.attached_to.as_deref() == Some(id) && v.id != record.root_volume_id)
                 .map(|v| Ok((v.id.clone(), self.store.volume_path(&v.id)?)))
                 .collect::<Result<_, DaemonError>>()?,
+            jail_uid: match self.jail_uid(id) {
+                Ok(uid) => uid,
+                Err(e) => return Err(not_started(e)),
+            },
         };
         let child = match launch.spawn() {
             Ok(child) => child,
@@ -369,6 +374,35 @@ impl Instances {
                 let _ = vmm.process.signal(libc::SIGKILL);
                 Err(e.into())
             }
+        }
+    }
+}
+
+impl Instances {
+    /// The user instance `id`'s VMM is jailed as (none with the jail off): the one it
+    /// holds, or the lowest no other instance holds.
+    fn jail_uid(&self, id: &str) -> Result<Option<u32>, String> {
+        let jail = &self.config.jail;
+        if !jail.enabled {
+            return Ok(None);
+        }
+        let mut uids = lock(&self.jail_uids);
+        if let Some(&uid) = uids.get(id) {
+            return Ok(Some(uid));
+        }
+        let taken: HashSet<u32> = uids.values().copied().collect();
+        let uid = (0..jail.uids)
+            .filter_map(|n| jail.first_uid.checked_add(n))
+            .find(|uid| !taken.contains(uid))
+            .ok_or_else(|| format!("all {} users of the VMMs' jails are taken", jail.uids))?;
+        uids.insert(id.to_owned(), uid);
+        Ok(Some(uid))
+    }
+
+    /// Records that adopted instance `id`'s VMM runs as `uid`, when that is a jail's user.
+    pub(super) fn adopted_jail_uid(&self, id: &str, uid: u32) {
+        if self.config.jail.holds(uid) {
+            lock(&self.jail_uids).insert(id.to_owned(), uid);
         }
     }
 }

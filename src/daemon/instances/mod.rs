@@ -79,6 +79,9 @@ pub struct Instances {
     events: Events,
     /// The instances' cgroups, where cgroup v2 can hold them.
     cgroups: Option<Arc<Cgroups>>,
+    /// The user each instance's VMM is jailed as, held from its first launch until it
+    /// is terminated (see [`crate::daemon::config::JailUsers`]).
+    jail_uids: Arc<Mutex<HashMap<String, u32>>>,
 }
 
 impl Instances {
@@ -93,7 +96,7 @@ impl Instances {
         admissions: Arc<Admissions>,
         events: Events,
     ) -> Self {
-        let (vmms, rebooting, reboot_loops, turns) = Default::default();
+        let (vmms, rebooting, reboot_loops, turns, jail_uids) = Default::default();
         let cgroups = None;
         Self {
             db,
@@ -108,6 +111,7 @@ impl Instances {
             turns,
             events,
             cgroups,
+            jail_uids,
         }
     }
 
@@ -326,6 +330,7 @@ impl Instances {
         if record.state == Terminated {
             return Ok(()); // a racing caller finished it
         }
+        lock(&self.jail_uids).remove(id);
         if !record.subnet_id.is_empty() {
             self.plane.detach(&record.subnet_id, id)?;
         }

@@ -39,10 +39,14 @@ impl Instances {
             let vmm = match running.get(id) {
                 None => None,
                 Some(&pid) => match ProcessHandle::open(pid).and_then(|handle| {
-                    proves_own(pid, &self.config.vmm).map_err(std::io::Error::other)?;
-                    Ok(handle)
+                    let uid = proves_own(pid, &self.config.vmm, |uid| self.config.jail.holds(uid))
+                        .map_err(std::io::Error::other)?;
+                    Ok((handle, uid))
                 }) {
-                    Ok(handle) => Some((pid, handle)),
+                    Ok((handle, uid)) => {
+                        self.adopted_jail_uid(id, uid);
+                        Some((pid, handle))
+                    }
                     Err(why) => {
                         warn!(instance = id, pid, "not adopting: {why}");
                         actions

@@ -5,26 +5,32 @@
 //!
 //! ```text
 //! {"op": "pause-disk", "id": "vol-…"}                     flush and hold the disk's requests
-//! {"op": "switch-disk", "id": "vol-…", "path": "…", "format": "qcow2"}   reopen, then resume
+//! {"op": "switch-disk", "id": "vol-…", "path": "…"}      put it under a new layer, then resume
 //! {"op": "resume-disk", "id": "vol-…"}                    resume without switching
 //! {"op": "ctrl-alt-del"}                                  press the keys on the i8042 keyboard
 //! {"op": "query-disks"}                                   each disk's id and whether it is paused
 //! ```
 //!
+//! The new layer of `switch-disk` comes with the request as a descriptor (`SCM_RIGHTS`),
+//! opened by the daemon: a jailed VMM can open no file of the store itself, and the disk it
+//! switches stays open below the layer. `path` only names it in messages.
+//!
 //! The socket is served on its own thread; a malformed or oversized request gets an error
 //! reply and changes nothing.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 
-use crate::block::qcow2::ChainPolicy;
-use crate::block::{self, DiskFormat};
+use crate::block::qcow2::Qcow2;
 use crate::vmm::devices::legacy::i8042::I8042;
 use crate::vmm::devices::virtio::block::DiskHandle;
 use crate::vmm::seccomp::ThreadKind;
@@ -41,14 +47,12 @@ pub enum Request {
         /// The disk's volume id.
         id: String,
     },
-    /// Open `path` as the disk's backend and resume it.
+    /// Put the disk under the qcow2 layer sent with the request, and resume it.
     SwitchDisk {
         /// The disk's volume id.
         id: String,
-        /// The new top layer.
+        /// Where the daemon made the new layer, for messages.
         path: PathBuf,
-        /// Its format.
-        format: DiskFormat,
     },
     /// Resume a paused disk unchanged.
     ResumeDisk {
@@ -76,10 +80,6 @@ pub struct ControlTargets {
     pub disks: HashMap<String, DiskHandle>,
     /// The keyboard controller.
     pub keyboard: Arc<I8042>,
-    /// Where new layers and their backing files must lie ([`VmConfig::disk_root`]).
-    ///
-    /// [`VmConfig::disk_root`]: crate::vmm::api::config::VmConfig::disk_root
-    pub disk_root: Option<PathBuf>,
 }
 
 /// A control reply.
@@ -95,26 +95,24 @@ pub struct Reply {
     pub disks: Vec<DiskStatus>,
 }
 
-/// Carries out one request; returns the disks for `query-disks`.
-pub fn handle(request: Request, targets: &ControlTargets) -> Result<Vec<DiskStatus>, String> {
+/// Carries out one request, which came with `file` (the new layer of `switch-disk`);
+/// returns the disks for `query-disks`.
+pub fn handle(
+    request: Request,
+    file: Option<File>,
+    targets: &ControlTargets,
+) -> Result<Vec<DiskStatus>, String> {
     let disk = |id: &str| targets.disks.get(id).ok_or_else(|| format!("no disk {id:?}"));
     match request {
         Request::PauseDisk { id } => {
             disk(&id)?.pause().map_err(|e| format!("flush failed: {e}"))?;
             Ok(Vec::new())
         }
-        Request::SwitchDisk { id, path, format } => {
+        Request::SwitchDisk { id, path } => {
             let handle = disk(&id)?;
-            let root = targets.disk_root.as_deref();
-            if let Some(root) = root {
-                // The new layer itself, as its backing files below.
-                let resolved = path.canonicalize().map_err(|e| format!("{}: {e}", path.display()))?;
-                ChainPolicy::confined_to(root)
-                    .check_confined(&resolved)
-                    .map_err(|reason| format!("{}: {reason}", path.display()))?;
-            }
-            let backend = block::open_disk(&path, format, false, root).map_err(|e| e.to_string())?;
-            handle.switch(backend)?;
+            let file = file.ok_or("switch-disk needs the new layer's descriptor")?;
+            let layer = Qcow2::layer(file, &path).map_err(|e| e.to_string())?;
+            handle.stack_layer(layer)?;
             handle.resume();
             tracing::info!(disk = id, path = %path.display(), "disk switched to a new layer");
             Ok(Vec::new())
@@ -142,13 +140,10 @@ pub fn handle(request: Request, targets: &ControlTargets) -> Result<Vec<DiskStat
 
 fn serve_one(stream: UnixStream, targets: &ControlTargets) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let mut line = String::new();
-    let reply = match BufReader::new((&stream).take(MAX_REQUEST)).read_line(&mut line) {
-        Err(e) => Err(format!("cannot read the request: {e}")),
-        Ok(_) => serde_json::from_str::<Request>(&line)
-            .map_err(|e| format!("invalid request: {e}"))
-            .and_then(|request| handle(request, targets)),
-    };
+    let reply = read_request(&stream).and_then(|(line, file)| {
+        let request = serde_json::from_str::<Request>(&line).map_err(|e| format!("invalid request: {e}"))?;
+        handle(request, file, targets)
+    });
     let reply = match reply {
         Ok(disks) => Reply { ok: true, error: None, disks },
         Err(e) => {
@@ -159,6 +154,28 @@ fn serve_one(stream: UnixStream, targets: &ControlTargets) {
     if let Ok(text) = serde_json::to_string(&reply) {
         let _ = (&stream).write_all(format!("{text}\n").as_bytes());
     }
+}
+
+/// One request line (at most [`MAX_REQUEST`] bytes) and the descriptor sent with it, if any
+/// (more than one is refused).
+fn read_request(stream: &UnixStream) -> Result<(String, Option<File>), String> {
+    let mut line = Vec::new();
+    let mut file = None;
+    let mut buf = [0u8; 1024];
+    while !line.ends_with(b"\n") {
+        let room = (MAX_REQUEST as usize).saturating_sub(line.len()).min(buf.len());
+        if room == 0 {
+            return Err(format!("the request is longer than {MAX_REQUEST} bytes"));
+        }
+        let (n, sent) =
+            stream.recv_with_fd(&mut buf[..room]).map_err(|e| format!("cannot read the request: {e}"))?;
+        file = file.or(sent);
+        if n == 0 {
+            break;
+        }
+        line.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8(line).map(|line| (line, file)).map_err(|_| "the request is not UTF-8".to_owned())
 }
 
 /// Serves `listener` on a thread of its own for the life of the process.
@@ -176,19 +193,26 @@ pub fn spawn(listener: UnixListener, targets: ControlTargets) -> std::io::Result
 
 /// Sends `request` to the VMM listening on `socket`.
 pub fn call(socket: &Path, request: &Request) -> Result<(), String> {
-    exchange(socket, request).map(drop)
+    exchange(socket, request, None).map(drop)
+}
+
+/// Sends `request` with the descriptor of `file` (the new layer of `switch-disk`).
+pub fn call_with_file(socket: &Path, request: &Request, file: &File) -> Result<(), String> {
+    exchange(socket, request, Some(file)).map(drop)
 }
 
 /// The disks of the VMM listening on `socket`.
 pub fn query_disks(socket: &Path) -> Result<Vec<DiskStatus>, String> {
-    exchange(socket, &Request::QueryDisks)
+    exchange(socket, &Request::QueryDisks, None)
 }
 
-fn exchange(socket: &Path, request: &Request) -> Result<Vec<DiskStatus>, String> {
-    let mut stream = UnixStream::connect(socket).map_err(|e| format!("{}: {e}", socket.display()))?;
+fn exchange(socket: &Path, request: &Request, file: Option<&File>) -> Result<Vec<DiskStatus>, String> {
+    let stream = UnixStream::connect(socket).map_err(|e| format!("{}: {e}", socket.display()))?;
     let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
-    let text = serde_json::to_string(request).map_err(|e| e.to_string())?;
-    stream.write_all(format!("{text}\n").as_bytes()).map_err(|e| e.to_string())?;
+    let text = format!("{}\n", serde_json::to_string(request).map_err(|e| e.to_string())?);
+    let fds: Vec<RawFd> = file.iter().map(|file| file.as_raw_fd()).collect();
+    let sent = stream.send_with_fds(&[text.as_bytes()], &fds).map_err(|e| e.to_string())?;
+    (&stream).write_all(&text.as_bytes()[sent..]).map_err(|e| e.to_string())?;
     let mut line = String::new();
     BufReader::new(stream).read_line(&mut line).map_err(|e| e.to_string())?;
     let reply: Reply = serde_json::from_str(&line).map_err(|e| format!("invalid reply {line:?}: {e}"))?;
@@ -206,10 +230,8 @@ mod tests {
     fn requests_are_strict_json() {
         let r: Request = serde_json::from_str(r#"{"op": "pause-disk", "id": "vol-1"}"#).unwrap();
         assert_eq!(r, Request::PauseDisk { id: "vol-1".into() });
-        let r: Request =
-            serde_json::from_str(r#"{"op": "switch-disk", "id": "v", "path": "/x", "format": "qcow2"}"#)
-                .unwrap();
-        assert!(matches!(r, Request::SwitchDisk { format: DiskFormat::Qcow2, .. }));
+        let r: Request = serde_json::from_str(r#"{"op": "switch-disk", "id": "v", "path": "/x"}"#).unwrap();
+        assert_eq!(r, Request::SwitchDisk { id: "v".into(), path: "/x".into() });
         let r: Request = serde_json::from_str(r#"{"op": "ctrl-alt-del"}"#).unwrap();
         assert_eq!(r, Request::CtrlAltDel);
         for bad in [
@@ -229,11 +251,8 @@ mod tests {
         let irq = vmm_sys_util::eventfd::EventFd::new(vmm_sys_util::eventfd::EFD_NONBLOCK).unwrap();
         let irq_line = crate::vmm::devices::legacy::serial::IrqLine(irq.try_clone().unwrap());
         let keyboard = Arc::new(I8042::new(irq_line, crate::vmm::exit::ExitNotifier::new().unwrap()));
-        spawn(
-            UnixListener::bind(&socket).unwrap(),
-            ControlTargets { disks: HashMap::new(), keyboard, disk_root: None },
-        )
-        .unwrap();
+        spawn(UnixListener::bind(&socket).unwrap(), ControlTargets { disks: HashMap::new(), keyboard })
+            .unwrap();
         let err = call(&socket, &Request::PauseDisk { id: "vol-x".into() }).unwrap_err();
         assert!(err.contains("no disk"), "{err}");
         call(&socket, &Request::CtrlAltDel).unwrap();
@@ -246,32 +265,44 @@ mod tests {
         assert!(reply.contains("invalid request"), "{reply}");
     }
 
-    /// A live snapshot may switch a disk only to a layer inside the disk root, and only to
-    /// one whose backing chain stays there.
+    /// A live snapshot switches a disk to the layer sent with the request, over the disk
+    /// as it was; a request without one, or with a layer that is not over anything or not
+    /// the disk's size, is refused and the disk left as it was.
     #[test]
-    fn layers_outside_the_disk_root_are_refused() {
-        use crate::block::qcow2::Qcow2;
+    fn a_disk_is_switched_to_the_layer_sent_with_the_request() {
+        use crate::block::{self, DiskFormat};
         use crate::vmm::devices::virtio::block::VirtioBlock;
         let dir = tempfile::tempdir().unwrap();
-        let store = dir.path().join("store");
-        std::fs::create_dir(&store).unwrap();
-        let outside = dir.path().join("outside.raw");
-        std::fs::write(&outside, [0u8; 4096]).unwrap();
-        let backend = block::open_disk(&outside, DiskFormat::Raw, false, None).unwrap();
+        let base = dir.path().join("base.raw");
+        std::fs::write(&base, [7u8; 65536]).unwrap();
+        let backend = block::open_disk(&base, DiskFormat::Raw, false, None).unwrap();
         let device = VirtioBlock::new(backend, false, "vol-1", Default::default());
         let irq = vmm_sys_util::eventfd::EventFd::new(vmm_sys_util::eventfd::EFD_NONBLOCK).unwrap();
         let irq_line = crate::vmm::devices::legacy::serial::IrqLine(irq);
         let keyboard = Arc::new(I8042::new(irq_line, crate::vmm::exit::ExitNotifier::new().unwrap()));
         let disks = HashMap::from([("vol-1".to_owned(), device.handle())]);
-        let targets = ControlTargets { disks, keyboard, disk_root: Some(store.clone()) };
-        let switch =
-            |path: &Path, format| Request::SwitchDisk { id: "vol-1".into(), path: path.to_owned(), format };
-        let err = handle(switch(&outside, DiskFormat::Raw), &targets).unwrap_err();
-        assert!(err.contains("outside"), "{err}");
-        let escape = store.join("escape.qcow2");
-        let secret = outside.to_str().unwrap();
-        Qcow2::create(&escape, 4096, Some((secret, "raw"))).unwrap();
-        let err = handle(switch(&escape, DiskFormat::Qcow2), &targets).unwrap_err();
-        assert!(err.contains("outside"), "{err}");
+        let socket = dir.path().join("vmm.sock");
+        spawn(UnixListener::bind(&socket).unwrap(), ControlTargets { disks, keyboard }).unwrap();
+        let layer = |name: &str, size: u64, backing: Option<(&str, &str)>| {
+            let path = dir.path().join(name);
+            Qcow2::create(&path, size, backing).unwrap();
+            (std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap(), path)
+        };
+        let switch = |path: &Path| Request::SwitchDisk { id: "vol-1".into(), path: path.to_owned() };
+        call(&socket, &Request::PauseDisk { id: "vol-1".into() }).unwrap();
+
+        let (good, good_path) = layer("top.qcow2", 65536, Some(("base.raw", "raw")));
+        let err = call(&socket, &switch(&good_path)).unwrap_err();
+        assert!(err.contains("needs the new layer's descriptor"), "{err}");
+        let (alone, alone_path) = layer("alone.qcow2", 65536, None);
+        let err = call_with_file(&socket, &switch(&alone_path), &alone).unwrap_err();
+        assert!(err.contains("must name the disk it was made over"), "{err}");
+        let (small, small_path) = layer("small.qcow2", 4096, Some(("base.raw", "raw")));
+        let err = call_with_file(&socket, &switch(&small_path), &small).unwrap_err();
+        assert!(err.contains("4096 bytes"), "{err}");
+        assert!(query_disks(&socket).unwrap()[0].paused, "a refused switch resumes nothing");
+
+        call_with_file(&socket, &switch(&good_path), &good).unwrap();
+        assert!(!query_disks(&socket).unwrap()[0].paused);
     }
 }

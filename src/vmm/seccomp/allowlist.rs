@@ -3,8 +3,9 @@
 //!
 //! Every kind shares [`thread_basics`]: memory, locks, time, randomness, its own end, and
 //! `write` for logs and eventfds. Calls that take a path (`openat`, `rename`) cannot be
-//! checked by a filter: the threads allowed them (the vCPUs rotating the console log, the
-//! control server opening a snapshot's new layer) only open what the daemon configured.
+//! checked by a filter: the only threads allowed them, the vCPUs rotating the console log,
+//! open what the daemon configured, inside the jail. A snapshot's new layer reaches the
+//! control server as a descriptor the daemon opened.
 
 use seccompiler::{SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompRule};
 
@@ -243,16 +244,13 @@ pub fn for_kind(kind: ThreadKind) -> Vec<Allowed> {
             list.extend([
                 call!(SYS_accept4),
                 call!(SYS_recvfrom),
+                // A request and the descriptor of a snapshot's new layer sent with it.
+                call!(SYS_recvmsg),
                 call!(SYS_sendto),
                 call!(SYS_setsockopt).if_arg(
                     2,
                     &[("SO_RCVTIMEO", libc::SO_RCVTIMEO as u64), ("SO_SNDTIMEO", libc::SO_SNDTIMEO as u64)],
                 ),
-                // A snapshot's new layer and its backing chain.
-                call!(SYS_openat),
-                call!(SYS_readlink),
-                call!(SYS_access),
-                call!(SYS_faccessat2),
             ]);
         }
         ThreadKind::Launcher => {

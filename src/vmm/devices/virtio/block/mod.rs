@@ -21,6 +21,7 @@ use super::{
     read_config_bytes, take_queues, ActivateError, Activation, Interrupt, VirtioDevice, DEVICE_TYPE_BLOCK,
 };
 use super::{INTERRUPT_VRING, VIRTIO_F_VERSION_1};
+use crate::block::qcow2::Qcow2;
 use crate::block::BlockBackend;
 use crate::vmm::api::config::RateLimit;
 use crate::vmm::vstate::memory::GuestMemory;
@@ -97,9 +98,9 @@ impl DiskHandle {
         self.executor().is_paused()
     }
 
-    /// Replaces the paused disk's backend.
-    pub fn switch(&self, backend: Box<dyn BlockBackend>) -> Result<(), String> {
-        self.executor().replace_backend(backend)
+    /// Puts the paused disk under `layer`, a new top layer made over it.
+    pub fn stack_layer(&self, layer: Qcow2) -> Result<(), String> {
+        self.executor().stack_layer(layer)
     }
 
     /// Serves requests again, including those that arrived while paused.

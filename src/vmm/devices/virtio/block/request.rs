@@ -10,7 +10,8 @@
 use virtio_queue::desc::split::Descriptor;
 use vm_memory::{Address, ByteValued, Bytes, GuestMemoryBackend as _};
 
-use crate::block::BlockBackend;
+use crate::block::qcow2::Qcow2;
+use crate::block::{BlockBackend, Vacant};
 use crate::vmm::vstate::memory::GuestMemory;
 
 /// Bytes per virtio-blk sector.
@@ -151,19 +152,21 @@ impl RequestExecutor {
         self.paused
     }
 
-    /// Replaces the backend of a paused disk by one of the same size.
-    pub fn replace_backend(&mut self, backend: Box<dyn BlockBackend>) -> Result<(), String> {
+    /// Puts the paused disk under `layer`, a new top layer made over it: the disk's
+    /// backend stays open as the layer's backing file.
+    pub fn stack_layer(&mut self, layer: Qcow2) -> Result<(), String> {
         if !self.paused {
             return Err("the disk must be paused first".into());
         }
-        if backend.size() != self.backend.size() {
+        if layer.size() != self.backend.size() {
             return Err(format!(
                 "the new layer has {} bytes, the disk {}",
-                backend.size(),
+                layer.size(),
                 self.backend.size()
             ));
         }
-        self.backend = backend;
+        let below = std::mem::replace(&mut self.backend, Box::new(Vacant));
+        self.backend = Box::new(layer.over(below));
         Ok(())
     }
 
