@@ -7,7 +7,8 @@
 # its exit statistics. With --other-vmm, another VMM binary (for example a Firecracker you
 # built yourself) boots the same ELF kernels and initramfs in the same run, alternating with
 # nuage-vmm, and the two are reported side by side as ratios. nuage-vmm also boots the ELF
-# kernels with --no-seccomp, alternating, and the report gives what the filters cost.
+# kernels with --no-seccomp and jailed (--jail, as nuaged runs it), alternating, and the
+# report gives what the filters and the jail cost.
 # With --ssh, the benchmark is time to SSH instead: nuaged's RunInstances to the guest's SSH
 # banner for the Debian 12 cloud disk (images/debian-cloud, systemd and cloud-init), beside
 # the busybox test image's (and its time to the init marker), alternating.
@@ -94,7 +95,7 @@ if not runs:
     sys.exit("no benchmark results in " + path)
 def name(key):
     kind, flavour, fmt, vcpus = key
-    vmm = {"nuage": "nuage-vmm", "unfiltered": "nuage-vmm --no-seccomp"}.get(kind, "other VMM")
+    vmm = {"nuage": "nuage-vmm", "unfiltered": "nuage-vmm --no-seccomp", "jailed": "nuage-vmm --jail"}.get(kind, "other VMM")
     return f"{vmm} {flavour} {fmt} {vcpus} vCPU"
 print(f"boot benchmark on {where} ({config}); times from VMM start to the guest's init marker")
 medians = {}
@@ -130,6 +131,10 @@ for key, (boot, rss) in sorted(medians.items()):
     if fmt == "elf" and unfiltered:
         print(f"    {flavour} ELF {vcpus} vCPU: with/without seccomp boot {boot / unfiltered[0]:.2f}x, "
               f"memory {rss / unfiltered[1]:.2f}x")
+    jailed = medians.get(("jailed", flavour, "elf", vcpus))
+    if fmt == "elf" and jailed:
+        print(f"    {flavour} ELF {vcpus} vCPU: jailed/unjailed boot {jailed[0] / boot:.3f}x, "
+              f"memory {jailed[1] / rss:.2f}x")
     other = medians.get(("other", flavour, "elf", vcpus))
     if fmt == "elf" and other:
         print(f"    {flavour} ELF {vcpus} vCPU: nuage/other boot {boot / other[0]:.2f}x, memory {rss / other[1]:.2f}x")

@@ -404,6 +404,16 @@ fn nuaged_instances_boot_the_stock_kernel_and_take_ssh_with_their_key_pair() {
     assert_eq!(elb.field("back"), both, "started again, it is back in rotation: {:?}", elb.fields);
     assert_eq!(elb.field("lb_left"), "0", "deleting the load balancer stops its process");
     let confined = scenario("daemon-confined");
+    let uid: u32 = confined.field("uid").parse().unwrap_or(0);
+    assert!(uid >= 1_900_000_000, "the VMM runs as its instance's user: {:?}", confined.fields);
+    assert_eq!(confined.field("relay_uid"), confined.field("uid"), "{:?}", confined.fields);
+    assert_eq!(confined.field("nspid"), "1", "the VMM is its PID namespace's init: {:?}", confined.fields);
+    let top: Vec<&str> = confined.field("root_top").split(',').filter(|s| !s.is_empty()).collect();
+    assert!(
+        top.contains(&"dev") && !top.iter().any(|dir| ["etc", "usr", "proc", "bin", "root"].contains(dir)),
+        "the VMM's root holds only its files: {:?}",
+        confined.fields
+    );
     let threads: usize = confined.field("seccomp").strip_prefix("2:").map_or(0, |n| n.parse().unwrap_or(0));
     assert!(threads >= 3, "every thread of the VMM is filtered (Seccomp: 2): {:?}", confined.fields);
     for set in ["cap_eff", "cap_bnd"] {

@@ -15,6 +15,10 @@ set -u
 P=$NUAGE_PAYLOAD
 W=$NUAGE_WORK
 VMM=$P/nuage-vmm
+# The benchmarks' jailed VMM: as nuaged runs it, as the first of nuaged's jail users.
+JAIL_UID=1900000000
+mkdir -p "$W/jail-root"
+JAIL="--jail $W/jail-root --uid $JAIL_UID --gid $JAIL_UID"
 GUEST_TIMEOUT=${NUAGE_GUEST_TIMEOUT:-300}
 BASE_CMDLINE="console=ttyS0 panic=-1 quiet"
 # The L1 keeps iproute2 in /usr/local/sbin: the busybox applet lacks veth peer names and
@@ -250,11 +254,18 @@ if [ "${1:-}" = iobench-namespace ]; then
     wait
     BASE_CMDLINE="$BASE_CMDLINE nuage.seconds=${NUAGE_RUNS:-3}"
     # Every VMM boots the same ELF kernel on the same file and tap, one after the other:
-    # nuage-vmm, nuage-vmm without its seccomp filters (what they cost), the other VMM.
-    for variant in iobench iobench-unfiltered; do
+    # nuage-vmm, nuage-vmm without its seccomp filters and nuage-vmm in its jail (what each
+    # costs), the other VMM. The jailed VMM cannot create a tap: it attaches to one made
+    # for its user.
+    for variant in iobench iobench-unfiltered iobench-jailed; do
         filters=""; [ "$variant" = iobench-unfiltered ] && filters=--no-seccomp
+        if [ "$variant" = iobench-jailed ]; then
+            filters=$JAIL
+            ip tuntap add nt0 mode tap vnet_hdr user "$JAIL_UID" group "$JAIL_UID"
+        fi
         DURING=iobench_host_side run_guest "$variant" 2 512 bench-io "$P/vmlinux" $filters \
             --disk "path=$W/bench.img,id=vol-bench" --net "tap=nt0,mac=52:54:00:00:07:02,ip=10.0.7.2"
+        ip link del nt0 2>/dev/null || true
     done
     [ -x "$P/other-vmm" ] && iobench_other_vmm
     exit 0
@@ -606,14 +617,18 @@ echo "$t" > /root/imds-token' 2>&1 | tr '\n' ' ')
     theirs=$(ssh_to "$W/ci.pem" "$second_address" "$imds"'
 imds GET /latest/meta-data/instance-id "X-aws-ec2-metadata-token: '"$stolen"'"; echo foreign=$code' 2>&1 | tr '\n' ' ')
     echo "@@ daemon-imds instance=$first $mine $theirs"
-    # The VMM runs confined: its threads' seccomp filters and its cgroup's limits (issue 16).
-    pid=$(cat "$W/nuaged/instances/$first/pid")
+    # The VMM runs jailed and confined: its own user, PID namespace and root, its threads'
+    # seccomp filters and its cgroup's limits (issue 16). The pid file names its relay.
+    relay=$(cat "$W/nuaged/instances/$first/pid")
+    pid=$(cut -d' ' -f1 "/proc/$relay/task/$relay/children")
+    jail="uid=$(awk '/^Uid:/ {print $2}' /proc/"$pid"/status) relay_uid=$(awk '/^Uid:/ {print $2}' /proc/"$relay"/status)"
+    jail="$jail nspid=$(awk '/^NSpid:/ {print $NF}' /proc/"$pid"/status) root_top=$(ls -A /proc/"$pid"/root | tr '\n' ,)"
     cg=/sys/fs/cgroup/instances/$first
     in_cgroup=no; grep -qx "$pid" "$cg/cgroup.procs" 2>/dev/null && in_cgroup=yes
     filtered=$(cat /proc/"$pid"/task/*/status | awk '/^Seccomp:/ {n[$2]++} END {for (s in n) printf "%s:%d,", s, n[s]}')
     cap_eff=$(awk '/^CapEff:/ {print $2}' /proc/"$pid"/status)
     cap_bnd=$(awk '/^CapBnd:/ {print $2}' /proc/"$pid"/status)
-    echo "@@ daemon-confined seccomp=${filtered%,} cap_eff=$cap_eff cap_bnd=$cap_bnd in_cgroup=$in_cgroup cpu_max=$(tr ' ' / < "$cg/cpu.max") memory_max=$(cat "$cg/memory.max") pids_max=$(cat "$cg/pids.max") memory_peak=$(cat "$cg/memory.peak" 2>/dev/null || echo none) memory_now=$(cat "$cg/memory.current")"
+    echo "@@ daemon-confined $jail seccomp=${filtered%,} cap_eff=$cap_eff cap_bnd=$cap_bnd in_cgroup=$in_cgroup cpu_max=$(tr ' ' / < "$cg/cpu.max") memory_max=$(cat "$cg/memory.max") pids_max=$(cat "$cg/pids.max") memory_peak=$(cat "$cg/memory.peak" 2>/dev/null || echo none) memory_now=$(cat "$cg/memory.current")"
     # A load balancer in front of both instances (issue 18): each guest serves its own id
     # (its hostname) with busybox httpd; requests from this namespace, the LAN side, reach
     # both; with the first instance stopped, all reach the second at once; started and
@@ -1020,9 +1035,11 @@ bench_one() {
     stats=""; [ "$run" = 1 ] && stats=--stats
     t0=$(now_cs)
     case "$kind" in
-        nuage|unfiltered)
-            # "unfiltered": the same VMM without its seccomp filters, to measure what they cost.
+        nuage|unfiltered|jailed)
+            # "unfiltered": the same VMM without its seccomp filters, to measure what they
+            # cost; "jailed": in its jail, as nuaged runs it, to measure what that costs.
             filters=""; [ "$kind" = unfiltered ] && filters=--no-seccomp && stats=""
+            [ "$kind" = jailed ] && filters="$JAIL" && stats=""
             "$VMM" --kernel "$kernel" --initrd "$initrd" --vcpus "$vcpus" --memory "$mem" $stats $filters \
                 --cmdline "$cmdline" --console-stdout >"$fifo" 2>"$W/bench.stderr" &
             ;;
@@ -1037,11 +1054,14 @@ JSON
     pid=$!
     dog=$(watchdog "$pid" "$GUEST_TIMEOUT")
     result="failed" phases=""
+    # A jailed VMM's guest runs in the relay's child.
+    vm=$pid
     while IFS= read -r line; do
         case "$line" in
             *NUAGE-INIT-MARKER*)
                 t1=$(now_cs)
-                result="boot_ms=$(( (t1 - t0) * 10 )) overhead_kb=$(overhead_kb "$pid" $((mem * 1024)))"
+                [ "$kind" = jailed ] && vm=$(cut -d' ' -f1 "/proc/$pid/task/$pid/children")
+                result="boot_ms=$(( (t1 - t0) * 10 )) overhead_kb=$(overhead_kb "$vm" $((mem * 1024)))"
                 ;;
             *NUAGE-PHASES*) phases=${line#*NUAGE-PHASES } ;;
             *NUAGE-GAP*) echo "@@ bench-gap $label ${line#*NUAGE-GAP }" ;;
@@ -1072,6 +1092,7 @@ if [ "${NUAGE_MODE:-test}" = bench ]; then
             for vcpus in 1 2; do
                 bench_one nuage "$flavour" elf "$vcpus" "$r"
                 bench_one unfiltered "$flavour" elf "$vcpus" "$r"
+                bench_one jailed "$flavour" elf "$vcpus" "$r"
                 [ -x "$P/other-vmm" ] && bench_one other "$flavour" elf "$vcpus" "$r"
                 bench_one nuage "$flavour" bzimage "$vcpus" "$r"
             done

@@ -72,8 +72,9 @@ const JAIL_ROOT: &str = "root";
 /// What a VMM needs to jail itself, and keeps only until it has: reading the store's
 /// files (`CAP_DAC_OVERRIDE`, `CAP_DAC_READ_SEARCH`), becoming the instance's user
 /// (`CAP_SETGID`, `CAP_SETUID`), emptying its bounding set (`CAP_SETPCAP`), namespaces,
-/// mounts and `pivot_root` (`CAP_SYS_ADMIN`).
-const JAILER_CAPABILITIES: [u32; 6] = [1, 2, 6, 7, 8, 21];
+/// mounts and `pivot_root` (`CAP_SYS_ADMIN`), or `chroot` where the host's root cannot be
+/// pivoted (`CAP_SYS_CHROOT`).
+const JAILER_CAPABILITIES: [u32; 7] = [1, 2, 6, 7, 8, 18, 21];
 
 /// The VMM's control socket, in the instance's directory `dir`.
 pub fn control_socket(dir: &Path) -> PathBuf {
@@ -229,17 +230,8 @@ impl Launch<'_> {
     pub fn spawn(&self) -> std::io::Result<Child> {
         create_private_dir(&self.dir)?;
         let _ = std::fs::remove_file(control_socket(&self.dir));
-        if let Some(uid) = self.jail_uid {
+        if self.jail_uid.is_some() {
             create_private_dir(&self.dir.join(JAIL_ROOT))?;
-            // The jailed VMM rotates its console log and binds its control socket here,
-            // without capabilities: the directory and the logs are its user's.
-            let console = console_log(&self.dir);
-            for path in [self.dir.clone(), rotated_console_log(&console), console] {
-                match std::os::unix::fs::lchown(&path, Some(uid), Some(uid)) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-                    _ => {}
-                }
-            }
         }
         let config_file = self.dir.join(VM_CONFIG_FILE);
         write_json(&config_file, &self.vm_config())?;

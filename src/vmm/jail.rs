@@ -14,15 +14,19 @@
 //!    only bind mounts of what its configuration names: the kernel and initrd, each disk
 //!    and the files of its backing chain (read-only), the directories of its console log
 //!    and sockets (its instance's directory), and `/dev/kvm`, `/dev/urandom`, `/dev/null`;
-//!    then `pivot_root`s into it, the host's tree detached;
+//!    then `pivot_root`s into it, the host's tree detached (on a host that runs from its
+//!    initramfs, which cannot be pivoted away from, it is moved over `/` and `chroot`ed
+//!    into instead);
 //! 4. becomes the instance's user and group (no supplementary groups), `no_new_privs`,
 //!    keeping only `CAP_DAC_OVERRIDE` and `CAP_DAC_READ_SEARCH`: the store's files are
 //!    root's, and the VM's are opened while it is built;
 //! 5. drops those too ([`Jail::finish`]) once the VM is built, before any vCPU runs.
 //!
-//! What it opens afterwards (the console log it rotates, the control socket's clients)
-//! lies in its instance's directory, which the daemon gives to the instance's user; a
-//! snapshot's new layer comes as a descriptor over the control socket.
+//! It opens nothing once its VM runs (its threads' filters forbid it): the console log
+//! rotates within the two files opened while building, the control socket was bound then,
+//! and a snapshot's new layer comes as a descriptor over that socket. So its instance's
+//! directory stays root's, and nothing a compromised VMM could leave there (a symbolic
+//! link, say) is ever followed by the daemon.
 
 use std::ffi::CString;
 use std::fs::DirBuilder;
@@ -72,6 +76,9 @@ const BUILD_CAPABILITIES: [u32; 2] = [1, 2];
 /// The devices a VMM opens.
 const DEVICES: [&str; 3] = ["/dev/kvm", "/dev/urandom", "/dev/null"];
 
+/// The tun clone device, for taps named in the configuration.
+const TUN_DEVICE: &str = "/dev/net/tun";
+
 /// The signals the relay passes on to the VMM: the daemon's SIGTERM, a terminal's.
 const RELAYED: [libc::c_int; 4] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT];
 
@@ -120,6 +127,9 @@ impl Jail {
         // SAFETY: closing the relay's end, which this process owns.
         unsafe { libc::close(relay_end) };
         restore(&blocked)?;
+        // As a PID namespace's init the VMM would not even see a stop signal it has no
+        // handler for until its event loop takes them: held pending, they reach it then.
+        block(&[libc::SIGTERM, libc::SIGINT])?;
         build_root(&root, &exposed)?;
         become_user(jail)?;
         // Set after the change of user, which clears it; the pipe says whether the relay
@@ -218,7 +228,10 @@ fn exposed(config: &VmConfig) -> Result<Vec<Exposed>, JailError> {
             None => exposed.push(Exposed { path, kind: Kind::File, writable }),
         }
     }
-    exposed.extend(DEVICES.iter().map(|device| Exposed {
+    // A tap named rather than inherited is attached to through the clone device (it must
+    // exist and belong to the jail's user: the VMM cannot create one).
+    let tun = config.nets.iter().any(|net| net.tap.is_some()).then_some(TUN_DEVICE);
+    exposed.extend(DEVICES.iter().chain(&tun).map(|device| Exposed {
         path: PathBuf::from(device),
         kind: Kind::Device,
         writable: true,
@@ -256,13 +269,24 @@ fn build_root(root: &Path, exposed: &[Exposed]) -> Result<(), JailError> {
         mount(None, &target, None, flags, None)?;
     }
     let root_c = c_path(root)?;
-    // SAFETY: chdir and pivot_root read NUL-terminated paths that outlive the calls; with
-    // "." as both the new root and the place for the old one, the old root ends up stacked
-    // under the new one and is then detached.
+    // SAFETY: chdir, pivot_root, umount2 and chroot read NUL-terminated paths that outlive
+    // the calls. With "." as both the new root and the place for the old one, the old root
+    // ends up stacked under the new one and is then detached.
     unsafe {
         check(libc::chdir(root_c.as_ptr()), "chdir into the jail")?;
-        check(libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) as i32, "pivot_root")?;
-        check(libc::umount2(c".".as_ptr(), libc::MNT_DETACH), "detaching the host's tree")?;
+        if libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) == 0 {
+            check(libc::umount2(c".".as_ptr(), libc::MNT_DETACH), "detaching the host's tree")?;
+        } else if io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
+            // The host runs from its initramfs, which cannot be pivoted away from: the jail's
+            // root is moved over it instead, leaving the host's tree under it, out of reach.
+            check(
+                libc::mount(c".".as_ptr(), c"/".as_ptr(), std::ptr::null(), libc::MS_MOVE, std::ptr::null()),
+                "moving the jail over /",
+            )?;
+            check(libc::chroot(c".".as_ptr()), "chroot")?;
+        } else {
+            return Err(JailError::Sys { what: "pivot_root".into(), source: io::Error::last_os_error() });
+        }
         check(libc::chdir(c"/".as_ptr()), "chdir /")?;
     }
     mount(None, Path::new("/"), None, libc::MS_REMOUNT | libc::MS_RDONLY | hidden, None)

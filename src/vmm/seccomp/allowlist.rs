@@ -2,10 +2,11 @@
 //! call does (ioctl requests, socket families, memory protections, signals, fcntl commands).
 //!
 //! Every kind shares [`thread_basics`]: memory, locks, time, randomness, its own end, and
-//! `write` for logs and eventfds. Calls that take a path (`openat`, `rename`) cannot be
-//! checked by a filter: the only threads allowed them, the vCPUs rotating the console log,
-//! open what the daemon configured, inside the jail. A snapshot's new layer reaches the
-//! control server as a descriptor the daemon opened.
+//! `write` for logs and eventfds. No thread may make a call that takes a path (`openat`,
+//! `rename`, ...), which a filter could not check: what a VMM opens, it opens while it
+//! builds the VM, before any thread is filtered; the console log rotates within the two
+//! files opened then, and a snapshot's new layer reaches the control server as a
+//! descriptor the daemon opened.
 
 use seccompiler::{SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompRule};
 
@@ -232,11 +233,10 @@ pub fn for_kind(kind: ThreadKind) -> Vec<Allowed> {
             call!(SYS_epoll_ctl),
             call!(SYS_eventfd2),
             call!(SYS_timerfd_create),
-            // Rotating the console log.
-            call!(SYS_openat),
-            call!(SYS_rename),
-            call!(SYS_statx),
-            call!(SYS_newfstatat),
+            // Writing and rotating the console log, both files open from the start.
+            call!(SYS_pread64),
+            call!(SYS_pwrite64),
+            call!(SYS_ftruncate),
         ]),
         ThreadKind::Worker => list.extend(worker()),
         ThreadKind::Control => {

@@ -5,8 +5,8 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
 use std::sync::Mutex;
 
 use vm_superio::serial::NoEvents;
@@ -66,11 +66,13 @@ impl Write for ConsoleSinks {
 }
 
 /// A console log file the guest cannot grow without bound: once it holds `limit` bytes
-/// it becomes `<name>.1` (replacing the one before) and a new file is begun, so at most
-/// twice the limit is on disk and the latest output is always in the file itself.
+/// its contents move to `<name>.1` (replacing the one before) and it begins anew, so at
+/// most twice the limit is on disk and the latest output is always in the file itself.
+/// Both files are opened at the start: a jailed VMM can create, rename or open no file
+/// once its VM runs.
 pub struct RotatingLog {
-    path: PathBuf,
     file: File,
+    previous: File,
     written: u64,
     limit: u64,
 }
@@ -78,19 +80,38 @@ pub struct RotatingLog {
 impl RotatingLog {
     /// Appends to the log at `path` (made 0600), rotated at `limit` bytes.
     pub fn open(path: &Path, limit: u64) -> std::io::Result<Self> {
-        let file = Self::create(path)?;
+        // Kept as they are: the log goes on after what an earlier run wrote.
+        let open = |path: &Path| {
+            let file = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .read(true)
+                .write(true)
+                .mode(0o600)
+                .open(path)?;
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+            Ok::<_, std::io::Error>(file)
+        };
+        let file = open(path)?;
         let written = file.metadata()?.len();
-        Ok(Self { path: path.to_owned(), file, written, limit: limit.max(1) })
+        let previous = open(&rotated_console_log(path))?;
+        Ok(Self { file, previous, written, limit: limit.max(1) })
     }
 
-    fn create(path: &Path) -> std::io::Result<File> {
-        OpenOptions::new().create(true).append(true).mode(0o600).open(path)
-    }
-
-    /// Moves the full log aside and begins a new one.
+    /// Copies the full log over the one before and empties it.
     fn rotate(&mut self) -> std::io::Result<()> {
-        std::fs::rename(&self.path, rotated_console_log(&self.path))?;
-        self.file = Self::create(&self.path)?;
+        self.previous.set_len(0)?;
+        let mut buf = vec![0u8; 64 << 10];
+        let mut offset = 0;
+        loop {
+            let n = self.file.read_at(&mut buf, offset)?;
+            if n == 0 {
+                break;
+            }
+            self.previous.write_all_at(&buf[..n], offset)?;
+            offset += n as u64;
+        }
+        self.file.set_len(0)?;
         self.written = 0;
         Ok(())
     }
@@ -102,7 +123,7 @@ impl Write for RotatingLog {
             self.rotate()?;
         }
         let room = usize::try_from(self.limit - self.written).unwrap_or(usize::MAX);
-        let written = self.file.write(&buf[..buf.len().min(room)])?;
+        let written = self.file.write_at(&buf[..buf.len().min(room)], self.written)?;
         self.written += written as u64;
         Ok(written)
     }
