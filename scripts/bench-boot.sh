@@ -23,7 +23,7 @@ while [ $# -gt 0 ]; do
         --other-vmm) other=(--other-vmm "$2"); shift 2 ;;
         --flavour) only=(--only "$2"); shift 2 ;;
         --ssh) mode=--sshbench; shift ;;
-        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
         *) die "unknown argument $1" ;;
     esac
 done
@@ -111,6 +111,9 @@ for key in sorted(runs):
     medians[key] = (statistics.median(boot), statistics.median(rss))
     print(f"    start -> init marker: median {medians[key][0]:.2f} s (min {boot[0]:.2f}, max {boot[-1]:.2f}); "
           f"memory beyond guest RAM: median {medians[key][1]:.1f} MiB")
+    relay = sorted(int(r["relay_rss_kb"]) / 1024 for r in ok if "relay_rss_kb" in r)
+    if relay:
+        print(f"    the jail's relay process: resident median {statistics.median(relay):.1f} MiB")
     phases = []
     for p in phase_names:
         values = [float(r[p]) for r in ok if r.get(p) not in (None, "0")]

@@ -7,7 +7,8 @@
 # own. With --other-vmm, another VMM (Firecracker's configuration format) runs the same
 # guest on the same file and tap in the same run, and the report gives nuage/other ratios:
 # under nested emulation, VMM against VMM on the same path is the honest comparison.
-# nuage-vmm also runs the guest without its seccomp filters, for what they cost.
+# nuage-vmm also runs the guest without its seccomp filters and in its jail (as nuaged runs
+# it), for what each costs.
 #
 # Usage: scripts/bench-io.sh [--seconds N] [--other-vmm PATH]   (N per test, default 3)
 set -euo pipefail
@@ -17,7 +18,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --seconds) seconds=$2; shift 2 ;;
         --other-vmm) other=(--other-vmm "$2"); shift 2 ;;
-        -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
         *) die "unknown argument $1" ;;
     esac
 done
@@ -28,7 +29,7 @@ where=$(hardware_kvm && echo "hardware KVM" || echo "nested KVM under QEMU TCG")
 python3 - "$out/console.log" "$where" <<'PY'
 import sys
 path, where = sys.argv[1], sys.argv[2]
-host, guests, tcp = {}, {"nuage": {}, "unfiltered": {}, "other": {}}, {}
+host, guests, tcp = {}, {"nuage": {}, "unfiltered": {}, "jailed": {}, "other": {}}, {}
 for line in open(path, errors="replace"):
     line = line.strip().replace("\r", "")
     fields = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
@@ -40,6 +41,10 @@ for line in open(path, errors="replace"):
         guests["other"][fields["test"]] = float(fields["mib_s"])
     elif line.startswith("[iobench-unfiltered] NUAGE-BENCH blk"):
         guests["unfiltered"][fields["test"]] = float(fields["mib_s"])
+    elif line.startswith("[iobench-jailed] NUAGE-BENCH blk"):
+        guests["jailed"][fields["test"]] = float(fields["mib_s"])
+    elif line.startswith("@@ iobench-jailed-host tcp-recv"):
+        tcp["jailed"] = float(fields["mib_s"])
     elif line.startswith("@@ iobench-unfiltered-host tcp-recv"):
         tcp["unfiltered"] = float(fields["mib_s"])
     elif line.startswith("@@ iobench-host tcp-recv"):
@@ -50,9 +55,11 @@ for line in open(path, errors="replace"):
         tcp["loopback"] = float(fields["mib_s"])
 if not host or not guests["nuage"]:
     sys.exit("no benchmark results in " + path)
-# Beside the host: nuage-vmm without its seccomp filters, and the other VMM, where they ran.
-peers = [kind for kind in ("unfiltered", "other") if guests[kind]]
-print(f"I/O benchmark on {where}, MiB/s ('unfiltered': nuage-vmm --no-seccomp)")
+# Beside the host: nuage-vmm without its seccomp filters, in its jail, and the other VMM,
+# where they ran.
+peers = [kind for kind in ("unfiltered", "jailed", "other") if guests[kind]]
+print(f"I/O benchmark on {where}, MiB/s ('unfiltered': nuage-vmm --no-seccomp; "
+      "'jailed': nuage-vmm --jail, so nuage/jailed above 1 is what the jail costs)")
 head = f"  {'test':20} {'host':>9} {'nuage':>9} {'nuage/host':>11}"
 for kind in peers:
     head += f" {kind:>10} {'nuage/' + kind:>17}"

@@ -1060,8 +1060,12 @@ JSON
         case "$line" in
             *NUAGE-INIT-MARKER*)
                 t1=$(now_cs)
-                [ "$kind" = jailed ] && vm=$(cut -d' ' -f1 "/proc/$pid/task/$pid/children")
-                result="boot_ms=$(( (t1 - t0) * 10 )) overhead_kb=$(overhead_kb "$vm" $((mem * 1024)))"
+                relay=""
+                if [ "$kind" = jailed ]; then
+                    vm=$(cut -d' ' -f1 "/proc/$pid/task/$pid/children")
+                    relay="relay_rss_kb=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status")"
+                fi
+                result="boot_ms=$(( (t1 - t0) * 10 )) overhead_kb=$(overhead_kb "$vm" $((mem * 1024))) $relay"
                 ;;
             *NUAGE-PHASES*) phases=${line#*NUAGE-PHASES } ;;
             *NUAGE-GAP*) echo "@@ bench-gap $label ${line#*NUAGE-GAP }" ;;
