@@ -1041,7 +1041,7 @@ bench_one() {
             filters=""; [ "$kind" = unfiltered ] && filters=--no-seccomp && stats=""
             [ "$kind" = jailed ] && filters="$JAIL" && stats=""
             "$VMM" --kernel "$kernel" --initrd "$initrd" --vcpus "$vcpus" --memory "$mem" $stats $filters \
-                --cmdline "$cmdline" --console-stdout >"$fifo" 2>"$W/bench.stderr" &
+                --log-level nuage::vmm::cli=info --cmdline "$cmdline" --console-stdout >"$fifo" 2>"$W/bench.stderr" &
             ;;
         other)
             cat >"$W/other.json" <<JSON
@@ -1078,7 +1078,9 @@ JSON
     done <"$fifo"
     wait "$pid" 2>/dev/null
     kill "$dog" 2>/dev/null
-    echo "@@ bench $label $result $phases"
+    # nuage-vmm's own part: from its start to its vCPUs starting (jail and build).
+    setup=$(grep -o 'ready_ms=[0-9.]*' "$W/bench.stderr" | head -1 | sed 's/ready_ms=/setup_ms=/')
+    echo "@@ bench $label $result $setup $phases"
     [ -n "$stats" ] && [ "$kind" = nuage ] && sed "s/^/@@ bench-stats $label | /" "$W/bench.stderr"
 }
 
