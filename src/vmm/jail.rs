@@ -325,7 +325,9 @@ fn become_user(jail: &JailConfig) -> Result<(), JailError> {
 fn relay(child: libc::pid_t, jail: &JailConfig, keep: libc::c_int) -> ! {
     // SAFETY: close_range with integers; keeping stdio and `keep`.
     unsafe {
-        libc::syscall(libc::SYS_close_range, 3u32, (keep - 1).max(3) as u32, 0);
+        if keep > 3 {
+            libc::syscall(libc::SYS_close_range, 3u32, (keep - 1) as u32, 0);
+        }
         libc::syscall(libc::SYS_close_range, (keep + 1) as u32, u32::MAX, 0);
     }
     // SAFETY: setgroups (an empty list), setresgid and setresuid take integers; from root
