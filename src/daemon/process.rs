@@ -314,11 +314,11 @@ pub fn running_under(dir: &Path) -> HashMap<String, i32> {
     for entry in entries.flatten() {
         let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
         let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
-        if pid_namespace_depth(&pid.to_string()) > own_depth {
-            continue;
-        }
         for arg in cmdline.split(|&b| b == 0) {
             if let Some(rest) = arg.strip_prefix(marker) {
+                if pid_namespace_depth(&pid.to_string()) > own_depth {
+                    break;
+                }
                 // ".../instances/i-xxx/console.log"
                 let id = rest.split(|&b| b == b'/').find(|part| !part.is_empty());
                 if let Some(id) = id.and_then(|id| std::str::from_utf8(id).ok()) {

@@ -38,6 +38,7 @@ use std::path::{Component, Path, PathBuf};
 use crate::block::qcow2::{ChainPolicy, Qcow2};
 use crate::block::DiskFormat;
 use crate::vmm::api::config::VmConfig;
+use crate::vmm::runtime::STOP_SIGNALS;
 
 /// Where a VMM is jailed and as whom.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,9 +130,9 @@ impl Jail {
         restore(&blocked)?;
         // As a PID namespace's init the VMM would not even see a stop signal it has no
         // handler for until its event loop takes them: held pending, they reach it then.
-        block(&[libc::SIGTERM, libc::SIGINT])?;
+        block(&STOP_SIGNALS)?;
         build_root(&root, &exposed)?;
-        become_user(jail)?;
+        become_user(jail, &BUILD_CAPABILITIES)?;
         // Set after the change of user, which clears it; the pipe says whether the relay
         // died before it was set (its end closes with it).
         // SAFETY: prctl with integer arguments only.
@@ -308,8 +309,8 @@ fn inside(root: &Path, path: &Path) -> Result<PathBuf, JailError> {
     Ok(target)
 }
 
-/// Becomes the jail's user and group, keeping [`BUILD_CAPABILITIES`] and nothing else.
-fn become_user(jail: &JailConfig) -> Result<(), JailError> {
+/// Becomes the jail's user and group, keeping the capabilities `kept` and nothing else.
+fn become_user(jail: &JailConfig, kept: &[u32]) -> Result<(), JailError> {
     // SAFETY: prctl, setgroups (an empty list), setresgid and setresuid take integers.
     unsafe {
         check(libc::prctl(libc::PR_SET_KEEPCAPS, 1), "PR_SET_KEEPCAPS")?;
@@ -317,7 +318,7 @@ fn become_user(jail: &JailConfig) -> Result<(), JailError> {
         check(libc::setresgid(jail.gid, jail.gid, jail.gid), "setresgid")?;
         check(libc::setresuid(jail.uid, jail.uid, jail.uid), "setresuid")?;
     }
-    limit_capabilities(&[], Some(&BUILD_CAPABILITIES)).map_err(sys("keeping the build's capabilities"))
+    limit_capabilities(&[], Some(kept)).map_err(sys("limiting the capabilities"))
 }
 
 /// The relay: runs as the jail's user without capability, passes [`RELAYED`] signals on to
@@ -330,15 +331,8 @@ fn relay(child: libc::pid_t, jail: &JailConfig, keep: libc::c_int) -> ! {
         }
         libc::syscall(libc::SYS_close_range, (keep + 1) as u32, u32::MAX, 0);
     }
-    // SAFETY: setgroups (an empty list), setresgid and setresuid take integers; from root
-    // to another user they clear every capability.
-    let dropped = unsafe {
-        libc::setgroups(0, std::ptr::null()) == 0
-            && libc::setresgid(jail.gid, jail.gid, jail.gid) == 0
-            && libc::setresuid(jail.uid, jail.uid, jail.uid) == 0
-    };
-    if !dropped || limit_capabilities(&[], Some(&[])).is_err() {
-        eprintln!("nuage-vmm: the relay cannot drop its privileges: {}", io::Error::last_os_error());
+    if let Err(e) = become_user(jail, &[]) {
+        eprintln!("nuage-vmm: the relay cannot drop its privileges: {e}");
         // SAFETY: kill with integers; the jailed child must not outlive a failed relay.
         unsafe { libc::kill(child, libc::SIGKILL) };
     }

@@ -25,7 +25,7 @@ const TOKEN_STDIN: u64 = 3;
 const KICK_INTERVAL: Duration = Duration::from_millis(5);
 
 /// Signals that stop the VM from the host.
-const STOP_SIGNALS: [libc::c_int; 2] = [libc::SIGTERM, libc::SIGINT];
+pub(crate) const STOP_SIGNALS: [libc::c_int; 2] = [libc::SIGTERM, libc::SIGINT];
 
 extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
     // Only there so the signal interrupts KVM_RUN with EINTR.
