@@ -210,8 +210,12 @@ pub fn for_kind(kind: ThreadKind) -> Vec<Allowed> {
             call!(SYS_epoll_wait),
             call!(SYS_epoll_pwait),
             call!(SYS_epoll_ctl),
-            // The signalfd and console input.
+            // The signalfd, console input and the console output's timer.
             call!(SYS_read),
+            // Writing out (and rotating) a partial line of console output.
+            call!(SYS_pread64),
+            call!(SYS_pwrite64),
+            call!(SYS_ftruncate),
             // Kicking vCPUs out of KVM_RUN.
             call!(SYS_tgkill).if_signal_to_self(&[("SIGRTMIN", vmm_sys_util::signal::SIGRTMIN() as u64)]),
             // Putting a terminal back in canonical mode.
@@ -233,7 +237,9 @@ pub fn for_kind(kind: ThreadKind) -> Vec<Allowed> {
             call!(SYS_epoll_ctl),
             call!(SYS_eventfd2),
             call!(SYS_timerfd_create),
-            // Writing and rotating the console log, both files open from the start.
+            // Writing and rotating the console log, both files open from the start, and
+            // arming the timer of a partial line.
+            call!(SYS_timerfd_settime),
             call!(SYS_pread64),
             call!(SYS_pwrite64),
             call!(SYS_ftruncate),
