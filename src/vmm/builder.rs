@@ -293,5 +293,5 @@ fn console_sinks(config: &VmConfig) -> Result<ConsoleSinks, BuildError> {
     if config.console.stdout {
         sinks.push(Box::new(std::io::stdout()));
     }
-    ConsoleSinks::new(sinks).map_err(|e| BuildError::Device(format!("console output timer: {e}")))
+    Ok(ConsoleSinks::new(sinks))
 }

@@ -1,5 +1,5 @@
 //! Running a built microVM: one thread per vCPU, and the main thread's event loop that waits
-//! for the VM's end, host signals, console input and console output that waits for its line's end.
+//! for the VM's end, host signals and console input.
 
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -21,7 +21,6 @@ use crate::vmm::vstate::exit_stats::ExitStats;
 const TOKEN_EXIT: u64 = 1;
 const TOKEN_SIGNAL: u64 = 2;
 const TOKEN_STDIN: u64 = 3;
-const TOKEN_CONSOLE_OUTPUT: u64 = 4;
 /// How often a stopping vCPU is signalled again until its thread has left `KVM_RUN`.
 const KICK_INTERVAL: Duration = Duration::from_millis(5);
 
@@ -143,11 +142,6 @@ fn run_inner(vm: MicroVm, console_input: bool, stats_since: Option<Instant>) -> 
         EpollEvent::new(EventSet::IN, TOKEN_EXIT),
     )?;
     epoll.ctl(ControlOperation::Add, signals.as_raw_fd(), EpollEvent::new(EventSet::IN, TOKEN_SIGNAL))?;
-    epoll.ctl(
-        ControlOperation::Add,
-        serial.linger_fd(),
-        EpollEvent::new(EventSet::IN, TOKEN_CONSOLE_OUTPUT),
-    )?;
     let mut input = console_input.then(ConsoleInput::start);
     if input.is_some() {
         let watched =
@@ -193,7 +187,6 @@ fn run_inner(vm: MicroVm, console_input: bool, stats_since: Option<Instant>) -> 
                         exit.notify(ExitReason::Signal(signal));
                     }
                 }
-                TOKEN_CONSOLE_OUTPUT => serial.write_out_lingering(),
                 TOKEN_STDIN => {
                     if let Some(input) = input.as_mut() {
                         if !input.read_stdin() {
@@ -229,7 +222,7 @@ fn run_inner(vm: MicroVm, console_input: bool, stats_since: Option<Instant>) -> 
         }
     }
     // The guest's last partial line, now that no vCPU adds to it.
-    serial.write_out_lingering();
+    serial.write_out_held();
     if let Some(stats) = stats {
         eprint!("{}", stats.report(vcpu_count));
     }

@@ -210,9 +210,9 @@ pub fn for_kind(kind: ThreadKind) -> Vec<Allowed> {
             call!(SYS_epoll_wait),
             call!(SYS_epoll_pwait),
             call!(SYS_epoll_ctl),
-            // The signalfd, console input and the console output's timer.
+            // The signalfd and console input.
             call!(SYS_read),
-            // Writing out (and rotating) a partial line of console output.
+            // Writing out (and rotating) the last partial line of console output.
             call!(SYS_pread64),
             call!(SYS_pwrite64),
             call!(SYS_ftruncate),
@@ -237,9 +237,7 @@ pub fn for_kind(kind: ThreadKind) -> Vec<Allowed> {
             call!(SYS_epoll_ctl),
             call!(SYS_eventfd2),
             call!(SYS_timerfd_create),
-            // Writing and rotating the console log, both files open from the start, and
-            // arming the timer of a partial line.
-            call!(SYS_timerfd_settime),
+            // Writing and rotating the console log, both files open from the start.
             call!(SYS_pread64),
             call!(SYS_pwrite64),
             call!(SYS_ftruncate),

@@ -5,16 +5,14 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use vm_superio::serial::NoEvents;
 use vm_superio::{Serial, Trigger};
 use vmm_sys_util::eventfd::EventFd;
-use vmm_sys_util::timerfd::TimerFd;
 
 use crate::vmm::api::config::rotated_console_log;
 use crate::vmm::devices::{complete_byte_read, BusDevice};
@@ -39,41 +37,37 @@ impl Trigger for IrqLine {
 
 /// Most console output held back before it is written out, whatever the line length.
 const OUTPUT_BUFFER: usize = 4096;
-/// How long a partial line (a prompt, say) may wait for its end before it is written anyway.
+/// How old a partial line may grow before the guest's next touch of the port writes it out.
 const OUTPUT_LINGER: Duration = Duration::from_millis(20);
+/// The interrupt-enable register's offset. Linux's drivers write it at the end of every
+/// burst of output: the tty layer to stop transmit interrupts, `printk` to restore them.
+const IER_OFFSET: u64 = 1;
 
-/// Where console output goes: every sink (a log file, stdout) gets it a line at a time, or
-/// [`OUTPUT_BUFFER`] bytes at a time, and a partial line no later than [`OUTPUT_LINGER`]
-/// after its first byte. The guest writes one byte per exit, and a system call per byte per
-/// sink cost several times the exit itself (measured with `--stats` in the boot benchmark).
-/// A complete line is out before the guest's next instruction, so a crashing guest's last
-/// words are kept; a killed VMM loses at most a partial line.
+/// Where console output goes: every sink (a log file, stdout) gets it a line at a time (or
+/// [`OUTPUT_BUFFER`] bytes at a time), and a partial line (a `login: ` prompt) when the
+/// guest ends its burst of output or touches the port again [`OUTPUT_LINGER`] later. The
+/// guest writes one byte per exit, and a system call per byte per sink cost several times
+/// the exit itself (measured with `--stats` in the boot benchmark). Everything is written
+/// by the vCPU thread before the guest runs on, with no timer or other thread involved; a
+/// complete line is out before the guest's next instruction, so a crashing guest's last
+/// words are kept, and a killed VMM loses at most a partial line.
 pub struct ConsoleSinks {
     sinks: Vec<Box<dyn Write + Send>>,
     pending: Vec<u8>,
-    /// Readable once a partial line has waited [`OUTPUT_LINGER`]; the main loop then calls
-    /// [`SerialConsole::write_out_lingering`].
-    linger: TimerFd,
-    /// Whether `linger` runs: armed once per wait, not once per byte.
-    linger_armed: bool,
+    /// When the partial line held in `pending` began.
+    pending_since: Option<Instant>,
 }
 
 impl ConsoleSinks {
     /// Console output to `sinks`.
-    pub fn new(sinks: Vec<Box<dyn Write + Send>>) -> std::io::Result<Self> {
-        let linger = TimerFd::new()?;
-        // Non-blocking, so the main loop can never wait on a timer the vCPU re-armed.
-        // SAFETY: fcntl on a descriptor this function owns; no memory is passed.
-        let rc = unsafe { libc::fcntl(linger.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
-        if rc < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(Self { sinks, pending: Vec::with_capacity(OUTPUT_BUFFER), linger, linger_armed: false })
+    pub fn new(sinks: Vec<Box<dyn Write + Send>>) -> Self {
+        Self { sinks, pending: Vec::with_capacity(OUTPUT_BUFFER), pending_since: None }
     }
 
     /// Writes what is held to every sink. A sink that fails (a closed pipe, a full disk) is
     /// dropped; the guest keeps running.
     fn write_out(&mut self) {
+        self.pending_since = None;
         if self.pending.is_empty() {
             return;
         }
@@ -87,6 +81,13 @@ impl ConsoleSinks {
         });
         self.pending.clear();
     }
+
+    /// Writes out a partial line that has waited [`OUTPUT_LINGER`] or longer.
+    fn write_out_if_stale(&mut self) {
+        if self.pending_since.is_some_and(|since| since.elapsed() >= OUTPUT_LINGER) {
+            self.write_out();
+        }
+    }
 }
 
 impl Write for ConsoleSinks {
@@ -94,12 +95,8 @@ impl Write for ConsoleSinks {
         self.pending.extend_from_slice(buf);
         if buf.contains(&b'\n') || self.pending.len() >= OUTPUT_BUFFER {
             self.write_out();
-        } else if !self.linger_armed {
-            match self.linger.reset(OUTPUT_LINGER, None) {
-                Ok(()) => self.linger_armed = true,
-                // No timer to come back: the partial line goes out now.
-                Err(_) => self.write_out(),
-            }
+        } else if self.pending_since.is_none() {
+            self.pending_since = Some(Instant::now());
         }
         Ok(buf.len())
     }
@@ -200,19 +197,9 @@ impl SerialConsole {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The timer the main loop waits on for a partial line of output.
-    pub fn linger_fd(&self) -> RawFd {
-        self.lock().writer_mut().linger.as_raw_fd()
-    }
-
-    /// Writes out the output held back, a partial line included.
-    pub fn write_out_lingering(&self) {
-        let mut serial = self.lock();
-        let out = serial.writer_mut();
-        // Nothing to read only when the timer was re-armed since it woke the caller.
-        let _ = out.linger.wait();
-        out.linger_armed = false;
-        out.write_out();
+    /// Writes out the output held back, a partial line included: the VM has ended.
+    pub fn write_out_held(&self) {
+        self.lock().writer_mut().write_out();
     }
 
     /// Queues host input for the guest; returns how many bytes fit in the receive FIFO.
@@ -234,8 +221,9 @@ impl SerialConsole {
 
 impl BusDevice for SerialConsole {
     fn read(&self, offset: u64, data: &mut [u8]) {
-        let value = self.lock().read(offset as u8);
-        complete_byte_read(data, value);
+        let mut serial = self.lock();
+        serial.writer_mut().write_out_if_stale();
+        complete_byte_read(data, serial.read(offset as u8));
     }
 
     fn write(&self, offset: u64, data: &[u8]) {
@@ -243,6 +231,12 @@ impl BusDevice for SerialConsole {
             let mut serial = self.lock();
             if let Err(e) = serial.write(offset as u8, *value) {
                 tracing::warn!(error = ?e, "serial write failed");
+            }
+            let out = serial.writer_mut();
+            if offset == IER_OFFSET {
+                out.write_out();
+            } else {
+                out.write_out_if_stale();
             }
         }
     }
@@ -296,7 +290,7 @@ mod tests {
 
     fn console(out: Vec<Box<dyn Write + Send>>) -> (SerialConsole, EventFd) {
         let irq = EventFd::new(EFD_NONBLOCK).unwrap();
-        let serial = SerialConsole::new(IrqLine(irq.try_clone().unwrap()), ConsoleSinks::new(out).unwrap());
+        let serial = SerialConsole::new(IrqLine(irq.try_clone().unwrap()), ConsoleSinks::new(out));
         (serial, irq)
     }
 
@@ -306,33 +300,31 @@ mod tests {
         }
     }
 
-    fn linger_fired(serial: &SerialConsole) -> bool {
-        let mut poll = libc::pollfd { fd: serial.linger_fd(), events: libc::POLLIN, revents: 0 };
-        // SAFETY: one valid pollfd for the duration of the call.
-        unsafe { libc::poll(&mut poll, 1, 1000) == 1 }
-    }
-
     #[test]
-    fn output_leaves_by_the_line_a_partial_line_after_a_linger() {
+    fn output_leaves_by_the_line_and_a_partial_line_when_the_burst_ends() {
         let out = Shared::default();
         let (serial, _irq) = console(vec![Box::new(out.clone())]);
+        let written = || out.0.lock().unwrap().clone();
         print(&serial, b"one\nlog");
-        assert_eq!(out.0.lock().unwrap().as_slice(), b"one\n", "a complete line at once");
-        assert!(linger_fired(&serial), "the partial line's timer runs out");
+        assert_eq!(written(), b"one\n", "a complete line at once");
         print(&serial, b"in: ");
-        serial.write_out_lingering();
-        assert_eq!(
-            out.0.lock().unwrap().as_slice(),
-            b"one\nlogin: ",
-            "the prompt, once its timer woke the loop"
-        );
+        serial.write(IER_OFFSET, &[0]);
+        assert_eq!(written(), b"one\nlogin: ", "the prompt, once the driver stops transmitting");
         print(&serial, b"x");
-        assert!(linger_fired(&serial), "a new partial line arms the timer again");
+        let mut lsr = [0u8];
+        serial.read(5, &mut lsr);
+        assert_eq!(written(), b"one\nlogin: ", "a fresh partial line waits");
+        std::thread::sleep(OUTPUT_LINGER);
+        serial.read(5, &mut lsr);
+        assert_eq!(written(), b"one\nlogin: x", "a stale one leaves at the next touch of the port");
         // A line longer than the buffer leaves in buffer-sized pieces; the rest at the end.
         print(&serial, &vec![b'y'; OUTPUT_BUFFER + 5]);
-        assert_eq!(out.0.lock().unwrap().len(), 11 + OUTPUT_BUFFER);
+        assert_eq!(written().len(), 12 + OUTPUT_BUFFER);
+        serial.write_out_held();
+        assert_eq!(written().len(), 12 + OUTPUT_BUFFER + 5);
+        print(&serial, b"z");
         drop(serial);
-        assert_eq!(out.0.lock().unwrap().len(), 11 + OUTPUT_BUFFER + 6);
+        assert_eq!(written().len(), 12 + OUTPUT_BUFFER + 6, "held output leaves when the console goes");
     }
 
     #[test]
