@@ -49,12 +49,13 @@ const IER_OFFSET: u64 = 1;
 /// Where console output goes: every sink (a log file, stdout) gets it a line at a time (or
 /// [`OUTPUT_BUFFER`] bytes at a time), and a partial line (a `login: ` prompt) when the
 /// guest ends its burst of output, or at its first other use of the port (a poll of the
-/// line status, say) [`OUTPUT_LINGER`] after the line began. The
-/// guest writes one byte per exit, and a system call per byte per sink cost several times
-/// the exit itself (measured with `--stats` in the boot benchmark). Everything is written
-/// by the vCPU thread before the guest runs on, with no timer or other thread involved; a
-/// complete line is out before the guest's next instruction, so a crashing guest's last
-/// words are kept, and a killed VMM loses at most a partial line.
+/// line status, say) [`OUTPUT_LINGER`] after the line began. The guest writes one byte per
+/// exit, and a system call per byte per sink cost several times the exit itself (measured
+/// with `--stats` in the boot benchmark). Everything is written by the vCPU thread before
+/// the guest runs on, with no timer or other thread involved (a timer that woke the main
+/// loop wedged the nested test host): a complete line is out before the guest's next
+/// instruction, so a crashing guest's last words are kept, and a killed VMM loses at most
+/// a partial line.
 pub struct ConsoleSinks {
     sinks: Vec<Box<dyn Write + Send>>,
     pending: Vec<u8>,
