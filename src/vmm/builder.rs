@@ -8,8 +8,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::sync::Arc;
 
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
-
 use crate::block::{self, OpenError};
 use crate::vmm::api::config::{VmConfig, DEFAULT_CONSOLE_LOG_LIMIT};
 use crate::vmm::api::control::ControlTargets;
@@ -19,8 +17,9 @@ use crate::vmm::device_manager::{DeviceManagerError, MmioDeviceManager};
 use crate::vmm::devices::legacy::i8042::{self, I8042, I8042_IRQ, I8042_PORT, I8042_PORT_COUNT};
 use crate::vmm::devices::legacy::rtc::{Rtc, RTC_PORT, RTC_PORT_COUNT};
 use crate::vmm::devices::legacy::serial::{
-    ConsoleSinks, IrqLine, RotatingLog, SerialConsole, COM1_IRQ, COM1_PORT, COM1_PORT_COUNT,
+    ConsoleSinks, RotatingLog, SerialConsole, COM1_IRQ, COM1_PORT, COM1_PORT_COUNT,
 };
+use crate::vmm::devices::legacy::IrqLine;
 use crate::vmm::devices::power::{PowerManagement, POWER_PORT};
 use crate::vmm::devices::virtio::block::{DiskHandle, VirtioBlock};
 use crate::vmm::devices::virtio::net::filter::SourceFilter;
@@ -176,18 +175,9 @@ pub fn build(config: &VmConfig) -> Result<MicroVm, BuildError> {
     vm.register_memory(&memory)?;
 
     let exit = ExitNotifier::new().map_err(|e| BuildError::Device(format!("exit eventfd: {e}")))?;
-    let serial_irq =
-        EventFd::new(EFD_NONBLOCK).map_err(|e| BuildError::Device(format!("serial eventfd: {e}")))?;
-    vm.fd()
-        .register_irqfd(&serial_irq, COM1_IRQ)
-        .map_err(|e| BuildError::Device(format!("serial irqfd: {e}")))?;
-    let serial = Arc::new(SerialConsole::new(IrqLine(serial_irq), sinks));
-    let keyboard_irq =
-        EventFd::new(EFD_NONBLOCK).map_err(|e| BuildError::Device(format!("i8042 eventfd: {e}")))?;
-    vm.fd()
-        .register_irqfd(&keyboard_irq, I8042_IRQ)
-        .map_err(|e| BuildError::Device(format!("i8042 irqfd: {e}")))?;
-    let keyboard = Arc::new(I8042::new(IrqLine(keyboard_irq), exit.clone()));
+    let pin = |gsi| IrqLine::Pin { vm: vm.shared_fd(), gsi };
+    let serial = Arc::new(SerialConsole::new(pin(COM1_IRQ), sinks));
+    let keyboard = Arc::new(I8042::new(pin(I8042_IRQ), exit.clone()));
     let control = control.map(|listener| (listener, ControlTargets { disks, keyboard: keyboard.clone() }));
     let mut bus = Buses::default();
     bus.pio.insert(COM1_PORT.into(), COM1_PORT_COUNT.into(), serial.clone())?;

@@ -15,6 +15,9 @@ use crate::vmm::devices::virtio::net::tap::TUNSETOFFLOAD;
 
 /// `_IO(KVMIO, 0x80)`: run a vCPU.
 pub const KVM_RUN: u64 = 0xAE80;
+/// `_IOW(KVMIO, 0x61, struct kvm_irq_level)`: set an interrupt pin's level, how the serial
+/// port and the keyboard controller raise their interrupts.
+pub const KVM_IRQ_LINE: u64 = 0x4008_AE61;
 /// `_IO(KVMIO, 0x01)`: create a VM; no thread needs it once the VM exists.
 #[cfg(test)]
 pub const KVM_CREATE_VM: u64 = 0xAE01;
@@ -218,10 +221,11 @@ pub fn for_kind(kind: ThreadKind) -> Vec<Allowed> {
             call!(SYS_ftruncate),
             // Kicking vCPUs out of KVM_RUN.
             call!(SYS_tgkill).if_signal_to_self(&[("SIGRTMIN", vmm_sys_util::signal::SIGRTMIN() as u64)]),
-            // Putting a terminal back in canonical mode.
+            // Putting a terminal back in canonical mode; console input's interrupt.
             call!(SYS_ioctl).if_arg(
                 1,
                 &[
+                    ("KVM_IRQ_LINE", KVM_IRQ_LINE),
                     ("TCGETS", libc::TCGETS),
                     ("TCSETS", libc::TCSETS),
                     ("TCSETSW", libc::TCSETSW),
@@ -230,7 +234,10 @@ pub fn for_kind(kind: ThreadKind) -> Vec<Allowed> {
             ),
         ]),
         ThreadKind::Vcpu => list.extend([
-            call!(SYS_ioctl).if_arg(1, &[("KVM_RUN", KVM_RUN), ("TUNSETOFFLOAD", TUNSETOFFLOAD)]),
+            call!(SYS_ioctl).if_arg(
+                1,
+                &[("KVM_RUN", KVM_RUN), ("KVM_IRQ_LINE", KVM_IRQ_LINE), ("TUNSETOFFLOAD", TUNSETOFFLOAD)],
+            ),
             // Activating a device: its worker's epoll, stop event, eventfd clones, timer and
             // (above) its tap's offloads.
             call!(SYS_epoll_create1),
@@ -255,6 +262,8 @@ pub fn for_kind(kind: ThreadKind) -> Vec<Allowed> {
                     2,
                     &[("SO_RCVTIMEO", libc::SO_RCVTIMEO as u64), ("SO_SNDTIMEO", libc::SO_SNDTIMEO as u64)],
                 ),
+                // Ctrl+Alt+Del's keyboard interrupt.
+                call!(SYS_ioctl).if_arg(1, &[("KVM_IRQ_LINE", KVM_IRQ_LINE)]),
             ]);
         }
         ThreadKind::Launcher => {

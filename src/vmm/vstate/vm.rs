@@ -1,5 +1,7 @@
 //! The KVM VM: system checks, in-kernel interrupt controllers and PIT, guest memory slots.
 
+use std::sync::Arc;
+
 use kvm_bindings::{
     kvm_pit_config, kvm_userspace_memory_region, CpuId, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
 };
@@ -48,7 +50,8 @@ pub enum VmError {
 /// A KVM virtual machine with its interrupt controllers.
 pub struct Vm {
     kvm: Kvm,
-    fd: VmFd,
+    /// Shared with the legacy devices, which raise their interrupts on it.
+    fd: Arc<VmFd>,
 }
 
 impl Vm {
@@ -70,7 +73,7 @@ impl Vm {
         fd.create_irq_chip().map_err(err("create irqchip"))?;
         let pit = kvm_pit_config { flags: KVM_PIT_SPEAKER_DUMMY, ..Default::default() };
         fd.create_pit2(pit).map_err(err("create PIT"))?;
-        Ok(Self { kvm, fd })
+        Ok(Self { kvm, fd: Arc::new(fd) })
     }
 
     /// Hands every region of `mem` to KVM as a memory slot.
@@ -103,5 +106,10 @@ impl Vm {
     /// The VM file descriptor.
     pub fn fd(&self) -> &VmFd {
         &self.fd
+    }
+
+    /// The VM file descriptor, for a device that outlives the borrow of the VM.
+    pub fn shared_fd(&self) -> Arc<VmFd> {
+        Arc::clone(&self.fd)
     }
 }
