@@ -14,11 +14,12 @@ use std::time::{Duration, Instant};
 
 use tracing::callsite::Identifier;
 use tracing::subscriber::Interest;
-use tracing::{Event, Metadata};
+use tracing::{Event, Level, Metadata};
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::{Context, Filter, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, Layer};
+use tracing_subscriber::Layer;
 
 use crate::vmm::api::LOG_LIMIT;
 
@@ -29,8 +30,12 @@ const PER_WINDOW: u32 = 3;
 
 /// Sets up the log: `filter` (e.g. `warn`, `nuage=debug`) on stderr, with colour when it
 /// is a terminal. The returned handle writes what was held back when the VMM ends.
+///
+/// The filter is a list of targets and levels, which is all a VMM's log needs; the daemon's
+/// span and field filters (`EnvFilter`) would bring a regular-expression engine into every
+/// VMM, compiled at start and resident for the guest's life.
 pub fn init(filter: &str, colour: bool) -> Repeats {
-    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("warn"));
+    let filter = targets(filter);
     let out = CappedStderr::new(LOG_LIMIT);
     let repeats = Repeats { seen: Arc::new(Mutex::new(HashMap::new())), out: out.clone() };
     let layer = tracing_subscriber::fmt::layer()
@@ -40,6 +45,11 @@ pub fn init(filter: &str, colour: bool) -> Repeats {
         .with_filter(repeats.clone());
     tracing_subscriber::registry().with(layer).init();
     repeats
+}
+
+/// The filter `text` names, or warnings and errors from everywhere when it names none.
+fn targets(text: &str) -> Targets {
+    text.parse().unwrap_or_else(|_| Targets::new().with_default(Level::WARN))
 }
 
 /// How often one message was seen in its current window.
@@ -177,6 +187,17 @@ impl<'a> MakeWriter<'a> for CappedStderr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_filter_names_targets_and_levels_and_falls_back_to_warnings() {
+        let filter = targets("warn,nuage::vmm::cli=info");
+        assert!(filter.would_enable("nuage::vmm::cli", &Level::INFO));
+        assert!(!filter.would_enable("nuage::vmm::builder", &Level::INFO));
+        assert!(filter.would_enable("nuage::vmm::builder", &Level::WARN));
+        let fallback = targets("nuage=loud");
+        assert!(fallback.would_enable("nuage", &Level::WARN));
+        assert!(!fallback.would_enable("nuage", &Level::INFO));
+    }
 
     #[test]
     fn a_repeated_message_is_written_a_few_times_per_window() {
