@@ -15,8 +15,8 @@ use crate::vmm::devices::virtio::net::tap::TUNSETOFFLOAD;
 
 /// `_IO(KVMIO, 0x80)`: run a vCPU.
 pub const KVM_RUN: u64 = 0xAE80;
-/// `_IOW(KVMIO, 0x61, struct kvm_irq_level)`: set an interrupt pin's level, how the serial
-/// port and the keyboard controller raise their interrupts.
+/// `_IOW(KVMIO, 0x61, struct kvm_irq_level)`: set an interrupt pin's level, how every
+/// device raises its interrupt.
 pub const KVM_IRQ_LINE: u64 = 0x4008_AE61;
 /// `_IO(KVMIO, 0x01)`: create a VM; no thread needs it once the VM exists.
 #[cfg(test)]
@@ -181,7 +181,8 @@ fn file_io() -> Vec<Allowed> {
 }
 
 /// The calls of a device worker: its epoll loop, the guest's disk I/O (with discards and
-/// growing images), its tap, its rate limiter's timer and vsock's Unix sockets.
+/// growing images), its tap, its rate limiter's timer, vsock's Unix sockets and the
+/// device's interrupt.
 fn worker() -> Vec<Allowed> {
     let mut list = file_io();
     list.extend([
@@ -200,7 +201,7 @@ fn worker() -> Vec<Allowed> {
         call!(SYS_recvfrom),
         call!(SYS_sendto),
         call!(SYS_shutdown),
-        call!(SYS_ioctl).if_arg(1, &[("FIONBIO", libc::FIONBIO)]),
+        call!(SYS_ioctl).if_arg(1, &[("FIONBIO", libc::FIONBIO), ("KVM_IRQ_LINE", KVM_IRQ_LINE)]),
     ]);
     list
 }

@@ -12,11 +12,10 @@ use crate::vmm::arch::layout::KVM_TSS_ADDRESS;
 use crate::vmm::vstate::memory::GuestMemory;
 
 /// KVM capabilities the VMM cannot work without.
-const REQUIRED_CAPS: [(Cap, &str); 5] = [
+const REQUIRED_CAPS: [(Cap, &str); 4] = [
     (Cap::Irqchip, "in-kernel irqchip"),
     (Cap::Pit2, "in-kernel PIT"),
     (Cap::UserMemory, "user memory regions"),
-    (Cap::Irqfd, "irqfd"),
     (Cap::Ioeventfd, "ioeventfd"),
 ];
 

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use vm_superio::serial::NoEvents;
 use vm_superio::Serial;
 
-use super::IrqLine;
 use crate::vmm::api::config::rotated_console_log;
+use crate::vmm::devices::irq::IrqLine;
 use crate::vmm::devices::{complete_byte_read, BusDevice};
 
 /// COM1's base port.
@@ -283,7 +283,7 @@ mod tests {
 
     fn console(out: Vec<Box<dyn Write + Send>>) -> (SerialConsole, EventFd) {
         let irq = EventFd::new(EFD_NONBLOCK).unwrap();
-        let serial = SerialConsole::new(IrqLine::Event(irq.try_clone().unwrap()), ConsoleSinks::new(out));
+        let serial = SerialConsole::new(IrqLine::event(irq.try_clone().unwrap()), ConsoleSinks::new(out));
         (serial, irq)
     }
 
