@@ -8,7 +8,8 @@
 # guest on the same file and tap in the same run, and the report gives nuage/other ratios:
 # under nested emulation, VMM against VMM on the same path is the honest comparison.
 # nuage-vmm also runs the guest without its seccomp filters and in its jail (as nuaged runs
-# it), for what each costs.
+# it), for what each costs. Every VMM runs the guest once in each of three rounds, in an
+# order rotated every round, and the report gives medians (and each round's figure).
 #
 # Usage: scripts/bench-io.sh [--seconds N] [--other-vmm PATH]   (N per test, default 3)
 set -euo pipefail
@@ -27,52 +28,55 @@ out=$NUAGE_ROOT/target/bench-io
     || die "benchmark run failed, see $out.log"
 where=$(hardware_kvm && echo "hardware KVM" || echo "nested KVM under QEMU TCG")
 python3 - "$out/console.log" "$where" <<'PY'
-import sys
+import re, statistics, sys
 path, where = sys.argv[1], sys.argv[2]
-host, guests, tcp = {}, {"nuage": {}, "unfiltered": {}, "jailed": {}, "other": {}}, {}
+KINDS = ("nuage", "unfiltered", "jailed", "other")
+# Each VMM's results, one list per test over the rounds.
+host, guests, tcp, rounds = {}, {kind: {} for kind in KINDS}, {kind: [] for kind in KINDS}, "?"
+guest_blk = re.compile(r"^\[iobench-(\w+)-(\d+)\] NUAGE-BENCH blk ")
+guest_tcp = re.compile(r"^@@ iobench-(\w+)-(\d+)-host tcp-recv ")
 for line in open(path, errors="replace"):
     line = line.strip().replace("\r", "")
     fields = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
-    if line.startswith("@@ iobench-host blk"):
+    if line.startswith("@@ iobench-config"):
+        rounds = fields["rounds"]
+    elif line.startswith("@@ iobench-host blk"):
         host[fields["test"]] = float(fields["mib_s"])
-    elif line.startswith("[iobench] NUAGE-BENCH blk"):
-        guests["nuage"][fields["test"]] = float(fields["mib_s"])
-    elif line.startswith("[iobench-other] NUAGE-BENCH blk"):
-        guests["other"][fields["test"]] = float(fields["mib_s"])
-    elif line.startswith("[iobench-unfiltered] NUAGE-BENCH blk"):
-        guests["unfiltered"][fields["test"]] = float(fields["mib_s"])
-    elif line.startswith("[iobench-jailed] NUAGE-BENCH blk"):
-        guests["jailed"][fields["test"]] = float(fields["mib_s"])
-    elif line.startswith("@@ iobench-jailed-host tcp-recv"):
-        tcp["jailed"] = float(fields["mib_s"])
-    elif line.startswith("@@ iobench-unfiltered-host tcp-recv"):
-        tcp["unfiltered"] = float(fields["mib_s"])
-    elif line.startswith("@@ iobench-host tcp-recv"):
-        tcp["nuage"] = float(fields["mib_s"])
-    elif line.startswith("@@ iobench-other-host tcp-recv"):
-        tcp["other"] = float(fields["mib_s"])
     elif line.startswith("@@ iobench-loopback tcp-recv"):
-        tcp["loopback"] = float(fields["mib_s"])
+        host["tcp"] = float(fields["mib_s"])
+    elif (m := guest_blk.match(line)) and m.group(1) in guests:
+        guests[m.group(1)].setdefault(fields["test"], []).append(float(fields["mib_s"]))
+    elif (m := guest_tcp.match(line)) and m.group(1) in tcp:
+        tcp[m.group(1)].append(float(fields["mib_s"]))
+for kind in KINDS:
+    if tcp[kind]:
+        guests[kind]["tcp"] = tcp[kind]
 if not host or not guests["nuage"]:
     sys.exit("no benchmark results in " + path)
+median = {kind: {test: statistics.median(v) for test, v in tests.items()} for kind, tests in guests.items()}
 # Beside the host: nuage-vmm without its seccomp filters, in its jail, and the other VMM,
 # where they ran.
-peers = [kind for kind in ("unfiltered", "jailed", "other") if guests[kind]]
-print(f"I/O benchmark on {where}, MiB/s ('unfiltered': nuage-vmm --no-seccomp; "
-      "'jailed': nuage-vmm --jail, so nuage/jailed above 1 is what the jail costs)")
+peers = [kind for kind in KINDS[1:] if guests[kind]]
+print(f"I/O benchmark on {where}, MiB/s, medians of {rounds} rounds, each VMM once a round in a "
+      "rotated order ('unfiltered': nuage-vmm --no-seccomp; 'jailed': nuage-vmm --jail, so "
+      "nuage/jailed above 1 is what the jail costs)")
 head = f"  {'test':20} {'host':>9} {'nuage':>9} {'nuage/host':>11}"
 for kind in peers:
     head += f" {kind:>10} {'nuage/' + kind:>17}"
 print(head)
-def row(test, h, n, by_peer):
+def row(test, name):
     cell = lambda v: f"{v:9.1f}" if v is not None else f"{'-':>9}"
     ratio = lambda a, b: f"{a / b:.3f}x" if a is not None and b else "-"
-    text = f"  {test:20} {cell(h)} {cell(n)} {ratio(n, h):>11}"
+    n = median["nuage"].get(test)
+    text = f"  {name:20} {cell(host.get(test))} {cell(n)} {ratio(n, host.get(test)):>11}"
     for kind in peers:
-        text += f" {cell(by_peer[kind]):>10} {ratio(n, by_peer[kind]):>17}"
+        text += f" {cell(median[kind].get(test)):>10} {ratio(n, median[kind].get(test)):>17}"
     print(text)
-for test, h in host.items():
-    row(test, h, guests["nuage"].get(test), {kind: guests[kind].get(test) for kind in peers})
-row("tcp guest->namespace", tcp.get("loopback"), tcp.get("nuage"), {kind: tcp.get(kind) for kind in peers})
+for test in host:
+    row(test, "tcp guest->namespace" if test == "tcp" else test)
 print("  (the TCP row's host column is the same stream over the host's loopback)")
+print("  each round, MiB/s:")
+for kind in ("nuage",) + tuple(peers):
+    for test, values in guests[kind].items():
+        print(f"    {kind:10} {test:20} " + " ".join(f"{v:8.1f}" for v in values))
 PY

@@ -222,9 +222,9 @@ iobench_host_side() {
 }
 
 # The I/O benchmark's guest under the other VMM (Firecracker's configuration format): the
-# same kernel, initramfs, disk file and tap; its console lines are prefixed [iobench-other].
+# same kernel, initramfs, disk file and tap; its console lines are prefixed [$name].
 iobench_other_vmm() {
-    name=iobench-other console=$W/iobench-other.console
+    name=$1 console=$W/$1.console
     cat >"$W/other-io.json" <<JSON
 {"boot-source": {"kernel_image_path": "$P/vmlinux", "initrd_path": "$P/guest.cpio",
                  "boot_args": "$BASE_CMDLINE nuage.action=bench-io"},
@@ -241,7 +241,30 @@ JSON
     wait "$pid"
     kill "$dog" 2>/dev/null
     sed "s/^/[$name] /" "$console"
+    ip link del nt0 2>/dev/null || true
 }
+
+# iobench_variant VARIANT ROUND: the I/O benchmark's guest once, as "iobench-VARIANT-ROUND":
+# under nuage-vmm (nuage), nuage-vmm without its seccomp filters (unfiltered), nuage-vmm in
+# its jail (jailed; it cannot create a tap, so it attaches to one made for its user) or the
+# other VMM (other).
+iobench_variant() {
+    name=iobench-$1-$2
+    case "$1" in
+        other) iobench_other_vmm "$name"; return ;;
+        unfiltered) filters=--no-seccomp ;;
+        jailed) filters=$JAIL && ip tuntap add nt0 mode tap vnet_hdr user "$JAIL_UID" group "$JAIL_UID" ;;
+        *) filters="" ;;
+    esac
+    DURING=iobench_host_side run_guest "$name" 2 512 bench-io "$P/vmlinux" $filters \
+        --disk "path=$W/bench.img,id=vol-bench" --net "tap=nt0,mac=52:54:00:00:07:02,ip=10.0.7.2"
+    ip link del nt0 2>/dev/null || true
+}
+
+# Rounds of the I/O benchmark: every VMM runs once a round, each round in an order rotated
+# by one, so that none always runs first (on a cold disk file and page cache) or after the
+# same neighbour; the report takes each test's median over the rounds.
+IO_ROUNDS=3
 
 if [ "${1:-}" = iobench-namespace ]; then
     ip link set lo up
@@ -253,21 +276,17 @@ if [ "${1:-}" = iobench-namespace ]; then
     "$P/nuage-bench" tcp-send 127.0.0.1:5002 256 > /dev/null
     wait
     BASE_CMDLINE="$BASE_CMDLINE nuage.seconds=${NUAGE_RUNS:-3}"
-    # Every VMM boots the same ELF kernel on the same file and tap, one after the other:
-    # nuage-vmm, nuage-vmm without its seccomp filters and nuage-vmm in its jail (what each
-    # costs), the other VMM. The jailed VMM cannot create a tap: it attaches to one made
-    # for its user.
-    for variant in iobench iobench-unfiltered iobench-jailed; do
-        filters=""; [ "$variant" = iobench-unfiltered ] && filters=--no-seccomp
-        if [ "$variant" = iobench-jailed ]; then
-            filters=$JAIL
-            ip tuntap add nt0 mode tap vnet_hdr user "$JAIL_UID" group "$JAIL_UID"
-        fi
-        DURING=iobench_host_side run_guest "$variant" 2 512 bench-io "$P/vmlinux" $filters \
-            --disk "path=$W/bench.img,id=vol-bench" --net "tap=nt0,mac=52:54:00:00:07:02,ip=10.0.7.2"
-        ip link del nt0 2>/dev/null || true
+    # Every VMM boots the same ELF kernel on the same file and tap.
+    variants="nuage unfiltered jailed"
+    [ -x "$P/other-vmm" ] && variants="nuage other unfiltered jailed"
+    echo "@@ iobench-config rounds=$IO_ROUNDS variants=$(echo $variants | tr ' ' ,)"
+    round=1
+    while [ "$round" -le "$IO_ROUNDS" ]; do
+        for variant in $variants; do iobench_variant "$variant" "$round"; done
+        # The next round starts one further along.
+        variants="$(echo $variants | cut -d' ' -f2-) ${variants%% *}"
+        round=$((round + 1))
     done
-    [ -x "$P/other-vmm" ] && iobench_other_vmm
     exit 0
 fi
 
