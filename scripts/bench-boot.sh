@@ -8,22 +8,25 @@
 # built yourself) boots the same ELF kernels and initramfs in the same run, alternating with
 # nuage-vmm, and the two are reported side by side as ratios. nuage-vmm also boots the ELF
 # kernels with --no-seccomp and jailed (--jail, as nuaged runs it), alternating, and the
-# report gives what the filters and the jail cost.
+# report gives what the filters and the jail cost. With --baseline-vmm, a nuage-vmm built from
+# another commit boots the ELF kernels too, alternating, for what a change gains.
 # With --ssh, the benchmark is time to SSH instead: nuaged's RunInstances to the guest's SSH
 # banner for the Debian 12 cloud disk (images/debian-cloud, systemd and cloud-init), beside
 # the busybox test image's (and its time to the init marker), alternating.
 #
-# Usage: scripts/bench-boot.sh [--runs N] [--other-vmm PATH] [--flavour cloud|generic] [--ssh]
+# Usage: scripts/bench-boot.sh [--runs N] [--other-vmm PATH] [--baseline-vmm PATH]
+#                              [--flavour cloud|generic] [--ssh]
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
-runs=7 other=() only=() mode=--bench
+runs=7 vmms=() only=() mode=--bench
 while [ $# -gt 0 ]; do
     case "$1" in
         --runs) runs=$2; shift 2 ;;
-        --other-vmm) other=(--other-vmm "$2"); shift 2 ;;
+        --other-vmm) vmms+=(--other-vmm "$2"); shift 2 ;;
+        --baseline-vmm) vmms+=(--baseline-vmm "$2"); shift 2 ;;
         --flavour) only=(--only "$2"); shift 2 ;;
         --ssh) mode=--sshbench; shift ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
         *) die "unknown argument $1" ;;
     esac
 done
@@ -63,7 +66,7 @@ if "debian" in medians and "busybox" in medians:
 PY
     exit 0
 fi
-"$NUAGE_ROOT/scripts/nested/run.sh" --bench "$runs" "${other[@]}" "${only[@]}" "$out" > "$out.log" 2>&1 \
+"$NUAGE_ROOT/scripts/nested/run.sh" --bench "$runs" "${vmms[@]}" "${only[@]}" "$out" > "$out.log" 2>&1 \
     || die "benchmark run failed, see $out.log"
 python3 - "$out/console.log" "$where" <<'PY'
 import re, statistics, sys
@@ -95,7 +98,8 @@ if not runs:
     sys.exit("no benchmark results in " + path)
 def name(key):
     kind, flavour, fmt, vcpus = key
-    vmm = {"nuage": "nuage-vmm", "unfiltered": "nuage-vmm --no-seccomp", "jailed": "nuage-vmm --jail"}.get(kind, "other VMM")
+    vmm = {"nuage": "nuage-vmm", "unfiltered": "nuage-vmm --no-seccomp", "jailed": "nuage-vmm --jail",
+           "baseline": "baseline nuage-vmm"}.get(kind, "other VMM")
     return f"{vmm} {flavour} {fmt} {vcpus} vCPU"
 print(f"boot benchmark on {where} ({config}); times from VMM start to the guest's init marker")
 medians = {}
@@ -150,6 +154,10 @@ for key, (boot, rss) in sorted(medians.items()):
             plain, jail = own[key], own[("jailed", flavour, "elf", vcpus)]
             print(f"    {flavour} ELF {vcpus} vCPU: the jail adds {jail - plain:.1f} ms before the vCPUs start "
                   f"({plain:.1f} -> {jail:.1f} ms), {(jail - plain) / (boot * 1000) * 100:.2f}% of the boot")
+    baseline = medians.get(("baseline", flavour, "elf", vcpus))
+    if fmt == "elf" and baseline:
+        print(f"    {flavour} ELF {vcpus} vCPU: nuage/baseline boot {boot / baseline[0]:.2f}x, "
+              f"memory {rss / baseline[1]:.2f}x")
     other = medians.get(("other", flavour, "elf", vcpus))
     if fmt == "elf" and other:
         print(f"    {flavour} ELF {vcpus} vCPU: nuage/other boot {boot / other[0]:.2f}x, memory {rss / other[1]:.2f}x")

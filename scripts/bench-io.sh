@@ -11,26 +11,30 @@
 # it), for what each costs. Every VMM runs the guest once in each of three rounds, in an
 # order rotated every round, and the report gives medians (and each round's figure).
 #
-# Usage: scripts/bench-io.sh [--seconds N] [--other-vmm PATH]   (N per test, default 3)
+# With --baseline-vmm, a nuage-vmm built from another commit runs the guest instead of the
+# unfiltered and jailed ones, for what a change gains.
+# Usage: scripts/bench-io.sh [--seconds N] [--other-vmm PATH] [--baseline-vmm PATH]
+#        (N seconds per test, default 3)
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
-seconds=3 other=()
+seconds=3 vmms=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --seconds) seconds=$2; shift 2 ;;
-        --other-vmm) other=(--other-vmm "$2"); shift 2 ;;
-        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+        --other-vmm) vmms+=(--other-vmm "$2"); shift 2 ;;
+        --baseline-vmm) vmms+=(--baseline-vmm "$2"); shift 2 ;;
+        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
         *) die "unknown argument $1" ;;
     esac
 done
 out=$NUAGE_ROOT/target/bench-io
-"$NUAGE_ROOT/scripts/nested/run.sh" --iobench "$seconds" "${other[@]}" "$out" > "$out.log" 2>&1 \
+"$NUAGE_ROOT/scripts/nested/run.sh" --iobench "$seconds" "${vmms[@]}" "$out" > "$out.log" 2>&1 \
     || die "benchmark run failed, see $out.log"
 where=$(hardware_kvm && echo "hardware KVM" || echo "nested KVM under QEMU TCG")
 python3 - "$out/console.log" "$where" <<'PY'
 import re, statistics, sys
 path, where = sys.argv[1], sys.argv[2]
-KINDS = ("nuage", "unfiltered", "jailed", "other")
+KINDS = ("nuage", "unfiltered", "jailed", "baseline", "other")
 # Each VMM's results, one list per test over the rounds.
 host, guests, tcp, rounds = {}, {kind: {} for kind in KINDS}, {kind: [] for kind in KINDS}, "?"
 guest_blk = re.compile(r"^\[iobench-(\w+)-(\d+)\] NUAGE-BENCH blk ")

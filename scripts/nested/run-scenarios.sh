@@ -246,18 +246,22 @@ JSON
 
 # iobench_variant VARIANT ROUND: the I/O benchmark's guest once, as "iobench-VARIANT-ROUND":
 # under nuage-vmm (nuage), nuage-vmm without its seccomp filters (unfiltered), nuage-vmm in
-# its jail (jailed; it cannot create a tap, so it attaches to one made for its user) or the
-# other VMM (other).
+# its jail (jailed; it cannot create a tap, so it attaches to one made for its user), the
+# baseline nuage-vmm (baseline) or the other VMM (other).
 iobench_variant() {
     name=iobench-$1-$2
+    vmm=$VMM
     case "$1" in
         other) iobench_other_vmm "$name"; return ;;
+        baseline) filters="" vmm=$P/baseline-vmm ;;
         unfiltered) filters=--no-seccomp ;;
         jailed) filters=$JAIL && ip tuntap add nt0 mode tap vnet_hdr user "$JAIL_UID" group "$JAIL_UID" ;;
         *) filters="" ;;
     esac
+    saved=$VMM VMM=$vmm
     DURING=iobench_host_side run_guest "$name" 2 512 bench-io "$P/vmlinux" $filters \
         --disk "path=$W/bench.img,id=vol-bench" --net "tap=nt0,mac=52:54:00:00:07:02,ip=10.0.7.2"
+    VMM=$saved
     ip link del nt0 2>/dev/null || true
 }
 
@@ -277,8 +281,11 @@ if [ "${1:-}" = iobench-namespace ]; then
     wait
     BASE_CMDLINE="$BASE_CMDLINE nuage.seconds=${NUAGE_RUNS:-3}"
     # Every VMM boots the same ELF kernel on the same file and tap.
-    variants="nuage unfiltered jailed"
-    [ -x "$P/other-vmm" ] && variants="nuage other unfiltered jailed"
+    # With a baseline nuage-vmm the run is about a change: that VMM takes the place of the
+    # runs without filters and in the jail.
+    variants="nuage"
+    [ -x "$P/other-vmm" ] && variants="$variants other"
+    if [ -x "$P/baseline-vmm" ]; then variants="$variants baseline"; else variants="$variants unfiltered jailed"; fi
     echo "@@ iobench-config rounds=$IO_ROUNDS variants=$(echo $variants | tr ' ' ,)"
     round=1
     while [ "$round" -le "$IO_ROUNDS" ]; do
@@ -1054,12 +1061,15 @@ bench_one() {
     stats=""; [ "$run" = 1 ] && stats=--stats
     t0=$(now_cs)
     case "$kind" in
-        nuage|unfiltered|jailed)
+        nuage|unfiltered|jailed|baseline)
             # "unfiltered": the same VMM without its seccomp filters, to measure what they
-            # cost; "jailed": in its jail, as nuaged runs it, to measure what that costs.
-            filters=""; [ "$kind" = unfiltered ] && filters=--no-seccomp && stats=""
+            # cost; "jailed": in its jail, as nuaged runs it, to measure what that costs;
+            # "baseline": a nuage-vmm built from another commit.
+            filters="" vmm=$VMM
+            [ "$kind" = unfiltered ] && filters=--no-seccomp && stats=""
             [ "$kind" = jailed ] && filters="$JAIL" && stats=""
-            "$VMM" --kernel "$kernel" --initrd "$initrd" --vcpus "$vcpus" --memory "$mem" $stats $filters \
+            [ "$kind" = baseline ] && vmm=$P/baseline-vmm && stats=""
+            "$vmm" --kernel "$kernel" --initrd "$initrd" --vcpus "$vcpus" --memory "$mem" $stats $filters \
                 --log-level nuage::vmm::cli=info --cmdline "$cmdline" --console-stdout >"$fifo" 2>"$W/bench.stderr" &
             ;;
         other)
@@ -1119,6 +1129,7 @@ if [ "${NUAGE_MODE:-test}" = bench ]; then
                 bench_one unfiltered "$flavour" elf "$vcpus" "$r"
                 bench_one jailed "$flavour" elf "$vcpus" "$r"
                 [ -x "$P/other-vmm" ] && bench_one other "$flavour" elf "$vcpus" "$r"
+                [ -x "$P/baseline-vmm" ] && bench_one baseline "$flavour" elf "$vcpus" "$r"
                 bench_one nuage "$flavour" bzimage "$vcpus" "$r"
             done
         done

@@ -4,9 +4,12 @@
 # otherwise inside an L1 that QEMU emulates (TCG) with AMD SVM, whose own stock kernel
 # loads kvm_amd: real KVM semantics on a host without VT-x/AMD-V.
 #
-# Usage: scripts/nested/run.sh [--demo | --bench RUNS [--other-vmm PATH] | --iobench SECONDS |
+# Usage: scripts/nested/run.sh [--demo | --bench RUNS | --iobench SECONDS |
 #                              --sshbench RUNS | --asgbench RUNS]
-#                              [--only SCENARIO | --groups "main asg ..."] [--vmm-log FILTER] OUTDIR
+#                              [--only SCENARIO | --groups "main asg ..."] [--vmm-log FILTER]
+#                              [--other-vmm PATH] [--baseline-vmm PATH] OUTDIR
+# The benchmarks run --other-vmm (Firecracker's configuration format) and --baseline-vmm (a
+# nuage-vmm built from another commit) beside this tree's nuage-vmm.
 # Writes OUTDIR/console.log (everything printed, result lines start with "@@ ").
 # --groups runs several scenario groups, each on an L1 of its own, as many at a time as the
 # host has cores (NUAGE_L1_PARALLEL): "main" is every scenario that runs with the others,
@@ -15,7 +18,7 @@
 set -euo pipefail
 source "$(dirname "$0")/../lib/common.sh"
 
-mode=test runs=5 other="" out="" only="" groups="" vmmlog=warn
+mode=test runs=5 other="" baseline="" out="" only="" groups="" vmmlog=warn
 while [ $# -gt 0 ]; do
     case "$1" in
         --bench) mode=bench runs=$2; shift 2 ;;
@@ -24,6 +27,7 @@ while [ $# -gt 0 ]; do
         --sshbench) mode=sshbench runs=$2; shift 2 ;;
         --asgbench) mode=asgbench runs=$2; shift 2 ;;
         --other-vmm) other=$(realpath "$2"); shift 2 ;;
+        --baseline-vmm) baseline=$(realpath "$2"); shift 2 ;;
         --only) only=$2; shift 2 ;;
         --groups) groups=$2; shift 2 ;;
         --vmm-log) vmmlog=$2; shift 2 ;;
@@ -33,6 +37,7 @@ while [ $# -gt 0 ]; do
 done
 [ -n "$out" ] || die "usage: $0 [--bench RUNS] [--other-vmm PATH] OUTDIR"
 [ -z "$other" ] || [ -x "$other" ] || die "--other-vmm $other is not an executable"
+[ -z "$baseline" ] || [ -x "$baseline" ] || die "--baseline-vmm $baseline is not an executable"
 [ -z "$groups" ] || { [ "$mode" = test ] && [ -z "$only" ]; } || die "--groups goes with the tests alone, not with --only"
 # A single run is one group, main or the scenario named by --only, whose console is
 # OUTDIR/console.log.
@@ -79,6 +84,7 @@ fi
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=nuaged \
     -keyout "$stage/payload/tls.key" -out "$stage/payload/tls.pem" 2>/dev/null
 [ -z "$other" ] || cp "$other" "$stage/payload/other-vmm"
+[ -z "$baseline" ] || cp "$baseline" "$stage/payload/baseline-vmm"
 # The boot benchmark also boots Debian's generic flavour (it probes more than the cloud one),
 # with an initramfs carrying that kernel's modules.
 if [ "$mode" = bench ]; then
