@@ -8,17 +8,18 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::sync::Arc;
 
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
 use crate::block::{self, OpenError};
 use crate::vmm::api::config::{VmConfig, DEFAULT_CONSOLE_LOG_LIMIT};
 use crate::vmm::api::control::ControlTargets;
 use crate::vmm::arch::regs;
 use crate::vmm::boot::{acpi, loader, params, reset_vector};
 use crate::vmm::device_manager::{DeviceManagerError, MmioDeviceManager};
-use crate::vmm::devices::irq::IrqLine;
 use crate::vmm::devices::legacy::i8042::{self, I8042, I8042_IRQ, I8042_PORT, I8042_PORT_COUNT};
 use crate::vmm::devices::legacy::rtc::{Rtc, RTC_PORT, RTC_PORT_COUNT};
 use crate::vmm::devices::legacy::serial::{
-    ConsoleSinks, RotatingLog, SerialConsole, COM1_IRQ, COM1_PORT, COM1_PORT_COUNT,
+    ConsoleSinks, IrqLine, RotatingLog, SerialConsole, COM1_IRQ, COM1_PORT, COM1_PORT_COUNT,
 };
 use crate::vmm::devices::power::{PowerManagement, POWER_PORT};
 use crate::vmm::devices::virtio::block::{DiskHandle, VirtioBlock};
@@ -175,9 +176,18 @@ pub fn build(config: &VmConfig) -> Result<MicroVm, BuildError> {
     vm.register_memory(&memory)?;
 
     let exit = ExitNotifier::new().map_err(|e| BuildError::Device(format!("exit eventfd: {e}")))?;
-    let pin = |gsi| IrqLine::pin(vm.shared_fd(), gsi);
-    let serial = Arc::new(SerialConsole::new(pin(COM1_IRQ), sinks));
-    let keyboard = Arc::new(I8042::new(pin(I8042_IRQ), exit.clone()));
+    let serial_irq =
+        EventFd::new(EFD_NONBLOCK).map_err(|e| BuildError::Device(format!("serial eventfd: {e}")))?;
+    vm.fd()
+        .register_irqfd(&serial_irq, COM1_IRQ)
+        .map_err(|e| BuildError::Device(format!("serial irqfd: {e}")))?;
+    let serial = Arc::new(SerialConsole::new(IrqLine(serial_irq), sinks));
+    let keyboard_irq =
+        EventFd::new(EFD_NONBLOCK).map_err(|e| BuildError::Device(format!("i8042 eventfd: {e}")))?;
+    vm.fd()
+        .register_irqfd(&keyboard_irq, I8042_IRQ)
+        .map_err(|e| BuildError::Device(format!("i8042 irqfd: {e}")))?;
+    let keyboard = Arc::new(I8042::new(IrqLine(keyboard_irq), exit.clone()));
     let control = control.map(|listener| (listener, ControlTargets { disks, keyboard: keyboard.clone() }));
     let mut bus = Buses::default();
     bus.pio.insert(COM1_PORT.into(), COM1_PORT_COUNT.into(), serial.clone())?;
@@ -185,9 +195,8 @@ pub fn build(config: &VmConfig) -> Result<MicroVm, BuildError> {
     bus.pio.insert(RTC_PORT.into(), RTC_PORT_COUNT.into(), Arc::new(Rtc::default()))?;
     bus.pio.insert(POWER_PORT.into(), 1, Arc::new(PowerManagement::new(exit.clone())))?;
     let mut virtio = MmioDeviceManager::default();
-    let vm_fd = vm.shared_fd();
     for device in devices {
-        virtio.attach(&vm_fd, &mut bus.mmio, &memory, device)?;
+        virtio.attach(vm.fd(), &mut bus.mmio, &memory, device)?;
     }
 
     let cmdline = if config.virtio_cmdline {

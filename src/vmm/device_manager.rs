@@ -1,6 +1,6 @@
 //! Places virtio devices in the guest: each gets a virtio-mmio register window and an IOAPIC
 //! pin, its queue notifications wired as KVM ioeventfds (a notify never leaves the kernel on
-//! the vCPU thread) and its interrupt as an [`IrqLine`] on that pin. The resulting [`MmioSlot`]s are what the
+//! the vCPU thread) and its interrupt as an irqfd. The resulting [`MmioSlot`]s are what the
 //! ACPI DSDT and the kernel command line describe to the guest.
 
 use std::sync::Arc;
@@ -9,7 +9,6 @@ use kvm_ioctls::{IoEventAddress, VmFd};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::vmm::arch::layout::{MAX_VIRTIO_DEVICES, VIRTIO_FIRST_GSI, VIRTIO_MMIO_START};
-use crate::vmm::devices::irq::IrqLine;
 use crate::vmm::devices::virtio::mmio::{MmioTransport, MMIO_WINDOW_SIZE, QUEUE_NOTIFY_OFFSET};
 use crate::vmm::devices::virtio::{Interrupt, VirtioDevice};
 use crate::vmm::devices::{Bus, BusError};
@@ -24,7 +23,7 @@ pub enum DeviceManagerError {
     /// An eventfd could not be created.
     #[error("cannot create an eventfd: {0}")]
     EventFd(std::io::Error),
-    /// KVM refused an ioeventfd.
+    /// KVM refused the irqfd or an ioeventfd.
     #[error("KVM {what} failed: {source}")]
     Kvm {
         /// Which registration.
@@ -71,7 +70,7 @@ impl MmioDeviceManager {
     /// Attaches `device` at the next free slot.
     pub fn attach(
         &mut self,
-        vm: &Arc<VmFd>,
+        vm: &VmFd,
         bus: &mut Bus,
         mem: &GuestMemory,
         device: Box<dyn VirtioDevice>,
@@ -80,6 +79,9 @@ impl MmioDeviceManager {
             return Err(DeviceManagerError::NoSlot);
         }
         let slot = MmioSlot::nth(self.slots.len());
+        let irqfd = EventFd::new(EFD_NONBLOCK).map_err(DeviceManagerError::EventFd)?;
+        vm.register_irqfd(&irqfd, slot.gsi)
+            .map_err(|source| DeviceManagerError::Kvm { what: "irqfd", source })?;
         let notify = IoEventAddress::Mmio(slot.base + QUEUE_NOTIFY_OFFSET);
         let queue_events = (0..device.queue_max_sizes().len())
             .map(|index| {
@@ -90,13 +92,9 @@ impl MmioDeviceManager {
                 Ok(event)
             })
             .collect::<Result<Vec<_>, DeviceManagerError>>()?;
-        let transport = MmioTransport::new(
-            device,
-            mem.clone(),
-            Arc::new(Interrupt::new(IrqLine::pin(vm.clone(), slot.gsi))),
-            queue_events,
-        )
-        .map_err(DeviceManagerError::Queue)?;
+        let transport =
+            MmioTransport::new(device, mem.clone(), Arc::new(Interrupt::new(irqfd)), queue_events)
+                .map_err(DeviceManagerError::Queue)?;
         bus.insert(slot.base, MMIO_WINDOW_SIZE, Arc::new(transport))?;
         self.slots.push(slot);
         Ok(slot)

@@ -249,7 +249,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("vmm.sock");
         let irq = vmm_sys_util::eventfd::EventFd::new(vmm_sys_util::eventfd::EFD_NONBLOCK).unwrap();
-        let irq_line = crate::vmm::devices::irq::IrqLine::event(irq.try_clone().unwrap());
+        let irq_line = crate::vmm::devices::legacy::serial::IrqLine(irq.try_clone().unwrap());
         let keyboard = Arc::new(I8042::new(irq_line, crate::vmm::exit::ExitNotifier::new().unwrap()));
         spawn(UnixListener::bind(&socket).unwrap(), ControlTargets { disks: HashMap::new(), keyboard })
             .unwrap();
@@ -278,7 +278,7 @@ mod tests {
         let backend = block::open_disk(&base, DiskFormat::Raw, false, None).unwrap();
         let device = VirtioBlock::new(backend, false, "vol-1", Default::default());
         let irq = vmm_sys_util::eventfd::EventFd::new(vmm_sys_util::eventfd::EFD_NONBLOCK).unwrap();
-        let irq_line = crate::vmm::devices::irq::IrqLine::event(irq);
+        let irq_line = crate::vmm::devices::legacy::serial::IrqLine(irq);
         let keyboard = Arc::new(I8042::new(irq_line, crate::vmm::exit::ExitNotifier::new().unwrap()));
         let disks = HashMap::from([("vol-1".to_owned(), device.handle())]);
         let socket = dir.path().join("vmm.sock");

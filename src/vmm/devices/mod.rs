@@ -4,7 +4,6 @@
 //! address no device claims reads as all ones and ignores writes, as on real hardware, so
 //! a guest probing for absent hardware never stops the VM.
 
-pub mod irq;
 pub mod legacy;
 pub mod power;
 pub mod virtio;

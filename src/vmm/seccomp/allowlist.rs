@@ -15,9 +15,6 @@ use crate::vmm::devices::virtio::net::tap::TUNSETOFFLOAD;
 
 /// `_IO(KVMIO, 0x80)`: run a vCPU.
 pub const KVM_RUN: u64 = 0xAE80;
-/// `_IOW(KVMIO, 0x61, struct kvm_irq_level)`: set an interrupt pin's level, how every
-/// device raises its interrupt.
-pub const KVM_IRQ_LINE: u64 = 0x4008_AE61;
 /// `_IO(KVMIO, 0x01)`: create a VM; no thread needs it once the VM exists.
 #[cfg(test)]
 pub const KVM_CREATE_VM: u64 = 0xAE01;
@@ -181,8 +178,7 @@ fn file_io() -> Vec<Allowed> {
 }
 
 /// The calls of a device worker: its epoll loop, the guest's disk I/O (with discards and
-/// growing images), its tap, its rate limiter's timer, vsock's Unix sockets and the
-/// device's interrupt.
+/// growing images), its tap, its rate limiter's timer and vsock's Unix sockets.
 fn worker() -> Vec<Allowed> {
     let mut list = file_io();
     list.extend([
@@ -201,7 +197,7 @@ fn worker() -> Vec<Allowed> {
         call!(SYS_recvfrom),
         call!(SYS_sendto),
         call!(SYS_shutdown),
-        call!(SYS_ioctl).if_arg(1, &[("FIONBIO", libc::FIONBIO), ("KVM_IRQ_LINE", KVM_IRQ_LINE)]),
+        call!(SYS_ioctl).if_arg(1, &[("FIONBIO", libc::FIONBIO)]),
     ]);
     list
 }
@@ -222,11 +218,10 @@ pub fn for_kind(kind: ThreadKind) -> Vec<Allowed> {
             call!(SYS_ftruncate),
             // Kicking vCPUs out of KVM_RUN.
             call!(SYS_tgkill).if_signal_to_self(&[("SIGRTMIN", vmm_sys_util::signal::SIGRTMIN() as u64)]),
-            // Putting a terminal back in canonical mode; console input's interrupt.
+            // Putting a terminal back in canonical mode.
             call!(SYS_ioctl).if_arg(
                 1,
                 &[
-                    ("KVM_IRQ_LINE", KVM_IRQ_LINE),
                     ("TCGETS", libc::TCGETS),
                     ("TCSETS", libc::TCSETS),
                     ("TCSETSW", libc::TCSETSW),
@@ -235,10 +230,7 @@ pub fn for_kind(kind: ThreadKind) -> Vec<Allowed> {
             ),
         ]),
         ThreadKind::Vcpu => list.extend([
-            call!(SYS_ioctl).if_arg(
-                1,
-                &[("KVM_RUN", KVM_RUN), ("KVM_IRQ_LINE", KVM_IRQ_LINE), ("TUNSETOFFLOAD", TUNSETOFFLOAD)],
-            ),
+            call!(SYS_ioctl).if_arg(1, &[("KVM_RUN", KVM_RUN), ("TUNSETOFFLOAD", TUNSETOFFLOAD)]),
             // Activating a device: its worker's epoll, stop event, eventfd clones, timer and
             // (above) its tap's offloads.
             call!(SYS_epoll_create1),
@@ -263,8 +255,6 @@ pub fn for_kind(kind: ThreadKind) -> Vec<Allowed> {
                     2,
                     &[("SO_RCVTIMEO", libc::SO_RCVTIMEO as u64), ("SO_SNDTIMEO", libc::SO_SNDTIMEO as u64)],
                 ),
-                // Ctrl+Alt+Del's keyboard interrupt.
-                call!(SYS_ioctl).if_arg(1, &[("KVM_IRQ_LINE", KVM_IRQ_LINE)]),
             ]);
         }
         ThreadKind::Launcher => {

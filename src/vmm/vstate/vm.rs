@@ -1,7 +1,5 @@
 //! The KVM VM: system checks, in-kernel interrupt controllers and PIT, guest memory slots.
 
-use std::sync::Arc;
-
 use kvm_bindings::{
     kvm_pit_config, kvm_userspace_memory_region, CpuId, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
 };
@@ -12,10 +10,11 @@ use crate::vmm::arch::layout::KVM_TSS_ADDRESS;
 use crate::vmm::vstate::memory::GuestMemory;
 
 /// KVM capabilities the VMM cannot work without.
-const REQUIRED_CAPS: [(Cap, &str); 4] = [
+const REQUIRED_CAPS: [(Cap, &str); 5] = [
     (Cap::Irqchip, "in-kernel irqchip"),
     (Cap::Pit2, "in-kernel PIT"),
     (Cap::UserMemory, "user memory regions"),
+    (Cap::Irqfd, "irqfd"),
     (Cap::Ioeventfd, "ioeventfd"),
 ];
 
@@ -49,8 +48,7 @@ pub enum VmError {
 /// A KVM virtual machine with its interrupt controllers.
 pub struct Vm {
     kvm: Kvm,
-    /// Shared with the legacy devices, which raise their interrupts on it.
-    fd: Arc<VmFd>,
+    fd: VmFd,
 }
 
 impl Vm {
@@ -72,7 +70,7 @@ impl Vm {
         fd.create_irq_chip().map_err(err("create irqchip"))?;
         let pit = kvm_pit_config { flags: KVM_PIT_SPEAKER_DUMMY, ..Default::default() };
         fd.create_pit2(pit).map_err(err("create PIT"))?;
-        Ok(Self { kvm, fd: Arc::new(fd) })
+        Ok(Self { kvm, fd })
     }
 
     /// Hands every region of `mem` to KVM as a memory slot.
@@ -105,10 +103,5 @@ impl Vm {
     /// The VM file descriptor.
     pub fn fd(&self) -> &VmFd {
         &self.fd
-    }
-
-    /// The VM file descriptor, for a device that outlives the borrow of the VM.
-    pub fn shared_fd(&self) -> Arc<VmFd> {
-        Arc::clone(&self.fd)
     }
 }

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 
 use vm_superio::Trigger;
 
-use crate::vmm::devices::irq::IrqLine;
+use super::serial::IrqLine;
 use crate::vmm::devices::{complete_byte_read, BusDevice};
 use crate::vmm::exit::{ExitNotifier, ExitReason, ResetCause};
 
@@ -218,7 +218,7 @@ mod tests {
     fn controller() -> (I8042, EventFd, ExitNotifier) {
         let irq = EventFd::new(EFD_NONBLOCK).unwrap();
         let notifier = ExitNotifier::new().unwrap();
-        (I8042::new(IrqLine::event(irq.try_clone().unwrap()), notifier.clone()), irq, notifier)
+        (I8042::new(IrqLine(irq.try_clone().unwrap()), notifier.clone()), irq, notifier)
     }
 
     fn read(dev: &I8042, offset: u64) -> u8 {

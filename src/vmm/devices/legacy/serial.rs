@@ -1,7 +1,8 @@
 //! The 16550A serial console (COM1), built on `vm-superio`.
 //!
 //! Output goes to any number of sinks (a log file, stdout) a line at a time; input is queued
-//! by the VMM's main loop from stdin. The interrupt is GSI 4, pulsed through an [`IrqLine`].
+//! by the VMM's main loop from stdin. The interrupt line is an eventfd registered as an
+//! irqfd on GSI 4.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -11,10 +12,10 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use vm_superio::serial::NoEvents;
-use vm_superio::Serial;
+use vm_superio::{Serial, Trigger};
+use vmm_sys_util::eventfd::EventFd;
 
 use crate::vmm::api::config::rotated_console_log;
-use crate::vmm::devices::irq::IrqLine;
 use crate::vmm::devices::{complete_byte_read, BusDevice};
 
 /// COM1's base port.
@@ -23,6 +24,17 @@ pub const COM1_PORT: u16 = 0x3f8;
 pub const COM1_PORT_COUNT: u16 = 8;
 /// COM1's ISA interrupt, identity-mapped to the IOAPIC pin of the same number.
 pub const COM1_IRQ: u32 = 4;
+
+/// Raises the serial interrupt by signalling an irqfd.
+pub struct IrqLine(pub EventFd);
+
+impl Trigger for IrqLine {
+    type E = std::io::Error;
+
+    fn trigger(&self) -> std::io::Result<()> {
+        self.0.write(1)
+    }
+}
 
 /// Most console output held back before it is written out, whatever the line length.
 const OUTPUT_BUFFER: usize = 4096;
@@ -255,7 +267,7 @@ mod tests {
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
     }
     use std::sync::{Arc, Mutex as StdMutex};
-    use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+    use vmm_sys_util::eventfd::EFD_NONBLOCK;
 
     #[derive(Clone, Default)]
     struct Shared(Arc<StdMutex<Vec<u8>>>);
@@ -283,7 +295,7 @@ mod tests {
 
     fn console(out: Vec<Box<dyn Write + Send>>) -> (SerialConsole, EventFd) {
         let irq = EventFd::new(EFD_NONBLOCK).unwrap();
-        let serial = SerialConsole::new(IrqLine::event(irq.try_clone().unwrap()), ConsoleSinks::new(out));
+        let serial = SerialConsole::new(IrqLine(irq.try_clone().unwrap()), ConsoleSinks::new(out));
         (serial, irq)
     }
 

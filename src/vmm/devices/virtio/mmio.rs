@@ -309,9 +309,7 @@ mod tests {
     fn transport() -> (MmioTransport, Counters) {
         let counters = Counters::default();
         let mem = create_guest_memory(16).unwrap();
-        let irq = Arc::new(Interrupt::new(crate::vmm::devices::irq::IrqLine::event(
-            EventFd::new(EFD_NONBLOCK).unwrap(),
-        )));
+        let irq = Arc::new(Interrupt::new(EventFd::new(EFD_NONBLOCK).unwrap()));
         let events = vec![EventFd::new(EFD_NONBLOCK).unwrap()];
         (MmioTransport::new(Box::new(Dummy(counters.clone())), mem, irq, events).unwrap(), counters)
     }

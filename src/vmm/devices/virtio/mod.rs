@@ -4,7 +4,7 @@
 //! guest as a virtio-mmio (version 2) device, described in the ACPI DSDT so stock kernels
 //! find it. Queue notifications arrive on eventfds (KVM ioeventfds, so a notify never exits
 //! to userspace) and are served by a per-device [`worker::QueueWorker`] thread, never on a
-//! vCPU thread, which raises the device's interrupt itself (an [`IrqLine`]).
+//! vCPU thread; interrupts go back through an irqfd.
 
 pub mod block;
 pub mod mmio;
@@ -23,9 +23,6 @@ use std::sync::Arc;
 use virtio_queue::Queue;
 use vmm_sys_util::eventfd::EventFd;
 
-use vm_superio::Trigger;
-
-use crate::vmm::devices::irq::IrqLine;
 use crate::vmm::vstate::memory::GuestMemory;
 
 /// Feature bit: the device follows virtio 1.x (required by virtio-mmio version 2).
@@ -61,23 +58,23 @@ pub const INTERRUPT_VRING: u32 = 1;
 /// Interrupt status bit: the configuration changed.
 pub const INTERRUPT_CONFIG: u32 = 2;
 
-/// A device's interrupt: the virtio-mmio interrupt status register plus the pin that
-/// raises the device's GSI.
+/// A device's interrupt line: the virtio-mmio interrupt status register plus the irqfd
+/// that raises the device's GSI.
 pub struct Interrupt {
     status: AtomicU32,
-    line: IrqLine,
+    irqfd: EventFd,
 }
 
 impl Interrupt {
-    /// An interrupt raised on `line`.
-    pub fn new(line: IrqLine) -> Self {
-        Self { status: AtomicU32::new(0), line }
+    /// An interrupt raised through `irqfd`.
+    pub fn new(irqfd: EventFd) -> Self {
+        Self { status: AtomicU32::new(0), irqfd }
     }
 
     /// Sets `reason` in the status register and raises the interrupt.
     pub fn signal(&self, reason: u32) {
         self.status.fetch_or(reason, Ordering::SeqCst);
-        if let Err(e) = self.line.trigger() {
+        if let Err(e) = self.irqfd.write(1) {
             tracing::error!(error = %e, "cannot raise a virtio interrupt");
         }
     }
@@ -155,12 +152,11 @@ mod tests {
 
     #[test]
     fn interrupt_status_is_set_and_acknowledged() {
-        let event = EventFd::new(EFD_NONBLOCK).unwrap();
-        let irq = Interrupt::new(IrqLine::event(event.try_clone().unwrap()));
+        let irq = Interrupt::new(EventFd::new(EFD_NONBLOCK).unwrap());
         irq.signal(INTERRUPT_VRING);
         irq.signal(INTERRUPT_CONFIG);
         assert_eq!(irq.status(), 3);
-        assert_eq!(event.read().unwrap(), 2);
+        assert_eq!(irq.irqfd.read().unwrap(), 2);
         irq.acknowledge(INTERRUPT_VRING);
         assert_eq!(irq.status(), INTERRUPT_CONFIG);
     }

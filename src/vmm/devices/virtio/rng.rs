@@ -133,8 +133,7 @@ mod tests {
 
     fn rng_queue(mem: &GuestMemory) -> (RngQueue, EventFd) {
         let irq = EventFd::new(EFD_NONBLOCK).unwrap();
-        let interrupt =
-            Arc::new(Interrupt::new(crate::vmm::devices::irq::IrqLine::event(irq.try_clone().unwrap())));
+        let interrupt = Arc::new(Interrupt::new(irq.try_clone().unwrap()));
         (
             RngQueue {
                 mem: mem.clone(),

@@ -246,9 +246,7 @@ fn limited_block_queue(r: &Rig, size: u16, limit: RateLimit) -> (BlockQueue, Eve
         mem: r.mem.clone(),
         queue: RING.queue(&r.mem, QUEUE_SIZE, size),
         executor: Arc::new(Mutex::new(executor)),
-        interrupt: Arc::new(Interrupt::new(crate::vmm::devices::irq::IrqLine::event(
-            irq.try_clone().unwrap(),
-        ))),
+        interrupt: Arc::new(Interrupt::new(irq.try_clone().unwrap())),
         limiter: RateLimiter::new(&limit).unwrap(),
     };
     (queue, irq)

@@ -119,9 +119,7 @@ fn limited_rig(limit: RateLimit) -> Rig {
         rx: RX_RING.queue(&mem, QUEUE_SIZE, 16),
         tx: TX_RING.queue(&mem, QUEUE_SIZE, 16),
         tap: Arc::new(tap),
-        interrupt: Arc::new(Interrupt::new(crate::vmm::devices::irq::IrqLine::event(
-            irq.try_clone().unwrap(),
-        ))),
+        interrupt: Arc::new(Interrupt::new(irq.try_clone().unwrap())),
         filter: SourceFilter::new(MAC, Some(IP)),
         stats: Arc::default(),
         rx_frame: vec![0; MAX_FRAME],

@@ -240,9 +240,7 @@ fn the_device_moves_packets_between_rings_and_the_muxer() {
         rx: RX.queue(&mem, QUEUE_SIZE, 8),
         tx: TX.queue(&mem, QUEUE_SIZE, 8),
         muxer: Arc::new(Mutex::new(r.muxer)),
-        interrupt: Arc::new(Interrupt::new(crate::vmm::devices::irq::IrqLine::event(
-            irq.try_clone().unwrap(),
-        ))),
+        interrupt: Arc::new(Interrupt::new(irq.try_clone().unwrap())),
         buf: vec![0; HEADER_SIZE + MAX_PAYLOAD],
     };
     // The guest's receive buffer: header and payload in two descriptors.
