@@ -55,6 +55,18 @@ wait_for_line() {
 # scenarios named NAME-something.
 selected() { [ -z "${NUAGE_ONLY:-}" ] || [ "$NUAGE_ONLY" = "$1" ] || [ "$NUAGE_ONLY" = "${1%%-*}" ]; }
 
+# fetch URL: one request's answer, or "failed:N" (N: wget's or timeout's exit status)
+# when it got none. The bound is for a request that hangs (busybox 1.35's wget crashes with
+# -T, so timeout bounds it). It is generous: in CI four L1s share two cores, and twice a
+# request through the balancer was counted failed at 5 s while the cloud L1 uploaded its disk.
+REQUEST_TIMEOUT=20
+fetch() {
+    body=$(busybox timeout "$REQUEST_TIMEOUT" busybox wget -q -O - "$1" 2>/dev/null)
+    status=$?
+    body=$(printf '%s' "$body" | tr -d '\r\n')
+    if [ -n "$body" ]; then echo "$body"; else echo "failed:$status"; fi
+}
+
 # run_guest NAME VCPUS MEMORY_MIB ACTION [KERNEL [EXTRA VMM ARGUMENTS...]]
 run_guest() {
     name=$1 vcpus=$2 mem=$3 action=$4 kernel=${5:-$P/vmlinuz}
@@ -676,9 +688,7 @@ imds GET /latest/meta-data/instance-id "X-aws-ec2-metadata-token: '"$stolen"'"; 
     answers() {
         n=0
         while [ "$n" -lt "$1" ]; do
-            # (busybox 1.35's wget crashes with -T: timeout bounds it instead.)
-            body=$(busybox timeout 5 busybox wget -q -O - http://127.0.0.1:8080/ 2>/dev/null | tr -d '\r\n')
-            echo "${body:-failed}"
+            fetch http://127.0.0.1:8080/
             n=$((n + 1))
         done | sort -u | tr '\n' ,
     }
@@ -785,9 +795,7 @@ if [ "${1:-}" = asg-namespace ]; then
     # "failed") in FILE, PAUSE seconds apart, until $W/stop exists.
     requests() {
         while [ ! -f "$W/stop" ]; do
-            # (busybox 1.35's wget crashes with -T: timeout bounds it instead.)
-            body=$(busybox timeout 5 busybox wget -q -O - http://127.0.0.1:8080/ 2>/dev/null | tr -d '\r\n')
-            echo "${body:-failed}" >> "$1"
+            fetch http://127.0.0.1:8080/ >> "$1"
             sleep "$2"
         done
     }
@@ -854,7 +862,8 @@ if [ "${1:-}" = asg-namespace ]; then
     # The group's version, then each instance's.
     versions=$(nuage --output json autoscaling describe-auto-scaling-groups | json_values version | tr '\n' ,)
     total=$(wc -l < "$W/client")
-    failed=$(grep -c '^failed$' "$W/client" || true)
+    failed=$(grep -c '^failed' "$W/client" || true)
+    grep '^failed' "$W/client" | sed 's/^/[client] /'
     v2=$(grep -c ' v2$' "$W/client" || true)
     nuage autoscaling describe-instance-refreshes --auto-scaling-group-name asg | sed "s/^/[asg-refresh] /"
     nuage autoscaling describe-scaling-activities --auto-scaling-group-name asg | sed "s/^/[asg-refresh] /"
@@ -925,9 +934,7 @@ if [ "${1:-}" = env-namespace ]; then
     # requests FILE PAUSE: one line per answer (its body, or "failed") until $W/stop exists.
     requests() {
         while [ ! -f "$W/stop" ]; do
-            # (busybox 1.35's wget crashes with -T: timeout bounds it instead.)
-            body=$(busybox timeout 5 busybox wget -q -O - "$url" 2>/dev/null | tr -d '\r\n')
-            echo "${body:-failed}" >> "$1"
+            fetch "$url" >> "$1"
             sleep "$2"
         done
     }
@@ -935,7 +942,7 @@ if [ "${1:-}" = env-namespace ]; then
     sample() {
         n=0
         while [ "$n" -lt "$1" ]; do
-            busybox timeout 5 busybox wget -q -O - "$url" 2>/dev/null | tr -d '\r' | sed -n 's/.*, version //p'
+            fetch "$url" | sed -n 's/.*, version //p'
             n=$((n + 1))
         done | sort -u | tr '\n' ,
     }
@@ -977,7 +984,8 @@ if [ "${1:-}" = env-namespace ]; then
     start_nuaged --state-dir "$W/nuaged" --socket "$W/nuaged.sock" --vmm "$VMM"
     unset NUAGE_FAILPOINT
     deploy v2 "$W/client-v2" Rolling environment-after-refresh
-    failed=$(grep -c '^failed$' "$W/client-v2" || true)
+    failed=$(grep -c '^failed' "$W/client-v2" || true)
+    grep '^failed' "$W/client-v2" | sed 's/^/[client] /'
     echo "@@ env-update status=$(field status) version=$(field version_label) crashed=$crashed deploy_s=$deploy_s requests=$(wc -l < "$W/client-v2") failed=$failed answered_by_v2=$(grep -c ' v2$' "$W/client-v2" || true) after=$(sample 10)"
     members() {
         nuage --output json describe-instances --filters "Name=tag:elasticbeanstalk:environment-name,Values=web-prod" \
@@ -987,7 +995,8 @@ if [ "${1:-}" = env-namespace ]; then
     # A version that never serves, deployed with an additional batch first: the batch (on
     # v2) is added, the refresh fails and rolls back, and the group returns to its size.
     deploy v3 "$W/client-v3" RollingWithAdditionalBatch
-    failed=$(grep -c '^failed$' "$W/client-v3" || true)
+    failed=$(grep -c '^failed' "$W/client-v3" || true)
+    grep '^failed' "$W/client-v3" | sed 's/^/[client] /'
     said=no
     eb describe-events --environment-name web-prod | grep -q 'Failed to deploy application version v3' && said=yes
     batch=no
@@ -995,7 +1004,8 @@ if [ "${1:-}" = env-namespace ]; then
     wait_until 180 two_members
     echo "@@ env-rollback status=$(field status) version=$(field version_label) deploy_s=$deploy_s requests=$(wc -l < "$W/client-v3") failed=$failed answered_by_v3=$(grep -c ' v3$' "$W/client-v3" || true) after=$(sample 10) event=$said added_batch=$batch members=$(members)"
     deploy v1 "$W/client-v1" Immutable
-    failed=$(grep -c '^failed$' "$W/client-v1" || true)
+    failed=$(grep -c '^failed' "$W/client-v1" || true)
+    grep '^failed' "$W/client-v1" | sed 's/^/[client] /'
     members=$(members)
     echo "@@ env-immutable status=$(field status) version=$(field version_label) deploy_s=$deploy_s requests=$(wc -l < "$W/client-v1") failed=$failed after=$(sample 10) members=$members"
     eb describe-events --environment-name web-prod | json_values message | sed 's/^/[env-events] /'
