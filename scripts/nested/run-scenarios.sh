@@ -67,6 +67,22 @@ fetch() {
     if [ -n "$body" ]; then echo "$body"; else echo "failed:$status"; fi
 }
 
+# requests URL FILE PAUSE: requests to URL, one line per answer (fetch's) in FILE, PAUSE
+# seconds apart, until $W/stop exists.
+requests() {
+    while [ ! -f "$W/stop" ]; do
+        fetch "$1" >> "$2"
+        sleep "$3"
+    done
+}
+
+# count_failed FILE: prints each failed request that requests logged in FILE as a
+# "[client]" line, and sets $failed to how many there were.
+count_failed() {
+    grep '^failed' "$1" | sed 's/^/[client] /'
+    failed=$(grep -c '^failed' "$1" || true)
+}
+
 # run_guest NAME VCPUS MEMORY_MIB ACTION [KERNEL [EXTRA VMM ARGUMENTS...]]
 run_guest() {
     name=$1 vcpus=$2 mem=$3 action=$4 kernel=${5:-$P/vmlinuz}
@@ -791,16 +807,9 @@ if [ "${1:-}" = asg-namespace ]; then
         nuage --output json elbv2 describe-target-health --target-group-arn "$tg" | json_values state | grep -c '^healthy$'
     }
     desired() { nuage --output json autoscaling describe-auto-scaling-groups | json_numbers desired_capacity; }
-    # requests FILE PAUSE: requests through the balancer, one line per answer (its body, or
-    # "failed") in FILE, PAUSE seconds apart, until $W/stop exists.
-    requests() {
-        while [ ! -f "$W/stop" ]; do
-            fetch http://127.0.0.1:8080/ >> "$1"
-            sleep "$2"
-        done
-    }
+    balancer=http://127.0.0.1:8080/
     # load_for PAUSE: starts requests in the background; $loader is its pid.
-    load_for() { rm -f "$W/stop" "$W/load"; requests "$W/load" "$1" & loader=$!; }
+    load_for() { rm -f "$W/stop" "$W/load"; requests "$balancer" "$W/load" "$1" & loader=$!; }
     stop_load() { touch "$W/stop"; wait "$loader" 2>/dev/null; }
     two_healthy() { [ "$(healthy)" = 2 ] && [ "$(members | wc -l)" = 2 ]; }
     wait_until 300 two_healthy
@@ -816,7 +825,7 @@ if [ "${1:-}" = asg-namespace ]; then
         wait_until 120 victim_gone
         wait_until 300 two_healthy
         replaced_s=$(seconds $(( $(now_cs) - t0 )))
-        rm -f "$W/stop"; requests "$W/after-kill" 0 & sampler=$!
+        rm -f "$W/stop"; requests "$balancer" "$W/after-kill" 0 & sampler=$!
         sleep 3; touch "$W/stop"; wait "$sampler"
         served=$(cut -d' ' -f1 "$W/after-kill" | sort -u | tr '\n' ,)
         rm -f "$W/after-kill"
@@ -843,7 +852,7 @@ if [ "${1:-}" = asg-namespace ]; then
 
     nuage create-launch-template-version --launch-template-name asg --launch-template-data "$(template_data v2)" >/dev/null
     rm -f "$W/stop" "$W/client"
-    requests "$W/client" 0.2 & client=$!
+    requests "$balancer" "$W/client" 0.2 & client=$!
     sleep 2
     t0=$(now_cs)
     nuage autoscaling start-instance-refresh --auto-scaling-group-name asg \
@@ -862,8 +871,7 @@ if [ "${1:-}" = asg-namespace ]; then
     # The group's version, then each instance's.
     versions=$(nuage --output json autoscaling describe-auto-scaling-groups | json_values version | tr '\n' ,)
     total=$(wc -l < "$W/client")
-    failed=$(grep -c '^failed' "$W/client" || true)
-    grep '^failed' "$W/client" | sed 's/^/[client] /'
+    count_failed "$W/client"
     v2=$(grep -c ' v2$' "$W/client" || true)
     nuage autoscaling describe-instance-refreshes --auto-scaling-group-name asg | sed "s/^/[asg-refresh] /"
     nuage autoscaling describe-scaling-activities --auto-scaling-group-name asg | sed "s/^/[asg-refresh] /"
@@ -931,13 +939,6 @@ if [ "${1:-}" = env-namespace ]; then
     wait_until 600 ready
     create_s=$(seconds $(( $(now_cs) - t0 )))
     url="http://127.0.0.1:$(field endpoint_url | cut -d: -f2)/"
-    # requests FILE PAUSE: one line per answer (its body, or "failed") until $W/stop exists.
-    requests() {
-        while [ ! -f "$W/stop" ]; do
-            fetch "$url" >> "$1"
-            sleep "$2"
-        done
-    }
     # sample N: the distinct versions of N requests, sorted.
     sample() {
         n=0
@@ -956,7 +957,7 @@ if [ "${1:-}" = env-namespace ]; then
     # one is named; waits until the environment is ready again.
     deploy() {
         rm -f "$W/stop" "$2"
-        requests "$2" 0.2 & client=$!
+        requests "$url" "$2" 0.2 & client=$!
         sleep 2
         t0=$(now_cs)
         policy=""
@@ -984,8 +985,7 @@ if [ "${1:-}" = env-namespace ]; then
     start_nuaged --state-dir "$W/nuaged" --socket "$W/nuaged.sock" --vmm "$VMM"
     unset NUAGE_FAILPOINT
     deploy v2 "$W/client-v2" Rolling environment-after-refresh
-    failed=$(grep -c '^failed' "$W/client-v2" || true)
-    grep '^failed' "$W/client-v2" | sed 's/^/[client] /'
+    count_failed "$W/client-v2"
     echo "@@ env-update status=$(field status) version=$(field version_label) crashed=$crashed deploy_s=$deploy_s requests=$(wc -l < "$W/client-v2") failed=$failed answered_by_v2=$(grep -c ' v2$' "$W/client-v2" || true) after=$(sample 10)"
     members() {
         nuage --output json describe-instances --filters "Name=tag:elasticbeanstalk:environment-name,Values=web-prod" \
@@ -995,8 +995,7 @@ if [ "${1:-}" = env-namespace ]; then
     # A version that never serves, deployed with an additional batch first: the batch (on
     # v2) is added, the refresh fails and rolls back, and the group returns to its size.
     deploy v3 "$W/client-v3" RollingWithAdditionalBatch
-    failed=$(grep -c '^failed' "$W/client-v3" || true)
-    grep '^failed' "$W/client-v3" | sed 's/^/[client] /'
+    count_failed "$W/client-v3"
     said=no
     eb describe-events --environment-name web-prod | grep -q 'Failed to deploy application version v3' && said=yes
     batch=no
@@ -1004,8 +1003,7 @@ if [ "${1:-}" = env-namespace ]; then
     wait_until 180 two_members
     echo "@@ env-rollback status=$(field status) version=$(field version_label) deploy_s=$deploy_s requests=$(wc -l < "$W/client-v3") failed=$failed answered_by_v3=$(grep -c ' v3$' "$W/client-v3" || true) after=$(sample 10) event=$said added_batch=$batch members=$(members)"
     deploy v1 "$W/client-v1" Immutable
-    failed=$(grep -c '^failed' "$W/client-v1" || true)
-    grep '^failed' "$W/client-v1" | sed 's/^/[client] /'
+    count_failed "$W/client-v1"
     members=$(members)
     echo "@@ env-immutable status=$(field status) version=$(field version_label) deploy_s=$deploy_s requests=$(wc -l < "$W/client-v1") failed=$failed after=$(sample 10) members=$members"
     eb describe-events --environment-name web-prod | json_values message | sed 's/^/[env-events] /'
