@@ -205,6 +205,16 @@ fn stock_kernel_brings_up_every_requested_cpu() {
         s.console.iter().any(|l| l.contains("smpboot: Total of 4 processors activated")),
         "no smpboot line for 4 CPUs (first dmesg line: {smpboot})"
     );
+    // The processor is named by its brand string, not by Linux's "family/model" fallback
+    // ("AMD 17/01") for a CPU whose CPUID has none.
+    let cpu0 = s.console.iter().find(|l| l.contains("smpboot: CPU0: ")).map_or("", String::as_str);
+    let name = cpu0.split("CPU0: ").nth(1).and_then(|rest| rest.split(" (family").next()).unwrap_or("");
+    let fallback = name.rsplit(' ').next().is_some_and(|last| {
+        last.len() == 5
+            && last.as_bytes()[2] == b'/'
+            && last.chars().filter(char::is_ascii_hexdigit).count() == 4
+    });
+    assert!(!name.is_empty() && !fallback, "the guest names its CPU {name:?} ({cpu0})");
 }
 
 #[test]

@@ -4,6 +4,11 @@
 //! and uses kvm-clock), which APIC ID each vCPU has (matching the MADT), how many vCPUs
 //! share the package, and that it has a TSC-deadline timer (hardware-reduced ACPI gives it
 //! no PIT to calibrate against). Nested virtualization is hidden.
+//!
+//! Some KVMs leave the leaves that only describe the processor empty (its brand string, its
+//! L1 and L2 caches and TLBs): the guest would then name its CPU by family and model alone
+//! ("AMD 17/01") and size no cache. Those are filled from the host's own CPUID, as other VMMs
+//! do; leaves KVM fills are kept.
 
 use kvm_bindings::kvm_cpuid_entry2;
 
@@ -14,6 +19,11 @@ const LEAF_TOPOLOGY: u32 = 0xb;
 const LEAF_TOPOLOGY_V2: u32 = 0x1f;
 const LEAF_EXT_FEATURES: u32 = 0x8000_0001;
 const LEAF_AMD_SIZE_IDS: u32 = 0x8000_0008;
+/// The brand string (three leaves), then the L1 and the L2 cache and TLB descriptions.
+const LEAVES_DESCRIBING_THE_HOST: std::ops::RangeInclusive<u32> = 0x8000_0002..=0x8000_0006;
+const LEAF_L2_CACHE: u32 = 0x8000_0006;
+/// Bits 17:16 of the L2 leaf's EDX are reserved (KVM clears them too).
+const L2_EDX_RESERVED: u32 = 0b11 << 16;
 const LEAF_AMD_EXT_APIC_ID: u32 = 0x8000_001e;
 
 const ECX_VMX: u32 = 1 << 5;
@@ -85,6 +95,30 @@ pub fn normalize(entries: &mut [kvm_cpuid_entry2], index: u8, count: u8) {
             _ => {}
         }
     }
+}
+
+/// Fills the leaves that describe the processor, where KVM left them all zero, with what
+/// `host` (the CPUID instruction, outside tests) says of them.
+pub fn describe_host_processor(entries: &mut [kvm_cpuid_entry2], host: impl Fn(u32) -> [u32; 4]) {
+    for entry in entries.iter_mut() {
+        let empty = [entry.eax, entry.ebx, entry.ecx, entry.edx] == [0; 4];
+        if !LEAVES_DESCRIBING_THE_HOST.contains(&entry.function) || !empty {
+            continue;
+        }
+        [entry.eax, entry.ebx, entry.ecx, entry.edx] = host(entry.function);
+        if entry.function == LEAF_L2_CACHE {
+            entry.edx &= !L2_EDX_RESERVED;
+        }
+    }
+}
+
+/// The host's CPUID leaf `function` (sub-leaf 0) as EAX, EBX, ECX and EDX.
+pub fn host_leaf(function: u32) -> [u32; 4] {
+    // SAFETY: CPUID reads identification registers and has no other effect; every x86-64
+    // processor has the instruction. (Rust made the intrinsic safe after rust-version.)
+    #[allow(unused_unsafe)]
+    let leaf = unsafe { std::arch::x86_64::__cpuid_count(function, 0) };
+    [leaf.eax, leaf.ebx, leaf.ecx, leaf.edx]
 }
 
 #[cfg(test)]
@@ -164,6 +198,35 @@ mod tests {
     #[test]
     fn kvm_leaves_are_kept() {
         assert_eq!(find(&normalized(0, 2), 0x4000_0001, 0).eax, 0xffff_ffff);
+    }
+
+    #[test]
+    fn empty_leaves_describing_the_processor_come_from_the_host() {
+        let mut entries = vec![
+            kvm_cpuid_entry2 { function: 0x8000_0002, ..Default::default() },
+            kvm_cpuid_entry2 { function: 0x8000_0005, eax: 7, ..Default::default() },
+            kvm_cpuid_entry2 { function: 0x8000_0006, ..Default::default() },
+            kvm_cpuid_entry2 { function: 0x8000_0007, ..Default::default() },
+        ];
+        describe_host_processor(&mut entries, |function| [function, 1, 2, 0xffff_ffff]);
+        let regs = |function| {
+            let e = find(&entries, function, 0);
+            [e.eax, e.ebx, e.ecx, e.edx]
+        };
+        assert_eq!(regs(0x8000_0002), [0x8000_0002, 1, 2, 0xffff_ffff], "brand string");
+        assert_eq!(regs(0x8000_0005), [7, 0, 0, 0], "what KVM gave is kept");
+        assert_eq!(regs(0x8000_0006), [0x8000_0006, 1, 2, !L2_EDX_RESERVED], "reserved bits cleared");
+        assert_eq!(regs(0x8000_0007), [0; 4], "only the describing leaves");
+    }
+
+    #[test]
+    fn the_host_leaf_is_the_instructions() {
+        // Leaf 0's EBX, EDX, ECX spell the vendor, as /proc/cpuinfo names it.
+        let [_, ebx, ecx, edx] = host_leaf(0);
+        let vendor: Vec<u8> = [ebx, edx, ecx].iter().flat_map(|r| r.to_le_bytes()).collect();
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let named = cpuinfo.lines().find(|l| l.starts_with("vendor_id")).unwrap_or_default();
+        assert!(named.ends_with(std::str::from_utf8(&vendor).unwrap_or("?")), "{named} vs {vendor:?}");
     }
 
     #[test]

@@ -6,6 +6,7 @@ use kvm_bindings::{
 use kvm_ioctls::{Cap, Kvm, VmFd};
 use vm_memory::{Address, GuestMemoryBackend as _, GuestMemoryRegion};
 
+use crate::vmm::arch::cpuid;
 use crate::vmm::arch::layout::KVM_TSS_ADDRESS;
 use crate::vmm::vstate::memory::GuestMemory;
 
@@ -93,11 +94,15 @@ impl Vm {
         Ok(())
     }
 
-    /// The CPUID leaves KVM supports on this host, the base for every vCPU's CPUID.
+    /// The CPUID leaves KVM supports on this host, with the host's description of its
+    /// processor where KVM gives none: the base for every vCPU's CPUID.
     pub fn supported_cpuid(&self) -> Result<CpuId, VmError> {
-        self.kvm
+        let mut supported = self
+            .kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-            .map_err(|source| VmError::Kvm { what: "get supported CPUID", source })
+            .map_err(|source| VmError::Kvm { what: "get supported CPUID", source })?;
+        cpuid::describe_host_processor(supported.as_mut_slice(), cpuid::host_leaf);
+        Ok(supported)
     }
 
     /// The VM file descriptor.
