@@ -98,3 +98,72 @@ pub fn copy_from_chain(mem: &GuestMemory, chain: Chain<'_>, buf: &mut [u8]) -> O
     }
     Some(len)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vmm::devices::virtio::test_rings::TestRing;
+    use crate::vmm::vstate::memory::create_guest_memory;
+    use vm_memory::GuestAddress;
+
+    const RING: TestRing = TestRing::at(0x1000);
+    const SIZE: u16 = 16;
+
+    /// A queue with event indexes on, and `count` one-descriptor chains available.
+    fn event_idx_queue(mem: &GuestMemory, count: u16) -> Queue {
+        let mut queue = RING.queue(mem, SIZE, SIZE);
+        queue.set_event_idx(true);
+        for head in 0..count {
+            RING.put_desc(mem, head, (0x10_0000, 8, 0, 0));
+        }
+        RING.publish(mem, 0, &(0..count).collect::<Vec<_>>());
+        queue
+    }
+
+    /// `avail_event`, after the used ring's entries: where the driver must notify next.
+    fn avail_event(mem: &GuestMemory) -> u16 {
+        mem.read_obj(GuestAddress(RING.used + 4 + 8 * u64::from(SIZE))).unwrap()
+    }
+
+    /// Sets `used_event`, after the available ring's entries: how far the device may complete
+    /// before the driver wants an interrupt.
+    fn set_used_event(mem: &GuestMemory, value: u16) {
+        mem.write_obj(value, GuestAddress(RING.avail + 4 + 2 * u64::from(SIZE))).unwrap();
+    }
+
+    #[test]
+    fn a_drained_queue_asks_to_be_notified_at_the_next_chain() {
+        let mem = create_guest_memory(4).unwrap();
+        let mut queue = event_idx_queue(&mem, 3);
+        set_used_event(&mem, 0);
+        assert!(drain(&mut queue, &mem, |_| Some(0)), "the first completion is wanted");
+        assert_eq!(RING.used_count(&mem), 3);
+        assert_eq!(avail_event(&mem), 3, "a kick is due when chain 3 is made available");
+    }
+
+    #[test]
+    fn interrupts_wait_until_the_driver_s_used_event() {
+        let mem = create_guest_memory(4).unwrap();
+        let mut queue = event_idx_queue(&mem, 4);
+        // The driver wants an interrupt once entry 2 is used (when the used index passes 2).
+        set_used_event(&mem, 2);
+        let mut served = 0;
+        let two = |_: Chain<'_>| {
+            served += 1;
+            (served <= 2).then_some(0)
+        };
+        assert!(!drain(&mut queue, &mem, two));
+        assert_eq!(RING.used_count(&mem), 2, "two served, entry 2 not yet");
+        assert!(drain(&mut queue, &mem, |_| Some(0)), "entry 2 used: interrupt");
+        assert_eq!(RING.used_count(&mem), 4);
+    }
+
+    #[test]
+    fn an_empty_queue_asks_to_be_notified_at_its_first_chain() {
+        let mem = create_guest_memory(4).unwrap();
+        let mut queue = event_idx_queue(&mem, 1);
+        assert!(next_chain(&mut queue, &mem).is_some());
+        assert!(next_chain(&mut queue, &mem).is_none());
+        assert_eq!(avail_event(&mem), 1, "a kick is due when chain 1 is made available");
+    }
+}
