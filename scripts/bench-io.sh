@@ -9,7 +9,9 @@
 # under nested emulation, VMM against VMM on the same path is the honest comparison.
 # nuage-vmm also runs the guest without its seccomp filters and in its jail (as nuaged runs
 # it), for what each costs. Every VMM runs the guest once in each of three rounds, in an
-# order rotated every round, and the report gives medians (and each round's figure).
+# order rotated every round, and the report gives medians (and each round's figure), and
+# how many interrupts the guest took per block request and per MiB sent (its
+# /proc/interrupts): what notification suppression saved, which throughput only hints at.
 #
 # With --baseline-vmm, a nuage-vmm built from another commit runs the guest instead of the
 # unfiltered and jailed ones, for what a change gains.
@@ -39,6 +41,9 @@ KINDS = ("nuage", "unfiltered", "jailed", "baseline", "other")
 host, guests, tcp, rounds = {}, {kind: {} for kind in KINDS}, {kind: [] for kind in KINDS}, "?"
 guest_blk = re.compile(r"^\[iobench-(\w+)-(\d+)\] NUAGE-BENCH blk ")
 guest_tcp = re.compile(r"^@@ iobench-(\w+)-(\d+)-host tcp-recv ")
+guest_irqs = re.compile(r"^\[iobench-(\w+)-(\d+)\] NUAGE-BENCH irqs ")
+# Interrupts each device raised, per block request and per MiB sent, one value per round.
+irqs = {kind: {"blk": [], "net": []} for kind in KINDS}
 for line in open(path, errors="replace"):
     line = line.strip().replace("\r", "")
     fields = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
@@ -52,6 +57,10 @@ for line in open(path, errors="replace"):
         guests[m.group(1)].setdefault(fields["test"], []).append(float(fields["mib_s"]))
     elif (m := guest_tcp.match(line)) and m.group(1) in tcp:
         tcp[m.group(1)].append(float(fields["mib_s"]))
+    elif (m := guest_irqs.match(line)) and m.group(1) in irqs:
+        per = float(fields.get("requests") or fields.get("mib") or 0)
+        if per:
+            irqs[m.group(1)][fields["device"]].append(int(fields["interrupts"]) / per)
 for kind in KINDS:
     if tcp[kind]:
         guests[kind]["tcp"] = tcp[kind]
@@ -79,6 +88,12 @@ def row(test, name):
 for test in host:
     row(test, "tcp guest->namespace" if test == "tcp" else test)
 print("  (the TCP row's host column is the same stream over the host's loopback)")
+print("  interrupts the guest took (its /proc/interrupts), medians of the rounds:")
+for kind in ("nuage",) + tuple(peers):
+    blk, net = irqs[kind]["blk"], irqs[kind]["net"]
+    if blk or net:
+        cell = lambda v, unit: f"{statistics.median(v):8.3f} per {unit}" if v else f"{'-':>8} per {unit}"
+        print(f"    {kind:10} block {cell(blk, 'request')}   network {cell(net, 'MiB sent')}")
 print("  each round, MiB/s:")
 for kind in ("nuage",) + tuple(peers):
     for test, values in guests[kind].items():
