@@ -10,10 +10,7 @@ use std::sync::{Arc, Mutex};
 use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::{
-    status, Activation, Interrupt, VirtioDevice, INTERRUPT_CONFIG, VIRTIO_F_VERSION_1,
-    VIRTIO_RING_F_EVENT_IDX,
-};
+use super::{status, Activation, Interrupt, VirtioDevice, INTERRUPT_CONFIG, VIRTIO_F_VERSION_1};
 use crate::vmm::devices::BusDevice;
 use crate::vmm::vstate::memory::GuestMemory;
 
@@ -86,13 +83,6 @@ impl State {
         self.queues.get_mut(self.queue_select as usize)
     }
 
-    /// What the device offers, and event indexes for every device: each one takes chains
-    /// and returns them through `queue`, whose loops publish where the driver must notify
-    /// next before they wait, and interrupt only as far as the driver asked.
-    fn offered_features(&self) -> u64 {
-        self.device.features() | VIRTIO_RING_F_EVENT_IDX
-    }
-
     /// Queue configuration may change only between FEATURES_OK and DRIVER_OK.
     fn queue_configurable(&self) -> bool {
         self.status & status::DRIVER_OK == 0
@@ -105,8 +95,8 @@ impl State {
             0x08 => self.device.device_type(),
             0x0c => VENDOR_ID,
             0x10 => match self.device_features_select {
-                0 => self.offered_features() as u32,
-                1 => (self.offered_features() >> 32) as u32,
+                0 => self.device.features() as u32,
+                1 => (self.device.features() >> 32) as u32,
                 _ => 0,
             },
             0x34 => self.selected_queue().map_or(0, |q| u32::from(q.max_size())),
@@ -185,7 +175,7 @@ impl State {
         let added = value & !self.status;
         let mut value = value;
         if added & status::FEATURES_OK != 0 {
-            let offered = self.offered_features();
+            let offered = self.device.features();
             let acceptable =
                 self.driver_features & !offered == 0 && self.driver_features & VIRTIO_F_VERSION_1 != 0;
             if !acceptable {
@@ -204,16 +194,11 @@ impl State {
         let result = match invalid {
             Some(index) => Err(format!("queue {index} is not valid for guest memory")),
             None => self.clone_events().and_then(|queue_events| {
-                let event_idx = self.driver_features & VIRTIO_RING_F_EVENT_IDX != 0;
                 let queues = self
                     .queues
                     .iter()
-                    .map(|q| {
-                        let mut queue = Queue::try_from(q.state())?;
-                        queue.set_event_idx(event_idx);
-                        Ok(queue)
-                    })
-                    .collect::<Result<Vec<_>, virtio_queue::Error>>()
+                    .map(|q| Queue::try_from(q.state()))
+                    .collect::<Result<Vec<_>, _>>()
                     .map_err(|e| format!("queue state: {e:?}"))?;
                 let activation = Activation {
                     mem: self.mem.clone(),
@@ -287,15 +272,13 @@ mod tests {
     use super::*;
     use crate::vmm::devices::virtio::ActivateError;
     use crate::vmm::vstate::memory::create_guest_memory;
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use vmm_sys_util::eventfd::EFD_NONBLOCK;
 
     #[derive(Default, Clone)]
     struct Counters {
         activations: Arc<AtomicUsize>,
         resets: Arc<AtomicUsize>,
-        /// Whether the last activation's queue had event indexes on.
-        event_idx: Arc<AtomicBool>,
     }
 
     struct Dummy(Counters);
@@ -315,7 +298,6 @@ mod tests {
         }
         fn activate(&mut self, activation: Activation) -> Result<(), ActivateError> {
             assert_eq!(activation.queues.len(), 1);
-            self.0.event_idx.store(activation.queues[0].event_idx_enabled(), Ordering::SeqCst);
             self.0.activations.fetch_add(1, Ordering::SeqCst);
             Ok(())
         }
@@ -384,24 +366,6 @@ mod tests {
         assert_eq!(counters.resets.load(Ordering::SeqCst), 1);
         assert_eq!(read32(&t, 0x70), 0);
         assert_eq!(read32(&t, 0x44), 0, "queue no longer ready after reset");
-    }
-
-    #[test]
-    fn event_indexes_are_offered_and_on_only_when_the_driver_accepts_them() {
-        let (t, counters) = transport();
-        assert_eq!(u64::from(read32(&t, 0x10)) & VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_EVENT_IDX);
-        for accepted in [false, true] {
-            write32(&t, 0x70, 0);
-            write32(&t, 0x70, status::ACKNOWLEDGE | status::DRIVER);
-            write32(&t, 0x24, 0);
-            write32(&t, 0x20, if accepted { VIRTIO_RING_F_EVENT_IDX as u32 } else { 0 });
-            negotiate(&t, 1);
-            configure_queue(&t);
-            write32(&t, 0x70, status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK);
-            assert_ne!(read32(&t, 0x70) & status::DRIVER_OK, 0);
-            assert_eq!(counters.event_idx.load(Ordering::SeqCst), accepted);
-        }
-        assert_eq!(counters.activations.load(Ordering::SeqCst), 2);
     }
 
     #[test]

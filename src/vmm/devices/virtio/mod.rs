@@ -27,10 +27,6 @@ use crate::vmm::vstate::memory::GuestMemory;
 
 /// Feature bit: the device follows virtio 1.x (required by virtio-mmio version 2).
 pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
-/// Feature bit: each side says in the rings how far the other may go before it wants a
-/// notification (the driver's `used_event`, the device's `avail_event`), instead of turning
-/// notifications off and on with flags.
-pub const VIRTIO_RING_F_EVENT_IDX: u64 = 1 << 29;
 
 /// Virtio device type of a network interface.
 pub const DEVICE_TYPE_NET: u32 = 1;
