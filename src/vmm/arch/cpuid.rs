@@ -18,12 +18,10 @@ const LEAF_PMU: u32 = 0xa;
 const LEAF_TOPOLOGY: u32 = 0xb;
 const LEAF_TOPOLOGY_V2: u32 = 0x1f;
 const LEAF_EXT_FEATURES: u32 = 0x8000_0001;
-const LEAF_AMD_SIZE_IDS: u32 = 0x8000_0008;
 /// The brand string (three leaves), then the L1 and the L2 cache and TLB descriptions.
 const LEAVES_DESCRIBING_THE_HOST: std::ops::RangeInclusive<u32> = 0x8000_0002..=0x8000_0006;
 const LEAF_L2_CACHE: u32 = 0x8000_0006;
-/// Bits 17:16 of the L2 leaf's EDX are reserved (KVM clears them too).
-const L2_EDX_RESERVED: u32 = 0b11 << 16;
+const LEAF_AMD_SIZE_IDS: u32 = 0x8000_0008;
 const LEAF_AMD_EXT_APIC_ID: u32 = 0x8000_001e;
 
 const ECX_VMX: u32 = 1 << 5;
@@ -32,6 +30,8 @@ const ECX_TSC_DEADLINE: u32 = 1 << 24;
 const ECX_HYPERVISOR: u32 = 1 << 31;
 const EDX_HTT: u32 = 1 << 28;
 const EXT_ECX_SVM: u32 = 1 << 2;
+/// Bits 17:16 of the L2 leaf's EDX are reserved (KVM clears them too).
+const L2_EDX_RESERVED: u32 = 0b11 << 16;
 /// CLFLUSH line size in 8-byte units (64-byte lines).
 const CLFLUSH_LINE_SIZE: u32 = 8;
 /// Topology level types of leaves 0xB and 0x1F.
@@ -220,7 +220,7 @@ mod tests {
     }
 
     #[test]
-    fn the_host_leaf_is_the_instructions() {
+    fn the_host_leaf_is_what_the_instruction_returns() {
         // Leaf 0's EBX, EDX, ECX spell the vendor, as /proc/cpuinfo names it.
         let [_, ebx, ecx, edx] = host_leaf(0);
         let vendor: Vec<u8> = [ebx, edx, ecx].iter().flat_map(|r| r.to_le_bytes()).collect();
