@@ -67,6 +67,15 @@ fetch() {
     if [ -n "$body" ]; then echo "$body"; else echo "failed:$status"; fi
 }
 
+# fetch_n N URL: N requests to URL, one line per answer (fetch's).
+fetch_n() {
+    n=0
+    while [ "$n" -lt "$1" ]; do
+        fetch "$2"
+        n=$((n + 1))
+    done
+}
+
 # requests URL FILE PAUSE: requests to URL, one line per answer (fetch's) in FILE, PAUSE
 # seconds apart, until $W/stop exists.
 requests() {
@@ -701,13 +710,7 @@ imds GET /latest/meta-data/instance-id "X-aws-ec2-metadata-token: '"$stolen"'"; 
     nuage elbv2 create-listener --load-balancer-arn "$lb" --protocol HTTP --port 8080 \
         --default-actions "Type=forward,TargetGroupArn=$tg" >/dev/null
     # answers N: the distinct bodies of N requests through the balancer, sorted.
-    answers() {
-        n=0
-        while [ "$n" -lt "$1" ]; do
-            fetch http://127.0.0.1:8080/
-            n=$((n + 1))
-        done | sort -u | tr '\n' ,
-    }
+    answers() { fetch_n "$1" http://127.0.0.1:8080/ | sort -u | tr '\n' ,; }
     # wait_healthy N: waits (up to a minute) until N targets are healthy.
     wait_healthy() {
         n=0
@@ -940,13 +943,7 @@ if [ "${1:-}" = env-namespace ]; then
     create_s=$(seconds $(( $(now_cs) - t0 )))
     url="http://127.0.0.1:$(field endpoint_url | cut -d: -f2)/"
     # sample N: the distinct versions of N requests, sorted.
-    sample() {
-        n=0
-        while [ "$n" -lt "$1" ]; do
-            fetch "$url" | sed -n 's/.*, version //p'
-            n=$((n + 1))
-        done | sort -u | tr '\n' ,
-    }
+    sample() { fetch_n "$1" "$url" | sed -n 's/.*, version //p' | sort -u | tr '\n' ,; }
     health=$(eb describe-environment-health --environment-name web-prod | json_values color)
     echo "@@ env-create status=$(field status) health=$health create_s=$create_s served=$(sample 10) refused=$refused made_by_refused=$made_by_refused url=$url"
     eb describe-events --environment-name web-prod | json_values message | sed 's/^/[env-events] /'
