@@ -1126,18 +1126,26 @@ if [ "${NUAGE_MODE:-test}" = bench ]; then
     # --only FLAVOUR: that flavour alone.
     [ -n "${NUAGE_ONLY:-}" ] && flavours=$NUAGE_ONLY
     echo "@@ bench-config runs=${NUAGE_RUNS:-5} flavours=$(echo $flavours | tr ' ' ,) other=$([ -x "$P/other-vmm" ] && echo yes || echo no)"
+    # What boots in each round: the kinds of VMM on the ELF kernel, then nuage-vmm on the
+    # bzImage. Each round's order is the last one's rotated by one, as in the I/O rounds, so
+    # that no kind always boots first or after the same neighbour.
+    kinds="nuage unfiltered jailed"
+    [ -x "$P/other-vmm" ] && kinds="$kinds other"
+    [ -x "$P/baseline-vmm" ] && kinds="$kinds baseline"
+    kinds="$kinds bzimage"
     r=1
     while [ "$r" -le "${NUAGE_RUNS:-5}" ]; do
         for flavour in $flavours; do
             for vcpus in 1 2; do
-                bench_one nuage "$flavour" elf "$vcpus" "$r"
-                bench_one unfiltered "$flavour" elf "$vcpus" "$r"
-                bench_one jailed "$flavour" elf "$vcpus" "$r"
-                [ -x "$P/other-vmm" ] && bench_one other "$flavour" elf "$vcpus" "$r"
-                [ -x "$P/baseline-vmm" ] && bench_one baseline "$flavour" elf "$vcpus" "$r"
-                bench_one nuage "$flavour" bzimage "$vcpus" "$r"
+                for kind in $kinds; do
+                    case "$kind" in
+                        bzimage) bench_one nuage "$flavour" bzimage "$vcpus" "$r" ;;
+                        *) bench_one "$kind" "$flavour" elf "$vcpus" "$r" ;;
+                    esac
+                done
             done
         done
+        kinds="$(echo $kinds | cut -d' ' -f2-) ${kinds%% *}"
         r=$((r + 1))
     done
 elif [ "${NUAGE_MODE:-test}" = sshbench ]; then
