@@ -65,14 +65,11 @@ pub fn chain_bytes(chain: &Chain<'_>) -> u64 {
 /// The available ring's flag by which a driver asks for no interrupts (virtio 1.2, 2.7.7).
 const VRING_AVAIL_F_NO_INTERRUPT: u16 = 1;
 
-/// Whether the driver wants an interrupt for what was just completed. With event indexes
-/// its `used_event` says; without them, its available ring's flags do, and virtio-queue
-/// ignores those. Linux sets `VRING_AVAIL_F_NO_INTERRUPT` while its NAPI poll reads the
-/// used ring anyway, so an interrupt then is one the guest takes for nothing.
-pub fn needs_interrupt(queue: &mut Queue, mem: &GuestMemory) -> bool {
-    if queue.event_idx_enabled() {
-        return queue.needs_notification(mem).unwrap_or(true);
-    }
+/// Whether the driver wants an interrupt for what was just completed: its available ring's
+/// flags say, as no device offers event indexes (virtio-queue's `needs_notification` reads
+/// only those and ignores the flags). Linux sets `VRING_AVAIL_F_NO_INTERRUPT` while its NAPI
+/// poll reads the used ring anyway, so an interrupt then is one the guest takes for nothing.
+pub fn needs_interrupt(queue: &Queue, mem: &GuestMemory) -> bool {
     // The used ring's index is published before the flags are read, as the driver clears
     // the flag before it reads that index: one of the two sees the other's write.
     fence(Ordering::SeqCst);
@@ -149,6 +146,6 @@ mod tests {
         let mut queue = RING.queue(&mem, 8, 8);
         queue.set_avail_ring_address(Some(0x40_0000), Some(0)); // past the end of RAM
         assert_eq!(queue.avail_ring(), 0x40_0000);
-        assert!(needs_interrupt(&mut queue, &mem));
+        assert!(needs_interrupt(&queue, &mem));
     }
 }

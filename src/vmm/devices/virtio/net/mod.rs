@@ -227,7 +227,7 @@ impl NetQueues {
             }
             delivered = true;
         }
-        if delivered && queue::needs_interrupt(&mut self.rx, &self.mem) {
+        if delivered && queue::needs_interrupt(&self.rx, &self.mem) {
             self.interrupt.signal(INTERRUPT_VRING);
         }
     }

@@ -146,7 +146,7 @@ impl VsockQueues {
             }
             delivered = true;
         }
-        delivered && queue::needs_interrupt(&mut self.rx, &self.mem)
+        delivered && queue::needs_interrupt(&self.rx, &self.mem)
     }
 
     fn serve(&mut self, transmit: bool) {
